@@ -1,0 +1,3 @@
+from graphsurgeon.cli import main
+
+raise SystemExit(main())

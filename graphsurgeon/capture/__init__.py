@@ -1,0 +1,49 @@
+"""Capture: a model source → torch.export → CapturedModel (the fx graph with shapes and module paths)."""
+
+from __future__ import annotations
+
+import torch
+
+from graphsurgeon.capture.exporter import capture_hf_model, export_module
+from graphsurgeon.capture.presets import DEFAULT_PRESET, preset_names
+from graphsurgeon.capture.sources import ModelRecipe, resolve
+from graphsurgeon.graph.captured import CapturedModel
+
+__all__ = ["DEFAULT_PRESET", "ModelRecipe", "capture", "capture_module", "preset_names", "resolve"]
+
+
+def capture(source, *, meta: bool = False, eager_attention: bool = False,
+            example_inputs: dict | None = None, dynamic: dict | None = None) -> CapturedModel:
+    """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module.
+
+    meta=True builds the model on the meta device: the architecture only, no weight memory;
+    `CapturedModel.materialize()` gives it weights later.
+    """
+    if isinstance(source, torch.nn.Module):
+        return capture_module(source, example_inputs, dynamic=dynamic)
+    recipe = resolve(str(source))
+    attn = "eager" if eager_attention else "sdpa"
+    model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
+    weights = "meta" if meta else ("real" if recipe.weights_dir else "random")
+    cm = capture_hf_model(model, name=recipe.name, weights=weights, config=dict(recipe.config), attn=attn,
+                          materializer=lambda: recipe.build("cpu", attn_implementation=attn))
+    cm.weights_note = "architecture only (meta device)" if meta else recipe.note
+    return cm
+
+
+def capture_module(module: torch.nn.Module, example_inputs: dict | None, *, dynamic: dict | None = None) -> CapturedModel:
+    """Capture any nn.Module called as module(**example_inputs)."""
+    from graphsurgeon.errors import CaptureError
+
+    if not example_inputs:
+        if hasattr(module, "config"):
+            return capture_hf_model(module, name=type(module).__name__, weights="real", config=module.config.to_dict(),
+                                    attn=getattr(module.config, "_attn_implementation", None))
+        raise CaptureError(f"capturing a plain {type(module).__name__} needs example_inputs={{name: tensor}}.")
+    gm, dims, outputs = export_module(module, example_inputs, dynamic=dynamic, name=type(module).__name__)
+    meta_dev = any(p.is_meta for p in module.parameters())
+    return CapturedModel(
+        gm=gm, dims=dims, model_class=type(module).__name__, source_name="<module>",
+        weights="meta" if meta_dev else "real", input_names=list(example_inputs), output_names=outputs,
+        example_inputs=dict(example_inputs), module_classes={p: type(m).__name__ for p, m in module.named_modules()},
+    )

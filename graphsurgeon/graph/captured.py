@@ -1,0 +1,92 @@
+"""CapturedModel: the fx GraphModule (the single source of truth) and what capture knew about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.fx
+
+from graphsurgeon.graph.meta import DimNames
+
+
+@dataclass
+class CapturedModel:
+    """One captured model. Edits change `gm` in place and then call `touch()`."""
+
+    gm: torch.fx.GraphModule  # the truth: unlifted export graph, parameters under their state-dict names
+    dims: DimNames  # symbol -> dim name ("batch", "seq") and example sizes
+    model_class: str  # e.g. "GPT2LMHeadModel"
+    source_name: str  # preset name, folder path or "<module>"
+    weights: str  # "real", "random" or "meta" (architecture only)
+    input_names: list[str]  # keyword inputs of forward, e.g. ["input_ids", "attention_mask"]
+    output_names: list[str]  # names of the outputs, e.g. ["logits"]
+    example_inputs: dict[str, torch.Tensor]  # the inputs capture used (on the capture device)
+    config: dict[str, Any] | None = None  # the Hugging Face config as a dict, when there is one
+    module_classes: dict[str, str] = field(default_factory=dict)  # module path -> class name
+    attn_implementation: str | None = None  # "sdpa" or "eager" when the source is Hugging Face
+    materializer: Callable[[], torch.nn.Module] | None = None  # builds the model with weights, for meta captures
+    loras: dict[str, Any] = field(default_factory=dict)  # LoRA block path -> surgery.spec.LoRABlock, in insertion order
+    weights_note: str = ""  # one line on where the weights came from
+    version: int = 0  # bumped by every edit so derived views know they are stale
+    _blocks: Any = field(default=None, repr=False)
+
+    def touch(self) -> None:
+        """Mark the graph as changed (after an edit); derived views are rebuilt on next use."""
+        self.version += 1
+        self._blocks = None
+
+    def blocks(self):
+        """The block view of the current graph (cached until the next `touch`)."""
+        if self._blocks is None:
+            from graphsurgeon.graph.view import BlockGraph
+
+            self._blocks = BlockGraph(self)
+        return self._blocks
+
+    @property
+    def is_meta(self) -> bool:
+        return any(p.is_meta for p in self.gm.parameters())
+
+    def parameter_count(self, prefix: str = "") -> int:
+        """Parameters of the module at `prefix` ("" = whole model), each shared tensor once."""
+        head = prefix + "." if prefix else ""
+        return sum(p.numel() for name, p in self.gm.named_parameters() if not prefix or name.startswith(head))
+
+    def materialize(self) -> None:
+        """Give a meta (architecture-only) capture real or random weights, in place."""
+        if not self.is_meta:
+            return
+        if self.materializer is None:
+            from graphsurgeon.errors import GraphsurgeonError
+
+            raise GraphsurgeonError(
+                f"{self.source_name} was captured without weights and has no way to load them; "
+                "capture it again without --meta."
+            )
+        model = self.materializer()
+        tensors = dict(model.named_parameters(remove_duplicate=False))
+        tensors.update(dict(model.named_buffers(remove_duplicate=False)))
+        for name, old in list(self.gm.named_parameters(remove_duplicate=False)) + list(self.gm.named_buffers(remove_duplicate=False)):
+            new = tensors.get(name)
+            owner_path, _, leaf = name.rpartition(".")
+            owner = self.gm.get_submodule(owner_path) if owner_path else self.gm
+            if new is not None:
+                value = torch.nn.Parameter(new.detach(), requires_grad=old.requires_grad) if isinstance(old, torch.nn.Parameter) else new.detach()
+                setattr(owner, leaf, value)
+            elif old.is_meta and hasattr(owner, "reset_parameters"):
+                owner.to_empty(device="cpu")
+                owner.reset_parameters()
+        self.weights = "real" if getattr(model, "_graphsurgeon_weights", "random") == "real" else "random"
+        self.example_inputs = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v for k, v in self.example_inputs.items()}
+        self.touch()
+
+    def run(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the graph and return its outputs by name."""
+        out = self.gm(**inputs)
+        if isinstance(out, dict) or hasattr(out, "keys"):
+            return {k: out[k] for k in out.keys()}
+        if isinstance(out, (tuple, list)):
+            return dict(zip(self.output_names, out))
+        return {self.output_names[0]: out}

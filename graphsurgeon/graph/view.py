@@ -1,0 +1,454 @@
+"""The block view: composites from nn_module_stack, primitives from fx nodes, ports and links.
+
+Derived from the GraphModule, never edited directly. `BlockGraph` indexes the graph once
+(which composite each node belongs to); `BlockGraph.view(path)` derives one composite level
+on demand, so opening a view costs only the nodes inside it.
+
+Ids are stable text: a composite is ``m:<module path>`` (root ``m:``), a primitive
+``n:<fx node name>``; a view's own boundary blocks are ``m:<path>#in`` and ``m:<path>#out``;
+a port is ``<block id>/in/<name>`` or ``<block id>/out/<name>``.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx
+
+from graphsurgeon.errors import ViewError
+from graphsurgeon.graph.meta import TensorMeta, tensor_meta
+
+HIDDEN_TARGETS = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_guards_fn"}
+
+
+@dataclass
+class StaticInput:
+    """An input given in place (weight, buffer, constant scalar, size): drawn as a circle."""
+
+    name: str  # argument name, e.g. "weight", "p", "dim"
+    text: str  # what the circle says: "[768, 2304]", "0.1", "batch"
+    source: str | None = None  # the parameter/buffer name when there is one
+
+
+@dataclass
+class Port:
+    """An input or output of a block, carrying one value."""
+
+    id: str
+    name: str  # argument name (primitives) or value name (composites)
+    value: str  # the fx node name of the value carried
+    meta: TensorMeta | None
+
+
+@dataclass
+class Block:
+    """A node of a view: a composite (a module), a primitive (an fx op) or a boundary."""
+
+    id: str
+    kind: str  # "composite", "primitive", "input" (view inputs), "output" (view outputs)
+    title: str  # attribute name ("attn", "h.0") or op name ("addmm")
+    subtitle: str  # class name ("GPT2Attention") or op overload ("aten.addmm.default")
+    inputs: list[Port] = field(default_factory=list)
+    outputs: list[Port] = field(default_factory=list)
+    static_inputs: list[StaticInput] = field(default_factory=list)
+    module_path: str | None = None  # the module path (composites) or the module the op ran in
+    param_count: int = 0  # parameters of the composite (each shared tensor once)
+    node: str | None = None  # the fx node name (primitives)
+
+
+@dataclass
+class Link:
+    """A value flowing from one block's output port to another block's input port."""
+
+    id: str
+    src: str  # port id
+    dst: str  # port id
+    value: str  # fx node name of the value
+    meta: TensorMeta | None
+
+
+@dataclass
+class VariableRow:
+    """A row of the shape table: a value carrying data in the view."""
+
+    name: str
+    producer: str  # the op or block that produces it ("input" for a view input)
+    shape: str  # "[batch, seq, 768]"
+    example_shape: str  # "[2, 10, 768]"
+    dtype: str
+    port: str  # id of the port it leaves from
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CompositeView:
+    """One level of the hierarchy: the blocks, links and variables inside a composite."""
+
+    path: str
+    class_name: str
+    blocks: list[Block]
+    links: list[Link]
+    variables: list[VariableRow]
+
+    def block(self, block_id: str) -> Block:
+        for b in self.blocks:
+            if b.id == block_id:
+                return b
+        raise ViewError(f"no block {block_id!r} in the view of {self.path or '(root)'}")
+
+    def find(self, title: str) -> Block:
+        """The block with this title (attribute or op name), e.g. view.find('c_attn')."""
+        for b in self.blocks:
+            if b.title == title:
+                return b
+        raise ViewError(f"no block titled {title!r} in the view of {self.path or '(root)'}; "
+                        f"there are: {', '.join(sorted(b.title for b in self.blocks))}")
+
+
+def composite_id(path: str) -> str:
+    return f"m:{path}"
+
+
+def primitive_id(node_name: str) -> str:
+    return f"n:{node_name}"
+
+
+def op_name(node: torch.fx.Node) -> str:
+    """A readable op name: 'addmm', 'scaled_dot_product_attention', 'getitem'."""
+    t = node.target
+    if isinstance(t, str):
+        return t
+    packet = getattr(t, "_overloadpacket", None)
+    if packet is not None:
+        return packet.__name__
+    return getattr(t, "__name__", str(t))
+
+
+def _arg_names(node: torch.fx.Node) -> list[str]:
+    schema = getattr(node.target, "_schema", None)
+    if schema is not None:
+        return [a.name for a in schema.arguments]
+    return []
+
+
+class BlockGraph:
+    """Index of a captured graph: the composite tree, and each node's composite chain."""
+
+    def __init__(self, captured) -> None:
+        self.captured = captured
+        gm = captured.gm
+        self.dims = captured.dims
+        self.classes: dict[str, str] = {"": captured.model_class}
+        self.children: dict[str, list[str]] = {"": []}
+        self.chain: dict[torch.fx.Node, tuple[str, ...]] = {}  # composite paths from the root's child down
+        self.static: dict[torch.fx.Node, str] = {}  # node -> circle text
+        self.hidden: set[torch.fx.Node] = set()
+        self.folded: dict[torch.fx.Node, tuple[torch.fx.Node, int]] = {}  # getitem -> (tuple producer, index)
+        self.nodes: dict[str, torch.fx.Node] = {}
+        self.output_node: torch.fx.Node | None = None
+        self.placeholders: list[torch.fx.Node] = []  # graph inputs: the root view's inputs
+        self._metas: dict[torch.fx.Node, TensorMeta | None] = {}
+        for node in gm.graph.nodes:
+            self.nodes[node.name] = node
+            self._classify(node)
+        self._param_counts = self._count_parameters()
+
+    # ---- indexing ------------------------------------------------------------------------
+    def _classify(self, node: torch.fx.Node) -> None:
+        if node.op == "output":
+            self.output_node = node
+            self.chain[node] = ()
+            return
+        if node.op == "get_attr":
+            self.static[node] = self._attr_text(node)
+            return
+        name = op_name(node)
+        val = node.meta.get("val")
+        if (node.op == "call_module" and node.target in HIDDEN_TARGETS) or name in HIDDEN_TARGETS:
+            self.hidden.add(node)
+            return
+        if node.op == "call_function" and name in ("sym_size", "sym_numel", "sym_stride"):
+            self.static[node] = self.dims.text(val) if val is not None else name
+            return
+        if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node):
+            src = node.args[0]
+            if isinstance(src.meta.get("val"), (tuple, list)):
+                self.folded[node] = (src, node.args[1])
+                self.chain[node] = self.chain.get(src, ())
+                return
+        if node.op == "placeholder":
+            if not isinstance(val, (torch.Tensor, torch.SymInt)):
+                self.hidden.add(node)  # a constant flag baked into the graph
+            self.placeholders.append(node)
+            return
+        self.chain[node] = self._stack_chain(node)
+
+    def _stack_chain(self, node: torch.fx.Node) -> tuple[str, ...]:
+        stack = node.meta.get("nn_module_stack") or {}
+        chain: list[str] = []
+        parent = ""
+        for path, cls in stack.values():
+            if not isinstance(path, str) or path == "" or path.startswith("_empty_nn_module_stack"):
+                continue
+            if chain and path == chain[-1]:
+                continue
+            if path not in self.classes:
+                self.classes[path] = cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+                self.children.setdefault(parent, []).append(path)
+                self.children.setdefault(path, [])
+            chain.append(path)
+            parent = path
+        return tuple(chain)
+
+    def _attr_text(self, node: torch.fx.Node) -> str:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            return "[" + ", ".join(self.dims.text(d) for d in val.shape) + "]"
+        try:
+            t = self.captured.gm.get_parameter(node.target)
+        except AttributeError:
+            try:
+                t = self.captured.gm.get_buffer(node.target)
+            except AttributeError:
+                t = getattr(self.captured.gm, str(node.target), None)
+        if isinstance(t, torch.Tensor):
+            return "[" + ", ".join(str(d) for d in t.shape) + "]"
+        return str(node.target)
+
+    def _count_parameters(self) -> dict[str, int]:
+        """Parameters under each module path, a tensor shared by two modules counted in both (once at any common parent)."""
+        counts: dict[str, int] = {}
+        seen: set[tuple[str, int]] = set()
+        for name, p in self.captured.gm.named_parameters(remove_duplicate=False):
+            parts = name.split(".")[:-1]
+            for i in range(len(parts) + 1):
+                prefix = ".".join(parts[:i])
+                if (prefix, id(p)) not in seen:
+                    seen.add((prefix, id(p)))
+                    counts[prefix] = counts.get(prefix, 0) + p.numel()
+        return counts
+
+    # ---- queries -----------------------------------------------------------------------------
+    def meta(self, node: torch.fx.Node) -> TensorMeta | None:
+        if node not in self._metas:
+            self._metas[node] = tensor_meta(node.meta.get("val"), self.dims)
+        return self._metas[node]
+
+    def param_count(self, path: str) -> int:
+        return self._param_counts.get(path, 0)
+
+    def class_name(self, path: str) -> str:
+        if path not in self.classes:
+            raise ViewError(self._unknown_path_message(path))
+        return self.classes[path]
+
+    def paths(self) -> list[str]:
+        """Every composite path, parents before children."""
+        out, todo = [], [""]
+        while todo:
+            p = todo.pop(0)
+            out.append(p)
+            todo[0:0] = self.children.get(p, [])
+        return out
+
+    def parent(self, path: str) -> str | None:
+        for p, kids in self.children.items():
+            if path in kids:
+                return p
+        return None
+
+    def breadcrumbs(self, path: str) -> list[tuple[str, str]]:
+        """[(label, path)] from the root: [("GPT2LMHeadModel", ""), ("transformer", "transformer"), ("h.0", …)]."""
+        crumbs = []
+        p: str | None = path
+        while p:
+            parent = self.parent(p)
+            if parent is None:
+                break
+            crumbs.append((self.label(p, parent), p))
+            p = parent
+        crumbs.append((self.classes[""], ""))
+        return crumbs[::-1]
+
+    @staticmethod
+    def label(path: str, parent: str) -> str:
+        return path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
+
+    def _unknown_path_message(self, path: str) -> str:
+        import difflib
+
+        near = difflib.get_close_matches(path, list(self.classes), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else "; `inspect --tree` lists them."
+        return f"no composite named {path!r} in {self.classes['']}{hint}"
+
+    # ---- views -------------------------------------------------------------------------------
+    def _rep(self, node: torch.fx.Node, path: str, depth: int) -> str | None:
+        """The block representing `node` in the view of `path`, or None if node is outside it."""
+        chain = self.chain.get(node)
+        if chain is None:
+            return None
+        if depth and (len(chain) < depth or chain[depth - 1] != path):
+            return None
+        if node in self.folded:
+            return self._rep(self.folded[node][0], path, depth)
+        if len(chain) > depth:
+            return composite_id(chain[depth])
+        return primitive_id(node.name)
+
+    def view(self, path: str = "") -> CompositeView:
+        """Derive the blocks, links and table rows of one composite level."""
+        cls = self.class_name(path)
+        depth = 0 if path == "" else self._depth(path)
+        in_id, out_id = f"{composite_id(path)}#in", f"{composite_id(path)}#out"
+        blocks: dict[str, Block] = {}
+        inputs: dict[str, Port] = {}
+        outputs: dict[str, Port] = {}
+        links: list[Link] = []
+        seen_links: set[str] = set()
+
+        def block_for(bid: str) -> Block:
+            if bid not in blocks:
+                blocks[bid] = self._make_block(bid, path)
+            return blocks[bid]
+
+        def value_port(block: Block, direction: str, value: torch.fx.Node, name: str | None = None) -> Port:
+            ports = block.inputs if direction == "in" else block.outputs
+            for p in ports:
+                if p.value == value.name:
+                    return p
+            port = Port(f"{block.id}/{direction}/{name or value.name}", name or value.name, value.name, self.meta(value))
+            ports.append(port)
+            return port
+
+        def link(src: Port, dst: Port, value: torch.fx.Node) -> None:
+            lid = f"{src.id}->{dst.id}"
+            if lid not in seen_links:
+                seen_links.add(lid)
+                links.append(Link(lid, src.id, dst.id, value.name, self.meta(value)))
+
+        boundary_in = Block(in_id, "input", "inputs", "view inputs", module_path=path)
+        boundary_out = Block(out_id, "output", "outputs", "view outputs", module_path=path)
+
+        for node in self.captured.gm.graph.nodes:
+            if node in self.static or node in self.hidden or node.op in ("output", "placeholder") or node in self.folded:
+                continue
+            rep = self._rep(node, path, depth)
+            if rep is None:
+                continue
+            blk = block_for(rep)
+            # incoming data
+            for pos, (arg_name, arg) in enumerate(self._node_args(node)):
+                if not isinstance(arg, torch.fx.Node):
+                    if blk.kind == "primitive" and _is_constant(arg):
+                        blk.static_inputs.append(StaticInput(arg_name, _const_text(arg)))
+                    continue
+                if arg in self.static:
+                    if blk.kind == "primitive":
+                        src = arg.target if arg.op == "get_attr" else None
+                        blk.static_inputs.append(StaticInput(arg_name, self.static[arg], src))
+                    continue
+                if arg in self.hidden:
+                    continue
+                src_rep = self._rep(arg, path, depth)
+                if src_rep == rep:
+                    continue
+                dst_port = value_port(blk, "in", arg, arg_name if blk.kind == "primitive" else None)
+                if src_rep is None:
+                    if arg.name not in inputs:
+                        inputs[arg.name] = Port(f"{in_id}/out/{arg.name}", arg.name, arg.name, self.meta(arg))
+                    link(inputs[arg.name], dst_port, arg)
+                else:
+                    src_port = value_port(block_for(src_rep), "out", arg)
+                    link(src_port, dst_port, arg)
+            # outgoing data
+            values = [node]
+            if isinstance(node.meta.get("val"), (tuple, list)):
+                values = [u for u in node.users if u in self.folded]
+            for value in values:
+                out_port = value_port(blk, "out", value) if blk.kind == "primitive" else None
+                for user in value.users:
+                    if user in self.hidden or user in self.static:
+                        continue
+                    if user.op == "output" or self._rep(user, path, depth) is None:
+                        out_port = out_port or value_port(blk, "out", value)
+                        name = self._output_name(value) if user.op == "output" and not path else value.name
+                        if value.name not in outputs:
+                            outputs[value.name] = Port(f"{out_id}/in/{name}", name, value.name, self.meta(value))
+                        link(out_port, outputs[value.name], value)
+
+        boundary_in.outputs = list(inputs.values())
+        boundary_out.inputs = list(outputs.values())
+        ordered = ([boundary_in] if inputs else []) + list(blocks.values()) + ([boundary_out] if outputs else [])
+        return CompositeView(path, cls, ordered, links, self._variables(ordered))
+
+    def _depth(self, path: str) -> int:
+        depth, p = 0, path
+        while p:
+            parent = self.parent(p)
+            if parent is None:
+                raise ViewError(self._unknown_path_message(path))
+            depth += 1
+            p = parent
+        return depth
+
+    def _node_args(self, node: torch.fx.Node):
+        names = _arg_names(node)
+        out = []
+        for i, a in enumerate(node.args):
+            name = names[i] if i < len(names) else f"arg{i}"
+            if isinstance(a, (list, tuple)) and any(isinstance(x, torch.fx.Node) for x in a):
+                out.extend((f"{name}[{j}]", x) for j, x in enumerate(a))
+            else:
+                out.append((name, a))
+        out.extend(node.kwargs.items())
+        return out
+
+    def _output_name(self, value: torch.fx.Node) -> str:
+        outs = self.output_node.args[0] if self.output_node is not None else ()
+        flat = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        for i, o in enumerate(flat):
+            if o is value and i < len(self.captured.output_names):
+                return self.captured.output_names[i]
+        return value.name
+
+    def _make_block(self, bid: str, view_path: str) -> Block:
+        if bid.startswith("m:"):
+            path = bid[2:]
+            return Block(bid, "composite", self.label(path, view_path), self.classes[path],
+                         module_path=path, param_count=self.param_count(path))
+        node = self.nodes[bid[2:]]
+        chain = self.chain.get(node, ())
+        title = op_name(node)
+        if node.op == "call_module":
+            title = str(node.target).rsplit(".", 1)[-1]
+        return Block(bid, "primitive", title, str(node.target), module_path=chain[-1] if chain else "",
+                     node=node.name)
+
+    def _variables(self, blocks: list[Block]) -> list[VariableRow]:
+        rows = []
+        for b in blocks:
+            for p in b.outputs:
+                if p.meta is None:
+                    continue
+                producer = "input" if b.kind == "input" else (b.title if b.kind == "primitive" else f"{b.title} ({b.subtitle})")
+                rows.append(VariableRow(p.value, producer, p.meta.shape_text, p.meta.example_text, p.meta.dtype, p.id))
+        return rows
+
+
+def _is_constant(x) -> bool:
+    return isinstance(x, (int, float, bool, str, torch.dtype, torch.device, torch.memory_format, torch.layout)) or (
+        isinstance(x, (list, tuple)) and all(isinstance(e, (int, float, bool)) for e in x) and len(x) > 0)
+
+
+def _const_text(x) -> str:
+    if isinstance(x, float):
+        return f"{x:g}"
+    if isinstance(x, torch.dtype):
+        return str(x).removeprefix("torch.")
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_const_text(e) for e in x) + "]"
+    return str(x)

@@ -1,0 +1,66 @@
+"""The data every LoRA edit is described by: targets, hyper-parameters, and inserted blocks.
+
+This is the contract between surgery (which creates these), export (which reads them from
+`CapturedModel.loras`) and the editor. Plain data: everything here saves to JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    """A tensor LoRA can adapt: a projection's output (or one slice of a fused one) and the x it reads."""
+
+    layer: int | None  # index of the repeated block it sits in (h.3 -> 3), None outside repeated blocks
+    role: str  # "q", "k", "v", or another name for explicitly chosen projections ("o", "fc1", …)
+    module: str  # module path of the projection: "encoder.layer.0.attention.self.query", "transformer.h.0.attn.c_attn"
+    kind: str  # "linear" (weight [out, in]) or "conv1d" (GPT-2's Conv1D, weight [in, out])
+    target_node: str  # fx node name of the tensor to adapt (projection output or the q/k/v slice)
+    input_node: str  # fx node name of x, the tensor the projection reads
+    in_features: int
+    out_features: int  # width of the adapted tensor (the slice width for a fused projection)
+    columns: tuple[int, int] | None = None  # (start, stop) output columns of a fused projection, None for a whole module
+    attention: str | None = None  # module path of the attention composite that consumes it
+
+    @property
+    def is_slice(self) -> bool:
+        return self.columns is not None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Hyper-parameters of one LoRA block (validated in `validate()`)."""
+
+    r: int = 8  # rank of the update B·A
+    alpha: float = 16.0  # scaling = alpha / r (alpha / sqrt(r) with rslora)
+    dropout: float = 0.0  # dropout on the LoRA branch only
+    use_rslora: bool = False  # rank-stabilised scaling
+    init: str = "kaiming"  # "kaiming" (PEFT's default: A kaiming-uniform a=sqrt(5), B zeros) or "gaussian"
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (self.r ** 0.5) if self.use_rslora else self.alpha / self.r
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LoRABlock:
+    """One inserted "Add LoRA Layer": where it is in the graph and which parameters it owns."""
+
+    path: str  # composite path of the "Add LoRA Layer" block, e.g. "transformer.h.0.attn.lora_q"
+    target: Target
+    config: LoRAConfig
+    module_path: str  # gm submodule holding lora_A / lora_B (nn.Linear, bias=False): f"{path}.lora"
+    nodes: list[str] = field(default_factory=list)  # fx node names it inserted, in order
+    add_node: str = ""  # the fx node that adds the LoRA output onto the target
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "target": self.target.as_dict(), "config": self.config.as_dict(),
+                "module_path": self.module_path, "nodes": list(self.nodes), "add_node": self.add_node}
