@@ -1,0 +1,25 @@
+"""Shared test set-up: offscreen Qt, offline Hugging Face, and tiny captured models built once per session."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    """tiny-gpt2 captured once per session: copy it (`fresh_capture`) before editing."""
+    from graphsurgeon.capture import capture
+
+    return capture("tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert():
+    from graphsurgeon.capture import capture
+
+    return capture("tiny-bert")
