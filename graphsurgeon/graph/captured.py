@@ -68,16 +68,20 @@ class CapturedModel:
         model = self.materializer()
         tensors = dict(model.named_parameters(remove_duplicate=False))
         tensors.update(dict(model.named_buffers(remove_duplicate=False)))
+        made: dict[int, torch.Tensor] = {}  # one new tensor per source tensor, so tied weights stay tied
         for name, old in list(self.gm.named_parameters(remove_duplicate=False)) + list(self.gm.named_buffers(remove_duplicate=False)):
             new = tensors.get(name)
             owner_path, _, leaf = name.rpartition(".")
             owner = self.gm.get_submodule(owner_path) if owner_path else self.gm
             if new is not None:
-                value = torch.nn.Parameter(new.detach(), requires_grad=old.requires_grad) if isinstance(old, torch.nn.Parameter) else new.detach()
-                setattr(owner, leaf, value)
+                if id(new) not in made:
+                    made[id(new)] = (torch.nn.Parameter(new.detach(), requires_grad=old.requires_grad)
+                                     if isinstance(old, torch.nn.Parameter) else new.detach())
+                setattr(owner, leaf, made[id(new)])
             elif old.is_meta and hasattr(owner, "reset_parameters"):
                 owner.to_empty(device="cpu")
                 owner.reset_parameters()
+        move_device_constants(self.gm, torch.device("meta"), torch.device("cpu"))
         self.weights = "real" if getattr(model, "_graphsurgeon_weights", "random") == "real" else "random"
         self.example_inputs = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v for k, v in self.example_inputs.items()}
         self.touch()
@@ -90,3 +94,23 @@ class CapturedModel:
         if isinstance(out, (tuple, list)):
             return dict(zip(self.output_names, out))
         return {self.output_names[0]: out}
+
+
+def move_device_constants(gm: torch.fx.GraphModule, old: torch.device, new: torch.device) -> None:
+    """Rewrite device arguments baked into ops (arange(..., device=meta)) from `old` to `new`."""
+
+    def swap(a):
+        if isinstance(a, torch.device) and a.type == old.type:
+            return new
+        if isinstance(a, (list, tuple)):
+            return type(a)(swap(x) for x in a)
+        return a
+
+    changed = False
+    for node in gm.graph.nodes:
+        args, kwargs = swap(node.args), {k: swap(v) for k, v in node.kwargs.items()}
+        if args != node.args or kwargs != node.kwargs:
+            node.args, node.kwargs = args, kwargs
+            changed = True
+    if changed:
+        gm.recompile()
