@@ -1,0 +1,206 @@
+"""Insert and remove an "Add LoRA Layer" block as plain fx nodes in `cm.gm`.
+
+The block at path P (``<attention path>.lora_<role>``, e.g. ``transformer.h.0.attn.lora_q``) is::
+
+    x ─ reshape [N, in] ─ dropout(p) ─ P.lora.lora_A (in→r) ─ P.lora.lora_B (r→out) ─ mul(scaling)
+      ─ reshape [target shape] ─┐
+    target ─────────────────────┴─ add ─▶ the target's former users
+
+The add carries ``nn_module_stack`` … + (P, "AddLoRALayer"); the branch … + (P.lora, "LoRALayer"),
+so the block view shows an "Add LoRA Layer" composite that unboxes into the add and a "LoRA Layer".
+Whatever lies between the projection and the target, the branch equals ΔW = B·A·scaling added to the
+projection's weight on the target's output columns: x is the projection's own input.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.fx
+
+from graphsurgeon.surgery.spec import LoRABlock, LoRAConfig, Target
+from graphsurgeon.validate.diagnostics import ValidationError
+from graphsurgeon.validate.local import check_insertion
+
+aten = torch.ops.aten
+
+
+_BATCHED: set[int] = set()  # id(gm) of graphs inside `batched`: recompile once at the end
+
+
+@contextmanager
+def batched(cm):
+    """Several inserts/removes with one `gm.recompile()` at the end (a compound edit)."""
+    key = id(cm.gm)
+    if key in _BATCHED:
+        yield
+        return
+    _BATCHED.add(key)
+    try:
+        yield
+    finally:
+        _BATCHED.discard(key)
+        cm.gm.recompile()
+
+
+def _recompile(gm: torch.fx.GraphModule) -> None:
+    if id(gm) not in _BATCHED:
+        gm.recompile()
+
+
+def block_path(target: Target) -> str:
+    """Composite path of the block: beside the projection's consumer, named by role."""
+    parent = target.attention or target.module.rpartition(".")[0]
+    return f"{parent}.lora_{target.role}" if parent else f"lora_{target.role}"
+
+
+def init_weights(a: torch.nn.Linear, b: torch.nn.Linear, config: LoRAConfig) -> None:
+    """PEFT's initialisation: A kaiming-uniform(a=√5) (or normal std 1/r), B zeros."""
+    with torch.no_grad():
+        if config.init == "gaussian":
+            torch.nn.init.normal_(a.weight, std=1.0 / config.r)
+        else:
+            torch.nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+        torch.nn.init.zeros_(b.weight)
+
+
+def _stack(node: torch.fx.Node) -> dict:
+    return dict(node.meta.get("nn_module_stack") or {})
+
+
+def insert_lora(cm, target: Target, config: LoRAConfig,
+                weights: tuple[torch.Tensor, torch.Tensor] | None = None, check: bool = True) -> LoRABlock:
+    """Insert one Add LoRA Layer on `target`; refused (nothing changed) with a ValidationError on a bad edit."""
+    if check:
+        problems = check_insertion(cm, target, config)
+        if problems:
+            raise ValidationError(problems)
+    gm, graph = cm.gm, cm.gm.graph
+    nodes = {n.name: n for n in graph.nodes}
+    tnode, xnode = nodes[target.target_node], nodes[target.input_node]
+    tval, xval = tnode.meta["val"], xnode.meta["val"]
+    path = block_path(target)
+    mod_path = f"{path}.lora"
+    fake = tval.fake_mode
+    dtype, device = _weight_placement(gm, target, tval)
+
+    lora_A = torch.nn.Linear(target.in_features, config.r, bias=False, device=device, dtype=dtype)
+    lora_B = torch.nn.Linear(config.r, target.out_features, bias=False, device=device, dtype=dtype)
+    if weights is not None:
+        with torch.no_grad():
+            lora_A.weight.copy_(weights[0])
+            lora_B.weight.copy_(weights[1])
+    else:
+        init_weights(lora_A, lora_B, config)
+    container = torch.nn.Module()
+    container.add_module("lora_A", lora_A)
+    container.add_module("lora_B", lora_B)
+    gm.add_submodule(mod_path, container)
+
+    consumer = _stack(tnode) if target.attention is None else _attention_stack(tnode, target.attention)
+    branch_stack = {**consumer, path: (path, "AddLoRALayer"), mod_path: (mod_path, "LoRALayer")}
+    add_stack = {**consumer, path: (path, "AddLoRALayer")}
+    new: list[torch.fx.Node] = []
+    prefix = path.replace(".", "_")
+
+    cursor = [tnode]  # every new node goes right after the previous one, all before the target's users
+
+    def emit(op, fn, args, name, val, stack):
+        with graph.inserting_after(cursor[0]):
+            node = graph.create_node(op, fn, args, {}, name=f"{prefix}_{name}")
+        node.meta["val"] = val
+        node.meta["nn_module_stack"] = stack
+        new.append(node)
+        cursor[0] = node
+        return node
+
+    with fake:
+        x2 = xval.reshape(-1, target.in_features)  # (tokens…, in) -> (N, in)
+        h = x2.new_empty((x2.shape[0], config.r))  # (N, r)
+        o = x2.new_empty((x2.shape[0], target.out_features))  # (N, out)
+        back = o.reshape(tval.shape)  # (N, out) -> the target's shape
+        added = tval + back
+    sizes = [emit("call_function", aten.sym_size.int, (tnode, d), f"size{d}", size, branch_stack)
+             if isinstance(size, torch.SymInt) else int(size) for d, size in enumerate(tval.shape)]
+    r_x = emit("call_function", aten.reshape.default, (xnode, [-1, target.in_features]), "x", x2, branch_stack)
+    drop = emit("call_function", aten.dropout.default, (r_x, float(config.dropout), False), "dropout", x2, branch_stack)
+    a = emit("call_module", f"{mod_path}.lora_A", (drop,), "A", h,
+             {**branch_stack, f"{mod_path}.lora_A": (f"{mod_path}.lora_A", "Linear")})
+    b = emit("call_module", f"{mod_path}.lora_B", (a,), "B", o,
+             {**branch_stack, f"{mod_path}.lora_B": (f"{mod_path}.lora_B", "Linear")})
+    scaled = emit("call_function", aten.mul.Tensor, (b, float(config.scaling)), "scale", o, branch_stack)
+    shaped = emit("call_function", aten.reshape.default, (scaled, sizes), "out", back, branch_stack)
+    add = emit("call_function", aten.add.Tensor, (tnode, shaped), "add", added, add_stack)
+    members = set(new)
+    tnode.replace_all_uses_with(add, delete_user_cb=lambda user: user not in members)
+    _recompile(gm)
+    block = LoRABlock(path=path, target=target, config=config, module_path=mod_path,
+                      nodes=[n.name for n in new], add_node=add.name)
+    cm.loras[path] = block
+    cm.touch()
+    return block
+
+
+def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove the block at `path`; returns its (A, B) weights so the removal can be reverted exactly."""
+    from graphsurgeon.errors import GraphsurgeonError
+
+    block = cm.loras.get(path)
+    if block is None:
+        raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
+    gm, graph = cm.gm, cm.gm.graph
+    nodes = {n.name: n for n in graph.nodes}
+    add = nodes[block.add_node]
+    add.replace_all_uses_with(nodes[block.target.target_node])
+    for name in reversed(block.nodes):
+        graph.erase_node(nodes[name])
+    container = gm.get_submodule(block.module_path)
+    weights = (container.lora_A.weight.detach().clone(), container.lora_B.weight.detach().clone())
+    _delete_submodule(gm, block.module_path)
+    del cm.loras[path]
+    _recompile(gm)
+    cm.touch()
+    return weights
+
+
+def _delete_submodule(gm: torch.nn.Module, path: str) -> None:
+    """Delete `path` and then every now-empty parent that only existed for it (the block's container)."""
+    gm.delete_submodule(path)
+    parent = path.rpartition(".")[0]
+    while parent:
+        mod = gm.get_submodule(parent)
+        if type(mod) is torch.nn.Module and not list(mod.children()) and not list(mod.parameters(recurse=False)) \
+                and not list(mod.buffers(recurse=False)) and parent.rsplit(".", 1)[-1].startswith("lora_"):
+            gm.delete_submodule(parent)
+            parent = parent.rpartition(".")[0]
+        else:
+            break
+
+
+def lora_weights(cm, path: str) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    """The (lora_A, lora_B) modules of a block."""
+    container = cm.gm.get_submodule(cm.loras[path].module_path)
+    return container.lora_A, container.lora_B
+
+
+def _weight_placement(gm, target: Target, tval) -> tuple[torch.dtype, torch.device]:
+    """LoRA weights take the base projection weight's dtype and device (meta stays meta)."""
+    for suffix in ("weight",):
+        try:
+            w = gm.get_parameter(f"{target.module}.{suffix}")
+            return w.dtype, w.device
+        except AttributeError:
+            pass
+    return tval.dtype, tval.device
+
+
+def _attention_stack(tnode: torch.fx.Node, attention: str) -> dict:
+    """The target's stack cut at the attention composite (the block sits inside the attention module)."""
+    out = {}
+    for key, (path, cls) in _stack(tnode).items():
+        out[key] = (path, cls)
+        if path == attention:
+            return out
+    return _stack(tnode)

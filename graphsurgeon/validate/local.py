@@ -1,0 +1,75 @@
+"""The fast local check run before every LoRA insertion: only the inputs' tensor meta is read."""
+
+from __future__ import annotations
+
+import torch
+
+from graphsurgeon.validate.diagnostics import Diagnostic
+
+
+def _text(val) -> str:
+    if isinstance(val, torch.Tensor):
+        return "[" + ", ".join(str(d) for d in val.shape) + f"] {str(val.dtype).removeprefix('torch.')}"
+    return type(val).__name__ if val is not None else "no value"
+
+
+def _tokens(val: torch.Tensor):
+    """The number of token rows (product of all dims but the last), as a sympy expression."""
+    import sympy
+
+    expr = sympy.Integer(1)
+    for d in val.shape[:-1]:
+        expr = expr * (d.node.expr if isinstance(d, torch.SymInt) else sympy.Integer(int(d)))
+    return sympy.expand(expr)
+
+
+def check_insertion(cm, target, config) -> list[Diagnostic]:
+    """Diagnostics that refuse inserting a LoRA block with `config` on `target` (empty list = fine)."""
+    from graphsurgeon.surgery.targets import producer
+
+    nodes = {n.name: n for n in cm.gm.graph.nodes} if not hasattr(cm, "_node_index") else cm._node_index
+    tnode, xnode = nodes.get(target.target_node), nodes.get(target.input_node)
+    if tnode is None or xnode is None:
+        missing = target.target_node if tnode is None else target.input_node
+        return [Diagnostic(missing, "this node is not in the graph; find the targets again on the current model.")]
+    out: list[Diagnostic] = []
+    for block in cm.loras.values():
+        if block.target.target_node == target.target_node:
+            return [Diagnostic(tnode.name, f"{block.path} already adapts this tensor; change its r/alpha/dropout "
+                                           "instead of adding a second LoRA.", "no LoRA", block.path)]
+    t, x = tnode.meta.get("val"), xnode.meta.get("val")
+    if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        return [Diagnostic(tnode.name, "a scalar cannot be adapted; pick a projection's output tensor.",
+                           "a tensor [tokens…, out]", _text(t))]
+    if not t.is_floating_point():
+        return [Diagnostic(tnode.name, "an integer tensor cannot be adapted (LoRA needs a floating-point tensor); "
+                                       "pick a projection's output.", "floating dtype", _text(t))]
+    hit = producer(tnode)
+    if hit is None:
+        return [Diagnostic(tnode.name, "no Linear/Conv1D projection produces this tensor, so there is no weight to "
+                                       "adapt; pick a projection's output or a slice of a fused one.",
+                           "a projection output", f"{tnode.format_node()}")]
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        out.append(Diagnostic(xnode.name, "the projection's input must be a floating-point tensor.",
+                              "floating dtype", _text(x)))
+        return out
+    if x.shape[-1] != target.in_features:
+        out.append(Diagnostic(xnode.name, "the input's last dim must equal the projection's in_features.",
+                              f"[…, {target.in_features}]", _text(x)))
+    if t.shape[-1] != target.out_features:
+        out.append(Diagnostic(tnode.name, "the target's last dim must equal the LoRA output width.",
+                              f"[…, {target.out_features}]", _text(t)))
+    if _tokens(x) != _tokens(t):
+        out.append(Diagnostic(tnode.name, "the token dims of x and of the target differ, so B·A·x cannot be added.",
+                              "[" + ", ".join(map(str, x.shape[:-1])) + ", …]", _text(t)))
+    if t.dtype != x.dtype:
+        out.append(Diagnostic(tnode.name, "x and the target have different dtypes.", str(x.dtype), str(t.dtype)))
+    hi = min(target.in_features, target.out_features)
+    if not isinstance(config.r, int) or config.r < 1 or config.r > hi:
+        out.append(Diagnostic(tnode.name, f"rank r must be between 1 and min(in, out) = {hi}.", f"1 ≤ r ≤ {hi}",
+                              str(config.r)))
+    if not 0.0 <= float(config.dropout) < 1.0:
+        out.append(Diagnostic(tnode.name, "dropout must be in [0, 1).", "0 ≤ p < 1", str(config.dropout)))
+    if config.init not in ("kaiming", "gaussian"):
+        out.append(Diagnostic(tnode.name, "init must be 'kaiming' or 'gaussian'.", "kaiming | gaussian", config.init))
+    return out

@@ -1,0 +1,59 @@
+"""Tiny Hugging Face models for the surgery tests, built from configs (no downloads), captured once each."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import transformers as tf
+
+from graphsurgeon.capture import capture
+
+SMALL = dict(vocab_size=101, max_position_embeddings=64)
+
+
+def build(arch: str) -> torch.nn.Module:
+    """A tiny model of `arch` with seeded random weights, in eval mode."""
+    torch.manual_seed(0)
+    if arch == "bert":
+        m = tf.BertModel(tf.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                       intermediate_size=128, **SMALL))
+    elif arch == "roberta":
+        m = tf.RobertaModel(tf.RobertaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                             intermediate_size=128, pad_token_id=1, vocab_size=101,
+                                             max_position_embeddings=70))
+    elif arch == "distilbert":
+        m = tf.DistilBertModel(tf.DistilBertConfig(n_layers=2, dim=64, n_heads=4, hidden_dim=128, **SMALL))
+    elif arch == "gpt2":
+        m = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=101, n_positions=64))
+    elif arch == "bigcode":
+        m = tf.GPTBigCodeForCausalLM(tf.GPTBigCodeConfig(n_layer=2, n_embd=64, n_head=16, multi_query=True,
+                                                         vocab_size=101, n_positions=64))
+    elif arch == "opt":
+        m = tf.OPTForCausalLM(tf.OPTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=128,
+                                           word_embed_proj_dim=64, **SMALL))
+    elif arch == "llama":
+        m = tf.LlamaForCausalLM(tf.LlamaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                               num_key_value_heads=2, intermediate_size=128, **SMALL))
+    else:
+        raise ValueError(arch)
+    return m.eval()
+
+
+ARCHS = ["bert", "roberta", "distilbert", "gpt2", "bigcode", "opt", "llama"]
+
+
+def fresh(arch: str):
+    """A new capture of the tiny `arch` model (safe to edit)."""
+    return capture(build(arch))
+
+
+@functools.lru_cache(maxsize=None)
+def shared(arch: str):
+    """One capture per arch per session, read-only."""
+    return fresh(arch)
+
+
+def first_output(cm) -> torch.Tensor:
+    out = cm.run(**cm.example_inputs)
+    return next(iter(out.values()))
