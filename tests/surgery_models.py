@@ -8,6 +8,7 @@ import torch
 import transformers as tf
 
 from graphsurgeon.capture import capture
+from graphsurgeon.surgery import lora_weights
 
 SMALL = dict(vocab_size=101, max_position_embeddings=64)
 
@@ -57,3 +58,31 @@ def shared(arch: str):
 def first_output(cm) -> torch.Tensor:
     out = cm.run(**cm.example_inputs)
     return next(iter(out.values()))
+
+
+def randomize(cm, seed: int = 1) -> None:
+    """Non-zero A and B in every block (B=0 would hide any wiring mistake)."""
+    gen = torch.Generator().manual_seed(seed)
+    for path in cm.loras:
+        a, b = lora_weights(cm, path)
+        with torch.no_grad():
+            a.weight.copy_(torch.randn(a.weight.shape, generator=gen) * 0.2)
+            b.weight.copy_(torch.randn(b.weight.shape, generator=gen) * 0.2)
+
+
+def delta_w_oracle(arch: str, cm) -> torch.Tensor:
+    """The unmodified model whose projection weights got ΔW·scaling added on the adapted columns."""
+    model = build(arch)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for path, block in cm.loras.items():
+            a, b = lora_weights(cm, path)
+            delta = (b.weight @ a.weight) * block.config.scaling  # [out, in]
+            t = block.target
+            lo, hi = t.columns or (0, t.out_features)
+            w = params[f"{t.module}.weight"]
+            if t.kind == "conv1d":
+                w[:, lo:hi] += delta.T  # Conv1D weight is [in, out]: columns
+            else:
+                w[lo:hi, :] += delta  # Linear weight is [out, in]: rows
+        return model(**cm.example_inputs)[0]

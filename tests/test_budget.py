@@ -1,5 +1,4 @@
 """Parameter budget equals PEFT's print_trainable_parameters; the BERT-base numbers from the issue."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).parent))  # noqa: E401,E702
 
 import pytest
 

@@ -75,6 +75,38 @@ def test_refused_compound_changes_nothing():
     assert code0 != code1
 
 
+def test_random_edit_sequences_match_the_delta_w_oracle():
+    """Random edits on a model whose LoRA weights are re-randomized after every step: the outputs must equal
+    the unmodified model with ΔW added on exactly the blocks that exist now (nothing stale, nothing lost)."""
+    from surgery_models import delta_w_oracle, first_output, fresh, randomize
+
+    cm = fresh("gpt2")
+    code0 = cm.gm.code
+    targets = find_targets(cm)
+    rng = random.Random(7)
+    history = History(cm)
+    for step in range(30):
+        choice = rng.random()
+        free = [t for t in targets if not any(b.target.target_node == t.target_node for b in cm.loras.values())]
+        if choice < 0.35 and free:
+            history.do(InsertLoRA(rng.choice(free), LoRAConfig(r=rng.choice([1, 2]), alpha=rng.choice([1, 4]))))
+        elif choice < 0.45 and cm.loras:
+            history.do(RemoveLoRA(cm, rng.choice(list(cm.loras))))
+        elif choice < 0.6 and cm.loras:
+            history.do(ChangeLoRA(cm, rng.choice(list(cm.loras)), r=rng.choice([1, 3]), alpha=2.0))
+        elif choice < 0.8 and history.can_undo:
+            history.undo()
+        elif history.can_redo:
+            history.redo()
+        cm.gm.graph.lint()
+        randomize(cm, seed=step)
+        torch.testing.assert_close(first_output(cm), delta_w_oracle("gpt2", cm), atol=2e-5, rtol=1e-4,
+                                   msg=lambda m: f"step {step}: {m}")
+    while history.can_undo:
+        history.undo()
+    assert cm.gm.code == code0
+
+
 def test_random_edit_sequences_keep_lint_and_outputs():
     cm = capture("tiny-gpt2")
     code0, out0 = cm.gm.code, _out(cm)

@@ -1,39 +1,10 @@
 """Add LoRA Layer: structure, B=0 identity, the ΔW oracle on seven architectures, PEFT equivalence."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).parent))  # noqa: E401,E702
 
 import pytest
 import torch
 
 from graphsurgeon.surgery import LoRAConfig, add_lora, find_targets, insert_lora, lora_weights
-from surgery_models import ARCHS, build, first_output, fresh
-
-
-def _randomize(cm, seed: int = 1) -> None:
-    """Non-zero A and B in every block (B=0 would hide any wiring mistake)."""
-    gen = torch.Generator().manual_seed(seed)
-    for path in cm.loras:
-        a, b = lora_weights(cm, path)
-        with torch.no_grad():
-            a.weight.copy_(torch.randn(a.weight.shape, generator=gen) * 0.2)
-            b.weight.copy_(torch.randn(b.weight.shape, generator=gen) * 0.2)
-
-
-def _oracle(arch: str, cm) -> torch.Tensor:
-    """The unmodified model whose projection weights got ΔW·scaling added on the adapted columns."""
-    model = build(arch)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for path, block in cm.loras.items():
-            a, b = lora_weights(cm, path)
-            delta = (b.weight @ a.weight) * block.config.scaling  # [out, in]
-            t = block.target
-            lo, hi = t.columns or (0, t.out_features)
-            w = params[f"{t.module}.weight"]
-            if t.kind == "conv1d":
-                w[:, lo:hi] += delta.T  # Conv1D weight is [in, out]: columns
-            else:
-                w[lo:hi, :] += delta  # Linear weight is [out, in]: rows
-        return model(**cm.example_inputs)[0]
+from surgery_models import ARCHS, build, delta_w_oracle as _oracle, first_output, fresh, randomize as _randomize
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -114,3 +85,37 @@ def test_meta_capture_keeps_meta_weights():
     cm.gm.graph.lint()
     a, b = lora_weights(cm, "transformer.h.1.attn.lora_v")
     assert a.weight.is_meta and b.weight.is_meta
+
+
+def test_gpt2_q_v_slices_equal_one_rank_2r_peft_adapter_on_c_attn():
+    """PEFT cannot slice c_attn, but q+v slice adapters equal one rank-2r adapter on it: A stacked,
+    B block-structured with zero K rows, alpha doubled (same alpha/r scaling)."""
+    peft = pytest.importorskip("peft")
+    cm = fresh("gpt2")
+    r, alpha = 2, 6.0
+    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=r, alpha=alpha))
+    _randomize(cm, seed=5)
+    model = peft.get_peft_model(build("gpt2"), peft.LoraConfig(r=2 * r, lora_alpha=2 * alpha, fan_in_fan_out=True,
+                                                                target_modules=["c_attn"]))
+    model.eval()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for layer in range(2):
+            qa, qb = lora_weights(cm, f"transformer.h.{layer}.attn.lora_q")
+            va, vb = lora_weights(cm, f"transformer.h.{layer}.attn.lora_v")
+            key = f"base_model.model.transformer.h.{layer}.attn.c_attn"
+            params[f"{key}.lora_A.default.weight"].copy_(torch.cat([qa.weight, va.weight]))  # [2r, in]
+            b = torch.zeros(192, 2 * r)
+            b[0:64, :r], b[128:192, r:] = qb.weight, vb.weight  # q rows, v rows; k rows stay 0
+            params[f"{key}.lora_B.default.weight"].copy_(b)
+    torch.testing.assert_close(first_output(cm), model(**cm.example_inputs)[0], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch, roles", [("gpt2", ("c_fc", "c_proj")), ("llama", ("o_proj", "down_proj"))])
+def test_explicit_projections_are_low_rank_updates_too(arch, roles):
+    cm = fresh(arch)
+    add_lora(cm, roles, "1", LoRAConfig(r=3, alpha=3))
+    assert {b.target.layer for b in cm.loras.values()} == {1} and len(cm.loras) == len(roles) + (arch == "gpt2")  # gpt2: attn.c_proj and mlp.c_proj
+    _randomize(cm, seed=7)
+    cm.gm.graph.lint()
+    torch.testing.assert_close(first_output(cm), _oracle(arch, cm), atol=2e-5, rtol=1e-4)

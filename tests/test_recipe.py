@@ -1,5 +1,4 @@
 """Recipes: history → JSON → replay on another capture of the same architecture; a mismatch changes nothing."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).parent))  # noqa: E401,E702
 
 import json
 

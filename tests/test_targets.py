@@ -1,5 +1,4 @@
 """Q/K/V targets found by dataflow on seven architectures (tiny configs), including fused and uneven slices."""
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import pytest
 import torch
@@ -87,3 +86,18 @@ def test_names_are_the_fallback_without_attention():
     cm = capture_module(_NoAttention(), {"x": torch.randn(2, 5, 8)}, dynamic={"x": {0: "batch", 1: "seq"}})
     assert [(t.role, t.module, t.attention) for t in find_targets(cm)] == \
         [("q", "q_proj", None), ("k", "k_proj", None), ("v", "v_proj", None)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "bigcode", "opt"])
+def test_eager_matmul_softmax_matmul_finds_the_same_targets(arch):
+    from graphsurgeon.capture import capture
+    from surgery_models import build
+
+    model = build(arch)
+    for module in model.modules():
+        if hasattr(module, "config"):
+            module.config._attn_implementation = "eager"  # attention spelt out: matmul → softmax → matmul
+    cm = capture(model)
+    assert not any("scaled_dot_product" in str(n.target) for n in cm.gm.graph.nodes)
+    key = [(t.layer, t.role, t.module, t.columns, t.out_features) for t in find_targets(cm)]
+    assert key == [(t.layer, t.role, t.module, t.columns, t.out_features) for t in find_targets(shared(arch))]

@@ -99,7 +99,7 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
     container.add_module("lora_B", lora_B)
     gm.add_submodule(mod_path, container)
 
-    consumer = _stack(tnode) if target.attention is None else _attention_stack(tnode, target.attention)
+    consumer = _consumer_stack(tnode, path.rpartition(".")[0])
     branch_stack = {**consumer, path: (path, "AddLoRALayer"), mod_path: (mod_path, "LoRALayer")}
     add_stack = {**consumer, path: (path, "AddLoRALayer")}
     new: list[torch.fx.Node] = []
@@ -187,20 +187,16 @@ def lora_weights(cm, path: str) -> tuple[torch.nn.Linear, torch.nn.Linear]:
 
 def _weight_placement(gm, target: Target, tval) -> tuple[torch.dtype, torch.device]:
     """LoRA weights take the base projection weight's dtype and device (meta stays meta)."""
-    for suffix in ("weight",):
-        try:
-            w = gm.get_parameter(f"{target.module}.{suffix}")
-            return w.dtype, w.device
-        except AttributeError:
-            pass
+    try:
+        w = gm.get_parameter(f"{target.module}.weight")
+        return w.dtype, w.device
+    except AttributeError:
+        pass
     return tval.dtype, tval.device
 
 
-def _attention_stack(tnode: torch.fx.Node, attention: str) -> dict:
-    """The target's stack cut at the attention composite (the block sits inside the attention module)."""
-    out = {}
-    for key, (path, cls) in _stack(tnode).items():
-        out[key] = (path, cls)
-        if path == attention:
-            return out
-    return _stack(tnode)
+def _consumer_stack(tnode: torch.fx.Node, parent: str) -> dict:
+    """The target's module stack cut at `parent` (the composite the block sits in): its ancestors only."""
+    return {key: (path, cls) for key, (path, cls) in _stack(tnode).items()
+            if isinstance(path, str) and (path == parent or parent.startswith(path + ".") or path == ""
+                                          or path.startswith("_empty"))}

@@ -280,7 +280,8 @@ def resolve_targets(cm, roles=("q", "v"), layers: str | list[int] | None = "all"
         bad = sorted(i for i in chosen if i not in all_layers)
         if bad:
             raise TargetError(f"layer {bad[0]} is out of range: this model has layers 0-{n - 1}.")
-    result = [t for t in found if t.layer is None or t.layer in chosen]
+    every = layers in (None, "", "all")  # targets outside repeated blocks (pooler, lm_head) only with "all"
+    result = [t for t in found if (t.layer is None and every) or t.layer in chosen]
     missing = [r for r in qkv if not any(t.role == r for t in result)]
     if missing:
         raise TargetError(f"no {missing[0]!r} projection was found behind any attention op of this model.")

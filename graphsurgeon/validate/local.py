@@ -27,7 +27,7 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
     """Diagnostics that refuse inserting a LoRA block with `config` on `target` (empty list = fine)."""
     from graphsurgeon.surgery.targets import producer
 
-    nodes = {n.name: n for n in cm.gm.graph.nodes} if not hasattr(cm, "_node_index") else cm._node_index
+    nodes = {n.name: n for n in cm.gm.graph.nodes}
     tnode, xnode = nodes.get(target.target_node), nodes.get(target.input_node)
     if tnode is None or xnode is None:
         missing = target.target_node if tnode is None else target.input_node
