@@ -1,0 +1,254 @@
+"""EditSession: the Qt-free core of the operate gesture (drop targets, refusals, edits, undo, recipe, autosave).
+
+No PySide6 here: the window maps drops / panel edits onto these calls and repaints from `cm`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.surgery import ChangeLoRA, Compound, History, InsertLoRA, LoRAConfig, RemoveLoRA, Target
+from graphsurgeon.surgery import find_targets, projection_targets, resolve_targets
+from graphsurgeon.surgery.history import Entry
+
+KINDS = ("add_lora", "lora")
+
+
+class OperateError(GraphsurgeonError):
+    """A drop or edit in the editor was refused."""
+
+
+def autosave_path() -> Path:
+    """$GRAPHSURGEON_AUTOSAVE_DIR (default ~/.cache/graphsurgeon) / autosave.json."""
+    base = os.environ.get("GRAPHSURGEON_AUTOSAVE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphsurgeon")
+    return Path(base) / "autosave.json"
+
+
+def pending_recovery() -> dict | None:
+    """The autosave left by a session that did not close cleanly, or None."""
+    path = autosave_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and "recipe" in data and "source" in data else None
+
+
+def recover(data: dict) -> "EditSession":
+    """Capture the autosaved source again and replay its recipe as one edit."""
+    from graphsurgeon.capture import capture
+    from graphsurgeon.surgery.recipe import replay
+
+    session = EditSession(capture(data["source"], meta=bool(data.get("meta"))))
+    if data["recipe"].get("steps"):
+        replay(session.cm, data["recipe"], session.history)
+        session._changed()
+    return session
+
+
+class EditSession:
+    """One open model with its undo history, as the editor operates on it."""
+
+    def __init__(self, cm) -> None:
+        self.cm = cm
+        self.history = History(cm)
+        self.dirty = False
+
+    # ---- where a LoRA may go -------------------------------------------------------------------
+    def _targets(self) -> dict[str, Target]:
+        """Target per fx node name: Q/K/V by dataflow first, then any whole projection output."""
+        by_node: dict[str, Target] = {}
+        for t in find_targets(self.cm):
+            by_node.setdefault(t.target_node, t)
+        for t in projection_targets(self.cm):
+            by_node.setdefault(t.target_node, t)
+        return by_node
+
+    def candidates(self, path: str) -> dict[str, Target]:
+        """Ids (blocks, ports, links) of the view at `path` where a LoRA may be dropped, with their target."""
+        targets = self._targets()
+        out: dict[str, Target] = {}
+        view = self.cm.blocks().view(path)
+        for block in view.blocks:
+            if block.kind == "composite":
+                whole = [t for t in targets.values() if t.module == block.module_path and not t.is_slice]
+                if whole and len(block.outputs) == 1 and block.outputs[0].value == whole[0].target_node:
+                    out[block.id] = whole[0]
+            if block.kind in ("composite", "primitive"):
+                for port in block.outputs:
+                    if port.value in targets and (targets[port.value].is_slice or block.kind == "composite"):
+                        out[port.id] = targets[port.value]
+        for link in view.links:
+            if link.value in targets:
+                out[link.id] = targets[link.value]
+        return out
+
+    def why_not(self, path: str, id: str) -> str:
+        """One sentence: why a LoRA cannot be dropped on `id` of the view at `path` ("" if it can)."""
+        if id in self.candidates(path):
+            return ""
+        view = self.cm.blocks().view(path)
+        link = next((l for l in view.links if l.id == id), None)
+        port = None
+        if link is None:
+            port = next((p for b in view.blocks for p in b.outputs if p.id == id), None)
+        value = link or port
+        if value is not None:
+            meta = value.meta
+            shape = meta.shape_text if meta is not None else "(no shape)"
+            if meta is not None and meta.kind != "float":
+                kind = "integer" if meta.kind == "int" else meta.kind
+                return (f"{kind} tensor {value.value} {shape} cannot take a LoRA: LoRA adapts the "
+                        f"floating-point output of a Linear/Conv1D projection; drop onto query/value or c_attn's q/v.")
+            reason = self._check_text(value.value)
+            return f"{value.value} {shape} cannot take a LoRA: {reason}"
+        block = next((b for b in view.blocks if b.id == id), None)
+        if block is None:
+            return f"{id} is not in the view of {path or 'the model'}; drop onto a block or link shown there."
+        if block.kind in ("input", "output"):
+            return (f"the view's {block.title} are not a projection; drop onto a Linear/Conv1D "
+                    "(query, value, c_attn's q/v).")
+        return (f"{block.title} ({block.subtitle}) has no projection weight to adapt; drop onto a Linear/Conv1D "
+                "(query, value, c_attn's q/v).")
+
+    def _check_text(self, node: str) -> str:
+        """check_insertion's reason for a tensor no projection produces (reused as the refusal text)."""
+        from graphsurgeon.validate import check_insertion
+
+        probe = Target(layer=None, role="?", module="", kind="linear", target_node=node, input_node=node,
+                       in_features=0, out_features=0)
+        problems = check_insertion(self.cm, probe, LoRAConfig())
+        if problems:
+            return problems[0].message if hasattr(problems[0], "message") else str(problems[0])
+        return "it is not the output of a Linear/Conv1D projection."
+
+    # ---- edits ---------------------------------------------------------------------------------
+    def drop(self, path: str, id: str, kind: str = "add_lora", config: LoRAConfig | None = None,
+             every_layer: bool = False) -> Entry:
+        """Insert a LoRA block where `id` was dropped; every_layer = same role on all layers as one edit."""
+        if kind == "lora":
+            raise OperateError("the bare \"LoRA Layer\" branch cannot be inserted yet (surgery only has "
+                               "Add LoRA Layer); drop \"Add LoRA Layer\" instead.")
+        if kind != "add_lora":
+            raise OperateError(f"unknown palette block {kind!r}; use one of {', '.join(KINDS)}.")
+        config = config or LoRAConfig()
+        target = self.candidates(path).get(id)
+        if target is None:
+            raise OperateError(self.why_not(path, id))
+        if every_layer:
+            targets = [t for t in resolve_targets(self.cm, (target.role,), "all")
+                       if t.layer is not None or t.target_node == target.target_node]
+            text = f"Add LoRA Layer ({target.role}, r={config.r}) to {len(targets)} layer(s)"
+            command = Compound(text, [InsertLoRA(t, config) for t in targets])
+        else:
+            command = InsertLoRA(target, config)
+        return self._do(command)
+
+    def edit(self, block_path: str, r: int | None = None, alpha: float | None = None,
+             dropout: float | None = None) -> Entry:
+        """Change r / alpha / dropout of a LoRA block; invalid values are refused with a reason."""
+        changes = {k: v for k, v in (("r", r), ("alpha", alpha), ("dropout", dropout)) if v is not None}
+        if not changes:
+            raise OperateError("nothing to change; give r, alpha or dropout.")
+        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1):
+            raise OperateError(f"r must be a whole number ≥ 1, got {r!r}.")
+        if alpha is not None and not alpha > 0:
+            raise OperateError(f"alpha must be > 0, got {alpha!r}.")
+        if dropout is not None and not 0.0 <= dropout < 1.0:
+            raise OperateError(f"dropout must be in [0, 1), got {dropout!r}.")
+        return self._do(ChangeLoRA(self.cm, block_path, **changes))
+
+    def delete(self, block_path: str) -> Entry:
+        """Remove a LoRA block (undoable)."""
+        if block_path not in self.cm.loras:
+            raise OperateError(f"{block_path!r} is not a LoRA block; only inserted LoRA blocks can be deleted.")
+        return self._do(RemoveLoRA(self.cm, block_path))
+
+    def _do(self, command) -> Entry:
+        entry = self.history.do(command)  # refused → raises, nothing changed
+        self._changed()
+        return entry
+
+    def undo(self) -> None:
+        if not self.history.can_undo:
+            raise OperateError("nothing to undo.")
+        self.history.undo()
+        self._changed()
+
+    def redo(self) -> None:
+        if not self.history.can_redo:
+            raise OperateError("nothing to redo.")
+        self.history.redo()
+        self._changed()
+
+    def _changed(self) -> None:
+        self.cm.touch()
+        self.dirty = True
+        self.autosave()
+
+    @property
+    def history_texts(self) -> list[str]:
+        return self.history.texts
+
+    # ---- status ----------------------------------------------------------------------------------
+    def budget(self):
+        from graphsurgeon.surgery.budget import budget
+
+        return budget(self.cm)
+
+    def diagnostics(self) -> list:
+        from graphsurgeon.validate import validate_full
+
+        return validate_full(self.cm)
+
+    # ---- files -------------------------------------------------------------------------------
+    def recipe(self) -> dict:
+        from graphsurgeon.surgery.recipe import recipe_dict
+
+        return recipe_dict(self.history)
+
+    def save_recipe(self, file) -> dict:
+        from graphsurgeon.surgery.recipe import save_recipe
+
+        data = save_recipe(self.history, file)
+        self.dirty = False
+        return data
+
+    def open_recipe(self, file) -> None:
+        """Replay a recipe onto the open model as one edit."""
+        from graphsurgeon.surgery.recipe import load_recipe, replay
+
+        replay(self.cm, load_recipe(file), self.history)
+        self._changed()
+
+    def export(self, out_dir, force: bool = False):
+        try:
+            from graphsurgeon.export import export_folder
+        except ImportError:
+            raise OperateError("export is not available in this build; save a recipe and use the CLI.") from None
+        result = export_folder(self.cm, out_dir, force=force)
+        self.dirty = False
+        return result
+
+    # ---- autosave ----------------------------------------------------------------------------
+    def autosave(self) -> Path:
+        """Write source + recipe atomically (temp file + os.replace)."""
+        path = autosave_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"source": self.cm.source_name, "meta": bool(self.cm.is_meta), "recipe": self.recipe()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autosave-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+        return path
+
+    def clear_autosave(self) -> None:
+        """On a clean close: nothing to recover."""
+        try:
+            autosave_path().unlink()
+        except FileNotFoundError:
+            pass

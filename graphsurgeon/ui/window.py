@@ -1,0 +1,316 @@
+"""MainWindow: crumb bar, graph view, shape table, side panel, legend, find, open/export; capture off the UI thread."""
+
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QObject, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QKeySequence, QPainter
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGraphicsView, QHBoxLayout, QInputDialog,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
+                               QTextEdit, QVBoxLayout, QWidget)
+
+from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.ui.controller import Controller
+from graphsurgeon.ui.legend import Legend
+from graphsurgeon.ui.scene import GraphScene
+
+PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
+
+
+class GraphView(QGraphicsView):
+    """Zoom with the wheel, pan by dragging the background, F fits."""
+
+    def __init__(self, scene) -> None:
+        super().__init__(scene)
+        self.setRenderHint(QPainter.Antialiasing)
+        self.setDragMode(QGraphicsView.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+
+    def wheelEvent(self, event) -> None:
+        f = 1.15 if event.angleDelta().y() > 0 else 1 / 1.15
+        self.scale(f, f)
+
+    def fit(self, min_scale: float = 0.0) -> None:
+        """Fit the view to the blocks; with min_scale, never zoom out below it (text stays readable), left-aligned."""
+        r = self.scene().itemsBoundingRect()
+        if r.isEmpty():
+            return
+        self.fitInView(r.adjusted(-20, -20, 20, 20), Qt.KeepAspectRatio)
+        if self.transform().m11() > 1.0:  # a small view stays at 1:1 rather than blown up
+            self.resetTransform()
+            self.centerOn(r.center())
+        elif self.transform().m11() < min_scale:
+            self.resetTransform()
+            self.scale(min_scale, min_scale)
+            self.centerOn(r.left() + self.viewport().width() / (2 * min_scale) - 20, r.center().y())
+
+
+class _CaptureSignals(QObject):
+    done = Signal(object, str)  # (CapturedModel, path)
+    failed = Signal(str)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, cm=None, path: str = "") -> None:
+        super().__init__()
+        self.resize(1600, 1000)
+        self.controller = Controller(cm, path)
+        self.scene = GraphScene(self.controller)
+        self.view = GraphView(self.scene)
+        self.crumb_buttons: list[QPushButton] = []
+        self._crumbs = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.hide()
+        top = QHBoxLayout()
+        top.addLayout(self._crumbs)
+        top.addStretch(1)
+        top.addWidget(self.progress)
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.view, 1)
+        self.setCentralWidget(central)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["name", "op", "shape", "dtype"])
+        self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        shapes = self._dock("Shapes", self.table, Qt.BottomDockWidgetArea)
+        self.panel = QTextEdit()
+        self.panel.setReadOnly(True)
+        self._dock("Block", self.panel, Qt.RightDockWidgetArea)
+        self.legend = Legend()
+        legend = self._dock("Legend", self.legend, Qt.RightDockWidgetArea)
+        self.resizeDocks([shapes], [190], Qt.Vertical)
+        self.resizeDocks([legend], [230], Qt.Horizontal)
+        self._syncing = False
+        self._capture_signals = _CaptureSignals()
+        self._capture_signals.done.connect(self._capture_done)
+        self._capture_signals.failed.connect(self._capture_failed)
+        self.capture_thread: threading.Thread | None = None
+        self._menus()
+        self.scene.signals.unbox.connect(self.navigate)
+        self.scene.selectionChanged.connect(self._scene_selection)
+        self.table.itemSelectionChanged.connect(self._table_selection)
+        if cm is not None:
+            self.refresh(fit=True)
+        try:
+            from graphsurgeon.ui import operate  # part 2 of the editor, when present
+        except ImportError:
+            operate = None
+        if operate is not None and hasattr(operate, "install"):
+            operate.install(self)
+
+    def _dock(self, title: str, widget, area) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setWidget(widget)
+        self.addDockWidget(area, d)
+        return d
+
+    def _menus(self) -> None:
+        self.file_menu = self.menuBar().addMenu("&File")
+        open_menu = self.file_menu.addMenu("Open preset")
+        for name in PRESETS:
+            open_menu.addAction(name, lambda n=name: self.open_model(n, meta=True))
+        self.file_menu.addAction("Open folder…", self._open_folder)
+        self.file_menu.addAction("Export view as PNG…", lambda: self._export_dialog("png"))
+        self.file_menu.addAction("Export view as SVG…", lambda: self._export_dialog("svg"))
+        self.file_menu.addAction("Quit", self.close, QKeySequence.Quit)
+        self.edit_menu = self.menuBar().addMenu("&Edit")
+        self.edit_menu.addAction("Find…", self.find, QKeySequence.Find)
+        nav = self.menuBar().addMenu("&View")
+        for label, slot, key in [("Back", self.back, QKeySequence(Qt.ALT | Qt.Key_Left)),
+                                 ("Up", self.up, QKeySequence(Qt.ALT | Qt.Key_Up)),
+                                 ("Fit", lambda: self.view.fit(), QKeySequence(Qt.Key_F))]:
+            action = nav.addAction(label, slot, key)
+            action.setShortcutContext(Qt.WindowShortcut)
+            self.addAction(action)  # active while any child of the window has focus
+
+    # --- navigation -------------------------------------------------------------------------
+    def refresh(self, fit: bool = True) -> None:
+        """Re-derive the scene, crumbs and table from the controller (call after cm.touch())."""
+        self.scene.rebuild()
+        self._rebuild_crumbs()
+        self._fill_table()
+        c = self.controller
+        self.setWindowTitle(f"graphsurgeon · {c.cm.model_class} · {c.path or '(root)'}")
+        if fit:
+            self.view.fit()
+
+    def navigate(self, path: str) -> None:
+        try:
+            self.controller.navigate(path)
+        except GraphsurgeonError as err:
+            self._error(str(err))
+            return
+        self.refresh()
+
+    def back(self) -> None:
+        if self.controller.back():
+            self.refresh()
+
+    def up(self) -> None:
+        if self.controller.cm is not None and self.controller.up():
+            self.refresh()
+
+    def _rebuild_crumbs(self) -> None:
+        for b in self.crumb_buttons:
+            self._crumbs.removeWidget(b)
+            b.deleteLater()
+        self.crumb_buttons = []
+        for i, (label, path) in enumerate(self.controller.breadcrumbs()):
+            btn = QPushButton(("› " if i else "") + label)
+            btn.setFlat(True)
+            btn.clicked.connect(lambda _=False, p=path: self.navigate(p))
+            self._crumbs.addWidget(btn)
+            self.crumb_buttons.append(btn)
+
+    # --- table and selection ------------------------------------------------------------------
+    def _fill_table(self) -> None:
+        rows = self.controller.view.variables
+        self._syncing = True
+        self.table.setRowCount(len(rows))
+        for r, v in enumerate(rows):
+            for c, text in enumerate([v.name, v.producer, v.shape, v.dtype]):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self._syncing = False
+        self.table.resizeColumnsToContents()
+
+    @staticmethod
+    def port_block(port_id: str) -> str:
+        return port_id.rsplit("/out/", 1)[0].rsplit("/in/", 1)[0]
+
+    def _table_selection(self) -> None:
+        if self._syncing:
+            return
+        rows = {i.row() for i in self.table.selectedIndexes()}
+        vs = self.controller.view.variables
+        ids = [self.port_block(vs[r].port) for r in rows]
+        self._syncing = True
+        self.scene.select(ids)
+        self._syncing = False
+        self._show_panel(ids)
+
+    def _scene_selection(self) -> None:
+        try:
+            ids = self.scene.selected_ids()
+        except RuntimeError:  # the scene is being destroyed with the window
+            return
+        self._show_panel(ids)
+        if self._syncing:
+            return
+        links = self.controller.links()
+        blocks = {self.port_block(links[i].src) if i in links else i for i in ids}
+        self._syncing = True
+        self.table.clearSelection()
+        for r, v in enumerate(self.controller.view.variables):
+            if self.port_block(v.port) in blocks:
+                self._select_row(r)
+        self._syncing = False
+
+    def _select_row(self, r: int) -> None:
+        from PySide6.QtCore import QItemSelectionModel
+
+        idx = self.table.model().index(r, 0)
+        self.table.selectionModel().select(idx, QItemSelectionModel.Select | QItemSelectionModel.Rows)
+
+    def _show_panel(self, ids: list[str]) -> None:
+        blocks = self.controller.blocks()
+        b = next((blocks[i] for i in ids if i in blocks), None)
+        if b is None:
+            self.panel.setPlainText("")
+            return
+        lines = [f"{b.title}", f"class: {b.subtitle}", f"module path: {b.module_path or '(root)'}",
+                 f"parameters: {b.param_count:,}"]
+        if b.static_inputs:
+            lines.append("static inputs:")
+            lines += [f"  {s.name} = {s.text}" + (f"  ({s.source})" if s.source else "") for s in b.static_inputs]
+        self.panel.setPlainText("\n".join(lines))
+
+    # --- find --------------------------------------------------------------------------------
+    def find(self, label: str | None = None) -> bool:
+        index = self.controller.search_index()
+        if label is None:
+            label, ok = QInputDialog.getItem(self, "Find", "module or op:", sorted(index), 0, True)
+            if not ok:
+                return False
+        if label not in index:
+            return False
+        path, bid = index[label]
+        self.navigate(path)
+        self.scene.select([bid])
+        if bid in self.scene.blocks:
+            self.view.centerOn(self.scene.blocks[bid])
+        return True
+
+    # --- open / capture ----------------------------------------------------------------------
+    def open_model(self, source, meta: bool = True, path: str = "") -> threading.Thread:
+        """Capture in a worker thread; on success the model replaces the current one, on failure a dialog says why."""
+        self.progress.show()
+
+        def work() -> None:
+            try:
+                from graphsurgeon.capture import capture
+
+                cm = capture(source, meta=meta)
+                self._capture_signals.done.emit(cm, path)
+            except GraphsurgeonError as err:
+                self._capture_signals.failed.emit(str(err))
+            except Exception as err:  # noqa: BLE001 — shown to the user, never a crash of the window
+                self._capture_signals.failed.emit(f"capture failed: {err}")
+
+        self.capture_thread = threading.Thread(target=work, daemon=True)
+        self.capture_thread.start()
+        return self.capture_thread
+
+    def _open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")
+        if folder:
+            self.open_model(folder, meta=False)
+
+    def _capture_done(self, cm, path: str) -> None:
+        self.progress.hide()
+        self.controller.set_model(cm, path)
+        self.refresh()
+
+    def _capture_failed(self, message: str) -> None:
+        self.progress.hide()
+        self._error(message)
+
+    def _error(self, message: str) -> None:
+        QMessageBox.warning(self, "graphsurgeon", message)
+
+    # --- export ------------------------------------------------------------------------------
+    def _export_dialog(self, kind: str) -> None:
+        fn, _ = QFileDialog.getSaveFileName(self, f"Export view as {kind.upper()}", f"view.{kind}", f"*.{kind}")
+        if fn:
+            self.export(fn)
+
+    def export(self, filename: str) -> None:
+        """The whole current composite view as PNG or SVG (by the file's extension)."""
+        src = self.scene.itemsBoundingRect().adjusted(-20, -20, 20, 20)
+        if filename.lower().endswith(".svg"):
+            from PySide6.QtSvg import QSvgGenerator
+
+            gen = QSvgGenerator()
+            gen.setFileName(filename)
+            gen.setSize(QSize(int(src.width()), int(src.height())))
+            gen.setViewBox(QRectF(0, 0, src.width(), src.height()))
+            p = QPainter(gen)
+            self.scene.render(p, QRectF(0, 0, src.width(), src.height()), src)
+            p.end()
+            return
+        scale = min(2.0, 8000 / max(src.width(), src.height(), 1))
+        img = QImage(int(src.width() * scale), int(src.height() * scale), QImage.Format_ARGB32)
+        img.fill(Qt.white)
+        p = QPainter(img)
+        p.setRenderHint(QPainter.Antialiasing)
+        self.scene.render(p, QRectF(img.rect()), src)
+        p.end()
+        img.save(filename)
+
+    def screenshot(self, filename: str) -> None:
+        """The window as shown, into a PNG."""
+        self.grab().save(filename)

@@ -1,0 +1,250 @@
+"""Export folder: standalone model.py, safetensors, PEFT adapter, train.py (alone, torchrun, merge), bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from graphsurgeon.export import ExportError, export_folder
+from graphsurgeon.surgery import LoRAConfig, add_lora, lora_weights
+
+sys.path.insert(0, str(Path(__file__).parent))
+from surgery_models import build, fresh, randomize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
+ARCHS = ["gpt2", "bert", "bigcode"]  # Conv1D fused QKV, separate Linears, uneven multi-query fused Linear
+
+
+def load_exported(folder: Path):
+    """Import folder/model.py under a unique name and build the model (eval mode)."""
+    spec = importlib.util.spec_from_file_location(f"exported_{abs(hash(str(folder)))}", folder / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.load_model(str(folder)).eval()
+
+
+def inputs(arch: str, batch: int = 3, seq: int = 7) -> dict[str, torch.Tensor]:
+    """Inputs at a batch/seq other than the capture's (2, 10); BERT gets padding in its mask."""
+    gen = torch.Generator().manual_seed(5)
+    x = {"input_ids": torch.randint(0, 101, (batch, seq), generator=gen)}
+    if arch == "bert":
+        x["attention_mask"] = torch.ones(batch, seq, dtype=torch.long)
+        x["attention_mask"][0, seq - 2:] = 0
+    return x
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without PYTHONPATH: the folder must run without graphsurgeon on the path."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def run_train(folder: Path, *args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    cmd = ([str(TORCHRUN), "--nproc_per_node", "2"] if torchrun else [sys.executable]) + ["train.py", *args]
+    return subprocess.run(cmd, cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=300)
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("with_lora", [False, True], ids=["no-lora", "b-zero"])
+def test_model_py_matches_original(arch, with_lora, tmp_path):
+    cm = fresh(arch)
+    if with_lora:  # PEFT's init: B = 0, so nothing may move
+        add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    export_folder(cm, tmp_path / "out")
+    model, original = load_exported(tmp_path / "out"), build(arch)
+    x = inputs(arch)
+    with torch.no_grad():
+        got, want = model(**x), original(**x)
+    for name in cm.output_names:
+        assert got[name].shape == want[name].shape
+        assert max_diff(got[name], want[name]) <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lora_matches_editor_peft_and_merged(arch, tmp_path):
+    from peft import PeftModel
+
+    cm = fresh(arch)
+    if arch == "bigcode":  # different r/alpha on q and v of one fused module: scalings must fold into B
+        add_lora(cm, roles=("q",), config=LoRAConfig(r=4, alpha=8))
+        add_lora(cm, roles=("v",), config=LoRAConfig(r=2, alpha=6))
+        assert {lora_weights(cm, p)[0].weight.shape[0] for p in cm.loras} == {2, 4}
+    else:
+        add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    randomize(cm)
+    out = tmp_path / "out"
+    export_folder(cm, out)
+    x = inputs(arch)
+    key = cm.output_names[0]
+    with torch.no_grad():
+        ours = load_exported(out)(**x)[key]
+        editor = cm.run(**x)[key]
+        peft = PeftModel.from_pretrained(build(arch), str(out)).eval()(**x)
+        peft = peft[0] if isinstance(peft, tuple) else getattr(peft, key)
+    assert max_diff(ours, editor) <= 1e-5
+    assert max_diff(ours, peft) <= 1e-5
+    assert max_diff(ours, build(arch)(**x)[key]) > 1e-3  # the LoRA really changes the output
+
+    result = run_train(out, "--merge-only")
+    assert result.returncode == 0, result.stderr
+    merged = type(build(arch)).from_pretrained(str(out / "merged")).eval()
+    with torch.no_grad():
+        assert max_diff(ours, merged(**x)[key]) <= 1e-5
+
+
+def test_slice_names_and_adapter_layout(tmp_path):
+    from safetensors.torch import load_file
+
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    export_folder(cm, tmp_path / "out")
+    names = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert names["transformer.h.0.attn.c_attn.q.lora_A.weight"].shape == (4, 64)
+    assert names["transformer.h.1.attn.c_attn.v.lora_B.weight"].shape == (64, 4)
+    assert "lm_head.weight" not in names and "transformer.wte.weight" in names  # tied: saved once
+    adapter = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    b = adapter["base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"]
+    assert b.shape == (192, 8) and b[64:128].abs().sum() == 0  # K rows are zero
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert config["fan_in_fan_out"] is True
+    model_py = (tmp_path / "out" / "model.py").read_text()
+    imports = set(re.findall(r"^(?:import|from) (\w+)", model_py, re.M))
+    assert imports <= {"torch", "safetensors", "os", "operator"}
+    assert "class LoRALayer(nn.Module)" in model_py and "# [batch, seq, 64]" in model_py
+    assert model_py.count("class GPT2Block(") == 1 and "class GPT2Block1" not in model_py  # h.0, h.1 written once
+    assert "self.transformer.h[0](" in model_py and "self.transformer.h[1](" in model_py
+
+
+def test_train_synthetic_lowers_loss_and_torchrun(tmp_path):
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    out = tmp_path / "out"
+    export_folder(cm, out)
+    before = (out / "adapter_model.safetensors").read_bytes()
+    result = run_train(out, "--synthetic", "--steps", "30")
+    assert result.returncode == 0, result.stderr
+    assert "trainable params: 2,048 || all params:" in result.stdout
+    first, last = map(float, re.search(r"first \d+ steps ([\d.]+) -> last \d+ steps ([\d.]+)", result.stdout).groups())
+    assert last < first
+    assert (out / "adapter_model.safetensors").read_bytes() != before
+
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (out / name).unlink()
+    result = run_train(out, "--synthetic", "--steps", "4", "--merge", torchrun=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("trainable params") == 1  # only rank 0 prints and writes
+    assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
+    from peft import PeftModel
+
+    x = inputs("gpt2")
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(build("gpt2"), str(out)).eval()(**x).logits
+        ours = load_exported(out)(**x)["logits"]
+        merged = type(build("gpt2")).from_pretrained(str(out / "merged")).eval()(**x).logits
+    assert max_diff(ours, peft) <= 1e-5 and max_diff(ours, merged) <= 1e-5
+
+
+def test_bert_classifier_head_trains(tmp_path):
+    cm = fresh("bert")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    export_folder(cm, tmp_path / "out")
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps({"input_ids": [i % 7 + 1] * 5, "label": i % 2}) for i in range(8)))
+    result = run_train(tmp_path / "out", "--data", str(data), "--steps", "30", "--seq-len", "8")
+    assert result.returncode == 0, result.stderr
+    first, last = map(float, re.search(r"first \d+ steps ([\d.]+) -> last \d+ steps ([\d.]+)", result.stdout).groups())
+    assert last < first
+
+
+def test_bad_input(tmp_path):
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        export_folder(cm, out)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_folder(cm, out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "model.py").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input_ids": [1, 2, 3]}\n{"input_ids": [4, 5\n')
+    result = run_train(out, "--data", str(bad), "--steps", "1")
+    assert result.returncode == 2 and "line 2" in result.stderr
+    result = run_train(out, "--data", str(tmp_path / "missing.jsonl"), "--steps", "1")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    text = tmp_path / "notes.txt"
+    text.write_text("hello world")
+    result = run_train(out, "--data", str(text), "--steps", "1")
+    assert result.returncode == 2 and "no tokenizer" in result.stderr
+
+
+def test_refuses_invalid_graph(tmp_path):
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q",), layers="all", config=LoRAConfig(r=2, alpha=4))
+    block = next(iter(cm.loras.values()))
+    cm.gm.get_submodule(block.module_path).lora_B = torch.nn.Linear(2, 7, bias=False)  # wrong width
+    cm.touch()
+    with pytest.raises(ExportError, match="fails validation"):
+        export_folder(cm, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arch", ["opt", "llama", "roberta", "distilbert"])
+def test_more_architectures_match_editor(arch, tmp_path):
+    cm = fresh(arch)
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    randomize(cm)
+    export_folder(cm, tmp_path / "out")
+    x = {k: v for k, v in inputs("bert").items() if k in cm.input_names}
+    with torch.no_grad():
+        got, want = load_exported(tmp_path / "out")(**x), cm.run(**x)
+    for name in cm.output_names:
+        assert max_diff(got[name], want[name]) <= 1e-5
+
+
+def test_meta_capture_is_materialized(tmp_path):
+    from graphsurgeon.capture import capture
+
+    cm = capture("tiny-gpt2", meta=True)
+    export_folder(cm, tmp_path / "out")
+    x = inputs("gpt2")
+    with torch.no_grad():
+        got = load_exported(tmp_path / "out")(**x)["logits"]
+    assert not cm.is_meta and max_diff(got, cm.run(**x)["logits"]) <= 1e-5
+
+
+def test_text_and_jsonl_data(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
+    out = tmp_path / "out"
+    export_folder(cm, out)
+    words = ["the", "cat", "sat", "on", "mat", "[UNK]"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(out / "tokenizer.json"))
+    text = tmp_path / "corpus.txt"
+    text.write_text("the cat sat on the mat " * 40)
+    result = run_train(out, "--data", str(text), "--steps", "3", "--seq-len", "8")
+    assert result.returncode == 0, result.stderr
+    rows = tmp_path / "ids.jsonl"
+    rows.write_text("\n".join(json.dumps({"input_ids": list(range(i, i + 9))}) for i in range(10)))
+    result = run_train(out, "--data", str(rows), "--steps", "3", "--seq-len", "8")
+    assert result.returncode == 0, result.stderr
+    assert "step 3/3" in result.stdout
