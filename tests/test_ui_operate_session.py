@@ -38,8 +38,8 @@ def _peft_count(r: int, modules: list[str], layers: int = 1) -> int:
     import graphsurgeon
     cfg = json.loads((Path(graphsurgeon.__file__).parent.parent / "assets/presets/tiny-bert.json").read_text())
     model = BertModel(BertConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
-    peft = get_peft_model(model, PeftLoraConfig(r=r, lora_alpha=16, target_modules=modules,
-                                                layers_to_transform=list(range(layers))))
+    names = [f"encoder.layer.{i}.attention.self.{m}" for i in range(layers) for m in modules]
+    peft = get_peft_model(model, PeftLoraConfig(r=r, lora_alpha=16, target_modules=names))
     return sum(p.numel() for p in peft.parameters() if p.requires_grad)
 
 
