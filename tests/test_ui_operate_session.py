@@ -13,16 +13,10 @@ from peft import get_peft_model
 from graphsurgeon.capture import capture
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import LoRAConfig, find_targets
-from graphsurgeon.ui.operate import session as session_mod
 from graphsurgeon.ui.operate.session import EditSession, pending_recovery, recover
 from graphsurgeon.validate import validate_full
 
 BERT_ATTN = "encoder.layer.0.attention.self"
-
-
-def _outputs(cm) -> dict:
-    return {k: v.detach().clone() for k, v in cm.run(**cm.example_inputs).items()} if isinstance(
-        cm.example_inputs, dict) else cm.run()
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +31,7 @@ def _peft_count(r: int, modules: list[str], layers: int = 1) -> int:
     from pathlib import Path
     import graphsurgeon
     cfg = json.loads((Path(graphsurgeon.__file__).parent.parent / "assets/presets/tiny-bert.json").read_text())
-    model = BertModel(BertConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")}))
+    model = BertModel(BertConfig(**cfg["config"]))
     names = [f"encoder.layer.{i}.attention.self.{m}" for i in range(layers) for m in modules]
     peft = get_peft_model(model, PeftLoraConfig(r=r, lora_alpha=16, target_modules=names))
     return sum(p.numel() for p in peft.parameters() if p.requires_grad)
@@ -143,7 +137,7 @@ def test_recipe_roundtrip_on_fresh_capture(tmp_path):
     assert s2.cm.gm.code == s.cm.gm.code and sorted(s2.cm.loras) == sorted(s.cm.loras)
 
 
-def test_autosave_recovered_after_kill(tmp_path):
+def test_autosave_recovered_after_kill(tmp_path, monkeypatch):
     env = dict(os.environ, GRAPHSURGEON_AUTOSAVE_DIR=str(tmp_path / "crash"))
     script = (
         "import os, signal\n"
@@ -155,7 +149,7 @@ def test_autosave_recovered_after_kill(tmp_path):
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    os.environ["GRAPHSURGEON_AUTOSAVE_DIR"] = env["GRAPHSURGEON_AUTOSAVE_DIR"]  # restored by monkeypatch fixture
+    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", env["GRAPHSURGEON_AUTOSAVE_DIR"])
     data = pending_recovery()
     assert data is not None and data["source"] == "tiny-bert"
     s = recover(data)
@@ -163,3 +157,34 @@ def test_autosave_recovered_after_kill(tmp_path):
     assert list(s.cm.loras) == [f"{BERT_ATTN}.lora_q"]
     s.clear_autosave()
     assert pending_recovery() is None
+
+
+def test_every_layer_refusal_is_all_or_nothing_and_redo():
+    cm = capture("tiny-gpt2")
+    s = EditSession(cm)
+    targets = [t for t in find_targets(cm) if t.role == "q"]
+    link1 = next(i for i, t in s.candidates(targets[1].attention).items() if "->" in i and t.role == "q")
+    s.drop(targets[1].attention, link1)
+    code = cm.gm.code
+    link0 = next(i for i, t in s.candidates(targets[0].attention).items() if "->" in i and t.role == "q")
+    with pytest.raises(GraphsurgeonError, match="already adapts"):
+        s.drop(targets[0].attention, link0, every_layer=True)
+    assert cm.gm.code == code and list(cm.loras) == ["transformer.h.1.attn.lora_q"] and len(s.history_texts) == 1
+    out = cm.run(**_inputs(cm))
+    s.undo()
+    assert cm.loras == {}
+    s.redo()  # fx may rename the re-inserted nodes; the blocks and outputs are what must come back
+    assert list(cm.loras) == ["transformer.h.1.attn.lora_q"] and validate_full(cm) == []
+    for k, v in cm.run(**_inputs(cm)).items():
+        torch.testing.assert_close(v, out[k])
+
+
+
+def test_export_writes_folder_and_clears_dirty(tmp_path):
+    s = EditSession(capture("tiny-bert"))
+    s.drop(BERT_ATTN, f"m:{BERT_ATTN}.query", config=LoRAConfig(r=2))
+    assert s.dirty
+    result = s.export(tmp_path / "out")
+    assert not s.dirty and (tmp_path / "out" / "model.py").is_file() and "model.py" in result.files
+    with pytest.raises(GraphsurgeonError, match="not empty"):
+        s.export(tmp_path / "out")

@@ -1,4 +1,10 @@
-"""The editor's operate gesture: Qt-free edit session (session.py) and the block palette (palette.py).
+"""The editor's operate gesture: Qt-free edit session (session.py), the block palette (palette.py) and the
+window wiring (window_ops.py). Part 1's MainWindow calls `install(window)` at the end of its __init__."""
 
-No `install(window)` here yet: the window integration is not done (see the issue 6 report).
-"""
+
+def install(window):
+    """Add the palette, history, diagnostics, budget, drop handling and recipe/export actions to `window`."""
+    from graphsurgeon.ui.operate.window_ops import Operate
+
+    window.operate = Operate(window)
+    return window.operate

@@ -1,0 +1,108 @@
+"""Operate benchmark (offscreen, 1600x1000, gpt2): drop "Add LoRA Layer" to repainted frame, and "every layer".
+
+A drop here is what the window does on QDropEvent: session.drop (local check + insertion), history entry,
+scene/table rebuild, budget, one rendered frame; the full validation (validate_full) is queued right after
+the frame and timed on its own line. Undo between runs.
+Run: .venv/bin/python benchmarks/ui_operate.py   (prints a table; targets in the last column)
+     .venv/bin/python benchmarks/ui_operate.py --screenshots   (rewrites the two LoRA screenshots in assets/)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRAPHSURGEON_AUTOSAVE_DIR", "/tmp/graphsurgeon-bench-autosave")
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from graphsurgeon.capture import capture  # noqa: E402
+from graphsurgeon.surgery import find_targets  # noqa: E402
+from graphsurgeon.ui.window import MainWindow  # noqa: E402
+
+sys_path = os.path.dirname(os.path.abspath(__file__))
+import sys  # noqa: E402
+
+sys.path.insert(0, sys_path)
+from ui import frame  # noqa: E402  (part 1's frame timer: one viewport render)
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def main() -> None:
+    app = QApplication.instance() or QApplication([])
+    cm = capture("gpt2")
+    t0 = find_targets(cm)[0]
+    win = MainWindow(cm, t0.attention)
+    win.show()
+    app.processEvents()
+    ops = win.operate
+    ops.ask = lambda *a: True
+    cand = ops.session.candidates(t0.attention)
+    q = next(i for i, t in cand.items() if t.role == "q" and t.is_slice and win.scene.item(i))
+    payload = {"kind": "add_lora", "r": 8, "alpha": 16.0, "dropout": 0.0}
+    rows = []
+    for label, every, n, target in [("drop to repainted frame (local check)", False, 7, "≤ 100 ms"),
+                                    ("every-layer drop (12 layers) to frame", True, 3, "≤ 1000 ms")]:
+        totals, validations = [], []
+        for _ in range(n):
+            total = timed(lambda: (ops.drop(q, payload, every), frame(win)))
+            validations.append(timed(ops.validate_now))  # queued right after the frame
+            totals.append(total)
+            ops.stack.undo()
+        rows.append((label, statistics.median(totals), target))
+        rows.append(("  then full validation (after the frame)", statistics.median(validations), ""))
+    no_val = []
+    for _ in range(7):
+        no_val.append(timed(lambda: (ops.session.drop(t0.attention, q), win.refresh(fit=False), frame(win))))
+        ops.session.undo()
+    rows.append(("drop to frame without full validation", statistics.median(no_val), ""))
+    print(f"{'gpt2 (124M), 2 cores, offscreen':<48} {'median ms':>10}  target")
+    for label, ms, target in rows:
+        print(f"{label:<48} {ms:>10.1f}  {target}")
+    ops.session.dirty = False
+    win.close()
+
+
+def screenshots() -> None:
+    """assets/screenshots/gpt2_attention_lora.png (LoRA on q and v) and lora_block.png (the unboxed LoRA Layer)."""
+    from PySide6.QtWidgets import QDockWidget
+
+    app = QApplication.instance() or QApplication([])
+    cm = capture("gpt2")
+    t0 = find_targets(cm)[0]
+    win = MainWindow(cm, t0.attention)
+    win.show()
+    app.processEvents()
+    ops = win.operate
+    cand = ops.session.candidates(t0.attention)
+    payload = {"kind": "add_lora", "r": 8, "alpha": 16.0, "dropout": 0.05}
+    for role in "qv":
+        assert ops.drop(next(i for i, t in cand.items() if t.role == role and t.is_slice and win.scene.item(i)),
+                        payload), ops.last_message
+    ops.validate_now()
+    win.refresh(fit=True)
+    win.view.fit(0.62)
+    app.processEvents()
+    win.screenshot("assets/screenshots/gpt2_attention_lora.png")
+    for d in win.findChildren(QDockWidget):
+        d.setVisible(d.windowTitle() == "Shapes")
+    app.processEvents()
+    win.navigate(f"{t0.attention}.lora_q.lora")
+    app.processEvents()
+    win.view.fit(0.5)
+    win.screenshot("assets/screenshots/lora_block.png")
+    ops.session.dirty = False
+    ops.session.clear_autosave()
+
+
+if __name__ == "__main__":
+    screenshots() if "--screenshots" in sys.argv else main()

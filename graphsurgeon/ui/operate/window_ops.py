@@ -1,0 +1,345 @@
+"""Wires the operate gesture into part 1's MainWindow: palette, drops on the view, undo stack, budget, diagnostics, files.
+
+The view is not subclassed: an event filter on its viewport takes the palette's drags (so part 1's scene is
+untouched); ids under the cursor come from the items' `block_id` / `link_id`.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
+from PySide6.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QListWidget,
+                               QListWidgetItem, QMessageBox, QPushButton, QSpinBox, QUndoView, QWidget)
+
+from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.surgery import LoRAConfig
+from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
+from graphsurgeon.ui.operate.session import EditSession, pending_recovery, recover
+
+
+class _Edit(QUndoCommand):
+    """Wraps one session edit already applied; undo/redo go through the session's history."""
+
+    def __init__(self, ops: "Operate", text: str) -> None:
+        super().__init__(text)
+        self.ops, self._first = ops, True
+
+    def redo(self) -> None:
+        if self._first:
+            self._first = False
+            return
+        self.ops.session.redo()
+        self.ops.changed()
+
+    def undo(self) -> None:
+        self.ops.session.undo()
+        self.ops.changed()
+
+
+class LoRAEditor(QWidget):
+    """Side panel: r / alpha / dropout of the selected LoRA block; Apply is one undoable edit."""
+
+    def __init__(self, ops: "Operate") -> None:
+        super().__init__()
+        self.ops = ops
+        self.title = QLabel("select an inserted LoRA block")
+        self.r, self.alpha, self.dropout = QSpinBox(), QDoubleSpinBox(), QDoubleSpinBox()
+        self.r.setRange(0, 4096)  # 0 is allowed here so the session refuses it with a reason
+        self.alpha.setRange(0.0, 10000.0)
+        self.dropout.setRange(0.0, 1.0)
+        self.dropout.setSingleStep(0.05)
+        apply = QPushButton("Apply")
+        apply.clicked.connect(self.apply)
+        form = QFormLayout(self)
+        form.addRow(self.title)
+        form.addRow("r", self.r)
+        form.addRow("alpha", self.alpha)
+        form.addRow("dropout", self.dropout)
+        form.addRow(apply)
+
+    def load(self) -> None:
+        try:
+            path = self.ops.selected_lora()
+        except RuntimeError:  # scene being torn down
+            return
+        self.setEnabled(path is not None)
+        if path is None:
+            return
+        c = self.ops.session.cm.loras[path].config
+        self.title.setText(path)
+        self.r.setValue(c.r)
+        self.alpha.setValue(c.alpha)
+        self.dropout.setValue(c.dropout)
+
+    def apply(self) -> bool:
+        return self.ops.edit_selected(r=self.r.value(), alpha=self.alpha.value(), dropout=self.dropout.value())
+
+
+class Operate(QObject):
+    """The operate side of one MainWindow."""
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self._session: EditSession | None = None
+        self._candidates: dict = {}
+        self.validated_version: int | None = None  # cm.version the diagnostics panel shows
+        self.problems: list = []
+        self.last_message = ""
+        self.palette = Palette()
+        self._dock("Blocks", self.palette, Qt.LeftDockWidgetArea)
+        self.stack = QUndoStack(self)
+        self._dock("History", QUndoView(self.stack), Qt.LeftDockWidgetArea)
+        self.diagnostics = QListWidget()
+        self.diagnostics.itemClicked.connect(self._jump)
+        self._dock("Diagnostics", self.diagnostics, Qt.BottomDockWidgetArea)
+        self.editor = LoRAEditor(self)
+        self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
+        window.scene.selectionChanged.connect(self.editor.load)
+        self.editor.setEnabled(False)
+        self.budget_label = QLabel()
+        window.statusBar().addPermanentWidget(self.budget_label)
+        window.view.setAcceptDrops(True)
+        window.view.viewport().setAcceptDrops(True)
+        self._viewport = window.view.viewport()
+        self._viewport.installEventFilter(self)
+        window.installEventFilter(self)
+        undo = self.stack.createUndoAction(self, "Undo")
+        undo.setShortcut(QKeySequence.Undo)
+        redo = self.stack.createRedoAction(self, "Redo")
+        redo.setShortcut(QKeySequence(Qt.CTRL | Qt.SHIFT | Qt.Key_Z))
+        for a in (undo, redo):
+            window.edit_menu.addAction(a)
+            window.addAction(a)
+        delete = window.edit_menu.addAction("Delete LoRA block", self.delete_selected)
+        delete.setShortcut(QKeySequence.Delete)
+        window.addAction(delete)
+        f = window.file_menu
+        f.addSeparator()
+        f.addAction("Save recipe…", self._save_recipe_dialog)
+        f.addAction("Open recipe…", self._open_recipe_dialog)
+        f.addAction("Export folder…", self._export_dialog)
+        self.recovery = pending_recovery()
+        if self.recovery is not None:  # offered, never forced: a menu entry and a status message
+            f.addAction("Recover autosaved session", self.recover)
+            self.say(f"an unsaved session on {self.recovery['source']} can be recovered: File → Recover.")
+        self.update_status()
+
+    def ask(self, title: str, question: str) -> bool:
+        """Yes/no question (tests replace this attribute; offscreen a modal box would block)."""
+        return QMessageBox.question(self.window, title, question) == QMessageBox.Yes
+
+    def recover(self) -> None:
+        """Re-capture the autosaved model, replay its edits, and show it."""
+        if self.recovery is None:
+            return
+        session = recover(self.recovery)
+        self.recovery = None
+        self.window.controller.set_model(session.cm, self.window.controller.path)
+        self._session = session
+        self.stack.clear()
+        self.stack.push(_Edit(self, "Recovered autosaved edits"))
+        self.changed()
+
+    def _dock(self, title, widget, area) -> QDockWidget:
+        d = QDockWidget(title, self.window)
+        d.setWidget(widget)
+        self.window.addDockWidget(area, d)
+        return d
+
+    @property
+    def session(self) -> EditSession:
+        """The session of the model the window shows (a new model starts a new session and history)."""
+        cm = self.window.controller.cm
+        if self._session is None or self._session.cm is not cm:
+            self._session = EditSession(cm)
+            self.stack.clear()
+        return self._session
+
+    # ---- drag and drop ------------------------------------------------------------------------
+    def eventFilter(self, obj, event) -> bool:
+        t = event.type()
+        if obj is self.window and t == QEvent.Close:
+            return not self._confirm_close()
+        if obj is not self._viewport or t not in (QEvent.DragEnter, QEvent.DragMove, QEvent.Drop,
+                                                                QEvent.DragLeave):
+            return False
+        if t == QEvent.DragLeave:
+            self.window.scene.set_marks({})
+            return True
+        mime = event.mimeData()
+        if mime is None or not mime.hasFormat(MIME_TYPE):
+            return False
+        payload = decode_mime(mime, event.modifiers())
+        if t == QEvent.DragEnter:
+            self._candidates = self.session.candidates(self.window.controller.path)
+            self.window.scene.set_marks({i: "candidate" for i in self._candidates})
+            event.acceptProposedAction()
+            return True
+        hit = self.id_at(event.position().toPoint())
+        if t == QEvent.DragMove:
+            reason = "" if hit in self._candidates or hit is None else self.session.why_not(
+                self.window.controller.path, hit)
+            self.say(reason or (f"drop: {self._candidates[hit].module} {self._candidates[hit].role}"
+                                if hit in self._candidates else ""))
+            event.acceptProposedAction()
+            return True
+        self.window.scene.set_marks({})
+        self.drop(hit, payload, bool(payload.get("every_layer")))
+        event.acceptProposedAction()
+        return True
+
+    def id_at(self, pos) -> str | None:
+        """The block or link id under a viewport position (blocks win over links)."""
+        items = self.window.view.items(pos)
+        for it in items:
+            if hasattr(it, "block_id"):
+                return it.block_id
+        for it in items:
+            if hasattr(it, "link_id"):
+                return it.link_id
+        return None
+
+    def drop(self, id: str | None, payload: dict, every_layer: bool = False) -> bool:
+        """Insert at `id`; a refusal changes nothing and says why. True when something was inserted."""
+        path = self.window.controller.path
+        if id is None:
+            self.say("drop onto a highlighted block or link (a Linear/Conv1D output, or GPT-2's q/v slice).")
+            return False
+        try:
+            config = LoRAConfig(r=int(payload["r"]), alpha=float(payload["alpha"]), dropout=float(payload["dropout"]))
+            entry = self.session.drop(path, id, kind=payload.get("kind", "add_lora"), config=config,
+                                      every_layer=every_layer)
+        except (GraphsurgeonError, ValueError) as e:
+            self.say(str(e))
+            return False
+        self.stack.push(_Edit(self, entry.text))
+        self.changed()
+        self.say(entry.text)
+        return True
+
+    # ---- after every edit ------------------------------------------------------------------
+    def changed(self) -> None:
+        c = self.window.controller
+        while c.path:  # an undo may remove the composite on screen (inside a LoRA block): show its parent
+            try:
+                c.cm.blocks().view(c.path)
+                break
+            except GraphsurgeonError:
+                c.path = c.path.rpartition(".")[0]
+        self.window.refresh(fit=False)
+        self.update_status()
+
+    def update_status(self) -> None:
+        """Budget in the status bar now; full validation right after the frame is painted (it takes ~0.6 s on
+        gpt2, the local check already ran at insertion), so a drop repaints within the frame budget."""
+        if self.window.controller.cm is None:
+            return
+        b = self.session.budget()
+        pct = b.percent() if callable(b.percent) else b.percent
+        self.budget_label.setText(f"trainable {b.trainable:,} / total {b.total:,} ({pct:.4f}%)")
+        QTimer.singleShot(0, self.validate_now)
+
+    def validate_now(self) -> list:
+        """Full validation of the current graph into the diagnostics panel and red marks (skipped if current)."""
+        cm = self.session.cm
+        if self.validated_version == cm.version:
+            return self.problems
+        self.problems = self.session.diagnostics() if cm.loras else []
+        self.validated_version = cm.version
+        self.diagnostics.clear()
+        for d in self.problems:
+            it = QListWidgetItem(str(d))
+            it.setData(Qt.UserRole, d.node)
+            self.diagnostics.addItem(it)
+        self.window.scene.set_marks({b: "error" for b in self._nodes_to_blocks([d.node for d in self.problems])})
+        return self.problems
+
+    def _nodes_to_blocks(self, nodes: list[str]) -> list[str]:
+        names = set(nodes)
+        return [b.id for b in self.window.controller.view.blocks
+                if any(p.value in names for p in b.outputs)]
+
+    def _jump(self, item) -> None:
+        node = item.data(Qt.UserRole)
+        if node:
+            self.window.find(node)
+
+    def say(self, text: str) -> None:
+        self.last_message = text
+        self.window.statusBar().showMessage(text, 8000)
+
+    # ---- block edits ---------------------------------------------------------------------------
+    def selected_lora(self) -> str | None:
+        for bid in self.window.scene.selected_ids():
+            path = bid[2:] if bid.startswith("m:") else ""
+            if path in self.session.cm.loras:
+                return path
+        return None
+
+    def edit_selected(self, **changes) -> bool:
+        path = self.selected_lora()
+        return path is not None and self._run(lambda: self.session.edit(path, **changes))
+
+    def delete_selected(self) -> bool:
+        path = self.selected_lora()
+        if path is None:
+            self.say("select an inserted LoRA block to delete it.")
+            return False
+        return self._run(lambda: self.session.delete(path))
+
+    def _run(self, fn) -> bool:
+        try:
+            entry = fn()
+        except (GraphsurgeonError, ValueError) as e:
+            self.say(str(e))
+            return False
+        self.stack.push(_Edit(self, entry.text))
+        self.changed()
+        return True
+
+    # ---- files -------------------------------------------------------------------------------
+    def open_recipe(self, file) -> None:
+        self.session.open_recipe(file)
+        self.stack.push(_Edit(self, f"Open recipe {file}"))
+        self.changed()
+
+    def _save_recipe_dialog(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self.window, "Save recipe", "surgery.json", "Recipe (*.json)")
+        if name:
+            self.session.save_recipe(name)
+
+    def _open_recipe_dialog(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self.window, "Open recipe", "", "Recipe (*.json)")
+        if name:
+            try:
+                self.open_recipe(name)
+            except GraphsurgeonError as e:
+                QMessageBox.warning(self.window, "Open recipe", str(e))
+
+    def export(self, out_dir):
+        result = self.session.export(out_dir)
+        self.say(f"exported {len(result.files)} files to {result.folder}")
+        return result
+
+    def _export_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Export into folder")
+        if not folder:
+            return
+        try:
+            r = self.export(folder)
+        except GraphsurgeonError as e:
+            QMessageBox.warning(self.window, "Export", str(e))
+            return
+        QMessageBox.information(self.window, "Exported", f"Wrote to {r.folder}:\n" + "\n".join(r.files) +
+                                "\n\nTrain: cd there && python train.py --synthetic --steps 50")
+
+    def _confirm_close(self) -> bool:
+        if self._session is None or not self._session.dirty:
+            if self._session is not None:
+                self._session.clear_autosave()
+            return True
+        if self.ask("Unsaved edits", "Discard the unsaved edits and close?"):
+            self._session.clear_autosave()
+            return True
+        return False
