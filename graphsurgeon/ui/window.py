@@ -158,6 +158,8 @@ class MainWindow(QMainWindow):
     def _rebuild_crumbs(self) -> None:
         for b in self.crumb_buttons:
             self._crumbs.removeWidget(b)
+            b.hide()  # deleteLater waits for the event loop; a screenshot taken before it must not show stale crumbs
+            b.setParent(None)
             b.deleteLater()
         self.crumb_buttons = []
         for i, (label, path) in enumerate(self.controller.breadcrumbs()):
