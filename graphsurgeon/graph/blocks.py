@@ -1,0 +1,94 @@
+"""The plain data of a block view: blocks, ports, links, static inputs and shape-table rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphsurgeon.errors import ViewError
+from graphsurgeon.graph.meta import TensorMeta
+
+
+@dataclass
+class StaticInput:
+    """An input given in place (weight, buffer, constant scalar, size): drawn as a circle."""
+
+    name: str  # argument name, e.g. "weight", "p", "dim"
+    text: str  # what the circle says: "[768, 2304]", "0.1", "batch"
+    source: str | None = None  # the parameter/buffer name when there is one
+
+
+@dataclass
+class Port:
+    """An input or output of a block, carrying one value."""
+
+    id: str
+    name: str  # argument name (primitives) or value name (composites)
+    value: str  # the fx node name of the value carried
+    meta: TensorMeta | None
+
+
+@dataclass
+class Block:
+    """A node of a view: a composite (a module), a primitive (an fx op) or a boundary."""
+
+    id: str
+    kind: str  # "composite", "primitive", "input" (view inputs), "output" (view outputs)
+    title: str  # attribute name ("attn", "h.0") or op name ("addmm")
+    subtitle: str  # class name ("GPT2Attention") or op overload ("aten.addmm.default")
+    inputs: list[Port] = field(default_factory=list)
+    outputs: list[Port] = field(default_factory=list)
+    static_inputs: list[StaticInput] = field(default_factory=list)
+    module_path: str | None = None  # the module path (composites) or the module the op ran in
+    param_count: int = 0  # parameters of the composite (each shared tensor once)
+    node: str | None = None  # the fx node name (primitives)
+
+
+@dataclass
+class Link:
+    """A value flowing from one block's output port to another block's input port."""
+
+    id: str
+    src: str  # port id
+    dst: str  # port id
+    value: str  # fx node name of the value
+    meta: TensorMeta | None
+
+
+@dataclass
+class VariableRow:
+    """A row of the shape table: a value carrying data in the view."""
+
+    name: str
+    producer: str  # the op or block that produces it ("input" for a view input)
+    shape: str  # "[batch, seq, 768]"
+    example_shape: str  # "[2, 10, 768]"
+    dtype: str
+    port: str  # id of the port it leaves from
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CompositeView:
+    """One level of the hierarchy: the blocks, links and variables inside a composite."""
+
+    path: str
+    class_name: str
+    blocks: list[Block]
+    links: list[Link]
+    variables: list[VariableRow]
+
+    def block(self, block_id: str) -> Block:
+        for b in self.blocks:
+            if b.id == block_id:
+                return b
+        raise ViewError(f"no block {block_id!r} in the view of {self.path or '(root)'}")
+
+    def find(self, title: str) -> Block:
+        """The block with this title (attribute or op name), e.g. view.find('c_attn')."""
+        for b in self.blocks:
+            if b.title == title:
+                return b
+        raise ViewError(f"no block titled {title!r} in the view of {self.path or '(root)'}; "
+                        f"there are: {', '.join(sorted(b.title for b in self.blocks))}")
