@@ -7,7 +7,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
+
+# the editor's view cache goes to a folder of this run, never the user's ~/.cache
+os.environ["GRAPHSURGEON_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphsurgeon-test-views-")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from graphsurgeon.capture.presets import DEFAULT_PRESET, is_preset
 from graphsurgeon.cli.inspect_cmd import add_model_arguments
 
 
@@ -16,16 +17,28 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.screenshot:
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from graphsurgeon.capture import DEFAULT_PRESET, capture
-
     model, meta = (args.model, args.meta) if args.model is not None else (DEFAULT_PRESET, True)
+    if args.screenshot:
+        return _screenshot(args, model, meta)
+    from graphsurgeon.capture import resolve
+
+    if not is_preset(model):
+        resolve(model)  # a bad source fails here, with its one-sentence error, before a window opens
+    from graphsurgeon.ui.app import open_editor
+
+    app, _win = open_editor(model, meta=meta, eager_attention=args.eager_attention, path=args.path)
+    return app.exec()
+
+
+def _screenshot(args, model: str, meta: bool) -> int:
+    """Capture, then render the window with `--path` open into a PNG (offscreen) and exit."""
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from graphsurgeon.capture import capture
+
     cm = capture(model, meta=meta, eager_attention=args.eager_attention)
     cm.blocks().view(args.path)  # an unknown path fails here, with its one-sentence error
-    from graphsurgeon.ui.app import run_editor
+    from graphsurgeon.ui.app import screenshot_editor
 
-    code = run_editor(cm, args.path, args.screenshot)
-    if args.screenshot:
-        print(f"wrote {args.screenshot}")
-    return code
+    screenshot_editor(cm, args.path, args.screenshot)
+    print(f"wrote {args.screenshot}")
+    return 0

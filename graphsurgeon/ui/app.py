@@ -5,22 +5,35 @@ from __future__ import annotations
 import os
 
 
-def run_editor(cm, path: str = "", screenshot: str | None = None) -> int:
-    """Show the editor on a captured model; with `screenshot`, render the window into that PNG and return 0."""
-    if screenshot:
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+def open_editor(source, *, meta: bool, eager_attention: bool = False, path: str = ""):
+    """Show the window at once and capture `source` in its worker thread; returns (app, window).
+
+    A cached view snapshot of the model is painted immediately; editing starts when the capture is done.
+    """
     from PySide6.QtWidgets import QApplication
 
     from graphsurgeon.ui.window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    win = MainWindow()
+    win.resize(1600, 1000)
+    win.show()
+    win.open_model(source, meta=meta, path=path, eager_attention=eager_attention)
+    return app, win
+
+
+def screenshot_editor(cm, path: str, filename: str) -> None:
+    """Render the editor window on a captured model, with `path` open, into a PNG (offscreen)."""
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtWidgets import QApplication
+
+    from graphsurgeon.ui.window import READABLE_SCALE, MainWindow
 
     app = QApplication.instance() or QApplication([])
     win = MainWindow(cm, path)
     win.resize(1600, 1000)
     win.show()
     app.processEvents()
-    win.view.fit(min_scale=0.62 if screenshot else 0.0)
+    win.view.fit(min_scale=READABLE_SCALE)  # again at the final viewport size
     app.processEvents()
-    if screenshot:
-        win.screenshot(screenshot)
-        return 0
-    return app.exec()
+    win.screenshot(filename)

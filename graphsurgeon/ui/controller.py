@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from graphsurgeon.graph.snapshot import search_entries
 from graphsurgeon.graph.view import Block, CompositeView, Link
 from graphsurgeon.ui.layout import layout
 
@@ -23,10 +24,11 @@ def block_size(b: Block) -> tuple[float, float]:
 
 
 class Controller:
-    """Owns the CapturedModel, the current composite path and navigation history."""
+    """Owns the CapturedModel (or a ViewSnapshot shown while it is captured), the open path and navigation history."""
 
     def __init__(self, cm=None, path: str = "") -> None:
-        self.cm = cm
+        self.cm = cm  # the live CapturedModel; None while only a preview is shown
+        self.preview = None  # a graph.snapshot.ViewSnapshot painted until the capture arrives
         self.path = path
         self.history: list[str] = []
         self.manual: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> position set by hand
@@ -35,16 +37,41 @@ class Controller:
         self._view_key: tuple[str, int] | None = None
 
     def set_model(self, cm, path: str = "") -> None:
-        self.cm, self.path, self.history = cm, path, []
+        """Show a live model; when it replaces the preview of the same model, keep the path and hand-placed blocks."""
+        same = self.cm is None and self.preview is not None and self.preview.source_name == cm.source_name
+        self.cm, self.preview = cm, None
+        if not same:
+            self.path, self.history = path, []
+            self.manual.clear()
+        self._layouts.clear()
+        self._view = None
+
+    def set_preview(self, snapshot, path: str = "") -> None:
+        """Show a read-only snapshot of a model whose capture is still running."""
+        self.cm, self.preview, self.path, self.history = None, snapshot, path, []
         self.manual.clear()
         self._layouts.clear()
         self._view = None
 
+    def state(self) -> tuple:
+        """What is shown (model, preview, path), to put back with `restore` if an open fails."""
+        return (self.cm, self.preview, self.path)
+
+    def restore(self, state: tuple) -> None:
+        self.cm, self.preview, self.path = state
+        self._layouts.clear()
+        self._view = None
+
+    @property
+    def shown(self):
+        """What the window draws: the live model, else the preview (both answer .blocks(), .version, .model_class)."""
+        return self.cm if self.cm is not None else self.preview
+
     @property
     def view(self) -> CompositeView:
-        key = (self.path, self.cm.version)
+        key = (self.path, self.shown.version)
         if self._view is None or self._view_key != key:
-            self._view, self._view_key = self.cm.blocks().view(self.path), key
+            self._view, self._view_key = self.shown.blocks().view(self.path), key
         return self._view
 
     def blocks(self) -> dict[str, Block]:
@@ -57,11 +84,11 @@ class Controller:
         return self.view.block(block_id)
 
     def breadcrumbs(self) -> list[tuple[str, str]]:
-        return self.cm.blocks().breadcrumbs(self.path)
+        return self.shown.blocks().breadcrumbs(self.path)
 
     def navigate(self, path: str, remember: bool = True) -> None:
         """Open a composite (raises ViewError for an unknown path, leaving the state as it was)."""
-        self.cm.blocks().view(path)
+        self.shown.blocks().view(path)
         if remember and path != self.path:
             self.history.append(self.path)
         self.path = path
@@ -73,7 +100,7 @@ class Controller:
         return True
 
     def up(self) -> bool:
-        parent = self.cm.blocks().parent(self.path) if self.path else None
+        parent = self.shown.blocks().parent(self.path) if self.path else None
         if parent is None:
             return False
         self.navigate(parent)
@@ -81,7 +108,7 @@ class Controller:
 
     def positions(self) -> dict[str, tuple[float, float]]:
         """Block positions for the current view: the cached layout overridden by hand-placed blocks."""
-        key = (self.path, self.cm.version)
+        key = (self.path, self.shown.version)
         if key not in self._layouts:
             v = self.view
             sizes = {b.id: block_size(b) for b in v.blocks}
@@ -97,10 +124,4 @@ class Controller:
 
     def search_index(self) -> dict[str, tuple[str, str]]:
         """Find targets: label → (composite path to open, block id to select), for modules and ops."""
-        bg = self.cm.blocks()
-        out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
-        for node, chain in bg.chain.items():
-            if node.op == "call_function" and node not in bg.hidden:
-                where = chain[-1] if chain else ""
-                out[f"{node.name} ({where or 'root'})"] = (where, f"n:{node.name}")
-        return out
+        return search_entries(self.shown.blocks())

@@ -29,6 +29,8 @@ class GraphScene(QGraphicsScene):
         self._building = True
         self.clear()
         self.blocks, self.links = {}, {}
+        if self.controller.shown is None:  # no model open (a first capture failed)
+            return
         view = self.controller.view
         pos = self.controller.positions()
         port_owner: dict[str, BlockItem] = {}

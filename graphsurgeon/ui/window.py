@@ -16,6 +16,7 @@ from graphsurgeon.ui.legend import Legend
 from graphsurgeon.ui.scene import GraphScene
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
+READABLE_SCALE = 0.62  # opening a composite never zooms out below this (labels stay legible); F fits it all
 
 
 class GraphView(QGraphicsView):
@@ -46,12 +47,14 @@ class GraphView(QGraphicsView):
             self.centerOn(r.left() + self.viewport().width() / (2 * min_scale) - 20, r.center().y())
 
 
-class _CaptureSignals(QObject):
+class _CaptureSignals(QObject):  # emitted from the capture thread, delivered on the UI thread
     done = Signal(object, str)  # (CapturedModel, path)
     failed = Signal(str)
 
 
 class MainWindow(QMainWindow):
+    model_ready = Signal()  # a captured model is now shown live (after open_model, or replacing its preview)
+
     def __init__(self, cm=None, path: str = "") -> None:
         super().__init__()
         self.resize(1600, 1000)
@@ -90,6 +93,7 @@ class MainWindow(QMainWindow):
         self._capture_signals.done.connect(self._capture_done)
         self._capture_signals.failed.connect(self._capture_failed)
         self.capture_thread: threading.Thread | None = None
+        self._before_preview: tuple | None = None  # what was shown before a preview, restored if the capture fails
         self._menus()
         self.scene.signals.unbox.connect(self.navigate)
         self.scene.selectionChanged.connect(self._scene_selection)
@@ -135,9 +139,10 @@ class MainWindow(QMainWindow):
         self._rebuild_crumbs()
         self._fill_table()
         c = self.controller
-        self.setWindowTitle(f"graphsurgeon · {c.cm.model_class} · {c.path or '(root)'}")
+        state = " · capturing, editing starts when ready" if c.cm is None else ""
+        self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
         if fit:
-            self.view.fit()
+            self.view.fit(min_scale=READABLE_SCALE)
 
     def navigate(self, path: str) -> None:
         try:
@@ -152,7 +157,7 @@ class MainWindow(QMainWindow):
             self.refresh()
 
     def up(self) -> None:
-        if self.controller.cm is not None and self.controller.up():
+        if self.controller.shown is not None and self.controller.up():
             self.refresh()
 
     def _rebuild_crumbs(self) -> None:
@@ -248,16 +253,38 @@ class MainWindow(QMainWindow):
         return True
 
     # --- open / capture ----------------------------------------------------------------------
-    def open_model(self, source, meta: bool = True, path: str = "") -> threading.Thread:
-        """Capture in a worker thread; on success the model replaces the current one, on failure a dialog says why."""
+    def open_model(self, source, meta: bool = True, path: str = "", eager_attention: bool = False) -> threading.Thread:
+        """Capture in a worker thread; on success the model replaces the current one, on failure a dialog says why.
+
+        If a view snapshot of this model is cached, it is painted at once (read-only) while the capture runs.
+        """
+        from graphsurgeon.capture.view_cache import cache_key, load_views
+
         self.progress.show()
+        self.statusBar().showMessage(f"capturing {source} with torch.export …")
+        key = cache_key(source, meta=meta, eager_attention=eager_attention)
+        snapshot = load_views(key)
+        self._before_preview = None
+        if snapshot is not None and path in snapshot.paths():
+            c = self.controller
+            self._before_preview = c.state()
+            c.set_preview(snapshot, path)
+            self.refresh(fit=True)
+            self.statusBar().showMessage(f"capturing {source} with torch.export; showing its cached views, "
+                                         "editing starts when the capture is in …")
 
         def work() -> None:
             try:
                 from graphsurgeon.capture import capture
+                from graphsurgeon.capture.view_cache import store_views
+                from graphsurgeon.graph.snapshot import take_snapshot
 
-                cm = capture(source, meta=meta)
+                cm = capture(source, meta=meta, eager_attention=eager_attention)
+                cm.blocks().view(path)  # an unknown path fails here, before the window switches
+                fresh = take_snapshot(cm) if key is not None and snapshot is None else None  # before the UI may edit cm
                 self._capture_signals.done.emit(cm, path)
+                if fresh is not None:
+                    store_views(key, fresh)
             except GraphsurgeonError as err:
                 self._capture_signals.failed.emit(str(err))
             except Exception as err:  # noqa: BLE001 — shown to the user, never a crash of the window
@@ -274,11 +301,29 @@ class MainWindow(QMainWindow):
 
     def _capture_done(self, cm, path: str) -> None:
         self.progress.hide()
-        self.controller.set_model(cm, path)
-        self.refresh()
+        c = self.controller
+        from_preview = c.cm is None and c.preview is not None
+        c.set_model(cm, path)
+        try:
+            c.view  # noqa: B018 — a path the live model lacks (a stale preview) falls back to the root
+        except GraphsurgeonError:
+            c.path = ""
+        self._before_preview = None
+        self.refresh(fit=not from_preview)
+        self.statusBar().showMessage(f"{cm.model_class} captured: {cm.weights_note or cm.weights}", 8000)
+        self.model_ready.emit()
 
     def _capture_failed(self, message: str) -> None:
         self.progress.hide()
+        self.statusBar().clearMessage()
+        if self._before_preview is not None:  # the previous model comes back, as if the preview never was
+            c = self.controller
+            c.restore(self._before_preview)
+            self._before_preview = None
+            if c.shown is not None:
+                self.refresh()
+            else:
+                self.scene.rebuild()
         self._error(message)
 
     def _error(self, message: str) -> None:

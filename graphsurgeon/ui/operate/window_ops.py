@@ -96,6 +96,7 @@ class Operate(QObject):
         self.editor = LoRAEditor(self)
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
         window.scene.selectionChanged.connect(self.editor.load)
+        window.model_ready.connect(self.update_status)
         self.editor.setEnabled(False)
         self.budget_label = QLabel()
         window.statusBar().addPermanentWidget(self.budget_label)
@@ -147,6 +148,13 @@ class Operate(QObject):
         self.window.addDockWidget(area, d)
         return d
 
+    def live(self) -> bool:
+        """True when a captured model is open; a preview shown while capturing cannot be edited (and says so)."""
+        if self.window.controller.cm is not None:
+            return True
+        self.say("the model is still being captured; editing starts when it is ready.")
+        return False
+
     @property
     def session(self) -> EditSession:
         """The session of the model the window shows (a new model starts a new session and history)."""
@@ -170,6 +178,9 @@ class Operate(QObject):
         mime = event.mimeData()
         if mime is None or not mime.hasFormat(MIME_TYPE):
             return False
+        if not self.live():
+            event.ignore()
+            return True
         payload = decode_mime(mime, event.modifiers())
         if t == QEvent.DragEnter:
             self._candidates = self.session.candidates(self.window.controller.path)
@@ -242,6 +253,8 @@ class Operate(QObject):
 
     def validate_now(self) -> list:
         """Full validation of the current graph into the diagnostics panel and red marks (skipped if current)."""
+        if self.window.controller.cm is None:  # a preview replaced the model before this ran
+            return []
         cm = self.session.cm
         if self.validated_version == cm.version:
             return self.problems
@@ -271,6 +284,8 @@ class Operate(QObject):
 
     # ---- block edits ---------------------------------------------------------------------------
     def selected_lora(self) -> str | None:
+        if self.window.controller.cm is None:
+            return None
         for bid in self.window.scene.selected_ids():
             path = bid[2:] if bid.startswith("m:") else ""
             if path in self.session.cm.loras:
@@ -305,11 +320,15 @@ class Operate(QObject):
         self.changed()
 
     def _save_recipe_dialog(self) -> None:
+        if not self.live():
+            return
         name, _ = QFileDialog.getSaveFileName(self.window, "Save recipe", "surgery.json", "Recipe (*.json)")
         if name:
             self.session.save_recipe(name)
 
     def _open_recipe_dialog(self) -> None:
+        if not self.live():
+            return
         name, _ = QFileDialog.getOpenFileName(self.window, "Open recipe", "", "Recipe (*.json)")
         if name:
             try:
@@ -323,6 +342,8 @@ class Operate(QObject):
         return result
 
     def _export_dialog(self) -> None:
+        if not self.live():
+            return
         folder = QFileDialog.getExistingDirectory(self.window, "Export into folder")
         if not folder:
             return

@@ -1,0 +1,86 @@
+"""A per-user cache of view snapshots, so the editor can paint a model while torch.export captures it.
+
+Keyed by everything the views depend on: the model's config, architecture-only or not, the attention
+implementation, and the torch / transformers / graphsurgeon versions. Files are JSON data written
+atomically (temp file + rename); a missing, stale or unreadable file is simply a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.graph.snapshot import FORMAT, ViewSnapshot
+
+
+def cache_dir() -> Path:
+    """$GRAPHSURGEON_CACHE_DIR, default ~/.cache/graphsurgeon/views."""
+    base = os.environ.get("GRAPHSURGEON_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "graphsurgeon" / "views"
+
+
+_VIEW_CODE = ("capture/exporter.py", "graph/view.py", "graph/blocks.py", "graph/meta.py", "graph/snapshot.py")
+
+
+def _code_digest() -> str:
+    """The source of the code that derives views: a change to it (even without a version bump) is a miss."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for name in _VIEW_CODE:
+        h.update((root / name).read_bytes())
+    return h.hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def cache_key(source, *, meta: bool, eager_attention: bool = False) -> str | None:
+    """The key of a preset / folder / cached hub id; None for sources that are not cacheable (an nn.Module)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    from graphsurgeon.capture.presets import is_preset, load_preset
+    from graphsurgeon.capture.sources import resolve
+
+    try:  # a preset's config without resolve(), which would look up the hub cache for its weights
+        config = load_preset(str(source)).config if is_preset(str(source)) else resolve(str(source)).config
+    except GraphsurgeonError:
+        return None  # the capture itself reports the error
+    ident = {"format": FORMAT, "config": config, "meta": bool(meta), "eager": bool(eager_attention),
+             "versions": [_version(p) for p in ("torch", "transformers", "graphsurgeon")], "code": _code_digest()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def load_views(key: str | None) -> ViewSnapshot | None:
+    """The cached snapshot for `key`, or None (no file, another format, unreadable)."""
+    if key is None:
+        return None
+    try:
+        data = json.loads((cache_dir() / f"{key}.json").read_text())
+        return ViewSnapshot(data) if data.get("format") == FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store_views(key: str | None, snapshot: dict) -> Path | None:
+    """Write `snapshot` (graph.snapshot.take_snapshot data) under `key`, atomically; None when nothing was written."""
+    if key is None:
+        return None
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".views-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(snapshot, f, separators=(",", ":"))
+        os.replace(tmp, folder / f"{key}.json")
+    except OSError:
+        return None  # a read-only or full disk costs speed, never the capture
+    return folder / f"{key}.json"

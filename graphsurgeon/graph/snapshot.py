@@ -1,0 +1,103 @@
+"""ViewSnapshot: every composite view of a captured model as plain data, saved as JSON.
+
+The editor paints a snapshot while torch.export runs (a cold capture of GPT-2 costs seconds), then
+swaps in the live CapturedModel. A snapshot answers the read-only questions the window asks of a
+BlockGraph — view(path), paths(), parent(), breadcrumbs() — and nothing that needs the fx graph.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict
+
+from graphsurgeon.errors import ViewError
+from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
+from graphsurgeon.graph.meta import TensorMeta
+
+FORMAT = 1  # bump when the saved layout of a snapshot changes
+
+
+class ViewSnapshot:
+    """The views of one model, read back from `as_dict()` data; stands in for CapturedModel and BlockGraph."""
+
+    version = -1  # never equal to a live model's version: layouts cached for a snapshot are its own
+
+    def __init__(self, data: dict) -> None:
+        self.model_class: str = data["model_class"]
+        self.source_name: str = data["source_name"]
+        self.children: dict[str, list[str]] = data["children"]
+        self.crumbs: dict[str, list[tuple[str, str]]] = {p: [tuple(c) for c in cs] for p, cs in data["crumbs"].items()}
+        self.search: dict[str, tuple[str, str]] = {k: tuple(v) for k, v in data["search"].items()}
+        self._views: dict[str, dict] = data["views"]
+        self._parsed: dict[str, CompositeView] = {}
+
+    # the CapturedModel side: the window calls cm.blocks()
+    def blocks(self) -> "ViewSnapshot":
+        return self
+
+    # the BlockGraph side
+    def paths(self) -> list[str]:
+        return list(self._views)
+
+    def parent(self, path: str) -> str | None:
+        return next((p for p, kids in self.children.items() if path in kids), None)
+
+    def breadcrumbs(self, path: str) -> list[tuple[str, str]]:
+        self._check(path)
+        return list(self.crumbs[path])
+
+    def view(self, path: str = "") -> CompositeView:
+        self._check(path)
+        if path not in self._parsed:
+            self._parsed[path] = _view_from_dict(self._views[path])
+        return self._parsed[path]
+
+    def _check(self, path: str) -> None:
+        if path not in self._views:
+            near = difflib.get_close_matches(path, list(self._views), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see `graphsurgeon inspect MODEL --tree`."
+            raise ViewError(f"{self.model_class} has no composite {path!r}{hint}")
+
+
+def search_entries(bg) -> dict[str, tuple[str, str]]:
+    """Find targets: label → (composite path to open, block id to select), for every module and op."""
+    if isinstance(bg, ViewSnapshot):
+        return dict(bg.search)
+    out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
+    for node, chain in bg.chain.items():
+        if node.op == "call_function" and node not in bg.hidden:
+            where = chain[-1] if chain else ""
+            out[f"{node.name} ({where or 'root'})"] = (where, f"n:{node.name}")
+    return out
+
+
+def take_snapshot(cm) -> dict:
+    """Every composite view of `cm` as JSON-ready data (ViewSnapshot(take_snapshot(cm)) reads it back)."""
+    bg = cm.blocks()
+    paths = bg.paths()
+    return {
+        "format": FORMAT,
+        "model_class": cm.model_class,
+        "source_name": cm.source_name,
+        "children": {p: list(bg.children.get(p, [])) for p in paths},
+        "crumbs": {p: [list(c) for c in bg.breadcrumbs(p)] for p in paths},
+        "search": {k: list(v) for k, v in search_entries(bg).items()},
+        "views": {p: asdict(bg.view(p)) for p in paths},
+    }
+
+
+def _meta(d: dict | None) -> TensorMeta | None:
+    if d is None:
+        return None
+    return TensorMeta(shape=tuple(d["shape"]), example_shape=tuple(d["example_shape"]), dtype=d["dtype"])
+
+
+def _port(d: dict) -> Port:
+    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]))
+
+
+def _view_from_dict(d: dict) -> CompositeView:
+    blocks = [Block(**{**b, "inputs": [_port(p) for p in b["inputs"]], "outputs": [_port(p) for p in b["outputs"]],
+                       "static_inputs": [StaticInput(**s) for s in b["static_inputs"]]}) for b in d["blocks"]]
+    links = [Link(**{**l, "meta": _meta(l["meta"])}) for l in d["links"]]
+    return CompositeView(d["path"], d["class_name"], blocks, links, [VariableRow(**v) for v in d["variables"]])

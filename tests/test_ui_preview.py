@@ -1,0 +1,113 @@
+"""Opening a model paints its cached views at once, read-only, and swaps in the live capture when it arrives."""
+
+import threading
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QDragEnterEvent
+from PySide6.QtWidgets import QApplication
+
+import graphsurgeon.capture
+from graphsurgeon.capture import capture as real_capture
+from graphsurgeon.capture.view_cache import cache_key, load_views, store_views
+from graphsurgeon.errors import CaptureError
+from graphsurgeon.graph.snapshot import take_snapshot
+from graphsurgeon.ui.window import MainWindow
+from test_ui_operate import _palette_mime
+
+ATTN = "transformer.h.0.attn"
+
+
+@pytest.fixture(autouse=True)
+def _dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "views"))
+    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+
+
+@pytest.fixture
+def gated_capture(monkeypatch):
+    """The worker's capture waits for `gate.set()`; `fail` makes it raise a CaptureError instead."""
+    gate, state = threading.Event(), {"fail": False}
+
+    def capture(*args, **kwargs):
+        assert gate.wait(60)
+        if state["fail"]:
+            raise CaptureError("torch.export could not capture tiny-gpt2: test failure.")
+        return real_capture(*args, **kwargs)
+
+    monkeypatch.setattr(graphsurgeon.capture, "capture", capture)
+    return gate, state
+
+
+def _window(qtbot, cm=None, path=""):
+    win = MainWindow(cm, path)
+    qtbot.addWidget(win)
+    win.operate.ask = lambda *a: True
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+def _warm_cache():
+    cm = real_capture("tiny-gpt2", meta=True)
+    store_views(cache_key("tiny-gpt2", meta=True), take_snapshot(cm))
+    return cm
+
+
+def test_preview_paints_at_once_is_read_only_then_goes_live(qtbot, gated_capture):
+    gate, _ = gated_capture
+    live_twin = _warm_cache()
+    win = _window(qtbot)
+    thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0")
+    c = win.controller
+    assert c.cm is None and c.preview is not None and "capturing" in win.windowTitle()
+    assert set(win.scene.blocks) == {b.id for b in live_twin.blocks().view("transformer.h.0").blocks}
+    win.navigate(ATTN)  # the preview can be read: unbox, crumbs, table
+    assert set(win.scene.blocks) == {b.id for b in live_twin.blocks().view(ATTN).blocks}
+    assert win.table.rowCount() == len(live_twin.blocks().view(ATTN).variables)
+    assert [b.text() for b in win.crumb_buttons][-1] == "› attn"
+
+    mime = _palette_mime(qtbot, win)  # a drop on the preview is refused and says why
+    enter = QDragEnterEvent(QPoint(200, 200), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(win.view.viewport(), enter)
+    assert not enter.isAccepted() and "still being captured" in win.operate.last_message
+    assert win.operate.selected_lora() is None and not win.operate.delete_selected()
+
+    gate.set()
+    qtbot.waitUntil(lambda: c.cm is not None, timeout=60000)
+    thread.join()
+    assert c.preview is None and c.path == ATTN and "capturing" not in win.windowTitle()
+    assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
+    assert win.operate.budget_label.text().startswith("trainable 0 / total")
+    target = next(i for i in win.operate.session.candidates(ATTN) if "/out/" in i)
+    assert win.operate.drop(target, {"r": 2, "alpha": 4, "dropout": 0.0})  # editing works once live
+    assert c.cm.loras
+
+
+def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, gated_capture, tiny_bert, monkeypatch):
+    gate, state = gated_capture
+    shown = []
+    monkeypatch.setattr("graphsurgeon.ui.window.QMessageBox.warning", lambda *a: shown.append(a[2]))
+    _warm_cache()
+    win = _window(qtbot, tiny_bert, "encoder")
+    thread = win.open_model("tiny-gpt2", meta=True)
+    assert win.controller.preview is not None and win.controller.path == ""
+    state["fail"] = True
+    gate.set()
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+    thread.join()
+    c = win.controller
+    assert c.cm is tiny_bert and c.preview is None and c.path == "encoder"
+    assert set(win.scene.blocks) == {b.id for b in tiny_bert.blocks().view("encoder").blocks}
+    assert shown == ["torch.export could not capture tiny-gpt2: test failure."]
+
+
+def test_first_open_writes_the_cache_the_next_open_paints(qtbot):
+    key = cache_key("tiny-bert", meta=True)
+    assert load_views(key) is None
+    win = _window(qtbot)
+    win.open_model("tiny-bert", meta=True).join()
+    assert win.controller.preview is None  # nothing to preview the first time
+    qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=60000)
+    cached = load_views(key)
+    assert cached is not None and cached.view("") == win.controller.cm.blocks().view("")
