@@ -45,22 +45,39 @@ def median_frame(win: MainWindow, n: int = 30) -> float:
     return statistics.median(frame(win) for _ in range(n))
 
 
-def probe(started: float) -> None:
-    """Child process: open the editor as `graphsurgeon` does; print seconds since `started` (time.time())."""
-    from graphsurgeon.ui.app import open_editor
-
-    app, win = open_editor("gpt2", meta=True)
+def open_and_wait(app, win: MainWindow, source: str, started: float) -> tuple[float, float]:
+    """win.open_model(source): seconds from `started` (time.time()) to the first frame showing it, and to editable."""
+    win.open_model(source, meta=True)
     app.processEvents()
     first = None
-    if win.scene.blocks:  # a cached snapshot is on screen
+    if win.controller.preview is not None:  # a cached snapshot is on screen
         frame(win)
         first = time.time() - started
+    failed = []
     win.model_ready.connect(app.quit)  # the event loop idles (GIL free for the capture) as in the real app
-    win._capture_signals.failed.connect(lambda msg: sys.exit(f"capture failed: {msg}"))
+    win._capture_signals.failed.connect(lambda msg: (failed.append(msg), app.quit()))
     app.exec()
+    win.model_ready.disconnect(app.quit)
+    if failed:
+        sys.exit(f"capture failed: {failed[0]}")
     frame(win)
     ready = time.time() - started
-    print(json.dumps({"first": first if first is not None else ready, "ready": ready}))
+    return (first if first is not None else ready), ready
+
+
+def new_window(app) -> MainWindow:
+    win = MainWindow()
+    win.resize(1600, 1000)
+    win.show()
+    app.processEvents()
+    return win
+
+
+def probe(started: float) -> None:
+    """Child process: a new editor opening gpt2 as `graphsurgeon` does; prints seconds since `started`."""
+    app = QApplication([])
+    first, ready = open_and_wait(app, new_window(app), "gpt2", started)
+    print(json.dumps({"first": first, "ready": ready}))
 
 
 def launch(cache: str) -> dict:
@@ -89,20 +106,26 @@ def open_rows() -> list[tuple[str, str, str, str]]:
 def main() -> None:
     rows = open_rows()
     app = QApplication.instance() or QApplication([])
-    capture("tiny-gpt2", meta=True)  # the warm process: imports and the first export done
-    t0 = time.perf_counter()
-    cm = capture("gpt2", meta=True)
-    t_capture = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["GRAPHSURGEON_CACHE_DIR"] = cache
+        win = new_window(app)
+        open_and_wait(app, win, "tiny-gpt2", time.time())  # a running editor: imports and first export done
+        t0 = time.perf_counter()
+        cm = capture("gpt2", meta=True)
+        t_capture = time.perf_counter() - t0  # the peer: a bare capture in the same warm process
+        _, miss_ready = open_and_wait(app, win, "gpt2", time.time())
+        open_and_wait(app, win, "tiny-gpt2", time.time())
+        hit_first, hit_ready = open_and_wait(app, win, "gpt2", time.time())
+    rows.append(("File → Open gpt2 in a running editor, view cache warm: first frame", f"{hit_first * 1e3:.0f} ms",
+                 f"editable after {hit_ready:.2f} s", "≤ 3 s"))
+    rows.append(("File → Open gpt2 in a running editor, cache empty: first frame", f"{miss_ready:.2f} s",
+                 f"bare capture in this process {t_capture:.2f} s → {miss_ready / t_capture:.2f}×", "≤ 3 s"))
+    bg = cm.blocks()
+    largest = max(bg.paths(), key=lambda p: len(bg.view(p).blocks))
     win = MainWindow(cm)
     win.resize(1600, 1000)
     win.show()
     app.processEvents()
-    frame(win)
-    t_open = time.perf_counter() - t0
-    bg = cm.blocks()
-    largest = max(bg.paths(), key=lambda p: len(bg.view(p).blocks))
-    rows.append(("File → Open gpt2 (meta) in a running editor, to first frame", f"{t_open:.2f} s",
-                 f"capture alone {t_capture:.2f} s", "≤ 3 s"))
     win.navigate("transformer.h.0.attn")
     app.processEvents()
     n_attn = len(win.scene.blocks)
