@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGraphicsView, QHBoxLay
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.ui.controller import Controller
 from graphsurgeon.ui.legend import Legend
-from graphsurgeon.ui.scene import GraphScene
+from graphsurgeon.ui.scene import GraphScene, port_block
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
 READABLE_SCALE = 0.62  # opening a composite never zooms out below this (labels stay legible); F fits it all
@@ -185,9 +185,7 @@ class MainWindow(QMainWindow):
         self._syncing = False
         self.table.resizeColumnsToContents()
 
-    @staticmethod
-    def port_block(port_id: str) -> str:
-        return port_id.rsplit("/out/", 1)[0].rsplit("/in/", 1)[0]
+    port_block = staticmethod(port_block)
 
     def _table_selection(self) -> None:
         if self._syncing:
