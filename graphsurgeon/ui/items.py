@@ -114,12 +114,36 @@ class BlockItem(QGraphicsItem):
             painter.drawText(QRectF(17, statics_y0 + i * ROW_H, self.w - 25, ROW_H), Qt.AlignLeft | Qt.AlignVCenter,
                              f"{s.name} = {s.text}")
 
+    def output_port_at(self, pos: QPointF, reach: float = 7.0) -> str | None:
+        """The output port whose anchor dot is within `reach` of `pos` (item coordinates), if any."""
+        for pid, y in self._out_y.items():
+            if abs(pos.x() - self.w) <= reach and abs(pos.y() - y) <= reach:
+                return pid
+        return None
+
     def mousePressEvent(self, event) -> None:
         if self.block.kind == "composite" and self.unbox_rect().contains(event.pos()):
             self._scene_ref.unbox_requested(self.block)
             event.accept()
             return
+        port = self.output_port_at(event.pos()) if event.button() == Qt.LeftButton else None
+        if port is not None:  # dragging from an output dot draws a wire instead of moving the block
+            self._scene_ref.wire_started(port, event.scenePos())
+            event.accept()
+            return
         super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self._scene_ref.wiring:
+            self._scene_ref.wire_moved(event.scenePos())
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._scene_ref.wiring:
+            self._scene_ref.wire_finished(event.scenePos())
+            return
+        super().mouseReleaseEvent(event)
 
     def mouseDoubleClickEvent(self, event) -> None:
         if self.block.kind == "composite":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QGraphicsScene
+from PySide6.QtCore import QObject, QPointF, Qt, Signal
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene
 
 from graphsurgeon.ui.controller import Controller
 from graphsurgeon.ui.items import BlockItem, LinkItem
@@ -11,6 +12,8 @@ from graphsurgeon.ui.items import BlockItem, LinkItem
 
 class _Signals(QObject):
     unbox = Signal(str)  # composite path
+    wire_started = Signal(str)  # output port id a wire is drawn from
+    wire = Signal(str, str)  # (output port id, id of the link / port / block it was released on, or "")
 
 
 class GraphScene(QGraphicsScene):
@@ -23,11 +26,14 @@ class GraphScene(QGraphicsScene):
         self.blocks: dict[str, BlockItem] = {}
         self.links: dict[str, LinkItem] = {}
         self._building = False
+        self._wire: QGraphicsPathItem | None = None  # the wire being drawn from an output port
+        self._wire_from: str | None = None
 
     def rebuild(self) -> None:
         """Re-derive every item from the controller's current view."""
         self._building = True
         self.clear()
+        self._wire, self._wire_from = None, None
         self.blocks, self.links = {}, {}
         if self.controller.shown is None:  # no model open (a first capture failed)
             return
@@ -79,3 +85,47 @@ class GraphScene(QGraphicsScene):
     def block_moved(self, item: BlockItem) -> None:
         if not self._building:
             self.controller.moved(item.block_id, item.pos().x(), item.pos().y())
+
+    # ---- drawing a wire from an output port ------------------------------------------------------
+    @property
+    def wiring(self) -> bool:
+        return self._wire is not None
+
+    def wire_started(self, port_id: str, at: QPointF) -> None:
+        self._wire_from = port_id
+        self._wire = QGraphicsPathItem()
+        self._wire.setPen(QPen(QColor("#0f766e"), 2, Qt.DashLine))
+        self._wire.setZValue(10)
+        self.addItem(self._wire)
+        self.wire_moved(at)
+        self.signals.wire_started.emit(port_id)
+
+    def wire_moved(self, to: QPointF) -> None:
+        owner = self.blocks.get(port_block(self._wire_from))
+        a = owner.port_pos(self._wire_from) if owner is not None else to
+        dx = max(40.0, abs(to.x() - a.x()) / 2)
+        path = QPainterPath(a)
+        path.cubicTo(QPointF(a.x() + dx, a.y()), QPointF(to.x() - dx, to.y()), to)
+        self._wire.setPath(path)
+
+    def wire_finished(self, at: QPointF) -> None:
+        src = self._wire_from
+        self.removeItem(self._wire)
+        self._wire, self._wire_from = None, None
+        self.signals.wire.emit(src, self.id_at(at))
+
+    def id_at(self, at: QPointF) -> str:
+        """The output port, block or link under a scene point (ports and blocks win over links); "" for none."""
+        items = [i for i in self.items(at) if i is not self._wire]
+        for it in items:
+            if isinstance(it, BlockItem):
+                return it.output_port_at(it.mapFromScene(at)) or it.block_id
+        for it in items:
+            if isinstance(it, LinkItem):
+                return it.link_id
+        return ""
+
+
+def port_block(port_id: str) -> str:
+    """The block id a port id belongs to (`<block>/in/<name>` or `<block>/out/<name>`)."""
+    return port_id.rsplit("/out/", 1)[0].rsplit("/in/", 1)[0]
