@@ -118,10 +118,10 @@ def test_edit_r_revalidates_and_changes_budget():
     assert cm.loras == {}
 
 
-def test_bare_lora_kind_refused_clearly():
+def test_unknown_palette_kind_refused_clearly():
     s = EditSession(capture("tiny-bert"))
-    with pytest.raises(GraphsurgeonError, match="bare"):
-        s.drop(BERT_ATTN, f"m:{BERT_ATTN}.query", kind="lora")
+    with pytest.raises(GraphsurgeonError, match="unknown palette block"):
+        s.drop(BERT_ATTN, f"m:{BERT_ATTN}.query", kind="conv")
 
 
 def test_recipe_roundtrip_on_fresh_capture(tmp_path):

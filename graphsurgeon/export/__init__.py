@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.export.adapter import write_adapter
+from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
 
 
@@ -30,6 +30,7 @@ class ExportResult:
     folder: Path  # the written folder
     files: list[str] = field(default_factory=list)  # file names written
     seconds: float = 0.0  # wall time of the export
+    notes: list[str] = field(default_factory=list)  # what the folder cannot do (e.g. blocks PEFT cannot hold)
 
 
 def _validate(cm) -> None:
@@ -65,7 +66,7 @@ def export_folder(cm, out_dir, *, force: bool = False) -> ExportResult:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start)
+    return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start, adapter_notes(cm))
 
 
 def _write(cm, folder: Path) -> None:
@@ -85,8 +86,11 @@ def _write(cm, folder: Path) -> None:
     (folder / "surgery.json").write_text(json.dumps(
         {"version": 1, "model_class": cm.model_class, "source": cm.source_name,
          "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2))
-    (folder / "README.md").write_text((TEMPLATES / "README.md").read_text().format(
-        model_class=cm.model_class, n=len(cm.loras)))
+    readme = (TEMPLATES / "README.md").read_text().format(model_class=cm.model_class, n=len(cm.loras))
+    notes = adapter_notes(cm)
+    if notes:
+        readme += "\n## Not in the PEFT adapter\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
+    (folder / "README.md").write_text(readme)
 
 
 __all__ = ["ExportError", "ExportResult", "export_folder"]

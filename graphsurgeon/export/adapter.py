@@ -15,7 +15,8 @@ def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors under PEFT keys, adapter_config dict). Per-block scalings are folded into B when they differ."""
     by_module: dict[str, list] = {}
     for block in cm.loras.values():
-        by_module.setdefault(block.target.module, []).append(block)
+        if block.mergeable:  # a bare LoRA Layer wired elsewhere is no ΔW of a weight: PEFT cannot hold it
+            by_module.setdefault(block.target.module, []).append(block)
     tensors: dict[str, torch.Tensor] = {}
     rank_pattern, alpha_pattern, kinds, dropouts = {}, {}, set(), set()
     for module, blocks in by_module.items():
@@ -56,7 +57,17 @@ def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, config
 
 
+def adapter_notes(cm) -> list[str]:
+    """One sentence per block the PEFT adapter (and merging) cannot express."""
+    return [f"{b.path} is a bare LoRA Layer added onto {b.onto}, not onto its projection's output "
+            f"{b.target.target_node}: it is in model.py and model.safetensors but not in the PEFT adapter, "
+            "and the LoRA cannot be merged into a weight." for b in cm.loras.values() if not b.mergeable]
+
+
 def write_adapter(cm, folder: Path) -> None:
+    """adapter_model.safetensors + adapter_config.json for every block PEFT can hold (none: no files)."""
+    if not any(b.mergeable for b in cm.loras.values()):
+        return
     tensors, config = adapter_tensors(cm)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))

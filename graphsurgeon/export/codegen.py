@@ -146,9 +146,9 @@ def _line(cm, em: _Emitter, node: torch.fx.Node, name: str, adds: dict, names: d
         _grad_region(cm, em, node, name)
         return
     if node.name in adds:
-        block = adds[node.name]
-        t, x = names[block.target.target_node], names[block.target.input_node]
-        em.emit(node, name, f"{em.names[t]} + {lora_access(lora_export_name(block))}({em.names[x]}, {em.names[t]})")
+        block = adds[node.name]  # base + LoRA(x); the LoRA's output takes the target's shape (= the base's shape)
+        t, x, base = names[block.target.target_node], names[block.target.input_node], names[block.onto]
+        em.emit(node, name, f"{em.names[base]} + {lora_access(lora_export_name(block))}({em.names[x]}, {em.names[t]})")
     else:
         em.emit(node, name, em.call(node))
 
@@ -234,7 +234,8 @@ def forward_body(cm):
     adds: dict[str, object] = {}
     for block in cm.loras.values():
         skip.update(n for n in block.nodes if n != block.add_node)
-        adds[block.add_node] = block
+        if block.add_node:
+            adds[block.add_node] = block
     emitted = _emitted(cm, skip)
     blocks = cm.blocks()
     layer_paths = {f"{lst}.{k}" for lst in lists for k in cm.gm.get_submodule(lst)._modules} if lists else set()

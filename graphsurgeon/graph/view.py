@@ -286,6 +286,8 @@ class BlockGraph:
                 values = [u for u in node.users if u in self.folded]
             for value in values:
                 out_port = value_port(blk, "out", value) if blk.kind == "primitive" else None
+                if out_port is None and not value.users and isinstance(value.meta.get("val"), torch.Tensor):
+                    out_port = value_port(blk, "out", value)  # nothing reads it yet (a bare LoRA Layer): a port to wire from
                 for user in value.users:
                     if user in self.hidden or user in self.static:
                         continue

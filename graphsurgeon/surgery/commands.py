@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from graphsurgeon.surgery.lora import batched, block_path, insert_lora, remove_lora
+from graphsurgeon.surgery.lora import batched, block_path, connect_lora, disconnect_lora, insert_lora, reinsert, remove_lora
 from graphsurgeon.surgery.spec import LoRAConfig, Target
 
 
@@ -48,16 +48,16 @@ def _describe(target: Target, config: LoRAConfig) -> str:
 
 
 class InsertLoRA(Command):
-    """Add one LoRA block on `target`."""
+    """Add one LoRA block on `target`: an Add LoRA Layer, or with bare=True the LoRA Layer alone (unconnected)."""
 
-    def __init__(self, target: Target, config: LoRAConfig) -> None:
-        self.target, self.config = target, config
+    def __init__(self, target: Target, config: LoRAConfig, bare: bool = False) -> None:
+        self.target, self.config, self.bare = target, config, bare
         self.path = block_path(target)
         self.weights: tuple[torch.Tensor, torch.Tensor] | None = None  # kept by revert for redo
-        self.text = f"Add LoRA Layer to {_describe(target, config)}"
+        self.text = f"Add {'bare LoRA Layer' if bare else 'LoRA Layer'} to {_describe(target, config)}"
 
     def apply(self, cm) -> Record:
-        insert_lora(cm, self.target, self.config, weights=self.weights)
+        insert_lora(cm, self.target, self.config, weights=self.weights, bare=self.bare)
         return Record(added=[self.path])
 
     def revert(self, cm) -> Record:
@@ -65,8 +65,33 @@ class InsertLoRA(Command):
         return Record(removed=[self.path])
 
     def to_json(self) -> list[dict]:
-        return [{"op": "insert", "role": self.target.role, "layer": self.target.layer,
+        return [{"op": "insert_bare" if self.bare else "insert", "role": self.target.role, "layer": self.target.layer,
                  "module": self.target.module, "config": self.config.as_dict()}]
+
+
+class ConnectLoRA(Command):
+    """Wire a bare LoRA Layer: add its output onto the value `onto` (an fx node name)."""
+
+    def __init__(self, cm, path: str, onto: str) -> None:
+        block = cm.loras.get(path)
+        if block is None:
+            from graphsurgeon.errors import GraphsurgeonError
+
+            raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
+        self.path, self.onto, self.target = path, onto, block.target
+        self.text = f"Connect {path} onto {onto}"
+
+    def apply(self, cm) -> Record:
+        connect_lora(cm, self.path, self.onto)
+        return Record(changed=[self.path])
+
+    def revert(self, cm) -> Record:
+        disconnect_lora(cm, self.path)
+        return Record(changed=[self.path])
+
+    def to_json(self) -> list[dict]:
+        t = self.target
+        return [{"op": "connect", "role": t.role, "layer": t.layer, "module": t.module, "onto": self.onto}]
 
 
 class RemoveLoRA(Command):
@@ -87,7 +112,7 @@ class RemoveLoRA(Command):
         return Record(removed=[self.path])
 
     def revert(self, cm) -> Record:
-        insert_lora(cm, self.block.target, self.block.config, weights=self.weights, check=False)
+        reinsert(cm, self.block, self.block.config, self.weights)
         return Record(added=[self.path])
 
     def to_json(self) -> list[dict]:
@@ -104,7 +129,7 @@ class ChangeLoRA(Command):
             from graphsurgeon.errors import GraphsurgeonError
 
             raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
-        self.path, self.target = path, block.target
+        self.path, self.target, self.block = path, block.target, block
         self.old, self.new = block.config, replace(block.config, **changes)
         self.old_weights: tuple[torch.Tensor, torch.Tensor] | None = None
         self.new_weights: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -123,16 +148,18 @@ class ChangeLoRA(Command):
             cm.loras = saved
         if problems:
             raise ValidationError(problems)
+        self.block = cm.loras[self.path]  # its current kind and connection are kept
         self.old_weights = remove_lora(cm, self.path)
         weights = self.new_weights
         if weights is None and self.new.r == self.old.r:
             weights = self.old_weights
-        insert_lora(cm, self.target, self.new, weights=weights, check=False)
+        reinsert(cm, self.block, self.new, weights)
         return Record(changed=[self.path])
 
     def revert(self, cm) -> Record:
+        self.block = cm.loras[self.path]
         self.new_weights = remove_lora(cm, self.path)
-        insert_lora(cm, self.target, self.old, weights=self.old_weights, check=False)
+        reinsert(cm, self.block, self.old, self.old_weights)
         return Record(changed=[self.path])
 
     def to_json(self) -> list[dict]:

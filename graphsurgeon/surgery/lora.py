@@ -21,7 +21,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.surgery.spec import LoRABlock, LoRAConfig, Target
-from graphsurgeon.validate.diagnostics import ValidationError
+from graphsurgeon.validate.diagnostics import Diagnostic, ValidationError
 from graphsurgeon.validate.local import check_insertion
 
 aten = torch.ops.aten
@@ -71,8 +71,13 @@ def _stack(node: torch.fx.Node) -> dict:
 
 
 def insert_lora(cm, target: Target, config: LoRAConfig,
-                weights: tuple[torch.Tensor, torch.Tensor] | None = None, check: bool = True) -> LoRABlock:
-    """Insert one Add LoRA Layer on `target`; refused (nothing changed) with a ValidationError on a bad edit."""
+                weights: tuple[torch.Tensor, torch.Tensor] | None = None, check: bool = True,
+                bare: bool = False) -> LoRABlock:
+    """Insert one Add LoRA Layer on `target`; refused (nothing changed) with a ValidationError on a bad edit.
+
+    bare=True inserts the "LoRA Layer" alone: the same branch reading the projection's input, its output
+    left unconnected until `connect_lora` adds it onto a value the user picks.
+    """
     if check:
         problems = check_insertion(cm, target, config)
         if problems:
@@ -82,7 +87,7 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
     tnode, xnode = nodes[target.target_node], nodes[target.input_node]
     tval, xval = tnode.meta["val"], xnode.meta["val"]
     path = block_path(target)
-    mod_path = f"{path}.lora"
+    mod_path = path if bare else f"{path}.lora"
     fake = tval.fake_mode
     dtype, device = _weight_placement(gm, target, tval)
 
@@ -100,7 +105,8 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
     gm.add_submodule(mod_path, container)
 
     consumer = _consumer_stack(tnode, path.rpartition(".")[0])
-    branch_stack = {**consumer, path: (path, "AddLoRALayer"), mod_path: (mod_path, "LoRALayer")}
+    branch_stack = ({**consumer, path: (path, "LoRALayer")} if bare else
+                    {**consumer, path: (path, "AddLoRALayer"), mod_path: (mod_path, "LoRALayer")})
     add_stack = {**consumer, path: (path, "AddLoRALayer")}
     new: list[torch.fx.Node] = []
     prefix = path.replace(".", "_")
@@ -132,12 +138,15 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
              {**branch_stack, f"{mod_path}.lora_B": (f"{mod_path}.lora_B", "Linear")})
     scaled = emit("call_function", aten.mul.Tensor, (b, float(config.scaling)), "scale", o, branch_stack)
     shaped = emit("call_function", aten.reshape.default, (scaled, sizes), "out", back, branch_stack)
-    add = emit("call_function", aten.add.Tensor, (tnode, shaped), "add", added, add_stack)
-    members = set(new)
-    tnode.replace_all_uses_with(add, delete_user_cb=lambda user: user not in members)
+    add_name = ""
+    if not bare:
+        add = emit("call_function", aten.add.Tensor, (tnode, shaped), "add", added, add_stack)
+        members = set(new)
+        tnode.replace_all_uses_with(add, delete_user_cb=lambda user: user not in members)
+        add_name = add.name
     _recompile(gm)
     block = LoRABlock(path=path, target=target, config=config, module_path=mod_path,
-                      nodes=[n.name for n in new], add_node=add.name)
+                      nodes=[n.name for n in new], add_node=add_name, kind="bare" if bare else "add")
     cm.loras[path] = block
     cm.touch()
     return block
@@ -152,8 +161,11 @@ def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
     gm, graph = cm.gm, cm.gm.graph
     nodes = {n.name: n for n in graph.nodes}
-    add = nodes[block.add_node]
-    add.replace_all_uses_with(nodes[block.target.target_node])
+    if block.add_node:
+        add = nodes[block.add_node]
+        add.replace_all_uses_with(nodes[block.onto])
+        if block.add_node not in block.nodes:  # a bare block's wire
+            graph.erase_node(add)
     for name in reversed(block.nodes):
         graph.erase_node(nodes[name])
     container = gm.get_submodule(block.module_path)
@@ -163,6 +175,93 @@ def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
     _recompile(gm)
     cm.touch()
     return weights
+
+
+def reinsert(cm, block: LoRABlock, config: LoRAConfig, weights) -> LoRABlock:
+    """Insert `block` again (same kind, same connection) with `config` and `weights`: for undo and changes."""
+    new = insert_lora(cm, block.target, config, weights=weights, check=False, bare=block.kind == "bare")
+    if block.kind == "bare" and block.wired_to:
+        new = connect_lora(cm, block.path, block.wired_to)
+    return new
+
+
+def check_connect(cm, path: str, onto: str) -> list[Diagnostic]:
+    """Why the bare block at `path` cannot be wired onto the value `onto` (empty: it can). Changes nothing."""
+    from graphsurgeon.graph.meta import tensor_meta
+
+    block = cm.loras.get(path)
+    if block is None:
+        return [Diagnostic(onto, f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")]
+    if block.kind != "bare":
+        return [Diagnostic(onto, f"{path} is an Add LoRA Layer, already added onto its target; only a bare LoRA Layer "
+                                 "is wired by hand.")]
+    if block.wired_to:
+        return [Diagnostic(onto, f"{path} is already connected onto {block.wired_to}; disconnect it (undo, or delete "
+                                 "and insert it again) first.")]
+    graph = cm.gm.graph
+    nodes = {n.name: n for n in graph.nodes}
+    node, out = nodes.get(onto), nodes[block.nodes[-1]]
+    if node is None or node.op == "output":
+        return [Diagnostic(onto, "this is not a value in the graph; wire onto a link or an output.")]
+    want = tensor_meta(out.meta["val"], cm.dims)
+    val = node.meta.get("val")
+    found = tensor_meta(val, cm.dims) if isinstance(val, torch.Tensor) else None
+    expected_text, found_text = f"{want.shape_text} floating point", (f"{found.shape_text} {found.dtype}" if found
+                                                                       else "not a tensor")
+    if found is None or found.kind != "float":
+        return [Diagnostic(onto, "a LoRA output can only be added onto a floating-point tensor.", expected_text, found_text)]
+    if found.shape != want.shape:
+        return [Diagnostic(onto, f"the output of {path} has another shape; wire it onto a value of shape "
+                                 f"{want.shape_text}.", expected_text, found_text)]
+    members = {nodes[n] for n in block.nodes}
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    at = max(node, out, key=order.__getitem__)
+    early = [u for u in node.users if u not in members and order[u] <= order[at]]
+    if early or node in members:
+        who = early[0].name if early else node.name
+        return [Diagnostic(onto, f"{who} uses {onto} before the output of {path} is computed; wire it onto a value "
+                                 "computed after the LoRA's input.")]
+    return []
+
+
+def connect_lora(cm, path: str, onto: str) -> LoRABlock:
+    """Wire a bare LoRA Layer: add its output onto the value `onto` (an fx node name); refused with a reason."""
+    problems = check_connect(cm, path, onto)
+    if problems:
+        raise ValidationError(problems)
+    block = cm.loras[path]
+    graph = cm.gm.graph
+    nodes = {n.name: n for n in graph.nodes}
+    node, out = nodes[onto], nodes[block.nodes[-1]]
+    members = {nodes[n] for n in block.nodes}
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    at = max(node, out, key=order.__getitem__)
+    stack = {k: v for k, v in _stack(out).items() if not (isinstance(v[0], str) and
+                                                          (v[0] == path or v[0].startswith(path + ".")))}
+    val = node.meta["val"]
+    with val.fake_mode:
+        added = val + out.meta["val"]
+    with graph.inserting_after(at):
+        add = graph.create_node("call_function", aten.add.Tensor, (node, out), {}, name=f"{path.replace('.', '_')}_add")
+    add.meta["val"], add.meta["nn_module_stack"] = added, stack
+    node.replace_all_uses_with(add, delete_user_cb=lambda user: user is not add and user not in members)
+    _recompile(cm.gm)
+    block.add_node, block.wired_to = add.name, onto
+    cm.touch()
+    return block
+
+
+def disconnect_lora(cm, path: str) -> None:
+    """Undo `connect_lora`: the bare block's output is unconnected again, the graph as before."""
+    block = cm.loras[path]
+    graph = cm.gm.graph
+    nodes = {n.name: n for n in graph.nodes}
+    add = nodes[block.add_node]
+    add.replace_all_uses_with(nodes[block.wired_to])
+    graph.erase_node(add)
+    block.add_node, block.wired_to = "", None
+    _recompile(cm.gm)
+    cm.touch()
 
 
 def _delete_submodule(gm: torch.nn.Module, path: str) -> None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.surgery.commands import ChangeLoRA, Command, Compound, InsertLoRA, RemoveLoRA
+from graphsurgeon.surgery.commands import ChangeLoRA, Command, Compound, ConnectLoRA, InsertLoRA, RemoveLoRA
 from graphsurgeon.surgery.lora import block_path
 from graphsurgeon.surgery.spec import LoRAConfig
 
@@ -62,20 +62,21 @@ def replay(cm, data: dict, history=None) -> Compound:
             raise RecipeError(f"step {i + 1} ({step.get('op')} LoRA on role {key[0]!r} of layer {key[1]}) has no "
                               f"target in this {cm.model_class}; replay it on the architecture it was made for.")
         path = block_path(target)
-        if step["op"] == "insert":
-            commands.append(InsertLoRA(target, LoRAConfig(**step["config"])))
+        if step["op"] in ("insert", "insert_bare"):
+            commands.append(InsertLoRA(target, LoRAConfig(**step["config"]), bare=step["op"] == "insert_bare"))
             planned[path] = target
-        elif step["op"] in ("remove", "change"):
+        elif step["op"] in ("remove", "change", "connect"):
             commands.append(_Deferred(step, path))
         else:
-            raise RecipeError(f"step {i + 1} has an unknown op {step['op']!r}; recipes know insert, remove, change.")
+            raise RecipeError(f"step {i + 1} has an unknown op {step['op']!r}; recipes know insert, insert_bare, "
+                              "connect, remove, change.")
     compound = Compound(f"Replay recipe ({len(commands)} steps)", commands)
     history.do(compound)
     return compound
 
 
 class _Deferred(Command):
-    """A remove/change step: built when it runs, because its block exists only after earlier steps."""
+    """A remove/change/connect step: built when it runs, because its block exists only after earlier steps."""
 
     def __init__(self, step: dict, path: str) -> None:
         self.step, self.path, self.inner = step, path, None
@@ -85,6 +86,8 @@ class _Deferred(Command):
         if self.inner is None:
             if self.step["op"] == "remove":
                 self.inner = RemoveLoRA(cm, self.path)
+            elif self.step["op"] == "connect":
+                self.inner = ConnectLoRA(cm, self.path, self.step["onto"])
             else:
                 cfg = self.step["config"]
                 self.inner = ChangeLoRA(cm, self.path, **{k: cfg[k] for k in ("r", "alpha", "dropout", "use_rslora")})

@@ -52,15 +52,28 @@ class LoRAConfig:
 
 @dataclass
 class LoRABlock:
-    """One inserted "Add LoRA Layer": where it is in the graph and which parameters it owns."""
+    """One inserted block: an "Add LoRA Layer" (kind "add") or a bare "LoRA Layer" the user wires (kind "bare")."""
 
-    path: str  # composite path of the "Add LoRA Layer" block, e.g. "transformer.h.0.attn.lora_q"
+    path: str  # composite path of the block, e.g. "transformer.h.0.attn.lora_q"
     target: Target
     config: LoRAConfig
-    module_path: str  # gm submodule holding lora_A / lora_B (nn.Linear, bias=False): f"{path}.lora"
-    nodes: list[str] = field(default_factory=list)  # fx node names it inserted, in order
-    add_node: str = ""  # the fx node that adds the LoRA output onto the target
+    module_path: str  # gm submodule holding lora_A / lora_B (nn.Linear, bias=False): f"{path}.lora" ("add"), path ("bare")
+    nodes: list[str] = field(default_factory=list)  # fx node names of the block, in order (the add included for "add")
+    add_node: str = ""  # the fx node that adds the LoRA output onto the target ("" for an unconnected bare block)
+    kind: str = "add"  # "add": LoRA + the add onto its target; "bare": the branch alone, wired by the user
+    wired_to: str | None = None  # for a connected bare block: the fx node its output is added onto
+
+    @property
+    def onto(self) -> str | None:
+        """The fx node the LoRA output is added onto (None: not connected)."""
+        return self.target.target_node if self.kind == "add" else self.wired_to
+
+    @property
+    def mergeable(self) -> bool:
+        """True when the block is exactly ΔW = B·A·scaling on its projection (it adds onto its own target)."""
+        return self.onto == self.target.target_node
 
     def as_dict(self) -> dict:
         return {"path": self.path, "target": self.target.as_dict(), "config": self.config.as_dict(),
-                "module_path": self.module_path, "nodes": list(self.nodes), "add_node": self.add_node}
+                "module_path": self.module_path, "nodes": list(self.nodes), "add_node": self.add_node,
+                "kind": self.kind, "wired_to": self.wired_to, "mergeable": self.mergeable}

@@ -77,7 +77,23 @@ def validate_full(cm) -> list[Diagnostic]:
             checker.run(*_placeholder_vals(gm))
     except _Stop:
         pass
-    return checker.diagnostics
+    return checker.diagnostics + unconnected_blocks(cm)
+
+
+def unconnected_blocks(cm) -> list[Diagnostic]:
+    """A bare LoRA Layer whose output nothing reads: computed for nothing, and not something to export."""
+    from graphsurgeon.graph.meta import tensor_meta
+
+    out = []
+    nodes = {n.name: n for n in cm.gm.graph.nodes}
+    for block in cm.loras.values():
+        if block.kind == "bare" and not block.wired_to:
+            meta = tensor_meta(nodes[block.nodes[-1]].meta.get("val"), cm.dims)
+            shape = meta.shape_text if meta else "its output's shape"
+            out.append(Diagnostic(block.nodes[-1], f"{block.path} (a bare LoRA Layer) is not connected: drag its output "
+                                                   f"onto a value of shape {shape} (e.g. {block.target.target_node}, "
+                                                   "its projection's output) or delete it.", "connected", "unconnected"))
+    return out
 
 
 def bare_fake_prop(cm):

@@ -178,7 +178,8 @@ def peft_adapter(model) -> tuple[dict[str, torch.Tensor], dict]:
     params = dict(model.named_parameters())
     groups: dict[str, list] = {}
     for block in recipe["loras"]:
-        groups.setdefault(block["target"]["module"], []).append(block)
+        if block.get("mergeable", True):  # a LoRA added onto another value is no ΔW of a weight: not for PEFT
+            groups.setdefault(block["target"]["module"], []).append(block)
     tensors, ranks, alphas = {}, {}, {}
     kind, dropout = "linear", 0.0
     for module, blocks in groups.items():
@@ -217,6 +218,8 @@ def save(model) -> None:
     save_file(all_tensors(model), os.path.join(HERE, "model.safetensors.tmp"))
     os.replace(os.path.join(HERE, "model.safetensors.tmp"), os.path.join(HERE, "model.safetensors"))
     tensors, config = peft_adapter(model)
+    if not tensors:  # no block PEFT can hold (see README.md)
+        return
     save_file(tensors, os.path.join(HERE, "adapter_model.safetensors"))
     with open(os.path.join(HERE, "adapter_config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -228,6 +231,10 @@ def merge(model) -> str:
     with open(os.path.join(HERE, "surgery.json")) as f:
         recipe = json.load(f)
     params = dict(model.named_parameters())
+    unmergeable = [b["path"] for b in recipe["loras"] if not b.get("mergeable", True)]
+    if unmergeable:
+        fail(f"{', '.join(unmergeable)} add their LoRA onto another value than their projection's output, so they "
+             "cannot be folded into a weight; nothing was merged (use model.py as it is).")
     for block in recipe["loras"]:
         t, path = block["target"], _lora_path(block)
         a, b = params[path + ".lora_A.weight"].detach().cpu(), params[path + ".lora_B.weight"].detach().cpu()

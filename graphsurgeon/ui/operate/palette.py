@@ -15,7 +15,7 @@ ENTRIES = [  # (kind, title, one-line explanation)
     ("add_lora", "Add LoRA Layer",
      "LoRA plus the add: output = target + B·A·x · alpha/r. The usual choice."),
     ("lora", "LoRA Layer",
-     "The bare branch B·A·x · alpha/r, for wiring it yourself."),
+     "The bare branch B·A·x · alpha/r: drop it, then drag from its output dot onto a link to add it there."),
 ]
 
 

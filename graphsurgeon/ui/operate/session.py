@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.surgery import ChangeLoRA, Compound, History, InsertLoRA, LoRAConfig, RemoveLoRA, Target
+from graphsurgeon.surgery import ChangeLoRA, Compound, ConnectLoRA, History, InsertLoRA, LoRAConfig, RemoveLoRA, Target
 from graphsurgeon.surgery import find_targets, projection_targets, resolve_targets
 from graphsurgeon.surgery.history import Entry
 
@@ -130,23 +130,77 @@ class EditSession:
     def drop(self, path: str, id: str, kind: str = "add_lora", config: LoRAConfig | None = None,
              every_layer: bool = False) -> Entry:
         """Insert a LoRA block where `id` was dropped; every_layer = same role on all layers as one edit."""
-        if kind == "lora":
-            raise OperateError("the bare \"LoRA Layer\" branch cannot be inserted yet (surgery only has "
-                               "Add LoRA Layer); drop \"Add LoRA Layer\" instead.")
-        if kind != "add_lora":
+        if kind not in KINDS:
             raise OperateError(f"unknown palette block {kind!r}; use one of {', '.join(KINDS)}.")
         config = config or LoRAConfig()
         target = self.candidates(path).get(id)
         if target is None:
             raise OperateError(self.why_not(path, id))
+        bare = kind == "lora"  # the LoRA Layer alone: its output is wired by the user (connect)
         if every_layer:
             targets = [t for t in resolve_targets(self.cm, (target.role,), "all")
                        if t.layer is not None or t.target_node == target.target_node]
-            text = f"Add LoRA Layer ({target.role}, r={config.r}) to {len(targets)} layer(s)"
-            command = Compound(text, [InsertLoRA(t, config) for t in targets])
+            what = "bare LoRA Layer" if bare else "LoRA Layer"
+            text = f"Add {what} ({target.role}, r={config.r}) to {len(targets)} layer(s)"
+            command = Compound(text, [InsertLoRA(t, config, bare=bare) for t in targets])
         else:
-            command = InsertLoRA(target, config)
+            command = InsertLoRA(target, config, bare=bare)
         return self._do(command)
+
+    # ---- wiring a bare LoRA Layer -----------------------------------------------------------------
+    def _value_of(self, path: str, id: str) -> str | None:
+        """The fx value a link / output port id of the view at `path` carries (an fx node name passes through)."""
+        view = self.cm.blocks().view(path)
+        for link in view.links:
+            if link.id == id:
+                return link.value
+        for block in view.blocks:
+            for port in block.outputs:
+                if port.id == id:
+                    return port.value
+            if block.id == id and len(block.outputs) == 1:  # a block with one output: that output
+                return block.outputs[0].value
+        return id if any(n.name == id for n in self.cm.gm.graph.nodes) else None
+
+    def connect_candidates(self, path: str, block_path: str) -> set[str]:
+        """Link and output-port ids of the view at `path` the bare block's output may be wired onto."""
+        block = self.cm.loras.get(block_path)
+        if block is None or block.kind != "bare" or block.wired_to:
+            return set()
+        view = self.cm.blocks().view(path)
+        own = f"m:{block_path}"
+        want = next((p.meta for b in view.blocks if b.id == own for p in b.outputs), None)
+        if want is None:
+            return set()
+        ids = {l.id: l.value for l in view.links if not l.src.startswith(own + "/")}
+        ids.update({p.id: p.value for b in view.blocks if b.id != own and b.kind in ("primitive", "composite")
+                    for p in b.outputs})
+        shaped = {i: v for i, v in ids.items() if v is not None}
+        return {i for i, v in shaped.items() if self._meta_of(view, i) == want and self._can_connect(block_path, v)}
+
+    @staticmethod
+    def _meta_of(view, id: str):
+        for link in view.links:
+            if link.id == id:
+                return link.meta
+        return next((p.meta for b in view.blocks for p in b.outputs if p.id == id), None)
+
+    def _can_connect(self, block_path: str, value: str) -> bool:
+        from graphsurgeon.surgery.lora import check_connect
+
+        return not check_connect(self.cm, block_path, value)
+
+    def connect(self, path: str, block_path: str, onto_id: str) -> Entry:
+        """Wire the bare LoRA Layer at `block_path` onto the link / output port `onto_id` of the view at `path`."""
+        block = self.cm.loras.get(block_path)
+        if block is None or block.kind != "bare":
+            raise OperateError(f"only a bare LoRA Layer's output can be wired by hand; {block_path or 'this'} is not one "
+                               "(drop \"LoRA Layer\" from the palette first).")
+        value = self._value_of(path, onto_id)
+        if value is None:
+            raise OperateError(f"release the wire on a link or an output of a block; {onto_id or 'the background'} "
+                               "carries no value.")
+        return self._do(ConnectLoRA(self.cm, block_path, value))
 
     def edit(self, block_path: str, r: int | None = None, alpha: float | None = None,
              dropout: float | None = None) -> Entry:

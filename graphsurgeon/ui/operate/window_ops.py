@@ -97,6 +97,8 @@ class Operate(QObject):
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
         window.scene.selectionChanged.connect(self.editor.load)
         window.model_ready.connect(self.update_status)
+        window.scene.signals.wire_started.connect(self.wire_started)
+        window.scene.signals.wire.connect(self.wire)
         self.editor.setEnabled(False)
         self.budget_label = QLabel()
         window.statusBar().addPermanentWidget(self.budget_label)
@@ -168,7 +170,10 @@ class Operate(QObject):
     def eventFilter(self, obj, event) -> bool:
         t = event.type()
         if obj is self.window and t == QEvent.Close:
-            return not self._confirm_close()
+            if self._confirm_close():
+                return False
+            event.ignore()  # eating the event is not enough: an accepted QCloseEvent still closes the window
+            return True
         if obj is not self._viewport or t not in (QEvent.DragEnter, QEvent.DragMove, QEvent.Drop,
                                                                 QEvent.DragLeave):
             return False
@@ -228,6 +233,46 @@ class Operate(QObject):
         self.changed()
         self.say(entry.text)
         return True
+
+    # ---- wiring a bare LoRA Layer's output -------------------------------------------------------
+    def _bare_block(self, port_id: str) -> str | None:
+        """The bare LoRA Layer whose output port `port_id` is, if it is one."""
+        from graphsurgeon.ui.scene import port_block
+
+        cm = self.window.controller.cm
+        bid = port_block(port_id)
+        path = bid[2:] if bid.startswith("m:") else ""
+        block = cm.loras.get(path) if cm is not None else None
+        return path if block is not None and block.kind == "bare" else None
+
+    def wire_started(self, port_id: str) -> None:
+        """Highlight the blocks whose output the wire may end on."""
+        from graphsurgeon.ui.scene import port_block
+
+        path = self._bare_block(port_id)
+        if path is None:
+            return
+        ok = self.session.connect_candidates(self.window.controller.path, path)
+        links = self.window.controller.links()
+        owners = {port_block(links[i].src) if i in links else port_block(i) for i in ok}
+        self.window.scene.set_marks({b: "candidate" for b in owners})
+        self.say(f"release on a highlighted output or link to add {path}'s output onto it." if ok else
+                 f"nothing in this view can take {path}'s output; open the composite that holds its target.")
+
+    def wire(self, port_id: str, onto_id: str) -> bool:
+        """A wire was released on `onto_id`: connect the bare LoRA Layer there (one undoable edit)."""
+        self.window.scene.set_marks({})
+        if not self.live():
+            return False
+        path = self._bare_block(port_id)
+        if path is None:
+            self.say("only a bare LoRA Layer's output can be wired by hand; drop \"LoRA Layer\" from the palette first.")
+            return False
+        if not onto_id:
+            self.say("release the wire on a link or on a block's output.")
+            return False
+        c = self.window.controller
+        return self._run(lambda: self.session.connect(c.path, path, onto_id))
 
     # ---- after every edit ------------------------------------------------------------------
     def changed(self) -> None:

@@ -1,0 +1,276 @@
+"""The operate side driven like a user (pytest-qt, offscreen): real key presses for undo / redo / delete, the real
+File-menu actions with their file dialogs answered by the test, and closing with unsaved edits.
+
+Shortcuts offscreen: QTest.keyClick first offers the key as a ShortcutOverride to the application's shortcut map,
+and a QAction with the default Qt.WindowShortcut context only matches when its window is the *active* window.
+The offscreen platform activates a window when it is shown, but every later `show()` (a second window, a dock)
+can take that away, so `_focus` calls `activateWindow()`, gives the view keyboard focus (a spin box or a line
+edit with focus would take Ctrl+Z / Delete for itself through ShortcutOverride) and waits for
+`isActiveWindow()`. Keys are then sent to the view, as a user's would be.
+"""
+
+import json
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QUndoView
+
+from graphsurgeon.capture import capture
+from graphsurgeon.ui.operate import window_ops
+from graphsurgeon.ui.operate.session import autosave_path
+from test_ui_operate import BERT_ATTN, _drop, _inputs, _palette_mime, _window
+
+LORA_Q = f"{BERT_ATTN}.lora_q"
+CTRL_SHIFT = Qt.ControlModifier | Qt.ShiftModifier
+
+
+@pytest.fixture(autouse=True)
+def _autosave_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+
+
+class Dialogs:
+    """Stands in for QFileDialog and QMessageBox in window_ops: answers set by the test, messages recorded."""
+
+    def __init__(self) -> None:
+        self.save_name = self.open_name = self.folder = ""  # "" is what a cancelled dialog returns
+        self.asked: list[str] = []  # which file dialogs were opened
+        self.messages: list[tuple[str, str, str]] = []  # (kind, title, text)
+
+    def install(self, monkeypatch) -> None:
+        d = self
+
+        class FileDialog:
+            @staticmethod
+            def getSaveFileName(parent, caption, *a):
+                d.asked.append(caption)
+                return str(d.save_name), "Recipe (*.json)"
+
+            @staticmethod
+            def getOpenFileName(parent, caption, *a):
+                d.asked.append(caption)
+                return str(d.open_name), "Recipe (*.json)"
+
+            @staticmethod
+            def getExistingDirectory(parent, caption, *a):
+                d.asked.append(caption)
+                return str(d.folder)
+
+        class MessageBox:
+            @staticmethod
+            def information(parent, title, text, *a):
+                d.messages.append(("information", title, text))
+
+            @staticmethod
+            def warning(parent, title, text, *a):
+                d.messages.append(("warning", title, text))
+
+        monkeypatch.setattr(window_ops, "QFileDialog", FileDialog)
+        monkeypatch.setattr(window_ops, "QMessageBox", MessageBox)
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    d = Dialogs()
+    d.install(monkeypatch)
+    return d
+
+
+def _focus(qtbot, win) -> None:
+    """Make the window active and the view focused so its QAction shortcuts fire (see the module docstring)."""
+    qtbot.waitExposed(win)
+    win.activateWindow()
+    win.view.setFocus()
+    qtbot.waitUntil(lambda: win.isActiveWindow() and win.view.hasFocus())
+
+
+def _menu_action(win, text: str):
+    """The File-menu QAction whose text is `text`."""
+    found = [a for a in win.file_menu.actions() if a.text() == text]
+    assert len(found) == 1, [a.text() for a in win.file_menu.actions()]
+    return found[0]
+
+
+def _click_block(qtbot, win, block_id: str) -> None:
+    """A real left click on the block in the view: selects it as a user would."""
+    pos = win.view.mapFromScene(win.scene.item(block_id).sceneBoundingRect().center())
+    assert win.operate.id_at(pos) == block_id
+    qtbot.mouseClick(win.view.viewport(), Qt.LeftButton, Qt.NoModifier, pos)
+
+
+def _history_row(win) -> int:
+    """The row the History panel (QUndoView) shows as current: 0 is "<empty>", n after n edits."""
+    return win.findChild(QUndoView).currentIndex().row()
+
+
+def _nodes(cm) -> list[str]:
+    """The graph's ops in order, after lint; names are left out: fx never reuses an erased node's name, so a
+    block inserted again by redo is spelt `…_1` (same graph, other names)."""
+    cm.gm.graph.lint()
+    return [f"{n.op} {n.target}" for n in cm.gm.graph.nodes]
+
+
+def _outputs(cm, inputs):
+    with torch.no_grad():
+        return cm.run(**inputs)
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _bert_with_lora_q(qtbot):
+    """tiny-bert open at layer 0's self-attention, "Add LoRA Layer" dropped on query, B set non-zero."""
+    cm = capture("tiny-bert")
+    inputs = _inputs(cm)
+    original = _outputs(cm, inputs)
+    win = _window(qtbot, cm, BERT_ATTN)
+    state = {"code": cm.gm.code, "budget": win.operate.budget_label.text(), "outputs": original}
+    _drop(win, _palette_mime(qtbot, win, r=4), f"m:{BERT_ATTN}.query")
+    assert sorted(cm.loras) == [LORA_Q]
+    container = cm.gm.get_submodule(cm.loras[LORA_Q].module_path)
+    with torch.no_grad():  # B = 0 would make every output equal the original: give the branch an effect
+        torch.manual_seed(0)
+        container.lora_B.weight.normal_()
+    return cm, win, inputs, state
+
+
+def test_ctrl_z_and_ctrl_shift_z_undo_and_redo_the_drop(qtbot):
+    cm, win, inputs, before = _bert_with_lora_q(qtbot)
+    ops = win.operate
+    edited = _outputs(cm, inputs)
+    edited_nodes, edited_budget = _nodes(cm), ops.budget_label.text()
+    assert edited_budget != before["budget"] and not torch.equal(edited["last_hidden_state"],
+                                                                 before["outputs"]["last_hidden_state"])
+    assert ops.stack.index() == 1 and _history_row(win) == 1
+    _focus(qtbot, win)
+
+    QTest.keyClick(win.view, Qt.Key_Z, Qt.ControlModifier)
+    assert cm.loras == {} and cm.gm.code == before["code"]
+    assert f"m:{LORA_Q}" not in win.scene.blocks and f"m:{BERT_ATTN}.query" in win.scene.blocks
+    assert ops.stack.index() == 0 and _history_row(win) == 0
+    assert ops.budget_label.text() == before["budget"]
+    _assert_same(_outputs(cm, inputs), before["outputs"])
+
+    QTest.keyClick(win.view, Qt.Key_Z, CTRL_SHIFT)
+    assert sorted(cm.loras) == [LORA_Q] and f"m:{LORA_Q}" in win.scene.blocks and _nodes(cm) == edited_nodes
+    assert ops.stack.index() == 1 and _history_row(win) == 1
+    assert ops.budget_label.text() == edited_budget
+    _assert_same(_outputs(cm, inputs), edited)  # the same weights come back, not a fresh initialisation
+
+
+def test_delete_key_removes_the_selected_lora_block_and_ctrl_z_restores_it(qtbot):
+    cm, win, inputs, before = _bert_with_lora_q(qtbot)
+    ops = win.operate
+    edited, edited_nodes = _outputs(cm, inputs), _nodes(cm)
+    _focus(qtbot, win)
+    _click_block(qtbot, win, f"m:{LORA_Q}")
+    assert ops.selected_lora() == LORA_Q
+    _focus(qtbot, win)  # the click keeps focus on the view; checked again before the key
+
+    QTest.keyClick(win.view, Qt.Key_Delete)
+    assert cm.loras == {} and cm.gm.code == before["code"] and f"m:{LORA_Q}" not in win.scene.blocks
+    assert ops.stack.count() == 2 and _history_row(win) == 2 and ops.budget_label.text() == before["budget"]
+    _assert_same(_outputs(cm, inputs), before["outputs"])
+
+    QTest.keyClick(win.view, Qt.Key_Z, Qt.ControlModifier)
+    assert sorted(cm.loras) == [LORA_Q] and f"m:{LORA_Q}" in win.scene.blocks and _nodes(cm) == edited_nodes
+    assert _history_row(win) == 1
+    _assert_same(_outputs(cm, inputs), edited)
+
+
+def test_delete_key_with_nothing_selected_changes_nothing_and_says_why(qtbot):
+    cm, win, _, _ = _bert_with_lora_q(qtbot)
+    win.scene.clearSelection()
+    _focus(qtbot, win)
+    QTest.keyClick(win.view, Qt.Key_Delete)
+    assert sorted(cm.loras) == [LORA_Q] and win.operate.stack.count() == 1
+    assert "select an inserted LoRA block" in win.operate.last_message
+
+
+def test_save_recipe_then_open_it_in_a_new_window_gives_the_same_graph(qtbot, tmp_path, dialogs):
+    cm, win, _, _ = _bert_with_lora_q(qtbot)
+    dialogs.save_name = tmp_path / "surgery.json"
+    _menu_action(win, "Save recipe…").trigger()
+    assert dialogs.asked == ["Save recipe"] and not win.operate.session.dirty
+    data = json.loads((tmp_path / "surgery.json").read_text())
+    assert data["format"] == "graphsurgeon-recipe" and len(data["steps"]) == 1
+
+    win2 = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    dialogs.open_name = tmp_path / "surgery.json"
+    _menu_action(win2, "Open recipe…").trigger()
+    cm2 = win2.controller.cm
+    assert sorted(cm2.loras) == sorted(cm.loras) and cm2.gm.code == cm.gm.code
+    assert f"m:{LORA_Q}" in win2.scene.blocks and win2.operate.stack.count() == 1
+    assert dialogs.messages == []
+
+
+@pytest.mark.parametrize("text", ['{"format": "graphsurgeon-recipe", "steps": [',  # cut short
+                                  '{"format": "something else", "version": 1}'])
+def test_open_recipe_on_a_bad_file_warns_and_changes_nothing(qtbot, tmp_path, dialogs, text):
+    cm, win, _, _ = _bert_with_lora_q(qtbot)
+    code, count = cm.gm.code, win.operate.stack.count()
+    (tmp_path / "bad.json").write_text(text)
+    dialogs.open_name = tmp_path / "bad.json"
+    _menu_action(win, "Open recipe…").trigger()
+    assert [(kind, title) for kind, title, _ in dialogs.messages] == [("warning", "Open recipe")]
+    assert "recipe" in dialogs.messages[0][2]
+    assert cm.gm.code == code and sorted(cm.loras) == [LORA_Q] and win.operate.stack.count() == count
+
+
+def test_export_folder_writes_the_folder_and_says_how_to_train(qtbot, tmp_path, dialogs):
+    export = pytest.importorskip("graphsurgeon.export")
+    if not hasattr(export, "export_folder"):
+        pytest.skip("graphsurgeon.export.export_folder is missing")
+    _, win, _, _ = _bert_with_lora_q(qtbot)
+    out = tmp_path / "out"
+    out.mkdir()  # what a directory dialog returns exists already
+    dialogs.folder = out
+    _menu_action(win, "Export folder…").trigger()
+    assert dialogs.asked == ["Export into folder"]
+    files = {"model.py", "model.safetensors", "train.py", "surgery.json"}
+    assert files <= {p.name for p in out.iterdir()}
+    assert [(kind, title) for kind, title, _ in dialogs.messages] == [("information", "Exported")], dialogs.messages
+    text = dialogs.messages[0][2]
+    assert str(out) in text and all(f in text for f in files)
+    assert "python train.py" in text and not win.operate.session.dirty
+
+
+def test_cancelled_file_dialogs_do_nothing(qtbot, tmp_path, dialogs, monkeypatch):
+    cm, win, _, _ = _bert_with_lora_q(qtbot)
+    monkeypatch.chdir(tmp_path)  # a relative "" must not be written anywhere either
+    code = cm.gm.code
+    for text in ("Save recipe…", "Open recipe…", "Export folder…"):
+        _menu_action(win, text).trigger()
+    assert dialogs.asked == ["Save recipe", "Open recipe", "Export into folder"]
+    assert dialogs.messages == [] and list(tmp_path.iterdir()) == [tmp_path / "autosave"]
+    assert cm.gm.code == code and win.operate.stack.count() == 1 and win.operate.session.dirty
+
+
+def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot):
+    _, win, _, _ = _bert_with_lora_q(qtbot)
+    questions = []
+    win.operate.ask = lambda title, question: questions.append(question) or False
+    assert win.operate.session.dirty and autosave_path().exists()
+
+    ev = QCloseEvent()
+    QApplication.sendEvent(win, ev)
+    assert not ev.isAccepted()  # the window's close event is ignored ...
+    assert not win.close() and win.isVisible()  # ... so close() leaves it open
+    assert len(questions) == 2 and "unsaved" in questions[0].lower()
+    assert autosave_path().exists()  # still recoverable
+
+    win.operate.ask = lambda *a: True
+    assert win.close() and not win.isVisible()
+    assert not autosave_path().exists()  # a clean close leaves nothing to recover
+
+
+def test_close_without_edits_does_not_ask(qtbot):
+    win = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win.operate.ask = lambda *a: pytest.fail("asked although nothing was edited")
+    assert win.close() and not win.isVisible()
