@@ -135,3 +135,25 @@ def test_random_edit_sequences_keep_lint_and_outputs():
     while history.can_undo:
         history.undo()
     assert cm.gm.code == code0
+
+
+def test_redo_gives_byte_identical_code():
+    """fx never frees an erased node's name; surgery does, so a redo rebuilds exactly the same code."""
+    from graphsurgeon.capture import capture
+    from graphsurgeon.surgery import ChangeLoRA, History, InsertLoRA, LoRAConfig, find_targets
+
+    cm = capture("tiny-gpt2")
+    h = History(cm)
+    targets = [t for t in find_targets(cm) if t.role in ("q", "v")]
+    codes = []
+    for t in targets:
+        h.do(InsertLoRA(t, LoRAConfig(r=2)))
+        codes.append(cm.gm.code)
+    path = next(iter(cm.loras))
+    h.do(ChangeLoRA(cm, path, r=3))
+    codes.append(cm.gm.code)
+    for _ in codes:
+        h.undo()
+    for code in codes:
+        h.redo()
+        assert cm.gm.code == code

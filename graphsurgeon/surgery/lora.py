@@ -168,6 +168,7 @@ def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
             graph.erase_node(add)
     for name in reversed(block.nodes):
         graph.erase_node(nodes[name])
+    _free_names(graph, set(block.nodes) | {block.add_node})
     container = gm.get_submodule(block.module_path)
     weights = (container.lora_A.weight.detach().clone(), container.lora_B.weight.detach().clone())
     _delete_submodule(gm, block.module_path)
@@ -259,9 +260,21 @@ def disconnect_lora(cm, path: str) -> None:
     add = nodes[block.add_node]
     add.replace_all_uses_with(nodes[block.wired_to])
     graph.erase_node(add)
+    _free_names(graph, {block.add_node})
     block.add_node, block.wired_to = "", None
     _recompile(cm.gm)
     cm.touch()
+
+
+def _free_names(graph: torch.fx.Graph, names: set[str]) -> None:
+    """Let erased nodes' names be used again, so undo + redo gives byte-identical code (fx never frees them)."""
+    ns = getattr(graph, "_graph_namespace", None)
+    used, owners = getattr(ns, "_used_names", None), getattr(ns, "_obj_to_name", None)
+    if not isinstance(used, set) or not isinstance(owners, dict):
+        return  # another torch: names get a suffix on re-insertion, nothing else changes
+    used.difference_update(names)
+    for obj in [o for o, n in owners.items() if n in names]:
+        del owners[obj]
 
 
 def _delete_submodule(gm: torch.nn.Module, path: str) -> None:
