@@ -51,6 +51,8 @@ def test_drop_bare_lora_then_wire_its_output_onto_q(qtbot):
     assert block.kind == "bare" and block.wired_to is None
     assert any("not connected" in str(d) for d in win.operate.validate_now())  # listed in the diagnostics panel
     assert win.operate.diagnostics.count() == 1
+    win.scene.select([f"m:{path}"])
+    assert "not connected" in win.operate.editor.title.text()  # the side panel says what is left to do
 
     out_port = win.scene.blocks[f"m:{path}"].block.outputs[0].id
     q_link = next(l for l in win.controller.view.links if l.value == block.target.target_node
@@ -67,6 +69,8 @@ def test_drop_bare_lora_then_wire_its_output_onto_q(qtbot):
     assert cm.loras[path].wired_to == block.target.target_node
     assert win.operate.stack.undoText() == f"Connect {path} onto {block.target.target_node}"
     assert win.operate.validate_now() == [] and win.operate.diagnostics.count() == 0
+    win.scene.select([f"m:{path}"])
+    assert f"added onto {block.target.target_node}" in win.operate.editor.title.text()
     after = cm.run(**cm.example_inputs)["logits"]
     assert (after - before).abs().max() > 1e-4
     win.operate.stack.undo()

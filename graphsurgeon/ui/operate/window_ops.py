@@ -65,8 +65,11 @@ class LoRAEditor(QWidget):
         self.setEnabled(path is not None)
         if path is None:
             return
-        c = self.ops.session.cm.loras[path].config
-        self.title.setText(path)
+        block = self.ops.session.cm.loras[path]
+        c = block.config
+        wiring = "" if block.kind == "add" else (f"\nbare LoRA Layer, added onto {block.wired_to}" if block.wired_to else
+                                                 "\nbare LoRA Layer, not connected: drag from its output dot onto a link")
+        self.title.setText(path + wiring)
         self.r.setValue(c.r)
         self.alpha.setValue(c.alpha)
         self.dropout.setValue(c.dropout)
@@ -397,8 +400,9 @@ class Operate(QObject):
         except GraphsurgeonError as e:
             QMessageBox.warning(self.window, "Export", str(e))
             return
+        notes = "".join(f"\n\nNote: {n}" for n in r.notes)
         QMessageBox.information(self.window, "Exported", f"Wrote to {r.folder}:\n" + "\n".join(r.files) +
-                                "\n\nTrain: cd there && python train.py --synthetic --steps 50")
+                                "\n\nTrain: cd there && python train.py --synthetic --steps 50" + notes)
 
     def _confirm_close(self) -> bool:
         if self._session is None or not self._session.dirty:
