@@ -111,3 +111,20 @@ def test_first_open_writes_the_cache_the_next_open_paints(qtbot):
     qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=60000)
     cached = load_views(key)
     assert cached is not None and cached.view("") == win.controller.cm.blocks().view("")
+
+
+def test_edit_command_opens_the_window_then_captures(qtbot, monkeypatch):
+    """`graphsurgeon edit MODEL --path P` (what a bare `graphsurgeon` runs): a window at once, the model when captured."""
+    from PySide6.QtWidgets import QApplication
+
+    from graphsurgeon.cli import main
+
+    opened, before = [], set(QApplication.topLevelWidgets())
+    monkeypatch.setattr(QApplication, "exec", lambda self: opened.append(self) or 0)
+    assert main(["edit", "tiny-gpt2", "--path", "transformer.h.0"]) == 0 and opened
+    win = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w not in before)
+    qtbot.addWidget(win)
+    win.operate.ask = lambda *a: True
+    win.capture_thread.join(60)
+    qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=30000)
+    assert win.controller.path == "transformer.h.0" and "m:transformer.h.0.attn" in win.scene.blocks
