@@ -37,13 +37,19 @@ def timed(fn) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def main() -> None:
+def open_window(source: str = "gpt2"):
+    """Capture `source` and show it in a MainWindow at its first attention block: (app, win, first target)."""
     app = QApplication.instance() or QApplication([])
-    cm = capture("gpt2")
+    cm = capture(source)
     t0 = find_targets(cm)[0]
     win = MainWindow(cm, t0.attention)
     win.show()
     app.processEvents()
+    return app, win, t0
+
+
+def main() -> None:
+    _, win, t0 = open_window()
     ops = win.operate
     ops.ask = lambda *a: True
     cand = ops.session.candidates(t0.attention)
@@ -76,12 +82,7 @@ def screenshots() -> None:
     """assets/screenshots/gpt2_attention_lora.png (LoRA on q and v) and lora_block.png (the unboxed LoRA Layer)."""
     from PySide6.QtWidgets import QDockWidget
 
-    app = QApplication.instance() or QApplication([])
-    cm = capture("gpt2")
-    t0 = find_targets(cm)[0]
-    win = MainWindow(cm, t0.attention)
-    win.show()
-    app.processEvents()
+    app, win, t0 = open_window()
     ops = win.operate
     cand = ops.session.candidates(t0.attention)
     payload = {"kind": "add_lora", "r": 8, "alpha": 16.0, "dropout": 0.05}

@@ -1,12 +1,12 @@
 """The operate side driven like a user (pytest-qt, offscreen): real key presses for undo / redo / delete, the real
 File-menu actions with their file dialogs answered by the test, and closing with unsaved edits.
 
-Shortcuts offscreen: QTest.keyClick first offers the key as a ShortcutOverride to the application's shortcut map,
-and a QAction with the default Qt.WindowShortcut context only matches when its window is the *active* window.
-The offscreen platform activates a window when it is shown, but every later `show()` (a second window, a dock)
-can take that away, so `_focus` calls `activateWindow()`, gives the view keyboard focus (a spin box or a line
-edit with focus would take Ctrl+Z / Delete for itself through ShortcutOverride) and waits for
-`isActiveWindow()`. Keys are then sent to the view, as a user's would be.
+Shortcuts offscreen: QTest.keyClick first hands the key to the application's shortcut map (the ShortcutOverride
+step), and a QAction with the default Qt.WindowShortcut context matches only when its window is the *active* window,
+whichever widget the key was sent to. Offscreen a shown window is not active until events are processed, and the
+last window shown takes activation: measured here, Ctrl+Z sent to window A's view while B was active undid B's
+edit. So `_focus` waits for the exposure, calls `activateWindow()`, focuses the view and waits for
+`isActiveWindow()`; keys are then sent to the view, as a user's would be.
 """
 
 import json
@@ -80,7 +80,7 @@ def dialogs(monkeypatch):
 
 
 def _focus(qtbot, win) -> None:
-    """Make the window active and the view focused so its QAction shortcuts fire (see the module docstring)."""
+    """Make the window active and its view focused so its own QAction shortcuts fire (see the module docstring)."""
     qtbot.waitExposed(win)
     win.activateWindow()
     win.view.setFocus()
@@ -144,7 +144,7 @@ def test_ctrl_z_and_ctrl_shift_z_undo_and_redo_the_drop(qtbot):
     cm, win, inputs, before = _bert_with_lora_q(qtbot)
     ops = win.operate
     edited = _outputs(cm, inputs)
-    edited_nodes, edited_budget = _nodes(cm), ops.budget_label.text()
+    edited_nodes, edited_budget, edited_code = _nodes(cm), ops.budget_label.text(), cm.gm.code
     assert edited_budget != before["budget"] and not torch.equal(edited["last_hidden_state"],
                                                                  before["outputs"]["last_hidden_state"])
     assert ops.stack.index() == 1 and _history_row(win) == 1
@@ -159,6 +159,7 @@ def test_ctrl_z_and_ctrl_shift_z_undo_and_redo_the_drop(qtbot):
 
     QTest.keyClick(win.view, Qt.Key_Z, CTRL_SHIFT)
     assert sorted(cm.loras) == [LORA_Q] and f"m:{LORA_Q}" in win.scene.blocks and _nodes(cm) == edited_nodes
+    assert cm.gm.code == edited_code  # surgery frees erased node names: a redo writes the very same code
     assert ops.stack.index() == 1 and _history_row(win) == 1
     assert ops.budget_label.text() == edited_budget
     _assert_same(_outputs(cm, inputs), edited)  # the same weights come back, not a fresh initialisation
@@ -211,7 +212,8 @@ def test_save_recipe_then_open_it_in_a_new_window_gives_the_same_graph(qtbot, tm
 
 
 @pytest.mark.parametrize("text", ['{"format": "graphsurgeon-recipe", "steps": [',  # cut short
-                                  '{"format": "something else", "version": 1}'])
+                                  '{"format": "something else", "version": 1}',
+                                  '[]'])  # JSON, but not an object
 def test_open_recipe_on_a_bad_file_warns_and_changes_nothing(qtbot, tmp_path, dialogs, text):
     cm, win, _, _ = _bert_with_lora_q(qtbot)
     code, count = cm.gm.code, win.operate.stack.count()

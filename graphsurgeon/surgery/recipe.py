@@ -39,6 +39,9 @@ def load_recipe(path: str | Path) -> dict:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise RecipeError(f"cannot read the recipe {path}: {err}; give a JSON file written by --recipe-out.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps", []), list):
+        raise RecipeError(f"{path} is JSON but not a graphsurgeon recipe (an object with \"steps\"); "
+                          "give a file written by Save recipe or --recipe-out.")
     return data
 
 
