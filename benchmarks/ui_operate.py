@@ -79,7 +79,8 @@ def main() -> None:
 
 
 def screenshots() -> None:
-    """assets/screenshots/gpt2_attention_lora.png (LoRA on q and v) and lora_block.png (the unboxed LoRA Layer)."""
+    """assets/screenshots/gpt2_attention_lora.png (LoRA on q and v), lora_block.png (the unboxed LoRA Layer) and
+    bare_lora_wiring.png."""
     from PySide6.QtWidgets import QDockWidget
 
     app, win, t0 = open_window()
@@ -101,6 +102,30 @@ def screenshots() -> None:
     app.processEvents()
     win.view.fit(0.5)
     win.screenshot("assets/screenshots/lora_block.png")
+    ops.session.dirty = False
+    ops.session.clear_autosave()
+    bare_lora_screenshot()
+
+
+def bare_lora_screenshot() -> None:
+    """assets/screenshots/bare_lora_wiring.png: a bare LoRA Layer on q, unconnected, while a wire is drawn from it."""
+    from PySide6.QtCore import QPointF
+
+    app, win, t0 = open_window()
+    ops = win.operate
+    q = next(i for i, t in ops.session.candidates(t0.attention).items() if t.role == "q" and win.scene.item(i))
+    assert ops.drop(q, {"kind": "lora", "r": 8, "alpha": 16.0, "dropout": 0.0}), ops.last_message
+    ops.validate_now()
+    win.view.fit(0.62)
+    app.processEvents()
+    block = win.scene.blocks[f"m:{t0.attention}.lora_q"]
+    port = block.block.outputs[0].id
+    start = block.port_pos(port)
+    win.scene.wire_started(port, start)  # the wire follows the mouse; here it is left half-way to split's q
+    win.scene.wire_moved(start + QPointF(120, -60))
+    ops.wire_started(port)
+    app.processEvents()
+    win.screenshot("assets/screenshots/bare_lora_wiring.png")
     ops.session.dirty = False
     ops.session.clear_autosave()
 
