@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch, pinned: a bare `torch` could pull several GB of CUDA packages.
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e ".[test]"
+	# the default model's views, cached, so the first `make run` paints GPT-2 at once (capture continues in the window)
+	$(VENV)/bin/graphsurgeon edit --prepare
 	touch $@
 
 run: setup

@@ -128,3 +128,16 @@ def test_edit_command_opens_the_window_then_captures(qtbot, monkeypatch):
     win.capture_thread.join(60)
     qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=30000)
     assert win.controller.path == "transformer.h.0" and "m:transformer.h.0.attn" in win.scene.blocks
+
+
+def test_edit_prepare_fills_the_cache_the_window_then_paints(qtbot, capsys):
+    from graphsurgeon.cli import main
+
+    key = cache_key("tiny-bert", meta=True)
+    assert main(["edit", "tiny-bert", "--meta", "--prepare"]) == 0
+    assert "cached in" in capsys.readouterr().out
+    win = _window(qtbot)
+    thread = win.open_model("tiny-bert", meta=True)
+    assert win.controller.preview is not None and win.scene.blocks  # painted from the cache at once
+    thread.join(60)
+    assert load_views(key).view("") == real_capture("tiny-bert", meta=True).blocks().view("")

@@ -13,6 +13,8 @@ def register(sub) -> None:
     add_model_arguments(p)
     p.add_argument("--path", default="", help="open this composite, e.g. transformer.h.0.attn")
     p.add_argument("--screenshot", default=None, help="render the window offscreen into this PNG and exit")
+    p.add_argument("--prepare", action="store_true",
+                   help="capture and save the model's views in the cache, so the editor paints it at once; no window")
     p.set_defaults(run=run, model=None)  # no model named: the default preset, architecture only
 
 
@@ -20,6 +22,8 @@ def run(args) -> int:
     model, meta = (args.model, args.meta) if args.model is not None else (DEFAULT_PRESET, True)
     if args.screenshot:
         return _screenshot(args, model, meta)
+    if args.prepare:
+        return _prepare(args, model, meta)
     from graphsurgeon.capture import resolve
 
     if not is_preset(model):
@@ -41,4 +45,17 @@ def _screenshot(args, model: str, meta: bool) -> int:
 
     screenshot_editor(cm, args.path, args.screenshot)
     print(f"wrote {args.screenshot}")
+    return 0
+
+
+def _prepare(args, model: str, meta: bool) -> int:
+    """Fill the view cache for `model` (what `make setup` does for the default), printing where it went."""
+    from graphsurgeon.capture import capture
+    from graphsurgeon.capture.view_cache import cache_key, store_views
+    from graphsurgeon.graph.snapshot import take_snapshot
+
+    cm = capture(model, meta=meta, eager_attention=args.eager_attention)
+    file = store_views(cache_key(model, meta=meta, eager_attention=args.eager_attention), take_snapshot(cm))
+    print(f"views of {model} cached in {file}" if file else f"could not write the view cache of {model}; "
+          "the editor will capture it when it opens")
     return 0
