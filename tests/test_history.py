@@ -75,6 +75,22 @@ def test_refused_compound_changes_nothing():
     assert code0 != code1
 
 
+def _random_edit(cm, history, targets, rng, *, cuts, ranks, alphas, **change) -> None:
+    """One random step: insert (below cuts[0]), remove (cuts[1]), change with `change` (cuts[2]), undo, or redo."""
+    choice = rng.random()
+    free = [t for t in targets if not any(b.target.target_node == t.target_node for b in cm.loras.values())]
+    if choice < cuts[0] and free:
+        history.do(InsertLoRA(rng.choice(free), LoRAConfig(r=rng.choice(ranks), alpha=rng.choice(alphas))))
+    elif choice < cuts[1] and cm.loras:
+        history.do(RemoveLoRA(cm, rng.choice(list(cm.loras))))
+    elif choice < cuts[2] and cm.loras:
+        history.do(ChangeLoRA(cm, rng.choice(list(cm.loras)), r=rng.choice([1, 3]), **change))
+    elif choice < 0.8 and history.can_undo:
+        history.undo()
+    elif history.can_redo:
+        history.redo()
+
+
 def test_random_edit_sequences_match_the_delta_w_oracle():
     """Random edits on a model whose LoRA weights are re-randomized after every step: the outputs must equal
     the unmodified model with ΔW added on exactly the blocks that exist now (nothing stale, nothing lost)."""
@@ -86,18 +102,7 @@ def test_random_edit_sequences_match_the_delta_w_oracle():
     rng = random.Random(7)
     history = History(cm)
     for step in range(30):
-        choice = rng.random()
-        free = [t for t in targets if not any(b.target.target_node == t.target_node for b in cm.loras.values())]
-        if choice < 0.35 and free:
-            history.do(InsertLoRA(rng.choice(free), LoRAConfig(r=rng.choice([1, 2]), alpha=rng.choice([1, 4]))))
-        elif choice < 0.45 and cm.loras:
-            history.do(RemoveLoRA(cm, rng.choice(list(cm.loras))))
-        elif choice < 0.6 and cm.loras:
-            history.do(ChangeLoRA(cm, rng.choice(list(cm.loras)), r=rng.choice([1, 3]), alpha=2.0))
-        elif choice < 0.8 and history.can_undo:
-            history.undo()
-        elif history.can_redo:
-            history.redo()
+        _random_edit(cm, history, targets, rng, cuts=(0.35, 0.45, 0.6), ranks=[1, 2], alphas=[1, 4], alpha=2.0)
         cm.gm.graph.lint()
         randomize(cm, seed=step)
         torch.testing.assert_close(first_output(cm), delta_w_oracle("gpt2", cm), atol=2e-5, rtol=1e-4,
@@ -114,18 +119,7 @@ def test_random_edit_sequences_keep_lint_and_outputs():
     rng = random.Random(1234)
     history = History(cm)
     for step in range(60):
-        choice = rng.random()
-        free = [t for t in targets if not any(b.target.target_node == t.target_node for b in cm.loras.values())]
-        if choice < 0.3 and free:
-            history.do(InsertLoRA(rng.choice(free), LoRAConfig(r=rng.choice([1, 2, 4]), alpha=rng.choice([1, 8]))))
-        elif choice < 0.4 and cm.loras:
-            history.do(RemoveLoRA(cm, rng.choice(list(cm.loras))))
-        elif choice < 0.55 and cm.loras:
-            history.do(ChangeLoRA(cm, rng.choice(list(cm.loras)), r=rng.choice([1, 3]), dropout=0.1))
-        elif choice < 0.8 and history.can_undo:
-            history.undo()
-        elif history.can_redo:
-            history.redo()
+        _random_edit(cm, history, targets, rng, cuts=(0.3, 0.4, 0.55), ranks=[1, 2, 4], alphas=[1, 8], dropout=0.1)
         cm.gm.graph.lint()
         # B = 0 everywhere (fresh init, and weights carried over on undo/redo), so outputs stay the original's
         assert torch.equal(_out(cm), out0), f"step {step}"

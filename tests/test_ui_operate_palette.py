@@ -19,12 +19,17 @@ def _drag_item(qtbot, palette: Palette, row: int) -> None:
     qtbot.mouseRelease(lst.viewport(), Qt.MouseButton.LeftButton, pos=start + QPoint(3 * dist, dist))
 
 
-def test_mouse_drag_records_mime_with_spinbox_values(qtbot):
+def _shown_palette(qtbot) -> Palette:
     palette = Palette()
     qtbot.addWidget(palette)
     palette.resize(320, 400)
     palette.show()
     qtbot.waitExposed(palette)
+    return palette
+
+
+def test_mouse_drag_records_mime_with_spinbox_values(qtbot):
+    palette = _shown_palette(qtbot)
     palette.r.setValue(4)
     palette.alpha.setValue(32.0)
     palette.dropout.setValue(0.1)
@@ -37,11 +42,7 @@ def test_mouse_drag_records_mime_with_spinbox_values(qtbot):
 
 
 def test_bare_lora_entry_and_every_layer_checkbox(qtbot):
-    palette = Palette()
-    qtbot.addWidget(palette)
-    palette.resize(320, 400)
-    palette.show()
-    qtbot.waitExposed(palette)
+    palette = _shown_palette(qtbot)
     palette.every_layer.setChecked(True)
     _drag_item(qtbot, palette, 1)
     data = decode_mime(palette.last_mime)
