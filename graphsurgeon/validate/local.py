@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from graphsurgeon.graph.semantics.dataflow import producer
 from graphsurgeon.validate.diagnostics import Diagnostic
 
 
@@ -25,8 +26,6 @@ def _tokens(val: torch.Tensor):
 
 def check_insertion(cm, target, config) -> list[Diagnostic]:
     """Diagnostics that refuse inserting a LoRA block with `config` on `target` (empty list = fine)."""
-    from graphsurgeon.surgery.targets import producer
-
     nodes = {n.name: n for n in cm.gm.graph.nodes}
     tnode, xnode = nodes.get(target.target_node), nodes.get(target.input_node)
     if tnode is None or xnode is None:
