@@ -79,10 +79,10 @@ def delta_w_oracle(arch: str, cm) -> torch.Tensor:
             a, b = lora_weights(cm, path)
             delta = (b.weight @ a.weight) * block.config.scaling  # [out, in]
             t = block.target
-            lo, hi = t.columns or (0, t.out_features)
+            cols = list(t.columns) if t.columns is not None else list(range(t.out_features))
             w = params[f"{t.module}.weight"]
             if t.kind == "conv1d":
-                w[:, lo:hi] += delta.T  # Conv1D weight is [in, out]: columns
+                w[:, cols] += delta.T  # Conv1D weight is [in, out]: columns
             else:
-                w[lo:hi, :] += delta  # Linear weight is [out, in]: rows
+                w[cols, :] += delta  # Linear weight is [out, in]: rows
         return model(**cm.example_inputs)[0]

@@ -32,7 +32,7 @@ def test_qkv_found_by_dataflow(arch):
         t = targets[i]
         assert t.module == fmt.format(leaves[i])
         assert t.kind == kind
-        assert t.columns == (columns[i] if columns else None)
+        assert t.columns == (tuple(range(*columns[i])) if columns else None)
         assert t.out_features == widths[i] and t.in_features == 64
         assert nodes[t.target_node].meta["val"].shape[-1] == widths[i]  # the adapted tensor has the slice width
         assert nodes[t.input_node].meta["val"].shape[-1] == 64  # x is what the projection reads

@@ -67,8 +67,7 @@ def run(args) -> int:
         t = block.target
         tm = tensor_meta(nodes[t.target_node].meta["val"], cm.dims)
         xm = tensor_meta(nodes[t.input_node].meta["val"], cm.dims)
-        cols = f"[{t.columns[0]}:{t.columns[1]}]" if t.columns else ""
-        rows.append({"layer": t.layer, "role": t.role, "tensor": f"{t.module}{cols}", "node": t.target_node,
+        rows.append({"layer": t.layer, "role": t.role, "tensor": f"{t.module}{t.column_text}", "node": t.target_node,
                      "shape": tm.shape_text, "input": t.input_node, "input_shape": xm.shape_text, "block": block.path})
     b = budget(cm)
     diags = validate_full(cm)

@@ -76,6 +76,7 @@ def _write(cm, folder: Path) -> None:
     if cm.loras:
         write_adapter(cm, folder)
     shutil.copy(TEMPLATES / "train.py", folder / "train.py")
+    shutil.copy(TEMPLATES / "lora_math.py", folder / "lora_math.py")  # train.py's adapter and merge maths
     source = Path(cm.source_name)
     if source.is_dir():  # the tokenizer travels with the model so train.py can read text files
         for name in TOKENIZER_FILES:

@@ -1,4 +1,7 @@
-"""The PEFT adapter files: one LoRA per module; Q/V slices of a fused projection become one exact rank-(r_q+r_v) adapter."""
+"""The PEFT adapter files: one LoRA per module; column sets of a fused projection become one exact rank-Σr adapter.
+
+The maths lives in `templates/lora_math.py`, the file the export folder's train.py uses too.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,17 @@ import torch
 from safetensors.torch import save_file
 
 from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.export.templates import lora_math
+
+
+def lora_blocks(cm, blocks) -> list[dict]:
+    """The blocks as lora_math reads them: A, B, columns, scaling."""
+    out = []
+    for b in blocks:
+        mod = cm.gm.get_submodule(b.module_path)
+        out.append({"A": mod.lora_A.weight, "B": mod.lora_B.weight, "scaling": b.config.scaling,
+                    "columns": list(b.target.columns) if b.target.columns is not None else None})
+    return out
 
 
 def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
@@ -18,42 +32,21 @@ def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
         if block.mergeable:  # a bare LoRA Layer wired elsewhere is no ΔW of a weight: PEFT cannot hold it
             by_module.setdefault(block.target.module, []).append(block)
     tensors: dict[str, torch.Tensor] = {}
-    rank_pattern, alpha_pattern, kinds, dropouts = {}, {}, set(), set()
+    modules, kinds, dropouts = {}, set(), set()
     for module, blocks in by_module.items():
-        t0 = blocks[0].target
-        kinds.add(t0.kind)
-        dropouts.add(float(blocks[0].config.dropout))
-        sub = cm.gm.get_submodule(module)
-        w = sub.weight
-        out_full = w.shape[1] if t0.kind == "conv1d" else w.shape[0]
-        a_parts, rank = [], sum(b.config.r for b in blocks)
-        scaling = blocks[0].config.scaling  # PEFT's single scaling for the module; the others fold into B
-        b_full = torch.zeros(out_full, rank, dtype=w.dtype)
-        col = 0
-        for b in blocks:
-            mod = cm.gm.get_submodule(b.module_path)
-            a, bw = mod.lora_A.weight.detach().cpu(), mod.lora_B.weight.detach().cpu()
-            a_parts.append(a)
-            start, stop = b.target.columns or (0, out_full)
-            b_full[start:stop, col:col + b.config.r] = bw * (b.config.scaling / scaling)
-            col += b.config.r
-        key = f"base_model.model.{module}"
-        tensors[f"{key}.lora_A.weight"] = torch.cat(a_parts, 0).contiguous()
-        tensors[f"{key}.lora_B.weight"] = b_full.contiguous()
-        rank_pattern[module] = rank
-        alpha_pattern[module] = scaling * rank  # PEFT: scaling = alpha / r
+        kinds.add(blocks[0].target.kind)
+        dropouts.update(float(b.config.dropout) for b in blocks)
+        w = cm.gm.get_submodule(module).weight
+        out_full = w.shape[1] if blocks[0].target.kind == "conv1d" else w.shape[0]
+        a, b, scaling = lora_math.peft_tensors(lora_blocks(cm, blocks), out_full)
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(w.dtype)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(w.dtype)
+        modules[module] = (a.shape[0], scaling)
     if len(kinds) > 1:
         raise GraphsurgeonError("the PEFT adapter cannot mix Conv1D and Linear targets; export them separately.")
     if len(dropouts) > 1:
         raise GraphsurgeonError("LoRA blocks have different dropouts, which one PEFT adapter cannot hold; use one dropout.")
-    config = {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": cm.source_name,
-        "r": next(iter(rank_pattern.values()), 8), "lora_alpha": next(iter(alpha_pattern.values()), 8),
-        "lora_dropout": next(iter(dropouts), 0.0), "bias": "none", "use_rslora": False,
-        "fan_in_fan_out": kinds == {"conv1d"},
-        "target_modules": sorted(by_module), "rank_pattern": rank_pattern,
-        "alpha_pattern": alpha_pattern, "init_lora_weights": True, "modules_to_save": None, "inference_mode": True,
-    }
+    config = lora_math.peft_config(modules, next(iter(dropouts), 0.0), kinds == {"conv1d"}, cm.source_name)
     return tensors, config
 
 

@@ -53,7 +53,8 @@ def model_source(cm) -> str:
     lines, outputs, lists, layer_src, layer_class = forward_body(cm)
     tensors, tied, buffers = export_tensors(cm)
     loras = {lora_export_name(b): dict(in_features=b.target.in_features, out_features=b.target.out_features,
-                                       r=b.config.r, scaling=float(b.config.scaling), dropout=float(b.config.dropout))
+                                       r=b.config.r, scaling=float(b.config.scaling), dropout=float(b.config.dropout),
+                                       **({"layout": list(b.target.layout)} if b.target.layout else {}))
              for b in cm.loras.values()}
     head = (TEMPLATES / "model_head.py").read_text().format(
         title=f"{cm.model_class} exported by graphsurgeon ({len(cm.loras)} LoRA layers).",

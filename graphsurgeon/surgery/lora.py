@@ -9,7 +9,9 @@ The block at path P (``<attention path>.lora_<role>``, e.g. ``transformer.h.0.at
 The add carries ``nn_module_stack`` … + (P, "AddLoRALayer"); the branch … + (P.lora, "LoRALayer"),
 so the block view shows an "Add LoRA Layer" composite that unboxes into the add and a "LoRA Layer".
 Whatever lies between the projection and the target, the branch equals ΔW = B·A·scaling added to the
-projection's weight on the target's output columns: x is the projection's own input.
+projection's weight on the target's output columns: x is the projection's own input. When the target
+holds an interleaved column set in another layout (GPT-NeoX's heads before seq), the final reshape is
+``reshape [target dims, tokens first] ─ permute`` — a fixed permutation, so still exact.
 """
 
 from __future__ import annotations
@@ -122,11 +124,14 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
         cursor[0] = node
         return node
 
+    order = list(target.layout) if target.layout else list(range(tval.dim()))  # target dims in [tokens, out] order
+    unpermute = sorted(range(len(order)), key=order.__getitem__)
     with fake:
         x2 = xval.reshape(-1, target.in_features)  # (tokens…, in) -> (N, in)
         h = x2.new_empty((x2.shape[0], config.r))  # (N, r)
         o = x2.new_empty((x2.shape[0], target.out_features))  # (N, out)
-        back = o.reshape(tval.shape)  # (N, out) -> the target's shape
+        laid = o.reshape([tval.shape[d] for d in order])  # (N, out) -> the target's dims, tokens first
+        back = laid.permute(unpermute) if target.layout else laid  # -> the target's shape (GPT-NeoX: heads before seq)
         added = tval + back
     sizes = [emit("call_function", aten.sym_size.int, (tnode, d), f"size{d}", size, branch_stack)
              if isinstance(size, torch.SymInt) else int(size) for d, size in enumerate(tval.shape)]
@@ -137,7 +142,12 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
     b = emit("call_module", f"{mod_path}.lora_B", (a,), "B", o,
              {**branch_stack, f"{mod_path}.lora_B": (f"{mod_path}.lora_B", "Linear")})
     scaled = emit("call_function", aten.mul.Tensor, (b, float(config.scaling)), "scale", o, branch_stack)
-    shaped = emit("call_function", aten.reshape.default, (scaled, sizes), "out", back, branch_stack)
+    if target.layout:  # an interleaved column set: the fixed permutation that lays B·A·x out like the target
+        laid_node = emit("call_function", aten.reshape.default, (scaled, [sizes[d] for d in order]), "laid", laid,
+                         branch_stack)
+        shaped = emit("call_function", aten.permute.default, (laid_node, unpermute), "out", back, branch_stack)
+    else:
+        shaped = emit("call_function", aten.reshape.default, (scaled, sizes), "out", back, branch_stack)
     add_name = ""
     if not bare:
         add = emit("call_function", aten.add.Tensor, (tnode, shaped), "add", added, add_stack)
@@ -163,7 +173,7 @@ def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
     nodes = {n.name: n for n in graph.nodes}
     if block.add_node:
         add = nodes[block.add_node]
-        add.replace_all_uses_with(nodes[block.onto])
+        add.replace_all_uses_with(add.args[0])  # the value it added onto (another block's add when stacked)
         if block.add_node not in block.nodes:  # a bare block's wire
             graph.erase_node(add)
     for name in reversed(block.nodes):

@@ -20,16 +20,53 @@ class Target:
     target_node: str  # fx node name of the tensor to adapt (projection output or the q/k/v slice)
     input_node: str  # fx node name of x, the tensor the projection reads
     in_features: int
-    out_features: int  # width of the adapted tensor (the slice width for a fused projection)
-    columns: tuple[int, int] | None = None  # (start, stop) output columns of a fused projection, None for a whole module
+    out_features: int  # width of the LoRA output: len(columns) for part of a fused projection
+    columns: tuple[int, ...] | None = None  # the projection's output columns it adapts, in order; None = all (whole module)
     attention: str | None = None  # module path of the attention composite that consumes it
+    layout: tuple[int, ...] | None = None  # target's dims in the order that lays [tokens, out] out (None: a reshape)
+
+    def __post_init__(self) -> None:  # JSON gives lists; the target stays hashable and compares equal
+        for name in ("columns", "layout"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(int(v) for v in value))
 
     @property
     def is_slice(self) -> bool:
         return self.columns is not None
 
+    @property
+    def column_kind(self) -> str:
+        """How the target sits in its projection: "whole", "contiguous slice" or "interleaved set"."""
+        if self.columns is None:
+            return "whole"
+        cols = self.columns
+        return "contiguous slice" if list(cols) == list(range(cols[0], cols[0] + len(cols))) else "interleaved set"
+
+    @property
+    def column_text(self) -> str:
+        """The columns as people write them: "" (whole), "[64:128]", or "{0:16, 48:64, …} (64 of 192)"."""
+        if self.columns is None:
+            return ""
+        runs = column_runs(self.columns)
+        if len(runs) == 1:
+            return f"[{runs[0][0]}:{runs[0][1]}]"
+        shown = ", ".join(f"{a}:{b}" for a, b in runs[:4]) + (", …" if len(runs) > 4 else "")
+        return f"{{{shown}}} ({len(self.columns)} columns)"
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def column_runs(columns) -> list[tuple[int, int]]:
+    """Consecutive ascending runs of a column list as (start, stop) pairs: (0..15, 48..63) -> [(0, 16), (48, 64)]."""
+    runs: list[tuple[int, int]] = []
+    for c in columns:
+        if runs and c == runs[-1][1]:
+            runs[-1] = (runs[-1][0], c + 1)
+        else:
+            runs.append((c, c + 1))
+    return runs
 
 
 @dataclass(frozen=True)

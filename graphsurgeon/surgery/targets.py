@@ -46,7 +46,7 @@ def find_targets(cm, roles=ROLES) -> list[Target]:
 def _make(hit: dict, role: str, attention: str | None) -> Target:
     return Target(layer=layer_index(hit["module"]), role=role, module=hit["module"], kind=hit["kind"],
                   target_node=hit["target"].name, input_node=hit["x"].name, in_features=hit["in_features"],
-                  out_features=hit["width"], columns=hit["columns"], attention=attention)
+                  out_features=hit["width"], columns=hit["columns"], attention=attention, layout=hit.get("layout"))
 
 
 def projection_targets(cm) -> list[Target]:

@@ -14,14 +14,19 @@ def _text(val) -> str:
     return type(val).__name__ if val is not None else "no value"
 
 
-def _tokens(val: torch.Tensor):
-    """The number of token rows (product of all dims but the last), as a sympy expression."""
+def _product(dims):
+    """The product of sizes, as a sympy expression."""
     import sympy
 
     expr = sympy.Integer(1)
-    for d in val.shape[:-1]:
+    for d in dims:
         expr = expr * (d.node.expr if isinstance(d, torch.SymInt) else sympy.Integer(int(d)))
     return sympy.expand(expr)
+
+
+def _tokens(val: torch.Tensor):
+    """The number of token rows (product of all dims but the last), as a sympy expression."""
+    return _product(val.shape[:-1])
 
 
 def check_insertion(cm, target, config) -> list[Diagnostic]:
@@ -55,12 +60,13 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
     if x.shape[-1] != target.in_features:
         out.append(Diagnostic(xnode.name, "the input's last dim must equal the projection's in_features.",
                               f"[…, {target.in_features}]", _text(x)))
-    if t.shape[-1] != target.out_features:
+    out += _column_problems(tnode, t, target, hit)
+    if target.layout is None and t.shape[-1] != target.out_features:
         out.append(Diagnostic(tnode.name, "the target's last dim must equal the LoRA output width.",
                               f"[…, {target.out_features}]", _text(t)))
-    if _tokens(x) != _tokens(t):
+    elif _tokens(x) * target.out_features != _product(t.shape):
         out.append(Diagnostic(tnode.name, "the token dims of x and of the target differ, so B·A·x cannot be added.",
-                              "[" + ", ".join(map(str, x.shape[:-1])) + ", …]", _text(t)))
+                              "[" + ", ".join(map(str, x.shape[:-1])) + f"] tokens × {target.out_features}", _text(t)))
     if t.dtype != x.dtype:
         out.append(Diagnostic(tnode.name, "x and the target have different dtypes.", str(x.dtype), str(t.dtype)))
     hi = min(target.in_features, target.out_features)
@@ -72,3 +78,18 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
     if config.init not in ("kaiming", "gaussian"):
         out.append(Diagnostic(tnode.name, "init must be 'kaiming' or 'gaussian'.", "kaiming | gaussian", config.init))
     return out
+
+
+def _column_problems(tnode, t, target, hit: dict) -> list[Diagnostic]:
+    """The target's columns and layout must be what the graph says the tensor holds (column provenance)."""
+    if target.columns is None and target.layout is None and hit["columns"] is None:
+        return []
+    if hit["columns"] != target.columns:
+        what = "every column" if hit["columns"] is None else f"{len(hit['columns'])} columns"
+        return [Diagnostic(tnode.name, f"this tensor holds {what} of {hit['module']}, not the columns the target "
+                                       "names; find the targets again on the current model.",
+                           f"{len(target.columns or ())} columns", what)]
+    if hit["layout"] != target.layout:
+        return [Diagnostic(tnode.name, "the target's layout of its columns is not the tensor's; find the targets again "
+                                       "on the current model.", str(target.layout), str(hit["layout"]))]
+    return []

@@ -33,18 +33,23 @@ MLM = {mlm!r}
 class LoRALayer(nn.Module):
     """Low-rank update of a projection's output: x -> B(A(dropout(x))) * scaling, reshaped like the target."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, scaling: float, dropout: float) -> None:
+    def __init__(self, in_features: int, out_features: int, r: int, scaling: float, dropout: float,
+                 layout: list | None = None) -> None:
         super().__init__()
         self.lora_A = nn.Linear(in_features, r, bias=False)  # [r, in]
         self.lora_B = nn.Linear(r, out_features, bias=False)  # [out, r]
         self.scaling = scaling
         self.dropout = dropout
+        self.layout = layout  # interleaved heads: the target's dims in [tokens, out] order, e.g. [0, 2, 1, 3]
 
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x2 = torch.ops.aten.reshape.default(x, [-1, self.lora_A.in_features])  # [tokens, in]
         x2 = torch.ops.aten.dropout.default(x2, self.dropout, self.training)
         out = self.lora_B(self.lora_A(x2)) * self.scaling  # [tokens, r] -> [tokens, out]
-        return torch.ops.aten.reshape.default(out, list(target.shape))
+        if self.layout is None:
+            return torch.ops.aten.reshape.default(out, list(target.shape))
+        laid = torch.ops.aten.reshape.default(out, [target.shape[d] for d in self.layout])  # tokens first
+        return torch.ops.aten.permute.default(laid, sorted(range(len(self.layout)), key=self.layout.__getitem__))
 
 
 def _module(root: nn.Module, path: str) -> nn.Module:

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import lora_math  # noqa: E402  (the LoRA column maths, next to this file)
 import model as exported  # noqa: E402  (model.py next to this file)
 
 
@@ -172,40 +173,35 @@ def all_tensors(model) -> dict[str, torch.Tensor]:
 
 
 def peft_adapter(model) -> tuple[dict[str, torch.Tensor], dict]:
-    """The PEFT adapter: one LoRA per module; slices of a fused module stacked into one exact adapter."""
-    with open(os.path.join(HERE, "surgery.json")) as f:
-        recipe = json.load(f)
-    params = dict(model.named_parameters())
+    """The PEFT adapter: one LoRA per module; column sets of a fused module stacked into one exact adapter."""
+    recipe = _recipe()
     groups: dict[str, list] = {}
     for block in recipe["loras"]:
         if block.get("mergeable", True):  # a LoRA added onto another value is no ΔW of a weight: not for PEFT
             groups.setdefault(block["target"]["module"], []).append(block)
-    tensors, ranks, alphas = {}, {}, {}
-    kind, dropout = "linear", 0.0
+    params = dict(model.named_parameters())
+    tensors, modules, kind, dropout = {}, {}, "linear", 0.0
     for module, blocks in groups.items():
-        kind = blocks[0]["target"]["kind"]
-        dropout = blocks[0]["config"]["dropout"]
+        kind, dropout = blocks[0]["target"]["kind"], blocks[0]["config"]["dropout"]
         w = params[module + ".weight"]
-        out_full = w.shape[1] if kind == "conv1d" else w.shape[0]
-        scaling = exported.LORAS[_lora_path(blocks[0])]["scaling"]
-        rank = sum(b["config"]["r"] for b in blocks)
-        a_parts, b_full, col = [], torch.zeros(out_full, rank, dtype=w.dtype), 0
-        for b in blocks:
-            path = _lora_path(b)
-            a, bw = params[path + ".lora_A.weight"].detach().cpu(), params[path + ".lora_B.weight"].detach().cpu()
-            start, stop = b["target"]["columns"] or (0, out_full)
-            b_full[start:stop, col:col + a.shape[0]] = bw * (exported.LORAS[path]["scaling"] / scaling)
-            a_parts.append(a)
-            col += a.shape[0]
-        tensors[f"base_model.model.{module}.lora_A.weight"] = torch.cat(a_parts).contiguous()
-        tensors[f"base_model.model.{module}.lora_B.weight"] = b_full.contiguous()
-        ranks[module], alphas[module] = rank, scaling * rank
-    config = {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": recipe.get("source"),
-              "r": next(iter(ranks.values()), 8), "lora_alpha": next(iter(alphas.values()), 8),
-              "lora_dropout": dropout, "bias": "none", "use_rslora": False, "fan_in_fan_out": kind == "conv1d",
-              "target_modules": sorted(groups), "rank_pattern": ranks, "alpha_pattern": alphas,
-              "init_lora_weights": True, "modules_to_save": None, "inference_mode": True}
-    return tensors, config
+        a, b, scaling = lora_math.peft_tensors([_block(params, blk) for blk in blocks],
+                                               w.shape[1] if kind == "conv1d" else w.shape[0])
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(w.dtype)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(w.dtype)
+        modules[module] = (a.shape[0], scaling)
+    return tensors, lora_math.peft_config(modules, dropout, kind == "conv1d", recipe.get("source"))
+
+
+def _recipe() -> dict:
+    with open(os.path.join(HERE, "surgery.json")) as f:
+        return json.load(f)
+
+
+def _block(params: dict, block: dict) -> dict:
+    """A block of surgery.json as lora_math reads it: its trained A, B, columns and scaling."""
+    path = _lora_path(block)
+    return {"A": params[path + ".lora_A.weight"], "B": params[path + ".lora_B.weight"],
+            "columns": block["target"]["columns"], "scaling": exported.LORAS[path]["scaling"]}
 
 
 def _lora_path(block: dict) -> str:
@@ -228,25 +224,19 @@ def save(model) -> None:
 def merge(model) -> str:
     """Write merged/: config.json + model.safetensors with every LoRA folded into its base weight."""
     base = {k: v.clone() for k, v in all_tensors(model).items() if ".lora_A." not in k and ".lora_B." not in k}
-    with open(os.path.join(HERE, "surgery.json")) as f:
-        recipe = json.load(f)
+    recipe = _recipe()
     params = dict(model.named_parameters())
     unmergeable = [b["path"] for b in recipe["loras"] if not b.get("mergeable", True)]
     if unmergeable:
         fail(f"{', '.join(unmergeable)} add their LoRA onto another value than their projection's output, so they "
              "cannot be folded into a weight; nothing was merged (use model.py as it is).")
     for block in recipe["loras"]:
-        t, path = block["target"], _lora_path(block)
-        a, b = params[path + ".lora_A.weight"].detach().cpu(), params[path + ".lora_B.weight"].detach().cpu()
-        delta = (b @ a) * exported.LORAS[path]["scaling"]  # [out, in]
-        if not torch.isfinite(delta).all():
-            fail(f"the LoRA update of {path} has non-finite values; nothing was merged.")
-        start, stop = t["columns"] or (0, delta.shape[0])
-        w = base[t["module"] + ".weight"]
-        if t["kind"] == "conv1d":
-            w[:, start:stop] += delta.T.to(w.dtype)
-        else:
-            w[start:stop] += delta.to(w.dtype)
+        t = block["target"]
+        try:
+            base[t["module"] + ".weight"] = lora_math.fold(base[t["module"] + ".weight"], _block(params, block),
+                                                           fan_in_fan_out=t["kind"] == "conv1d")
+        except ValueError:
+            fail(f"the LoRA update of {_lora_path(block)} has non-finite values; nothing was merged.")
     out = os.path.join(HERE, "merged")
     os.makedirs(out, exist_ok=True)
     save_file(base, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})

@@ -1,37 +1,38 @@
-"""Structural recognisers on the fx graph: projections, fused-projection parts, attention cores.
+"""Structural recognisers on the fx graph: projections, the columns a tensor holds of one, attention cores.
 
-Everything here reads the graph's structure (ops, shapes, module classes from ``nn_module_stack``),
-never module names. Surgery (LoRA targets), validation and the semantic roles all build on it.
+Everything here reads the graph's structure (ops, shapes, parameters), never module names.
+Surgery (LoRA targets), validation and the semantic roles all build on it.
 
-A projection is:
-- a Linear: ``aten.linear(x, W, b)`` or ``addmm(b, x, t(W))`` / ``mm(x, t(W))`` with W a weight ``get_attr``;
-- GPT-2's Conv1D: ``view(addmm(b, view(x, [-1, in]), W), [..., out])`` inside a module of class Conv1D;
-- one part of a fused projection: ``getitem(split(proj, n, -1), i)`` or ``slice(proj, -1, a, b)``
-  (GPT-2's c_attn in three equal parts, GPTBigCode's multi-query c_attn split unevenly).
+A projection is a weight parameter applied to x, in any form torch.export writes it:
+- ``linear(x, W, b)``;
+- ``view(addmm(b, view(x, [-1, in]), t(W)), [..., out])`` / ``mm`` without bias (a Linear on 3-D input);
+- GPT-2's Conv1D: the same with W itself ([in, out], kind "conv1d");
+- ``matmul(x, W.T)`` (Falcon's ``x @ self.weight.T``), ``matmul(x, W)`` ([in, out]);
+- any of those without bias followed by ``add(…, b)`` with a bias parameter of shape [out].
+Which of its output columns an attention operand reads — a whole projection, GPT-2's last-dim split,
+GPT-NeoX's per-head interleave — is column provenance (`columns.py`).
 """
 
 from __future__ import annotations
 
-import operator
 import re
 
 import torch
 import torch.fx
 
+from graphsurgeon.graph.semantics.columns import LAYOUT, Columns, op_of, trace_columns  # noqa: F401
+
 aten = torch.ops.aten
 
-
-# ops that move or re-lay data without mixing values across the projection's output columns
-SHAPE_ONLY = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "unsqueeze", "squeeze",
-              "clone", "expand", "alias", "detach", "to", "_to_copy", "type_as", "repeat_interleave",
-              "_assert_tensor_metadata", "dropout"}
-# element-wise rotary-embedding arithmetic: followed on every tensor operand, the projection must be unique
-ROTARY = {"mul", "add", "sub", "cat", "neg", "slice", "stack", "div"}
-
-
-def op_of(node: torch.fx.Node) -> str:
-    packet = getattr(node.target, "_overloadpacket", None)
-    return packet.__name__ if packet is not None else getattr(node.target, "__name__", str(node.target))
+SDPA = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu"}
+MATMUL = {"matmul", "bmm", "baddbmm"}
+# between the QK product and softmax: masks, scale, soft-capping, relative-position terms (added, never gathered)
+SCORE_OPS = {"add", "sub", "mul", "div", "masked_fill", "where", "to", "_to_copy", "type_as", "view", "reshape",
+             "_unsafe_view", "expand", "clone", "contiguous", "tanh", "dropout", "neg", "float"}
+# between softmax and the product with V: casts, dropout, head masks, reshapes
+PROBS_OPS = {"to", "_to_copy", "type_as", "dropout", "view", "reshape", "_unsafe_view", "masked_fill", "where",
+             "mul", "clone", "contiguous", "expand", "_assert_tensor_metadata"}
 
 
 def module_of(node: torch.fx.Node) -> tuple[str, str]:
@@ -50,10 +51,24 @@ def layer_index(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _weight(node) -> torch.fx.Node | None:
-    if isinstance(node, torch.fx.Node) and node.op == "call_function" and op_of(node) in ("t", "permute", "transpose"):
-        node = node.args[0]
-    return node if isinstance(node, torch.fx.Node) and node.op == "get_attr" else None
+def _param(node) -> torch.fx.Node | None:
+    """`node` if it reads a parameter (get_attr of an nn.Parameter: a weight, not a buffer or constant)."""
+    if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
+        return None
+    obj = node.graph.owning_module
+    for part in node.target.split("."):
+        obj = getattr(obj, part, None)
+    return node if isinstance(obj, torch.nn.Parameter) else None
+
+
+def _weight(node) -> tuple[torch.fx.Node, bool] | None:
+    """(weight get_attr, transposed) for W or W.T / t(W) / permute(W, [1, 0]) / transpose(W, 0, 1)."""
+    if isinstance(node, torch.fx.Node) and node.op == "call_function" and op_of(node) in ("t", "numpy_T", "permute",
+                                                                                           "transpose"):
+        w = _param(node.args[0])
+        return (w, True) if w is not None and len(_shape(w)) == 2 else None
+    w = _param(node)
+    return (w, False) if w is not None and len(_shape(w)) == 2 else None
 
 
 def _shape(node) -> tuple:
@@ -61,134 +76,144 @@ def _shape(node) -> tuple:
     return tuple(val.shape) if isinstance(val, torch.Tensor) else ()
 
 
+def _describe(node, x, w, transposed: bool, module: str = "") -> dict:
+    """The projection dict: weight [out, in] when transposed in the product (a Linear), else [in, out]."""
+    a, b = _shape(w)
+    out, inn = (a, b) if transposed else (b, a)
+    path = module or module_of(node)[0] or w.target.rpartition(".")[0]
+    return dict(module=path, kind="linear" if transposed else "conv1d", x=x, in_features=int(inn),
+                out_features=int(out), weight=w.target)
+
+
 def projection(node: torch.fx.Node) -> dict | None:
-    """If `node` is the output of a whole Linear/Conv1D, describe it (module, kind, x, in, out)."""
-    if node.op != "call_function":
+    """If `node` is the output of a whole projection, describe it (module, kind, x, in/out_features, weight)."""
+    if not isinstance(node, torch.fx.Node) or node.op != "call_function":
         return None
     op = op_of(node)
-    if op == "linear" and _weight(node.args[1]) is not None:
-        w = node.args[1]
-        out, inn = _shape(w)
-        return dict(module=module_of(node)[0] or w.target.rpartition(".")[0], kind="linear", x=node.args[0],
-                    in_features=int(inn), out_features=int(out), weight=w.target)
-    if op in ("view", "reshape", "_unsafe_view") and isinstance(node.args[0], torch.fx.Node):
-        inner = node.args[0]
-        if inner.op == "call_function" and op_of(inner) in ("addmm", "mm"):
-            mat, wnode = (inner.args[1], inner.args[2]) if op_of(inner) == "addmm" else (inner.args[0], inner.args[1])
-            path, cls = module_of(inner)
-            x = mat.args[0] if isinstance(mat, torch.fx.Node) and op_of(mat) in ("view", "reshape") else mat
-            if wnode is not None and isinstance(wnode, torch.fx.Node) and wnode.op == "get_attr" and cls == "Conv1D":
-                inn, out = _shape(wnode)  # Conv1D weight is [in, out]
-                return dict(module=path, kind="conv1d", x=x, in_features=int(inn), out_features=int(out),
-                            weight=wnode.target)
-            w = _weight(wnode)
-            if w is not None:
-                out, inn = _shape(w)
-                return dict(module=path or w.target.rpartition(".")[0], kind="linear", x=x,
-                            in_features=int(inn), out_features=int(out), weight=w.target)
+    if op == "linear":
+        w = _param(node.args[1])
+        return _describe(node, node.args[0], w, True) if w is not None else None
+    if op == "add" and len(node.args) == 2:  # a bias-free product + a bias parameter [out]
+        inner, bias = node.args
+        hit = _product(inner) if _param(bias) is not None and len(_shape(bias)) == 1 else None
+        return hit if hit is not None and _shape(bias)[0] == hit["out_features"] else None
+    if op in ("view", "reshape", "_unsafe_view") and isinstance(node.args[0], torch.fx.Node) \
+            and op_of(node.args[0]) == "addmm":
+        return _flat_product(node, node.args[0], node.args[0].args[1], node.args[0].args[2])
+    hit = _product(node)
+    return hit if hit is not None and not _bias_follows(node, hit) else None
+
+
+def _bias_follows(node, hit: dict) -> bool:
+    """True when a bias parameter is added right after this product (the add is the projection's output)."""
+    return any(op_of(u) == "add" and len(u.args) == 2 and u.args[0] is node and _param(u.args[1]) is not None
+               and _shape(u.args[1]) == (hit["out_features"],) for u in node.users)
+
+
+def _product(node) -> dict | None:
+    """x @ W (mm/matmul, possibly flattened to 2-D and viewed back), without bias."""
+    if not isinstance(node, torch.fx.Node) or node.op != "call_function":
+        return None
+    op = op_of(node)
+    if op == "matmul":
+        w = _weight(node.args[1])
+        return _describe(node, node.args[0], *w) if w is not None and len(_shape(node)) >= 2 else None
+    if op in ("view", "reshape", "_unsafe_view") and isinstance(node.args[0], torch.fx.Node) \
+            and op_of(node.args[0]) == "mm":
+        return _flat_product(node, node.args[0], node.args[0].args[0], node.args[0].args[1])
     return None
+
+
+def _flat_product(node, mm, mat, wnode) -> dict | None:
+    """view(addmm/mm(view(x, [-1, in]), W), [..., out]): the 2-D product viewed back to x's token dims."""
+    w = _weight(wnode)
+    if w is None:
+        return None
+    x = mat.args[0] if isinstance(mat, torch.fx.Node) and op_of(mat) in ("view", "reshape", "_unsafe_view") else mat
+    hit = _describe(mm, x, *w, module=module_of(mm)[0])
+    return hit if _shape(node) and _shape(node)[-1] == hit["out_features"] else None
 
 
 def producer(node: torch.fx.Node) -> dict | None:
-    """A projection output, or one last-dim part of a fused projection (with its columns)."""
+    """A projection output, or a pure layout of some of its columns (GPT-2's q slice, GPT-NeoX's q heads)."""
     whole = projection(node)
     if whole is not None:
-        return dict(whole, target=node, columns=None, width=whole["out_features"])
-    if node.op != "call_function":
+        return dict(whole, target=node, columns=None, width=whole["out_features"], layout=None, projection=node)
+    if node.op != "call_function" or op_of(node) not in LAYOUT:
         return None
-    if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node):
-        split = node.args[0]
-        if split.op == "call_function" and op_of(split) in ("split", "split_with_sizes"):
-            base = projection(_keep_rows(split.args[0]))
-            dim = split.args[2] if len(split.args) > 2 else split.kwargs.get("dim", 0)
-            rank = len(_shape(split.args[0]))
-            if base is None or dim % max(rank, 1) != rank - 1:
-                return None
-            sizes = split.args[1]
-            total = base["out_features"]
-            sizes = [sizes] * (total // sizes) + ([total % sizes] if total % sizes else []) if isinstance(sizes, int) else list(sizes)
-            i = int(node.args[1])
-            start = sum(sizes[:i])
-            return dict(base, target=node, columns=(start, start + sizes[i]), width=sizes[i])
-    if op_of(node) == "slice" and isinstance(node.args[0], torch.fx.Node):
-        base = projection(_keep_rows(node.args[0]))
-        rank = len(_shape(node.args[0]))
-        args = list(node.args) + [0, None, None, 1][len(node.args) - 1:]
-        dim, start, stop, step = args[1], args[2], args[3], args[4]
-        if base is None or step != 1 or dim % max(rank, 1) != rank - 1:
-            return None
-        total = base["out_features"]
-        start = 0 if start is None else (start + total if start < 0 else min(start, total))
-        stop = total if stop is None else (stop + total if stop < 0 else min(stop, total))
-        return dict(base, target=node, columns=(start, stop), width=stop - start)
-    return None
+    hit = trace_back(node)
+    return hit if hit is not None and hit["target"] is node else None
 
 
-def _keep_rows(node):
-    """Look through ops that keep the last dim and the row-major token order (BigCode's unsqueeze before split)."""
-    while isinstance(node, torch.fx.Node) and node.op == "call_function" and projection(node) is None \
-            and op_of(node) in ("unsqueeze", "squeeze", "view", "reshape", "_unsafe_view", "contiguous", "clone") \
-            and _shape(node) and _shape(node.args[0]) and _shape(node)[-1] == _shape(node.args[0])[-1]:
-        node = node.args[0]
-    return node
+def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0, cache: dict | None = None) -> dict | None:
+    """The projection `node` reads and what of it: the projection dict plus
 
-
-def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0) -> dict | None:
-    """Follow `node` back through shape-only ops (and rotary arithmetic) to the unique producer."""
-    if not isinstance(node, torch.fx.Node) or depth > 40:
+    target: the tensor a LoRA adds onto (the role tensor: P itself, GPT-2's split, GPT-NeoX's chunk of heads);
+    columns: the projection's output columns it holds, in order (None: all of them, a whole projection);
+    width: how many; layout: how [tokens, width] is laid out as target (None: a plain reshape);
+    projection: the projection's output node. None when no unique projection feeds it.
+    """
+    if not isinstance(node, torch.fx.Node):
         return None
-    if node.name in lora_adds:  # an inserted Add LoRA Layer: look through it to the adapted tensor
-        return trace_back(node.args[0], lora_adds, depth + 1)
-    found = producer(node)
-    if found is not None or node.op != "call_function":
-        return found
-    op = op_of(node)
-    if op in SHAPE_ONLY:
-        return trace_back(node.args[0], lora_adds, depth + 1)
-    if op in ROTARY:
-        flat = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        flat += [x for a in node.args if isinstance(a, (list, tuple)) for x in a if isinstance(x, torch.fx.Node)]
-        hits = [h for h in (trace_back(a, lora_adds, depth + 1) for a in flat) if h is not None]
-        if hits and all(h["target"] is hits[0]["target"] for h in hits):
-            return hits[0]
-    return None
+    found = trace_columns(node, lambda n: projection(n) is not None, lora_adds, cache)
+    if found is None:
+        return None
+    return dict(projection(found.projection), target=found.role, columns=found.columns, width=found.width,
+                layout=found.layout, projection=found.projection)
 
 
 def attention_operands(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, dict[str, torch.fx.Node]]]:
-    """(attention node, {"q": …, "k": …, "v": …}) for SDPA ops and eager matmul → softmax → matmul."""
+    """(attention node, {"q": …, "k": …, "v": …}) for SDPA ops and eager (b)matmul → softmax → (b)matmul.
+
+    Eager scores may be ``baddbmm(bias, q, k)`` (BLOOM's ALiBi); masks, scaling, soft-capping and added
+    relative-position terms (DeBERTa's c2p/p2c) may sit between the scores and softmax.
+    """
     found = []
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
         op = op_of(node)
-        if op in ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
-                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu"):
+        if op in SDPA:
             found.append((node, {"q": node.args[0], "k": node.args[1], "v": node.args[2]}))
-        elif op in ("softmax", "_softmax"):
-            scores = _back_to(node.args[0], ("matmul", "bmm"))
-            probs_user = _forward_to(node, ("matmul", "bmm"))
-            if scores is not None and probs_user is not None:
-                v = probs_user.args[1]
-                found.append((node, {"q": scores.args[0], "k": scores.args[1], "v": v}))
+        elif op in ("softmax", "_softmax", "_safe_softmax"):
+            scores = _scores_product(node.args[0])
+            pv = _probs_product(node)
+            if scores is not None and pv is not None:
+                q, k = (scores.args[1], scores.args[2]) if op_of(scores) == "baddbmm" else scores.args[:2]
+                found.append((node, {"q": q, "k": k, "v": pv.args[1]}))
     return found
 
 
-def _back_to(node, ops, hops: int = 6):
-    while isinstance(node, torch.fx.Node) and hops > 0 and node.op == "call_function":
-        if op_of(node) in ops:
-            return node
-        tensors = [a for a in node.args if isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor)
-                   and a.meta["val"].dim() >= 3 and a.meta["val"].is_floating_point()]
-        node = tensors[0] if tensors else None
-        hops -= 1
+def _scores_product(node, budget: int = 24):
+    """The nearest batched matmul behind the softmax input, through score arithmetic only."""
+    frontier, seen = [node], set()
+    while frontier and budget > 0:
+        nxt = []
+        for n in frontier:
+            if not isinstance(n, torch.fx.Node) or n in seen or n.op != "call_function":
+                continue
+            seen.add(n)
+            budget -= 1
+            if op_of(n) in MATMUL and len(_shape(n)) >= 3:
+                return n
+            if op_of(n) in SCORE_OPS:
+                nxt.extend(a for a in n.args if isinstance(a, torch.fx.Node))
+        frontier = nxt
     return None
 
 
-def _forward_to(node, ops, hops: int = 4):
-    frontier = [node]
+def _probs_product(node, hops: int = 6):
+    """The batched matmul that multiplies the softmax output (as its first operand) with V."""
+    frontier = {node}
     for _ in range(hops):
-        frontier = [u for n in frontier for u in n.users if u.op == "call_function"]
-        for u in frontier:
-            if op_of(u) in ops:
-                return u
+        nxt = set()
+        for n in frontier:
+            for u in n.users:
+                if u.op != "call_function":
+                    continue
+                if op_of(u) in ("matmul", "bmm") and u.args[0] is n:
+                    return u
+                if op_of(u) in PROBS_OPS:
+                    nxt.add(u)
+        frontier = nxt
     return None

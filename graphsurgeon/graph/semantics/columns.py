@@ -1,0 +1,364 @@
+"""Column provenance: which output columns of a projection a tensor downstream of it holds, and in which order.
+
+The ops between a projection P (output [*tokens, out]) and a tensor T are replayed on integer
+tensors at the capture's example sizes: P's stand-in is ``arange(numel).view(P's shape)``, so every
+element says ``token * out + column``. Layout ops (view, transpose, permute, split, chunk, unbind,
+slice, select, index, cat, stack, expand, …) run as themselves; element-wise ops (rotary
+arithmetic, scaling, a bias add, a per-head norm) pass on the provenance of their first operand
+that comes from P. That covers GPT-2's last-dim split as well as GPT-NeoX's per-head
+[heads, 3, head_dim] interleave, BLOOM's select, Falcon's grouped split on the heads axis and
+CodeGen's per-group interleave — with no knowledge of any of them.
+
+The result names the *role tensor*: the first tensor on the way from P to T that is a pure layout
+(no arithmetic) of P's columns S, each (token, column) once. A LoRA adds B·A·x onto it after a
+fixed reshape + permute (`layout`), which is exactly ΔW on the rows S of P's weight.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+
+# ops that move data without computing on it: replayed as themselves on the provenance tensors
+LAYOUT = {"view", "reshape", "_unsafe_view", "transpose", "t", "numpy_T", "permute", "unsqueeze", "squeeze",
+          "expand", "broadcast_to", "repeat", "repeat_interleave", "flatten", "unflatten", "split",
+          "split_with_sizes", "chunk", "unbind", "slice", "select", "index", "index_select", "narrow", "cat",
+          "stack", "movedim", "contiguous", "clone", "alias", "detach", "roll", "flip", "getitem"}
+# ops after which the value no longer equals P's columns exactly (a LoRA cannot be added behind them)
+# unless they are identities: dropout outside training, a cast to the same dtype
+ELEMENTWISE = {"mul", "add", "sub", "div", "neg", "rsub", "pow", "sqrt", "rsqrt", "exp", "tanh", "sigmoid", "silu",
+               "gelu", "relu", "clamp", "clamp_min", "clamp_max", "clip", "masked_fill", "where", "to", "_to_copy",
+               "type_as", "dropout", "layer_norm", "rms_norm", "abs", "square", "sin", "cos"}
+WALK = LAYOUT | ELEMENTWISE
+_IDENTITY = {"dropout", "to", "_to_copy", "type_as"}  # exact when the dtype is unchanged (dropout: p=0 or eval)
+_BUDGET = 400  # nodes looked at behind one tensor before giving up
+_CACHE: dict = {}  # replay results by sub-graph signature: layer 11 costs what layer 0 did
+_CACHE_MAX = 2048
+
+
+def op_of(node: torch.fx.Node) -> str:
+    if node.target is operator.getitem:
+        return "getitem"
+    packet = getattr(node.target, "_overloadpacket", None)
+    return packet.__name__ if packet is not None else getattr(node.target, "__name__", str(node.target))
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What a tensor holds of one projection's output columns."""
+
+    projection: torch.fx.Node  # P: the projection output
+    columns: tuple[int, ...] | None  # S in the role tensor's order; None = every column in order (a whole projection)
+    role: torch.fx.Node  # the first pure-layout tensor holding exactly S (P itself for a whole projection)
+    layout: tuple[int, ...] | None  # dims of `role` in the order that lays [tokens, |S|] out (None: a plain reshape)
+
+    @property
+    def width(self) -> int:
+        return len(self.columns) if self.columns is not None else _hint_shape(self.projection)[-1]
+
+
+def _hint(v) -> int:
+    if isinstance(v, torch.SymInt):
+        hint = v.node.hint
+        if hint is None:
+            raise _NoReplay("unbacked size")
+        return int(hint)
+    return int(v)
+
+
+def _hint_shape(node) -> tuple[int, ...]:
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        raise _NoReplay("no tensor value")
+    return tuple(_hint(s) for s in val.shape)
+
+
+class _NoReplay(Exception):
+    """The ops cannot be replayed on provenance tensors (an unknown op, a size without example value)."""
+
+
+def trace_columns(node: torch.fx.Node, is_projection, lora_adds=frozenset(), cache: dict | None = None) -> Columns | None:
+    """The projection `node` reads and the columns it holds (None: no unique projection, or not replayable)."""
+    walk = _walk_back(node, is_projection, lora_adds)
+    if walk is None:
+        return None
+    proj, derived = walk
+    cache = _CACHE if cache is None else cache
+    if len(cache) > _CACHE_MAX:
+        cache.clear()
+    key = _signature(node, proj, derived, lora_adds)
+    if key in cache:
+        hit = cache[key]
+        return None if hit is None else Columns(proj, hit[0], _path_node(node, proj, derived, lora_adds, hit[1]), hit[2])
+    try:
+        result = _replay(node, proj, derived, lora_adds)
+    except (_NoReplay, RuntimeError, IndexError, ValueError, TypeError):
+        result = None
+    cache[key] = None if result is None else (result[0], result[1], result[2])
+    if result is None:
+        return None
+    return Columns(proj, result[0], _path_node(node, proj, derived, lora_adds, result[1]), result[2])
+
+
+def _walk_back(node, is_projection, lora_adds):
+    """(P, nodes that depend on P) behind `node` through LAYOUT/ELEMENTWISE ops; None unless P is unique."""
+    seen: set = set()
+    stack, sources, order = [node], set(), []
+    while stack:
+        n = stack.pop()
+        if n in seen or not isinstance(n, torch.fx.Node):
+            continue
+        seen.add(n)
+        if len(seen) > _BUDGET:
+            return None
+        if is_projection(n):
+            sources.add(n)
+            continue
+        if n.name in lora_adds:
+            order.append(n)
+            stack.append(n.args[0])
+            continue
+        if n.op != "call_function" or op_of(n) not in WALK:
+            continue
+        order.append(n)
+        stack.extend(_tensor_args(n))
+    if len(sources) != 1:
+        return None
+    proj = next(iter(sources))
+    visited = set(order)
+    memo: dict = {proj: True}
+
+    def depends(n) -> bool:  # does n read P (through the visited ops)?
+        if n not in memo:
+            memo[n] = False
+            memo[n] = n in visited and any([depends(a) for a in _inputs(n, lora_adds)])  # every input, no short cut
+        return memo[n]
+
+    if not depends(node):
+        return None
+    return proj, {n for n, yes in memo.items() if yes}
+
+
+def _inputs(n, lora_adds) -> list:
+    return [n.args[0]] if n.name in lora_adds else _tensor_args(n)
+
+
+def _tensor_args(n: torch.fx.Node) -> list:
+    out = []
+    for a in list(n.args) + list(n.kwargs.values()):
+        if isinstance(a, torch.fx.Node):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(x for x in a if isinstance(x, torch.fx.Node))
+    return out
+
+
+def _first_derived(n, derived):
+    for a in _tensor_args(n):
+        if a in derived:
+            return a
+    return None
+
+
+def _signature(node, proj, derived, lora_adds) -> tuple:
+    """A key equal for structurally identical sub-graphs (layer 0 and layer 11), for caching the replay."""
+    index: dict = {}
+    order: list = []
+
+    def visit(n):  # depth-first over the inputs that read P: the same order in every layer
+        if n in index or n is proj:
+            return
+        index[n] = len(index)
+        order.append(n)
+        for a in _inputs(n, lora_adds):
+            if a in derived:
+                visit(a)
+
+    visit(node)
+    parts: list = [("P", _hint_shape(proj))]
+    for n in order:
+        val = n.meta.get("val")
+        dtype = str(val.dtype) if isinstance(val, torch.Tensor) else ""
+        if n.name in lora_adds:
+            parts.append(("lora", _norm(n.args[0], index, proj, derived)))
+        else:
+            parts.append((str(n.target), dtype, _norm(n.args, index, proj, derived),
+                          _norm(n.kwargs, index, proj, derived)))
+    return tuple(parts)
+
+
+def _norm(a, index, proj, derived):
+    if isinstance(a, torch.fx.Node):
+        if a is proj:
+            return ("P",)
+        if a in derived:
+            return ("d", index.get(a, -2))
+        val = a.meta.get("val")
+        if isinstance(val, torch.SymInt):
+            return ("i", val.node.hint)
+        if isinstance(val, torch.Tensor):
+            const = _constant(a)
+            return ("t", tuple(_hint_or_none(s) for s in val.shape), str(val.dtype),
+                    tuple(const.flatten().tolist()) if const is not None and const.numel() <= 64 else None)
+        return ("?", repr(val))
+    if isinstance(a, (list, tuple)):
+        return tuple(_norm(x, index, proj, derived) for x in a)
+    if isinstance(a, dict):
+        return tuple((k, _norm(v, index, proj, derived)) for k, v in sorted(a.items()))
+    return a if isinstance(a, (int, float, bool, str, type(None))) else repr(a)
+
+
+def _hint_or_none(s):
+    return s.node.hint if isinstance(s, torch.SymInt) else int(s)
+
+
+def _constant(node) -> torch.Tensor | None:
+    """The value of an integer constant tensor the graph holds (Falcon's lifted index tensors), else None."""
+    while isinstance(node, torch.fx.Node) and node.op == "call_function" and op_of(node) in (
+            "lift_fresh_copy", "clone", "detach", "to", "_to_copy", "alias"):
+        node = node.args[0]
+    if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
+        return None
+    obj = node.graph.owning_module
+    try:
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        return None
+    if isinstance(obj, torch.Tensor) and not obj.is_meta and not obj.is_floating_point():
+        return obj.detach().cpu()
+    return None
+
+
+def _path_node(node, proj, derived, lora_adds, steps: int):
+    """The node `steps` hops from `node` back towards P along first-derived inputs (the replay's path)."""
+    for _ in range(steps):
+        node = node.args[0] if node.name in lora_adds else _first_derived(node, derived)
+    return node
+
+
+# ----------------------------------------------------------------------------------------------- replay
+
+def _replay(node, proj, derived, lora_adds):
+    """(columns or None, hops from `node` back to the role tensor, layout) by replaying on provenance tensors."""
+    out = _hint_shape(proj)[-1]
+    base = torch.arange(_numel(_hint_shape(proj)), dtype=torch.int64).view(_hint_shape(proj))
+    memo: dict = {proj: base}
+
+    def prov(n):
+        if n in memo:
+            return memo[n]
+        if n.name in lora_adds:
+            value = prov(n.args[0])
+        else:
+            op = op_of(n)
+            if op in LAYOUT:
+                value = n.target(*_args(n.args), **_args(n.kwargs))
+            elif op in ELEMENTWISE:
+                first = _first_derived(n, derived)
+                value = prov(first).broadcast_to(_hint_shape(n))
+            else:
+                raise _NoReplay(op)
+        memo[n] = value
+        return value
+
+    def _args(a):
+        if isinstance(a, torch.fx.Node):
+            if a in derived:
+                return prov(a)
+            val = a.meta.get("val")
+            if isinstance(val, torch.SymInt):
+                return _hint(val)
+            if isinstance(val, torch.Tensor):
+                const = _constant(a)
+                return const if const is not None else torch.full(_hint_shape(a), -1, dtype=torch.int64)
+            raise _NoReplay(f"argument {a.name}")
+        if isinstance(a, (list, tuple)):
+            return type(a)(_args(x) for x in a)
+        if isinstance(a, dict):
+            return {k: _args(v) for k, v in a.items()}
+        if isinstance(a, torch.dtype) and a.is_floating_point:
+            return torch.int64  # casts keep the provenance integer
+        return a
+
+    target = prov(node)
+    if not isinstance(target, torch.Tensor):
+        return None
+    wanted = set(torch.unique(target[target >= 0] % out).tolist())
+    path = [node]
+    while path[-1] is not proj:
+        step = path[-1]
+        path.append(step.args[0] if step.name in lora_adds else _first_derived(step, derived))
+    path.reverse()  # P … node
+    n_tokens = base.numel() // out
+    for i, n in enumerate(path):
+        if i and not _pure_layout(n, lora_adds):
+            break
+        value = prov(n)
+        if not isinstance(value, torch.Tensor) or value.numel() != n_tokens * len(wanted):
+            continue
+        found = _factor(value, out, n_tokens)
+        if found is None or set(found[0]) != wanted:
+            continue
+        cols, layout = found
+        columns = None if cols == tuple(range(out)) else cols
+        return columns, len(path) - 1 - i, layout
+    return None
+
+
+def _pure_layout(n, lora_adds) -> bool:
+    if n.name in lora_adds:
+        return True
+    op = op_of(n)
+    if op in LAYOUT:
+        return True
+    if op in _IDENTITY and n.args and isinstance(n.args[0], torch.fx.Node):
+        src, val = n.args[0].meta.get("val"), n.meta.get("val")
+        same = isinstance(src, torch.Tensor) and isinstance(val, torch.Tensor) and src.dtype == val.dtype
+        return same and (op != "dropout" or len(n.args) < 3 or n.args[1] == 0 or n.args[2] is False)
+    return False
+
+
+def _factor(value: torch.Tensor, out: int, n_tokens: int):
+    """(S, layout) if `value` lays out every token × the columns S once, dims separable into tokens and columns."""
+    tok, col = value // out, value % out
+    if (value < 0).any():
+        return None
+    token_dims, col_dims = [], []
+    for d in range(value.dim()):
+        size = value.shape[d]
+        if size == 1:
+            col_dims.append(d)
+            continue
+        moves_tok = bool((tok.narrow(d, 1, size - 1) != tok.narrow(d, 0, size - 1)).any())
+        moves_col = bool((col.narrow(d, 1, size - 1) != col.narrow(d, 0, size - 1)).any())
+        if moves_tok == moves_col:  # mixes tokens and columns, or repeats values
+            return None
+        (token_dims if moves_tok else col_dims).append(d)
+    stride = {d: _stride(tok, d) for d in token_dims}
+    token_dims.sort(key=lambda d: -stride[d])
+    layout = tuple(token_dims + col_dims)
+    laid = value.permute(layout).reshape(n_tokens, -1)
+    cols = laid[0] % out
+    expected = torch.arange(n_tokens, dtype=torch.int64)[:, None] * out + cols[None, :]
+    if laid.shape[0] != n_tokens or not torch.equal(laid, expected):
+        return None
+    moved = [d for d in layout if value.shape[d] > 1] != [d for d in range(value.dim()) if value.shape[d] > 1]
+    return tuple(cols.tolist()), (layout if moved else None)  # size-1 dims never need a permute
+
+
+def _stride(tok: torch.Tensor, d: int) -> int:
+    index = [0] * tok.dim()
+    first = tok[tuple(index)].item()
+    index[d] = 1
+    return int(tok[tuple(index)].item() - first)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
