@@ -26,11 +26,11 @@ OVERRIDES: dict[str, dict] = {
     "falcon": dict(new_decoder_architecture=True, num_kv_heads=2, multi_query=False),
     "codegen": dict(n_head=4, rotary_dim=8),
     "gptj": dict(rotary_dim=8),
-    "gpt_neo": dict(attention_types=[[["global", "local"], 1]], window_size=8),
+    "gpt_neo": dict(attention_types=[[["global", "local"], 1]], window_size=8, num_heads=HEADS),
     "gpt_neox": dict(rotary_pct=0.5),
     "phi": dict(partial_rotary_factor=0.5),
     "stablelm": dict(partial_rotary_factor=0.25),
-    "mpt": dict(d_model=HIDDEN, n_heads=HEADS, n_layers=LAYERS, expansion_ratio=4),
+    "mpt": dict(d_model=HIDDEN, n_heads=HEADS, n_layers=LAYERS, expansion_ratio=4, max_seq_len=POSITIONS),
     "deberta-v2": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16,
                        position_buckets=8),
     "deberta": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16),
@@ -41,38 +41,66 @@ KV_HEADS = 2  # grouped-query where the config has num_key_value_heads
 
 
 def tiny_config(model_type: str):
-    """The model type's config with small sizes (composite configs: every sub-config too)."""
-    cfg = tf.CONFIG_MAPPING[model_type]()
-    for sub in [cfg] + [getattr(cfg, n) for n in ("text_config", "vision_config", "qformer_config", "audio_config")
-                        if isinstance(getattr(cfg, n, None), tf.PretrainedConfig)]:
-        _shrink(sub, OVERRIDES.get(model_type, {}))
-    return cfg
+    """The model type's config with small sizes (composite configs: every sub-config too).
+
+    Built from keyword arguments, so fields derived at construction (GPT-Neo's attention_layers) follow.
+    """
+    cls = tf.CONFIG_MAPPING[model_type]
+    default = cls()
+    kwargs = _small(default, OVERRIDES.get(model_type, {}))
+    for name in ("text_config", "vision_config", "qformer_config", "audio_config"):
+        sub = getattr(default, name, None)
+        if isinstance(sub, tf.PretrainedConfig):
+            kwargs[name] = {**sub.to_dict(), **_small(sub, {})}
+    return cls(**kwargs)
 
 
-def _shrink(cfg, overrides: dict) -> None:
-    keys = set(cfg.to_dict()) | set(getattr(cfg, "attribute_map", {}))
+def _small(cfg, overrides: dict) -> dict:
+    """Keyword arguments that shrink `cfg`: the size fields it has, GQA heads, small token ids, overrides."""
+    fields = cfg.to_dict()
+    aliases = getattr(cfg, "attribute_map", {})
+    out = {}
     for name, value in _SIZES.items():
-        if name in keys and getattr(cfg, name, None) is not None:
-            setattr(cfg, name, value)
-    if getattr(cfg, "num_key_value_heads", None) is not None:
-        cfg.num_key_value_heads = KV_HEADS
-    if getattr(cfg, "head_dim", None) is not None and "head_dim" in cfg.to_dict():
-        cfg.head_dim = HIDDEN // HEADS
+        key = aliases.get(name, name)
+        if key in fields and fields[key] is not None:
+            out[key] = value
+    if fields.get("num_key_value_heads") is not None:
+        out["num_key_value_heads"] = KV_HEADS
+    if fields.get("head_dim") is not None:
+        out["head_dim"] = HIDDEN // HEADS
     for tok in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id"):
-        if isinstance(getattr(cfg, tok, None), int):
-            setattr(cfg, tok, min(getattr(cfg, tok), 2))
-    for name, value in overrides.items():
-        setattr(cfg, name, value)
+        if isinstance(fields.get(tok), int):
+            out[tok] = min(fields[tok], 2)
+    n = fields.get(aliases.get("num_hidden_layers", "num_hidden_layers"))
+    for key, value in fields.items():  # per-layer fields follow the layer count
+        if isinstance(value, list) and n and len(value) == n and key not in out:
+            out[key] = value[:LAYERS]
+        elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+            out[key] = {k: v for k, v in value.items() if int(k) < LAYERS}
+    out.update(overrides)
+    return out
 
 
 def model_class(model_type: str):
-    """The class a LoRA user fine-tunes: causal LM, else masked LM, else seq2seq LM, else the base model."""
+    """The class a LoRA user fine-tunes: seq2seq LM for encoder-decoders, masked LM for encoders, causal LM for
+    decoders, else the base model."""
     auto = tf.models.auto.modeling_auto
-    for mapping in (auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-                    auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_MAPPING_NAMES):
-        if model_type in mapping and not (mapping is auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES and model_type == "bart"):
-            return getattr(tf, mapping[model_type])
+    seq2seq = getattr(tiny_config(model_type), "is_encoder_decoder", False)
+    order = ([auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES] if seq2seq else []) + [
+        auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES, auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_MAPPING_NAMES]
+    config_class = tf.CONFIG_MAPPING[model_type]
+    for mapping in order:
+        cls = getattr(tf, mapping[model_type]) if model_type in mapping else None
+        if cls is not None and issubclass(config_class, cls.config_class):  # Llama4ForCausalLM wants the text config
+            return cls
     raise KeyError(model_type)
+
+
+def save(model_type: str, folder) -> str:
+    """The tiny model written with save_pretrained (config.json + model.safetensors): a folder a user would pass."""
+    model = build(model_type, attn="eager")
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return str(folder)
 
 
 def build(model_type: str, attn: str = "eager") -> torch.nn.Module:

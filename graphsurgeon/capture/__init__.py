@@ -7,9 +7,10 @@ import torch
 from graphsurgeon.capture.exporter import capture_hf_model, export_module
 from graphsurgeon.capture.presets import DEFAULT_PRESET, preset_names
 from graphsurgeon.capture.sources import ModelRecipe, resolve
+from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.graph.captured import CapturedModel
 
-__all__ = ["DEFAULT_PRESET", "ModelRecipe", "capture", "capture_module", "preset_names", "resolve"]
+__all__ = ["DEFAULT_PRESET", "ModelRecipe", "capture", "capture_module", "preset_names", "refuses_sdpa", "resolve"]
 
 
 def capture(source, *, meta: bool = False, eager_attention: bool = False,
@@ -23,12 +24,27 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
         return capture_module(source, example_inputs, dynamic=dynamic)
     recipe = resolve(str(source))
     attn = "eager" if eager_attention else "sdpa"
-    model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
+    notes = []
+    try:
+        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
+    except (ValueError, GraphsurgeonError) as err:
+        if attn != "sdpa" or not refuses_sdpa(err):
+            raise
+        attn = "eager"  # transformers has no SDPA path for this model: its eager attention is the graph
+        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
+        notes.append(f"eager attention: transformers does not support SDPA for {type(model).__name__}")
     weights = "meta" if meta else ("real" if recipe.weights_dir else "random")
     cm = capture_hf_model(model, name=recipe.name, weights=weights, config=dict(recipe.config), attn=attn,
                           materializer=lambda: recipe.build("cpu", attn_implementation=attn))
-    cm.weights_note = "architecture only (meta device)" if meta else recipe.note
+    cm.notes[:0] = notes
+    cm.weights_note = "; ".join(["architecture only (meta device)" if meta else recipe.note] + cm.notes)
     return cm
+
+
+def refuses_sdpa(err: BaseException) -> bool:
+    """True when transformers refused to build the model with SDPA attention (BLOOM, DeBERTa-v2, GPT-Neo)."""
+    text = str(err)
+    return "scaled_dot_product_attention" in text or "does not support an attention implementation" in text
 
 
 def capture_module(module: torch.nn.Module, example_inputs: dict | None, *, dynamic: dict | None = None) -> CapturedModel:

@@ -26,9 +26,14 @@ def example_token_inputs(model: torch.nn.Module, device: str, with_mask: bool) -
     return inputs
 
 
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length",
+                 "max_sequence_length", "context_length")
+
+
 def max_positions(model: torch.nn.Module) -> int:
+    """The longest sequence the config allows (its position table), 4096 when it names none."""
     cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+    for key in POSITION_KEYS:
         v = getattr(cfg, key, None)
         if isinstance(v, int) and v > 2:
             return v
@@ -49,34 +54,105 @@ def export_module(
     max_seq: int | None = None,
     name: str = "<module>",
 ) -> tuple[torch.fx.GraphModule, DimNames, list[str]]:
-    """Export `model(**inputs, **extra_kwargs)`; returns the unlifted GraphModule, dim names, output names."""
-    dynamic = default_dynamic(inputs) if dynamic is None else dynamic
-    dim_objs: dict[str, Dim] = {}
-    for axes in dynamic.values():
-        for dim_name in axes.values():
-            if dim_name not in dim_objs:
-                hi = max_seq if dim_name == "seq" and max_seq else 4096
-                dim_objs[dim_name] = Dim(dim_name, min=1 if dim_name == "batch" else 2, max=hi)
-    shapes = {k: ({ax: dim_objs[n] for ax, n in dynamic[k].items()} if k in dynamic else None) for k in inputs}
-    kwargs = dict(inputs)
-    for k, v in (extra_kwargs or {}).items():
-        kwargs[k] = v
-        shapes[k] = None
-    try:
-        ep = torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False)
-    except Exception as err:  # noqa: BLE001 - translated to one sentence
-        raise CaptureError(_explain_failure(err, name)) from err
+    """Export `model(**inputs, **extra_kwargs)`; returns the unlifted GraphModule, dim names, output names.
+
+    Sequence dims are bounded by `max_seq`. When torch.export finds the model cannot take that many
+    positions (GPT-Neo slices a causal buffer with `[:key_length]`, so seq must stay below its length),
+    the next bound is tried: the one torch.export suggests, max_seq - 1, then no maximum. A dim the
+    model's code fixes to its example size (RWKV loops over positions in Python) is made static.
+    `dims.bounds` records the bound used for each dynamic dim; `dims.static` the dims made static.
+    """
+    dynamic = default_dynamic(inputs) if dynamic is None else {k: dict(v) for k, v in dynamic.items()}
+    tried: list[int | None] = []
+    static: dict[str, int] = {}
+    queue: list[int | None] = [max_seq, max_seq - 1, None] if max_seq else [None]
+    hi = queue.pop(0)
+    for _ in range(8):
+        try:
+            ep, bounds = _export(model, inputs, dynamic, extra_kwargs, hi)
+            break
+        except Exception as err:  # noqa: BLE001 - translated to one sentence
+            text = str(err)
+            if "Constraints violated" not in text:
+                raise CaptureError(_explain_failure(err, name)) from err
+            fixed = _specialized(text, dynamic)
+            if fixed:  # the code fixes these dims: capture them at their example size
+                static.update(fixed)
+                continue
+            tried.append(hi)
+            suggested = _suggested_max(text)
+            options = [b for b in ([suggested] if suggested is not None else []) + queue if b not in tried]
+            if not options:
+                raise CaptureError(_explain_failure(err, name)) from err
+            hi = options[0]
+            queue = [b for b in queue if b != hi]
+    else:  # pragma: no cover - eight attempts without a capture
+        raise CaptureError(f"torch.export could not capture {name} with dynamic batch and sequence sizes.")
     gm = ep.module()
-    dims = DimNames()
+    dims = DimNames(bounds=bounds)
+    dims.static = static
     for node in gm.graph.nodes:
-        if node.op == "placeholder" and node.name in dynamic:
+        if node.op == "placeholder" and node.name in inputs:
             val = node.meta.get("val")
-            for axis, dim_name in dynamic[node.name].items():
+            for axis, dim_name in (dynamic.get(node.name) or {}).items():
                 size = val.shape[axis]
                 if isinstance(size, torch.SymInt):
                     dims.names[str(size.node.expr)] = dim_name
                 dims.examples[dim_name] = int(inputs[node.name].shape[axis])
     return gm, dims, _output_names(ep)
+
+
+def _export(model, inputs, dynamic, extra_kwargs, seq_max: int | None):
+    """One torch.export attempt with sequence dims bounded by `seq_max` (None: no maximum)."""
+    dim_objs: dict[str, Dim] = {}
+    bounds: dict[str, int | None] = {}
+    for axes in dynamic.values():
+        for dim_name in axes.values():
+            if dim_name not in dim_objs:
+                hi = 4096 if "seq" not in dim_name else seq_max
+                bounds[dim_name] = hi
+                lo = 1 if dim_name == "batch" else 2
+                dim_objs[dim_name] = Dim(dim_name, min=lo, max=hi) if hi is not None else Dim(dim_name, min=lo)
+    shapes = {k: ({ax: dim_objs[n] for ax, n in dynamic[k].items()} if dynamic.get(k) else None) for k in inputs}
+    kwargs = dict(inputs)
+    for k, v in (extra_kwargs or {}).items():
+        kwargs[k] = v
+        shapes[k] = None
+    return torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False), bounds
+
+
+def _specialized(message: str, dynamic: dict) -> dict[str, int]:
+    """Dims torch.export says the code fixes to a constant ("Suggested fixes: seq = 10"): removed from `dynamic`."""
+    import re
+
+    fixed = {}
+    for dim_name, value in re.findall(r"^\s*(\w+) = (\d+)\s*$", message, re.M):
+        for axes in dynamic.values():
+            for axis, n in list(axes.items()):
+                if n == dim_name:
+                    del axes[axis]
+                    fixed[dim_name] = int(value)
+    return fixed
+
+
+def _suggested_max(message: str) -> int | None:
+    """The max torch.export suggests for a seq dim ("Suggested fixes: seq = Dim('seq', max=63)"), else None."""
+    import re
+
+    m = re.search(r"Dim\('\w*seq\w*'[^)]*max=(\d+)", message)
+    return int(m.group(1)) if m else None
+
+
+def seq_bound_note(dims: DimNames, max_seq: int | None) -> str:
+    """One line when the sequence dims are not bounded by the model's position limit ("" when they are)."""
+    notes = [f"{n} is fixed at {v}: the model's code does not allow another {n} length"
+             for n, v in getattr(dims, "static", {}).items()]
+    used = {n: b for n, b in dims.bounds.items() if "seq" in n}
+    if used and any(b != max_seq for b in used.values()):
+        bound = next(iter(used.values()))
+        why = f"torch.export refused seq ≤ {max_seq} (the model's position limit)"
+        notes.append(f"{why}; captured with seq ≤ {bound}" if bound is not None else f"{why}; captured with no maximum on seq")
+    return "; ".join(notes)
 
 
 def _output_names(ep) -> list[str]:
@@ -120,16 +196,46 @@ def is_decoder(model: torch.nn.Module) -> bool:
 
 def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config: dict | None,
                      attn: str, materializer=None) -> CapturedModel:
-    """Capture a Hugging Face model with (batch, seq) dynamic token inputs."""
+    """Capture a Hugging Face model with (batch, seq) dynamic token inputs.
+
+    Encoder-decoder models (T5, BART) also get decoder_input_ids with their own dynamic length `dec_seq`.
+    """
     device = "meta" if any(p.is_meta for p in model.parameters()) else "cpu"
     decoder = is_decoder(model)
     inputs = example_token_inputs(model, device, with_mask=not decoder and forward_accepts(model, "attention_mask"))
-    if getattr(getattr(model, "config", None), "use_cache", False):
-        model.config.use_cache = False  # no KV cache in the graph: one forward over the whole sequence
-    gm, dims, outputs = export_module(model, inputs, max_seq=max_positions(model), name=name)
-    return CapturedModel(
+    dynamic = default_dynamic(inputs)
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and forward_accepts(model, "decoder_input_ids"):
+        gen = torch.Generator().manual_seed(1)
+        vocab = int(getattr(model.config, "vocab_size", 100) or 100)
+        inputs["decoder_input_ids"] = torch.randint(0, vocab, (EXAMPLE_BATCH, EXAMPLE_SEQ - 3), generator=gen).to(device)
+        dynamic["decoder_input_ids"] = {0: "batch", 1: "dec_seq"}
+    _no_cache(model)
+    limit = max_positions(model)
+    gm, dims, outputs = export_module(model, inputs, dynamic=dynamic, max_seq=limit, name=name)
+    cm = CapturedModel(
         gm=gm, dims=dims, model_class=type(model).__name__, source_name=name, weights=weights,
         input_names=list(inputs), output_names=outputs, example_inputs=inputs, config=config,
         module_classes={p: type(m).__name__ for p, m in model.named_modules()},
         attn_implementation=attn, materializer=materializer,
     )
+    note = seq_bound_note(dims, limit)
+    if note:
+        cm.notes.append(note)
+    return cm
+
+
+def _no_cache(model: torch.nn.Module) -> None:
+    """use_cache=False on every config the model's modules hold (T5's decoder stack and multimodal text models
+    keep their own): no KV cache in the graph, one forward over the whole sequence."""
+    seen: set[int] = set()
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        stack = [cfg]
+        while stack:
+            c = stack.pop()
+            if c is None or id(c) in seen or not hasattr(c, "to_dict"):
+                continue
+            seen.add(id(c))
+            if getattr(c, "use_cache", False):
+                c.use_cache = False
+            stack.extend(getattr(c, name, None) for name in ("text_config", "decoder", "encoder"))

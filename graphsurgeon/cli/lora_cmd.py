@@ -71,7 +71,8 @@ def run(args) -> int:
                      "shape": tm.shape_text, "input": t.input_node, "input_shape": xm.shape_text, "block": block.path})
     b = budget(cm)
     diags = validate_full(cm)
-    data = {"model": cm.source_name, "class": cm.model_class, "edit": entry.text, "config": config.as_dict(),
+    data = {"model": cm.source_name, "class": cm.model_class, "notes": list(cm.notes), "edit": entry.text,
+            "config": config.as_dict(),
             "targets": rows, "budget": b.as_dict(), "validation": [d.as_dict() for d in diags]}
     if args.recipe_out:
         from graphsurgeon.surgery.recipe import save_recipe
@@ -90,6 +91,8 @@ def run(args) -> int:
         return 0 if not diags else 1
     print(f"{cm.model_class} · {entry.text} · r={config.r} alpha={config.alpha:g} dropout={config.dropout:g}"
           f"{' rslora' if config.use_rslora else ''} (scaling {config.scaling:g})")
+    for note in cm.notes:  # what capture chose: eager attention, a sequence bound
+        print(f"note: {note}")
     _table(rows)
     print(b.text)
     print(f"training memory (weights + LoRA grads + AdamW states, no activations): {human_bytes(b.memory_bytes)} "

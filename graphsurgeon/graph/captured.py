@@ -29,6 +29,7 @@ class CapturedModel:
     materializer: Callable[[], torch.nn.Module] | None = None  # builds the model with weights, for meta captures
     loras: dict[str, Any] = field(default_factory=dict)  # LoRA block path -> surgery.spec.LoRABlock, in insertion order
     weights_note: str = ""  # one line on where the weights came from
+    notes: list[str] = field(default_factory=list)  # what capture chose for the user (eager attention, a seq bound)
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)
 

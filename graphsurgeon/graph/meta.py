@@ -13,6 +13,8 @@ class DimNames:
 
     names: dict[str, str] = field(default_factory=dict)  # symbol -> "batch" / "seq"
     examples: dict[str, int] = field(default_factory=dict)  # dim name -> example size (batch 2, seq 10)
+    bounds: dict[str, int | None] = field(default_factory=dict)  # dim name -> the max torch.export was given (None: open)
+    static: dict[str, int] = field(default_factory=dict)  # dims the model's code fixes, captured at this size
 
     def text(self, dim) -> str:
         """A dim as text: 768, batch, batch*seq."""
