@@ -72,7 +72,14 @@ def randomize(cm, seed: int = 1) -> None:
 
 def delta_w_oracle(arch: str, cm) -> torch.Tensor:
     """The unmodified model whose projection weights got ΔW·scaling added on the adapted columns."""
-    model = build(arch)
+    model = with_delta(build(arch), cm)
+    with torch.no_grad():
+        return model(**cm.example_inputs)[0]
+
+
+def with_delta(model: torch.nn.Module, cm) -> torch.nn.Module:
+    """`model` with every LoRA block of `cm` folded into its projection weight by hand: ΔW = B·A·scaling on the
+    rows (Linear [out, in]) or columns (Conv1D [in, out]) the target names, in the target's order."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for path, block in cm.loras.items():
@@ -85,4 +92,4 @@ def delta_w_oracle(arch: str, cm) -> torch.Tensor:
                 w[:, cols] += delta.T  # Conv1D weight is [in, out]: columns
             else:
                 w[cols, :] += delta  # Linear weight is [out, in]: rows
-        return model(**cm.example_inputs)[0]
+    return model

@@ -6,8 +6,8 @@ Names are used only as a fallback when the graph has no attention op.
 from __future__ import annotations
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.graph.semantics.dataflow import (attention_operands, layer_index, module_of, producer,  # noqa: F401
-                                                   projection, trace_back)
+from graphsurgeon.graph.semantics.dataflow import (attention_operands, layer_index, module_of, overlapping,  # noqa: F401
+                                                   producer, projection, trace_back, why_untraced)
 from graphsurgeon.surgery.spec import Target
 
 ROLES = ("q", "k", "v")
@@ -24,17 +24,18 @@ def find_targets(cm, roles=ROLES) -> list[Target]:
     lora_adds = {b.add_node for b in cm.loras.values()}
     targets: list[Target] = []
     seen: set[tuple[str, str]] = set()
-    for attn, operands in attention_operands(cm.gm):
+    attention = attention_operands(cm.gm)
+    for attn, operands in attention:
         attn_path = module_of(attn)[0]
+        hits = {r: trace_back(operands[r], lora_adds) for r in ROLES if r in operands}
+        shared = overlapping(hits)  # q and k reading the same columns cannot be adapted apart
         for role in roles:
-            if role not in operands:
-                continue
-            hit = trace_back(operands[role], lora_adds)
-            if hit is None or (hit["target"].name, role) in seen:
+            hit = hits.get(role)
+            if hit is None or role in shared or (hit["target"].name, role) in seen:
                 continue
             seen.add((hit["target"].name, role))
             targets.append(_make(hit, role, attn_path))
-    if not targets and not attention_operands(cm.gm):
+    if not targets and not attention:
         for t in projection_targets(cm):
             leaf = t.module.rsplit(".", 1)[-1]
             for role in roles:
@@ -102,5 +103,30 @@ def resolve_targets(cm, roles=("q", "v"), layers: str | list[int] | None = "all"
     result = [t for t in found if (t.layer is None and every) or t.layer in chosen]
     missing = [r for r in qkv if not any(t.role == r for t in result)]
     if missing:
-        raise TargetError(f"no {missing[0]!r} projection was found behind any attention op of this model.")
+        raise TargetError(why_missing(cm, missing[0]) if not any(t.role == missing[0] for t in found) else
+                          f"no {missing[0]!r} projection in the chosen layers; this model has layers 0-{n - 1}.")
     return result
+
+
+def why_missing(cm, role: str) -> str:
+    """One sentence: the model type, what was found instead of `role`'s projection, and what LoRA can target."""
+    model_type = (cm.config or {}).get("model_type")
+    what = f"{model_type} ({cm.model_class})" if model_type else cm.model_class
+    names = list(dict.fromkeys(t.role for t in projection_targets(cm)))
+    offer = f"LoRA targets: {', '.join(names)} (pass them to --targets)" if names else "it has no Linear/Conv1D projection"
+    attention = attention_operands(cm.gm)
+    if not attention:
+        return f"{what} has no attention (no scaled_dot_product_attention, no matmul → softmax → matmul); {offer}."
+    lora_adds = {b.add_node for b in cm.loras.values()}
+    for attn, operands in attention:
+        hits = {r: trace_back(operands[r], lora_adds) for r in ROLES if r in operands}
+        shared = overlapping(hits)
+        if role in shared:
+            reason = f"{role} and {shared[role]} read the same columns of {hits[role]['module']}"
+        elif role in operands and hits.get(role) is None:
+            reason = why_untraced(operands[role], lora_adds)
+        else:
+            continue
+        where = module_of(attn)[0] or attn.name
+        return f"{what}: the {role} of its attention ({where}) cannot be isolated: {reason}; {offer}."
+    return f"{what}: no {role!r} projection was found behind its attention ops; {offer}."

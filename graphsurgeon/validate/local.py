@@ -61,11 +61,16 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
         out.append(Diagnostic(xnode.name, "the input's last dim must equal the projection's in_features.",
                               f"[…, {target.in_features}]", _text(x)))
     out += _column_problems(tnode, t, target, hit)
-    if target.layout is None and t.shape[-1] != target.out_features:
+    if target.columns is None and t.shape[-1] != target.out_features:
         out.append(Diagnostic(tnode.name, "the target's last dim must equal the LoRA output width.",
                               f"[…, {target.out_features}]", _text(t)))
-    elif _tokens(x) * target.out_features != _product(t.shape):
-        out.append(Diagnostic(tnode.name, "the token dims of x and of the target differ, so B·A·x cannot be added.",
+    elif t.shape[-1] == target.out_features and target.layout is None:
+        if _tokens(x) != _tokens(t):
+            out.append(Diagnostic(tnode.name, "the token dims of x and of the target differ, so B·A·x cannot be added.",
+                                  "[" + ", ".join(map(str, x.shape[:-1])) + ", …]", _text(t)))
+    elif _tokens(x) * target.out_features != _product(t.shape):  # heads laid out apart: [batch, heads, seq, head_dim]
+        out.append(Diagnostic(tnode.name, "the target does not hold x's tokens × the LoRA output width, so B·A·x "
+                                          "cannot be laid out onto it.",
                               "[" + ", ".join(map(str, x.shape[:-1])) + f"] tokens × {target.out_features}", _text(t)))
     if t.dtype != x.dtype:
         out.append(Diagnostic(tnode.name, "x and the target have different dtypes.", str(x.dtype), str(t.dtype)))

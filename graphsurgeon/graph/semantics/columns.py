@@ -103,31 +103,24 @@ def trace_columns(node: torch.fx.Node, is_projection, lora_adds=frozenset(), cac
     return Columns(proj, result[0], _path_node(node, proj, derived, lora_adds, result[1]), result[2])
 
 
+def sources(node, is_projection, lora_adds=frozenset()) -> tuple[set, torch.fx.Node | None]:
+    """(projections behind `node` through LAYOUT/ELEMENTWISE ops, the first other op on its first-input chain)."""
+    found = _walk(node, is_projection, lora_adds)
+    stop = node
+    while isinstance(stop, torch.fx.Node) and not is_projection(stop) and (
+            stop.name in lora_adds or stop.op == "call_function" and op_of(stop) in WALK):
+        args = _inputs(stop, lora_adds)
+        stop = args[0] if args else None
+    return (found[1] if found else set()), (stop if isinstance(stop, torch.fx.Node) and not is_projection(stop) else None)
+
+
 def _walk_back(node, is_projection, lora_adds):
     """(P, nodes that depend on P) behind `node` through LAYOUT/ELEMENTWISE ops; None unless P is unique."""
-    seen: set = set()
-    stack, sources, order = [node], set(), []
-    while stack:
-        n = stack.pop()
-        if n in seen or not isinstance(n, torch.fx.Node):
-            continue
-        seen.add(n)
-        if len(seen) > _BUDGET:
-            return None
-        if is_projection(n):
-            sources.add(n)
-            continue
-        if n.name in lora_adds:
-            order.append(n)
-            stack.append(n.args[0])
-            continue
-        if n.op != "call_function" or op_of(n) not in WALK:
-            continue
-        order.append(n)
-        stack.extend(_tensor_args(n))
-    if len(sources) != 1:
+    walked = _walk(node, is_projection, lora_adds)
+    if walked is None or len(walked[1]) != 1:
         return None
-    proj = next(iter(sources))
+    order, found = walked
+    proj = next(iter(found))
     visited = set(order)
     memo: dict = {proj: True}
 
@@ -140,6 +133,31 @@ def _walk_back(node, is_projection, lora_adds):
     if not depends(node):
         return None
     return proj, {n for n, yes in memo.items() if yes}
+
+
+def _walk(node, is_projection, lora_adds):
+    """(ops walked, projections reached) behind `node`; None when the walk exceeds its budget."""
+    seen: set = set()
+    stack, found, order = [node], set(), []
+    while stack:
+        n = stack.pop()
+        if n in seen or not isinstance(n, torch.fx.Node):
+            continue
+        seen.add(n)
+        if len(seen) > _BUDGET:
+            return None
+        if is_projection(n):
+            found.add(n)
+            continue
+        if n.name in lora_adds:
+            order.append(n)
+            stack.append(n.args[0])
+            continue
+        if n.op != "call_function" or op_of(n) not in WALK:
+            continue
+        order.append(n)
+        stack.extend(_tensor_args(n))
+    return order, found
 
 
 def _inputs(n, lora_adds) -> list:

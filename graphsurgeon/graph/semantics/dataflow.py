@@ -20,7 +20,7 @@ import re
 import torch
 import torch.fx
 
-from graphsurgeon.graph.semantics.columns import LAYOUT, Columns, op_of, trace_columns  # noqa: F401
+from graphsurgeon.graph.semantics.columns import LAYOUT, Columns, op_of, sources, trace_columns  # noqa: F401
 
 aten = torch.ops.aten
 
@@ -160,6 +160,39 @@ def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0, cache: d
         return None
     return dict(projection(found.projection), target=found.role, columns=found.columns, width=found.width,
                 layout=found.layout, projection=found.projection)
+
+
+def why_untraced(node, lora_adds: set[str] = frozenset()) -> str:
+    """Why `node` (an attention operand) has no projection columns of its own, as a clause for a sentence."""
+    found, stop = sources(node, lambda n: projection(n) is not None, lora_adds)
+    if not found:
+        where = f" (it comes from {op_of(stop)} {stop.name})" if stop is not None else ""
+        return f"no projection feeds it{where}"
+    if len(found) > 1:
+        mods = sorted({projection(p)["module"] for p in found})
+        return f"it mixes {len(found)} projections ({', '.join(mods[:4])})"
+    module = projection(next(iter(found)))["module"]
+    return f"the columns of {module} it reads are computed on before they are separated, so no weight rows are its own"
+
+
+def overlapping(hits: dict[str, dict | None]) -> dict[str, str]:
+    """Roles whose columns overlap another role's of the same projection: {role: the other role}.
+
+    A LoRA on such columns would change both (e.g. q and k read the same columns): they cannot be adapted apart.
+    """
+    out: dict[str, str] = {}
+    roles = [r for r, h in hits.items() if h is not None]
+    for i, a in enumerate(roles):
+        for b in roles[i + 1:]:
+            ha, hb = hits[a], hits[b]
+            if ha["projection"] is not hb["projection"]:
+                continue
+            cols_a = set(ha["columns"]) if ha["columns"] is not None else set(range(ha["out_features"]))
+            cols_b = set(hb["columns"]) if hb["columns"] is not None else set(range(hb["out_features"]))
+            if cols_a & cols_b:
+                out.setdefault(a, b)
+                out.setdefault(b, a)
+    return out
 
 
 def attention_operands(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, dict[str, torch.fx.Node]]]:
