@@ -81,9 +81,16 @@ def _small(cfg, overrides: dict) -> dict:
     return out
 
 
+# transformers 5.24's Llama4ForConditionalGeneration cannot run a text-only forward (it reads image outputs that are
+# not there), so its text model is what PEFT users fine-tune: Llama4ForCausalLM on the text config
+TEXT_MODEL = {"llama4": "Llama4ForCausalLM"}
+
+
 def model_class(model_type: str):
     """The class a LoRA user fine-tunes: seq2seq LM for encoder-decoders, masked LM for encoders, causal LM for
     decoders, else the base model."""
+    if model_type in TEXT_MODEL:
+        return getattr(tf, TEXT_MODEL[model_type])
     auto = tf.models.auto.modeling_auto
     seq2seq = getattr(tiny_config(model_type), "is_encoder_decoder", False)
     order = ([auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES] if seq2seq else []) + [
@@ -107,4 +114,7 @@ def build(model_type: str, attn: str = "eager") -> torch.nn.Module:
     """A tiny seeded model of `model_type` in eval mode with the given attention implementation."""
     torch.manual_seed(0)
     cfg = tiny_config(model_type)
-    return model_class(model_type)._from_config(cfg, attn_implementation=attn).eval()
+    cls = model_class(model_type)
+    if not isinstance(cfg, cls.config_class):  # a text model of a multimodal type (TEXT_MODEL)
+        cfg = cfg.text_config
+    return cls._from_config(cfg, attn_implementation=attn).eval()

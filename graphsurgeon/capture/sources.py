@@ -40,8 +40,12 @@ class ModelRecipe:
                 f"{self.name}: unknown model_type {model_type!r} in config.json; "
                 "use a model type this version of transformers knows (bert, gpt2, llama, opt, …)."
             )
-        fields = {k: v for k, v in self.config.items() if k != "model_type"}
-        config = transformers.CONFIG_MAPPING[model_type](**fields)
+        fields = {k: _special_floats(v) for k, v in self.config.items() if k != "model_type"}
+        try:
+            config = transformers.CONFIG_MAPPING[model_type](**fields)
+        except Exception as err:  # noqa: BLE001 - a config transformers refuses becomes one sentence
+            raise SourceError(f"{self.name}: transformers refuses this {model_type} config.json ({_first_line(err)}); "
+                              "fix the field it names or save the config again.") from err
         config._attn_implementation = attn_implementation
         return config
 
@@ -73,6 +77,17 @@ class ModelRecipe:
             raise SourceError(f"{self.name}: could not load the weights in {self.weights_dir} ({_first_line(err)}).") from err
         model._graphsurgeon_weights = "real"
         return model.eval()
+
+
+def _special_floats(value):
+    """config.json's {"__float__": "Infinity"} (how transformers writes inf/nan) as the float itself."""
+    if isinstance(value, dict):
+        if set(value) == {"__float__"} and value["__float__"] in ("Infinity", "-Infinity", "NaN"):
+            return float(value["__float__"].replace("Infinity", "inf"))
+        return {k: _special_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_special_floats(v) for v in value]
+    return value
 
 
 def _first_line(err: BaseException) -> str:

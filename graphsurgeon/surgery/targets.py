@@ -5,6 +5,8 @@ Names are used only as a fallback when the graph has no attention op.
 
 from __future__ import annotations
 
+import weakref
+
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.graph.semantics.dataflow import (attention_operands, layer_index, module_of, overlapping,  # noqa: F401
                                                    producer, projection, trace_back, why_untraced)
@@ -19,15 +21,34 @@ class TargetError(GraphsurgeonError):
     """A target (role, layer, tensor) does not exist or cannot be adapted."""
 
 
+_FOUND: dict[int, tuple] = {}  # id(cm) -> (weak reference, {(version, roles, LoRA adds): targets})
+
+
 def find_targets(cm, roles=ROLES) -> list[Target]:
-    """Q/K/V targets by dataflow from every attention op (names only when no attention op exists)."""
+    """Q/K/V targets by dataflow from every attention op (names only when no attention op exists).
+
+    Remembered per captured model until its next edit (`cm.version`), so the editor may ask on every drag.
+    """
     lora_adds = {b.add_node for b in cm.loras.values()}
+    key = (cm.version, tuple(roles), frozenset(lora_adds))
+    ref, known = _FOUND.get(id(cm), (None, None))
+    if ref is None or ref() is not cm:
+        known = {}
+        _FOUND[id(cm)] = (weakref.ref(cm, lambda _, k=id(cm): _FOUND.pop(k, None)), known)
+    if key not in known:
+        known.clear()
+        known[key] = _find(cm, roles, lora_adds)
+    return list(known[key])
+
+
+def _find(cm, roles, lora_adds) -> list[Target]:
     targets: list[Target] = []
     seen: set[tuple[str, str]] = set()
     attention = attention_operands(cm.gm)
+    memo: dict = {}
     for attn, operands in attention:
         attn_path = module_of(attn)[0]
-        hits = {r: trace_back(operands[r], lora_adds) for r in ROLES if r in operands}
+        hits = {r: trace_back(operands[r], lora_adds, memo=memo) for r in ROLES if r in operands}
         shared = overlapping(hits)  # q and k reading the same columns cannot be adapted apart
         for role in roles:
             hit = hits.get(role)

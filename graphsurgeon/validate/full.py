@@ -6,6 +6,8 @@ shape is compared with the recorded `meta["val"]` symbol for symbol. Recorded me
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.fx
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
@@ -47,9 +49,11 @@ class _Checker(FakeTensorProp):
         try:
             result = torch.fx.Interpreter.run_node(self, n)
         except Exception as err:  # noqa: BLE001 - every failure becomes a diagnostic naming the node
-            self.diagnostics.append(Diagnostic(n.name, f"{n.format_node()}: fails shape propagation: "
-                                                       f"{str(err).splitlines()[0][:200]}"))
-            raise _Stop() from err
+            result = self._decomposed(n)
+            if result is None:
+                self.diagnostics.append(Diagnostic(n.name, f"{n.format_node()}: fails shape propagation: "
+                                                           f"{str(err).splitlines()[0][:200]}"))
+                raise _Stop() from err
         recorded = n.meta.get("val")
         if isinstance(result, torch.Tensor) and isinstance(recorded, torch.Tensor):
             if _dims(result) != _dims(recorded) or result.dtype != recorded.dtype:
@@ -57,6 +61,21 @@ class _Checker(FakeTensorProp):
                     n.name, f"{n.format_node()}: the recomputed shape/dtype differs from the recorded one.",
                     f"[{', '.join(_dims(recorded))}] {recorded.dtype}", f"[{', '.join(_dims(result))}] {result.dtype}"))
         return result
+
+
+    def _decomposed(self, n: torch.fx.Node):
+        """The op through its decomposition, for ops whose meta kernel fails on symbolic sizes (baddbmm with a
+        broadcast bias, BLOOM's ALiBi); None when there is none or it fails too."""
+        from torch._decomp import decomposition_table
+
+        fn = decomposition_table.get(n.target) if n.op == "call_function" else None
+        if fn is None:
+            return None
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        try:
+            return fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - the original failure is reported
+            return None
 
 
 class _Stop(Exception):
@@ -72,11 +91,16 @@ def validate_full(cm) -> list[Diagnostic]:
         return [Diagnostic("", f"graph.lint() fails: {str(err).splitlines()[0]}")]
     mode = _fake_mode(gm)
     checker = _Checker(gm, mode)
+    quiet = logging.getLogger("torch._subclasses.fake_tensor")  # a failing meta kernel is retried, not printed
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         with mode:
             checker.run(*_placeholder_vals(gm))
     except _Stop:
         pass
+    finally:
+        quiet.setLevel(level)
     return checker.diagnostics + unconnected_blocks(cm)
 
 

@@ -16,6 +16,7 @@ fixed reshape + permute (`layout`), which is exactly ΔW on the rows S of P's we
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ ELEMENTWISE = {"mul", "add", "sub", "div", "neg", "rsub", "pow", "sqrt", "rsqrt"
                "gelu", "relu", "clamp", "clamp_min", "clamp_max", "clip", "masked_fill", "where", "to", "_to_copy",
                "type_as", "dropout", "layer_norm", "rms_norm", "abs", "square", "sin", "cos"}
 WALK = LAYOUT | ELEMENTWISE
+PRODUCT_OPS = {"linear", "matmul", "mm", "addmm"}  # where a projection can end besides view/add (checked, not walked)
 _IDENTITY = {"dropout", "to", "_to_copy", "type_as"}  # exact when the dtype is unchanged (dropout: p=0 or eval)
 _BUDGET = 400  # nodes looked at behind one tensor before giving up
 _CACHE: dict = {}  # replay results by sub-graph signature: layer 11 costs what layer 0 did
@@ -57,16 +59,30 @@ class Columns:
 
     @property
     def width(self) -> int:
-        return len(self.columns) if self.columns is not None else _hint_shape(self.projection)[-1]
+        return len(self.columns) if self.columns is not None else int(self.projection.meta["val"].shape[-1])
+
+
+SMALL = 2  # every dynamic size replays as 2 (batch 2, seq 2): token dims stay apart from column dims, and the
+# tensors stay below torch's parallel grain (32k elements), whose thread wake-ups cost milliseconds on a busy CPU
 
 
 def _hint(v) -> int:
+    """A size at the replay's small example: dynamic symbols set to 2 (or their lower bound when higher)."""
     if isinstance(v, torch.SymInt):
-        hint = v.node.hint
-        if hint is None:
-            raise _NoReplay("unbacked size")
-        return int(hint)
+        return _small(v.node.expr, v.node.shape_env)
     return int(v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _small(expr, env) -> int:
+    values = {}
+    for sym in expr.free_symbols:
+        bounds = getattr(env, "var_to_range", {}).get(sym)
+        if bounds is None or str(sym).startswith("u"):  # an unbacked size (data-dependent): no example
+            raise _NoReplay(f"no example value for {sym}")
+        lower = bounds.lower
+        values[sym] = max(SMALL, int(lower)) if lower.is_finite else SMALL
+    return int(expr.xreplace(values))
 
 
 def _hint_shape(node) -> tuple[int, ...]:
@@ -146,17 +162,21 @@ def _walk(node, is_projection, lora_adds):
         seen.add(n)
         if len(seen) > _BUDGET:
             return None
-        if is_projection(n):
-            found.add(n)
-            continue
         if n.name in lora_adds:
             order.append(n)
             stack.append(n.args[0])
             continue
-        if n.op != "call_function" or op_of(n) not in WALK:
+        if n.op != "call_function":
             continue
-        order.append(n)
-        stack.extend(_tensor_args(n))
+        op = op_of(n)
+        if op not in WALK and op not in PRODUCT_OPS:
+            continue
+        if is_projection(n):
+            found.add(n)
+            continue
+        if op in WALK:
+            order.append(n)
+            stack.extend(n.all_input_nodes)
     return order, found
 
 
@@ -165,13 +185,8 @@ def _inputs(n, lora_adds) -> list:
 
 
 def _tensor_args(n: torch.fx.Node) -> list:
-    out = []
-    for a in list(n.args) + list(n.kwargs.values()):
-        if isinstance(a, torch.fx.Node):
-            out.append(a)
-        elif isinstance(a, (list, tuple)):
-            out.extend(x for x in a if isinstance(x, torch.fx.Node))
-    return out
+    """The node's inputs in argument order (fx keeps them: args, then kwargs)."""
+    return n.all_input_nodes
 
 
 def _first_derived(n, derived):
@@ -196,19 +211,21 @@ def _signature(node, proj, derived, lora_adds) -> tuple:
                 visit(a)
 
     visit(node)
-    parts: list = [("P", _hint_shape(proj))]
+    parts: list = [("P", tuple(_hint_or_none(d) for d in proj.meta["val"].shape))]
     for n in order:
         val = n.meta.get("val")
-        dtype = str(val.dtype) if isinstance(val, torch.Tensor) else ""
+        dtype = val.dtype if isinstance(val, torch.Tensor) else None
         if n.name in lora_adds:
             parts.append(("lora", _norm(n.args[0], index, proj, derived)))
         else:
-            parts.append((str(n.target), dtype, _norm(n.args, index, proj, derived),
-                          _norm(n.kwargs, index, proj, derived)))
+            parts.append((n.target, dtype, _norm(n.args, index, proj, derived),
+                          _norm(n.kwargs, index, proj, derived) if n.kwargs else ()))
     return tuple(parts)
 
 
 def _norm(a, index, proj, derived):
+    if type(a) in (int, float, bool, str) or a is None:
+        return a
     if isinstance(a, torch.fx.Node):
         if a is proj:
             return ("P",)
@@ -305,7 +322,8 @@ def _replay(node, proj, derived, lora_adds):
     target = prov(node)
     if not isinstance(target, torch.Tensor):
         return None
-    wanted = set(torch.unique(target[target >= 0] % out).tolist())
+    wanted = _present(target, out)  # which of P's columns the tensor holds (a bool per column)
+    count = int(wanted.sum())
     path = [node]
     while path[-1] is not proj:
         step = path[-1]
@@ -316,15 +334,22 @@ def _replay(node, proj, derived, lora_adds):
         if i and not _pure_layout(n, lora_adds):
             break
         value = prov(n)
-        if not isinstance(value, torch.Tensor) or value.numel() != n_tokens * len(wanted):
+        if not isinstance(value, torch.Tensor) or value.numel() != n_tokens * count:
             continue
         found = _factor(value, out, n_tokens)
-        if found is None or set(found[0]) != wanted:
+        if found is None or not torch.equal(_present(found[2], out), wanted):
             continue
-        cols, layout = found
+        cols, layout, _ = found
         columns = None if cols == tuple(range(out)) else cols
         return columns, len(path) - 1 - i, layout
     return None
+
+
+def _present(value: torch.Tensor, out: int) -> torch.Tensor:
+    """A bool per column of P: does `value` hold it (negative entries hold none)? Counted, not masked: boolean
+    indexing runs torch's parallel nonzero, which costs milliseconds on a busy CPU."""
+    cols = torch.where(value >= 0, value % out, out).flatten()
+    return torch.bincount(cols, minlength=out + 1)[:out] > 0
 
 
 def _pure_layout(n, lora_adds) -> bool:
@@ -341,38 +366,47 @@ def _pure_layout(n, lora_adds) -> bool:
 
 
 def _factor(value: torch.Tensor, out: int, n_tokens: int):
-    """(S, layout) if `value` lays out every token × the columns S once, dims separable into tokens and columns."""
-    tok, col = value // out, value % out
-    if (value < 0).any():
+    """(S, layout, S as a tensor) if `value` lays out every token × the columns S once, dims separable into
+    tokens and columns.
+
+    Each dim is classed by one step from the origin (does it move the token or the column?); the whole
+    tensor is then checked against that reading, so a wrong guess only loses the match, never misleads.
+    """
+    if value.dim() == 0 or bool((value < 0).any()):
         return None
-    token_dims, col_dims = [], []
-    for d in range(value.dim()):
-        size = value.shape[d]
+    flat = value.flatten()
+    origin = int(flat[0])
+    token_dims, col_dims, token_step = [], [], {}
+    for d, size in enumerate(value.shape):
         if size == 1:
             col_dims.append(d)
             continue
-        moves_tok = bool((tok.narrow(d, 1, size - 1) != tok.narrow(d, 0, size - 1)).any())
-        moves_col = bool((col.narrow(d, 1, size - 1) != col.narrow(d, 0, size - 1)).any())
-        if moves_tok == moves_col:  # mixes tokens and columns, or repeats values
+        step = int(flat[_flat_index(value, d)]) - origin  # one step along d: tokens and columns apart?
+        dtok, dcol = (origin + step) // out - origin // out, (origin + step) % out - origin % out
+        if (dtok != 0) == (dcol != 0):
             return None
-        (token_dims if moves_tok else col_dims).append(d)
-    stride = {d: _stride(tok, d) for d in token_dims}
-    token_dims.sort(key=lambda d: -stride[d])
+        if dtok:
+            token_dims.append(d)
+            token_step[d] = dtok
+        else:
+            col_dims.append(d)
+    token_dims.sort(key=lambda d: -token_step[d])
     layout = tuple(token_dims + col_dims)
     laid = value.permute(layout).reshape(n_tokens, -1)
     cols = laid[0] % out
     expected = torch.arange(n_tokens, dtype=torch.int64)[:, None] * out + cols[None, :]
-    if laid.shape[0] != n_tokens or not torch.equal(laid, expected):
+    if not torch.equal(laid, expected):
         return None
     moved = [d for d in layout if value.shape[d] > 1] != [d for d in range(value.dim()) if value.shape[d] > 1]
-    return tuple(cols.tolist()), (layout if moved else None)  # size-1 dims never need a permute
+    return tuple(cols.tolist()), (layout if moved else None), cols  # size-1 dims never need a permute
 
 
-def _stride(tok: torch.Tensor, d: int) -> int:
-    index = [0] * tok.dim()
-    first = tok[tuple(index)].item()
-    index[d] = 1
-    return int(tok[tuple(index)].item() - first)
+def _flat_index(value: torch.Tensor, d: int) -> int:
+    """The row-major flat index of the element one step from the origin along dim d."""
+    n = 1
+    for size in value.shape[d + 1:]:
+        n *= size
+    return n
 
 
 def _numel(shape) -> int:

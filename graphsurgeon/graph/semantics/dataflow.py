@@ -15,6 +15,7 @@ GPT-NeoX's per-head interleave — is column provenance (`columns.py`).
 
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
@@ -145,7 +146,8 @@ def producer(node: torch.fx.Node) -> dict | None:
     return hit if hit is not None and hit["target"] is node else None
 
 
-def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0, cache: dict | None = None) -> dict | None:
+def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0, cache: dict | None = None,
+               memo: dict | None = None) -> dict | None:
     """The projection `node` reads and what of it: the projection dict plus
 
     target: the tensor a LoRA adds onto (the role tensor: P itself, GPT-2's split, GPT-NeoX's chunk of heads);
@@ -155,10 +157,17 @@ def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0, cache: d
     """
     if not isinstance(node, torch.fx.Node):
         return None
-    found = trace_columns(node, lambda n: projection(n) is not None, lora_adds, cache)
+    memo = {} if memo is None else memo  # projection() per node, shared by the operands of one search
+
+    def project(n):
+        if n not in memo:
+            memo[n] = projection(n)
+        return memo[n]
+
+    found = trace_columns(node, lambda n: project(n) is not None, lora_adds, cache)
     if found is None:
         return None
-    return dict(projection(found.projection), target=found.role, columns=found.columns, width=found.width,
+    return dict(project(found.projection), target=found.role, columns=found.columns, width=found.width,
                 layout=found.layout, projection=found.projection)
 
 
@@ -187,12 +196,15 @@ def overlapping(hits: dict[str, dict | None]) -> dict[str, str]:
             ha, hb = hits[a], hits[b]
             if ha["projection"] is not hb["projection"]:
                 continue
-            cols_a = set(ha["columns"]) if ha["columns"] is not None else set(range(ha["out_features"]))
-            cols_b = set(hb["columns"]) if hb["columns"] is not None else set(range(hb["out_features"]))
-            if cols_a & cols_b:
+            if ha["columns"] is None or hb["columns"] is None or not _as_set(ha["columns"]).isdisjoint(hb["columns"]):
                 out.setdefault(a, b)
                 out.setdefault(b, a)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _as_set(columns: tuple[int, ...]) -> frozenset[int]:
+    return frozenset(columns)  # column tuples come from the replay cache: layer 11's is layer 0's object
 
 
 def attention_operands(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, dict[str, torch.fx.Node]]]:
