@@ -65,15 +65,21 @@ def attention_inputs(model: torch.nn.Module, inputs: dict) -> list[dict[str, tor
     return calls
 
 
-def row_sources(model: torch.nn.Module, module_names: list[str], inputs: dict) -> list[dict[str, dict]]:
+def row_sources(model: torch.nn.Module, targets, inputs: dict) -> list[dict[str, dict]]:
     """Per attention call, per role: {module leaf name: set of its output rows that role reads}.
 
-    `module_names` are projection leaf names ("query_key_value", "q_proj"); every module with one of those leaf
-    names (one per layer each) is marked in the same passes: the bits of a row spell its index, and one more
-    pass per extra name (only that name's rows on) tells which module an element comes from.
+    `targets` says which projections, as PEFT's table does: leaf names ("query_key_value", "q_proj") or one
+    regular expression matched against the whole module path. Every such module (one per layer each) is
+    marked in the same passes: the bits of a row spell its index, and one more pass per extra leaf name
+    (only that name's rows on) tells which module an element comes from.
     """
-    mods = [(p, m) for p, m in model.named_modules() if p.rsplit(".", 1)[-1] in module_names and hasattr(m, "weight")]
-    names = [n for n in module_names if any(p.rsplit(".", 1)[-1] == n for p, _ in mods)]
+    import re
+
+    def chosen(path: str) -> bool:
+        return bool(re.fullmatch(targets, path)) if isinstance(targets, str) else path.rsplit(".", 1)[-1] in targets
+
+    mods = [(p, m) for p, m in model.named_modules() if chosen(p) and isinstance(getattr(m, "weight", None), torch.Tensor)]
+    names = list(dict.fromkeys(p.rsplit(".", 1)[-1] for p, _ in mods))
     saved = {p: {k: v.detach().clone() for k, v in _state(model, p, m).items()} for p, m in mods}
     bits = max(1, (max(_out_features(m) for _, m in mods) - 1).bit_length())
     plans = [("none", lambda leaf, out: torch.zeros(out, dtype=torch.bool)),

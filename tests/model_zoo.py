@@ -20,6 +20,7 @@ _SIZES = {
     "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS, "encoder_ffn_dim": 4 * HIDDEN,
     "decoder_ffn_dim": 4 * HIDDEN, "d_ff": 4 * HIDDEN, "d_kv": HIDDEN // HEADS, "n_inner": 4 * HIDDEN,
     "ffn_dim": 4 * HIDDEN, "word_embed_proj_dim": HIDDEN, "embedding_size": HIDDEN,
+    "image_size": 28, "patch_size": 14,  # vision towers: a 2×2-patch image
 }
 # per type: what the generic sizes cannot say (layouts to exercise, fields with other names)
 OVERRIDES: dict[str, dict] = {
@@ -35,6 +36,7 @@ OVERRIDES: dict[str, dict] = {
                        position_buckets=8),
     "deberta": dict(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=16),
     "mixtral": dict(num_local_experts=2, num_experts_per_tok=1),
+    "blip-2": dict(num_query_tokens=4, image_token_index=100),
     "rwkv": dict(attention_hidden_size=HIDDEN, context_length=POSITIONS),
 }
 KV_HEADS = 2  # grouped-query where the config has num_key_value_heads
@@ -117,4 +119,24 @@ def build(model_type: str, attn: str = "eager") -> torch.nn.Module:
     cls = model_class(model_type)
     if not isinstance(cfg, cls.config_class):  # a text model of a multimodal type (TEXT_MODEL)
         cfg = cfg.text_config
-    return cls._from_config(cfg, attn_implementation=attn).eval()
+    model = cls._from_config(cfg, attn_implementation=attn).eval()
+    with torch.no_grad():  # learned inputs a fresh model starts at zero (BLIP-2's query tokens): as if trained
+        for name, p in model.named_parameters():
+            if name.endswith("query_tokens") and not p.any():
+                p.normal_(std=1.0, generator=torch.Generator().manual_seed(1))
+    return model
+
+
+def example_inputs(model_type: str, config, batch: int = 2, text: int = 6) -> dict | None:
+    """Inputs a model needs beyond token ids, as its processor would build them (None: token ids are enough).
+
+    BLIP-2 reads an image and input_ids that start with num_query_tokens image tokens.
+    """
+    if model_type != "blip-2":
+        return None
+    gen = torch.Generator().manual_seed(0)
+    vision = config.vision_config
+    image_tokens = torch.full((batch, config.num_query_tokens), config.image_token_index)
+    ids = torch.cat([image_tokens, torch.randint(3, 50, (batch, text), generator=gen)], 1)
+    pixels = torch.randn(batch, getattr(vision, "num_channels", 3), vision.image_size, vision.image_size, generator=gen)
+    return {"input_ids": ids, "pixel_values": pixels}

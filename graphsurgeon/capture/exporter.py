@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import traceback
 
 import torch
@@ -63,6 +64,7 @@ def export_module(
     `dims.bounds` records the bound used for each dynamic dim; `dims.static` the dims made static.
     """
     dynamic = default_dynamic(inputs) if dynamic is None else {k: dict(v) for k, v in dynamic.items()}
+    _no_cache(model)
     tried: list[int | None] = []
     static: dict[str, int] = {}
     queue: list[int | None] = [max_seq, max_seq - 1, None] if max_seq else [None]
@@ -123,8 +125,6 @@ def _export(model, inputs, dynamic, extra_kwargs, seq_max: int | None):
 
 def _specialized(message: str, dynamic: dict) -> dict[str, int]:
     """Dims torch.export says the code fixes to a constant ("Suggested fixes: seq = 10"): removed from `dynamic`."""
-    import re
-
     fixed = {}
     for dim_name, value in re.findall(r"^\s*(\w+) = (\d+)\s*$", message, re.M):
         for axes in dynamic.values():
@@ -137,8 +137,6 @@ def _specialized(message: str, dynamic: dict) -> dict[str, int]:
 
 def _suggested_max(message: str) -> int | None:
     """The max torch.export suggests for a seq dim ("Suggested fixes: seq = Dim('seq', max=63)"), else None."""
-    import re
-
     m = re.search(r"Dim\('\w*seq\w*'[^)]*max=(\d+)", message)
     return int(m.group(1)) if m else None
 
@@ -174,6 +172,10 @@ def _explain_failure(err: BaseException, name: str) -> str:
             break
     msg = str(err).strip().splitlines()
     first = msg[0][:200] if msg else type(err).__name__
+    missing = re.search(r"missing a required argument: '(\w+)'", first)
+    if missing:  # BLIP-2 needs pixel_values (and image tokens its processor writes into input_ids)
+        return (f"{name} needs the input {missing.group(1)!r}, which capture does not make up (it gives token inputs "
+                "only); capture it from Python: capture(model, example_inputs={...}).")
     return (f"torch.export could not capture {name}{where}: {first}. "
             "Try eager attention (--eager-attention), which spells attention out as matmul/softmax ops.")
 
@@ -209,7 +211,6 @@ def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config:
         vocab = int(getattr(model.config, "vocab_size", 100) or 100)
         inputs["decoder_input_ids"] = torch.randint(0, vocab, (EXAMPLE_BATCH, EXAMPLE_SEQ - 3), generator=gen).to(device)
         dynamic["decoder_input_ids"] = {0: "batch", 1: "dec_seq"}
-    _no_cache(model)
     limit = max_positions(model)
     gm, dims, outputs = export_module(model, inputs, dynamic=dynamic, max_seq=limit, name=name)
     cm = CapturedModel(

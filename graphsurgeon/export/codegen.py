@@ -119,6 +119,8 @@ class _Emitter:
             qual = f"torch.ops.{ns}.{fn._opname}.{fn._overloadname}"
         elif getattr(fn, "__module__", "") in ("math", "_operator", "operator"):
             qual = f"operator.{fn.__name__}" if fn.__module__ != "math" else f"math.{fn.__name__}"
+        elif getattr(fn, "__name__", "").startswith("sym_") and getattr(torch, fn.__name__, None) is fn:
+            qual = f"torch.{fn.__name__}"  # size arithmetic (MPT's ALiBi length, DeBERTa's positions): on plain ints
         else:
             raise NotImplementedError(f"model.py codegen cannot write the call {node.format_node()}")
         return f"{qual}({', '.join(args)})"

@@ -7,6 +7,7 @@ shape is compared with the recorded `meta["val"]` symbol for symbol. Recorded me
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 import torch.fx
@@ -30,7 +31,10 @@ def _placeholder_vals(gm: torch.fx.GraphModule) -> list:
 
 
 def _dims(val) -> tuple:
-    return tuple(str(d.node.expr) if isinstance(d, torch.SymInt) else str(int(d)) for d in val.shape)
+    """The shape as text; data-dependent sizes (u0, u1: DeBERTa's relative-position slice) read as one "u", since
+    propagation names them afresh and no symbol can be compared for them."""
+    return tuple(re.sub(r"\bu\d+\b", "u", str(d.node.expr)) if isinstance(d, torch.SymInt) else str(int(d))
+                 for d in val.shape)
 
 
 class _Checker(FakeTensorProp):
@@ -50,6 +54,9 @@ class _Checker(FakeTensorProp):
             result = torch.fx.Interpreter.run_node(self, n)
         except Exception as err:  # noqa: BLE001 - every failure becomes a diagnostic naming the node
             result = self._decomposed(n)
+            if result is None and not self.diagnostics and isinstance(n.meta.get("val"), torch.Tensor):
+                result = n.meta["val"]  # no symbolic kernel (BLIP-2's masked_scatter): everything before it matched,
+                # so the shape torch.export recorded for it stands
             if result is None:
                 self.diagnostics.append(Diagnostic(n.name, f"{n.format_node()}: fails shape propagation: "
                                                            f"{str(err).splitlines()[0][:200]}"))
