@@ -167,3 +167,44 @@ def test_interleaved_export_model_py_peft_adapter_and_merge(tmp_path):
         history.undo()
         history.undo()
     assert not cm.loras
+
+
+class _SharedColumns(torch.nn.Module):
+    """A fused projection whose q and k overlap (columns 8-15 feed both): LoRA on q would change k."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.out = torch.nn.Linear(16, 48), torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        h = self.qkv(x)
+        heads = [h[..., a:a + 16].view(b, t, 2, 8).transpose(1, 2) for a in (0, 8, 32)]
+        o = torch.nn.functional.scaled_dot_product_attention(*heads)
+        return self.out(o.transpose(1, 2).reshape(b, t, 16))
+
+
+def test_q_that_cannot_be_isolated_is_one_sentence():
+    from graphsurgeon.capture import capture_module
+    from graphsurgeon.surgery.targets import TargetError, resolve_targets
+
+    cm = capture_module(_SharedColumns(), {"x": torch.randn(2, 5, 16)}, dynamic={"x": {0: "batch", 1: "seq"}})
+    with pytest.raises(TargetError) as err:
+        resolve_targets(cm, ("q", "v"))
+    assert str(err.value) == ("_SharedColumns: the q of its attention (scaled_dot_product_attention) cannot be "
+                              "isolated: q and k read the same columns of qkv; LoRA targets: qkv, out "
+                              "(pass them to --targets).")
+    assert [(t.role, t.column_text) for t in resolve_targets(cm, ("v",))] == [("v", "[32:48]")]
+
+
+def test_model_without_attention_exits_2_and_writes_nothing(tmp_path, capsys):
+    from graphsurgeon.cli import main
+
+    folder = save("rwkv", tmp_path / "rwkv")
+    capsys.readouterr()  # save_pretrained's progress bar
+    out = tmp_path / "out"
+    assert main(["lora", folder, "--targets", "q,v", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: rwkv (RwkvForCausalLM) has no attention (no scaled_dot_product_attention, no matmul → "
+                   "softmax → matmul); LoRA targets: key, value, receptance, head (pass them to --targets)."]
+    assert not out.exists()

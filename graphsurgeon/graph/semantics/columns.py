@@ -1,8 +1,8 @@
 """Column provenance: which output columns of a projection a tensor downstream of it holds, and in which order.
 
 The ops between a projection P (output [*tokens, out]) and a tensor T are replayed on integer
-tensors at the capture's example sizes: P's stand-in is ``arange(numel).view(P's shape)``, so every
-element says ``token * out + column``. Layout ops (view, transpose, permute, split, chunk, unbind,
+tensors at small example sizes (every dynamic dim 2): P's stand-in is ``arange(numel).view(P's shape)``,
+so every element says ``token * out + column``. Layout ops (view, transpose, permute, split, chunk, unbind,
 slice, select, index, cat, stack, expand, …) run as themselves; element-wise ops (rotary
 arithmetic, scaling, a bias add, a per-head norm) pass on the provenance of their first operand
 that comes from P. That covers GPT-2's last-dim split as well as GPT-NeoX's per-head
@@ -233,7 +233,7 @@ def _norm(a, index, proj, derived):
             return ("d", index.get(a, -2))
         val = a.meta.get("val")
         if isinstance(val, torch.SymInt):
-            return ("i", val.node.hint)
+            return ("i", val.node.expr)
         if isinstance(val, torch.Tensor):
             const = _constant(a)
             return ("t", tuple(_hint_or_none(s) for s in val.shape), str(val.dtype),
@@ -247,7 +247,8 @@ def _norm(a, index, proj, derived):
 
 
 def _hint_or_none(s):
-    return s.node.hint if isinstance(s, torch.SymInt) else int(s)
+    """A size for the signature: the symbolic expression itself (batch and seq never confused), or the int."""
+    return s.node.expr if isinstance(s, torch.SymInt) else int(s)
 
 
 def _constant(node) -> torch.Tensor | None:

@@ -146,7 +146,7 @@ def producer(node: torch.fx.Node) -> dict | None:
     return hit if hit is not None and hit["target"] is node else None
 
 
-def trace_back(node, lora_adds: set[str] = frozenset(), depth: int = 0, cache: dict | None = None,
+def trace_back(node, lora_adds: set[str] = frozenset(), cache: dict | None = None,
                memo: dict | None = None) -> dict | None:
     """The projection `node` reads and what of it: the projection dict plus
 
