@@ -66,8 +66,8 @@ def link_pen(meta: TensorMeta | None, width: float = 2.0) -> QPen:
     return pen
 
 
-def static_rows(block: Block) -> list[str]:
-    """Static inputs as drawn: `size[0..3]` folded into one `size = [batch, seq, -1, 64]` row."""
+def static_items(block: Block) -> list[str]:
+    """Static inputs as `name = value`, with `size[0..3]` folded into one `size = [batch, seq, -1, 64]`."""
     rows: list[tuple[str, list[str]]] = []
     for s in block.static_inputs:
         m = re.fullmatch(r"(.+)\[(\d+)\]", s.name)
@@ -78,6 +78,20 @@ def static_rows(block: Block) -> list[str]:
         else:
             rows.append((s.name, [s.text]))
     return [f"{n[:-2]} = [{', '.join(v)}]" if n.endswith("[]") else f"{n} = {v[0]}" for n, v in rows]
+
+
+STATIC_ROW_W = 150.0  # static inputs are packed into rows about this wide
+
+
+def static_rows(block: Block) -> list[str]:
+    """The static inputs packed into as few rows as read well: `dim = 2, start = 0, end = 8`."""
+    rows: list[str] = []
+    for item in static_items(block):
+        if rows and text_width(rows[-1] + ", " + item, SUB_PX) <= STATIC_ROW_W:
+            rows[-1] += ", " + item
+        else:
+            rows.append(item)
+    return rows
 
 
 def shows_input_labels(block: Block) -> bool:
@@ -105,18 +119,20 @@ class Geometry:
 def geometry(block: Block, badge: str = "") -> Geometry:
     """Size from the measured text: title (+ unbox icon), subtitle or badge, inputs/statics left, outputs right."""
     statics = static_rows(block)
-    lin = [p.name for p in block.inputs] if shows_input_labels(block) else []
+    labelled = shows_input_labels(block)
+    first_static = len(block.inputs) if labelled else 0  # unlabelled inputs leave the left of their rows free
+    lin = [p.name for p in block.inputs] if labelled else []
     left = max([text_width(t, PORT_PX) for t in lin] + [text_width(t, SUB_PX) + 12 for t in statics], default=0.0)
     right = max((text_width(p.name, PORT_PX) for p in block.outputs), default=0.0)
     icon = 22.0 if block.kind == "composite" else 0.0
     sub = badge or block.subtitle
     w = max(MIN_W, text_width(block.title, TITLE_PX, True) + 2 * PAD + icon, text_width(sub, SUB_PX) + 2 * PAD + 6,
             left + right + 2 * PAD + (14 if left and right else 0))
-    rows = max(len(block.inputs) + len(statics), len(block.outputs), 1)
+    rows = max(first_static + len(statics), len(block.inputs), len(block.outputs), 1)
     in_y = {p.id: HEADER_H + (i + 0.5) * ROW_H for i, p in enumerate(block.inputs)}
     out_y = {p.id: HEADER_H + (i + 0.5) * ROW_H for i, p in enumerate(block.outputs)}
-    return Geometry(math.ceil(w), HEADER_H + rows * ROW_H + 6, in_y, out_y, statics,
-                    HEADER_H + len(block.inputs) * ROW_H, badge)
+    return Geometry(math.ceil(w), HEADER_H + rows * ROW_H + 4, in_y, out_y, statics,
+                    HEADER_H + first_static * ROW_H, badge)
 
 
 class ProblemIcon(QGraphicsItem):

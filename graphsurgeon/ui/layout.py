@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-CHANNEL = 44.0  # width of the gap between two columns (links bend there)
-ROW_GAP = 16.0  # vertical gap between blocks in a column
+CHANNEL = 36.0  # width of the gap between two columns (links bend there)
+ROW_GAP = 14.0  # vertical gap between blocks in a column
 SLOT = 8.0  # height a long link takes in a column it passes
-BAND_GAP = 34.0  # vertical gap between two bands (plus one track per link crossing it)
-TRACK = 6.0  # distance between parallel link tracks
+BAND_GAP = 28.0  # vertical gap between two bands (plus one track per link crossing it)
+TRACK = 5.0  # distance between parallel link tracks
 MARGIN = 10.0  # clearance kept around blocks by routes
 
 

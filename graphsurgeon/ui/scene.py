@@ -15,6 +15,7 @@ class _Signals(QObject):
     unbox = Signal(str)  # composite path
     wire_started = Signal(str)  # output port id a wire is drawn from
     wire = Signal(str, str)  # (output port id, id of the link / port / block it was released on, or "")
+    rebuilt = Signal()  # the items were made again (navigation, edit): marks are to be put back
 
 
 class Bubble(QGraphicsItem):
@@ -109,6 +110,7 @@ class GraphScene(QGraphicsScene):
         self._shown_path = c.path
         self.setSceneRect(r)
         self._building = False
+        self.signals.rebuilt.emit()
 
     def item(self, item_id: str):
         return self.blocks.get(item_id) or self.links.get(item_id)
