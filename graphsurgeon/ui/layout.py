@@ -270,8 +270,9 @@ def _partitions(widths: list[float], k: int) -> list[range]:
 
 
 def layered(boxes: dict[str, Box], wires: list[Wire], viewport: tuple[float, float] = (1020.0, 700.0),
-            max_scale: float = 1.0, max_bands: int = 6) -> Layout:
-    """Positions and routes; folds into as many bands as makes the view fit `viewport` (px) at the largest scale."""
+            good_scale: float = 0.85, max_bands: int = 6) -> Layout:
+    """Positions and routes; folds into the fewest bands that fit `viewport` (px) at `good_scale` or more (else
+    into the bands that fit at the largest scale): one row reads best, folding only buys legibility."""
     if not boxes:
         return Layout({})
     g, layer = _layers(boxes, wires)
@@ -287,10 +288,10 @@ def layered(boxes: dict[str, Box], wires: list[Wire], viewport: tuple[float, flo
             break
         lay_out = _assemble(boxes, wires, layer, g, order, bands)
         x0, y0, x1, y1 = lay_out.bounds(boxes)
-        scale = min(max_scale, viewport[0] / max(x1 - x0 + 40, 1), viewport[1] / max(y1 - y0 + 40, 1))
+        scale = min(1.0, viewport[0] / max(x1 - x0 + 40, 1), viewport[1] / max(y1 - y0 + 40, 1))
         if best is None or scale > best[0] * 1.04:
             best = (scale, lay_out)
-        if scale >= max_scale:
+        if scale >= good_scale:
             break
     return best[1]
 
