@@ -161,7 +161,7 @@ class GraphScene(QGraphicsScene):
             item.tag = tag if on else ""
             if item.tag:
                 b = Bubble(item.tag, GLOW, px=13)
-                b.setPos(_along(item.path(), 0.35) + QPointF(-6, -24))
+                b.setPos(_along(item.path(), 0.6) + QPointF(-4, -20))
                 self.addItem(b)
                 self.tags[lid] = b
             item.update()
