@@ -49,9 +49,14 @@ def _crossed_blocks(win) -> list[tuple[str, str]]:
 
 
 def _label_overlaps(win) -> list[tuple[str, str]]:
+    """Pairs of port labels whose rectangles overlap; a label running out of its block counts as overlapping it."""
     rects = []
     for bid, item in win.scene.blocks.items():
+        inside = QRectF(0, 0, item.w, item.h)
         rects += [(bid, item.mapRectToScene(r)) for r in item.label_rects()]
+        rects += [(bid, "cut") for r in item.label_rects() if not inside.contains(r)]
+    if any(r == "cut" for _, r in rects):
+        return [(b, "cut") for b, r in rects if r == "cut"]
     return [(a, b) for i, (a, ra) in enumerate(rects) for b, rb in rects[i + 1:] if ra.intersected(rb).width() > 0.5
             and ra.intersected(rb).height() > 0.5]
 

@@ -94,6 +94,12 @@ def static_rows(block: Block) -> list[str]:
     return rows
 
 
+def port_text(port) -> str:
+    """What a port says: the argument's meaning for an op's input (`Port.label`, when the view has one), else the
+    display name of the value (`Port.name`); the fx name is only in the tooltip."""
+    return getattr(port, "label", None) or port.name
+
+
 def shows_input_labels(block: Block) -> bool:
     """Input labels name arguments; one lone input of an op needs none (its value is named where it leaves)."""
     return block.kind != "primitive" or len(block.inputs) > 1
@@ -121,9 +127,9 @@ def geometry(block: Block, badge: str = "") -> Geometry:
     statics = static_rows(block)
     labelled = shows_input_labels(block)
     first_static = len(block.inputs) if labelled else 0  # unlabelled inputs leave the left of their rows free
-    lin = [p.name for p in block.inputs] if labelled else []
+    lin = [port_text(p) for p in block.inputs] if labelled else []
     left = max([text_width(t, PORT_PX) for t in lin] + [text_width(t, SUB_PX) + 12 for t in statics], default=0.0)
-    right = max((text_width(p.name, PORT_PX) for p in block.outputs), default=0.0)
+    right = max((text_width(port_text(p), PORT_PX) for p in block.outputs), default=0.0)
     icon = 22.0 if block.kind == "composite" else 0.0
     sub = badge or block.subtitle
     w = max(MIN_W, text_width(block.title, TITLE_PX, True) + 2 * PAD + icon, text_width(sub, SUB_PX) + 2 * PAD + 6,
@@ -198,7 +204,7 @@ class BlockItem(QGraphicsItem):
         for side, ports in (("in", b.inputs), ("out", b.outputs)):
             for p in ports:
                 shape = f" {p.meta.shape_text} {p.meta.dtype}" if p.meta else ""
-                tip.append(f"{side}: {p.name} = {p.value}{shape}")
+                tip.append(f"{side}: {port_text(p)} = {p.value}{shape}")
         if self.problem:
             tip.insert(0, f"⚠ {self.problem}")
         return "\n".join(tip)
@@ -239,10 +245,10 @@ class BlockItem(QGraphicsItem):
         out = []
         if shows_input_labels(self.block):
             for p in self.block.inputs:
-                tw = text_width(p.name, PORT_PX)
+                tw = text_width(port_text(p), PORT_PX)
                 out.append(QRectF(PAD, self._in_y[p.id] - ROW_H / 2, tw, ROW_H))
         for p in self.block.outputs:
-            tw = text_width(p.name, PORT_PX)
+            tw = text_width(port_text(p), PORT_PX)
             out.append(QRectF(self.w - PAD - tw, self._out_y[p.id] - ROW_H / 2, tw, ROW_H))
         return out
 
@@ -316,10 +322,10 @@ class BlockItem(QGraphicsItem):
         if shows_input_labels(b):
             for p in b.inputs:
                 painter.drawText(QRectF(PAD, self._in_y[p.id] - ROW_H / 2, self.w, ROW_H), Qt.AlignLeft | Qt.AlignVCenter,
-                                 p.name)
+                                 port_text(p))
         for p in b.outputs:
             painter.drawText(QRectF(0, self._out_y[p.id] - ROW_H / 2, self.w - PAD, ROW_H), Qt.AlignRight | Qt.AlignVCenter,
-                             p.name)
+                             port_text(p))
         painter.setFont(font(SUB_PX))
         painter.setPen(QColor("#92400e"))
         for i, text in enumerate(self.geom.statics):

@@ -270,7 +270,7 @@ def _partitions(widths: list[float], k: int) -> list[range]:
 
 
 def layered(boxes: dict[str, Box], wires: list[Wire], viewport: tuple[float, float] = (1020.0, 700.0),
-            good_scale: float = 0.85, max_bands: int = 6) -> Layout:
+            good_scale: float = 0.8, max_bands: int = 6) -> Layout:
     """Positions and routes; folds into the fewest bands that fit `viewport` (px) at `good_scale` or more (else
     into the bands that fit at the largest scale): one row reads best, folding only buys legibility."""
     if not boxes:
