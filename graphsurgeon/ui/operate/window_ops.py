@@ -263,22 +263,18 @@ class Operate(QObject):
         return path if block is not None and block.kind == "bare" else None
 
     def wire_started(self, port_id: str) -> None:
-        """Highlight the blocks whose output the wire may end on."""
-        from graphsurgeon.ui.scene import port_block
-
+        """Light up the links and outputs the wire may end on."""
         path = self._bare_block(port_id)
         if path is None:
             return
         ok = self.session.connect_candidates(self.window.controller.path, path)
-        links = self.window.controller.links()
-        owners = {port_block(links[i].src) if i in links else port_block(i) for i in ok}
-        self.window.scene.set_marks({b: "candidate" for b in owners})
+        self.window.scene.show_targets({i: "" for i in ok})  # links and outputs of the right shape glow, the rest dims
         self.say(f"release on a highlighted output or link to add {path}'s output onto it." if ok else
                  f"nothing in this view can take {path}'s output; open the composite that holds its target.")
 
     def wire(self, port_id: str, onto_id: str) -> bool:
         """A wire was released on `onto_id`: connect the bare LoRA Layer there (one undoable edit)."""
-        self.window.scene.set_marks({})
+        self.window.scene.clear_targets()
         if not self.live():
             return False
         path = self._bare_block(port_id)
