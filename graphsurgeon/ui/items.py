@@ -375,16 +375,35 @@ class BlockItem(QGraphicsItem):
         return super().itemChange(change, value)
 
 
+CORNER = 6.0
+
+
+def _straight(a, b) -> bool:
+    return abs(a[0] - b[0]) < 1e-6 or abs(a[1] - b[1]) < 1e-6
+
+
 def route_path(points: list[tuple[float, float]]) -> QPainterPath:
-    """Straight segments where horizontal or vertical (corners rounded), an S-curve elsewhere (inside the segment's box)."""
+    """Straight segments where horizontal or vertical (corners between two of them rounded), an S-curve elsewhere
+    (a cubic with horizontal tangents, inside its end points' box)."""
     path = QPainterPath(QPointF(*points[0]))
-    for i in range(1, len(points)):
-        (x0, y0), (x1, y1) = points[i - 1], points[i]
-        if abs(x0 - x1) < 1e-6 or abs(y0 - y1) < 1e-6:
-            path.lineTo(x1, y1)
-        else:
-            mx = (x0 + x1) / 2
-            path.cubicTo(QPointF(mx, y0), QPointF(mx, y1), QPointF(x1, y1))
+    n = len(points)
+    for i in range(1, n):
+        a, b = points[i - 1], points[i]
+        if not _straight(a, b):
+            mx = (a[0] + b[0]) / 2
+            path.cubicTo(QPointF(mx, a[1]), QPointF(mx, b[1]), QPointF(*b))
+            continue
+        if i + 1 < n and _straight(b, points[i + 1]):
+            c = points[i + 1]
+            la, lc = math.dist(a, b), math.dist(b, c)
+            r = min(CORNER, la / 2, lc / 2)
+            if r > 0.5:
+                p1 = QPointF(b[0] + (a[0] - b[0]) * r / la, b[1] + (a[1] - b[1]) * r / la)
+                p2 = QPointF(b[0] + (c[0] - b[0]) * r / lc, b[1] + (c[1] - b[1]) * r / lc)
+                path.lineTo(p1)
+                path.quadTo(QPointF(*b), p2)
+                continue
+        path.lineTo(*b)
     return path
 
 

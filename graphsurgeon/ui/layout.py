@@ -439,12 +439,18 @@ def _free_spot(n: str, b: Box, boxes: dict[str, Box], wires: list[Wire], pos: di
     xs = {x0} | {r[2] for r in rects} | {r[0] - b.w for r in rects}
     yset = {y0} | {r[3] for r in rects} | {r[1] - b.h for r in rects}
     best: tuple[float, Point] | None = None
+    last_in, first_out = max(lefts, default=None), min(rights, default=None)
+
+    def backwards(x: float) -> float:
+        """A link that has to turn back (into the block from the right, out of it to the left) costs a detour."""
+        return ((last_in is not None and x < last_in + MARGIN) + (first_out is not None and x + b.w > first_out - MARGIN)) * 120.0
+
     for x in xs:
         dx = abs(x - x0)
         if best is not None and dx * 1.5 >= best[0]:
             continue
         for y in yset:
-            cost = dx * 1.5 + abs(y - y0)
+            cost = dx * 1.5 + abs(y - y0) + backwards(x)
             if (best is None or cost < best[0]) and not _hits((x, y, x + b.w, y + b.h), rects):
                 best = (cost, (x, y))
     return best[1] if best else (x0, y0)
