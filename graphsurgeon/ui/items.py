@@ -30,6 +30,7 @@ TITLE_PX, SUB_PX, PORT_PX = 13, 10, 11  # scene pixel sizes at 1:1
 TITLE_MIN_PX = 10.0  # a title is never drawn smaller than this on screen (it grows in scene units instead)
 LABEL_MIN_PX = 7.0  # port labels, subtitles and static inputs are hidden below this on screen
 HEADER_H, ROW_H, PAD, MIN_W = 36.0, 16.0, 8.0, 72.0
+TITLE_SLACK_PX = 16  # blocks are as wide as their title at this size: down to 10/16 zoom it is never elided
 
 
 def font(px: int, bold: bool = False) -> QFont:
@@ -132,7 +133,8 @@ def geometry(block: Block, badge: str = "") -> Geometry:
     right = max((text_width(port_text(p), PORT_PX) for p in block.outputs), default=0.0)
     icon = 22.0 if block.kind == "composite" else 0.0
     sub = badge or block.subtitle
-    w = max(MIN_W, text_width(block.title, TITLE_PX, True) + 2 * PAD + icon, text_width(sub, SUB_PX) + 2 * PAD + 6,
+    title_w = text_width(block.title, TITLE_SLACK_PX, True)  # room for a title redrawn larger when zoomed out a bit
+    w = max(MIN_W, title_w + 2 * PAD + icon, text_width(sub, SUB_PX) + 2 * PAD + 6,
             left + right + 2 * PAD + (14 if left and right else 0))
     rows = max(first_static + len(statics), len(block.inputs), len(block.outputs), 1)
     in_y = {p.id: HEADER_H + (i + 0.5) * ROW_H for i, p in enumerate(block.inputs)}
