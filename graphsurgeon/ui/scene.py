@@ -140,11 +140,10 @@ class GraphScene(QGraphicsScene):
             item.set_problem(links.get(lid))
 
     # ---- palette drag feedback ----------------------------------------------------------------------
-    def show_targets(self, targets: dict[str, str]) -> None:
-        """During a palette drag: {block / link / output-port id: tag}; these glow, everything else dims.
-
-        A tagged link (GPT-2's q / v slices of the fused projection) gets its tag drawn next to its start.
-        """
+    def show_targets(self, targets: dict[str, str], keep: tuple[str, ...] = ()) -> None:
+        """During a palette drag: {block / link / output-port id: tag}; these glow, everything else dims except the
+        blocks in `keep` (the block a wire is drawn from). A tagged link (GPT-2's q / v slices of the fused
+        projection) gets its tag drawn on it."""
         self.clear_targets()
         glow_ports: dict[str, set[str]] = {}
         for i in targets:
@@ -152,7 +151,7 @@ class GraphScene(QGraphicsScene):
                 glow_ports.setdefault(port_block(i), set()).add(i)
         for bid, item in self.blocks.items():
             item.glow_ports = glow_ports.get(bid, set())
-            item.state = "target" if bid in targets else "dim"
+            item.state = "target" if bid in targets else (None if bid in keep else "dim")
             item.update()
         for lid, item in self.links.items():
             on = lid in targets or item.link.src in targets

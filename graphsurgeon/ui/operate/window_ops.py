@@ -268,7 +268,7 @@ class Operate(QObject):
         if path is None:
             return
         ok = self.session.connect_candidates(self.window.controller.path, path)
-        self.window.scene.show_targets({i: "" for i in ok})  # links and outputs of the right shape glow, the rest dims
+        self.window.scene.show_targets({i: "" for i in ok}, keep=(f"m:{path}",))  # the right shape glows, the rest dims
         self.say(f"release on a highlighted output or link to add {path}'s output onto it." if ok else
                  f"nothing in this view can take {path}'s output; open the composite that holds its target.")
 
