@@ -143,7 +143,7 @@ def drag_screenshot() -> None:
     ops = win.operate
     mime = ops.palette.mime_for("add_lora")
     vp = win.view.viewport()
-    sdpa = next(b for b in win.controller.view.blocks if b.node and "attention" in b.title)
+    sdpa = next(b for b in win.controller.view.blocks if b.role == "attention")
     item = win.scene.blocks[sdpa.id]
     at = win.view.mapFromScene(item.sceneBoundingRect().center())
     QApplication.sendEvent(vp, QDragEnterEvent(at, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from graphsurgeon.graph.snapshot import search_entries
 from graphsurgeon.graph.view import Block, CompositeView, Link
-from graphsurgeon.ui.layout import Box, Layout, Wire, layered, place_new, port_points, route, route_is_free
+from graphsurgeon.ui.layout import (MARGIN, ROW_GAP, Box, Layout, Wire, layered, place_new, port_points, route,
+                                    route_is_free)
 
 VIEWPORT = (1020.0, 700.0)  # canvas size (px) a view is laid out to fit: the graph area of a 1600×1000 window
 
@@ -22,6 +23,8 @@ class Controller:
         self._layouts: dict[tuple[str, int], Layout] = {}
         self._placed: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> last position shown
         self._routes: dict[str, dict[str, list]] = {}  # path -> wire id -> last route shown
+        self._sizes: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> last size shown
+        self._spots: dict[str, dict[tuple, tuple[float, float]]] = {}  # path -> (id, w, h) -> where it was that size
         self._view: CompositeView | None = None
         self._view_key: tuple[str, int] | None = None
 
@@ -34,6 +37,8 @@ class Controller:
             self.manual.clear()
             self._placed.clear()
             self._routes.clear()
+            self._sizes.clear()
+            self._spots.clear()
         self._layouts.clear()
         self._view = None
 
@@ -43,6 +48,8 @@ class Controller:
         self.manual.clear()
         self._placed.clear()
         self._routes.clear()
+        self._sizes.clear()
+        self._spots.clear()
         self._layouts.clear()
         self._view = None
 
@@ -130,9 +137,13 @@ class Controller:
         remembered = self._placed.setdefault(self.path, {})
         remembered.update(lay.positions)
         self._routes[self.path] = dict(lay.routes)
+        self._sizes.setdefault(self.path, {}).update({n: (b.w, b.h) for n, b in boxes.items()})
+        spots = self._spots.setdefault(self.path, {})
+        spots.update({(n, b.w, b.h): lay.positions[n] for n, b in boxes.items() if n in lay.positions})
         return lay
 
     def _update(self, boxes: dict[str, Box], wires: list[Wire], kept: dict, before: dict) -> Layout:
+        kept = self._resized(boxes, kept)
         pos = dict(kept)
         pos.update(place_new(boxes, wires, kept, remembered=before))
         old = self._routes.get(self.path, {})
@@ -147,6 +158,26 @@ class Controller:
             else:
                 routes[w.id] = route(a, z, rects)
         return Layout(pos, routes)
+
+    def _resized(self, boxes: dict[str, Box], kept: dict) -> dict:
+        """Blocks whose size changed with the edit (a port renamed) stay put if they still fit — growing from their
+        left, right or centre, whichever keeps clear of the others; one that fits nowhere is placed like a new one."""
+        sizes = self._sizes.get(self.path, {})
+        out = dict(kept)
+        for n, (x, y) in kept.items():
+            old = sizes.get(n)
+            b = boxes[n]
+            if old is None or old == (b.w, b.h):
+                continue
+            others = [(px - 2 * MARGIN, py - ROW_GAP / 2, px + boxes[m].w + 2 * MARGIN, py + boxes[m].h + ROW_GAP / 2)
+                      for m, (px, py) in out.items() if m != n]
+            del out[n]
+            back = self._spots.get(self.path, {}).get((n, b.w, b.h))  # where it was at this size (undo, redo)
+            for cx, cy in ([back] if back else []) + [(x, y), (x + old[0] - b.w, y), (x + (old[0] - b.w) / 2, y)]:
+                if not any(cx < o[2] and o[0] < cx + b.w and cy < o[3] and o[1] < cy + b.h for o in others):
+                    out[n] = (cx, cy)
+                    break
+        return out
 
     def moved(self, block_id: str, x: float, y: float) -> None:
         self.manual.setdefault(self.path, {})[block_id] = (x, y)
