@@ -72,6 +72,10 @@ class GraphScene(QGraphicsScene):
             self._building = False
             return
         c = self.controller
+        shown = [v for v in self.views() if v.isVisible()]
+        if shown and shown[0].viewport().width() >= 480 and shown[0].viewport().height() >= 320:
+            size = shown[0].viewport().size()  # a composite opened now is laid out for the canvas as it is
+            c.viewport = (float(size.width()), float(size.height()))
         view = c.view
         geoms = {b.id: geometry(b, c.badge(b)) for b in view.blocks}
         self.boxes = {b.id: geoms[b.id].box(b) for b in view.blocks}
