@@ -35,16 +35,17 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _config(args):
-    from graphsurgeon.surgery.spec import LoRAConfig
+FLAGS = {"r": "--rank", "alpha": "--alpha", "dropout": "--dropout", "init": "--init", "use_rslora": "--rslora"}
 
-    if args.rank < 1:
-        raise LoRAArgumentError(f"--rank {args.rank} is not allowed: give a rank of at least 1, e.g. --rank 8.")
-    if not 0.0 <= args.dropout < 1.0:
-        raise LoRAArgumentError(f"--dropout {args.dropout} is not allowed: give a probability in [0, 1).")
-    if args.alpha <= 0:
-        raise LoRAArgumentError(f"--alpha {args.alpha} is not allowed: give a positive scaling numerator.")
-    return LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, use_rslora=args.rslora, init=args.init)
+
+def _config(args):
+    """The LoRAConfig of the command line; LoRAConfig's own check, reworded with the flag's name."""
+    from graphsurgeon.surgery.spec import LoRAConfig, LoRAConfigError
+
+    try:
+        return LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, use_rslora=args.rslora, init=args.init)
+    except LoRAConfigError as err:
+        raise LoRAArgumentError(f"{FLAGS.get(err.field, err.field)} {err.value} is not allowed: {err.allowed}.") from None
 
 
 def run(args) -> int:
