@@ -221,7 +221,12 @@ def test_meta_capture_is_materialized(tmp_path):
     from graphsurgeon.capture import capture
 
     cm = capture("tiny-gpt2", meta=True)
-    export_folder(cm, tmp_path / "out")
+    with pytest.raises(ExportError, match="would hold weights that were never trained; pass --random-weights"):
+        export_folder(cm, tmp_path / "out")
+    assert cm.is_meta and not (tmp_path / "out").exists()  # refused before any weight memory or file
+    export_folder(cm, tmp_path / "out", random_weights=True)
+    assert "**Weights: random.**" in (tmp_path / "out" / "README.md").read_text()
+    assert json.loads((tmp_path / "out" / "surgery.json").read_text())["weights"]["kind"] == "random"
     x = inputs("gpt2")
     with torch.no_grad():
         got = load_exported(tmp_path / "out")(**x)["logits"]

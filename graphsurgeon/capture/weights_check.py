@@ -155,7 +155,8 @@ def _patterns(model, attr: str) -> re.Pattern | None:
             pats.add(r"rotary_emb\.inv_freq")
         if any(n.endswith("position_ids") for n in names):
             pats.add(r"(^|\.)position_ids$")
-    return re.compile("|".join(f"({p})" for p in pats)) if pats else None
+    # anchored at a name boundary: GPT-2's "attn.bias" (the old causal-mask buffer) must not also hide "c_attn.bias"
+    return re.compile("|".join(f"((^|\\.)(?:{p}))" for p in pats)) if pats else None
 
 
 def _tied(model) -> set[str]:

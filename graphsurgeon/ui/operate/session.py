@@ -278,7 +278,11 @@ class EditSession:
             from graphsurgeon.export import export_folder
         except ImportError:
             raise OperateError("export is not available in this build; save a recipe and use the CLI.") from None
-        result = export_folder(self.cm, out_dir, force=force)
+        # the editor exports what it shows, random weights included; the dialog's notes say so (README.md too)
+        result = export_folder(self.cm, out_dir, force=force, random_weights=True)
+        if result.weights != "real":
+            result.notes.insert(0, f"the weights are {'RANDOM' if result.weights == 'random' else 'partly random'}: "
+                                   f"{result.weights_note}; this is no trained model.")
         self.dirty = False
         return result
 
