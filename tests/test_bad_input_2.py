@@ -100,6 +100,17 @@ WEIGHTS = [  # (case, how the valid folder is broken, extra arguments, what the 
     ("config_transformers_rejects", _config("layer_norm_epsilon", "tiny"), [], "fix config.json"),
     ("weights_file_named_otherwise", lambda f: (f / "model.safetensors").rename(f / "weights.safetensors"), [],
      "has weights.safetensors but no model.safetensors"),
+    ("weights_link_is_broken", lambda f: ((f / "model.safetensors").unlink(),
+                                          (f / "model.safetensors").symlink_to(f / "gone.safetensors")), [],
+     "model.safetensors is a link to"),
+    ("architectures_is_a_string", _config("architectures", "GPT2LMHeadModel"), [],
+     "architectures in config.json is 'GPT2LMHeadModel'; it should be a list of class names"),
+    ("architectures_of_another_model_type", _config("architectures", ["BertModel"]), [],
+     "config.json names BertModel (a 'bert' model) but its model_type is 'gpt2'; make architectures and model_type agree"),
+    ("architectures_not_a_model_class", _config("architectures", ["AutoTokenizer"]), [],
+     "names 'AutoTokenizer' in architectures, which is not a transformers model class"),
+    ("an_exported_folder", lambda f: [(f / n).write_text("{}") for n in ("surgery.json", "model.py")], [],
+     "is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open its merged/ folder"),
     ("index_names_a_missing_shard", lambda f: (f / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {"wte.weight": "model-00002-of-00002.safetensors"}})), [],
      "lists the shard model-00002-of-00002.safetensors, which is not in"),
@@ -223,6 +234,8 @@ LORA_ARGS = [  # (lora arguments, what the one line must say); all refused befor
     (["--recipe-out", "."], "--recipe-out . is a folder; give a file name like recipe.json."),
     (["--recipe-out", "no/such/dir/r.json"], "the folder no/such/dir does not exist"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--recipe-out", ""], "--recipe-out is empty: give a file name."),
+    (["--recipe", " "], "--recipe is empty: give a file name."),
 ]
 
 
@@ -232,6 +245,20 @@ def test_lora_arguments_refused_in_one_line(argv, message, tmp_path, monkeypatch
     code, out, err = run_cli(["lora", "tiny-bert", *argv, "--out", "out"], capsys)
     assert code == 2 and message in one_line(err) and out == ""
     assert files_under(tmp_path) == {}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["inspect", ""], "the model name is empty; give a preset"),
+    (["lora", "tiny-bert", "--out", ""], "--out is empty: give a folder name."),
+    (["inspect", "tiny-bert", "--depth", "x"], "argument --depth: invalid int value: 'x'; see `graphsurgeon inspect --help`."),
+    (["lora", "tiny-bert", "--rank"], "argument --rank/-r: expected one argument"),
+    (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
+    (["lora", "tiny-bert", "--layers", "0-999999999999"], "layer 2 is out of range: this model has layers 0-1."),
+])
+def test_command_line_mistakes_in_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and message in one_line(err) and files_under(tmp_path) == {}
 
 
 def test_layers_beyond_a_model_without_repeated_layers():
@@ -325,6 +352,59 @@ def test_recipe_from_another_model_refused_by_name_or_mapped_loudly(tmp_path, ca
                           "step 1: encoder.layer.0.attention.self.query → transformer.h.0.attn.c_attn[0:64]")
 
 
+def _bert_recipe(tmp_path: Path, steps) -> Path:
+    data = _recipe()
+    data["steps"] = steps(data["steps"][0])
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    return tmp_path / "r.json"
+
+
+REPLAYS = [  # (the recipe's steps from a valid insert step, what the one line must say); nothing changes
+    (lambda s: [s, s], "step 2 (insert on role 'q' of layer 0) is refused: linear: "
+                       "encoder.layer.0.attention.self.lora_q already adapts this tensor"),
+    (lambda s: [{k: s[k] for k in ("role", "layer", "module")} | {"op": "remove"}],
+     "step 1 (remove on role 'q' of layer 0) is refused: there is no LoRA block at 'encoder.layer.0.attention.self.lora_q'"),
+    (lambda s: [s | {"config": s["config"] | {"r": 65}}],
+     "step 1 (insert on role 'q' of layer 0) is refused: linear: rank r must be between 1 and min(in, out) = 64"),
+    (lambda s: [s | {"layer": 7}], "step 1 (insert LoRA on role 'q' of layer 7) has no target in this BertModel"),
+    (lambda s: [s | {"module": "bert.encoder.layer.0.attention.self.query"}],
+     "step 1 adapts bert.encoder.layer.0.attention.self.query, but this BertModel's 'q' of layer 0 is "
+     "encoder.layer.0.attention.self.query: the recipe was made on another model"),
+]
+
+
+@pytest.mark.parametrize("steps,message", REPLAYS, ids=["twice", "remove-nothing", "rank-65", "layer-7", "other-module"])
+def test_recipe_that_does_not_fit_changes_nothing(steps, message, tiny_bert, tmp_path):
+    from graphsurgeon.surgery.recipe import replay
+
+    code, params = tiny_bert.gm.code, [n for n, _ in tiny_bert.gm.named_parameters()]
+    with pytest.raises(RecipeError) as info:
+        replay(tiny_bert, load_recipe(_bert_recipe(tmp_path, steps)))
+    assert message in str(info.value)
+    assert tiny_bert.gm.code == code and [n for n, _ in tiny_bert.gm.named_parameters()] == params
+    assert tiny_bert.loras == {}
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\xff\xfe", "cannot read the recipe {f}: 'utf-8' codec can't decode byte 0xff"),
+    (b"[" * 100000 + b"]" * 100000, "cannot read the recipe {f}: it is nested too deeply to be a recipe"),
+    (b"", "cannot read the recipe {f}: Expecting value"),
+    (b"[1, 2]", "{f} is JSON but not a graphsurgeon recipe"),
+], ids=["not-utf8", "nested", "empty", "a-list"])
+def test_recipe_files_that_are_no_recipe(content, message, tmp_path):
+    (tmp_path / "r.json").write_bytes(content)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tmp_path / "r.json")
+    assert message.format(f=tmp_path / "r.json") in str(info.value)
+
+
+def test_an_exports_surgery_json_replays_as_its_recipe(tmp_path, capsys):
+    assert main(["lora", "tiny-gpt2", "--layers", "1", "--rank", "2", "--random-weights", "--out", str(tmp_path / "x")]) == 0
+    code, out, err = run_cli(["lora", "tiny-gpt2", "--recipe", str(tmp_path / "x" / "surgery.json"), "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and [(r["layer"], r["role"]) for r in data["targets"]] == [(1, "q"), (1, "v")] and err == ""
+
+
 def test_recipe_cli_refuses_bad_fields_before_capture(tmp_path, capsys):
     (tmp_path / "r.json").write_text(json.dumps(_step(config={**LoRAConfig().as_dict(), "alpha": -5})))
     code, out, err = run_cli(["lora", "tiny-gpt2", "--recipe", str(tmp_path / "r.json")], capsys)
@@ -376,6 +456,43 @@ def test_unwritable_outputs_one_line_nothing_left(name, argv, patch, message, tm
     code, out, err = run_cli(["lora", "tiny-gpt2", "--layers", "0", "--random-weights", *argv], capsys)
     assert code == 2 and message.format(tmp=tmp_path) in one_line(err)
     assert files_under(tmp_path) == before  # no temp folder, no half-written file
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_out_may_not_be_the_models_own_folder(force, gpt2_folder, tmp_path, capsys):
+    shutil.copytree(gpt2_folder, tmp_path / "model")
+    before = files_under(tmp_path)
+    for out in (tmp_path / "model", tmp_path):
+        code, _, err = run_cli(["lora", str(tmp_path / "model"), "--out", str(out)] + (["--force"] if force else []),
+                               capsys)
+        assert code == 2 and (f"{out} is the model's own folder or holds it" in one_line(err) or
+                              (not force and "exists and is not empty" in err))
+    assert files_under(tmp_path) == before
+
+
+def test_force_replaces_only_an_earlier_export(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    code, _, err = run_cli(["lora", "tiny-gpt2", "--random-weights", "--out", str(tmp_path / "mine"), "--force"], capsys)
+    assert code == 2 and "--force only replaces an earlier graphsurgeon export (a folder with surgery.json), and " \
+                         f"{tmp_path / 'mine'} holds thesis.tex; choose another folder." in one_line(err)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+
+
+class _FullStdout:
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+
+def test_stdout_on_a_full_disk(monkeypatch, capsys):
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _FullStdout())
+    code = main(["lora", "tiny-gpt2", "--layers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and one_line(err) == "error: cannot write the output: No space left on device."
 
 
 def test_os_error_reading_a_recipe(tmp_path, capsys):

@@ -176,9 +176,14 @@ def test_bad_input(tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
         export_folder(cm, out)
+    with pytest.raises(ExportError, match="--force only replaces an earlier graphsurgeon export .* holds keep.txt"):
+        export_folder(cm, out, force=True)
     assert (out / "keep.txt").read_text() == "mine"
-    export_folder(cm, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.py").exists()
+    (out / "keep.txt").unlink()
+    export_folder(cm, out)
+    (out / "stale.txt").write_text("from the earlier export")
+    export_folder(cm, out, force=True)  # an earlier export is replaced whole
+    assert not (out / "stale.txt").exists() and (out / "model.py").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
 
     bad = tmp_path / "bad.jsonl"

@@ -32,6 +32,9 @@ class ModelRecipe:
     @property
     def architecture(self) -> str:
         archs = self.config.get("architectures") or []
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise SourceError(f"{self.name}: architectures in config.json is {archs!r}; it should be a list of class "
+                              'names like ["GPT2LMHeadModel"].')
         return archs[0] if archs else ""
 
     def hf_config(self, attn_implementation: str):
@@ -61,6 +64,15 @@ class ModelRecipe:
             if arch:
                 raise SourceError(f"{self.name}: config.json names the class {arch!r}, which transformers does not have.")
             return transformers.AutoModel
+        if not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
+            raise SourceError(f"{self.name}: config.json names {arch!r} in architectures, which is not a transformers "
+                              "model class; name the model class, e.g. [\"BertModel\"].")
+        wanted = getattr(cls, "config_class", None)
+        model_type = self.config.get("model_type")
+        given = transformers.CONFIG_MAPPING[model_type] if model_type in transformers.CONFIG_MAPPING else None
+        if isinstance(wanted, type) and given is not None and not issubclass(given, wanted):
+            raise SourceError(f"{self.name}: config.json names {arch} (a {wanted.model_type!r} model) but its model_type "
+                              f"is {model_type!r}; make architectures and model_type agree.")
         return cls
 
     def _construct(self, cls, config, device: str, attn_implementation: str) -> torch.nn.Module:
@@ -169,6 +181,9 @@ def _first_line(err: BaseException) -> str:
 
 def resolve(source: str) -> ModelRecipe:
     """Turn what the user typed into a ModelRecipe, or raise a SourceError that says what to do."""
+    if not source.strip():
+        raise SourceError(f"the model name is empty; give a preset ({', '.join(preset_names())}) or a folder with "
+                          "config.json.")
     if is_preset(source):
         return _from_preset(source)
     path = Path(os.path.expanduser(source))
@@ -202,6 +217,14 @@ def _from_folder(path: Path, name: str) -> ModelRecipe:
         raise SourceError(f"{config_file} is not valid JSON ({err}); fix or regenerate it with save_pretrained.") from err
     if not isinstance(config, dict) or "model_type" not in config:
         raise SourceError(f"{config_file} has no model_type; it should be a Hugging Face config.json.")
+    if (path / "surgery.json").is_file() and (path / "model.py").is_file():
+        try:
+            original = json.loads((path / "surgery.json").read_text()).get("source") or "MODEL"
+        except (OSError, ValueError, AttributeError):
+            original = "MODEL"
+        raise SourceError(f"{name} is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open "
+                          "its merged/ folder (python train.py --merge-only there), or replay it on the original model: "
+                          f"graphsurgeon lora {original} --recipe {path / 'surgery.json'}.")
     shapes = _weights_in(path, name)
     if shapes is None:
         return ModelRecipe(name, config, None, f"random weights ({name} has no model.safetensors)")

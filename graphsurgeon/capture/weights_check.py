@@ -11,6 +11,7 @@ while loading (fused or renamed tensors the header check leaves to it).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,8 @@ def weight_files(folder: Path) -> list[Path]:
             raise ValueError(f"{index} lists the shard {missing[0]}, which is not in {folder}")
         return [folder / s for s in shards]
     single = folder / "model.safetensors"
+    if single.is_symlink() and not single.exists():
+        raise ValueError(f"{single} is a link to {os.readlink(single)}, which does not exist")
     return [single] if single.is_file() else []
 
 

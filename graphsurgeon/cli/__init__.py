@@ -86,8 +86,10 @@ def _main(argv: list[str]) -> int:
         return _say("the output was closed before graphsurgeon finished writing it (broken pipe); the rest was "
                     "dropped.", 2)
     except OSError as err:
-        where = f" ({err.filename})" if err.filename else ""
-        return _say(f"{err.strerror or err}{where}; check the path and its permissions.", 2)
+        if err.filename is None:  # no file named: writing the output itself failed (stdout on a full disk, /dev/full)
+            _drop_stdout()
+            return _say(f"cannot write the output: {err.strerror or err}.", 2)
+        return _say(f"{err.strerror or err} ({err.filename}); check the path and its permissions.", 2)
     except Exception as err:  # noqa: BLE001 - a bug: still one line, the traceback on request
         if os.environ.get(TRACEBACK_ENV):
             raise

@@ -97,12 +97,15 @@ def _preflight(args) -> None:
         if not [r for r in args.targets.split(",") if r.strip()]:
             raise LoRAArgumentError("--targets is empty: give roles like q,v.")
         layer_spec(args.layers)
+    for flag, value in (("--out", args.out), ("--recipe-out", args.recipe_out), ("--recipe", args.recipe)):
+        if value is not None and not value.strip():
+            raise LoRAArgumentError(f"{flag} is empty: give a {'folder' if flag == '--out' else 'file'} name.")
     if args.recipe_out:
         _writable_file(args.recipe_out, "--recipe-out")
     if args.out:
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-            raise LoRAArgumentError(f"{out} exists and is not empty; choose another folder or pass --force to replace it.")
+        from graphsurgeon.export import check_out_folder
+
+        check_out_folder(args.out, force=args.force, source=args.model)
 
 
 def run(args) -> int:
@@ -136,7 +139,7 @@ def run(args) -> int:
             print(f"warning: {note}.", file=sys.stderr)
     else:
         config = _config(args)
-        roles = tuple(r.strip() for r in args.targets.split(",") if r.strip())
+        roles = tuple(dict.fromkeys(r.strip() for r in args.targets.split(",") if r.strip()))  # q,q is q
         entry = history.do(lora_command(cm, roles, args.layers, config))
     nodes = {n.name: n for n in cm.gm.graph.nodes}
     rows = []

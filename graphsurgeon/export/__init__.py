@@ -55,11 +55,27 @@ def weights_to_export(cm) -> tuple[str, str]:
     return cm.weights, cm.weights_note
 
 
-def check_export(cm, out_dir, *, force: bool = False, random_weights: bool = False) -> None:
-    """Refuse an export before anything is loaded or written: a non-empty folder, random weights not asked for."""
+def check_out_folder(out_dir, *, force: bool = False, source: str | None = None) -> None:
+    """Refuse an export folder before anything is done: not empty (without force), not an earlier export (with
+    force), or the model's own folder (`source`)."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it.")
+    src = Path(source) if source else None
+    if src is not None and src.is_dir() and (out.resolve() == src.resolve() or out.resolve() in src.resolve().parents):
+        raise ExportError(f"{out} is the model's own folder or holds it; export to another folder, the model stays as "
+                          "it is.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it.")
+        if not (out / "surgery.json").is_file():  # --force replaces an earlier export, never other files
+            held = ", ".join(sorted(p.name for p in out.iterdir())[:3]) if out.is_dir() else "a file"
+            raise ExportError(f"--force only replaces an earlier graphsurgeon export (a folder with surgery.json), and "
+                              f"{out} holds {held}; choose another folder.")
+
+
+def check_export(cm, out_dir, *, force: bool = False, random_weights: bool = False) -> None:
+    """Refuse an export before anything is loaded or written: the folder (check_out_folder), random weights not
+    asked for."""
+    check_out_folder(out_dir, force=force, source=cm.source_name)
     kind, note = weights_to_export(cm)
     if kind == "random" and not random_weights:
         raise ExportError(f"{note or 'random weights'}: the export would hold weights that were never trained; pass "
@@ -160,4 +176,4 @@ def _write(cm, folder: Path) -> None:
     (folder / "README.md").write_text(readme)
 
 
-__all__ = ["ExportError", "ExportResult", "check_export", "export_folder", "weights_to_export"]
+__all__ = ["ExportError", "ExportResult", "check_export", "check_out_folder", "export_folder", "weights_to_export"]

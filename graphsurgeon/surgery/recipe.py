@@ -8,6 +8,7 @@ compound edit, so a bad field or a missing target changes nothing.
 
 Format "graphsurgeon-recipe", version 1 (unchanged: files written before this check still read):
 {"format", "version", "model_class", "steps": [{"op", "role", "layer", "module", "config" | "onto"}]}.
+An exported folder's surgery.json reads as the recipe of its LoRA blocks.
 """
 
 from __future__ import annotations
@@ -72,14 +73,32 @@ def load_recipe(path: str | Path) -> dict:
     """Read a recipe file and check it field by field (nothing is applied)."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        reason = (err.strerror if isinstance(err, OSError) and err.strerror else
+                  "it is nested too deeply to be a recipe" if isinstance(err, RecursionError) else err)
         raise RecipeError(f"cannot read the recipe {path}: {reason}; give a JSON file written by --recipe-out.") from None
+    if isinstance(data, dict) and "format" not in data and isinstance(data.get("loras"), list):
+        data = recipe_from_surgery(data, str(path))
     if not isinstance(data, dict):
         raise RecipeError(f"{path} is JSON but not a graphsurgeon recipe (an object with \"steps\"); "
                           "give a file written by Save recipe or --recipe-out.")
     check_recipe(data, str(path))
     return data
+
+
+def recipe_from_surgery(data: dict, source: str) -> dict:
+    """The recipe an exported folder's surgery.json stands for: one insert (and connect) step per LoRA block."""
+    steps = []
+    for i, block in enumerate(data["loras"]):
+        target = block.get("target") if isinstance(block, dict) else None
+        if not isinstance(target, dict):
+            raise RecipeError(f"{source}: LoRA block {i + 1} has no target object; export the folder again.")
+        where = {"role": target.get("role"), "layer": target.get("layer"), "module": target.get("module")}
+        steps.append({"op": "insert_bare" if block.get("kind") == "bare" else "insert", **where,
+                      "config": block.get("config")})
+        if block.get("kind") == "bare" and block.get("wired_to"):
+            steps.append({"op": "connect", **where, "onto": block["wired_to"]})
+    return {"format": RECIPE_FORMAT, "version": RECIPE_VERSION, "model_class": data.get("model_class"), "steps": steps}
 
 
 # ---- the schema, field by field ------------------------------------------------------------------------
@@ -184,9 +203,10 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
             notes.append(f"step {i + 1}: {step['module']} → {target.module}{cols}")
         path = block_path(target)
         if step["op"] in ("insert", "insert_bare"):
-            commands.append(InsertLoRA(target, LoRAConfig.from_dict(step["config"]), bare=step["op"] == "insert_bare"))
+            command = InsertLoRA(target, LoRAConfig.from_dict(step["config"]), bare=step["op"] == "insert_bare")
         else:
-            commands.append(_Deferred(step, path))
+            command = _Deferred(step, path)
+        commands.append(_Numbered(i + 1, step, command))
     compound = Compound(f"Replay recipe ({len(commands)} steps)", commands)
     history.do(compound)
     compound.notes = []  # what map_by_role changed, to be said loudly
@@ -194,6 +214,26 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
         compound.notes.append(f"recipe made on {made_on} replayed by role and layer onto {cm.model_class}"
                               + (": " + "; ".join(notes) if notes else ""))
     return compound
+
+
+class _Numbered(Command):
+    """A step's command whose refusal names the step ("step 2 (insert on q of layer 0): … already adapts …")."""
+
+    def __init__(self, number: int, step: dict, inner: Command) -> None:
+        self.number, self.step, self.inner, self.text = number, step, inner, inner.text
+
+    def apply(self, cm):
+        try:
+            return self.inner.apply(cm)
+        except GraphsurgeonError as err:
+            raise RecipeError(f"step {self.number} ({self.step['op']} on role {self.step['role']!r} of layer "
+                              f"{self.step['layer']}) is refused: {err}") from None
+
+    def revert(self, cm):
+        return self.inner.revert(cm)
+
+    def to_json(self) -> list[dict]:
+        return self.inner.to_json()
 
 
 class _Deferred(Command):

@@ -65,14 +65,14 @@ def projection_targets(cm) -> list[Target]:
 _LAYER_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")  # "3" or "0-5"
 
 
-def layer_spec(spec: str | None) -> list[int] | None:
-    """The layers a --layers text names: None for 'all' (or None), else sorted indices; bad syntax raises TargetError."""
+def layer_spec(spec: str | None) -> list[tuple[int, int]] | None:
+    """The layer ranges a --layers text names, (lo, hi) both included: None for 'all' (or None); bad syntax raises."""
     if spec is None or str(spec).strip() == "all":
         return None
     text = str(spec).strip()
     if not text:
         raise TargetError("--layers is empty: give all, a range like 0-5 or a list like 0,3.")
-    layers: set[int] = set()
+    ranges: list[tuple[int, int]] = []
     for part in (p.strip() for p in text.split(",")):
         m = _LAYER_ITEM.match(part)
         if m is None:
@@ -84,22 +84,23 @@ def layer_spec(spec: str | None) -> list[int] | None:
         if lo > hi:
             raise TargetError(f"--layers {part!r} is a reversed range: write {hi}-{lo} "
                               "(a range goes from the lower layer to the higher, both included).")
-        layers.update(range(lo, hi + 1))
-    return sorted(layers)
+        ranges.append((lo, hi))
+    return ranges
 
 
 def parse_layers(spec: str | None, n_layers: int) -> list[int]:
     """'all' (or None) | '0-5' | '0,3' | '0-2,5' -> sorted layer indices of a model with `n_layers` layers."""
-    layers = layer_spec(spec)
-    if layers is None:
+    ranges = layer_spec(spec)
+    if ranges is None:
         return list(range(n_layers))
     if n_layers == 0:
         raise TargetError(f"--layers {str(spec).strip()!r} names layers, but this model has no numbered (repeated) "
                           "layers; use --layers all.")
-    bad = [i for i in layers if i >= n_layers]
-    if bad:
-        raise TargetError(f"layer {bad[0]} is out of range: this model has layers 0-{n_layers - 1}.")
-    return layers
+    top = max(hi for _, hi in ranges)  # checked before the ranges are expanded (0-999999999 stays cheap)
+    if top >= n_layers:
+        first = min(max(lo, n_layers) for lo, hi in ranges if hi >= n_layers)
+        raise TargetError(f"layer {first} is out of range: this model has layers 0-{n_layers - 1}.")
+    return sorted({i for lo, hi in ranges for i in range(lo, hi + 1)})
 
 
 def resolve_targets(cm, roles=("q", "v"), layers: str | list[int] | None = "all") -> list[Target]:
