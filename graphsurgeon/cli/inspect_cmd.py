@@ -34,6 +34,8 @@ def register(sub) -> None:
 def run(args) -> int:
     cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention)
     bg = cm.blocks()
+    for problem in bg.sem.problems:
+        print(f"note: names and groups are partial ({problem})", file=sys.stderr)
     if args.path is not None or not args.tree:
         path = args.path or ""
         view = bg.view(path)
