@@ -30,11 +30,8 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
                           attn=attn, materializer=lambda: recipe.build("cpu", attn_implementation=attn,
                                                                        allow_missing=allow_missing_weights))
     cm.weights_note = model._graphsurgeon_note
-    if meta:  # what materialize() will give it: said before an export writes anything
-        allowed = recipe.check_weights(model, allow_missing_weights) if recipe.weights_dir is not None else None
-        cm.materializes_to = ("random" if recipe.weights_dir is None else
-                              "partial" if allowed is not None and allowed.missing else "real")
-        cm.materialize_note = recipe._note(model, allowed) if recipe.weights_dir is not None else recipe.note
+    if meta:  # what materialize() will give it: said before an export loads or writes anything
+        cm.materializes_to, cm.materialize_note = model._graphsurgeon_later
     return cm
 
 

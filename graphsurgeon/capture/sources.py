@@ -106,12 +106,14 @@ class ModelRecipe:
             raise SourceError(mismatch.sentence(self.name, self.weights_dir))
         return mismatch if (mismatch or mismatch.other_parts) else None
 
-    def _note(self, model, allowed) -> str:
-        """The weights note of a model built with the weights of this recipe and `allowed` mismatches."""
+    def _outcome(self, model, allowed) -> tuple[str, str]:
+        """(kind, note) of the weights a CPU build gives: "random", "real" or "partial" (`allowed` missing tensors)."""
+        if self.weights_dir is None:
+            return "random", self.note
         if allowed is None:
-            return self.note
+            return "real", self.note
         extra = [t for t in (allowed.parts_note(type(model).__name__), allowed.missing and allowed.missing_note()) if t]
-        return self.note + "".join(f"; {t}" for t in extra)
+        return "partial" if allowed.missing else "real", self.note + "".join(f"; {t}" for t in extra)
 
     @property
     def file_shapes(self) -> dict:
@@ -132,15 +134,16 @@ class ModelRecipe:
         cls = self.model_class()
         meta_model = self._construct(cls, config, "meta", attn_implementation)
         allowed = self.check_weights(meta_model, allow_missing) if self.weights_dir is not None else None
-        if device == "meta" or self.weights_dir is None:
-            if device == "meta":
-                model = meta_model
-            else:
-                torch.manual_seed(0)  # random weights are the same on every run
-                model = self._construct(cls, config, device, attn_implementation)
-            model._graphsurgeon_weights = "meta" if device == "meta" else "random"
-            model._graphsurgeon_note = self.note if device != "meta" else "architecture only (meta device)"
+        if device == "meta":
+            meta_model._graphsurgeon_weights, meta_model._graphsurgeon_note = "meta", "architecture only (meta device)"
+            meta_model._graphsurgeon_later = self._outcome(meta_model, allowed)  # what a build with weights will give
+            return meta_model.eval()
+        if self.weights_dir is None:
+            torch.manual_seed(0)  # random weights are the same on every run
+            model = self._construct(cls, config, device, attn_implementation)
+            model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, None)
             return model.eval()
+        torch.manual_seed(0)  # tensors --allow-missing-weights leaves random are the same on every run
         try:
             model, info = cls.from_pretrained(self.weights_dir, config=config, local_files_only=True,
                                               attn_implementation=attn_implementation, use_safetensors=True,
@@ -153,8 +156,7 @@ class ModelRecipe:
 
         reported = self._judge(from_loading_info(model, info, self.file_shapes), allow_missing)
         allowed = reported if reported is not None else allowed
-        model._graphsurgeon_weights = "partial" if allowed is not None and allowed.missing else "real"
-        model._graphsurgeon_note = self._note(model, allowed)
+        model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, allowed)
         return model.eval()
 
 
