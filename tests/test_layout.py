@@ -1,6 +1,7 @@
 """The layout on plain data (no Qt): left to right, rows in port order, long views folded, links around blocks, edits local."""
 
-from graphsurgeon.ui.layout import Box, Wire, layered, place_new, port_points, route, route_is_free
+from graphsurgeon.ui.layout import Box, Wire, layered
+from graphsurgeon.ui.routing import place_new, port_points, route, route_is_free
 
 
 def _rects(boxes, pos, skip=()):

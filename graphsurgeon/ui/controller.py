@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from graphsurgeon.graph.snapshot import search_entries
 from graphsurgeon.graph.view import Block, CompositeView, Link
-from graphsurgeon.ui.layout import (MARGIN, ROW_GAP, Box, Layout, Wire, layered, place_new, port_points, route,
-                                    route_is_free)
+from graphsurgeon.ui.layout import MARGIN, ROW_GAP, Box, Layout, Wire, layered
+from graphsurgeon.ui.routing import place_new, port_points, route, route_is_free
 
 VIEWPORT = (1020.0, 700.0)  # canvas size (px) a view is laid out to fit: the graph area of a 1600×1000 window
 
