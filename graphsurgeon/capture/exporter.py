@@ -12,6 +12,7 @@ from torch.export import Dim
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
+from graphsurgeon.graph.tidy import tidy
 
 EXAMPLE_BATCH, EXAMPLE_SEQ = 2, 10  # the walkthrough's example sizes
 
@@ -91,6 +92,7 @@ def export_module(
     else:  # pragma: no cover - eight attempts without a capture
         raise CaptureError(f"torch.export could not capture {name} with dynamic batch and sequence sizes.")
     gm = ep.module()
+    tidy(gm)
     dims = DimNames(bounds=bounds)
     dims.static = static
     for node in gm.graph.nodes:

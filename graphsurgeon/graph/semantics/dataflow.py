@@ -25,6 +25,10 @@ from graphsurgeon.graph.semantics.columns import LAYOUT, Columns, op_of, sources
 
 aten = torch.ops.aten
 
+# ops that move or re-lay data without mixing values across columns (the semantic roles walk through them)
+SHAPE_ONLY = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "unsqueeze", "squeeze",
+              "clone", "expand", "alias", "detach", "to", "_to_copy", "type_as", "repeat_interleave",
+              "_assert_tensor_metadata", "dropout"}
 SDPA = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
         "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu"}
 MATMUL = {"matmul", "bmm", "baddbmm"}
@@ -36,9 +40,21 @@ PROBS_OPS = {"to", "_to_copy", "type_as", "dropout", "view", "reshape", "_unsafe
              "mul", "clone", "contiguous", "expand", "_assert_tensor_metadata"}
 
 
+_MEMO = "_graphsurgeon_module_of"  # node.meta key: (the nn_module_stack it was read from, the result)
+
+
 def module_of(node: torch.fx.Node) -> tuple[str, str]:
     """(path, class name) of the innermost module the node ran in."""
     stack = node.meta.get("nn_module_stack") or {}
+    memo = node.meta.get(_MEMO)
+    if memo is not None and memo[0] is stack:
+        return memo[1]
+    found = _innermost(stack)
+    node.meta[_MEMO] = (stack, found)
+    return found
+
+
+def _innermost(stack: dict) -> tuple[str, str]:
     for path, cls in reversed(list(stack.values())):
         if isinstance(path, str) and path and not path.startswith("_empty"):
             name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
