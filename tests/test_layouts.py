@@ -126,7 +126,7 @@ def test_eager_fallback_and_sequence_bound_are_said():
     _, bloom = case("bloom")
     assert bloom.attn_implementation == "eager"
     assert bloom.notes[0] == "eager attention: transformers does not support SDPA for BloomForCausalLM"
-    assert "eager attention" in bloom.weights_note
+    assert "eager attention" not in bloom.weights_note  # weights only; the CLI prints the notes as `note:` lines
     _, neo = case("gpt_neo")  # GPT-Neo slices its causal buffer with [:key_length]: seq must stay below 64
     assert neo.dims.bounds["seq"] == 63
     assert "captured with seq ≤ 63" in neo.notes[-1]

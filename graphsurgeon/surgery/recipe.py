@@ -199,7 +199,7 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
                 raise RecipeError(f"step {i + 1} adapts {step['module']}, but this {cm.model_class}'s {key[0]!r} of "
                                   f"layer {key[1]} is {target.module}: the recipe was made on another model; replay it "
                                   "there, or map its steps by role and layer (--map-by-role).")
-            cols = f"[{target.columns[0]}:{target.columns[1]}]" if target.columns else ""
+            cols = target.column_text
             notes.append(f"step {i + 1}: {step['module']} → {target.module}{cols}")
         path = block_path(target)
         if step["op"] in ("insert", "insert_bare"):
