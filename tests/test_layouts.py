@@ -205,6 +205,8 @@ def test_model_without_attention_exits_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["lora", folder, "--targets", "q,v", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: rwkv (RwkvForCausalLM) has no attention (no scaled_dot_product_attention, no matmul → "
+    assert err == ["note: eager attention: transformers does not support SDPA for RwkvForCausalLM",
+                   "note: seq is fixed at 10: the model's code does not allow another seq length",  # a loop over positions
+                   "error: rwkv (RwkvForCausalLM) has no attention (no scaled_dot_product_attention, no matmul → "
                    "softmax → matmul); LoRA targets: key, value, receptance, head (pass them to --targets)."]
     assert not out.exists()

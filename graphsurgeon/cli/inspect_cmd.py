@@ -33,6 +33,8 @@ def capture_args(args):
                  allow_missing_weights=getattr(args, "allow_missing_weights", False))
     if "partial" in (cm.weights, cm.materializes_to):
         print(f"warning: {cm.materialize_note if cm.is_meta else cm.weights_note}.", file=sys.stderr)
+    for note in cm.notes:  # what capture chose: eager attention, a sequence bound
+        print(f"note: {note}", file=sys.stderr)
     return cm
 
 

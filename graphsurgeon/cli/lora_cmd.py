@@ -172,8 +172,6 @@ def run(args) -> int:
             f"(scaling {config.scaling:g})" if config else f"recipe {args.recipe}")
     print(f"{cm.model_class} · {entry.text} · {what}")
     print(f"weights: {cm.weights_note}")
-    for note in cm.notes:  # what capture chose: eager attention, a sequence bound
-        print(f"note: {note}")
     _table(rows)
     print(b.text)
     print(f"training memory (weights + LoRA grads + AdamW states, no activations): {human_bytes(b.memory_bytes)} "
