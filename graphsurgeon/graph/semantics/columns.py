@@ -27,7 +27,8 @@ import torch.fx
 LAYOUT = {"view", "reshape", "_unsafe_view", "transpose", "t", "numpy_T", "permute", "unsqueeze", "squeeze",
           "expand", "broadcast_to", "repeat", "repeat_interleave", "flatten", "unflatten", "split",
           "split_with_sizes", "chunk", "unbind", "slice", "select", "index", "index_select", "narrow", "cat",
-          "stack", "movedim", "contiguous", "clone", "alias", "detach", "roll", "flip", "getitem"}
+          "stack", "movedim", "contiguous", "clone", "alias", "detach", "roll", "flip", "getitem",
+          "view_as_complex", "view_as_real"}  # complex rotary (Llama 4): pairs of columns as one complex value
 # ops after which the value no longer equals P's columns exactly (a LoRA cannot be added behind them)
 # unless they are identities: dropout outside training, a cast to the same dtype
 ELEMENTWISE = {"mul", "add", "sub", "div", "neg", "rsub", "pow", "sqrt", "rsqrt", "exp", "tanh", "sigmoid", "silu",
@@ -291,7 +292,9 @@ def _replay(node, proj, derived, lora_adds):
             value = prov(n.args[0])
         else:
             op = op_of(n)
-            if op in LAYOUT:
+            if op == "view_as_complex":  # provenance of the pair as (real, imaginary): exact in float64 below 2**53
+                value = torch.view_as_complex(prov(n.args[0]).to(torch.float64).contiguous())
+            elif op in LAYOUT:
                 value = n.target(*_args(n.args), **_args(n.kwargs))
             elif op in ELEMENTWISE:
                 first = _first_derived(n, derived)
@@ -320,7 +323,7 @@ def _replay(node, proj, derived, lora_adds):
             return torch.int64  # casts keep the provenance integer
         return a
 
-    target = prov(node)
+    target = _int(prov(node))
     if not isinstance(target, torch.Tensor):
         return None
     wanted = _present(target, out)  # which of P's columns the tensor holds (a bool per column)
@@ -334,7 +337,7 @@ def _replay(node, proj, derived, lora_adds):
     for i, n in enumerate(path):
         if i and not _pure_layout(n, lora_adds):
             break
-        value = prov(n)
+        value = _int(prov(n))
         if not isinstance(value, torch.Tensor) or value.numel() != n_tokens * count:
             continue
         found = _factor(value, out, n_tokens)
@@ -344,6 +347,13 @@ def _replay(node, proj, derived, lora_adds):
         columns = None if cols == tuple(range(out)) else cols
         return columns, len(path) - 1 - i, layout
     return None
+
+
+def _int(value):
+    """Provenance as int64 (a complex-rotary stretch carries it as float64; a complex value holds no single column)."""
+    if not isinstance(value, torch.Tensor) or value.is_complex():
+        return None
+    return value if value.dtype == torch.int64 else value.to(torch.int64)
 
 
 def _present(value: torch.Tensor, out: int) -> torch.Tensor:
