@@ -32,7 +32,8 @@ class Operand:
     node: torch.fx.Node  # the value the core reads (after view/transpose/rotary)
     target: torch.fx.Node | None  # the projection output, or the part of a fused one, it comes from
     projection: str | None  # module path of that projection
-    columns: object = None  # which output columns of a fused projection (None: all of them)
+    columns: object = None  # which output columns of a fused projection, in order (None: all of them)
+    output: torch.fx.Node | None = None  # the projection's whole output (the fused qkv for a part)
 
 
 @dataclass
@@ -114,11 +115,10 @@ def _attention(core: torch.fx.Node, operands: dict, lora_adds) -> Attention:
         hit = trace_back(node, lora_adds)
         att.operands[_ROLE_OF[short]] = Operand(
             _ROLE_OF[short], node, hit["target"] if hit else None, hit["module"] if hit else None,
-            hit.get("columns") if hit else None)
-    fused = {id(o.target.args[0]) for o in att.operands.values() if o.target is not None and o.columns is not None}
+            hit.get("columns") if hit else None, hit.get("projection") if hit else None)
+    fused = {o.output for o in att.operands.values() if o.output is not None and o.columns is not None}
     if len(fused) == 1:
-        part = next(o.target for o in att.operands.values() if o.columns is not None)
-        att.fused = _fused_output(part)
+        att.fused = fused.pop()
     att.out_projection = _out_projection(output)
     return att
 
@@ -173,15 +173,6 @@ def _mask_operand(nodes: list[torch.fx.Node]):
                 if a not in inside and a.meta["val"].dim() >= 2:
                     return a
     return None
-
-
-def _fused_output(part: torch.fx.Node) -> torch.fx.Node | None:
-    """The whole output of the fused projection a q/k/v part is cut from."""
-    node = part.args[0] if isinstance(part.args[0], torch.fx.Node) else None
-    while isinstance(node, torch.fx.Node) and projection(node) is None and node.op == "call_function" \
-            and isinstance(node.args[0], torch.fx.Node):
-        node = node.args[0]
-    return node if isinstance(node, torch.fx.Node) and projection(node) is not None else None
 
 
 def _out_projection(output: torch.fx.Node, hops: int = 6) -> str | None:
