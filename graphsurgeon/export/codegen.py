@@ -18,6 +18,8 @@ import re
 import torch
 import torch.fx
 
+from graphsurgeon.export.hf_forward import position_ids_expr
+from graphsurgeon.graph.hf_meta import DEFAULT_OF, dropout_kind, train_dropout_p
 from graphsurgeon.graph.meta import tensor_meta
 
 aten = torch.ops.aten
@@ -111,9 +113,17 @@ class _Emitter:
         if fn is aten.sym_size.int:
             return f"{self.arg(node.args[0])}.size({node.args[1]})"
         args = [self.arg(a) for a in node.args]
-        if fn is aten.dropout.default:
-            args[2] = "self.training"
-        args += [f"{k}={self.arg(v)}" for k, v in node.kwargs.items()]
+        kwargs = {k: self.arg(v) for k, v in node.kwargs.items()}
+        kind = dropout_kind(getattr(fn, "_opname", ""))
+        if kind == "dropout":  # Hugging Face's p in training (graph/hf_meta.py), off in eval
+            args[1:3] = [repr(train_dropout_p(node)), "self.training"]
+        elif kind == "attention" and train_dropout_p(node) > 0:
+            p = f"{train_dropout_p(node)!r} if self.training else 0.0"
+            if len(args) > 4:
+                args[4] = f"({p})"
+            else:
+                kwargs["dropout_p"] = p
+        args += [f"{k}={v}" for k, v in kwargs.items()]
         if isinstance(fn, torch._ops.OpOverload):
             ns = fn.namespace
             qual = f"torch.ops.{ns}.{fn._opname}.{fn._overloadname}"
@@ -290,6 +300,9 @@ def forward_body(cm):
         if node in in_layer:
             continue
         _line(cm, em, node, node.name, adds, names, lambda path: _access(path, lists))
+        if DEFAULT_OF in node.meta:  # an optional input (position_ids): the given one, else HF's default computed here
+            name, _, expr = em.lines[-1].partition(" = ")
+            em.lines[-1] = f"{name} = {position_ids_expr(node, expr)}"
     out_node = next(n for n in graph.nodes if n.op == "output")
     flat = out_node.args[0]
     flat = list(flat) if isinstance(flat, (tuple, list)) else [flat]

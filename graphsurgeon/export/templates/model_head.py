@@ -12,10 +12,12 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
 `<target>.lora_B.weight` (a slice of a fused projection is `<fused module>.<role>`).
 """
 
+import json
 import operator  # noqa: F401  (used by symbolic-size arithmetic when there is any)
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import load_file
 
@@ -28,6 +30,8 @@ LAYERS = {layers!r}  # repeated layer path -> the class that writes its code onc
 LORAS = {loras!r}  # LoRA layer path -> its hyper-parameters
 CAUSAL_LM = {causal!r}
 MLM = {mlm!r}
+LOSS = {loss!r}  # the loss Hugging Face computes from labels (hf_loss), None when the model takes no labels
+EXPECTED = {expected!r}  # every tensor model.py needs from model.safetensors, with its shape
 
 
 class LoRALayer(nn.Module):
