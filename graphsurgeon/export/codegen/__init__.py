@@ -55,16 +55,17 @@ def generate(cm) -> GeneratedModel:
     model = Model(cm, tensors, set(buffers))
     functions = [function_section(f) for f in model.functions]
     classes = [class_section(model, c) for c in model.classes]
-    root = root_section(model, {"tied": bool(tied)})
+    root = root_section(model)
     sections = functions + classes + [root]
     body = "\n\n\n".join(s.text for s in sections)
     loras = loras_table(cm)
     helpers = helpers_text(needed_helpers(body, loras))
-    head = _head(cm, tied, buffers, loras)
+    head = _head(cm, tied, tensors, loras)
     tail = (TEMPLATES / "model_tail.py").read_text()
     if not cm.loras:
         tail = tail[tail.index("def tie_weights"):]
-    parts = [head] + ([helpers] if helpers else []) + [body, f"Model = {model.root.name}", tail]
+    hf = (TEMPLATES / "hf_functions.py").read_text()
+    parts = [head] + ([helpers] if helpers else []) + [body, f"Model = {model.root.name}", hf, tail]
     text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
     gen = GeneratedModel(text, sections, model)
     for c, sec in zip(model.classes, classes):
@@ -125,7 +126,9 @@ def aten_calls(text: str) -> int:
     return len(re.findall(r"torch\.ops\.aten\.", text))
 
 
-def _head(cm, tied: dict, buffers: list, loras: dict) -> str:
+def _head(cm, tied: dict, tensors: dict, loras: dict) -> str:
+    from graphsurgeon.export import hf_forward
+
     n = len(cm.loras)
     example = ", ".join(f"{k}={k}" for k in cm.input_names[:1])
     doc = f'''"""{cm.model_class} exported by graphsurgeon ({n} LoRA layer{"s" if n != 1 else ""}).
@@ -149,6 +152,8 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
         f"LORAS = {loras!r}  # LoRA module path -> how add_lora builds it",
         f"CAUSAL_LM = {causal!r}",
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
-    ]
-    imports = "import os\n\nimport torch\nimport torch.nn.functional as F\nfrom safetensors.torch import load_file\nfrom torch import nn"
+        f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
+        "EXPECTED = {  # every tensor model.py needs from model.safetensors, with its shape",
+    ] + [f"    {k!r}: {list(t.shape)}," for k, t in tensors.items()] + ["}"]
+    imports = "import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom safetensors.torch import load_file\nfrom torch import nn"
     return doc + "\n\n" + imports + "\n\n" + "\n".join(consts)

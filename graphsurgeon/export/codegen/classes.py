@@ -18,6 +18,7 @@ import torch
 from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
 from graphsurgeon.export.codegen.scopes import Scope
+from graphsurgeon.graph.hf_meta import dropout_kind, train_dropout_p
 from graphsurgeon.export.codegen.writer import Body, Env, FunctionWriter, Line, symbols
 
 HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")
@@ -142,7 +143,8 @@ class Model:
         return {c.name for c in self.classes} | set(HELPERS) | {f.name for f in self.functions} | TORCH_NAMES
 
     def _function(self, s: Scope) -> None:
-        self.env.training[s.key] = any(n.op == "call_function" and "dropout" in str(n.target) for n in s.nodes())
+        self.env.training[s.key] = any(n.op == "call_function" and dropout_kind(getattr(n.target, "_opname", ""))
+                                       and train_dropout_p(n) > 0 for n in s.nodes())
         key = _text(FunctionWriter(self.env, s, canonical=True).write())
         for f in self.functions:
             if f.key == key:

@@ -16,6 +16,7 @@ import torch.fx
 
 from graphsurgeon.export.codegen import lift
 from graphsurgeon.export.codegen.scopes import Program, Scope
+from graphsurgeon.graph.hf_meta import train_dropout_p
 
 
 @dataclass
@@ -116,8 +117,8 @@ def _single(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
         extra += "" if b is not None or w is None else ", bias=False"
         dims = shape[0] if len(shape) == 1 else tuple(shape)
         return Leaf(f"nn.LayerNorm({dims}{extra})", "", "layer_norm", prog.rep(a["input"]))
-    if op == "dropout":
-        return Leaf(f"nn.Dropout({a['p']!r})", "", "dropout", prog.rep(a["input"]))
+    if op == "dropout":  # Hugging Face's p in training (the eval graph's p can be 0)
+        return Leaf(f"nn.Dropout({train_dropout_p(node)!r})", "", "dropout", prog.rep(a["input"]))
     return None
 
 

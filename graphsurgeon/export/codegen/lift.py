@@ -16,6 +16,8 @@ from typing import Callable, Protocol
 import torch
 import torch.fx
 
+from graphsurgeon.graph.hf_meta import train_dropout_p
+
 # Python operator precedence (higher binds tighter)
 CMP, BOR, XOR, BAND, ADD, MUL, UNARY, POW, CALL, ATOM = 5, 6, 7, 8, 10, 11, 12, 13, 15, 16
 INT_MAX = 2 ** 63 - 1
@@ -241,13 +243,17 @@ def _scalar_tensor(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
 
 
 def _dropout(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-    return Expr(f"F.dropout({ctx.arg(a['input'])}, {ctx.arg(a['p'])}, {ctx.training()})", CALL)
+    """Hugging Face's p in training (recorded at capture), nothing in eval."""
+    return Expr(f"F.dropout({ctx.arg(a['input'])}, {train_dropout_p(node)!r}, {ctx.training()})", CALL)
 
 
 def _sdpa(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     parts = [ctx.arg(a["query"]), ctx.arg(a["key"]), ctx.arg(a["value"])]
+    p = train_dropout_p(node)
     for k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"):
-        if k not in a["_defaults"]:
+        if k == "dropout_p" and p > 0:  # attention dropout: the eval graph has 0.0, training has HF's p
+            parts.append(f"dropout_p={p!r} if {ctx.training()} else 0.0")
+        elif k not in a["_defaults"]:
             parts.append(f"{k}={ctx.arg(a[k])}")
     return Expr(f"F.scaled_dot_product_attention({', '.join(parts)})", CALL)
 

@@ -18,6 +18,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import lift, names
+from graphsurgeon.graph.hf_meta import DEFAULT_OF
 
 ROOT = ""
 
@@ -63,6 +64,7 @@ class Program:
     order: dict  # node -> position in the graph
     owner: dict  # live node -> its scope
     params: dict  # get_attr node -> every name of that tensor (tied weights have several)
+    defaults: dict = field(default_factory=dict)  # node holding HF's default of an optional input -> that input
 
     def rep(self, value):
         """The value a node stands for after identity ops and CSE."""
@@ -113,7 +115,8 @@ def build(cm) -> Program:
             continue
         if node.op == "call_function" and (lift.op_key(node) in lift.SKIP or is_symbolic(node)):
             continue
-        if node.op == "call_function" and lift.is_identity(node) and isinstance(node.args[0], torch.fx.Node):
+        if node.op == "call_function" and lift.is_identity(node) and isinstance(node.args[0], torch.fx.Node) \
+                and DEFAULT_OF not in node.meta:
             canon[node] = node.args[0]
             continue
         emitted.append(node)
@@ -144,7 +147,26 @@ def build(cm) -> Program:
     for node, users in _users(prog, live).items():
         prog.users[node] = users
     _settle(prog, prog.root)
+    _optional_inputs(prog)
     return prog
+
+
+def _optional_inputs(prog: Program) -> None:
+    """An input the captured graph computes when it is not given (position_ids): every scope down to the value
+    HF computes as its default takes it, so the code can write `position_ids if position_ids is not None else …`."""
+    made: dict[str, torch.fx.Node] = {}
+    for node, scope in list(prog.owner.items()):
+        name = node.meta.get(DEFAULT_OF)
+        if not name:
+            continue
+        if name not in made:
+            made[name] = torch.fx.Graph().placeholder(name)
+        pseudo = made[name]
+        prog.defaults[node] = pseudo
+        while scope is not None:
+            if pseudo not in scope.inputs:
+                scope.inputs.append(pseudo)
+            scope = scope.parent
 
 
 def _chains(cm) -> dict:
@@ -203,7 +225,8 @@ def _cse(prog: Program, emitted: list, chains: dict) -> None:
     """Pure ops repeated with the same inputs in the same scope: the later ones are the first one's value."""
     seen: dict = {}
     for node in emitted:
-        if node.op != "call_function" or lift.op_key(node) in lift.IMPURE or node.target is operator.getitem:
+        if node.op != "call_function" or lift.op_key(node) in lift.IMPURE or node.target is operator.getitem \
+                or DEFAULT_OF in node.meta:
             continue
         scope = chains[node][-1][0] if chains[node] else ROOT
         try:

@@ -51,7 +51,7 @@ def function_section(f: FunctionDef) -> Section:
 
 
 def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, prologue: list[str] = (),
-                  returns: str | None = None, extra_init: list[str] = ()) -> Section:
+                  epilogue: list[str] | None = None, extra_init: list[str] = ()) -> Section:
     sec = Section(c.name)
     sec.add(f"class {c.name}(nn.Module):", (f"m:{c.path}",))
     cls = model.cm.module_classes.get(c.path) or model.cm.model_class
@@ -72,7 +72,8 @@ def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, pro
             sec.add(IND * 2 + p)
         for ln in c.body.lines:
             sec.add(IND * 2 + IND * ln.depth + ln.text, ln.blocks)
-        sec.add(IND * 2 + (returns if returns is not None else "return " + ", ".join(c.body.returns)))
+        for line in epilogue if epilogue is not None else ["return " + ", ".join(c.body.returns)]:
+            sec.add(IND * 2 + line)
     return sec
 
 
@@ -98,29 +99,33 @@ def loras_table(cm) -> dict:
     return out
 
 
-def root_section(model: Model, forward: dict) -> Section:
-    """The model class: its __init__, HF-style forward (inputs by keyword, a dict of named outputs)."""
+def root_section(model: Model) -> Section:
+    """The model class: HF-style forward (export/hf_forward: inputs by keyword with Hugging Face's defaults,
+    a dict of named outputs, `loss` from labels)."""
+    from graphsurgeon.export import hf_forward
+
     cm = model.cm
     root = model.root
     w = FunctionWriter(model.env, model.prog.root)
     placeholders = {n.name: n for n in cm.gm.graph.nodes if n.op == "placeholder"}
     params = [placeholders[n] for n in cm.input_names if n in placeholders]
+    params += [p for p in model.prog.root.inputs if p.graph is not cm.gm.graph]  # position_ids
     out_node = next(n for n in cm.gm.graph.nodes if n.op == "output")
     flat = out_node.args[0]
     flat = list(flat) if isinstance(flat, (list, tuple)) else [flat]
-    body = w.write(params)
+    body = w.write(params, [p.name for p in params])
     body.returns = []
-    values = [w.arg(v) if v is not None else "None" for v in flat]
-    outputs = ", ".join(f"{name!r}: {v}" for name, v in zip(cm.output_names, values))
+    outs = {name: (w.arg(v) if v is not None else "None") for name, v in zip(cm.output_names, flat)}
     root.body = body
-    sig = ", ".join(["self"] + [f"{p}" if i == 0 else f"{p}=None" for i, p in enumerate(body.params)])
-    extra = []
-    if cm.loras:
-        extra.append("add_lora(self)")
-    if forward.get("tied"):
-        extra.append("tie_weights(self)")
-    return class_section(model, root, forward_sig=sig, prologue=forward.get("prologue", ()),
-                         returns="return {" + outputs + "}", extra_init=extra)
+    extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
+    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm)}",
+                         prologue=hf_forward.prologue(cm), epilogue=hf_forward.epilogue(cm, outs), extra_init=extra)
+
+
+def _tied(model: Model) -> bool:
+    from graphsurgeon.export.codegen.scopes import tensor_aliases
+
+    return any(len(v) > 1 for v in tensor_aliases(model.cm.gm).values())
 
 
 def helpers_text(needed: set[str]) -> str:

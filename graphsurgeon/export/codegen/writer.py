@@ -185,12 +185,17 @@ class FunctionWriter:
         return tuple(carry) if carry else None
 
     # ---- writing ---------------------------------------------------------------------------------
-    def write(self, params: list[torch.fx.Node] | None = None, defaults: dict | None = None) -> Body:
+    def write(self, params: list[torch.fx.Node] | None = None, fixed: list[str] | None = None) -> Body:
+        """The body; `params` (default: the scope's inputs) named `fixed` when given (the model's inputs)."""
         params = self.scope.inputs if params is None else params
         self._pin()
         plist = []
         self.at = -1  # parameters never share a name
-        for p in params:
+        for i, p in enumerate(params):
+            if fixed is not None:
+                self.bound[fixed[i]], self.name_of[p] = p, fixed[i]
+                plist.append(fixed[i])
+                continue
             plist.append(self._take(p, "a" if self.canonical else self._want(p)))
         for key in self.scope.sizes:
             self.sizes[key] = self._size_name(key)
@@ -221,12 +226,11 @@ class FunctionWriter:
                 self.pinned.update(reads_of_scope(self.prog, st.scope))
 
     def _needs_training(self) -> bool:
-        for n in self.scope.nodes():
-            if lift.op_key(n) == "dropout":
-                return True
-        return False
+        return bool(self.env.training.get(self.scope.key))
 
     def _want(self, value) -> str:
+        if value.graph is not self.prog.cm.gm.graph:  # an optional input the graph does not hold (position_ids)
+            return value.name
         name = names.value_name(self.prog.cm, value)
         name = re.sub(r"\W", "_", name)
         if not name or name[0].isdigit():
@@ -340,7 +344,11 @@ class FunctionWriter:
         if node.op == "call_module":
             return lift.Expr(f"{self.env.attr(module_of(self.scope).path, str(node.target))}"
                              f"({', '.join(self.arg(a) for a in node.args)})", lift.CALL)
-        return lift.render(self, node)
+        expr = lift.render(self, node)
+        if node in self.prog.defaults:  # Hugging Face's default of an optional input: the input when given
+            given = self.arg(self.prog.defaults[node])
+            expr = lift.Expr(f"{given} if {given} is not None else {expr.text}", 1)
+        return expr
 
     def _call(self, child: Scope) -> str:
         leaf = self.env.leaves.get(child.key)

@@ -21,15 +21,11 @@ def tie_weights(model: nn.Module) -> None:
 
 
 def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
-    """The model on `device` with the weights of `folder`/model.safetensors (every tensor it needs must be there)."""
-    path = os.path.join(folder, "model.safetensors")
-    tensors = load_file(path, device=str(device))
-    with torch.device("meta"):
+    """The model on `device` with the weights of `folder`/model.safetensors (WeightsError: one sentence on what is
+    wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
+    tensors = read_weights(os.path.join(folder, "model.safetensors"), EXPECTED, device)
+    with torch.device("meta"):  # no memory and no random init: every tensor comes from the file
         model = Model()
-    missing = [k for k in model.state_dict() if k not in tensors and k not in TIED]
-    if missing:
-        raise ValueError(f"{path} has no tensor {missing[0]!r} ({len(missing)} missing), which model.py needs; "
-                         "export the folder again.")
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
     tie_weights(model)
     return model
