@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from graphsurgeon.export.codegen import forms
 from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
 from graphsurgeon.export.codegen.scopes import Scope
@@ -134,6 +135,7 @@ class Model:
         self.root = ClassDef(_unique(self.cm.model_class, self._taken()), "", [self.prog.root])
         for f in self.functions:
             f.body = FunctionWriter(self.env, f.instances[0]).write()
+            f.body = forms.shorter(f.instances[0], f.body) or f.body
         for c in self.classes:
             c.body = _merge([FunctionWriter(self.env, s).write() for s in c.instances]) if c.instances else None
             c.init = self._merged_init([s.path for s in c.instances] or [c.path])

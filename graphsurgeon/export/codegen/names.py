@@ -13,7 +13,7 @@ import re
 import torch.fx
 
 _COUNTER = re.compile(r"_\d+$")
-_CALL = re.compile(r"^\s*(?:[\w\s,.\[\]*()]+?=\s*)?(?:return\s+)?([A-Za-z_]\w*)\(")
+_CALL = re.compile(r"^\s*(?:[\w\s,.\[\]*()]+?=\s*)?(?:return\s+)?(?:self\.)?([A-Za-z_]\w*)\(")
 MIN_GROUP_OPS = 4  # a call that produced fewer ops reads better inline
 
 
@@ -77,7 +77,8 @@ def _stand_in_groups(cm) -> dict[str, tuple[str, str, str]]:
             continue
         where, code = frames[depth]
         m = _CALL.match(code)
-        if not m or m.group(1) in ("super", "self", "torch", "F", "nn"):
+        if not m or m.group(1) in ("super", "torch", "F", "nn") or f"{path}.{m.group(1)}".lstrip(".") in cm.module_classes:
+            # ops after a child module's call on its line (`self.c_attn(x).split(...)`) are the module's own
             runs.append((None, [node]))
             continue
         sig = (key, path, where, m.group(1))
