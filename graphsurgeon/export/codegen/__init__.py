@@ -97,13 +97,39 @@ def composite_code(cm, path: str) -> CodeView | None:
         return None
     line_blocks = list(sec.blocks)
     first = _first_path(gen, sec)
-    if first is not None and first != path:
+    if first is not None and first != path:  # another layer of the same class: its own modules and ops
         line_blocks = [tuple(_move(b, first, path) for b in blocks) for blocks in line_blocks]
+        own = _instance_lines(gen, path)
+        if own:
+            line_blocks = _align(sec.lines, own, line_blocks)
     block_lines: dict[str, list[int]] = {}
     for i, blocks in enumerate(line_blocks):
         for b in blocks:
             block_lines.setdefault(b, []).append(i)
     return CodeView(path, sec.name, sec.text, line_blocks, block_lines)
+
+
+def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:
+    """(text, blocks) of the forward lines of the module call at `path`, written for that call."""
+    from graphsurgeon.export.codegen.writer import FunctionWriter
+
+    scope = next((s for s in gen.model.prog.root.scopes() if s.path == path and s.kind == "module"), None)
+    if scope is None:
+        return []
+    body = FunctionWriter(gen.model.env, scope).write()
+    return [(ln.text.strip(), ln.blocks) for ln in body.lines]
+
+
+def _align(lines: list[str], own: list[tuple[str, tuple]], blocks: list[tuple]) -> list[tuple]:
+    """Give each line of the class text the blocks of the same line in one instance (in order)."""
+    out, j = list(blocks), 0
+    for i, line in enumerate(lines):
+        text = line.strip()
+        for k in range(j, len(own)):
+            if own[k][0] == text:
+                out[i], j = own[k][1], k + 1
+                break
+    return out
 
 
 def _first_path(gen: GeneratedModel, sec: Section) -> str | None:

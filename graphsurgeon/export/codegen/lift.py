@@ -175,9 +175,9 @@ def _index(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
 
 
 def _to(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-    """`.to(dtype)` when the dtype changes; moving to the capture device is the model's device: no call."""
+    """`.to(dtype)` as the model wrote it; moving to the capture device is the model's device: no call."""
     src, dtype = a["self"], a.get("dtype")
-    if dtype is None or dtype == val_dtype(src):
+    if dtype is None or (dtype == val_dtype(src) and node.target._overloadname != "dtype"):
         return _identity(ctx, node, a)
     return Expr(f"{ctx.arg(src, CALL)}.to({ctx.arg(dtype)})", CALL)
 
@@ -428,6 +428,12 @@ def is_identity(node: torch.fx.Node) -> bool:
             src.meta["val"].shape == val.shape
         return same and a["other"] == neutral and a.get("alpha", 1) == 1
     return False
+
+
+def is_noop_cast(node: torch.fx.Node) -> bool:
+    """`x.to(dtype)` the model wrote on a tensor that already has that dtype (kept: it matters in half precision)."""
+    return node.op == "call_function" and op_key(node) == "to" and node.target._overloadname == "dtype" \
+        and node.args[1:2] == (val_dtype(node.args[0]),)
 
 
 def render(ctx: Ctx, node: torch.fx.Node) -> Expr:

@@ -65,11 +65,19 @@ class Program:
     owner: dict  # live node -> its scope
     params: dict  # get_attr node -> every name of that tensor (tied weights have several)
     defaults: dict = field(default_factory=dict)  # node holding HF's default of an optional input -> that input
+    soft: dict = field(default_factory=dict)  # `.to(dtype)` of a tensor already of that dtype -> its input
 
-    def rep(self, value):
-        """The value a node stands for after identity ops and CSE."""
-        while isinstance(value, torch.fx.Node) and value in self.canon:
-            value = self.canon[value]
+    def rep(self, value, scope: Scope | None = None):
+        """The value a node stands for after identity ops and CSE. Read from another scope than its own, a
+        `.to(dtype)` that changed nothing is its input (tracing gives later readers of a tensor the last node that
+        returned it: RMSNorm's `x.to(float32)` would otherwise leak out as the residual)."""
+        while isinstance(value, torch.fx.Node):
+            if value in self.canon:
+                value = self.canon[value]
+            elif value in self.soft and scope is not None and self.owner.get(value) is not scope:
+                value = self.soft[value]
+            else:
+                break
         return value
 
 
@@ -120,7 +128,8 @@ def build(cm) -> Program:
             canon[node] = node.args[0]
             continue
         emitted.append(node)
-    prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {})
+    soft = {n: n.args[0] for n in emitted if lift.is_noop_cast(n)}
+    prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {}, soft=soft)
     _cse(prog, emitted, chains)
     live = _live(prog, emitted)
     aliases = tensor_aliases(cm.gm)
@@ -146,6 +155,8 @@ def build(cm) -> Program:
         prog.owner[node] = scope
     for node, users in _users(prog, live).items():
         prog.users[node] = users
+    for node in [n for n in prog.soft if n in prog.owner and not prog.users.get(n)]:
+        prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
     _settle(prog, prog.root)
     _optional_inputs(prog)
     return prog
@@ -279,8 +290,9 @@ def _users(prog: Program, live: set) -> dict:
     for node in graph.nodes:
         if node not in live and node.op != "output":
             continue
+        scope = prog.owner.get(node, prog.root)
         for a in _inputs_of(node):
-            users.setdefault(prog.rep(a), []).append(node)
+            users.setdefault(prog.rep(a, scope), []).append(node)
     return users
 
 
@@ -288,7 +300,7 @@ def reads(prog: Program, node: torch.fx.Node) -> list[torch.fx.Node]:
     """The values a statement reads (after canon), SymInt arithmetic looked through to the tensors it measures."""
     out = []
     for a in _inputs_of(node):
-        a = prog.rep(a)
+        a = prog.rep(a, prog.owner.get(node, prog.root))
         if a.op == "call_function" and is_symbolic(a):
             continue
         out.append(a)

@@ -426,7 +426,7 @@ class FunctionWriter:
     # ---- lift.Ctx ------------------------------------------------------------------------------
     def arg(self, value, prec: int = 0) -> str:
         if isinstance(value, torch.fx.Node):
-            value = self.prog.rep(value)
+            value = self.prog.rep(value, self.scope)
             if value in self.folded:
                 e = self.folded.pop(value)
                 return e.text if e.prec >= prec else f"({e.text})"
