@@ -32,8 +32,9 @@ def click_unbox(qtbot, win: MainWindow, block_id: str) -> None:
 
 
 @pytest.mark.parametrize("fixture, steps", [
-    ("tiny_gpt2", ["transformer", "transformer.h.0", "transformer.h.0.attn"]),
-    ("tiny_bert", ["encoder", "encoder.layer.0", "encoder.layer.0.attention", "encoder.layer.0.attention.self"]),
+    ("tiny_gpt2", ["transformer", "transformer.h", "transformer.h.0", "transformer.h.0.attn"]),
+    ("tiny_bert", ["encoder", "encoder.layer", "encoder.layer.0", "encoder.layer.0.attention",
+                   "encoder.layer.0.attention.self"]),
 ])
 def test_unbox_by_click_then_crumb_back(qtbot, request, fixture, steps):
     cm = request.getfixturevalue(fixture)

@@ -12,6 +12,7 @@ from graphsurgeon.capture.hf_conventions import hf_loss_spec, mark_position_ids_
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
+from graphsurgeon.graph.tidy import tidy
 
 EXAMPLE_BATCH, EXAMPLE_SEQ = 2, 10  # the walkthrough's example sizes
 
@@ -90,6 +91,7 @@ def export_module(
     except Exception as err:  # noqa: BLE001 - translated to one sentence
         raise CaptureError(_explain_failure(err, name)) from err
     gm = ep.module()
+    tidy(gm)
     dims = DimNames()
     for node in gm.graph.nodes:
         if node.op == "placeholder" and node.name in dynamic:

@@ -68,7 +68,7 @@ def tree_rows(bg: BlockGraph, max_depth: int) -> list[dict]:
         rows.append({"path": path, "label": label, "class": bg.classes[path], "parameters": bg.param_count(path), "depth": depth})
         if depth < max_depth:
             for child in bg.children.get(path, []):
-                walk(child, depth + 1, bg.label(child, path))
+                walk(child, depth + 1, bg.tree.title(child, path))
 
     walk("", 0, bg.classes[""])
     return rows
@@ -76,9 +76,11 @@ def tree_rows(bg: BlockGraph, max_depth: int) -> list[dict]:
 
 def deep_rows(bg: BlockGraph, path: str):
     """Every data-carrying tensor inside the composite, at every depth (a primitive view of the subtree)."""
+    from graphsurgeon.graph.semantics import unique_names
     from graphsurgeon.graph.view import VariableRow, op_name
 
     bg.view(path)  # validates the path
+    scope = bg.scope(path)
     rows = []
     for node in bg.captured.gm.graph.nodes:
         chain = bg.chain.get(node)
@@ -90,14 +92,16 @@ def deep_rows(bg: BlockGraph, path: str):
         if meta is None:
             continue
         where = chain[-1] if chain else ""
-        rows.append(VariableRow(node.name, f"{op_name(node)} @ {where or '(root)'}", meta.shape_text, meta.example_text,
-                                meta.dtype, f"n:{node.name}"))
+        rows.append(VariableRow(bg.sem.name(node, scope), f"{op_name(node)} @ {where or '(root)'}", meta.shape_text,
+                                meta.example_text, meta.dtype, f"n:{node.name}", node.name))
+    for row, name in zip(rows, unique_names([r.name for r in rows])):
+        row.name = name
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    headers = ["name", "op / block", "shape", "example", "dtype"]
-    keys = ["name", "producer", "shape", "example_shape", "dtype"]
+    headers = ["name", "op / block", "shape", "example", "dtype", "fx name"]
+    keys = ["name", "producer", "shape", "example_shape", "dtype", "value"]
     widths = [max(len(h), *(len(str(r[k])) for r in rows)) if rows else len(h) for h, k in zip(headers, keys)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))

@@ -34,11 +34,13 @@ class CapturedModel:
     notes: list[str] = field(default_factory=list)  # what capture could not record (e.g. train-mode dropout)
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)
+    _semantics: Any = field(default=None, repr=False)
 
     def touch(self) -> None:
         """Mark the graph as changed (after an edit); derived views are rebuilt on next use."""
         self.version += 1
         self._blocks = None
+        self._semantics = None
 
     def blocks(self):
         """The block view of the current graph (cached until the next `touch`)."""
@@ -47,6 +49,14 @@ class CapturedModel:
 
             self._blocks = BlockGraph(self)
         return self._blocks
+
+    def semantics(self):
+        """Roles, display names, function groups and layer stacks of the current graph (cached until `touch`)."""
+        if self._semantics is None:
+            from graphsurgeon.graph.semantics import Semantics
+
+            self._semantics = Semantics(self)
+        return self._semantics
 
     @property
     def is_meta(self) -> bool:

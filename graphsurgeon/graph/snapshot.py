@@ -14,7 +14,7 @@ from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
 from graphsurgeon.graph.meta import TensorMeta
 
-FORMAT = 1  # bump when the saved layout of a snapshot changes
+FORMAT = 2  # bump when the saved layout of a snapshot changes
 
 
 class ViewSnapshot:
@@ -93,7 +93,7 @@ def _meta(d: dict | None) -> TensorMeta | None:
 
 
 def _port(d: dict) -> Port:
-    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]))
+    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]), d.get("label", ""))
 
 
 def _view_from_dict(d: dict) -> CompositeView:
