@@ -127,8 +127,14 @@ def test_code_view_maps_lines_and_blocks():
     shown = {b.id for b in cm.blocks().view("transformer.h.1.attn").blocks if b.kind in ("composite", "primitive")}
     mapped = set(view.block_lines)
     assert {b for b in shown if b.startswith("m:")} <= mapped  # every child module has its line
-    sdpa = next(b for b in shown if "scaled_dot_product_attention" in b)
-    assert any("F.scaled_dot_product_attention(" in lines[i] for i in view.block_lines[sdpa])
+    split = next(b for b in shown if b.startswith("n:split"))
+    assert any(".split(64, dim=2)" in lines[i] for i in view.block_lines[split])
+    group = "m:transformer.h.1.attn.attention_interface"  # a function group of the canvas is a function here
+    assert group in shown and any("attention_interface(" in lines[i] for i in view.block_lines[group])
+    inner = composite_code(cm, "transformer.h.1.attn.attention_interface")
+    sdpa = next(b.id for b in cm.blocks().view(inner.path).blocks if "scaled_dot_product_attention" in b.id)
+    assert any("F.scaled_dot_product_attention(" in inner.text.splitlines()[i] for i in inner.block_lines[sdpa])
+    assert composite_code(cm, "transformer.h").title == "GPT2Block"  # the stack shows its layers' class
     loop = composite_code(cm, "transformer")
     assert any("for layer in self.h:" in loop.text.splitlines()[i] for i in loop.block_lines["m:transformer.h.0"])
     assert composite_code(cm, "no.such.path") is None

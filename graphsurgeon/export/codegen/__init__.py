@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from graphsurgeon.export.codegen import names
 from graphsurgeon.export.codegen.classes import Model
 from graphsurgeon.export.codegen.scopes import lora_export_name
 from graphsurgeon.export.codegen.source import (TEMPLATES, Section, class_section, function_section, helpers_text,
@@ -76,6 +77,12 @@ def generate(cm) -> GeneratedModel:
         for s in f.instances:
             gen.section_of_path[s.path] = sec
     gen.section_of_path[""] = root
+    for path, parent in names.group_paths(cm).items():  # groups the code keeps inline: their module's code
+        gen.section_of_path.setdefault(path, gen.section_of_path.get(parent, root))
+    for stack in cm.semantics().stacks:  # a run of alike layers: their class
+        for run in stack.runs:
+            if run and run[0] in gen.section_of_path:
+                gen.section_of_path.setdefault(stack.run_path(run), gen.section_of_path[run[0]])
     try:
         cm._codegen = (cm.version, gen)
     except AttributeError:  # pragma: no cover - a frozen stand-in
@@ -113,7 +120,7 @@ def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:
     """(text, blocks) of the forward lines of the module call at `path`, written for that call."""
     from graphsurgeon.export.codegen.writer import FunctionWriter
 
-    scope = next((s for s in gen.model.prog.root.scopes() if s.path == path and s.kind == "module"), None)
+    scope = next((s for s in gen.model.prog.root.scopes() if s.path == path and s.kind in ("module", "function")), None)
     if scope is None:
         return []
     body = FunctionWriter(gen.model.env, scope).write()
@@ -136,6 +143,9 @@ def _first_path(gen: GeneratedModel, sec: Section) -> str | None:
     for c in gen.model.classes:
         if c.name == sec.name:
             return c.path
+    for f in gen.model.functions:
+        if f.name == sec.name:
+            return f.instances[0].path
     return None
 
 

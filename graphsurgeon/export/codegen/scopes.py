@@ -174,6 +174,7 @@ def _optional_inputs(prog: Program) -> None:
             made[name] = torch.fx.Graph().placeholder(name)
         pseudo = made[name]
         prog.defaults[node] = pseudo
+        prog.users.setdefault(pseudo, []).append(node)
         while scope is not None:
             if pseudo not in scope.inputs:
                 scope.inputs.append(pseudo)

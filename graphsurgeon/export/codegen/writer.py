@@ -108,6 +108,7 @@ class FunctionWriter:
         self.count = 0
         self.at = 0  # statement being written
         self.pending: tuple = ()  # canvas blocks of values folded into the next statement
+        self.adds_onto = {st.lora_onto: st.node for st in self.stmts if st.lora_onto is not None}
 
     # ---- statements ------------------------------------------------------------------------
     def _statements(self) -> list[Stmt]:
@@ -145,7 +146,7 @@ class FunctionWriter:
 
     def _line(self, node: torch.fx.Node) -> str | None:
         frames = names.source_frames(node)
-        return frames[self.depth][0] if len(frames) > self.depth else None
+        return (frames[self.depth][0] or None) if len(frames) > self.depth else None
 
     def _loops(self, stmts: list[Stmt]) -> list[Stmt]:
         """Calls of consecutive alike layers of one ModuleList, each fed by the one before: one `for` loop."""
@@ -231,7 +232,8 @@ class FunctionWriter:
     def _want(self, value) -> str:
         if value.graph is not self.prog.cm.gm.graph:  # an optional input the graph does not hold (position_ids)
             return value.name
-        name = names.value_name(self.prog.cm, value)
+        value = self.adds_onto.get(value, value)  # a LoRA'd value is called what the sum is called
+        name = names.value_name(self.prog.cm, value, module_of(self.scope).path)
         name = re.sub(r"\W", "_", name)
         if not name or name[0].isdigit():
             name = f"v_{name}"
