@@ -137,9 +137,21 @@ class Model:
             f.body = FunctionWriter(self.env, f.instances[0]).write()
             f.body = forms.shorter(f.instances[0], f.body) or f.body
         for c in self.classes:
-            c.body = _merge([FunctionWriter(self.env, s).write() for s in c.instances]) if c.instances else None
+            c.body = _merge(self._variants(c)) if c.instances else None
             c.init = self._merged_init([s.path for s in c.instances] or [c.path])
         self.root.init = self._merged_init([""])
+
+    def _variants(self, c: ClassDef) -> list[Body]:
+        """The forward of each instance whose code differs (by its LoRA lines), each written once, instances in
+        order: [first instance, …] repeated so `_merge` can count which lines every instance has."""
+        bodies: dict[str, Body] = {}
+        out = []
+        for s in c.instances:
+            key = _text(FunctionWriter(self.env, s, canonical=True).write())
+            if key not in bodies:
+                bodies[key] = FunctionWriter(self.env, s).write()
+            out.append(bodies[key])
+        return out
 
     def _taken(self) -> set[str]:
         return {c.name for c in self.classes} | set(HELPERS) | {f.name for f in self.functions} | TORCH_NAMES
