@@ -86,7 +86,6 @@ def interleaved(a, b, repeat: int, warmup: int = 3) -> tuple[float, float, float
 
 def gpt2_rows(args) -> list[tuple]:
     from peft import PeftModel
-    from safetensors.torch import load_file
 
     config = tf.GPT2Config(n_layer=args.layers, vocab_size=50257)
     torch.manual_seed(0)
