@@ -13,21 +13,25 @@ __all__ = ["DEFAULT_PRESET", "ModelRecipe", "capture", "capture_module", "preset
 
 
 def capture(source, *, meta: bool = False, eager_attention: bool = False,
-            example_inputs: dict | None = None, dynamic: dict | None = None) -> CapturedModel:
+            example_inputs: dict | None = None, dynamic: dict | None = None,
+            allow_missing_weights: bool = False) -> CapturedModel:
     """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module.
 
     meta=True builds the model on the meta device: the architecture only, no weight memory;
-    `CapturedModel.materialize()` gives it weights later.
+    `CapturedModel.materialize()` gives it weights later. The weight file is checked against the config
+    either way; allow_missing_weights lets tensors missing from it start random (the weights note says so).
     """
     if isinstance(source, torch.nn.Module):
         return capture_module(source, example_inputs, dynamic=dynamic)
     recipe = resolve(str(source))
     attn = "eager" if eager_attention else "sdpa"
-    model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
-    weights = "meta" if meta else ("real" if recipe.weights_dir else "random")
-    cm = capture_hf_model(model, name=recipe.name, weights=weights, config=dict(recipe.config), attn=attn,
-                          materializer=lambda: recipe.build("cpu", attn_implementation=attn))
-    cm.weights_note = "architecture only (meta device)" if meta else recipe.note
+    model = recipe.build("meta" if meta else "cpu", attn_implementation=attn, allow_missing=allow_missing_weights)
+    cm = capture_hf_model(model, name=recipe.name, weights=model._graphsurgeon_weights, config=dict(recipe.config),
+                          attn=attn, materializer=lambda: recipe.build("cpu", attn_implementation=attn,
+                                                                       allow_missing=allow_missing_weights))
+    cm.weights_note = model._graphsurgeon_note
+    if meta:  # what materialize() will give it: said before an export loads or writes anything
+        cm.materializes_to, cm.materialize_note = model._graphsurgeon_later
     return cm
 
 

@@ -20,9 +20,26 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="capture attention as explicit matmul/softmax ops instead of the fused SDPA op")
 
 
+def add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    """How strictly the weight file must match its config (inspect, lora)."""
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="initialise tensors missing from the weight file randomly (said on every run) instead of "
+                        "refusing the file")
+
+
+def capture_args(args):
+    """Capture the model the arguments name; a partly random model is said on stderr."""
+    cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention,
+                 allow_missing_weights=getattr(args, "allow_missing_weights", False))
+    if "partial" in (cm.weights, cm.materializes_to):
+        print(f"warning: {cm.materialize_note if cm.is_meta else cm.weights_note}.", file=sys.stderr)
+    return cm
+
+
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print the composite hierarchy or one composite's shape table")
     add_model_arguments(p)
+    add_weights_arguments(p)
     p.add_argument("--tree", action="store_true", help="print the composite hierarchy")
     p.add_argument("--depth", type=int, default=3, help="how deep --tree goes (default 3)")
     p.add_argument("--path", default=None, help="a composite's module path, e.g. transformer.h.0.attn")
@@ -32,8 +49,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention)
+    cm = capture_args(args)
     bg = cm.blocks()
+    for problem in bg.sem.problems:
+        print(f"note: names and groups are partial ({problem})", file=sys.stderr)
     if args.path is not None or not args.tree:
         path = args.path or ""
         view = bg.view(path)

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
 from graphsurgeon.graph.meta import TensorMeta
+from graphsurgeon.graph.view import op_name
 
 FORMAT = 2  # bump when the saved layout of a snapshot changes
 
@@ -64,10 +65,15 @@ def search_entries(bg) -> dict[str, tuple[str, str]]:
     if isinstance(bg, ViewSnapshot):
         return dict(bg.search)
     out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
+    for p in bg.paths():  # groups and stacks by their titles too: "Causal mask (transformer)"
+        if p and p in bg.tree.titles:
+            out.setdefault(f"{bg.tree.titles[p]} ({bg.parent(p) or 'root'})", (bg.parent(p) or "", f"m:{p}"))
     for node, chain in bg.chain.items():
         if node.op == "call_function" and node not in bg.hidden:
             where = chain[-1] if chain else ""
             out[f"{node.name} ({where or 'root'})"] = (where, f"n:{node.name}")
+            named = bg.sem.name(node, bg.scope(where))  # the value's name as the code there reads it
+            out.setdefault(f"{named} · {op_name(node)} ({where or 'root'})", (where, f"n:{node.name}"))
     return out
 
 

@@ -16,7 +16,7 @@ from graphsurgeon.ui.legend import Legend
 from graphsurgeon.ui.scene import GraphScene, port_block
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
-READABLE_SCALE = 0.62  # opening a composite never zooms out below this (labels stay legible); F fits it all
+READABLE_SCALE = 0.35  # fitting never zooms out below this (a bigger view opens left-aligned); titles stay ≥ 10 px by level of detail
 
 
 class GraphView(QGraphicsView):
@@ -32,7 +32,7 @@ class GraphView(QGraphicsView):
         f = 1.15 if event.angleDelta().y() > 0 else 1 / 1.15
         self.scale(f, f)
 
-    def fit(self, min_scale: float = 0.0) -> None:
+    def fit(self, min_scale: float = READABLE_SCALE) -> None:
         """Fit the view to the blocks; with min_scale, never zoom out below it (text stays readable), left-aligned."""
         r = self.scene().itemsBoundingRect()
         if r.isEmpty():

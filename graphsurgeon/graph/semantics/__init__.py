@@ -16,6 +16,8 @@ reads — the canvas (through the block view) and the exported model.py — take
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.fx
 
@@ -38,11 +40,13 @@ class Semantics:
     def __init__(self, captured) -> None:
         gm = captured.gm
         self.gm = gm
+        self.problems: list[str] = []  # analyses that failed on this graph (the views then fall back to fx names)
         lora_adds = {b.add_node for b in captured.loras.values() if b.add_node}
-        self.roles: Roles = find_roles(gm, captured.config, lora_adds)
+        self.roles: Roles = self._guard("roles", lambda: find_roles(gm, captured.config, lora_adds), Roles())
         self.hidden: set[torch.fx.Node] = {n for n in gm.graph.nodes if _is_leftover(n)}
-        self.groups: dict[str, FunctionGroup] = find_groups(gm, self.roles, self.hidden)
-        self.stacks: list[LayerStack] = find_stacks(gm)
+        self.groups: dict[str, FunctionGroup] = self._guard(
+            "function groups", lambda: find_groups(gm, self.roles, self.hidden), {})
+        self.stacks: list[LayerStack] = self._guard("layer stacks", lambda: find_stacks(gm), [])
         self._group_of = {n: g for g in self.groups.values() for n in g.nodes}
         self._namer = Namer(gm, self.roles, captured.loras, captured.output_names)
         self._lora_paths = {b.path: b for b in captured.loras.values()}
@@ -51,6 +55,19 @@ class Semantics:
             mods = module_paths(n)
             for i in range(len(mods)):
                 self._chains.setdefault(mods[i], mods[:i + 1])
+
+    def _guard(self, what: str, analyse, fallback):
+        """Run one analysis; an architecture it does not understand gets plainer views, never a failed capture.
+
+        GRAPHSURGEON_STRICT=1 re-raises (the tests set it), so a bug cannot hide behind the fallback.
+        """
+        try:
+            return analyse()
+        except Exception as err:  # noqa: BLE001 - recorded in `problems`, shown by `inspect`
+            if os.environ.get("GRAPHSURGEON_STRICT") == "1":
+                raise
+            self.problems.append(f"{what}: {type(err).__name__}: {err}")
+            return fallback
 
     @property
     def attentions(self) -> list[Attention]:

@@ -54,16 +54,22 @@ def find_groups(gm: torch.fx.GraphModule, roles, hidden: set) -> dict[str, Funct
         key = (mods[-1], frame.file, frame.line)
         calls.setdefault(key, (fn, []))[1].append(node)
     groups: dict[str, FunctionGroup] = {}
+    direct: dict[str, int] = {}  # module path -> ops that run directly in it
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node not in hidden:
+            direct[module_paths(node)[-1]] = direct.get(module_paths(node)[-1], 0) + 1
     for (module, _file, _line), (fn, nodes) in calls.items():
         visible = [n for n in nodes if op_of(n) not in ("sym_size", "getitem")]
         if len(visible) < MIN_OPS:
             continue
+        kind, title = _describe(nodes, roles, fn)
+        if kind == "function" and module and len(nodes) >= direct.get(module, 0) - 2:
+            continue  # a helper that does nearly all its module's work (Gemma's RMSNorm._norm) adds nothing
         path = f"{module}.{fn}" if module else fn
         k = 2
         while path in groups:
             path = f"{module}.{fn}_{k}" if module else f"{fn}_{k}"
             k += 1
-        kind, title = _describe(nodes, roles, fn)
         groups[path] = FunctionGroup(path, module, fn, title, kind, nodes)
     _position_groups(gm, groups, hidden)
     _embedding_groups(gm, roles, groups, hidden)
@@ -90,8 +96,8 @@ def _position_groups(gm: torch.fx.GraphModule, groups: dict[str, FunctionGroup],
         by_module.setdefault(module_paths(n)[-1], []).append(n)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     for module, nodes in by_module.items():
-        if len(nodes) < MIN_OPS:
-            continue
+        if len(nodes) < MIN_OPS or not any(op_of(n) in _SOURCES | {"cumsum"} for n in nodes):
+            continue  # arithmetic on positions passed in is part of what receives them
         title = "Position ids" if any(op_of(n) in ("arange", "cumsum") for n in nodes) else "Index arithmetic"
         path = f"{module}.position_ids" if module else "position_ids"
         if path not in groups:

@@ -210,6 +210,7 @@ def _mark_attention(roles: Roles, att: Attention, order: dict) -> None:
         if op.target is not None:
             roles.values.setdefault(op.target, op.role)
             roles.modules.setdefault(op.projection, f"{op.role}_proj" if op.columns is None else "qkv_proj")
+        if op.role in ("query", "key"):
             _mark_rotary(roles, op)
     if att.fused is not None:
         roles.values.setdefault(att.fused, "qkv")

@@ -45,10 +45,24 @@ def node_frames(node: torch.fx.Node) -> tuple[Frame, ...]:
     return parse_frames(node.meta.get("stack_trace") or "")
 
 
+_MEMO = "_graphsurgeon_module_paths"  # node.meta key: (the nn_module_stack it was read from, the paths)
+
+
 def module_paths(node: torch.fx.Node) -> tuple[str, ...]:
     """The module paths the op ran under, outermost first, the root module as ''."""
+    stack = node.meta.get("nn_module_stack")
+    memo = node.meta.get(_MEMO)
+    if memo is not None and memo[0] is stack:
+        return memo[1]
+    paths = _module_paths(tuple(p for p, _cls in stack.values()) if stack else ())
+    node.meta[_MEMO] = (stack, paths)
+    return paths
+
+
+@lru_cache(maxsize=16384)
+def _module_paths(stack: tuple) -> tuple[str, ...]:
     out: list[str] = []
-    for path, _cls in (node.meta.get("nn_module_stack") or {}).values():
+    for path in stack:
         if isinstance(path, str) and not path.startswith("_empty") and (not out or out[-1] != path):
             out.append(path)
     if not out or out[0] != "":
@@ -62,11 +76,15 @@ def scope_frames(node: torch.fx.Node) -> tuple[Frame | None, ...]:
     Frames of a module's forward are named "forward"; when their count does not match the module stack
     (a forward hidden by a hook, or a trace cut short), only the innermost ones are matched.
     """
-    mods = module_paths(node)
-    forwards = [f for f in node_frames(node) if f.function == "forward"]
-    if len(forwards) >= len(mods):
-        return tuple(forwards[len(forwards) - len(mods):])
-    return (None,) * (len(mods) - len(forwards)) + tuple(forwards)
+    return _scope_frames(len(module_paths(node)), node.meta.get("stack_trace") or "")
+
+
+@lru_cache(maxsize=16384)
+def _scope_frames(depth: int, stack_trace: str) -> tuple[Frame | None, ...]:
+    forwards = [f for f in parse_frames(stack_trace) if f.function == "forward"]
+    if len(forwards) >= depth:
+        return tuple(forwards[len(forwards) - depth:])
+    return (None,) * (depth - len(forwards)) + tuple(forwards)
 
 
 @lru_cache(maxsize=8192)

@@ -65,7 +65,7 @@ def find_stacks(gm: torch.fx.GraphModule) -> list[LayerStack]:
         layers.sort(key=_index)
         if len(layers) < 2 or [_index(p) for p in layers] != list(range(_index(layers[0]), _index(layers[-1]) + 1)):
             continue
-        sigs = [_signature(p, by_layer[p]) for p in layers]
+        sigs = [_cached_signature(p, by_layer[p]) for p in layers]
         runs: list[list[str]] = []
         for path, sig in zip(layers, sigs):
             if runs and sigs[layers.index(runs[-1][0])] == sig:
@@ -76,6 +76,23 @@ def find_stacks(gm: torch.fx.GraphModule) -> list[LayerStack]:
             continue  # nothing alike: the layers stand alone
         stacks.append(LayerStack(container, parents[layers[0]], runs))
     return stacks
+
+
+_SIGNATURES: dict[tuple, tuple[list, int]] = {}  # (layer, ids of its nodes/args) -> (those objects, signature)
+
+
+def _cached_signature(layer: str, nodes: list[torch.fx.Node]) -> int:
+    """A layer's signature, recomputed only when one of its nodes or their arguments changed (an edit).
+
+    The entry keeps the objects it was computed from alive, so their ids cannot be reused meanwhile.
+    """
+    parts = [(n, n.args, n.kwargs, n.meta.get("val")) for n in nodes]
+    key = (layer, tuple(id(x) for p in parts for x in p))
+    if key not in _SIGNATURES:
+        if len(_SIGNATURES) > 1024:
+            _SIGNATURES.clear()
+        _SIGNATURES[key] = (parts, _signature(layer, nodes))
+    return _SIGNATURES[key][1]
 
 
 def _signature(layer: str, nodes: list[torch.fx.Node]) -> int:
@@ -108,8 +125,9 @@ def _signature(layer: str, nodes: list[torch.fx.Node]) -> int:
     return hash(tuple(parts))
 
 
-def _shape(n: torch.fx.Node) -> str:
+def _shape(n: torch.fx.Node):
+    """Shape and dtype, symbolic dims as their (hashable, cheap) sympy expressions."""
     val = n.meta.get("val")
     if isinstance(val, torch.Tensor):
-        return f"{tuple(str(d) for d in val.shape)}{val.dtype}"
+        return tuple(d.node.expr if isinstance(d, torch.SymInt) else int(d) for d in val.shape), val.dtype
     return type(val).__name__

@@ -204,16 +204,10 @@ class EditSession:
 
     def edit(self, block_path: str, r: int | None = None, alpha: float | None = None,
              dropout: float | None = None) -> Entry:
-        """Change r / alpha / dropout of a LoRA block; invalid values are refused with a reason."""
+        """Change r / alpha / dropout of a LoRA block; invalid values are refused with a reason (by LoRAConfig)."""
         changes = {k: v for k, v in (("r", r), ("alpha", alpha), ("dropout", dropout)) if v is not None}
         if not changes:
             raise OperateError("nothing to change; give r, alpha or dropout.")
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1):
-            raise OperateError(f"r must be a whole number ≥ 1, got {r!r}.")
-        if alpha is not None and not alpha > 0:
-            raise OperateError(f"alpha must be > 0, got {alpha!r}.")
-        if dropout is not None and not 0.0 <= dropout < 1.0:
-            raise OperateError(f"dropout must be in [0, 1), got {dropout!r}.")
         return self._do(ChangeLoRA(self.cm, block_path, **changes))
 
     def delete(self, block_path: str) -> Entry:
@@ -284,7 +278,11 @@ class EditSession:
             from graphsurgeon.export import export_folder
         except ImportError:
             raise OperateError("export is not available in this build; save a recipe and use the CLI.") from None
-        result = export_folder(self.cm, out_dir, force=force)
+        # the editor exports what it shows, random weights included; the dialog's notes say so (README.md too)
+        result = export_folder(self.cm, out_dir, force=force, random_weights=True)
+        if result.weights != "real":
+            result.notes.insert(0, f"the weights are {'RANDOM' if result.weights == 'random' else 'partly random'}: "
+                                   f"{result.weights_note}; this is no trained model.")
         self.dirty = False
         return result
 
