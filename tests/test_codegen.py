@@ -137,4 +137,5 @@ def test_code_view_maps_lines_and_blocks():
     assert composite_code(cm, "transformer.h").title == "GPT2Block"  # the stack shows its layers' class
     loop = composite_code(cm, "transformer")
     assert any("for layer in self.h:" in loop.text.splitlines()[i] for i in loop.block_lines["m:transformer.h.0"])
+    assert any("for layer in self.h:" in loop.text.splitlines()[i] for i in loop.block_lines["m:transformer.h"])
     assert composite_code(cm, "no.such.path") is None

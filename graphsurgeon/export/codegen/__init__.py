@@ -124,14 +124,14 @@ def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:
     if scope is None:
         return []
     body = FunctionWriter(gen.model.env, scope).write()
-    return [(ln.text.strip(), ln.blocks) for ln in body.lines]
+    return [(ln.text.strip(), ln.blocks) for ln in body.lines]  # compared without comments
 
 
 def _align(lines: list[str], own: list[tuple[str, tuple]], blocks: list[tuple]) -> list[tuple]:
     """Give each line of the class text the blocks of the same line in one instance (in order)."""
     out, j = list(blocks), 0
     for i, line in enumerate(lines):
-        text = line.strip()
+        text = line.split("  # ")[0].strip()
         for k in range(j, len(own)):
             if own[k][0] == text:
                 out[i], j = own[k][1], k + 1

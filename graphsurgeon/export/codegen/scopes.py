@@ -66,6 +66,7 @@ class Program:
     params: dict  # get_attr node -> every name of that tensor (tied weights have several)
     defaults: dict = field(default_factory=dict)  # node holding HF's default of an optional input -> that input
     soft: dict = field(default_factory=dict)  # `.to(dtype)` of a tensor already of that dtype -> its input
+    constants: dict = field(default_factory=dict)  # get_attr of a small lifted constant -> its tensor (a literal)
 
     def rep(self, value, scope: Scope | None = None):
         """The value a node stands for after identity ops and CSE. Read from another scope than its own, a
@@ -79,6 +80,15 @@ class Program:
             else:
                 break
         return value
+
+
+INLINE_NUMEL = 16  # constants torch.export lifted out of the code (an index tensor [-2]) up to this size are literals
+
+
+def inline_constant(t: torch.Tensor) -> bool:
+    """True for a small constant tensor model.py writes as `torch.tensor([...])` (not stored in model.safetensors)."""
+    return isinstance(t, torch.Tensor) and not t.is_meta and t.numel() <= INLINE_NUMEL and not t.is_floating_point() \
+        or (isinstance(t, torch.Tensor) and not t.is_meta and t.dim() == 0)
 
 
 def lora_export_name(block) -> str:
@@ -136,6 +146,11 @@ def build(cm) -> Program:
     for n in graph.nodes:
         if n.op == "get_attr":
             prog.params[n] = aliases.get(str(n.target), [str(n.target)])
+            if str(n.target) not in aliases:
+                owner, _, leaf = str(n.target).rpartition(".")
+                value = getattr(cm.gm.get_submodule(owner) if owner else cm.gm, leaf, None)
+                if inline_constant(value):
+                    prog.constants[n] = value.detach().cpu()
     scopes: dict[str, Scope] = {ROOT: prog.root}
     for node in emitted:
         if node not in live:
@@ -190,9 +205,9 @@ def _chains(cm) -> dict:
     for node in graph.nodes:
         chain = [(k, p, c, "module") for k, p, c in _stack(node)]
         group = groups.get(node.name)
-        if group is not None:
+        if group is not None:  # one scope per call: a module called twice calls its function twice
             path, function, key = group
-            chain.append((key, path, function, "function"))
+            chain.append((f"{key}|{chain[-1][0] if chain else ''}", path, function, "function"))
         chains[node] = chain
     for block in cm.loras.values():
         if not block.add_node:
@@ -333,7 +348,8 @@ def _settle(prog: Program, scope: Scope) -> None:
         ins, outs = [], []
         for n in s.nodes():
             for a in reads(prog, n):
-                if a not in inside and a not in ins and not (a.op == "get_attr" and owns(s, prog.params[a])):
+                if a not in inside and a not in ins and not (a.op == "get_attr" and owns(s, prog.params[a])) \
+                        and a not in prog.constants:
                     ins.append(a)
         for n in s.nodes():
             if any(u not in inside for u in prog.users.get(n, [])):
@@ -368,3 +384,5 @@ def _flatten(prog: Program, scope: Scope) -> None:
             item.parent = parent
         else:
             prog.owner[item] = parent
+    first = lambda item: prog.order[item.nodes()[0] if isinstance(item, Scope) else item]  # noqa: E731
+    parent.items.sort(key=first)  # its ops go back between the parent's calls, in the order they run

@@ -33,6 +33,11 @@ class Line:
     blocks: tuple = ()  # ids of the canvas blocks the line writes ("m:<path>", "n:<fx node>")
     optional: str | None = None  # LoRA module (attribute path): a line only the layers with that LoRA have
     anchor: int = 0  # statements without `optional` written before it (where merged classes put it)
+    comment: str = ""  # the shape comment (kept apart: layers of one class may differ in sizes)
+
+    @property
+    def full(self) -> str:
+        return f"{self.text}  # {self.comment}" if self.comment else self.text
 
 
 @dataclass
@@ -285,7 +290,7 @@ class FunctionWriter:
         lhs = ", ".join(targets)
         if len(st.values) == 1 and st.values[0] is not None and isinstance(st.values[0].meta.get("val"), (list, tuple)):
             lhs += ","
-        self.lines.append(Line(f"{lhs} = {expr.text}{self._comment(st)}" if targets else expr.text, blocks=blocks))
+        self.lines.append(Line(f"{lhs} = {expr.text}" if targets else expr.text, blocks=blocks, comment=self._comment(st)))
 
     def _foldable(self, st: Stmt, expr: lift.Expr) -> bool:
         if len(st.values) != 1 or st.values[0] is None or st.optional and st.scope is None:
@@ -316,7 +321,8 @@ class FunctionWriter:
                 ids += (f"m:{self.env.leaves[st.scope.key].lora.path}",)
             return ids
         if st.loop:
-            return tuple(f"m:{s.path}" for s in st.loop)
+            run = names.stack_path(self.prog.cm, st.loop[0].path)
+            return ((f"m:{run}",) if run else ()) + tuple(f"m:{s.path}" for s in st.loop)
         return (f"n:{st.node.name}",) + tuple(f"n:{v.name}" for v in st.values if v is not None and v is not st.node)
 
     def _comment(self, st: Stmt) -> str:
@@ -330,8 +336,8 @@ class FunctionWriter:
         if not metas:
             return ""
         if len(metas) > 1 and len(set(metas)) == 1:
-            return f"  # {len(metas)} × {metas[0]}"
-        return "  # " + ", ".join(metas)
+            return f"{len(metas)} × {metas[0]}"
+        return ", ".join(metas)
 
     def _shape(self, val: torch.Tensor) -> str:
         text = "[" + ", ".join(self.dims.text(d) for d in val.shape) + "]"
@@ -418,7 +424,7 @@ class FunctionWriter:
                 self.name_of[o] = targets[k]
         var = "layer"
         self.lines.append(Line(f"for {var} in {seq}:", blocks=self._blocks(st)))
-        self.lines.append(Line(f"{', '.join(targets)} = {var}({', '.join(args)}){self._comment(st)}", depth=1,
+        self.lines.append(Line(f"{', '.join(targets)} = {var}({', '.join(args)})", depth=1, comment=self._comment(st),
                                blocks=self._blocks(st)))
 
     def _dead_after_loop(self, v, first: Scope) -> bool:
@@ -434,6 +440,8 @@ class FunctionWriter:
                 return e.text if e.prec >= prec else f"({e.text})"
             if value in self.name_of:
                 return self.name_of[value]
+            if value in self.prog.constants:  # a small constant torch.export lifted out of the code
+                return self._literal(self.prog.constants[value])
             if value.op == "get_attr":
                 name = owns(module_of(self.scope), self.prog.params[value])
                 if name and self.scope.kind != "function":
@@ -456,6 +464,12 @@ class FunctionWriter:
         if prec > lift.UNARY and text.startswith("-"):
             return f"({text})"
         return text
+
+    def _literal(self, t: torch.Tensor) -> str:
+        inferred = torch.bool if t.dtype == torch.bool else torch.int64 if not t.is_floating_point() \
+            else torch.get_default_dtype()
+        dtype = "" if t.dtype == inferred else f", dtype={t.dtype}"
+        return f"torch.tensor({t.tolist()!r}{dtype}, device={self.device()})"
 
     def device(self) -> str:
         for v in self.scope.inputs:
@@ -489,7 +503,7 @@ class FunctionWriter:
             dims = []
             for d, size in enumerate(val.shape):
                 key = str(size.node.expr) if isinstance(size, torch.SymInt) else None
-                if key in need and key not in self.sizes:
+                if key in need and key not in self.sizes and key not in [k for _, k in dims]:
                     dims.append((d, key))
             if not dims:
                 continue
