@@ -140,7 +140,7 @@ class Model:
             c.varying = [leaf for leaf in shapes[0] if len({tuple(sh[leaf].shape) for sh in shapes}) > 1] \
                 if shapes else []
         for f in self.functions:
-            f.body = FunctionWriter(self.env, f.instances[0]).write()
+            f.body = FunctionWriter(self.env, f.instances[0]).write(fixed=self._param_names(f.instances))
             f.body = forms.shorter(f.instances[0], f.body) or f.body
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
@@ -152,12 +152,29 @@ class Model:
         order: [first instance, …] repeated so `_merge` can count which lines every instance has."""
         bodies: dict[tuple, Body] = {}
         out = []
+        fixed = self._param_names(c.instances)
         for s in c.instances:
             shapes = tuple(tuple(self._own(s.path)[k].shape) for k in c.varying)
             key = (_text(FunctionWriter(self.env, s, canonical=True).write()), shapes)
             if key not in bodies:
-                bodies[key] = FunctionWriter(self.env, s).write()
+                bodies[key] = FunctionWriter(self.env, s).write(fixed=fixed)
             out.append(bodies[key])
+        return out
+
+    def _param_names(self, instances: list[Scope]) -> list[str]:
+        """Each parameter's name: what most calls call the value they pass (`hidden_states`, not the first
+        layer's `inputs_embeds`)."""
+        wanted = [FunctionWriter(self.env, s).param_names() for s in instances]
+        out: list[str] = []
+        for i in range(len(wanted[0])):
+            votes = [w[i] for w in wanted if i < len(w)]
+            last = {n: j for j, n in enumerate(votes)}  # a tie goes to later calls (the first layer reads embeddings)
+            best = max(votes, key=lambda n: (votes.count(n), last[n]))
+            k, name = 1, best
+            while name in out:
+                k += 1
+                name = f"{best}_{k}"
+            out.append(name)
         return out
 
     def _taken(self) -> set[str]:

@@ -197,6 +197,8 @@ class FunctionWriter:
         self._pin()
         plist = []
         self.at = -1  # parameters never share a name
+        if self.canonical:
+            fixed = None
         for i, p in enumerate(params):
             if fixed is not None:
                 self.bound[fixed[i]], self.name_of[p] = p, fixed[i]
@@ -219,6 +221,14 @@ class FunctionWriter:
                 base_count += 1
         returns = [self.arg(o) for o in self.scope.outputs]
         return Body(plist, self.lines, returns, training)
+
+    def param_names(self) -> list[str]:
+        """The names this scope's inputs would get (before sizes), for choosing one name across calls."""
+        return [self._sanitize(self._want(p)) for p in self.scope.inputs]
+
+    @staticmethod
+    def _sanitize(want: str) -> str:
+        return want if want not in RESERVED else f"{want}_"
 
     def _pin(self) -> None:
         for st in self.stmts:
@@ -261,6 +271,7 @@ class FunctionWriter:
             self.count += 1
         else:
             base = want if want not in RESERVED and want not in self.sizes.values() else f"{want}_"
+            self._keep_residual(base)
             name, k = base, 1
             while name in self.bound and not self._dead(self.bound[name]) or name in self.env.function_names.values():
                 k += 1
@@ -268,6 +279,19 @@ class FunctionWriter:
         self.bound[name] = value
         self.name_of[value] = name
         return name
+
+    def _keep_residual(self, name: str) -> None:
+        """`residual = hidden_states` before `hidden_states` is rebound while the old value still feeds a residual
+        add (as the model's authors write it)."""
+        old = self.bound.get(name)
+        if self.at < 0 or old is None or self._dead(old) or not isinstance(old, torch.fx.Node) \
+                or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
+            return
+        sem = self.prog.cm.semantics()
+        if any(sem.residual_operand(u) is old for u in self.prog.users.get(old, [])):
+            self.lines.append(Line(f"residual = {name}"))
+            self.bound["residual"], self.name_of[old] = old, "residual"
+            del self.bound[name]
 
     def _emit(self, st: Stmt) -> None:
         if st.loop:
