@@ -138,7 +138,8 @@ def code_rows() -> list[tuple]:
         export_folder(capture(model), folder)
         text = (folder / "model.py").read_text()
         hf_file = Path(inspect.getsourcefile(type(model)))
-        classes = re.findall(r"^class (\w+)", text, re.M)
+        classes = [name for name, base in re.findall(r"^class (\w+)\((.*)\)", text, re.M)
+                   if not base.endswith(("Error", "Exception"))]  # modules, not WeightsError
         out.append((arch, len(text.splitlines()), len(hf_file.read_text().splitlines()), hf_file.name,
                     text.count("torch.ops.aten."), classes))
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def import_train(folder: Path):
         return importlib.import_module("train")
     finally:
         sys.path.remove(str(folder))
+
+
+def refused(folder: Path, *args: str, capsys) -> str:
+    """Run train.py's main in this process and return its one-line error (it must exit with status 2)."""
+    train = import_train(folder)
+    with pytest.raises(SystemExit) as stop:
+        train.main(list(args))
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
 
 
 def losses(stdout: str) -> tuple[float, float]:
@@ -115,12 +126,10 @@ def test_sequence_classifier_trains_and_saves_its_own_head(tmp_path):
         assert max_diff(load_exported(folder)(**x)["logits"], merged(**x).logits) <= 1e-5
 
 
-def test_masked_lm_uses_the_mask_token_never_padding(tmp_path):
+def test_masked_lm_uses_the_mask_token_never_padding(tmp_path, capsys):
     folder = exported(build("bert", "ForMaskedLM"), tmp_path / "out")
-    result = run_train(folder, "--synthetic", "--steps", "2")
-    assert result.returncode == 2 and "--mask-token-id" in result.stderr
-    result = run_train(folder, "--synthetic", "--steps", "2", "--mask-token-id", "0")  # BERT's [PAD]
-    assert result.returncode == 2 and "padding" in result.stderr
+    assert "--mask-token-id" in refused(folder, "--synthetic", "--steps", "2", capsys=capsys)
+    assert "padding" in refused(folder, "--synthetic", "--steps", "2", "--mask-token-id", "0", capsys=capsys)  # [PAD]
     train = import_train(folder)
     ids = torch.randint(5, 100, (4, 12), generator=torch.Generator().manual_seed(1))
     attention = torch.ones_like(ids)
@@ -162,7 +171,7 @@ def test_fsdp_under_torchrun_saves_the_trained_lora(gpt2):
     assert result.returncode == 2 and "torchrun" in result.stderr
 
 
-def test_bad_input_is_one_sentence(gpt2, tmp_path):
+def test_bad_input_is_one_sentence(gpt2, tmp_path, capsys):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("café au lait ".encode("latin-1") * 20)
     jsonl = tmp_path / "rows.jsonl"
@@ -173,20 +182,15 @@ def test_bad_input_is_one_sentence(gpt2, tmp_path):
         ("--data", str(jsonl)): "not UTF-8",
         ("--synthetic", "--seq-len", "65"): "longer than the model's 64 positions",
         ("--synthetic", "--batch-size", "0"): "--batch-size must be at least 1",
-        ("--synthetic", "--device", "cuda"): "no CUDA" if not torch.cuda.is_available() else "",
     }
+    if not torch.cuda.is_available():
+        cases[("--synthetic", "--device", "cuda")] = "no CUDA"
     for args, why in cases.items():
-        if not why:
-            continue
-        result = run_train(gpt2, *args, "--steps", "1")
-        assert result.returncode == 2, (args, result.stderr)
-        assert why in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert why in refused(gpt2, *args, "--steps", "1", capsys=capsys), args
     broken = tmp_path / "broken"
-    import shutil
-
     shutil.copytree(gpt2, broken)
     data = (broken / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
-    result = run_train(broken, "--synthetic", "--steps", "1")
+    result = run_train(broken, "--synthetic", "--steps", "1")  # as a user runs it: exit 2, one line, no traceback
     assert result.returncode == 2 and "truncated or corrupt" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
