@@ -189,7 +189,6 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
         f"CAUSAL_LM = {causal!r}",
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
-        "EXPECTED = {  # every tensor model.py needs from model.safetensors, with its shape",
-    ] + [f"    {k!r}: {list(t.shape)}," for k, t in tensors.items()] + ["}"]
+    ]
     imports = "import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom safetensors.torch import load_file\nfrom torch import nn"
     return doc + "\n\n" + imports + "\n\n" + "\n".join(consts)

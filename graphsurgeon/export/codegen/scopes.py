@@ -227,10 +227,22 @@ def _chains(cm) -> dict:
         while outer and not export.startswith(outer[-1][1] + "."):
             outer.pop()  # the LoRA module must be reachable from the scope that calls it
         chains[add] = outer
+        tail = _after_lora_reshape(members)  # laying an interleaved column set out (a permute) stays in the caller
         for n in members:
-            chains[n] = outer + [(f"lora:{export}", export, "LoRA", "lora")]
+            chains[n] = outer if n in tail else outer + [(f"lora:{export}", export, "LoRA", "lora")]
         lora_of[f"lora:{export}"] = block
     return chains, lora_of
+
+
+def _after_lora_reshape(members: list[torch.fx.Node]) -> list[torch.fx.Node]:
+    """The block's ops after the reshape that follows its scaling: the LoRA module computes B·A·x scaled and
+    shaped like the target's rows; a permutation after that (an interleaved column set) is the caller's code."""
+    scale = next((i for i, n in enumerate(members) if n.op == "call_function" and lift.op_key(n) == "mul"), None)
+    if scale is None:
+        return []
+    after = members[scale + 1:]
+    shaped = next((i for i, n in enumerate(after) if lift.op_key(n) in ("reshape", "view", "_unsafe_view")), None)
+    return after[shaped + 1:] if shaped is not None else []
 
 
 def _wraps(cm, block, by_name) -> bool:
