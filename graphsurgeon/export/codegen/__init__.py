@@ -169,11 +169,12 @@ def _head(cm, tied: dict, tensors: dict, loras: dict) -> str:
     example = ", ".join(f"{k}={k}" for k in cm.input_names[:1])
     doc = f'''"""{cm.model_class} exported by graphsurgeon ({n} LoRA layer{"s" if n != 1 else ""}).
 
-Plain PyTorch written from the captured graph; needs only torch and safetensors.
+Plain PyTorch written from the captured graph; needs only torch and safetensors. One class per block kind,
+torch.nn layers, the forward of each in torch.nn.functional and tensor methods with a shape comment per line.
 
     from model import load_model
-    model = load_model(".")                      # weights from model.safetensors
-    out = model({example})              # any batch and sequence length
+    model = load_model(".")  # weights from model.safetensors
+    out = model({example})  # any batch and sequence length; attention_mask etc. optional
     out[{cm.output_names[0]!r}]
 
 Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.lora_A.weight` /
@@ -184,11 +185,18 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
     consts = [
         f"INPUTS = {list(cm.input_names)!r}",
         f"OUTPUTS = {list(cm.output_names)!r}",
-        f"TIED = {tied!r}  # parameter -> the parameter it shares its tensor with (saved once)",
-        f"LORAS = {loras!r}  # LoRA module path -> how add_lora builds it",
+        _table("TIED", tied, "parameter -> the parameter it shares its tensor with (saved once)"),
+        _table("LORAS", loras, "LoRA module path -> what it adapts and its hyper-parameters"),
         f"CAUSAL_LM = {causal!r}",
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
     ]
     imports = "import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom safetensors.torch import load_file\nfrom torch import nn"
     return doc + "\n\n" + imports + "\n\n" + "\n".join(consts)
+
+
+def _table(name: str, table: dict, what: str) -> str:
+    """A module-level dict, one entry per line when there are several."""
+    if len(table) <= 1:
+        return f"{name} = {table!r}  # {what}"
+    return "\n".join([f"{name} = {{  # {what}"] + [f"    {k!r}: {v!r}," for k, v in table.items()] + ["}"])
