@@ -109,11 +109,22 @@ def composite_code(cm, path: str) -> CodeView | None:
         own = _instance_lines(gen, path)
         if own:
             line_blocks = _align(sec.lines, own, line_blocks)
+    run = _run_layers(cm, path)
+    if run and line_blocks:  # a stack of alike layers: its blocks are the layers, written by this class
+        line_blocks[0] = tuple(line_blocks[0]) + tuple(f"m:{p}" for p in run)
     block_lines: dict[str, list[int]] = {}
     for i, blocks in enumerate(line_blocks):
         for b in blocks:
             block_lines.setdefault(b, []).append(i)
     return CodeView(path, sec.name, sec.text, line_blocks, block_lines)
+
+
+def _run_layers(cm, path: str) -> list[str]:
+    for stack in cm.semantics().stacks:
+        for run in stack.runs:
+            if stack.run_path(run) == path:
+                return list(run)
+    return []
 
 
 def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:

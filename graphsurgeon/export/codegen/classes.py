@@ -116,7 +116,7 @@ class Model:
         """True when an ancestor of `path` is a torch.nn layer (its parts are built by that layer or its owner)."""
         parent = path.rpartition(".")[0]
         while parent:
-            if self.leaf_at(parent) is not None:
+            if self.leaf_at(parent) is not None or self._uncalled_layer(parent) is not None:
                 return True
             parent = parent.rpartition(".")[0]
         return False
@@ -243,8 +243,15 @@ class Model:
         return {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
 
     def _uncalled_layer(self, path: str) -> str | None:
-        """A torch.nn layer nobody calls (a shared embedding read through another module): built from its tensors."""
-        if path in self.calls or self.children.get(path):
+        """A torch.nn layer nobody calls (a shared embedding read through another module, a LoRA Layer not wired
+        yet): built from its tensors."""
+        if path in self.calls:
+            return None
+        for block in self.cm.loras.values():
+            if not block.add_node and scopes_mod.lora_export_name(block) == path:
+                t, c = block.target, block.config
+                return f"LoRA({t.in_features}, {t.out_features}, r={c.r}, scaling={float(c.scaling)!r})"
+        if self.children.get(path):
             return None
         own = {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
         cls, w = self.cm.module_classes.get(path), own.get("weight")
