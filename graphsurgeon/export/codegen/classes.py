@@ -20,7 +20,9 @@ from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
 from graphsurgeon.export.codegen.scopes import Scope
 from graphsurgeon.graph.hf_meta import dropout_kind, train_dropout_p
-from graphsurgeon.export.codegen.writer import Body, Env, FunctionWriter, Line, symbols
+from graphsurgeon.export.codegen.body import Body, Env, Line
+from graphsurgeon.export.codegen.sizes import symbols
+from graphsurgeon.export.codegen.writer import FunctionWriter
 
 HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")
 LORA_PARTS = {"lora_A", "lora_B", "lora_dropout"}

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from graphsurgeon.export.codegen.classes import ClassDef, FunctionDef, Model
 from graphsurgeon.export.codegen.scopes import lora_export_name
-from graphsurgeon.export.codegen.writer import Body, FunctionWriter
+from graphsurgeon.export.codegen.body import Body
+from graphsurgeon.export.codegen.writer import FunctionWriter
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 IND = "    "
