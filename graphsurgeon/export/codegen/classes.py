@@ -358,7 +358,7 @@ def _merge(bodies: list[Body]) -> Body:
                 owner, _, attr = o.optional.rpartition(".")
                 lines.append(Line(f'if hasattr(self{"." + owner if owner else ""}, "{attr}"):', o.depth, o.blocks,
                                   o.optional, o.anchor))
-                lines.append(Line(o.text, o.depth + 1, o.blocks, o.optional, o.anchor))
+                lines.append(Line(o.text, o.depth + 1, o.blocks, o.optional, o.anchor, o.comment))
 
     others = [[x for x in b.lines if not x.optional] for b in bodies]
     for i, ln in enumerate(x for x in first.lines if not x.optional):
