@@ -35,6 +35,7 @@ DROPOUTS = {
     "llama": dict(attention_dropout=0.2),
 }
 VOCAB = 101
+CAPTURES = {}  # arch -> the CapturedModel the folder was exported from (the editor's graph)
 
 
 def export(model, folder: Path):
@@ -50,6 +51,7 @@ def pair(request, tmp_path_factory):
     arch = request.param
     hf = build(arch, **DROPOUTS[arch])
     cm, ours = export(build(arch, **DROPOUTS[arch]), tmp_path_factory.mktemp(arch) / "out")
+    CAPTURES[arch] = cm
     return arch, hf, ours
 
 
@@ -89,6 +91,8 @@ def test_padded_attention_mask_left_and_right(pair):
     keep = mask.bool()
     assert max_diff(got[first][keep], want[first][keep]) <= 1e-5
     assert max_diff(got[first][keep], unpadded[first][keep]) > 1e-4  # the mask really reaches attention
+    graph = CAPTURES[arch].run(input_ids=x, attention_mask=mask)  # the editor's captured graph as well
+    assert max_diff(graph[first][keep], want[first][keep]) <= 1e-5
     if "pooler_output" in want:  # the first token's state: rows whose first token is not padding
         assert max_diff(got["pooler_output"][1:], want["pooler_output"][1:]) <= 1e-5
 
