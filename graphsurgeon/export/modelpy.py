@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from graphsurgeon.export.codegen.scopes import lora_export_name
+from graphsurgeon.export.codegen.scopes import inline_constant, lora_export_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -26,7 +26,7 @@ def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[st
         if target not in names:
             owner_path, _, leaf = target.rpartition(".")
             value = getattr(gm.get_submodule(owner_path) if owner_path else gm, leaf)
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and not inline_constant(value):  # a small one is written in model.py
                 items.append((target, value))
                 buffers.add(target)
     for name, t in items:

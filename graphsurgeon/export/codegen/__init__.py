@@ -109,11 +109,22 @@ def composite_code(cm, path: str) -> CodeView | None:
         own = _instance_lines(gen, path)
         if own:
             line_blocks = _align(sec.lines, own, line_blocks)
+    run = _run_layers(cm, path)
+    if run and line_blocks:  # a stack of alike layers: its blocks are the layers, written by this class
+        line_blocks[0] = tuple(line_blocks[0]) + tuple(f"m:{p}" for p in run)
     block_lines: dict[str, list[int]] = {}
     for i, blocks in enumerate(line_blocks):
         for b in blocks:
             block_lines.setdefault(b, []).append(i)
     return CodeView(path, sec.name, sec.text, line_blocks, block_lines)
+
+
+def _run_layers(cm, path: str) -> list[str]:
+    for stack in cm.semantics().stacks:
+        for run in stack.runs:
+            if stack.run_path(run) == path:
+                return list(run)
+    return []
 
 
 def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:
@@ -124,14 +135,14 @@ def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:
     if scope is None:
         return []
     body = FunctionWriter(gen.model.env, scope).write()
-    return [(ln.text.strip(), ln.blocks) for ln in body.lines]
+    return [(ln.text.strip(), ln.blocks) for ln in body.lines]  # compared without comments
 
 
 def _align(lines: list[str], own: list[tuple[str, tuple]], blocks: list[tuple]) -> list[tuple]:
     """Give each line of the class text the blocks of the same line in one instance (in order)."""
     out, j = list(blocks), 0
     for i, line in enumerate(lines):
-        text = line.strip()
+        text = line.split("  # ")[0].strip()
         for k in range(j, len(own)):
             if own[k][0] == text:
                 out[i], j = own[k][1], k + 1
@@ -169,11 +180,12 @@ def _head(cm, tied: dict, tensors: dict, loras: dict) -> str:
     example = ", ".join(f"{k}={k}" for k in cm.input_names[:1])
     doc = f'''"""{cm.model_class} exported by graphsurgeon ({n} LoRA layer{"s" if n != 1 else ""}).
 
-Plain PyTorch written from the captured graph; needs only torch and safetensors.
+Plain PyTorch written from the captured graph; needs only torch and safetensors. One class per block kind,
+torch.nn layers, the forward of each in torch.nn.functional and tensor methods with a shape comment per line.
 
     from model import load_model
-    model = load_model(".")                      # weights from model.safetensors
-    out = model({example})              # any batch and sequence length
+    model = load_model(".")  # weights from model.safetensors
+    out = model({example})  # any batch and sequence length; attention_mask etc. optional
     out[{cm.output_names[0]!r}]
 
 Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.lora_A.weight` /
@@ -184,12 +196,18 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
     consts = [
         f"INPUTS = {list(cm.input_names)!r}",
         f"OUTPUTS = {list(cm.output_names)!r}",
-        f"TIED = {tied!r}  # parameter -> the parameter it shares its tensor with (saved once)",
-        f"LORAS = {loras!r}  # LoRA module path -> how add_lora builds it",
+        _table("TIED", tied, "parameter -> the parameter it shares its tensor with (saved once)"),
+        _table("LORAS", loras, "LoRA module path -> what it adapts and its hyper-parameters"),
         f"CAUSAL_LM = {causal!r}",
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
-        "EXPECTED = {  # every tensor model.py needs from model.safetensors, with its shape",
-    ] + [f"    {k!r}: {list(t.shape)}," for k, t in tensors.items()] + ["}"]
+    ]
     imports = "import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom safetensors.torch import load_file\nfrom torch import nn"
     return doc + "\n\n" + imports + "\n\n" + "\n".join(consts)
+
+
+def _table(name: str, table: dict, what: str) -> str:
+    """A module-level dict, one entry per line when there are several."""
+    if len(table) <= 1:
+        return f"{name} = {table!r}  # {what}"
+    return "\n".join([f"{name} = {{  # {what}"] + [f"    {k!r}: {v!r}," for k, v in table.items()] + ["}"])

@@ -20,7 +20,9 @@ from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
 from graphsurgeon.export.codegen.scopes import Scope
 from graphsurgeon.graph.hf_meta import dropout_kind, train_dropout_p
-from graphsurgeon.export.codegen.writer import Body, Env, FunctionWriter, Line, symbols
+from graphsurgeon.export.codegen.body import Body, Env, Line
+from graphsurgeon.export.codegen.sizes import symbols
+from graphsurgeon.export.codegen.writer import FunctionWriter
 
 HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")
 LORA_PARTS = {"lora_A", "lora_B", "lora_dropout"}
@@ -33,6 +35,7 @@ class ClassDef:
     path: str  # module path of the first instance
     instances: list[Scope]  # its module calls (none: a module that only holds tensors)
     key: tuple = ()  # what instances must share
+    varying: list[str] = field(default_factory=list)  # own tensors whose shape differs by instance: __init__ args
     init: list[str] = field(default_factory=list)  # __init__ body lines
     body: Body | None = None  # forward (None when never called)
 
@@ -115,7 +118,7 @@ class Model:
         """True when an ancestor of `path` is a torch.nn layer (its parts are built by that layer or its owner)."""
         parent = path.rpartition(".")[0]
         while parent:
-            if self.leaf_at(parent) is not None:
+            if self.leaf_at(parent) is not None or self._uncalled_layer(parent) is not None:
                 return True
             parent = parent.rpartition(".")[0]
         return False
@@ -127,14 +130,19 @@ class Model:
             if s.kind == "function":
                 self._function(s)
         for path in self.children:
-            if path and path not in self.lists and path not in self.calls and not self.under_leaf(path):
+            if path and path not in self.lists and path not in self.calls and not self.under_leaf(path) \
+                    and self._uncalled_layer(path) is None:
                 self._class_for(path, None)  # never called: it only holds tensors or other modules
         for s in bottom_up:
             if s.kind == "module" and s.key not in self.env.leaves:
                 self._class_for(s.path, s)
         self.root = ClassDef(_unique(self.cm.model_class, self._taken()), "", [self.prog.root])
+        for c in self.classes:  # one class for layers that differ only in their tensors' shapes
+            shapes = [self._own(s.path) for s in c.instances]
+            c.varying = [leaf for leaf in shapes[0] if len({tuple(sh[leaf].shape) for sh in shapes}) > 1] \
+                if shapes else []
         for f in self.functions:
-            f.body = FunctionWriter(self.env, f.instances[0]).write()
+            f.body = FunctionWriter(self.env, f.instances[0]).write(fixed=self._param_names(f.instances))
             f.body = forms.shorter(f.instances[0], f.body) or f.body
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
@@ -144,21 +152,41 @@ class Model:
     def _variants(self, c: ClassDef) -> list[Body]:
         """The forward of each instance whose code differs (by its LoRA lines), each written once, instances in
         order: [first instance, …] repeated so `_merge` can count which lines every instance has."""
-        bodies: dict[str, Body] = {}
+        bodies: dict[tuple, Body] = {}
         out = []
+        fixed = self._param_names(c.instances)
         for s in c.instances:
-            key = _text(FunctionWriter(self.env, s, canonical=True).write())
+            shapes = tuple(tuple(self._own(s.path)[k].shape) for k in c.varying)
+            key = (_text(FunctionWriter(self.env, s, canonical=True).write()), shapes)
             if key not in bodies:
-                bodies[key] = FunctionWriter(self.env, s).write()
+                bodies[key] = FunctionWriter(self.env, s).write(fixed=fixed)
             out.append(bodies[key])
+        return out
+
+    def _param_names(self, instances: list[Scope]) -> list[str]:
+        """Each parameter's name: what most calls call the value they pass (`hidden_states`, not the first
+        layer's `inputs_embeds`)."""
+        wanted = [FunctionWriter(self.env, s).param_names() for s in instances]
+        out: list[str] = []
+        for i in range(len(wanted[0])):
+            votes = [w[i] for w in wanted if i < len(w)]
+            last = {n: j for j, n in enumerate(votes)}  # a tie goes to later calls (the first layer reads embeddings)
+            best = max(votes, key=lambda n: (votes.count(n), last[n]))
+            k, name = 1, best
+            while name in out:
+                k += 1
+                name = f"{best}_{k}"
+            out.append(name)
         return out
 
     def _taken(self) -> set[str]:
         return {c.name for c in self.classes} | set(HELPERS) | {f.name for f in self.functions} | TORCH_NAMES
 
     def _function(self, s: Scope) -> None:
-        self.env.training[s.key] = any(n.op == "call_function" and dropout_kind(getattr(n.target, "_opname", ""))
-                                       and train_dropout_p(n) > 0 for n in s.nodes())
+        self.env.training[s.key] = any(n.op == "call_function" and (
+            dropout_kind(getattr(n.target, "_opname", "")) == "dropout"
+            or (dropout_kind(getattr(n.target, "_opname", "")) == "attention" and train_dropout_p(n) > 0))
+            for n in s.nodes())
         key = _text(FunctionWriter(self.env, s, canonical=True).write())
         for f in self.functions:
             if f.key == key:
@@ -176,7 +204,7 @@ class Model:
         else:
             cls = s.cls
             key = (cls, _text(FunctionWriter(self.env, s, canonical=True).write(), base_only=True),
-                   tuple(self._init_lines(path, base=True)))
+                   tuple(self._init_lines(path, base=True, key=True)))
         for c in self.classes:
             if c.key == key:
                 c.instances.append(s)
@@ -191,24 +219,60 @@ class Model:
         self.class_of_path[path] = c
 
     # ---- __init__ ---------------------------------------------------------------------------------
-    def ctor(self, path: str, base: bool = False) -> str:
+    def ctor(self, path: str, base: bool = False, key: bool = False) -> str:
+        """The constructor call that builds the module at `path` (key=True: with every tensor shape, for grouping)."""
         leaf = self.leaf_at(path)
         if leaf is not None:
             return (leaf.base_ctor or leaf.ctor) if base else leaf.ctor
+        layer = self._uncalled_layer(path)
+        if layer is not None:
+            return layer
         if path in self.lists:
-            kids = [self.ctor(k, base) for k in self.children[path]]
+            kids = [self.ctor(k, base, key) for k in self.children[path]]
             if all(k == kids[0] for k in kids):
                 return f"nn.ModuleList([{kids[0]} for _ in range({len(kids)})])"
             return "nn.ModuleList([" + ", ".join(kids) + "])"
         c = self.class_of_path.get(path)
-        return f"{c.name}()" if c is not None else "nn.Module()"
+        if c is None:
+            return "nn.Module()"
+        own = self._own(path)
+        if key:
+            return f"{c.name}({', '.join(f'{k}={tuple(t.shape)}' for k, t in own.items())})"
+        return f"{c.name}({', '.join(repr(tuple(own[k].shape)) for k in c.varying)})"
 
-    def _init_lines(self, path: str, base: bool = False) -> list[tuple[str, str]]:
-        """(attribute, line) pairs of the __init__ of the module at `path`."""
+    def _own(self, path: str) -> dict[str, torch.Tensor]:
+        """The tensors the module at `path` holds itself, by attribute name."""
+        return {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
+
+    def _uncalled_layer(self, path: str) -> str | None:
+        """A torch.nn layer nobody calls (a shared embedding read through another module, a LoRA Layer not wired
+        yet): built from its tensors."""
+        if path in self.calls:
+            return None
+        for block in self.cm.loras.values():
+            if not block.add_node and scopes_mod.lora_export_name(block) == path:
+                t, c = block.target, block.config
+                return f"LoRA({t.in_features}, {t.out_features}, r={c.r}, scaling={float(c.scaling)!r})"
+        if self.children.get(path):
+            return None
+        own = {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
+        cls, w = self.cm.module_classes.get(path), own.get("weight")
+        if w is None or w.dtype != torch.float32:
+            return None
+        if cls == "Embedding" and set(own) == {"weight"} and w.dim() == 2:
+            return f"nn.Embedding({w.shape[0]}, {w.shape[1]})"
+        if cls == "Linear" and set(own) <= {"weight", "bias"} and w.dim() == 2:
+            return f"nn.Linear({w.shape[1]}, {w.shape[0]}{'' if 'bias' in own else ', bias=False'})"
+        return None
+
+    def _init_lines(self, path: str, base: bool = False, key: bool = False) -> list[tuple[str, str]]:
+        """(attribute, line) pairs of the __init__ of the module at `path` (key=True: own shapes left out)."""
         lines = []
+        c = self.class_of_path.get(path)
+        varying = set(c.varying) if c is not None and not key else set()
         for kid in self.children.get(path, []):
             attr = kid.rpartition(".")[2]
-            lines.append((f"self.{attr}", f"self.{attr} = {self.ctor(kid, base)}"))
+            lines.append((f"self.{attr}", f"self.{attr} = {self.ctor(kid, base, key)}"))
             leaf = self.leaf_at(kid)
             for sub in self.children.get(kid, []) if leaf is not None else []:
                 name = sub.rpartition(".")[2]
@@ -220,9 +284,11 @@ class Model:
             owner, _, leaf_name = name.rpartition(".")
             if owner != path:
                 continue
-            shape = ", ".join(str(d) for d in t.shape) + ("," if t.dim() == 1 else "")
+            shape = "(" + ", ".join(str(d) for d in t.shape) + ("," if t.dim() == 1 else "") + ")"
+            if key or leaf_name in varying:
+                shape = f"{leaf_name}_shape"
             dtype = "" if t.dtype == torch.float32 else f", dtype={t.dtype}"
-            empty = f"torch.empty(({shape}){dtype})"
+            empty = f"torch.empty({shape}{dtype})"
             if name in self.buffers:
                 lines.append((leaf_name, f'self.register_buffer("{leaf_name}", {empty})'))
             else:
@@ -292,12 +358,13 @@ def _merge(bodies: list[Body]) -> Body:
                 owner, _, attr = o.optional.rpartition(".")
                 lines.append(Line(f'if hasattr(self{"." + owner if owner else ""}, "{attr}"):', o.depth, o.blocks,
                                   o.optional, o.anchor))
-                lines.append(Line(o.text, o.depth + 1, o.blocks, o.optional, o.anchor))
+                lines.append(Line(o.text, o.depth + 1, o.blocks, o.optional, o.anchor, o.comment))
 
-    for ln in first.lines:
-        if ln.optional:
-            continue
+    others = [[x for x in b.lines if not x.optional] for b in bodies]
+    for i, ln in enumerate(x for x in first.lines if not x.optional):
         place(ln.anchor)
+        if any(i < len(o) and o[i].comment != ln.comment for o in others):  # sizes differ by layer: no comment
+            ln = Line(ln.text, ln.depth, ln.blocks, ln.optional, ln.anchor)
         lines.append(ln)
     place(10 ** 9)
     return Body(first.params, lines, first.returns, first.training)

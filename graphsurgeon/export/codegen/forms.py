@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from graphsurgeon.export.codegen.writer import Body, Line
+from graphsurgeon.export.codegen.body import Body, Line
 
 # name -> body (the mask argument is {m}); each returns what the group returned
 CANDIDATES = {

@@ -9,135 +9,15 @@ same name (`torch.<op>` or a tensor method) when torch has one, else as `torch.o
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 import torch.fx
 
 from graphsurgeon.graph.hf_meta import train_dropout_p
-
-# Python operator precedence (higher binds tighter)
-CMP, BOR, XOR, BAND, ADD, MUL, UNARY, POW, CALL, ATOM = 5, 6, 7, 8, 10, 11, 12, 13, 15, 16
-INT_MAX = 2 ** 63 - 1
-
-
-@dataclass(frozen=True)
-class Expr:
-    """Python text of a value and how tightly it binds."""
-
-    text: str
-    prec: int = ATOM
-
-
-class Ctx(Protocol):
-    """What a renderer needs from the function being written."""
-
-    def arg(self, value, prec: int = 0) -> str: ...  # any argument as text, parenthesised to bind at `prec`
-
-    def device(self) -> str: ...  # the device expression ("hidden_states.device")
-
-    def training(self) -> str: ...  # "self.training" in a class, "training" in a function
-
-
-def bound(node: torch.fx.Node) -> dict:
-    """The node's arguments by schema name, defaults filled in; '_defaults' holds the names left at default."""
-    schema = node.target._schema
-    out, defaults = {}, set()
-    for i, a in enumerate(schema.arguments):
-        if i < len(node.args) and not a.kwarg_only:
-            out[a.name] = node.args[i]
-        elif a.name in node.kwargs:
-            out[a.name] = node.kwargs[a.name]
-        elif a.has_default_value():
-            out[a.name] = a.default_value
-        else:
-            out[a.name] = None
-        if a.has_default_value() and _same(out[a.name], a.default_value):
-            defaults.add(a.name)
-    out["_defaults"] = defaults
-    return out
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.fx.Node) or isinstance(b, torch.fx.Node):
-        return False
-    try:
-        return bool(a == b) and type(a) is type(b) or (a is None and b is None)
-    except Exception:  # noqa: BLE001 - SymInts and tensors compare lazily
-        return False
-
-
-def rank(value) -> int:
-    val = value.meta.get("val") if isinstance(value, torch.fx.Node) else None
-    return val.dim() if isinstance(val, torch.Tensor) else 0
-
-
-def val_dtype(value):
-    val = value.meta.get("val") if isinstance(value, torch.fx.Node) else None
-    return val.dtype if isinstance(val, torch.Tensor) else None
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-def _splat(ctx: Ctx, seq) -> str:
-    return ", ".join(ctx.arg(x) for x in seq) if isinstance(seq, (list, tuple)) else ctx.arg(seq)
-
-
-def method(name: str, *positional: str, splat: str | None = None, keywords: tuple = ()) -> Callable:
-    """`self.name(positional..., *splat, kw=...)` with arguments left at their default omitted (from the right)."""
-
-    def render(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-        parts = []
-        pos = [p for p in positional if p in a]
-        while pos and pos[-1] in a["_defaults"]:
-            pos.pop()
-        parts += [ctx.arg(a[p]) for p in pos]
-        if splat and splat in a:
-            parts.append(_splat(ctx, a[splat]))
-        parts += [f"{k}={ctx.arg(a[k])}" for k in keywords if k in a and k not in a["_defaults"]]
-        first = next(iter(k for k in a if k != "_defaults"))
-        return Expr(f"{ctx.arg(a[first], CALL)}.{name}({', '.join(parts)})", CALL)
-
-    return render
-
-
-def function(qual: str, *positional: str, keywords: tuple = (), required: tuple = ()) -> Callable:
-    """`qual(positional..., kw=...)`: positional arguments always written, keywords only when not default."""
-
-    def render(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-        parts = [ctx.arg(a[p]) for p in positional]
-        parts += [f"{k}={ctx.arg(a[k])}" for k in keywords if k not in a["_defaults"] or k in required]
-        return Expr(f"{qual}({', '.join(parts)})", CALL)
-
-    return render
-
-
-def infix(op: str, prec: int, left: str = "self", right: str = "other") -> Callable:
-    def render(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-        alpha = a.get("alpha", 1)
-        rhs = a[right]
-        if alpha != 1:  # add/sub with alpha: the public API keeps the one fused op
-            fn = "torch.add" if op == "+" else "torch.sub"
-            return Expr(f"{fn}({ctx.arg(a[left])}, {ctx.arg(rhs)}, alpha={ctx.arg(alpha)})", CALL)
-        lp = prec + 1 if prec == CMP else prec
-        return Expr(f"{ctx.arg(a[left], lp)} {op} {ctx.arg(rhs, prec + 1)}", prec)
-
-    return render
-
-
-def unary(op: str) -> Callable:
-    return lambda ctx, node, a: Expr(f"{op}{ctx.arg(a['self'], UNARY)}", UNARY)
-
-
-def torch_fn(name: str) -> Callable:
-    return lambda ctx, node, a: Expr(f"torch.{name}({ctx.arg(a['self'])})", CALL)
-
-
-def _identity(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-    first = next(iter(k for k in a if k != "_defaults"))
-    return Expr(ctx.arg(a[first]), ATOM if isinstance(a[first], torch.fx.Node) else UNARY)
+from graphsurgeon.export.codegen.exprs import (ADD, ATOM, BAND, BOR, CALL, CMP, INT_MAX, MUL, POW, UNARY, XOR,  # noqa: F401
+                                               Ctx, Expr, _identity, bound, constant, function, infix,
+                                               method, rank, torch_fn, unary, val_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- special forms
@@ -350,7 +230,8 @@ TABLE: dict[str, Callable] = {
     "permute": _M("permute", splat="dims"), "transpose": _M("transpose", "dim0", "dim1"), "t": _M("t"),
     "unsqueeze": _M("unsqueeze", "dim"), "squeeze": _M("squeeze", "dim"), "contiguous": _M("contiguous"),
     "clone": _M("clone"), "flatten": _M("flatten", "start_dim", "end_dim"), "repeat": _M("repeat", splat="repeats"),
-    "repeat_interleave": _M("repeat_interleave", "repeats", "dim"), "detach": _M("detach"),
+    "repeat_interleave": _M("repeat_interleave", "repeats", "dim"), "detach": _M("detach"), "detach_": _M("detach"),
+    "numpy_T": lambda ctx, node, a: Expr(f"{ctx.arg(a['self'], CALL)}.T", CALL),
     "slice": _slice, "select": _select, "index": _index, "split": _split, "split_with_sizes": _split,
     "unbind": _M("unbind", "dim"), "chunk": _M("chunk", "chunks", "dim"),
     "index_select": _M("index_select", "dim", "index"), "gather": _M("gather", "dim", "index"),
@@ -467,26 +348,3 @@ def _fallback(ctx: Ctx, node: torch.fx.Node, a: dict, key: str) -> Expr:
 def target_name(node: torch.fx.Node) -> str:
     t = node.target
     return f"{t._opname}.{t._overloadname}"
-
-
-def constant(value) -> str | None:
-    """Python text of a constant argument (None if `value` is not a plain constant)."""
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, float):
-        if math.isinf(value):
-            return 'float("inf")' if value > 0 else 'float("-inf")'
-        if math.isnan(value):
-            return 'float("nan")'
-        return repr(value)
-    if isinstance(value, int):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, torch.dtype):
-        return str(value)
-    if isinstance(value, torch.memory_format):
-        return str(value)
-    if isinstance(value, torch.layout):
-        return str(value)
-    return None

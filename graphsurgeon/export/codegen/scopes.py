@@ -66,6 +66,7 @@ class Program:
     params: dict  # get_attr node -> every name of that tensor (tied weights have several)
     defaults: dict = field(default_factory=dict)  # node holding HF's default of an optional input -> that input
     soft: dict = field(default_factory=dict)  # `.to(dtype)` of a tensor already of that dtype -> its input
+    constants: dict = field(default_factory=dict)  # get_attr of a small lifted constant -> its tensor (a literal)
 
     def rep(self, value, scope: Scope | None = None):
         """The value a node stands for after identity ops and CSE. Read from another scope than its own, a
@@ -79,6 +80,15 @@ class Program:
             else:
                 break
         return value
+
+
+INLINE_NUMEL = 16  # constants torch.export lifted out of the code (an index tensor [-2]) up to this size are literals
+
+
+def inline_constant(t: torch.Tensor) -> bool:
+    """True for a small constant tensor model.py writes as `torch.tensor([...])` (not stored in model.safetensors)."""
+    return isinstance(t, torch.Tensor) and not t.is_meta and t.numel() <= INLINE_NUMEL and not t.is_floating_point() \
+        or (isinstance(t, torch.Tensor) and not t.is_meta and t.dim() == 0)
 
 
 def lora_export_name(block) -> str:
@@ -136,6 +146,11 @@ def build(cm) -> Program:
     for n in graph.nodes:
         if n.op == "get_attr":
             prog.params[n] = aliases.get(str(n.target), [str(n.target)])
+            if str(n.target) not in aliases:
+                owner, _, leaf = str(n.target).rpartition(".")
+                value = getattr(cm.gm.get_submodule(owner) if owner else cm.gm, leaf, None)
+                if inline_constant(value):
+                    prog.constants[n] = value.detach().cpu()
     scopes: dict[str, Scope] = {ROOT: prog.root}
     for node in emitted:
         if node not in live:
@@ -190,9 +205,9 @@ def _chains(cm) -> dict:
     for node in graph.nodes:
         chain = [(k, p, c, "module") for k, p, c in _stack(node)]
         group = groups.get(node.name)
-        if group is not None:
+        if group is not None:  # one scope per call: a module called twice calls its function twice
             path, function, key = group
-            chain.append((key, path, function, "function"))
+            chain.append((f"{key}|{chain[-1][0] if chain else ''}", path, function, "function"))
         chains[node] = chain
     for block in cm.loras.values():
         if not block.add_node:
@@ -212,10 +227,22 @@ def _chains(cm) -> dict:
         while outer and not export.startswith(outer[-1][1] + "."):
             outer.pop()  # the LoRA module must be reachable from the scope that calls it
         chains[add] = outer
+        tail = _after_lora_reshape(members)  # laying an interleaved column set out (a permute) stays in the caller
         for n in members:
-            chains[n] = outer + [(f"lora:{export}", export, "LoRA", "lora")]
+            chains[n] = outer if n in tail else outer + [(f"lora:{export}", export, "LoRA", "lora")]
         lora_of[f"lora:{export}"] = block
     return chains, lora_of
+
+
+def _after_lora_reshape(members: list[torch.fx.Node]) -> list[torch.fx.Node]:
+    """The block's ops after the reshape that follows its scaling: the LoRA module computes B·A·x scaled and
+    shaped like the target's rows; a permutation after that (an interleaved column set) is the caller's code."""
+    scale = next((i for i, n in enumerate(members) if n.op == "call_function" and lift.op_key(n) == "mul"), None)
+    if scale is None:
+        return []
+    after = members[scale + 1:]
+    shaped = next((i for i, n in enumerate(after) if lift.op_key(n) in ("reshape", "view", "_unsafe_view")), None)
+    return after[shaped + 1:] if shaped is not None else []
 
 
 def _wraps(cm, block, by_name) -> bool:
@@ -333,7 +360,8 @@ def _settle(prog: Program, scope: Scope) -> None:
         ins, outs = [], []
         for n in s.nodes():
             for a in reads(prog, n):
-                if a not in inside and a not in ins and not (a.op == "get_attr" and owns(s, prog.params[a])):
+                if a not in inside and a not in ins and not (a.op == "get_attr" and owns(s, prog.params[a])) \
+                        and a not in prog.constants:
                     ins.append(a)
         for n in s.nodes():
             if any(u not in inside for u in prog.users.get(n, [])):
@@ -368,3 +396,5 @@ def _flatten(prog: Program, scope: Scope) -> None:
             item.parent = parent
         else:
             prog.owner[item] = parent
+    first = lambda item: prog.order[item.nodes()[0] if isinstance(item, Scope) else item]  # noqa: E731
+    parent.items.sort(key=first)  # its ops go back between the parent's calls, in the order they run

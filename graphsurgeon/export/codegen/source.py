@@ -12,7 +12,8 @@ from pathlib import Path
 
 from graphsurgeon.export.codegen.classes import ClassDef, FunctionDef, Model
 from graphsurgeon.export.codegen.scopes import lora_export_name
-from graphsurgeon.export.codegen.writer import Body, FunctionWriter
+from graphsurgeon.export.codegen.body import Body
+from graphsurgeon.export.codegen.writer import FunctionWriter
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 IND = "    "
@@ -37,7 +38,7 @@ class Section:
 
 def _body_lines(sec: Section, body: Body, indent: str) -> None:
     for ln in body.lines:
-        sec.add(indent + IND * ln.depth + ln.text, ln.blocks)
+        sec.add(indent + IND * ln.depth + ln.full, ln.blocks)
     if body.returns:
         sec.add(indent + "return " + ", ".join(body.returns))
 
@@ -57,7 +58,8 @@ def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, pro
     cls = model.cm.module_classes.get(c.path) or model.cm.model_class
     sec.add(f'{IND}"""{_doc(c, cls)}"""')
     sec.add("")
-    sec.add(f"{IND}def __init__(self) -> None:")
+    args = "".join(f", {k}_shape: tuple" for k in c.varying)
+    sec.add(f"{IND}def __init__(self{args}) -> None:")
     sec.add(f"{IND * 2}super().__init__()")
     base = c.path
     for line in list(c.init) + list(extra_init):
@@ -71,7 +73,7 @@ def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, pro
         for p in prologue:
             sec.add(IND * 2 + p)
         for ln in c.body.lines:
-            sec.add(IND * 2 + IND * ln.depth + ln.text, ln.blocks)
+            sec.add(IND * 2 + IND * ln.depth + ln.full, ln.blocks)
         for line in epilogue if epilogue is not None else ["return " + ", ".join(c.body.returns)]:
             sec.add(IND * 2 + line)
     return sec

@@ -13,83 +13,21 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import lift, names
-from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads
+from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
+from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
+from graphsurgeon.export.codegen.sizes import Sizes
+from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
 
 LIMIT = 96  # the longest expression written by folding values into their reader
 RESERVED = set(keyword.kwlist) | {"self", "torch", "nn", "F", "math", "training", "float", "int", "len", "range",
                                   "input", "type", "list", "tuple", "dict", "min", "max", "sum", "layer", "os"}
 
-
-@dataclass
-class Line:
-    text: str
-    depth: int = 0  # extra indentation (loop bodies)
-    blocks: tuple = ()  # ids of the canvas blocks the line writes ("m:<path>", "n:<fx node>")
-    optional: str | None = None  # LoRA module (attribute path): a line only the layers with that LoRA have
-    anchor: int = 0  # statements without `optional` written before it (where merged classes put it)
-
-
-@dataclass
-class Body:
-    params: list[str]  # parameter names after self
-    lines: list[Line]
-    returns: list[str]  # returned expressions, in output order
-    training: bool = False  # a function that needs `training` (it has a dropout)
-    sizes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Stmt:
-    values: list  # values it defines (None for a tuple slot nobody reads)
-    node: torch.fx.Node | None = None  # an op
-    scope: Scope | None = None  # a child scope it calls
-    loop: list | None = None  # alike layers called in a for loop
-    line: str | None = None  # source position (values on the same line fold into one statement)
-    optional: str | None = None
-    lora_onto: torch.fx.Node | None = None  # a LoRA add: the value it adds onto (keeps its name)
-
-
-class Env:
-    """What a writer needs to know about the rest of the program (set by classes.py)."""
-
-    def __init__(self, prog: Program, lists: set[str]) -> None:
-        self.prog, self.lists = prog, lists
-        self.class_names: dict[str, str] = {}  # scope key -> class name
-        self.function_names: dict[str, str] = {}  # scope key -> function name
-        self.training: dict[str, bool] = {}  # function scope key -> needs `training`
-        self.leaves: dict[str, object] = {}  # scope key -> Leaf
-
-    def attr(self, base: str, path: str) -> str:
-        """`self.h[0].attn` for module `path` seen from a class at `base`."""
-        rel = path[len(base) + 1:] if base else path
-        out, seen = "self", base
-        for part in rel.split("."):
-            out += f"[{part}]" if seen in self.lists and part.isdigit() else f".{part}"
-            seen = f"{seen}.{part}" if seen else part
-        return out
-
-
-def scope_depth(scope: Scope) -> int:
-    d, s = 0, scope
-    while s is not None:
-        d += s.kind == "module"
-        s = s.parent
-    return d
-
-
-def module_of(scope: Scope) -> Scope:
-    while scope.kind not in ("module", "root"):
-        scope = scope.parent
-    return scope
-
-
-class FunctionWriter:
+class FunctionWriter(Statements, Sizes):
     def __init__(self, env: Env, scope: Scope, canonical: bool = False) -> None:
         self.env, self.prog, self.scope, self.canonical = env, env.prog, scope, canonical
         self.dims = self.prog.cm.dims
@@ -110,81 +48,6 @@ class FunctionWriter:
         self.pending: tuple = ()  # canvas blocks of values folded into the next statement
         self.adds_onto = {st.lora_onto: st.node for st in self.stmts if st.lora_onto is not None}
 
-    # ---- statements ------------------------------------------------------------------------
-    def _statements(self) -> list[Stmt]:
-        out: list[Stmt] = []
-        adds = {b.add_node: b for b in self.prog.cm.loras.values() if b.add_node}
-        for item in self.scope.items:
-            if isinstance(item, Scope):
-                if not item.outputs:
-                    continue
-                first = item.nodes()[0]
-                opt = self._optional(item.lora) if item.kind == "lora" else None
-                out.append(Stmt(list(item.outputs), scope=item, line=self._line(first), optional=opt))
-                continue
-            node = item
-            if node.target is getattr(__import__("operator"), "getitem") and self.prog.owner.get(node.args[0]) is self.scope:
-                continue
-            val = node.meta.get("val")
-            values = [node]
-            if isinstance(val, (list, tuple)):
-                slots = {u.args[1]: u for u in self.prog.users.get(node, []) if u in self.prog.owner}
-                values = [slots.get(i) for i in range(len(val))]
-            st = Stmt(values, node=node, line=self._line(node))
-            block = adds.get(node.name)
-            if block is not None and block.onto and any(s.kind == "lora" and s.lora is block for s in _kids(self.scope)):
-                st.optional, st.lora_onto = self._optional(block), self.prog.rep(_node(self.prog, block.onto))
-            out.append(st)
-        return out
-
-    def _optional(self, block) -> str:
-        from graphsurgeon.export.codegen.scopes import lora_export_name
-
-        path = lora_export_name(block)
-        base = module_of(self.scope).path
-        return path[len(base) + 1:] if base else path
-
-    def _line(self, node: torch.fx.Node) -> str | None:
-        frames = names.source_frames(node)
-        return (frames[self.depth][0] or None) if len(frames) > self.depth else None
-
-    def _loops(self, stmts: list[Stmt]) -> list[Stmt]:
-        """Calls of consecutive alike layers of one ModuleList, each fed by the one before: one `for` loop."""
-        out: list[Stmt] = []
-        i = 0
-        while i < len(stmts):
-            j = i + 1
-            pattern = self._link(stmts[i], stmts[i + 1]) if i + 1 < len(stmts) else None
-            while pattern is not None and j < len(stmts) and self._link(stmts[j - 1], stmts[j]) == pattern:
-                j += 1
-            if j - i >= 2:
-                scopes = [s.scope for s in stmts[i:j]]
-                out.append(Stmt(list(scopes[-1].outputs), loop=scopes, line=stmts[i].line))
-                i = j
-            else:
-                out.append(stmts[i])
-                i += 1
-        return out
-
-    def _link(self, a: Stmt, b: Stmt):
-        """How b's inputs come from a (see `_carry`) when b calls the next alike layer after a; else None."""
-        if a.scope is None or b.scope is None or a.scope.kind != "module" or b.scope.kind != "module":
-            return None
-        (pa, _, ia), (pb, _, ib) = a.scope.path.rpartition("."), b.scope.path.rpartition(".")
-        if pa != pb or pa not in self.env.lists or not (ia.isdigit() and ib.isdigit()) or int(ib) != int(ia) + 1:
-            return None
-        cls = self.env.class_names.get(a.scope.key)
-        if cls is None or cls != self.env.class_names.get(b.scope.key):
-            return None
-        if len(a.scope.inputs) != len(b.scope.inputs) or len(a.scope.outputs) != len(b.scope.outputs):
-            return None
-        inside_b = set(b.scope.nodes())
-        for o in a.scope.outputs:
-            if any(u not in inside_b for u in self.prog.users.get(o, [])):
-                return None
-        carry = _carry(a.scope, b.scope)
-        return tuple(carry) if carry else None
-
     # ---- writing ---------------------------------------------------------------------------------
     def write(self, params: list[torch.fx.Node] | None = None, fixed: list[str] | None = None) -> Body:
         """The body; `params` (default: the scope's inputs) named `fixed` when given (the model's inputs)."""
@@ -192,6 +55,8 @@ class FunctionWriter:
         self._pin()
         plist = []
         self.at = -1  # parameters never share a name
+        if self.canonical:
+            fixed = None
         for i, p in enumerate(params):
             if fixed is not None:
                 self.bound[fixed[i]], self.name_of[p] = p, fixed[i]
@@ -214,6 +79,14 @@ class FunctionWriter:
                 base_count += 1
         returns = [self.arg(o) for o in self.scope.outputs]
         return Body(plist, self.lines, returns, training)
+
+    def param_names(self) -> list[str]:
+        """The names this scope's inputs would get (before sizes), for choosing one name across calls."""
+        return [self._sanitize(self._want(p)) for p in self.scope.inputs]
+
+    @staticmethod
+    def _sanitize(want: str) -> str:
+        return want if want not in RESERVED else f"{want}_"
 
     def _pin(self) -> None:
         for st in self.stmts:
@@ -256,6 +129,7 @@ class FunctionWriter:
             self.count += 1
         else:
             base = want if want not in RESERVED and want not in self.sizes.values() else f"{want}_"
+            self._keep_residual(base)
             name, k = base, 1
             while name in self.bound and not self._dead(self.bound[name]) or name in self.env.function_names.values():
                 k += 1
@@ -263,6 +137,19 @@ class FunctionWriter:
         self.bound[name] = value
         self.name_of[value] = name
         return name
+
+    def _keep_residual(self, name: str) -> None:
+        """`residual = hidden_states` before `hidden_states` is rebound while the old value still feeds a residual
+        add (as the model's authors write it)."""
+        old = self.bound.get(name)
+        if self.at < 0 or old is None or self._dead(old) or not isinstance(old, torch.fx.Node) \
+                or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
+            return
+        sem = self.prog.cm.semantics()
+        if any(sem.residual_operand(u) is old for u in self.prog.users.get(old, [])):
+            self.lines.append(Line(f"residual = {name}"))
+            self.bound["residual"], self.name_of[old] = old, "residual"
+            del self.bound[name]
 
     def _emit(self, st: Stmt) -> None:
         if st.loop:
@@ -285,7 +172,7 @@ class FunctionWriter:
         lhs = ", ".join(targets)
         if len(st.values) == 1 and st.values[0] is not None and isinstance(st.values[0].meta.get("val"), (list, tuple)):
             lhs += ","
-        self.lines.append(Line(f"{lhs} = {expr.text}{self._comment(st)}" if targets else expr.text, blocks=blocks))
+        self.lines.append(Line(f"{lhs} = {expr.text}" if targets else expr.text, blocks=blocks, comment=self._comment(st)))
 
     def _foldable(self, st: Stmt, expr: lift.Expr) -> bool:
         if len(st.values) != 1 or st.values[0] is None or st.optional and st.scope is None:
@@ -316,7 +203,8 @@ class FunctionWriter:
                 ids += (f"m:{self.env.leaves[st.scope.key].lora.path}",)
             return ids
         if st.loop:
-            return tuple(f"m:{s.path}" for s in st.loop)
+            run = names.stack_path(self.prog.cm, st.loop[0].path)
+            return ((f"m:{run}",) if run else ()) + tuple(f"m:{s.path}" for s in st.loop)
         return (f"n:{st.node.name}",) + tuple(f"n:{v.name}" for v in st.values if v is not None and v is not st.node)
 
     def _comment(self, st: Stmt) -> str:
@@ -330,8 +218,8 @@ class FunctionWriter:
         if not metas:
             return ""
         if len(metas) > 1 and len(set(metas)) == 1:
-            return f"  # {len(metas)} × {metas[0]}"
-        return "  # " + ", ".join(metas)
+            return f"{len(metas)} × {metas[0]}"
+        return ", ".join(metas)
 
     def _shape(self, val: torch.Tensor) -> str:
         text = "[" + ", ".join(self.dims.text(d) for d in val.shape) + "]"
@@ -418,7 +306,7 @@ class FunctionWriter:
                 self.name_of[o] = targets[k]
         var = "layer"
         self.lines.append(Line(f"for {var} in {seq}:", blocks=self._blocks(st)))
-        self.lines.append(Line(f"{', '.join(targets)} = {var}({', '.join(args)}){self._comment(st)}", depth=1,
+        self.lines.append(Line(f"{', '.join(targets)} = {var}({', '.join(args)})", depth=1, comment=self._comment(st),
                                blocks=self._blocks(st)))
 
     def _dead_after_loop(self, v, first: Scope) -> bool:
@@ -434,6 +322,8 @@ class FunctionWriter:
                 return e.text if e.prec >= prec else f"({e.text})"
             if value in self.name_of:
                 return self.name_of[value]
+            if value in self.prog.constants:  # a small constant torch.export lifted out of the code
+                return self._literal(self.prog.constants[value])
             if value.op == "get_attr":
                 name = owns(module_of(self.scope), self.prog.params[value])
                 if name and self.scope.kind != "function":
@@ -457,6 +347,12 @@ class FunctionWriter:
             return f"({text})"
         return text
 
+    def _literal(self, t: torch.Tensor) -> str:
+        inferred = torch.bool if t.dtype == torch.bool else torch.int64 if not t.is_floating_point() \
+            else torch.get_default_dtype()
+        dtype = "" if t.dtype == inferred else f", dtype={t.dtype}"
+        return f"torch.tensor({t.tolist()!r}{dtype}, device={self.device()})"
+
     def device(self) -> str:
         for v in self.scope.inputs:
             if isinstance(v.meta.get("val"), torch.Tensor) and v in self.name_of:
@@ -473,147 +369,6 @@ class FunctionWriter:
 
     def training(self) -> str:
         return "training" if self.scope.kind == "function" else "self.training"
-
-    # ---- sizes ---------------------------------------------------------------------------------
-    def _size_lines(self, params: list) -> None:
-        need: list = []
-        for n in self.scope.items:
-            if isinstance(n, torch.fx.Node):
-                symbols(n, need, self.prog)
-            elif self.env.leaves.get(n.key) is None:
-                need += [k for k in n.sizes if k not in need]
-        for p in params:
-            val = p.meta.get("val")
-            if not isinstance(val, torch.Tensor) or p not in self.name_of:
-                continue
-            dims = []
-            for d, size in enumerate(val.shape):
-                key = str(size.node.expr) if isinstance(size, torch.SymInt) else None
-                if key in need and key not in self.sizes:
-                    dims.append((d, key))
-            if not dims:
-                continue
-            for d, key in dims:
-                self.sizes[key] = self._size_name(key)
-            pos = [d for d, _ in dims]
-            names_ = [self.sizes[k] for _, k in dims]
-            src = self.name_of[p]
-            if pos == list(range(len(pos))):
-                rhs = f"{src}.shape" if len(pos) == val.dim() else f"{src}.shape[:{len(pos)}]"
-                self.lines.append(Line(f"{', '.join(names_)} = {rhs}"))
-            else:
-                for (d, _), nm in zip(dims, names_):
-                    self.lines.append(Line(f"{nm} = {src}.size({d})"))
-
-    def _size_name(self, key: str) -> str:
-        if self.canonical:
-            return f"n{len(self.sizes)}"
-        name = self.dims.names.get(key, key)
-        return re.sub(r"\W", "_", name)
-
-    def _sym(self, value, prec: int) -> str:
-        expr = value.node.expr if hasattr(value, "node") else value
-        if not getattr(expr, "free_symbols", None):
-            try:
-                return str(int(expr))
-            except TypeError:
-                return str(expr)
-        for s in expr.free_symbols:
-            if str(s) not in self.sizes:
-                self._late_size(str(s))
-        text, p = sym_text(expr, self.sizes)
-        return text if p >= prec else f"({text})"
-
-    def _late_size(self, key: str) -> None:
-        """A size no input has: read it from a value computed earlier in the function."""
-        for v, name in list(self.name_of.items()):
-            val = v.meta.get("val") if isinstance(v, torch.fx.Node) else None
-            if isinstance(val, torch.Tensor):
-                for d, size in enumerate(val.shape):
-                    if isinstance(size, torch.SymInt) and str(size.node.expr) == key:
-                        self.sizes[key] = self._size_name(key)
-                        self.lines.append(Line(f"{self.sizes[key]} = {name}.size({d})"))
-                        return
-        raise NotImplementedError(f"model.py codegen: the size {self.dims.names.get(key, key)} is not the size of "
-                                  f"any tensor {self.scope.path or 'forward'} can see")
-
-
-def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:
-    """Python text of a sympy size expression over the dims' variables (`batch * seq`), with its precedence."""
-    import sympy
-
-    if isinstance(expr, sympy.Symbol):
-        return sizes.get(str(expr), str(expr)), lift.ATOM
-    if isinstance(expr, sympy.Integer):
-        v = int(expr)
-        return str(v), lift.ATOM if v >= 0 else lift.UNARY
-    if isinstance(expr, sympy.Add):
-        parts = [sym_text(a, sizes) for a in expr.args]
-        text = parts[0][0]
-        for t, _ in parts[1:]:
-            text += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
-        return text, lift.ADD
-    if isinstance(expr, sympy.Mul):
-        parts = [sym_text(a, sizes) for a in expr.args]
-        return " * ".join(t if p > lift.MUL else f"({t})" for t, p in parts), lift.MUL
-    name = type(expr).__name__
-    if name in ("FloorDiv", "CleanDiv", "IntTrueDiv") and len(expr.args) == 2:
-        (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
-        return f"{a if pa >= lift.MUL else f'({a})'} // {b if pb > lift.MUL else f'({b})'}", lift.MUL
-    text = str(expr)
-    for s in sorted(expr.free_symbols, key=lambda s: -len(str(s))):
-        text = text.replace(str(s), sizes.get(str(s), str(s)))
-    return f"({text})", lift.ATOM
-
-
-def symbols(node: torch.fx.Node, need: list, prog: Program) -> None:
-    """Add to `need` the size symbols `node`'s arguments use."""
-    def visit(a):
-        if isinstance(a, torch.fx.Node):
-            a = prog.rep(a)
-            if is_symbolic(a):
-                visit(a.meta.get("val"))
-        elif isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
-            for s in a.node.expr.free_symbols:
-                if str(s) not in need:
-                    need.append(str(s))
-        elif isinstance(a, (list, tuple)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
-
-    visit(node.args)
-    visit(node.kwargs)
-
-
-def _carry(a: Scope, b: Scope | None):
-    """[(input position of b, output position of a)] when every output of a feeds b; None otherwise."""
-    if b is None:
-        return None
-    pairs = []
-    for j, v in enumerate(b.inputs):
-        if v in a.outputs:
-            pairs.append((j, a.outputs.index(v)))
-        elif j >= len(a.inputs) or a.inputs[j] is not v:
-            return None
-    if len(pairs) != len(a.outputs):
-        return None
-    return pairs
-
-
-def _stmt_nodes(st: Stmt) -> list:
-    if st.loop:
-        return [n for s in st.loop for n in s.nodes()]
-    if st.scope is not None:
-        return st.scope.nodes()
-    return [st.node] + [v for v in st.values if v is not None and v is not st.node]
-
-
-def _kids(scope: Scope) -> list[Scope]:
-    return [i for i in scope.items if isinstance(i, Scope)]
-
 
 def _uses(node: torch.fx.Node, value, prog: Program) -> int:
     count = 0
@@ -632,10 +387,6 @@ def _uses(node: torch.fx.Node, value, prog: Program) -> int:
     visit(node.args)
     visit(node.kwargs)
     return count
-
-
-def _node(prog: Program, name: str) -> torch.fx.Node:
-    return next(n for n in prog.cm.gm.graph.nodes if n.name == name)
 
 
 def reads_of_scope(prog: Program, scope: Scope) -> list:

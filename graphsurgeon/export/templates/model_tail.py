@@ -23,9 +23,10 @@ def tie_weights(model: nn.Module) -> None:
 def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
     """The model on `device` with the weights of `folder`/model.safetensors (WeightsError: one sentence on what is
     wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
-    tensors = read_weights(os.path.join(folder, "model.safetensors"), EXPECTED, device)
     with torch.device("meta"):  # no memory and no random init: every tensor comes from the file
         model = Model()
+    expected = {name: list(t.shape) for name, t in model.state_dict().items() if name not in TIED}
+    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, device)
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
     tie_weights(model)
     return model
