@@ -13,32 +13,35 @@ from graphsurgeon.surgery import lora_weights
 SMALL = dict(vocab_size=101, max_position_embeddings=64)
 
 
-def build(arch: str) -> torch.nn.Module:
-    """A tiny model of `arch` with seeded random weights, in eval mode."""
+CONFIGS = {  # arch -> (class prefix, config class, tiny config, class of the suite's model)
+    "bert": ("Bert", tf.BertConfig, dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                         intermediate_size=128, **SMALL), "BertModel"),
+    "roberta": ("Roberta", tf.RobertaConfig, dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                                  intermediate_size=128, pad_token_id=1, vocab_size=101,
+                                                  max_position_embeddings=70), "RobertaModel"),
+    "distilbert": ("DistilBert", tf.DistilBertConfig, dict(n_layers=2, dim=64, n_heads=4, hidden_dim=128, **SMALL),
+                   "DistilBertModel"),
+    "gpt2": ("GPT2", tf.GPT2Config, dict(n_layer=2, n_embd=64, n_head=4, vocab_size=101, n_positions=64),
+             "GPT2LMHeadModel"),
+    "bigcode": ("GPTBigCode", tf.GPTBigCodeConfig, dict(n_layer=2, n_embd=64, n_head=16, multi_query=True,
+                                                        vocab_size=101, n_positions=64), "GPTBigCodeForCausalLM"),
+    "opt": ("OPT", tf.OPTConfig, dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=128,
+                                      word_embed_proj_dim=64, **SMALL), "OPTForCausalLM"),
+    "llama": ("Llama", tf.LlamaConfig, dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                            num_key_value_heads=2, intermediate_size=128, **SMALL), "LlamaForCausalLM"),
+}
+
+
+def build(arch: str, head: str | None = None, **overrides) -> torch.nn.Module:
+    """A tiny model of `arch` with seeded random weights, in eval mode.
+
+    head: None for the suite's class (the base model for encoders, the causal LM for decoders), or a Hugging Face
+    task suffix ("ForMaskedLM", "ForSequenceClassification", …); overrides change the tiny config.
+    """
+    prefix, config_cls, config, default = CONFIGS[arch]
     torch.manual_seed(0)
-    if arch == "bert":
-        m = tf.BertModel(tf.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-                                       intermediate_size=128, **SMALL))
-    elif arch == "roberta":
-        m = tf.RobertaModel(tf.RobertaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-                                             intermediate_size=128, pad_token_id=1, vocab_size=101,
-                                             max_position_embeddings=70))
-    elif arch == "distilbert":
-        m = tf.DistilBertModel(tf.DistilBertConfig(n_layers=2, dim=64, n_heads=4, hidden_dim=128, **SMALL))
-    elif arch == "gpt2":
-        m = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=101, n_positions=64))
-    elif arch == "bigcode":
-        m = tf.GPTBigCodeForCausalLM(tf.GPTBigCodeConfig(n_layer=2, n_embd=64, n_head=16, multi_query=True,
-                                                         vocab_size=101, n_positions=64))
-    elif arch == "opt":
-        m = tf.OPTForCausalLM(tf.OPTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=128,
-                                           word_embed_proj_dim=64, **SMALL))
-    elif arch == "llama":
-        m = tf.LlamaForCausalLM(tf.LlamaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-                                               num_key_value_heads=2, intermediate_size=128, **SMALL))
-    else:
-        raise ValueError(arch)
-    return m.eval()
+    cls = getattr(tf, default if head is None else prefix + head)
+    return cls(config_cls(**{**config, **overrides})).eval()
 
 
 ARCHS = ["bert", "roberta", "distilbert", "gpt2", "bigcode", "opt", "llama"]

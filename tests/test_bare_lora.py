@@ -28,6 +28,14 @@ def target(cm, role="q", layer=0):
     return next(t for t in find_targets(cm) if t.role == role and t.layer == layer)
 
 
+def fused_output(cm, layer: int = 0) -> str:
+    """The fx name of c_attn's fused output [batch, seq, 192] (found by module and shape, not by fx name)."""
+    module = f"transformer.h.{layer}.attn.c_attn"
+    return [n.name for n in cm.gm.graph.nodes if list(n.meta.get("nn_module_stack", {}).values())[-1:]
+            and list(n.meta["nn_module_stack"].values())[-1][0] == module and getattr(n.meta.get("val"), "shape", [0])[-1:] == (192,)
+            and n.meta["val"].dim() == 3][-1]
+
+
 def snapshot(cm):
     return cm.gm.code, {k: v.clone() for k, v in cm.gm.state_dict().items()}
 
@@ -116,7 +124,7 @@ def test_refusals_change_nothing_and_say_why():
         "input_ids": "floating-point",  # an int tensor
         t.input_node: "before the output",  # x: c_attn reads it before the LoRA output exists
         cm.loras[bare].nodes[0]: "floating-point",  # a sym size of its own branch
-        "view_2": "another shape",  # c_attn's fused output [batch, seq, 192]
+        fused_output(cm): "another shape",  # c_attn's fused output [batch, seq, 192]
     }
     for onto, why in cases.items():
         with pytest.raises(GraphsurgeonError) as err:
@@ -124,7 +132,7 @@ def test_refusals_change_nothing_and_say_why():
         assert why in str(err.value) or "before the output" in str(err.value), (onto, str(err.value))
         assert same(cm, before)
     with pytest.raises(GraphsurgeonError, match="expected \\[batch, seq, 64\\] floating point, found \\[batch, seq, 192\\]"):
-        ConnectLoRA(cm, bare, "view_2").apply(cm)
+        ConnectLoRA(cm, bare, fused_output(cm)).apply(cm)
     with pytest.raises(GraphsurgeonError, match="only a bare LoRA Layer"):
         ConnectLoRA(cm, added, t.target_node).apply(cm)
     ConnectLoRA(cm, bare, t.target_node).apply(cm)
@@ -198,9 +206,10 @@ def test_session_drop_bare_connect_by_link_and_undo():
     q_value = cm.loras[path].target.target_node
     q_links = {l.id for l in view.links if l.value == q_value}
     assert q_links and q_links <= ok
-    assert not any(l.value == "view_2" for l in view.links if l.id in ok)  # 192 wide: not offered
+    fused = fused_output(cm)
+    assert not any(l.value == fused for l in view.links if l.id in ok)  # 192 wide: not offered
     with pytest.raises(GraphsurgeonError, match="another shape"):
-        session.connect(attn, path, next(l.id for l in view.links if l.value == "view_2"))
+        session.connect(attn, path, next(l.id for l in view.links if l.value == fused))
     entry = session.connect(attn, path, sorted(q_links)[0])
     assert entry.text == f"Connect {path} onto {q_value}" and cm.loras[path].wired_to == q_value
     assert session.connect_candidates(attn, path) == set()  # connected: nothing more to offer

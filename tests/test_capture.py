@@ -126,7 +126,8 @@ def test_bert_root_inputs_are_integer_tokens(tiny_bert):
     inputs = view.blocks[0]
     assert inputs.kind == "input"
     assert [(p.name, p.meta.shape_text, p.meta.kind) for p in inputs.outputs] == [
-        ("input_ids", "[batch, seq]", "int"), ("attention_mask", "[batch, seq]", "int")]
+        ("input_ids", "[batch, seq]", "int"), ("token_type_ids", "[batch, seq]", "int"),
+        ("attention_mask", "[batch, seq]", "int")]  # in the order the model reads them
     outputs = view.blocks[-1]
     assert [p.name for p in outputs.inputs] == ["last_hidden_state", "pooler_output"]
     assert [p.meta.shape_text for p in outputs.inputs] == ["[batch, seq, 64]", "[batch, 64]"]

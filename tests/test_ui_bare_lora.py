@@ -7,6 +7,7 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from graphsurgeon.capture import capture
+from test_bare_lora import fused_output
 from test_ui_operate import _drop, _palette_mime, _window
 
 ATTN = "transformer.h.0.attn"
@@ -57,7 +58,7 @@ def test_drop_bare_lora_then_wire_its_output_onto_q(qtbot):
     out_port = win.scene.blocks[f"m:{path}"].block.outputs[0].id
     q_link = next(l for l in win.controller.view.links if l.value == block.target.target_node
                   and not l.src.startswith(f"m:{path}"))
-    bad_link = next(l for l in win.controller.view.links if l.value == "view_2")  # c_attn's fused [batch, seq, 192]
+    bad_link = next(l for l in win.controller.view.links if l.value == fused_output(cm))  # c_attn's fused [batch, seq, 192]
     with torch.no_grad():  # non-zero B, so the wire visibly changes the outputs
         cm.gm.get_submodule(path).lora_B.weight.normal_()
     before = cm.run(**cm.example_inputs)["logits"].clone()

@@ -28,7 +28,8 @@ def test_refusals_name_node_expected_and_found(gpt2):
     assert (d.node, d.expected, d.found) == ("getitem", "1 ≤ r ≤ 64", "65")
     d = _refused(gpt2, dataclasses.replace(q, target_node="input_ids"), LoRAConfig(), "integer tensor cannot be adapted")
     assert d.node == "input_ids" and "int64" in d.found
-    _refused(gpt2, dataclasses.replace(q, target_node="sym_size_int_12"), LoRAConfig(), "scalar cannot be adapted")
+    size = next(n.name for n in gpt2.gm.graph.nodes if n.name.startswith("sym_size_int"))  # a SymInt, not a tensor
+    _refused(gpt2, dataclasses.replace(q, target_node=size), LoRAConfig(), "scalar cannot be adapted")
     d = _refused(gpt2, dataclasses.replace(q, target_node="layer_norm"), LoRAConfig(), "no Linear/Conv1D projection")
     assert "layer_norm" in d.found
     _refused(gpt2, dataclasses.replace(q, in_features=32), LoRAConfig(r=4), "in_features")

@@ -9,6 +9,7 @@ import traceback
 import torch
 from torch.export import Dim
 
+from graphsurgeon.capture.hf_conventions import hf_loss_spec, mark_position_ids_default, record_train_dropout
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
@@ -17,15 +18,37 @@ from graphsurgeon.graph.tidy import tidy
 EXAMPLE_BATCH, EXAMPLE_SEQ = 2, 10  # the walkthrough's example sizes
 
 
-def example_token_inputs(model: torch.nn.Module, device: str, with_mask: bool) -> dict[str, torch.Tensor]:
-    """input_ids (and attention_mask) of shape (2, 10) for a Hugging Face model."""
+# Hugging Face's value for an optional token input that is not given: filled like input_ids
+OPTIONAL_TOKEN_INPUTS = {"attention_mask": "ones", "token_type_ids": "zeros"}
+
+
+def token_input_names(model: torch.nn.Module) -> list[str]:
+    """The token inputs a Hugging Face model is captured with: input_ids, and attention_mask / token_type_ids
+    when its forward takes them (token_type_ids only when the model has a token-type embedding, whose default
+    input is all zeros: BERT-family; GPT-2 takes token_type_ids too but adds nothing when they are absent)."""
+    names = ["input_ids"]
+    if forward_accepts(model, "attention_mask"):
+        names.append("attention_mask")
+    cfg = getattr(model, "config", None)
+    if forward_accepts(model, "token_type_ids") and int(getattr(cfg, "type_vocab_size", 0) or 0) > 0:
+        names.append("token_type_ids")
+    return names
+
+
+def example_token_inputs(model: torch.nn.Module, device: str, names: list[str]) -> dict[str, torch.Tensor]:
+    """Inputs of shape (2, 10) for a Hugging Face model: random ids, the optional inputs at their defaults.
+
+    Values only need the right dtype: the graph is traced (HF skips its data-dependent mask shortcuts under
+    export), so a padded mask at run time goes through the same ops.
+    """
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", 100) or 100)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (EXAMPLE_BATCH, EXAMPLE_SEQ), generator=gen)
-    inputs = {"input_ids": ids.to(device)}
-    if with_mask:
-        inputs["attention_mask"] = torch.ones(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.long, device=device)
-    return inputs
+    ids = torch.randint(0, vocab, (EXAMPLE_BATCH, EXAMPLE_SEQ), generator=gen).to(device)
+    return {"input_ids": ids, **{n: default_input(OPTIONAL_TOKEN_INPUTS[n], ids) for n in names[1:]}}
+
+
+def default_input(fill: str, like: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(like) if fill == "ones" else torch.zeros_like(like)
 
 
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length",
@@ -190,23 +213,14 @@ def forward_accepts(model: torch.nn.Module, arg: str) -> bool:
     return arg in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
-def is_decoder(model: torch.nn.Module) -> bool:
-    """Causal LMs (GPT-2, Llama, OPT, …) are captured with input_ids only and use_cache=False."""
-    cls = type(model).__name__
-    cfg = getattr(model, "config", None)
-    return cls.endswith(("ForCausalLM", "LMHeadModel")) or bool(getattr(cfg, "is_decoder", False)) or \
-        getattr(cfg, "model_type", "") in {"gpt2", "gpt_bigcode", "llama", "opt", "mistral", "gpt_neox", "qwen2", "phi"}
-
-
 def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config: dict | None,
                      attn: str, materializer=None) -> CapturedModel:
-    """Capture a Hugging Face model with (batch, seq) dynamic token inputs.
+    """Capture a Hugging Face model with (batch, seq) dynamic token inputs and its HF conventions recorded.
 
     Encoder-decoder models (T5, BART) also get decoder_input_ids with their own dynamic length `dec_seq`.
     """
     device = "meta" if any(p.is_meta for p in model.parameters()) else "cpu"
-    decoder = is_decoder(model)
-    inputs = example_token_inputs(model, device, with_mask=not decoder and forward_accepts(model, "attention_mask"))
+    inputs = example_token_inputs(model, device, token_input_names(model))
     dynamic = default_dynamic(inputs)
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and forward_accepts(model, "decoder_input_ids"):
         gen = torch.Generator().manual_seed(1)
@@ -215,11 +229,16 @@ def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config:
         dynamic["decoder_input_ids"] = {0: "batch", 1: "dec_seq"}
     limit = max_positions(model)
     gm, dims, outputs = export_module(model, inputs, dynamic=dynamic, max_seq=limit, name=name)
+    notes = [note] if (note := record_train_dropout(model, gm, inputs)) else []
+    ids = next(n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "input_ids")
+    mark_position_ids_default(gm, ids.meta["val"].shape[1])
     cm = CapturedModel(
         gm=gm, dims=dims, model_class=type(model).__name__, source_name=name, weights=weights,
         input_names=list(inputs), output_names=outputs, example_inputs=inputs, config=config,
         module_classes={p: type(m).__name__ for p, m in model.named_modules()},
-        attn_implementation=attn, materializer=materializer,
+        attn_implementation=attn, materializer=materializer, notes=notes,
+        optional_inputs={n: OPTIONAL_TOKEN_INPUTS[n] for n in inputs if n in OPTIONAL_TOKEN_INPUTS},
+        hf_loss=hf_loss_spec(model, forward_accepts(model, "labels"), outputs),
     )
     note = seq_bound_note(dims, limit)
     if note:

@@ -156,8 +156,8 @@ def _write(cm, folder: Path) -> None:
     save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"))
     if cm.loras:
         write_adapter(cm, folder)
-    shutil.copy(TEMPLATES / "train.py", folder / "train.py")
-    shutil.copy(TEMPLATES / "lora_math.py", folder / "lora_math.py")  # train.py's adapter and merge maths
+    for script in ("train.py", "train_data.py", "lora_math.py"):  # lora_math: the adapter and merge maths
+        shutil.copy(TEMPLATES / script, folder / script)
     source = Path(cm.source_name)
     if source.is_dir():  # the tokenizer travels with the model so train.py can read text files
         for name in TOKENIZER_FILES:

@@ -1,4 +1,4 @@
-"""Write model.py (from the head/tail templates and the generated forward) and collect its tensors."""
+"""model.py (written by export/codegen) and the tensors model.safetensors holds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from graphsurgeon.export.codegen import forward_body, lora_export_name
+from graphsurgeon.export.codegen.scopes import inline_constant, lora_export_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -26,7 +26,7 @@ def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[st
         if target not in names:
             owner_path, _, leaf = target.rpartition(".")
             value = getattr(gm.get_submodule(owner_path) if owner_path else gm, leaf)
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and not inline_constant(value):  # a small one is written in model.py
                 items.append((target, value))
                 buffers.add(target)
     for name, t in items:
@@ -43,30 +43,8 @@ def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[st
     return tensors, tied, sorted(b for b in buffers if b in tensors)
 
 
-def _is_causal(cm) -> bool:
-    return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or "logits" in cm.output_names and bool(
-        cm.config and cm.config.get("is_decoder", False))
-
-
 def model_source(cm) -> str:
     """The full text of model.py."""
-    lines, outputs, lists, layer_src, layer_class = forward_body(cm)
-    tensors, tied, buffers = export_tensors(cm)
-    loras = {lora_export_name(b): dict(in_features=b.target.in_features, out_features=b.target.out_features,
-                                       r=b.config.r, scaling=float(b.config.scaling), dropout=float(b.config.dropout),
-                                       **({"layout": list(b.target.layout)} if b.target.layout else {}))
-             for b in cm.loras.values()}
-    head = (TEMPLATES / "model_head.py").read_text().format(
-        title=f"{cm.model_class} exported by graphsurgeon ({len(cm.loras)} LoRA layers).",
-        model_class=cm.model_class, example_call="{" + ", ".join(f"{n!r}: ..." for n in cm.input_names) + "}",
-        first_output=cm.output_names[0], inputs=list(cm.input_names), outputs=list(cm.output_names),
-        lists=sorted(lists), buffers=buffers, tied=tied, loras=loras, causal=_is_causal(cm),
-        mlm=cm.model_class.endswith("ForMaskedLM"), layers=layer_class)
-    sig = ", ".join(f"{n}" if i == 0 else f"{n}=None" for i, n in enumerate(cm.input_names))
-    body = [f"    def forward(self, {sig}) -> dict:",
-            '        """Inputs by keyword; returns {' + ", ".join(repr(o) for o in cm.output_names) + '}."""']
-    body += ["        " + ln for ln in lines]
-    body.append("        return {" + ", ".join(f"{o!r}: {v}" for o, v in zip(cm.output_names, outputs)) + "}")
-    tail = (TEMPLATES / "model_tail.py").read_text()
-    layers = (layer_src + "\n\n\n") if layer_src else ""
-    return head.replace("class Model(nn.Module):", layers + "class Model(nn.Module):") + "\n".join(body) + "\n" + tail
+    from graphsurgeon.export.codegen import model_source as source
+
+    return source(cm)

@@ -29,9 +29,11 @@ class CapturedModel:
     materializer: Callable[[], torch.nn.Module] | None = None  # builds the model with weights, for meta captures
     loras: dict[str, Any] = field(default_factory=dict)  # LoRA block path -> surgery.spec.LoRABlock, in insertion order
     weights_note: str = ""  # one line on where the weights came from
-    notes: list[str] = field(default_factory=list)  # what capture chose for the user (eager attention, a seq bound)
+    notes: list[str] = field(default_factory=list)  # what capture chose or could not record (eager attention, a seq bound, dropout)
     materializes_to: str = ""  # for a meta capture: the `weights` materialize() will give ("" = unknown)
     materialize_note: str = ""  # for a meta capture: the weights_note materialize() will give
+    optional_inputs: dict[str, str] = field(default_factory=dict)  # input -> "ones"/"zeros" like the first input when omitted (HF)
+    hf_loss: dict | None = None  # {"loss_type", "num_labels", "problem_type"}: the loss HF computes from labels
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)
     _semantics: Any = field(default=None, repr=False)
@@ -97,11 +99,16 @@ class CapturedModel:
         move_device_constants(self.gm, torch.device("meta"), torch.device("cpu"))
         self.weights = getattr(model, "_graphsurgeon_weights", "random")
         self.weights_note = getattr(model, "_graphsurgeon_note", self.materialize_note or self.weights_note)
-        self.example_inputs = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v for k, v in self.example_inputs.items()}
+        self.example_inputs = {k: (torch.ones if self.optional_inputs.get(k) == "ones" else torch.zeros)(v.shape, dtype=v.dtype)
+                               if v.is_meta else v for k, v in self.example_inputs.items()}
         self.touch()
 
     def run(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the graph and return its outputs by name."""
+        """Run the graph and return its outputs by name; omitted optional inputs get their defaults."""
+        first = inputs.get(self.input_names[0]) if self.input_names else None
+        for name, fill in self.optional_inputs.items():
+            if inputs.get(name) is None and first is not None:
+                inputs[name] = torch.ones_like(first) if fill == "ones" else torch.zeros_like(first)
         out = self.gm(**inputs)
         if isinstance(out, dict) or hasattr(out, "keys"):
             return {k: out[k] for k in out.keys()}

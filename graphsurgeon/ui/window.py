@@ -54,6 +54,7 @@ class _CaptureSignals(QObject):  # emitted from the capture thread, delivered on
 
 class MainWindow(QMainWindow):
     model_ready = Signal()  # a captured model is now shown live (after open_model, or replacing its preview)
+    view_changed = Signal()  # the scene was rebuilt: another composite, or the same one after an edit
 
     def __init__(self, cm=None, path: str = "") -> None:
         super().__init__()
@@ -106,6 +107,9 @@ class MainWindow(QMainWindow):
             operate = None
         if operate is not None and hasattr(operate, "install"):
             operate.install(self)
+        from graphsurgeon.ui.code_panel import install as install_code_panel
+
+        install_code_panel(self)
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         d = QDockWidget(title, self)
@@ -143,6 +147,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
         if fit:
             self.view.fit(min_scale=READABLE_SCALE)
+        self.view_changed.emit()
 
     def navigate(self, path: str) -> None:
         try:

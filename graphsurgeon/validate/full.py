@@ -45,8 +45,9 @@ class _Checker(FakeTensorProp):
         self.diagnostics: list[Diagnostic] = []
 
     def run_node(self, n: torch.fx.Node):
-        if n.op == "call_module" and n.target == "_guards_fn":
-            return None  # export's input guards: checked by real runs, not needed for shapes
+        if n.op == "call_module" and n.target == "_guards_fn" or n.target is torch.ops.aten._assert_tensor_metadata.default:
+            return None  # export's input guards and device asserts: checked by real runs, not needed for shapes
+            # (a materialized meta capture keeps its inputs' meta-device fake values)
         if n.op == "get_attr":
             value = super(FakeTensorProp, self).run_node(n)
             return self._mode.from_tensor(value, static_shapes=True) if isinstance(value, torch.Tensor) else value

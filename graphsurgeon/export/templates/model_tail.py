@@ -1,6 +1,32 @@
+def add_lora(model: nn.Module) -> None:
+    """Build each LoRA of LORAS that the classes above leave out (layers that differ), the way PEFT injects them."""
+    for path, hp in LORAS.items():
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        have = getattr(parent, name, None)
+        lora = dict(r=hp["r"], scaling=hp["scaling"], dropout=hp["dropout"])
+        if hp["kind"] == "update" and not isinstance(have, LoRA):
+            parent.add_module(name, LoRA(hp["in_features"], hp["out_features"], **lora))
+        elif hp["kind"] == "linear" and type(have).__name__ != "LoRALinear":
+            parent.add_module(name, LoRALinear(hp["in_features"], hp["out_features"], have.bias is not None, **lora))
+        elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
+            parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
 
 
-def load_model(folder: str = ".", device: str = "cpu") -> Model:
-    """Build the model from `folder`/model.safetensors on `device`."""
-    tensors = load_file(os.path.join(folder, "model.safetensors"), device=str(device))
-    return Model(tensors)
+def tie_weights(model: nn.Module) -> None:
+    """Share the tensors the captured model shares (TIED: name -> the name it is saved under)."""
+    for name, source in TIED.items():
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, model.get_parameter(source))
+
+
+def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
+    """The model on `device` with the weights of `folder`/model.safetensors (WeightsError: one sentence on what is
+    wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
+    with torch.device("meta"):  # no memory and no random init: every tensor comes from the file
+        model = Model()
+    expected = {name: list(t.shape) for name, t in model.state_dict().items() if name not in TIED}
+    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, device)
+    model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
+    tie_weights(model)
+    return model

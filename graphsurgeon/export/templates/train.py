@@ -2,16 +2,23 @@
 
     python train.py --synthetic --steps 50
     python train.py --data my.txt            # tokenized with the tokenizer in this folder
-    python train.py --data my.jsonl          # {"input_ids": [...], "label": 0} per line ("label" for classifiers)
-    torchrun --nproc_per_node 2 train.py --synthetic --steps 50   # data-parallel (gloo on CPU, nccl on GPU)
+    python train.py --data my.jsonl          # {"input_ids": [...]} per line, with "label" for classifiers
+    python train.py --synthetic --device cuda --bf16 --compile --grad-checkpoint
+    torchrun --nproc_per_node 2 train.py --synthetic --steps 50          # data-parallel (DDP)
+    torchrun --nproc_per_node 2 train.py --synthetic --steps 50 --fsdp   # sharded (FSDP2, one unit per block)
     python train.py --merge-only             # fold the LoRA into the base weights -> merged/
 
-Needs torch and safetensors; tokenizers or transformers only to tokenize a text file.
+Rows shorter than --seq-len are padded on the right; the attention mask and the labels (-100) leave the padding
+out. The loss is the one the exported model computes from `labels` as Hugging Face does (next-token, masked-LM,
+classification); a model without a head gets the small ClassificationHead below, saved to classifier_head.safetensors.
+Needs torch and safetensors; tokenizers or transformers only to tokenize a text file or to find the mask token.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import math
 import os
@@ -20,17 +27,16 @@ import time
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import lora_math  # noqa: E402  (the LoRA column maths, next to this file)
 import model as exported  # noqa: E402  (model.py next to this file)
+from train_data import (_token_id, batch, fail, load_examples, max_positions, special_ids,  # noqa: E402
+                        vocab_size)
 
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+HEAD_FILE = os.path.join(HERE, "classifier_head.safetensors")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,123 +47,63 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--save-every", type=int, default=0, help="save the adapter every N steps (0: only at the end)")
-    p.add_argument("--num-labels", type=int, default=2, help="classes of the classification head (encoders without MLM head)")
+    p.add_argument("--save-every", type=int, default=0, help="save every N steps (0: only at the end)")
+    p.add_argument("--num-labels", type=int, default=2, help="classes of the classification head (models without a head)")
+    p.add_argument("--mask-token-id", type=int, help="the [MASK] token id for masked-LM training (default: the tokenizer's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--bf16", action="store_true", help="autocast the forward to bfloat16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in backward")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 (fully_shard per block) instead of DDP")
     p.add_argument("--merge", action="store_true", help="after training, write merged/ with the LoRA folded in")
     p.add_argument("--merge-only", action="store_true", help="only write merged/ from the weights in this folder")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("batch_size", "seq_len", "num_labels"):
+        if getattr(args, name) < (2 if name == "seq_len" else 1):
+            fail(f"--{name.replace('_', '-')} must be at least {2 if name == 'seq_len' else 1} (got {getattr(args, name)}).")
+    if args.steps < 0 or not args.lr > 0:
+        fail("--steps must be 0 or more and --lr a positive number.")
+    if args.seq_len > max_positions():
+        fail(f"--seq-len {args.seq_len} is longer than the model's {max_positions()} positions; use at most {max_positions()}.")
+    return args
 
 
-# ----------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------- the task
 
-def vocab_size(model) -> int:
-    cfg = os.path.join(HERE, "config.json")
-    if os.path.exists(cfg):
-        with open(cfg) as f:
-            size = json.load(f).get("vocab_size")
-        if size:
-            return int(size)
-    return max(p.shape[0] for n, p in model.named_parameters() if "embed" in n or "wte" in n)
+def loss_type() -> str | None:
+    """The loss the exported model computes from labels (Hugging Face's), or None: no head, train one here."""
+    return (getattr(exported, "LOSS", None) or {}).get("loss_type")
 
-
-def tokenize_text(path: str) -> list[int]:
-    text = open(path, encoding="utf-8").read()
-    if os.path.exists(os.path.join(HERE, "tokenizer.json")):
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(os.path.join(HERE, "tokenizer.json")).encode(text).ids
-    if os.path.exists(os.path.join(HERE, "tokenizer_config.json")):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(HERE)(text)["input_ids"]
-    fail(f"there is no tokenizer in {HERE}, so {path} cannot be tokenized; give JSONL of token ids instead "
-         '({"input_ids": [...]} per line).')
-
-
-def read_jsonl(path: str, vocab: int) -> list[tuple[list[int], int | None]]:
-    """Examples (token ids, label or None); a malformed line stops with its line number."""
-    examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                ids = row["input_ids"]
-                if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
-                    raise ValueError(f"input_ids must be a non-empty list of integers in [0, {vocab})")
-                label = row.get("label")
-            except (ValueError, KeyError, TypeError) as err:
-                fail(f"{path} line {number} is malformed ({err}); each line must be like "
-                     '{"input_ids": [1, 2, 3]} (optionally with "label": 0).')
-            examples.append((ids, label))
-    if not examples:
-        fail(f"{path} has no examples.")
-    return examples
-
-
-def load_examples(args, vocab: int) -> list[tuple[list[int], int | None]]:
-    """Training examples of exactly seq-len tokens (text and unlabeled JSONL are concatenated and cut)."""
-    if args.synthetic:
-        gen = torch.Generator().manual_seed(args.seed)
-        # a learnable synthetic task: short repeating patterns, so the loss visibly drops
-        out = []
-        for i in range(16):  # few sequences: 30 steps are enough to see the loss drop
-            period = 2 + i % 3
-            base = torch.randint(0, vocab, (period,), generator=gen).tolist()
-            ids = (base * (args.seq_len // period + 1))[: args.seq_len]
-            out.append((ids, ids[0] % args.num_labels))
-        return out
-    if not args.data:
-        fail("give training data: --synthetic, --data file.txt or --data file.jsonl.")
-    if not os.path.exists(args.data):
-        fail(f"the data file {args.data} does not exist.")
-    if args.data.endswith((".jsonl", ".json")):
-        rows = read_jsonl(args.data, vocab)
-    else:
-        rows = [(tokenize_text(args.data), None)]
-    if all(label is not None for _, label in rows):
-        return [((ids + [0] * args.seq_len)[: args.seq_len], label) for ids, label in rows]
-    stream = [i for ids, _ in rows for i in ids]
-    n = len(stream) // args.seq_len
-    if n == 0:
-        fail(f"{args.data} has {len(stream)} tokens, fewer than one sequence of --seq-len {args.seq_len}.")
-    return [(stream[k * args.seq_len:(k + 1) * args.seq_len], None) for k in range(n)]
-
-
-# ----------------------------------------------------------------------------- loss
 
 class ClassificationHead(torch.nn.Module):
-    """>>> THE PLACE TO PUT YOUR TASK <<<  A small trainable head on the first token's hidden state.
-
-    Used for encoders without an MLM head; labels come from the data ("label" in JSONL).
-    Replace it (and `loss_fn`) with what your task needs.
-    """
+    """>>> THE PLACE TO PUT YOUR TASK <<<  For a model without a head: a linear classifier on the mean of the
+    hidden states of the real (not padded) tokens. Labels come from the data ("label" in JSONL)."""
 
     def __init__(self, hidden: int, num_labels: int) -> None:
         super().__init__()
-        self.proj = torch.nn.Linear(hidden, num_labels)
+        self.classifier = torch.nn.Linear(hidden, num_labels)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(hidden[:, 0])
+    def forward(self, hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        w = attention.unsqueeze(-1).to(hidden.dtype)
+        return self.classifier((hidden * w).sum(1) / w.sum(1).clamp(min=1))
 
 
-def loss_fn(model, head, ids: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    inputs = {"input_ids": ids}
-    if "attention_mask" in exported.INPUTS:
-        inputs["attention_mask"] = torch.ones_like(ids)
-    if exported.MLM:  # mask 15% of the tokens, predict them
-        mask = torch.rand(ids.shape, generator=gen).to(ids.device) < 0.15
-        mask[:, 0] |= ~mask.any(1)
-        inputs["input_ids"] = ids.masked_fill(mask, 0)
-        logits = model(**inputs)["logits"]
-        return F.cross_entropy(logits[mask], ids[mask])
-    out = model(**inputs)
-    if exported.CAUSAL_LM:  # next-token loss
-        logits = out["logits"]
-        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-    return F.cross_entropy(head(out[exported.OUTPUTS[0]]), labels)
+class Task(torch.nn.Module):
+    """The model (and the head, when it has none of its own) -> the training loss of one batch."""
+
+    def __init__(self, model: torch.nn.Module, head: ClassificationHead | None) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+        self.takes_mask = "attention_mask" in inspect.signature(model.forward).parameters
+
+    def forward(self, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        inputs = {"input_ids": ids, **({"attention_mask": attention} if self.takes_mask else {})}
+        if self.head is None:
+            return self.model(**inputs, labels=labels)["loss"]
+        out = self.model(**inputs)
+        hidden = next(v for v in out.values() if v.dim() == 3)
+        return F.cross_entropy(self.head(hidden, attention).float(), labels)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -247,73 +193,197 @@ def merge(model) -> str:
     return out
 
 
+def save_head(head: ClassificationHead) -> None:
+    """classifier_head.safetensors: the head this script trains for a model without one (keys classifier.*)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, HEAD_FILE + ".tmp", metadata={"pooling": "mean of the real tokens' hidden states"})
+    os.replace(HEAD_FILE + ".tmp", HEAD_FILE)
+
+
+def load_head(head: ClassificationHead) -> bool:
+    """Load classifier_head.safetensors into `head` when it exists (one sentence when it does not fit)."""
+    if not os.path.exists(HEAD_FILE):
+        return False
+    try:
+        tensors = load_file(HEAD_FILE)
+        labels = tensors["classifier.weight"].shape[0]
+    except Exception as err:  # noqa: BLE001 - a broken file is one sentence
+        fail(f"{HEAD_FILE} is not a classification head written by this script ({str(err).splitlines()[0][:120]}); "
+             "delete it to start a new head.")
+    if tuple(tensors["classifier.weight"].shape) != tuple(head.classifier.weight.shape):
+        fail(f"{HEAD_FILE} holds a head for {labels} labels over {tensors['classifier.weight'].shape[1]} features; "
+             f"pass --num-labels {labels}, or delete the file to start a new head.")
+    head.load_state_dict(tensors)
+    return True
+
+
+# ----------------------------------------------------------------------------- scaling
+
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks: children of a ModuleList that have a forward of their own."""
+    return [m for lst in model.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst
+            if type(m).forward is not torch.nn.Module.forward]
+
+
+def checkpoint_blocks(model: torch.nn.Module) -> int:
+    """Recompute each block's activations in backward instead of keeping them (--grad-checkpoint)."""
+    from torch.utils.checkpoint import checkpoint
+
+    found = blocks(model)
+    for block in found:
+        block.forward = (lambda fwd: lambda *a, **k: checkpoint(fwd, *a, use_reentrant=False, **k))(block.forward)
+    return len(found)
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict as plain CPU tensors (under FSDP every rank must call this: it gathers the shards)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.full_tensor() if hasattr(v, "full_tensor") else v
+        out[k] = v.detach().cpu()
+    return out
+
+
+def plain_model(model: torch.nn.Module) -> torch.nn.Module:
+    """An unsharded CPU copy of `model` (trained weights included) for saving and merging."""
+    state = full_state(model)
+    copy = exported.load_model(HERE, device="cpu")
+    copy.load_state_dict(state, strict=False)
+    return copy
+
+
+def wrap(task: Task, args, device: torch.device, world: int) -> torch.nn.Module:
+    """DDP or FSDP2 under torchrun, then torch.compile when asked."""
+    if world > 1 and args.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        units = blocks(task.model)
+        for block in units:
+            fully_shard(block)
+        fully_shard(task)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"FSDP2: {len(units)} blocks and the rest of the model sharded over {world} processes")
+    elif world > 1:
+        task = torch.nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(task) if args.compile else task
+
+
 # ----------------------------------------------------------------------------- training
+
+def pick_device(args) -> torch.device:
+    want = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked but this torch has no CUDA device; use --device cpu.")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if want == "cuda" else "cpu")
+
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    model = exported.load_model(HERE, device=str(device))
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if args.fsdp and world == 1:
+        fail("--fsdp shards the model across processes: run it under torchrun (--nproc_per_node 2 or more).")
+    device = pick_device(args)
+    try:
+        model = exported.load_model(HERE, device=str(device))
+    except getattr(exported, "WeightsError", ValueError) as err:
+        fail(str(err))
     if args.merge_only:
         print(f"merged model written to {merge(model)}")
         return
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     torch.manual_seed(args.seed)
-    for name, p in model.named_parameters():
-        p.requires_grad_(".lora_A." in name or ".lora_B." in name)
+    kind = loss_type()
+    args.problem_type = (getattr(exported, "LOSS", None) or {}).get("problem_type")
+    if kind and "Classification" in kind:  # the model's own head decides the number of labels
+        args.num_labels = exported.LOSS["num_labels"]
+    backbone = max(model.named_children(), key=lambda c: sum(p.numel() for p in c[1].parameters()))[0]
+    for name, p in model.named_parameters():  # LoRA, and a classifier head of the model's own (its task is new)
+        p.requires_grad_(".lora_A." in name or ".lora_B." in name or (
+            kind in ("ForSequenceClassification", "ForTokenClassification") and not name.startswith(backbone + ".")))
+    vocab = vocab_size(model)
+    special = {"pad": _token_id("pad") or 0, "never": special_ids(), "vocab": vocab, "mask": args.mask_token_id}
+    if kind == "ForMaskedLM":
+        special["mask"] = special["mask"] if special["mask"] is not None else _token_id("mask")
+        if special["mask"] is None:
+            fail("masked-LM training needs the [MASK] token id: put the tokenizer files next to model.py or pass --mask-token-id.")
+        if special["mask"] in special["never"] or not 0 <= special["mask"] < vocab:
+            fail(f"--mask-token-id {special['mask']} is padding, a special token or outside the vocabulary; give the [MASK] id.")
+    examples = load_examples(args, vocab)
     head = None
-    if not exported.CAUSAL_LM and not exported.MLM:
-        hidden = next(p for n, p in model.named_parameters() if "embed" in n or "wte" in n).shape[-1]
-        head = ClassificationHead(hidden, args.num_labels).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
+    if kind is None:
+        with torch.no_grad():
+            out = model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device))
+        head = ClassificationHead(next(v for v in out.values() if v.dim() == 3).shape[-1], args.num_labels).to(device)
+        if load_head(head) and rank == 0:
+            print(f"classification head loaded from {HEAD_FILE}")
+    if (kind is None or "Classification" in kind) and any(label is None for _, label in examples):
+        fail(f"{args.data} has rows without a label; this model trains a classifier, so give \"label\" on every line.")
+    task = Task(model, head).to(device)
+    trainable = [p for p in task.parameters() if p.requires_grad]
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     n_train = sum(p.numel() for p in trainable)
     if rank == 0:
         print(f"trainable params: {n_train:,} || all params: {total:,} || trainable%: {100 * n_train / total:.4f}")
     if not trainable:
         fail("there are no LoRA weights to train in this model.")
-    vocab = vocab_size(model)
-    examples = load_examples(args, vocab)
-    ids_all = torch.tensor([e[0] for e in examples])
-    labels_all = torch.tensor([e[1] if e[1] is not None else 0 for e in examples])
+    if args.grad_checkpoint and rank == 0:
+        print(f"gradient checkpointing: {checkpoint_blocks(model)} blocks")
+    elif args.grad_checkpoint:
+        checkpoint_blocks(model)
+    net = wrap(task, args, device, world)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     shard = torch.arange(rank, len(examples), world)  # DistributedSampler-style: rank r takes r, r+world, …
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.AdamW(trainable, lr=args.lr)
-    model.train()
+    task.train()
     gen = torch.Generator().manual_seed(args.seed + 1 + rank)
-    start, tokens, history, last = time.perf_counter(), 0, [], float('nan')
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    start, tokens, history, last = time.perf_counter(), 0, [], float("nan")
     for step in range(1, args.steps + 1):
-        pick = shard[torch.randint(0, len(shard), (args.batch_size,), generator=gen)]
-        ids, labels = ids_all[pick].to(device), labels_all[pick].to(device)
-        loss = loss_fn(net, head, ids, labels, gen)
+        pick = shard[torch.randint(0, len(shard), (args.batch_size,), generator=gen)].tolist()
+        ids, attention, labels = batch(examples, pick, kind, special, gen)
+        with autocast:
+            loss = net(ids.to(device), attention.to(device), labels.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        tokens += ids.numel() * world
+        tokens += int(attention.sum()) * world
         history.append(loss.item())
         last = history[-1]
         if rank == 0 and (step % max(1, args.steps // 20) == 0 or step == args.steps):
             rate = tokens / (time.perf_counter() - start)
-            bar = "#" * int(20 * step / args.steps)
-            print(f"[{bar:<20}] step {step}/{args.steps} loss {last:.4f} tokens/s {rate:,.0f}", flush=True)
-        if args.save_every and step % args.save_every == 0 and rank == 0:
-            save(model)
-    if rank == 0:
+            print(f"[{'#' * int(20 * step / args.steps):<20}] step {step}/{args.steps} loss {last:.4f} tokens/s {rate:,.0f}",
+                  flush=True)
+        if args.save_every and step % args.save_every == 0:
+            save_all(task, head, rank, world)
+    if history and rank == 0:
         k = max(1, min(5, len(history) // 2))
         print(f"mean loss of the first {k} steps {sum(history[:k]) / k:.4f} -> last {k} steps {sum(history[-k:]) / k:.4f}")
-        save(model)
-        print("adapter saved: model.safetensors, adapter_model.safetensors, adapter_config.json")
+    saved = save_all(task, head, rank, world)
+    if rank == 0:
+        print("saved: model.safetensors, adapter_model.safetensors, adapter_config.json"
+              + (", classifier_head.safetensors" if head is not None else ""))
         if args.merge:
-            print(f"merged model written to {merge(model)}")
+            print(f"merged model written to {merge(saved)}")
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    if not math.isfinite(last):
+    if history and not math.isfinite(last):
         fail("the loss is not finite.")
+
+
+def save_all(task: Task, head, rank: int, world: int) -> torch.nn.Module | None:
+    """Every rank gathers (FSDP), rank 0 writes model.safetensors, the PEFT adapter and the head; returns the copy."""
+    sharded = world > 1 and any(hasattr(p, "full_tensor") for p in task.model.parameters())
+    model = plain_model(task.model) if sharded else task.model
+    if head is not None and sharded:
+        head_state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in head.state_dict().items()}
+        head = ClassificationHead(*head.classifier.weight.shape[::-1])
+        head.load_state_dict({k: v.cpu() for k, v in head_state.items()})
+    if rank == 0:
+        save(model)
+        if head is not None:
+            save_head(head)
+    return model
 
 
 if __name__ == "__main__":

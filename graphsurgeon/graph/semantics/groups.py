@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch.fx
 
+from graphsurgeon.graph.hf_meta import default_node
 from graphsurgeon.graph.semantics.dataflow import op_of
 from graphsurgeon.graph.semantics.source import called_function, module_paths, scope_frames
 
@@ -89,6 +90,7 @@ def _position_groups(gm: torch.fx.GraphModule, groups: dict[str, FunctionGroup],
         ins = [a for a in n.all_input_nodes if isinstance(a.meta.get("val"), torch.Tensor)]
         if (not ins and op_of(n) in _SOURCES) or (ins and all(a in sized for a in ins)):
             sized.add(n)
+    sized |= _default_position_ids(gm, grouped, hidden)
     by_module: dict[str, list[torch.fx.Node]] = {}
     for n in sized:
         by_module.setdefault(module_paths(n)[-1], []).append(n)
@@ -101,6 +103,23 @@ def _position_groups(gm: torch.fx.GraphModule, groups: dict[str, FunctionGroup],
         if path not in groups:
             groups[path] = FunctionGroup(path, module, "position_ids", title, "positions",
                                          sorted(nodes, key=order.__getitem__))
+
+
+def _default_position_ids(gm: torch.fx.GraphModule, grouped: set, hidden: set) -> set[torch.fx.Node]:
+    """The ops computing HF's default position ids (capture tags the value, graph/hf_meta.py) in its module,
+    e.g. OPT's cumsum of the attention mask: that value and what leads to it there."""
+    end = default_node(gm, "position_ids")
+    if end is None or end in grouped or end in hidden:
+        return set()
+    module, found, todo = module_paths(end)[-1], set(), [end]
+    while todo:
+        n = todo.pop()
+        if n in found or n.op != "call_function" or n in grouped or n in hidden or module_paths(n)[-1] != module \
+                or not isinstance(n.meta.get("val"), torch.Tensor):
+            continue
+        found.add(n)
+        todo.extend(n.all_input_nodes)
+    return found
 
 
 _EMBEDDINGS = {"token_embedding", "position_embedding", "token_type_embedding", "embedding"}

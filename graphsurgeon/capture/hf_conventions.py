@@ -1,0 +1,137 @@
+"""What capture records so an exported model keeps Hugging Face's conventions (read by every code generator).
+
+The graph is captured once, in eval mode, with the token inputs the model's forward takes. Three facts the eval
+graph does not hold by itself are recorded next to it (node meta keys and readers: graph/hf_meta.py):
+
+* `node.meta["train_dropout_p"]` on every dropout node and attention (SDPA) node: the probability Hugging Face
+  uses there in training. The eval capture fixes SDPA's `dropout_p` at 0.0 (HF passes `0.0 if not self.training`)
+  and eager attention's dropout likewise, so the model is run once more in train mode on fake tensors (no
+  compute, works for meta captures) under a TorchFunctionMode that sees every `F.dropout` and
+  `F.scaled_dot_product_attention` call with its p; the calls are matched to the graph's dropout and attention
+  nodes in order. A generator writes `F.dropout(x, p, self.training)` and `dropout_p=p if self.training else 0.0`.
+* `node.meta["hf_default_of"] = "position_ids"` on the value HF computes when `position_ids` is not given
+  (the last value its code assigns to a variable of that name: `arange`, OPT's mask cumsum, RoBERTa's
+  padding-aware positions). position_ids is not captured as an input because this default differs per model
+  and is exactly what the graph already computes; a generator writes
+  `position_ids if position_ids is not None else <that value>`.
+* `CapturedModel.hf_loss`: which loss HF computes from `labels` (`ForCausalLM`, `ForMaskedLM`,
+  `ForSequenceClassification`, `ForTokenClassification`) with `num_labels` and `problem_type`, or None.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx
+from torch.overrides import TorchFunctionMode
+
+from graphsurgeon.graph.hf_meta import DEFAULT_OF, TRAIN_P, dropout_kind, dropout_nodes
+
+LOSSES = ("ForCausalLM", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
+
+
+# ----------------------------------------------------------------------------- dropout in training
+
+class _DropoutCalls(TorchFunctionMode):
+    """Records (kind, p) for each dropout / attention call, in call order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, float]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kind = dropout_kind(getattr(func, "__name__", ""))
+        if kind == "attention":
+            p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
+            self.calls.append((kind, float(p)))
+        elif kind == "dropout":
+            p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            training = kwargs.get("training", args[2] if len(args) > 2 else True)
+            self.calls.append((kind, float(p) if training else 0.0))
+        return func(*args, **kwargs)
+
+
+def train_dropout_calls(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
+    """The model's dropout / attention calls in train mode, run on fake tensors (nothing is computed or changed)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.train()
+        with FakeTensorMode(allow_non_fake_inputs=True) as fake, torch.no_grad():
+            fake_inputs = {k: fake.from_tensor(v) for k, v in inputs.items()}
+            with _DropoutCalls() as rec:
+                model(**fake_inputs)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return rec.calls
+
+
+def record_train_dropout(model: torch.nn.Module, gm: torch.fx.GraphModule, inputs: dict[str, torch.Tensor]) -> str | None:
+    """Set meta["train_dropout_p"] on the graph's dropout and attention nodes; a note when it cannot."""
+    try:
+        calls = train_dropout_calls(model, inputs)
+    except Exception as err:  # noqa: BLE001 - the capture stands; only training-mode dropout is unknown
+        return f"train-mode dropout was not recorded ({type(err).__name__}: {str(err)[:120]}); model.py uses the eval graph's p."
+    nodes = dropout_nodes(gm)
+    notes = []
+    for kind in ("dropout", "attention"):
+        ps = [p for k, p in calls if k == kind]
+        ns = [n for k, n in nodes if k == kind]
+        if len(ps) != len(ns):
+            notes.append(f"{len(ps)} {kind} calls in training but {len(ns)} in the graph")
+            continue
+        for node, p in zip(ns, ps):
+            node.meta[TRAIN_P] = p
+    return ("train-mode dropout not recorded: " + "; ".join(notes) + ".") if notes else None
+
+
+# ----------------------------------------------------------------------------- position_ids default
+
+_ASSIGNS = re.compile(r"^\s*position_ids\s*(?::[^=]*)?=[^=]")
+
+
+def _source_line(node: torch.fx.Node) -> str:
+    """The model-code line that produced `node` (innermost frame of its stack trace)."""
+    lines = [ln for ln in (node.meta.get("stack_trace") or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines and not lines[-1].lstrip().startswith("File ") else ""
+
+
+def mark_position_ids_default(gm: torch.fx.GraphModule, seq_of_ids) -> torch.fx.Node | None:
+    """Tag the value HF uses as position_ids when none is given: the last value its code assigns to
+    `position_ids`, an integer [1 or batch, seq] tensor read by code that does not assign position_ids."""
+    assigned = [n for n in gm.graph.nodes if n.op == "call_function" and _ASSIGNS.match(_source_line(n))]
+    finals = []
+    for node in assigned:
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dtype.is_floating_point or val.dim() != 2:
+            continue
+        if str(val.shape[1]) != str(seq_of_ids):
+            continue
+        if any(u not in assigned and u.op != "output" for u in node.users):
+            finals.append(node)
+    if len(finals) != 1:
+        return None
+    finals[0].meta[DEFAULT_OF] = "position_ids"
+    return finals[0]
+
+
+# ----------------------------------------------------------------------------- loss
+
+def hf_loss_spec(model: torch.nn.Module, takes_labels: bool, output_names: list[str]) -> dict | None:
+    """{"loss_type", "num_labels", "problem_type"} of the loss HF computes from labels, or None.
+
+    HF picks the loss by the class name (PreTrainedModel.loss_type) and falls back to the causal-LM loss
+    (GPT2LMHeadModel); only models whose forward takes labels and returns `logits` get one here.
+    """
+    if not takes_labels or "logits" not in output_names:
+        return None
+    loss_type = getattr(model, "loss_type", None) or "ForCausalLM"
+    if loss_type not in LOSSES:
+        return None
+    cfg = getattr(model, "config", None)
+    return {"loss_type": loss_type, "num_labels": int(getattr(cfg, "num_labels", 2) or 2),
+            "problem_type": getattr(cfg, "problem_type", None)}

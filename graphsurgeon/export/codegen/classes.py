@@ -1,0 +1,379 @@
+"""One class per distinct block kind, one function per distinct function group.
+
+Module calls whose code is the same (compared with positional names, so what their values are called does
+not matter) share one class. A LoRA that only some layers have does not split them: LoRA lines (the add onto
+a q/k/v slice) are left out of the comparison and written once, behind `if hasattr(...)` when not every layer
+has them, and a wrapped projection (`LoRALinear`) is compared as the layer it wraps; the model's `add_lora`
+builds what a class's `__init__` does not. `__init__` builds the module tree in the captured model's
+registration order: torch.nn layers, the generated classes, `nn.ModuleList` for numbered layers, and the
+module's own parameters and buffers (shapes from the captured tensors; values come from model.safetensors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from graphsurgeon.export.codegen import forms
+from graphsurgeon.export.codegen import leaves as leaves_mod
+from graphsurgeon.export.codegen import scopes as scopes_mod
+from graphsurgeon.export.codegen.scopes import Scope
+from graphsurgeon.graph.hf_meta import dropout_kind, train_dropout_p
+from graphsurgeon.export.codegen.body import Body, Env, Line
+from graphsurgeon.export.codegen.sizes import symbols
+from graphsurgeon.export.codegen.writer import FunctionWriter
+
+HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")
+LORA_PARTS = {"lora_A", "lora_B", "lora_dropout"}
+TORCH_NAMES = {"Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU", "SiLU", "ReLU"}
+
+
+@dataclass
+class ClassDef:
+    name: str
+    path: str  # module path of the first instance
+    instances: list[Scope]  # its module calls (none: a module that only holds tensors)
+    key: tuple = ()  # what instances must share
+    varying: list[str] = field(default_factory=list)  # own tensors whose shape differs by instance: __init__ args
+    init: list[str] = field(default_factory=list)  # __init__ body lines
+    body: Body | None = None  # forward (None when never called)
+
+
+@dataclass
+class FunctionDef:
+    name: str
+    instances: list[Scope]
+    key: str
+    body: Body | None = None
+
+
+class Model:
+    """The whole model as generated classes and functions (nothing here is text of the file yet)."""
+
+    def __init__(self, cm, tensors: dict[str, torch.Tensor], buffers: set[str]) -> None:
+        self.cm = cm
+        self.prog = scopes_mod.build(cm)
+        self.tensors, self.buffers = tensors, buffers
+        self.children: dict[str, list[str]] = {"": []}
+        for path in self._paths():
+            self._add_path(path)
+        order = {p: i for i, p in enumerate(cm.module_classes)}
+        for kids in self.children.values():
+            kids.sort(key=lambda p: (order.get(p, len(order)), _natural(p)))
+        self.lists = {p for p, kids in self.children.items()
+                      if p and kids and all(k.rpartition(".")[2].isdigit() for k in kids)}
+        self.env = Env(self.prog, self.lists)
+        self.calls: dict[str, list[Scope]] = {}  # module path -> the scopes calling it
+        for s in self.prog.root.scopes():
+            if s.kind in ("module", "lora"):
+                self.calls.setdefault(s.path, []).append(s)
+                leaf = leaves_mod.recognise(self.prog, s)
+                if leaf is not None and _leaf_fits(s, leaf):
+                    self.env.leaves[s.key] = leaf
+        self._sizes()
+        self.functions: list[FunctionDef] = []
+        self.classes: list[ClassDef] = []
+        self.class_of_path: dict[str, ClassDef] = {}
+        self._build()
+
+    def _sizes(self) -> None:
+        """Sizes a scope needs that none of its input tensors has (`batch` for a mask built from position ids)."""
+        for s in self.prog.root.scopes()[::-1]:
+            if s.kind == "root" or s.key in self.env.leaves:
+                continue
+            need: list = []
+            for item in s.items:
+                if isinstance(item, Scope):
+                    need += [k for k in item.sizes if k not in need]
+                else:
+                    symbols(item, need, self.prog)
+            have = {str(d.node.expr) for v in s.inputs if isinstance(v.meta.get("val"), torch.Tensor)
+                    for d in v.meta["val"].shape if isinstance(d, torch.SymInt)}
+            s.sizes = [k for k in need if k not in have]
+
+    # ---- module tree ---------------------------------------------------------------------------
+    def _paths(self) -> list[str]:
+        out = [name.rpartition(".")[0] for name in self.tensors]
+        out += [s.path for s in self.prog.root.scopes() if s.kind in ("module", "lora")]
+        return out
+
+    def _add_path(self, path: str) -> None:
+        while path:
+            parent = path.rpartition(".")[0]
+            kids = self.children.setdefault(parent, [])
+            self.children.setdefault(path, [])
+            if path in kids:
+                return
+            kids.append(path)
+            path = parent
+
+    def leaf_at(self, path: str):
+        for s in self.calls.get(path, []):
+            if s.key in self.env.leaves:
+                return self.env.leaves[s.key]
+        return None
+
+    def under_leaf(self, path: str) -> bool:
+        """True when an ancestor of `path` is a torch.nn layer (its parts are built by that layer or its owner)."""
+        parent = path.rpartition(".")[0]
+        while parent:
+            if self.leaf_at(parent) is not None or self._uncalled_layer(parent) is not None:
+                return True
+            parent = parent.rpartition(".")[0]
+        return False
+
+    # ---- building ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        bottom_up = _post_order(self.prog.root)
+        for s in bottom_up:
+            if s.kind == "function":
+                self._function(s)
+        for path in self.children:
+            if path and path not in self.lists and path not in self.calls and not self.under_leaf(path) \
+                    and self._uncalled_layer(path) is None:
+                self._class_for(path, None)  # never called: it only holds tensors or other modules
+        for s in bottom_up:
+            if s.kind == "module" and s.key not in self.env.leaves:
+                self._class_for(s.path, s)
+        self.root = ClassDef(_unique(self.cm.model_class, self._taken()), "", [self.prog.root])
+        for c in self.classes:  # one class for layers that differ only in their tensors' shapes
+            shapes = [self._own(s.path) for s in c.instances]
+            c.varying = [leaf for leaf in shapes[0] if len({tuple(sh[leaf].shape) for sh in shapes}) > 1] \
+                if shapes else []
+        for f in self.functions:
+            f.body = FunctionWriter(self.env, f.instances[0]).write(fixed=self._param_names(f.instances))
+            f.body = forms.shorter(f.instances[0], f.body) or f.body
+        for c in self.classes:
+            c.body = _merge(self._variants(c)) if c.instances else None
+            c.init = self._merged_init([s.path for s in c.instances] or [c.path])
+        self.root.init = self._merged_init([""])
+
+    def _variants(self, c: ClassDef) -> list[Body]:
+        """The forward of each instance whose code differs (by its LoRA lines), each written once, instances in
+        order: [first instance, …] repeated so `_merge` can count which lines every instance has."""
+        bodies: dict[tuple, Body] = {}
+        out = []
+        fixed = self._param_names(c.instances)
+        for s in c.instances:
+            shapes = tuple(tuple(self._own(s.path)[k].shape) for k in c.varying)
+            key = (_text(FunctionWriter(self.env, s, canonical=True).write()), shapes)
+            if key not in bodies:
+                bodies[key] = FunctionWriter(self.env, s).write(fixed=fixed)
+            out.append(bodies[key])
+        return out
+
+    def _param_names(self, instances: list[Scope]) -> list[str]:
+        """Each parameter's name: what most calls call the value they pass (`hidden_states`, not the first
+        layer's `inputs_embeds`)."""
+        wanted = [FunctionWriter(self.env, s).param_names() for s in instances]
+        out: list[str] = []
+        for i in range(len(wanted[0])):
+            votes = [w[i] for w in wanted if i < len(w)]
+            last = {n: j for j, n in enumerate(votes)}  # a tie goes to later calls (the first layer reads embeddings)
+            best = max(votes, key=lambda n: (votes.count(n), last[n]))
+            k, name = 1, best
+            while name in out:
+                k += 1
+                name = f"{best}_{k}"
+            out.append(name)
+        return out
+
+    def _taken(self) -> set[str]:
+        return {c.name for c in self.classes} | set(HELPERS) | {f.name for f in self.functions} | TORCH_NAMES
+
+    def _function(self, s: Scope) -> None:
+        self.env.training[s.key] = any(n.op == "call_function" and (
+            dropout_kind(getattr(n.target, "_opname", "")) == "dropout"
+            or (dropout_kind(getattr(n.target, "_opname", "")) == "attention" and train_dropout_p(n) > 0))
+            for n in s.nodes())
+        key = _text(FunctionWriter(self.env, s, canonical=True).write())
+        for f in self.functions:
+            if f.key == key:
+                f.instances.append(s)
+                self.env.function_names[s.key] = f.name
+                return
+        name = _unique(s.cls, self._taken())
+        self.env.function_names[s.key] = name
+        self.functions.append(FunctionDef(name, [s], key))
+
+    def _class_for(self, path: str, s: Scope | None) -> None:
+        if s is None:
+            cls = self.cm.module_classes.get(path, "Holder")
+            key = ("holder", path)
+        else:
+            cls = s.cls
+            key = (cls, _text(FunctionWriter(self.env, s, canonical=True).write(), base_only=True),
+                   tuple(self._init_lines(path, base=True, key=True)))
+        for c in self.classes:
+            if c.key == key:
+                c.instances.append(s)
+                self.env.class_names[s.key] = c.name
+                self.class_of_path[path] = c
+                return
+        name = _unique(cls if cls not in TORCH_NAMES else f"{cls}Block", self._taken())
+        c = ClassDef(name, path, [s] if s is not None else [], key)
+        self.classes.append(c)
+        if s is not None:
+            self.env.class_names[s.key] = name
+        self.class_of_path[path] = c
+
+    # ---- __init__ ---------------------------------------------------------------------------------
+    def ctor(self, path: str, base: bool = False, key: bool = False) -> str:
+        """The constructor call that builds the module at `path` (key=True: with every tensor shape, for grouping)."""
+        leaf = self.leaf_at(path)
+        if leaf is not None:
+            return (leaf.base_ctor or leaf.ctor) if base else leaf.ctor
+        layer = self._uncalled_layer(path)
+        if layer is not None:
+            return layer
+        if path in self.lists:
+            kids = [self.ctor(k, base, key) for k in self.children[path]]
+            if all(k == kids[0] for k in kids):
+                return f"nn.ModuleList([{kids[0]} for _ in range({len(kids)})])"
+            return "nn.ModuleList([" + ", ".join(kids) + "])"
+        c = self.class_of_path.get(path)
+        if c is None:
+            return "nn.Module()"
+        own = self._own(path)
+        if key:
+            return f"{c.name}({', '.join(f'{k}={tuple(t.shape)}' for k, t in own.items())})"
+        return f"{c.name}({', '.join(repr(tuple(own[k].shape)) for k in c.varying)})"
+
+    def _own(self, path: str) -> dict[str, torch.Tensor]:
+        """The tensors the module at `path` holds itself, by attribute name."""
+        return {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
+
+    def _uncalled_layer(self, path: str) -> str | None:
+        """A torch.nn layer nobody calls (a shared embedding read through another module, a LoRA Layer not wired
+        yet): built from its tensors."""
+        if path in self.calls:
+            return None
+        for block in self.cm.loras.values():
+            if not block.add_node and scopes_mod.lora_export_name(block) == path:
+                t, c = block.target, block.config
+                return f"LoRA({t.in_features}, {t.out_features}, r={c.r}, scaling={float(c.scaling)!r})"
+        if self.children.get(path):
+            return None
+        own = {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
+        cls, w = self.cm.module_classes.get(path), own.get("weight")
+        if w is None or w.dtype != torch.float32:
+            return None
+        if cls == "Embedding" and set(own) == {"weight"} and w.dim() == 2:
+            return f"nn.Embedding({w.shape[0]}, {w.shape[1]})"
+        if cls == "Linear" and set(own) <= {"weight", "bias"} and w.dim() == 2:
+            return f"nn.Linear({w.shape[1]}, {w.shape[0]}{'' if 'bias' in own else ', bias=False'})"
+        return None
+
+    def _init_lines(self, path: str, base: bool = False, key: bool = False) -> list[tuple[str, str]]:
+        """(attribute, line) pairs of the __init__ of the module at `path` (key=True: own shapes left out)."""
+        lines = []
+        c = self.class_of_path.get(path)
+        varying = set(c.varying) if c is not None and not key else set()
+        for kid in self.children.get(path, []):
+            attr = kid.rpartition(".")[2]
+            lines.append((f"self.{attr}", f"self.{attr} = {self.ctor(kid, base, key)}"))
+            leaf = self.leaf_at(kid)
+            for sub in self.children.get(kid, []) if leaf is not None else []:
+                name = sub.rpartition(".")[2]
+                sub_leaf = self.leaf_at(sub)
+                if name in LORA_PARTS or sub_leaf is None or (base and sub_leaf.lora is not None):
+                    continue
+                lines.append((f"self.{attr}.{name}", f"self.{attr}.{name} = {sub_leaf.ctor}"))
+        for name, t in self.tensors.items():
+            owner, _, leaf_name = name.rpartition(".")
+            if owner != path:
+                continue
+            shape = "(" + ", ".join(str(d) for d in t.shape) + ("," if t.dim() == 1 else "") + ")"
+            if key or leaf_name in varying:
+                shape = f"{leaf_name}_shape"
+            dtype = "" if t.dtype == torch.float32 else f", dtype={t.dtype}"
+            empty = f"torch.empty({shape}{dtype})"
+            if name in self.buffers:
+                lines.append((leaf_name, f'self.register_buffer("{leaf_name}", {empty})'))
+            else:
+                lines.append((leaf_name, f"self.{leaf_name} = nn.Parameter({empty})"))
+        return lines
+
+    def _merged_init(self, paths: list[str]) -> list[str]:
+        """What every instance builds alike; a LoRA only some instances have is left to `add_lora`."""
+        per = [dict(self._init_lines(p)) for p in paths]
+        base = dict(self._init_lines(paths[0], base=True))
+        keys: list[str] = []
+        for d in per:
+            keys += [k for k in d if k not in keys]
+        out = []
+        for k in keys:
+            texts = {d.get(k) for d in per}
+            if len(texts) == 1 and None not in texts:
+                out.append(texts.pop())
+            elif k in base:
+                out.append(base[k])
+        return out
+
+
+def _post_order(scope: Scope) -> list[Scope]:
+    """Children before their parent, siblings in the order they run."""
+    out = []
+    for item in scope.items:
+        if isinstance(item, Scope):
+            out += _post_order(item)
+    return out + [scope]
+
+
+def _natural(path: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in path.split("."))
+
+
+def _leaf_fits(scope: Scope, leaf) -> bool:
+    """A leaf is called with one tensor and returns its last value."""
+    ins = [i for i in scope.inputs if i.op != "get_attr"]
+    return len(scope.outputs) == 1 and scope.outputs[0] is scope.items[-1] and ins == [leaf.input]
+
+
+def _text(body: Body, base_only: bool = False) -> str:
+    lines = [ln for ln in body.lines if not (base_only and ln.optional)]
+    return "\n".join(["(" + ", ".join(body.params) + ")"] + ["  " * ln.depth + ln.text for ln in lines]
+                     + ["return " + ", ".join(body.returns)])
+
+
+def _merge(bodies: list[Body]) -> Body:
+    """The first instance's forward plus the LoRA lines any instance has (guarded when not all have them)."""
+    first = bodies[0]
+    optional: list[Line] = []
+    for b in bodies:
+        for ln in b.lines:
+            if ln.optional and not any((o.anchor, o.text) == (ln.anchor, ln.text) for o in optional):
+                optional.append(ln)
+    optional.sort(key=lambda o: o.anchor)
+    lines: list[Line] = []
+
+    def place(upto: int) -> None:
+        while optional and optional[0].anchor <= upto:
+            o = optional.pop(0)
+            have = sum(1 for b in bodies if any(x.optional and (x.anchor, x.text) == (o.anchor, o.text) for x in b.lines))
+            if have == len(bodies):
+                lines.append(o)
+            else:
+                owner, _, attr = o.optional.rpartition(".")
+                lines.append(Line(f'if hasattr(self{"." + owner if owner else ""}, "{attr}"):', o.depth, o.blocks,
+                                  o.optional, o.anchor))
+                lines.append(Line(o.text, o.depth + 1, o.blocks, o.optional, o.anchor, o.comment))
+
+    others = [[x for x in b.lines if not x.optional] for b in bodies]
+    for i, ln in enumerate(x for x in first.lines if not x.optional):
+        place(ln.anchor)
+        if any(i < len(o) and o[i].comment != ln.comment for o in others):  # sizes differ by layer: no comment
+            ln = Line(ln.text, ln.depth, ln.blocks, ln.optional, ln.anchor)
+        lines.append(ln)
+    place(10 ** 9)
+    return Body(first.params, lines, first.returns, first.training)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}{k}" in taken:
+        k += 1
+    return f"{name}{k}"

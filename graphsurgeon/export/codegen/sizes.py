@@ -1,0 +1,127 @@
+"""Sizes in generated code: symbolic dims read from the inputs' shapes (`batch, seq = input_ids.shape`), size
+arithmetic as Python (`batch * seq`), a size no input has passed by the caller (a mixin of the FunctionWriter)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx
+
+from graphsurgeon.export.codegen import lift
+from graphsurgeon.export.codegen.body import Line
+from graphsurgeon.export.codegen.scopes import Program, is_symbolic
+
+
+class Sizes:
+    def _size_lines(self, params: list) -> None:
+        need: list = []
+        for n in self.scope.items:
+            if isinstance(n, torch.fx.Node):
+                symbols(n, need, self.prog)
+            elif self.env.leaves.get(n.key) is None:
+                need += [k for k in n.sizes if k not in need]
+        for p in params:
+            val = p.meta.get("val")
+            if not isinstance(val, torch.Tensor) or p not in self.name_of:
+                continue
+            dims = []
+            for d, size in enumerate(val.shape):
+                key = str(size.node.expr) if isinstance(size, torch.SymInt) else None
+                if key in need and key not in self.sizes and key not in [k for _, k in dims]:
+                    dims.append((d, key))
+            if not dims:
+                continue
+            for d, key in dims:
+                self.sizes[key] = self._size_name(key)
+            pos = [d for d, _ in dims]
+            names_ = [self.sizes[k] for _, k in dims]
+            src = self.name_of[p]
+            if pos == list(range(len(pos))):
+                rhs = f"{src}.shape" if len(pos) == val.dim() else f"{src}.shape[:{len(pos)}]"
+                self.lines.append(Line(f"{', '.join(names_)} = {rhs}"))
+            else:
+                for (d, _), nm in zip(dims, names_):
+                    self.lines.append(Line(f"{nm} = {src}.size({d})"))
+
+    def _size_name(self, key: str) -> str:
+        if self.canonical:
+            return f"n{len(self.sizes)}"
+        name = self.dims.names.get(key, key)
+        return re.sub(r"\W", "_", name)
+
+    def _sym(self, value, prec: int) -> str:
+        expr = value.node.expr if hasattr(value, "node") else value
+        if not getattr(expr, "free_symbols", None):
+            try:
+                return str(int(expr))
+            except TypeError:
+                return str(expr)
+        for s in expr.free_symbols:
+            if str(s) not in self.sizes:
+                self._late_size(str(s))
+        text, p = sym_text(expr, self.sizes)
+        return text if p >= prec else f"({text})"
+
+    def _late_size(self, key: str) -> None:
+        """A size no input has: read it from a value computed earlier in the function."""
+        for v, name in list(self.name_of.items()):
+            val = v.meta.get("val") if isinstance(v, torch.fx.Node) else None
+            if isinstance(val, torch.Tensor):
+                for d, size in enumerate(val.shape):
+                    if isinstance(size, torch.SymInt) and str(size.node.expr) == key:
+                        self.sizes[key] = self._size_name(key)
+                        self.lines.append(Line(f"{self.sizes[key]} = {name}.size({d})"))
+                        return
+        raise NotImplementedError(f"model.py codegen: the size {self.dims.names.get(key, key)} is not the size of "
+                                  f"any tensor {self.scope.path or 'forward'} can see")
+
+
+def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:
+    """Python text of a sympy size expression over the dims' variables (`batch * seq`), with its precedence."""
+    import sympy
+
+    if isinstance(expr, sympy.Symbol):
+        return sizes.get(str(expr), str(expr)), lift.ATOM
+    if isinstance(expr, sympy.Integer):
+        v = int(expr)
+        return str(v), lift.ATOM if v >= 0 else lift.UNARY
+    if isinstance(expr, sympy.Add):
+        parts = [sym_text(a, sizes) for a in expr.args]
+        text = parts[0][0]
+        for t, _ in parts[1:]:
+            text += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
+        return text, lift.ADD
+    if isinstance(expr, sympy.Mul):
+        parts = [sym_text(a, sizes) for a in expr.args]
+        return " * ".join(t if p > lift.MUL else f"({t})" for t, p in parts), lift.MUL
+    name = type(expr).__name__
+    if name in ("FloorDiv", "CleanDiv", "IntTrueDiv") and len(expr.args) == 2:
+        (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
+        return f"{a if pa >= lift.MUL else f'({a})'} // {b if pb > lift.MUL else f'({b})'}", lift.MUL
+    text = str(expr)
+    for s in sorted(expr.free_symbols, key=lambda s: -len(str(s))):
+        text = text.replace(str(s), sizes.get(str(s), str(s)))
+    return f"({text})", lift.ATOM
+
+
+def symbols(node: torch.fx.Node, need: list, prog: Program) -> None:
+    """Add to `need` the size symbols `node`'s arguments use."""
+    def visit(a):
+        if isinstance(a, torch.fx.Node):
+            a = prog.rep(a)
+            if is_symbolic(a):
+                visit(a.meta.get("val"))
+        elif isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            for s in a.node.expr.free_symbols:
+                if str(s) not in need:
+                    need.append(str(s))
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    visit(node.args)
+    visit(node.kwargs)

@@ -1,0 +1,120 @@
+"""The statements of one scope, in graph order: ops, calls of child scopes, LoRA adds, and `for` loops over runs of
+alike layers of a ModuleList that feed each other (a mixin of the FunctionWriter)."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx
+
+from graphsurgeon.export.codegen import names
+from graphsurgeon.export.codegen.body import Stmt, module_of
+from graphsurgeon.export.codegen.scopes import Program, Scope
+
+
+class Statements:
+    def _statements(self) -> list[Stmt]:
+        out: list[Stmt] = []
+        adds = {b.add_node: b for b in self.prog.cm.loras.values() if b.add_node}
+        for item in self.scope.items:
+            if isinstance(item, Scope):
+                if not item.outputs:
+                    continue
+                first = item.nodes()[0]
+                opt = self._optional(item.lora) if item.kind == "lora" else None
+                out.append(Stmt(list(item.outputs), scope=item, line=self._line(first), optional=opt))
+                continue
+            node = item
+            if node.target is operator.getitem and self.prog.owner.get(node.args[0]) is self.scope:
+                continue
+            val = node.meta.get("val")
+            values = [node]
+            if isinstance(val, (list, tuple)):
+                slots = {u.args[1]: u for u in self.prog.users.get(node, []) if u in self.prog.owner}
+                values = [slots.get(i) for i in range(len(val))]
+            st = Stmt(values, node=node, line=self._line(node))
+            block = adds.get(node.name)
+            if block is not None and block.onto and any(s.kind == "lora" and s.lora is block for s in _kids(self.scope)):
+                st.optional, st.lora_onto = self._optional(block), self.prog.rep(_node(self.prog, block.onto))
+            out.append(st)
+        return out
+
+    def _optional(self, block) -> str:
+        from graphsurgeon.export.codegen.scopes import lora_export_name
+
+        path = lora_export_name(block)
+        base = module_of(self.scope).path
+        return path[len(base) + 1:] if base else path
+
+    def _line(self, node: torch.fx.Node) -> str | None:
+        frames = names.source_frames(node)
+        return (frames[self.depth][0] or None) if len(frames) > self.depth else None
+
+    def _loops(self, stmts: list[Stmt]) -> list[Stmt]:
+        """Calls of consecutive alike layers of one ModuleList, each fed by the one before: one `for` loop."""
+        out: list[Stmt] = []
+        i = 0
+        while i < len(stmts):
+            j = i + 1
+            pattern = self._link(stmts[i], stmts[i + 1]) if i + 1 < len(stmts) else None
+            while pattern is not None and j < len(stmts) and self._link(stmts[j - 1], stmts[j]) == pattern:
+                j += 1
+            if j - i >= 2:
+                scopes = [s.scope for s in stmts[i:j]]
+                out.append(Stmt(list(scopes[-1].outputs), loop=scopes, line=stmts[i].line))
+                i = j
+            else:
+                out.append(stmts[i])
+                i += 1
+        return out
+
+    def _link(self, a: Stmt, b: Stmt):
+        """How b's inputs come from a (see `_carry`) when b calls the next alike layer after a; else None."""
+        if a.scope is None or b.scope is None or a.scope.kind != "module" or b.scope.kind != "module":
+            return None
+        (pa, _, ia), (pb, _, ib) = a.scope.path.rpartition("."), b.scope.path.rpartition(".")
+        if pa != pb or pa not in self.env.lists or not (ia.isdigit() and ib.isdigit()) or int(ib) != int(ia) + 1:
+            return None
+        cls = self.env.class_names.get(a.scope.key)
+        if cls is None or cls != self.env.class_names.get(b.scope.key):
+            return None
+        if len(a.scope.inputs) != len(b.scope.inputs) or len(a.scope.outputs) != len(b.scope.outputs):
+            return None
+        inside_b = set(b.scope.nodes())
+        for o in a.scope.outputs:
+            if any(u not in inside_b for u in self.prog.users.get(o, [])):
+                return None
+        carry = _carry(a.scope, b.scope)
+        return tuple(carry) if carry else None
+
+
+def _carry(a: Scope, b: Scope | None):
+    """[(input position of b, output position of a)] when every output of a feeds b; None otherwise."""
+    if b is None:
+        return None
+    pairs = []
+    for j, v in enumerate(b.inputs):
+        if v in a.outputs:
+            pairs.append((j, a.outputs.index(v)))
+        elif j >= len(a.inputs) or a.inputs[j] is not v:
+            return None
+    if len(pairs) != len(a.outputs):
+        return None
+    return pairs
+
+
+def _stmt_nodes(st: Stmt) -> list:
+    if st.loop:
+        return [n for s in st.loop for n in s.nodes()]
+    if st.scope is not None:
+        return st.scope.nodes()
+    return [st.node] + [v for v in st.values if v is not None and v is not st.node]
+
+
+def _kids(scope: Scope) -> list[Scope]:
+    return [i for i in scope.items if isinstance(i, Scope)]
+
+
+def _node(prog: Program, name: str) -> torch.fx.Node:
+    return next(n for n in prog.cm.gm.graph.nodes if n.name == name)

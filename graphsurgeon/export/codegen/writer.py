@@ -1,0 +1,394 @@
+"""The text of one scope as a function body: names, one statement per source line, shape comments, loops.
+
+Statements are the scope's ops (lifted by `lift`) and the calls of its child scopes, in graph order. A value
+read once, by the next statement, that the model's source computed on the same line is written inside that
+statement (`q, k, v = self.c_attn(x).split(64, dim=2)`), as long as the line stays short; every other value
+gets a name (from `names`), reused when the value it named is dead (`hidden_states = self.ln_1(hidden_states)`).
+Sizes are read from the inputs' shapes (`batch, seq = input_ids.shape`); runs of alike layers of a ModuleList
+that feed each other become one `for` loop. `canonical=True` writes positional names, so two module calls
+compare equal when their code is the same whatever their values are called.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+
+import torch
+import torch.fx
+
+from graphsurgeon.export.codegen import lift, names
+from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
+from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
+from graphsurgeon.export.codegen.sizes import Sizes
+from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
+
+LIMIT = 96  # the longest expression written by folding values into their reader
+RESERVED = set(keyword.kwlist) | {"self", "torch", "nn", "F", "math", "training", "float", "int", "len", "range",
+                                  "input", "type", "list", "tuple", "dict", "min", "max", "sum", "layer", "os"}
+
+class FunctionWriter(Statements, Sizes):
+    def __init__(self, env: Env, scope: Scope, canonical: bool = False) -> None:
+        self.env, self.prog, self.scope, self.canonical = env, env.prog, scope, canonical
+        self.dims = self.prog.cm.dims
+        self.depth = scope_depth(module_of(scope))
+        self.stmts = self._loops(self._statements())
+        self.index: dict = {}  # node inside the scope -> index of the statement that computes / calls it
+        for i, st in enumerate(self.stmts):
+            for n in _stmt_nodes(st):
+                self.index[n] = i
+        self.pinned: set = set()  # values that must have a name
+        self.folded: dict = {}  # value -> lift.Expr written inside its reader
+        self.bound: dict[str, object] = {}
+        self.name_of: dict = {}
+        self.sizes: dict[str, str] = {}
+        self.lines: list[Line] = []
+        self.count = 0
+        self.at = 0  # statement being written
+        self.pending: tuple = ()  # canvas blocks of values folded into the next statement
+        self.adds_onto = {st.lora_onto: st.node for st in self.stmts if st.lora_onto is not None}
+
+    # ---- writing ---------------------------------------------------------------------------------
+    def write(self, params: list[torch.fx.Node] | None = None, fixed: list[str] | None = None) -> Body:
+        """The body; `params` (default: the scope's inputs) named `fixed` when given (the model's inputs)."""
+        params = self.scope.inputs if params is None else params
+        self._pin()
+        plist = []
+        self.at = -1  # parameters never share a name
+        if self.canonical:
+            fixed = None
+        for i, p in enumerate(params):
+            if fixed is not None:
+                self.bound[fixed[i]], self.name_of[p] = p, fixed[i]
+                plist.append(fixed[i])
+                continue
+            plist.append(self._take(p, "a" if self.canonical else self._want(p)))
+        for key in self.scope.sizes:
+            self.sizes[key] = self._size_name(key)
+            plist.append(self.sizes[key])
+        training = self.scope.kind == "function" and self._needs_training()
+        self._size_lines(params)
+        base_count = 0
+        for i, st in enumerate(self.stmts):
+            self.at = i
+            before = len(self.lines)
+            self._emit(st)
+            for ln in self.lines[before:]:
+                ln.optional, ln.anchor = st.optional, base_count
+            if st.optional is None:
+                base_count += 1
+        returns = [self.arg(o) for o in self.scope.outputs]
+        return Body(plist, self.lines, returns, training)
+
+    def param_names(self) -> list[str]:
+        """The names this scope's inputs would get (before sizes), for choosing one name across calls."""
+        return [self._sanitize(self._want(p)) for p in self.scope.inputs]
+
+    @staticmethod
+    def _sanitize(want: str) -> str:
+        return want if want not in RESERVED else f"{want}_"
+
+    def _pin(self) -> None:
+        for st in self.stmts:
+            if st.loop:
+                first = st.loop[0]
+                for v in first.inputs:
+                    self.pinned.add(v)
+            if st.lora_onto is not None:
+                self.pinned.add(st.lora_onto)
+            if st.scope is not None and st.scope.kind == "lora":
+                self.pinned.update(reads_of_scope(self.prog, st.scope))
+
+    def _needs_training(self) -> bool:
+        return bool(self.env.training.get(self.scope.key))
+
+    def _want(self, value) -> str:
+        if value.graph is not self.prog.cm.gm.graph:  # an optional input the graph does not hold (position_ids)
+            return value.name
+        value = self.adds_onto.get(value, value)  # a LoRA'd value is called what the sum is called
+        name = names.value_name(self.prog.cm, value, module_of(self.scope).path)
+        name = re.sub(r"\W", "_", name)
+        if not name or name[0].isdigit():
+            name = f"v_{name}"
+        return name
+
+    def _dead(self, value) -> bool:
+        """True when nothing after the current statement reads `value`."""
+        if value in self.scope.outputs:
+            return False
+        for u in self.prog.users.get(value, []):
+            if u.op == "output" or self.index.get(u, len(self.stmts)) > self.at:
+                return False
+        return True
+
+    def _take(self, value, want: str, onto=None) -> str:
+        if onto is not None:
+            name = self.name_of[onto]
+        elif self.canonical:
+            name = f"{want}{self.count}"
+            self.count += 1
+        else:
+            base = want if want not in RESERVED and want not in self.sizes.values() else f"{want}_"
+            self._keep_residual(base)
+            name, k = base, 1
+            while name in self.bound and not self._dead(self.bound[name]) or name in self.env.function_names.values():
+                k += 1
+                name = f"{base}_{k}"
+        self.bound[name] = value
+        self.name_of[value] = name
+        return name
+
+    def _keep_residual(self, name: str) -> None:
+        """`residual = hidden_states` before `hidden_states` is rebound while the old value still feeds a residual
+        add (as the model's authors write it)."""
+        old = self.bound.get(name)
+        if self.at < 0 or old is None or self._dead(old) or not isinstance(old, torch.fx.Node) \
+                or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
+            return
+        sem = self.prog.cm.semantics()
+        if any(sem.residual_operand(u) is old for u in self.prog.users.get(old, [])):
+            self.lines.append(Line(f"residual = {name}"))
+            self.bound["residual"], self.name_of[old] = old, "residual"
+            del self.bound[name]
+
+    def _emit(self, st: Stmt) -> None:
+        if st.loop:
+            self._emit_loop(st)
+            return
+        expr = self._expr(st)
+        blocks = self._blocks(st)
+        if self._foldable(st, expr):
+            self.folded[st.values[0]] = expr
+            self.pending += blocks
+            return
+        blocks, self.pending = self.pending + blocks, ()
+        if st.node is not None and lift.op_key(st.node).endswith("_") and not self.prog.users.get(st.node):
+            self.lines.append(Line(expr.text, blocks=blocks))  # an in-place op read by nobody: a statement
+            return
+        targets = []
+        for v in st.values:
+            targets.append("_" if v is None else self._take(v, "v" if self.canonical else self._want(v),
+                                                           onto=st.lora_onto))
+        lhs = ", ".join(targets)
+        if len(st.values) == 1 and st.values[0] is not None and isinstance(st.values[0].meta.get("val"), (list, tuple)):
+            lhs += ","
+        self.lines.append(Line(f"{lhs} = {expr.text}" if targets else expr.text, blocks=blocks, comment=self._comment(st)))
+
+    def _foldable(self, st: Stmt, expr: lift.Expr) -> bool:
+        if len(st.values) != 1 or st.values[0] is None or st.optional and st.scope is None:
+            return False
+        v = st.values[0]
+        if v in self.pinned or v in self.scope.outputs or isinstance(v.meta.get("val"), (list, tuple)):
+            return False
+        users = self.prog.users.get(v, [])
+        nxt = self.at + 1
+        if not users or any(self.index.get(u) != nxt for u in users) or nxt >= len(self.stmts):
+            return False
+        reader = self.stmts[nxt]
+        if reader.loop or (reader.node is not None and _uses(reader.node, v, self.prog) != 1):
+            return False
+        if st.scope is not None and st.scope.kind == "lora":
+            return reader.lora_onto is not None  # the update is written inside its add
+        if reader.scope is not None and reader.scope.kind == "lora":
+            return False
+        same_line = st.line is not None and st.line == reader.line
+        return same_line and len(expr.text) <= LIMIT
+
+    def _blocks(self, st: Stmt) -> tuple:
+        if st.scope is not None:
+            if st.scope.kind == "lora":
+                return (f"m:{st.scope.lora.path}",)
+            ids = (f"m:{st.scope.path}",)
+            if self.env.leaves.get(st.scope.key) is not None and getattr(self.env.leaves[st.scope.key], "lora", None):
+                ids += (f"m:{self.env.leaves[st.scope.key].lora.path}",)
+            return ids
+        if st.loop:
+            run = names.stack_path(self.prog.cm, st.loop[0].path)
+            return ((f"m:{run}",) if run else ()) + tuple(f"m:{s.path}" for s in st.loop)
+        return (f"n:{st.node.name}",) + tuple(f"n:{v.name}" for v in st.values if v is not None and v is not st.node)
+
+    def _comment(self, st: Stmt) -> str:
+        if self.canonical:
+            return ""
+        metas = []
+        for v in st.values:
+            val = v.meta.get("val") if v is not None else None
+            if isinstance(val, torch.Tensor):
+                metas.append(self._shape(val))
+        if not metas:
+            return ""
+        if len(metas) > 1 and len(set(metas)) == 1:
+            return f"{len(metas)} × {metas[0]}"
+        return ", ".join(metas)
+
+    def _shape(self, val: torch.Tensor) -> str:
+        text = "[" + ", ".join(self.dims.text(d) for d in val.shape) + "]"
+        dtype = str(val.dtype).removeprefix("torch.")
+        return text if dtype == "float32" else f"{text} {dtype}"
+
+    # ---- expressions ---------------------------------------------------------------------------
+    def _expr(self, st: Stmt) -> lift.Expr:
+        if st.scope is not None:
+            return lift.Expr(self._call(st.scope), lift.CALL)
+        node = st.node
+        if node.op == "call_module":
+            return lift.Expr(f"{self.env.attr(module_of(self.scope).path, str(node.target))}"
+                             f"({', '.join(self.arg(a) for a in node.args)})", lift.CALL)
+        expr = lift.render(self, node)
+        if node in self.prog.defaults:  # Hugging Face's default of an optional input: the input when given
+            given = self.arg(self.prog.defaults[node])
+            expr = lift.Expr(f"{given} if {given} is not None else {expr.text}", 1)
+        return expr
+
+    def _call(self, child: Scope) -> str:
+        leaf = self.env.leaves.get(child.key)
+        base = module_of(self.scope).path
+        if child.kind == "function":
+            args = [self.arg(a) for a in child.inputs] + [self._sym_key(k) for k in child.sizes]
+            if self.env.training.get(child.key):
+                args.append(self.training())
+            return f"{self.env.function_names[child.key]}({', '.join(args)})"
+        callee = self.env.attr(base, child.path)
+        if leaf is not None:
+            text = f"{callee}({self.arg(leaf.input)})"
+            if child.kind == "lora":
+                text += self._lora_reshape(child, leaf)
+            return text
+        args = [self.arg(a) for a in child.inputs] + [self._sym_key(k) for k in child.sizes]
+        return f"{callee}({', '.join(args)})"
+
+    def _sym_key(self, key: str) -> str:
+        if key not in self.sizes:
+            self._late_size(key)
+        return self.sizes[key]
+
+    def _lora_reshape(self, child: Scope, leaf) -> str:
+        """A LoRA update computed as [..., out]; reshaped when its target has another shape."""
+        out = child.outputs[0].meta.get("val")
+        x = leaf.input.meta.get("val")
+        if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
+            return ""
+        natural = [self.dims.text(d) for d in x.shape[:-1]] + [str(leaf.lora.target.out_features)]
+        if [self.dims.text(d) for d in out.shape] == natural:
+            return ""
+        return f".reshape({', '.join(self.arg(d) for d in out.shape)})"
+
+    def _emit_loop(self, st: Stmt) -> None:
+        scopes = st.loop
+        first, last = scopes[0], scopes[-1]
+        carry = _carry(first, scopes[1])
+        container, _, i0 = first.path.rpartition(".")
+        base = module_of(self.scope).path
+        seq = self.env.attr(base, container)
+        n = len(self.prog.cm.gm.get_submodule(container)._modules) if container else 0
+        lo, hi = int(i0), int(last.path.rpartition(".")[2]) + 1
+        if (lo, hi) != (0, n):
+            seq += f"[{lo}:{hi}]"
+        args, targets = [], [None] * len(last.outputs)
+        for j, v in enumerate(first.inputs):
+            k = next((k for jj, k in carry if jj == j), None)
+            if k is None:
+                args.append(self.arg(v))
+                continue
+            name = self.name_of.get(v) or self.arg(v)
+            if not self._dead_after_loop(v, first):
+                fresh = self._take(object(), self._want(v))
+                self.lines.append(Line(f"{fresh} = {name}"))
+                name = fresh
+            args.append(name)
+            targets[k] = name
+        args += [self._sym_key(k) for k in first.sizes]
+        for k, o in enumerate(last.outputs):
+            if targets[k] is None:
+                targets[k] = self._take(o, self._want(o))
+            else:
+                self.bound[targets[k]] = o
+                self.name_of[o] = targets[k]
+        var = "layer"
+        self.lines.append(Line(f"for {var} in {seq}:", blocks=self._blocks(st)))
+        self.lines.append(Line(f"{', '.join(targets)} = {var}({', '.join(args)})", depth=1, comment=self._comment(st),
+                               blocks=self._blocks(st)))
+
+    def _dead_after_loop(self, v, first: Scope) -> bool:
+        inside = set(first.nodes())
+        return v not in self.scope.outputs and all(u in inside for u in self.prog.users.get(v, []))
+
+    # ---- lift.Ctx ------------------------------------------------------------------------------
+    def arg(self, value, prec: int = 0) -> str:
+        if isinstance(value, torch.fx.Node):
+            value = self.prog.rep(value, self.scope)
+            if value in self.folded:
+                e = self.folded.pop(value)
+                return e.text if e.prec >= prec else f"({e.text})"
+            if value in self.name_of:
+                return self.name_of[value]
+            if value in self.prog.constants:  # a small constant torch.export lifted out of the code
+                return self._literal(self.prog.constants[value])
+            if value.op == "get_attr":
+                name = owns(module_of(self.scope), self.prog.params[value])
+                if name and self.scope.kind != "function":
+                    owner, _, leaf = name.rpartition(".")
+                    base = module_of(self.scope).path
+                    return (self.env.attr(base, owner) if owner != base else "self") + f".{leaf}"
+            if is_symbolic(value):
+                return self._sym(value.meta["val"], prec)
+            raise NotImplementedError(f"model.py codegen: {value.name} is read before it is written")
+        if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return self._sym(value, prec)
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(self.arg(v) for v in value)
+            return f"[{inner}]" if isinstance(value, list) else (f"({inner},)" if len(value) == 1 else f"({inner})")
+        if isinstance(value, torch.device):
+            return self.device()
+        text = lift.constant(value)
+        if text is None:
+            raise NotImplementedError(f"model.py codegen cannot write the argument {value!r}")
+        if prec > lift.UNARY and text.startswith("-"):
+            return f"({text})"
+        return text
+
+    def _literal(self, t: torch.Tensor) -> str:
+        inferred = torch.bool if t.dtype == torch.bool else torch.int64 if not t.is_floating_point() \
+            else torch.get_default_dtype()
+        dtype = "" if t.dtype == inferred else f", dtype={t.dtype}"
+        return f"torch.tensor({t.tolist()!r}{dtype}, device={self.device()})"
+
+    def device(self) -> str:
+        for v in self.scope.inputs:
+            if isinstance(v.meta.get("val"), torch.Tensor) and v in self.name_of:
+                return f"{self.name_of[v]}.device"
+        for v, name in self.name_of.items():
+            if isinstance(v, torch.fx.Node) and isinstance(v.meta.get("val"), torch.Tensor):
+                return f"{name}.device"
+        mod = module_of(self.scope)
+        if self.scope.kind != "function":
+            for p, names_ in self.prog.params.items():
+                if owns(mod, names_):
+                    return f"{self.arg(p)}.device"
+        return "None"
+
+    def training(self) -> str:
+        return "training" if self.scope.kind == "function" else "self.training"
+
+def _uses(node: torch.fx.Node, value, prog: Program) -> int:
+    count = 0
+
+    def visit(a):
+        nonlocal count
+        if isinstance(a, torch.fx.Node):
+            count += prog.rep(a) is value
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    visit(node.args)
+    visit(node.kwargs)
+    return count
+
+
+def reads_of_scope(prog: Program, scope: Scope) -> list:
+    inside = set(scope.nodes())
+    return [a for n in scope.nodes() for a in reads(prog, n) if a not in inside]

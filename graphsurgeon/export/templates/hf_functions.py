@@ -1,0 +1,54 @@
+# ----------------------------------------------------------------------------- Hugging Face conventions
+
+
+def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
+            problem_type: str | None) -> torch.Tensor:
+    """The loss Hugging Face computes from `logits` and `labels` (label -100 is ignored)."""
+    if loss_type == "ForCausalLM":  # tokens < n predict token n: shift the labels left, the last one predicts nothing
+        labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
+    if loss_type in ("ForCausalLM", "ForMaskedLM", "ForTokenClassification"):
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
+                               ignore_index=-100)
+    if problem_type is None:  # ForSequenceClassification: the problem follows num_labels and the labels' dtype
+        problem_type = ("regression" if num_labels == 1 else "single_label_classification"
+                        if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
+    labels = labels.to(logits.device)
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(), labels.squeeze()) if num_labels == 1 else F.mse_loss(logits, labels)
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.reshape(-1, num_labels), labels.reshape(-1), ignore_index=-100)
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+class WeightsError(ValueError):
+    """model.safetensors is missing, truncated or corrupt, or lacks a tensor model.py needs."""
+
+
+def read_weights(path: str, expected: dict, device: str = "cpu") -> dict:
+    """The tensors of `path`, checked: complete file, every tensor in `expected` ({name: shape}) present with its shape."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path} does not exist; model.py needs the model.safetensors it was exported with.")
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError(f"a header of {header_len} bytes does not fit in {size} bytes")
+            header = json.loads(fh.read(header_len))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_len + end > size:
+            raise ValueError(f"it has {size} bytes, its header needs {8 + header_len + end}")
+        tensors = load_file(path, device=str(device))
+    except Exception as err:  # noqa: BLE001 - any reader failure is one sentence
+        raise WeightsError(f"{path} is truncated or corrupt ({str(err).splitlines()[0][:200]}); "
+                           "copy it again or export the folder again.") from None
+    missing = [name for name in expected if name not in tensors]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"{path} has no tensor {missing[0]!r}{more}, which model.py needs; "
+                           "use the model.safetensors this model.py was exported with.")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise WeightsError(f"{path}: {name!r} has shape {list(tensors[name].shape)} but model.py needs "
+                               f"{list(shape)}; use the model.safetensors this model.py was exported with.")
+    return tensors

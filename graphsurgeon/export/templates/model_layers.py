@@ -1,0 +1,58 @@
+class Conv1D(nn.Module):
+    """GPT-2's linear layer: the weight is stored [in, out] (Hugging Face's layout and state-dict keys)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def extra_repr(self) -> str:
+        return f"nf={self.nf}, nx={self.weight.shape[0]}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)  # [tokens, in] @ [in, out]
+        return out.view(*x.shape[:-1], self.nf)
+
+
+class LoRA(nn.Module):
+    """A LoRA update the way PEFT computes it: lora_B(lora_A(dropout(x))) * scaling (added by the caller)."""
+
+    def __init__(self, in_features: int, out_features: int, r: int, scaling: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.lora_A = nn.Linear(in_features, r, bias=False)  # [r, in]
+        self.lora_B = nn.Linear(r, out_features, bias=False)  # [out, r]
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+
+class LoRALinear(nn.Linear):
+    """nn.Linear with a LoRA, as PEFT wraps it: base(x) + lora_B(lora_A(dropout(x))) * scaling."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, r: int, scaling: float,
+                 dropout: float = 0.0) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.lora_A = nn.Linear(in_features, r, bias=False)  # [r, in]
+        self.lora_B = nn.Linear(r, out_features, bias=False)  # [out, r]
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+
+class LoRAConv1D(Conv1D):
+    """Conv1D with a LoRA, as PEFT wraps it (fan_in_fan_out): base(x) + lora_B(lora_A(dropout(x))) * scaling."""
+
+    def __init__(self, nf: int, nx: int, *, r: int, scaling: float, dropout: float = 0.0) -> None:
+        super().__init__(nf, nx)
+        self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.lora_A = nn.Linear(nx, r, bias=False)  # [r, in]
+        self.lora_B = nn.Linear(r, nf, bias=False)  # [out, r]
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
