@@ -19,6 +19,7 @@ def make(qtbot, cm, path: str) -> MainWindow:
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)
+    win.code_dock.raise_()  # its tab in front (the block panel is, by default)
     qtbot.waitUntil(lambda: win.code_panel.code is not None and win.code_panel.code.path == path, timeout=10000)
     return win
 
@@ -29,6 +30,20 @@ def highlighted(panel) -> list[int]:
 
 def line_of(panel, text: str) -> int:
     return next(i for i, line in enumerate(panel.toPlainText().splitlines()) if text in line)
+
+
+def test_hidden_tab_costs_nothing(qtbot):
+    """Behind its tab the panel writes no code; brought to the front it shows the open composite."""
+    cm = capture("tiny-gpt2")
+    win = MainWindow(cm, "transformer.h.0.mlp")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    qtbot.wait(300)
+    assert win.code_panel.code is None and not win.code_panel.shown()
+    win.code_dock.raise_()
+    qtbot.waitUntil(lambda: win.code_panel.code is not None, timeout=10000)
+    assert win.code_panel.toPlainText().startswith("class GPT2MLP(nn.Module):")
 
 
 def test_shows_the_composite_and_follows_selection_both_ways(qtbot):

@@ -38,14 +38,24 @@ class CodePanel(QPlainTextEdit):
         self.cursorPositionChanged.connect(self._line_clicked)
 
     # ---- text ------------------------------------------------------------------------------
+    def shown(self) -> bool:
+        """On screen (a dock behind another tab stays 'visible', moved off screen)."""
+        return self.isVisible() and not self.visibleRegion().isEmpty()
+
     def schedule(self) -> None:
         self._timer.start(DELAY_MS)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name; painted = brought to the front of its tabs
+        super().paintEvent(event)
+        c = self.window.controller
+        if c.cm is not None and self._key != (id(c.cm), c.cm.version, c.path) and not self._timer.isActive():
+            self.schedule()
 
     def reload(self) -> None:
         """Show the open composite's code (no work when nothing changed or the panel is hidden)."""
         from graphsurgeon.export.codegen import composite_code
 
-        if not self.isVisible():
+        if not self.shown():
             return
         c = self.window.controller
         if c.cm is None:
@@ -117,13 +127,19 @@ class CodePanel(QPlainTextEdit):
 
 
 def install(window) -> CodePanel:
-    """Dock the Code panel on the right of `window`, tabbed with the block panel when there is one."""
+    """Dock the Code panel on the right of `window`, a tab beside the block panel when there is one."""
     panel = CodePanel(window)
     dock = QDockWidget("Code", window)
     dock.setObjectName("code_dock")
     dock.setWidget(panel)
     window.addDockWidget(Qt.RightDockWidgetArea, dock)
+    block = next((d for d in window.findChildren(QDockWidget) if d.windowTitle() == "Block"), None)
+    if block is not None:  # a tab beside the block panel, which stays in front: the canvas keeps its room
+        window.tabifyDockWidget(block, dock)
+        block.raise_()
+    window.code_dock = dock
     window.view_changed.connect(panel.schedule)
+    panel.schedule()
     window.scene.selectionChanged.connect(panel._scene_selection)
     dock.visibilityChanged.connect(lambda shown: shown and panel.schedule())
     window.code_panel = panel
