@@ -172,9 +172,6 @@ def test_recipe_save_new_window_open_gives_same_graph(qtbot, tmp_path):
 
 
 def test_export_from_window_runs(qtbot, tmp_path):
-    export = pytest.importorskip("graphsurgeon.export")
-    if not hasattr(export, "export_folder"):
-        pytest.skip("graphsurgeon.export.export_folder is missing")
     cm = capture("tiny-bert")
     before = cm.run(**_inputs(cm))
     win = _window(qtbot, cm, BERT_ATTN)

@@ -226,9 +226,6 @@ def test_open_recipe_on_a_bad_file_warns_and_changes_nothing(qtbot, tmp_path, di
 
 
 def test_export_folder_writes_the_folder_and_says_how_to_train(qtbot, tmp_path, dialogs):
-    export = pytest.importorskip("graphsurgeon.export")
-    if not hasattr(export, "export_folder"):
-        pytest.skip("graphsurgeon.export.export_folder is missing")
     _, win, _, _ = _bert_with_lora_q(qtbot)
     out = tmp_path / "out"
     out.mkdir()  # what a directory dialog returns exists already

@@ -20,24 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphsurgeon", description="See a PyTorch model as a node graph, add LoRA, export it.")
     sub = parser.add_subparsers(dest="command")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"graphsurgeon.cli.{name}_cmd")
-        except ModuleNotFoundError as err:
-            if err.name != f"graphsurgeon.cli.{name}_cmd":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"graphsurgeon.cli.{name}_cmd").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No warnings or progress bars from transformers on our command line: our own lines say what happens. Set
+    # before transformers is imported (it reads them once), so the editor's window does not wait for that import.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: presets and local folders only
-    _quiet_transformers()
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv:
-        argv = ["edit"] if "edit" in parser._subparsers._group_actions[0].choices else ["inspect", "--tree", "--depth", "3"]
+        argv = ["edit"]  # a bare `graphsurgeon` opens the editor on the default model
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -49,14 +45,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _quiet_transformers() -> None:
-    """No progress bars or warnings from transformers on our command line: our own lines say what happens."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass

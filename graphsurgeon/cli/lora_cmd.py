@@ -79,10 +79,8 @@ def run(args) -> int:
 
         save_recipe(history, args.recipe_out)
     if args.out:
-        try:
-            from graphsurgeon.export import export_folder
-        except ImportError:
-            raise GraphsurgeonError("export is unavailable in this build; run without --out.") from None
+        from graphsurgeon.export import export_folder
+
         export_folder(cm, args.out, force=args.force)
         data["out"] = str(args.out)
     if args.json:

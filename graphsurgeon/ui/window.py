@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGraphicsView, QHBoxLay
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.ui.controller import Controller
 from graphsurgeon.ui.legend import Legend
+from graphsurgeon.ui.operate import install as install_operate
 from graphsurgeon.ui.scene import GraphScene, port_block
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
@@ -100,12 +101,7 @@ class MainWindow(QMainWindow):
         self.table.itemSelectionChanged.connect(self._table_selection)
         if cm is not None:
             self.refresh(fit=True)
-        try:
-            from graphsurgeon.ui import operate  # part 2 of the editor, when present
-        except ImportError:
-            operate = None
-        if operate is not None and hasattr(operate, "install"):
-            operate.install(self)
+        install_operate(self)
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
         d = QDockWidget(title, self)

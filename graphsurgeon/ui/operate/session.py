@@ -280,10 +280,8 @@ class EditSession:
         self._changed()
 
     def export(self, out_dir, force: bool = False):
-        try:
-            from graphsurgeon.export import export_folder
-        except ImportError:
-            raise OperateError("export is not available in this build; save a recipe and use the CLI.") from None
+        from graphsurgeon.export import export_folder
+
         result = export_folder(self.cm, out_dir, force=force)
         self.dirty = False
         return result
