@@ -28,8 +28,8 @@ CTRL_SHIFT = Qt.ControlModifier | Qt.ShiftModifier
 
 
 @pytest.fixture(autouse=True)
-def _autosave_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 class Dialogs:
@@ -247,7 +247,7 @@ def test_cancelled_file_dialogs_do_nothing(qtbot, tmp_path, dialogs, monkeypatch
     for text in ("Save recipe…", "Open recipe…", "Export folder…"):
         _menu_action(win, text).trigger()
     assert dialogs.asked == ["Save recipe", "Open recipe", "Export into folder"]
-    assert dialogs.messages == [] and list(tmp_path.iterdir()) == [tmp_path / "autosave"]
+    assert dialogs.messages == [] and list(tmp_path.iterdir()) == [tmp_path / "cache"]
     assert cm.gm.code == code and win.operate.stack.count() == 1 and win.operate.session.dirty
 
 
@@ -255,18 +255,18 @@ def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot
     _, win, _, _ = _bert_with_lora_q(qtbot)
     questions = []
     win.operate.ask = lambda title, question: questions.append(question) or False
-    assert win.operate.session.dirty and autosave_path().exists()
+    assert win.operate.session.dirty and autosave_path(win.controller.cm).exists()
 
     ev = QCloseEvent()
     QApplication.sendEvent(win, ev)
     assert not ev.isAccepted()  # the window's close event is ignored ...
     assert not win.close() and win.isVisible()  # ... so close() leaves it open
     assert len(questions) == 2 and "unsaved" in questions[0].lower()
-    assert autosave_path().exists()  # still recoverable
+    assert autosave_path(win.controller.cm).exists()  # still recoverable
 
     win.operate.ask = lambda *a: True
     assert win.close() and not win.isVisible()
-    assert not autosave_path().exists()  # a clean close leaves nothing to recover
+    assert not autosave_path(win.controller.cm).exists()  # a clean close leaves nothing to recover
 
 
 def test_close_without_edits_does_not_ask(qtbot):

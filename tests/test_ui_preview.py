@@ -20,8 +20,7 @@ ATTN = "transformer.h.0.attn"
 
 @pytest.fixture(autouse=True)
 def _dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "views"))
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from graphsurgeon.cache_dir import cache_root
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.graph.snapshot import FORMAT, ViewSnapshot
 
 
 def cache_dir() -> Path:
-    """$GRAPHSURGEON_CACHE_DIR, default ~/.cache/graphsurgeon/views."""
-    base = os.environ.get("GRAPHSURGEON_CACHE_DIR")
-    return Path(base) if base else Path.home() / ".cache" / "graphsurgeon" / "views"
+    """The views folder of the per-user cache: $GRAPHSURGEON_CACHE_DIR/views (default ~/.cache/graphsurgeon/views)."""
+    return cache_root() / "views"
 
 
 _VIEW_CODE = ("capture/exporter.py", "graph/view.py", "graph/blocks.py", "graph/meta.py", "graph/snapshot.py")

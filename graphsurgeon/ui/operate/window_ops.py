@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QFormLa
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import LoRAConfig
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
-from graphsurgeon.ui.operate.session import EditSession, pending_recovery, recover
+from graphsurgeon.ui.operate.session import EditSession, pending_recovery
 
 
 class _Edit(QUndoCommand):
@@ -100,6 +100,7 @@ class Operate(QObject):
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
         window.scene.selectionChanged.connect(self.editor.load)
         window.model_ready.connect(self.update_status)
+        window.model_ready.connect(self.offer_recovery)
         window.scene.signals.wire_started.connect(self.wire_started)
         window.scene.signals.wire.connect(self.wire)
         self.editor.setEnabled(False)
@@ -125,27 +126,34 @@ class Operate(QObject):
         f.addAction("Save recipe…", self._save_recipe_dialog)
         f.addAction("Open recipe…", self._open_recipe_dialog)
         f.addAction("Export folder…", self._export_dialog)
-        self.recovery = pending_recovery()
-        if self.recovery is not None:  # offered, never forced: a menu entry and a status message
-            f.addAction("Recover autosaved session", self.recover)
-            self.say(f"an unsaved session on {self.recovery['source']} can be recovered: File → Recover.")
+        self.recovery: dict | None = None  # the autosave of the model shown, when its last session did not close
+        self.recover_action = f.addAction("Recover autosaved session", self.recover)
+        self.offer_recovery()
         self.update_status()
 
     def ask(self, title: str, question: str) -> bool:
         """Yes/no question (tests replace this attribute; offscreen a modal box would block)."""
         return QMessageBox.question(self.window, title, question) == QMessageBox.Yes
 
-    def recover(self) -> None:
-        """Re-capture the autosaved model, replay its edits, and show it."""
-        if self.recovery is None:
-            return
-        session = recover(self.recovery)
-        self.recovery = None
-        self.window.controller.set_model(session.cm, self.window.controller.path)
-        self._session = session
-        self.stack.clear()
-        self.stack.push(_Edit(self, "Recovered autosaved edits"))
-        self.changed()
+    def offer_recovery(self) -> None:
+        """Offer (never force) the autosave of the model now shown: a File-menu entry and a status message.
+
+        Autosaves are kept per model (source, meta, eager attention), so opening model B never offers A's edits."""
+        cm = self.window.controller.cm
+        self.recovery = pending_recovery(cm) if cm is not None and not cm.loras else None
+        self.recover_action.setVisible(self.recovery is not None)
+        if self.recovery is not None:
+            steps = len(self.recovery["recipe"]["steps"])
+            self.say(f"an unsaved session on {self.recovery['source']} ({steps} edit(s)) can be recovered: "
+                     "File → Recover autosaved session.")
+
+    def recover(self) -> bool:
+        """Replay the offered autosave onto the open model as one undoable edit."""
+        if self.recovery is None or not self.live():
+            return False
+        data, self.recovery = self.recovery, None
+        self.recover_action.setVisible(False)
+        return self._run(lambda: self.session.recover(data))
 
     def _dock(self, title, widget, area) -> QDockWidget:
         d = QDockWidget(title, self.window)
