@@ -273,3 +273,59 @@ def test_close_without_edits_does_not_ask(qtbot):
     win = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
     win.operate.ask = lambda *a: pytest.fail("asked although nothing was edited")
     assert win.close() and not win.isVisible()
+
+
+def _recipe(tmp_path, steps, name="recipe.json"):
+    file = tmp_path / name
+    file.write_text(json.dumps({"format": "graphsurgeon-recipe", "version": 1, "model_class": "BertModel",
+                                "steps": steps}))
+    return file
+
+
+def _insert(role, layer, r=2):
+    return {"op": "insert", "role": role, "layer": layer, "config": {"r": r, "alpha": 4.0, "dropout": 0.0}}
+
+
+def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dialogs):
+    """File → Open recipe on a fresh model: every step in, one History row, the usual validation; Ctrl+Z takes it
+    all back and Ctrl+Shift+Z brings it back."""
+    cm = capture("tiny-bert")
+    win = _window(qtbot, cm, BERT_ATTN)
+    code = cm.gm.code
+    dialogs.open_name = _recipe(tmp_path, [_insert("q", 0), _insert("v", 0), _insert("q", 1),
+                                           {"op": "change", "role": "q", "layer": 1,
+                                            "config": {"r": 3, "alpha": 6.0, "dropout": 0.1, "use_rslora": False}}])
+    _menu_action(win, "Open recipe…").trigger()
+    assert dialogs.messages == [] and dialogs.asked == ["Open recipe"]
+    assert sorted(cm.loras) == [f"{BERT_ATTN}.lora_q", f"{BERT_ATTN}.lora_v", "encoder.layer.1.attention.self.lora_q"]
+    assert cm.loras["encoder.layer.1.attention.self.lora_q"].config.r == 3
+    assert f"m:{LORA_Q}" in win.scene.blocks and win.operate.stack.count() == 1 and _history_row(win) == 1
+    assert win.operate.stack.text(0) == "Open recipe recipe.json (4 steps)"
+    assert win.operate.validate_now() == [] and win.operate.validated_version == cm.version
+    edited = cm.gm.code
+    _focus(qtbot, win)
+    QTest.keyClick(win.view, Qt.Key_Z, Qt.ControlModifier)
+    assert cm.loras == {} and cm.gm.code == code and f"m:{LORA_Q}" not in win.scene.blocks
+    QTest.keyClick(win.view, Qt.Key_Z, CTRL_SHIFT)
+    assert len(cm.loras) == 3 and cm.gm.code == edited and f"m:{LORA_Q}" in win.scene.blocks
+
+
+@pytest.mark.parametrize("steps, says", [
+    ([_insert("q", 0), _insert("v", 0, r=500)], "step 2 (insert LoRA on role 'v' of layer 0) was refused"),
+    ([_insert("q", 0), _insert("q", 9)], "step 2 (insert LoRA on role 'q' of layer 9) has no target"),
+    ([_insert("q", 0), {"op": "insert", "role": "v", "layer": 0}], "step 2 (insert) needs a config"),
+    ([{"op": "remove", "role": "q", "layer": 0}], "step 1 (remove LoRA on role 'q' of layer 0) was refused"),
+    ([_insert("q", 0), "q"], "step 2 is not an object"),
+    ([], "the recipe has no steps"),
+])
+def test_open_recipe_refused_warns_in_one_sentence_and_changes_nothing(qtbot, tmp_path, dialogs, steps, says):
+    cm = capture("tiny-bert")
+    win = _window(qtbot, cm, BERT_ATTN)
+    code, blocks = cm.gm.code, sorted(win.scene.blocks)
+    dialogs.open_name = _recipe(tmp_path, steps)
+    _menu_action(win, "Open recipe…").trigger()
+    [(kind, title, text)] = dialogs.messages
+    assert (kind, title) == ("warning", "Open recipe") and text.startswith(says), text
+    assert "\n" not in text and "Traceback" not in text and text.endswith(".")
+    assert cm.gm.code == code and cm.loras == {} and sorted(win.scene.blocks) == blocks
+    assert win.operate.stack.count() == 0

@@ -45,8 +45,16 @@ def load_recipe(path: str | Path) -> dict:
     return data
 
 
+OPS = ("insert", "insert_bare", "connect", "remove", "change")
+CONFIG_KEYS = frozenset(LoRAConfig.__dataclass_fields__)
+
+
 def replay(cm, data: dict, history=None) -> Compound:
-    """Apply the recipe's steps to `cm` as one edit; a step whose target is missing fails before any change."""
+    """Apply the recipe's steps to `cm` as one edit, with the usual checks (each insertion's local check).
+
+    Every step is read and its target found before anything changes; a step the model refuses undoes the steps
+    already applied. Either way the error is one RecipeError sentence naming the step, and `cm` is unchanged.
+    """
     from graphsurgeon.surgery.history import History
     from graphsurgeon.surgery.targets import find_targets, projection_targets
 
@@ -56,45 +64,70 @@ def replay(cm, data: dict, history=None) -> Compound:
     available = {(t.role, t.layer): t for t in find_targets(cm)}
     available.update({(t.role, t.layer): t for t in projection_targets(cm) if (t.role, t.layer) not in available})
     history = history or History(cm)
-    planned: dict[str, object] = {}  # block path -> target, for steps that refer to earlier ones
     commands: list[Command] = []
     for i, step in enumerate(data.get("steps", [])):
+        _check_step(i, step)
         key = (step.get("role"), step.get("layer"))
         target = available.get(key)
         if target is None:
-            raise RecipeError(f"step {i + 1} ({step.get('op')} LoRA on role {key[0]!r} of layer {key[1]}) has no "
+            raise RecipeError(f"step {i + 1} ({step['op']} LoRA on role {key[0]!r} of layer {key[1]}) has no "
                               f"target in this {cm.model_class}; replay it on the architecture it was made for.")
-        path = block_path(target)
-        if step["op"] in ("insert", "insert_bare"):
-            commands.append(InsertLoRA(target, LoRAConfig(**step["config"]), bare=step["op"] == "insert_bare"))
-            planned[path] = target
-        elif step["op"] in ("remove", "change", "connect"):
-            commands.append(_Deferred(step, path))
-        else:
-            raise RecipeError(f"step {i + 1} has an unknown op {step['op']!r}; recipes know insert, insert_bare, "
-                              "connect, remove, change.")
+        commands.append(_Step(i, step, target))
+    if not commands:
+        raise RecipeError("the recipe has no steps; save one from an editor or `graphsurgeon lora --recipe-out` "
+                          "after adding LoRA.")
     compound = Compound(f"Replay recipe ({len(commands)} steps)", commands)
     history.do(compound)
     return compound
 
 
-class _Deferred(Command):
-    """A remove/change/connect step: built when it runs, because its block exists only after earlier steps."""
+def _check_step(i: int, step) -> None:
+    """Refuse a malformed step with one sentence, before any change."""
+    where = f"step {i + 1}"
+    if not isinstance(step, dict):
+        raise RecipeError(f"{where} is not an object; each step needs op, role, layer (and config or onto).")
+    op = step.get("op")
+    if op not in OPS:
+        raise RecipeError(f"{where} has an unknown op {op!r}; recipes know {', '.join(OPS)}.")
+    if op in ("insert", "insert_bare", "change"):
+        config = step.get("config")
+        if not isinstance(config, dict) or not set(config) <= CONFIG_KEYS:
+            raise RecipeError(f"{where} ({op}) needs a config object with keys from {', '.join(sorted(CONFIG_KEYS))}; "
+                              f"found {config!r}.")
+        if op == "change" and not {"r", "alpha", "dropout", "use_rslora"} <= set(config):
+            raise RecipeError(f"{where} (change) needs r, alpha, dropout and use_rslora in its config; found {config!r}.")
+    if op == "connect" and not isinstance(step.get("onto"), str):
+        raise RecipeError(f"{where} (connect) needs onto, the name of the value the LoRA output is added to.")
 
-    def __init__(self, step: dict, path: str) -> None:
-        self.step, self.path, self.inner = step, path, None
-        self.text = f"{step['op']} {path}"
+
+class _Step(Command):
+    """One recipe step: its command is built when it runs (a remove/change/connect refers to a block an earlier
+    step inserts); a refusal is re-raised as one RecipeError naming the step."""
+
+    def __init__(self, index: int, step: dict, target) -> None:
+        self.index, self.step, self.target = index, step, target
+        self.path, self.inner = block_path(target), None
+        self.text = f"{step['op']} {self.path}"
+
+    def _build(self, cm) -> Command:
+        op, cfg = self.step["op"], self.step.get("config") or {}
+        if op in ("insert", "insert_bare"):
+            return InsertLoRA(self.target, LoRAConfig(**cfg), bare=op == "insert_bare")
+        if op == "remove":
+            return RemoveLoRA(cm, self.path)
+        if op == "connect":
+            return ConnectLoRA(cm, self.path, self.step["onto"])
+        return ChangeLoRA(cm, self.path, **{k: cfg[k] for k in ("r", "alpha", "dropout", "use_rslora")})
 
     def apply(self, cm):
-        if self.inner is None:
-            if self.step["op"] == "remove":
-                self.inner = RemoveLoRA(cm, self.path)
-            elif self.step["op"] == "connect":
-                self.inner = ConnectLoRA(cm, self.path, self.step["onto"])
-            else:
-                cfg = self.step["config"]
-                self.inner = ChangeLoRA(cm, self.path, **{k: cfg[k] for k in ("r", "alpha", "dropout", "use_rslora")})
-        return self.inner.apply(cm)
+        try:
+            if self.inner is None:
+                self.inner = self._build(cm)
+            return self.inner.apply(cm)
+        except (GraphsurgeonError, ValueError, TypeError) as err:
+            step = self.step
+            raise RecipeError(f"step {self.index + 1} ({step['op']} LoRA on role {step.get('role')!r} of layer "
+                              f"{step.get('layer')}) was refused: {str(err).rstrip('. ')}; nothing was changed.") from err
 
     def revert(self, cm):
         return self.inner.revert(cm)

@@ -283,12 +283,14 @@ class EditSession:
         self.dirty = False
         return data
 
-    def open_recipe(self, file) -> None:
-        """Replay a recipe onto the open model as one edit."""
+    def open_recipe(self, file) -> Entry:
+        """Replay a recipe file onto the open model as one undoable edit (refused as a whole, with one sentence)."""
         from graphsurgeon.surgery.recipe import load_recipe, replay
 
-        replay(self.cm, load_recipe(file), self.history)
+        compound = replay(self.cm, load_recipe(file), self.history)
+        compound.text = f"Open recipe {Path(file).name} ({len(compound.commands)} steps)"
         self._changed()
+        return self.history.done[-1]
 
     def export(self, out_dir, force: bool = False):
         from graphsurgeon.export import export_folder

@@ -370,10 +370,20 @@ class Operate(QObject):
         return True
 
     # ---- files -------------------------------------------------------------------------------
-    def open_recipe(self, file) -> None:
-        self.session.open_recipe(file)
-        self.stack.push(_Edit(self, f"Open recipe {file}"))
+    def open_recipe(self, file) -> bool:
+        """Replay the recipe `file` onto the open model: one undoable edit, or a one-sentence warning and no change."""
+        if not self.live():
+            return False
+        try:
+            entry = self.session.open_recipe(file)
+        except GraphsurgeonError as e:
+            self.say(str(e))
+            QMessageBox.warning(self.window, "Open recipe", str(e))
+            return False
+        self.stack.push(_Edit(self, entry.text))
         self.changed()
+        self.say(entry.text)
+        return True
 
     def _save_recipe_dialog(self) -> None:
         if not self.live():
@@ -387,10 +397,7 @@ class Operate(QObject):
             return
         name, _ = QFileDialog.getOpenFileName(self.window, "Open recipe", "", "Recipe (*.json)")
         if name:
-            try:
-                self.open_recipe(name)
-            except GraphsurgeonError as e:
-                QMessageBox.warning(self.window, "Open recipe", str(e))
+            self.open_recipe(name)
 
     def export(self, out_dir):
         result = self.session.export(out_dir)
