@@ -55,6 +55,7 @@ class _CaptureSignals(QObject):  # emitted from the capture thread, delivered on
 
 class MainWindow(QMainWindow):
     model_ready = Signal()  # a captured model is now shown live (after open_model, or replacing its preview)
+    view_changed = Signal()  # the scene was rebuilt: another composite, or the same one after an edit
 
     def __init__(self, cm=None, path: str = "") -> None:
         super().__init__()
@@ -130,15 +131,22 @@ class MainWindow(QMainWindow):
 
     # --- navigation -------------------------------------------------------------------------
     def refresh(self, fit: bool = True) -> None:
-        """Re-derive the scene, crumbs and table from the controller (call after cm.touch())."""
+        """Re-derive the scene, crumbs and table from the controller (call after cm.touch()); what was selected and is
+        still shown stays selected."""
+        try:
+            selected = self.scene.selected_ids()
+        except RuntimeError:  # the scene is being destroyed with the window
+            return
         self.scene.rebuild()
         self._rebuild_crumbs()
         self._fill_table()
+        self.scene.select([i for i in selected if self.scene.item(i) is not None])
         c = self.controller
         state = " · capturing, editing starts when ready" if c.cm is None else ""
         self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
         if fit:
             self.view.fit(min_scale=READABLE_SCALE)
+        self.view_changed.emit()
 
     def navigate(self, path: str) -> None:
         try:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
-from PySide6.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QListWidget,
-                               QListWidgetItem, QMessageBox, QPushButton, QSpinBox, QUndoView, QWidget)
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QListWidget, QListWidgetItem, QMessageBox, QUndoView
 
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import LoRAConfig
+from graphsurgeon.ui.operate.lora_panel import LoRAEditor
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
 from graphsurgeon.ui.operate.session import EditSession, pending_recovery
 
@@ -36,48 +36,6 @@ class _Edit(QUndoCommand):
         self.ops.changed()
 
 
-class LoRAEditor(QWidget):
-    """Side panel: r / alpha / dropout of the selected LoRA block; Apply is one undoable edit."""
-
-    def __init__(self, ops: "Operate") -> None:
-        super().__init__()
-        self.ops = ops
-        self.title = QLabel("select an inserted LoRA block")
-        self.r, self.alpha, self.dropout = QSpinBox(), QDoubleSpinBox(), QDoubleSpinBox()
-        self.r.setRange(0, 4096)  # 0 is allowed here so the session refuses it with a reason
-        self.alpha.setRange(0.0, 10000.0)
-        self.dropout.setRange(0.0, 1.0)
-        self.dropout.setSingleStep(0.05)
-        apply = QPushButton("Apply")
-        apply.clicked.connect(self.apply)
-        form = QFormLayout(self)
-        form.addRow(self.title)
-        form.addRow("r", self.r)
-        form.addRow("alpha", self.alpha)
-        form.addRow("dropout", self.dropout)
-        form.addRow(apply)
-
-    def load(self) -> None:
-        try:
-            path = self.ops.selected_lora()
-        except RuntimeError:  # scene being torn down
-            return
-        self.setEnabled(path is not None)
-        if path is None:
-            return
-        block = self.ops.session.cm.loras[path]
-        c = block.config
-        wiring = "" if block.kind == "add" else (f"\nbare LoRA Layer, added onto {block.wired_to}" if block.wired_to else
-                                                 "\nbare LoRA Layer, not connected: drag from its output dot onto a link")
-        self.title.setText(path + wiring)
-        self.r.setValue(c.r)
-        self.alpha.setValue(c.alpha)
-        self.dropout.setValue(c.dropout)
-
-    def apply(self) -> bool:
-        return self.ops.edit_selected(r=self.r.value(), alpha=self.alpha.value(), dropout=self.dropout.value())
-
-
 class Operate(QObject):
     """The operate side of one MainWindow."""
 
@@ -99,11 +57,11 @@ class Operate(QObject):
         self.editor = LoRAEditor(self)
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
         window.scene.selectionChanged.connect(self.editor.load)
+        window.view_changed.connect(self.editor.load)  # into or out of a LoRA block, and after every edit
         window.model_ready.connect(self.update_status)
         window.model_ready.connect(self.offer_recovery)
         window.scene.signals.wire_started.connect(self.wire_started)
         window.scene.signals.wire.connect(self.wire)
-        self.editor.setEnabled(False)
         self.budget_label = QLabel()
         window.statusBar().addPermanentWidget(self.budget_label)
         window.view.setAcceptDrops(True)
@@ -294,7 +252,7 @@ class Operate(QObject):
                 break
             except GraphsurgeonError:
                 c.path = c.path.rpartition(".")[0]
-        self.window.refresh(fit=False)
+        self.window.refresh(fit=False)  # view_changed: the LoRA panel shows the values after this edit/undo/redo
         self.update_status()
 
     def update_status(self) -> None:
@@ -340,13 +298,16 @@ class Operate(QObject):
 
     # ---- block edits ---------------------------------------------------------------------------
     def selected_lora(self) -> str | None:
-        if self.window.controller.cm is None:
+        """The LoRA block selected on the canvas; else the one the view is inside (its composite or deeper)."""
+        c = self.window.controller
+        if c.cm is None:
             return None
+        loras = self.session.cm.loras
         for bid in self.window.scene.selected_ids():
             path = bid[2:] if bid.startswith("m:") else ""
-            if path in self.session.cm.loras:
+            if path in loras:
                 return path
-        return None
+        return next((p for p in loras if c.path == p or c.path.startswith(p + ".")), None)
 
     def edit_selected(self, **changes) -> bool:
         path = self.selected_lora()
