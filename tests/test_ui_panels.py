@@ -2,9 +2,11 @@
 that keep their widths, the shape table, the minimap."""
 
 import pytest
-from PySide6.QtWidgets import QDockWidget
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QDockWidget, QHeaderView
 
 from graphsurgeon.capture import capture
+from graphsurgeon.ui.shape_table import example_numel
 from test_ui_operate import _drop, _palette_mime, _window
 from test_ui_operate_keys import _click_block
 
@@ -59,3 +61,70 @@ def test_lora_panel_works_inside_the_block_follows_undo_and_panels_keep_their_wi
     assert _shown(panel) == (True, 4, 16.0)
     assert ops.delete_selected() and path not in cm.loras and win.controller.path == ATTN  # Delete inside too
     assert _dock_widths(win) == widths
+
+
+def _click_header(qtbot, table, column: int) -> None:
+    header = table.view.horizontalHeader()
+    x = header.sectionViewportPosition(column) + header.sectionSize(column) // 2
+    qtbot.mouseClick(header.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(x, header.height() // 2))
+
+
+def _click_row(qtbot, table, shown_row: int) -> None:
+    rect = table.view.visualRect(table.proxy.index(shown_row, 0))
+    qtbot.mouseClick(table.view.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+
+
+def _columns_fill(table) -> bool:
+    header = table.view.horizontalHeader()
+    return (header.sectionResizeMode(0) == QHeaderView.Stretch
+            and sum(header.sectionSize(c) for c in range(header.count())) == header.viewport().width())
+
+
+def test_shape_table_all_rows_sort_filter_selection_both_ways_and_stretch(qtbot):
+    cm = capture("tiny-gpt2")
+    win = _window(qtbot, cm, ATTN)
+    win.resize(1600, 1000)
+    qtbot.waitExposed(win)
+    table, view = win.table, win.controller.view
+    graph_order = [[v.name, v.producer, v.shape, v.example_shape, v.dtype] for v in view.variables]
+    assert table.rowCount() == len(view.variables) and table.shown() == graph_order
+    assert table.proxy.index(0, 0).data(Qt.ToolTipRole).endswith(getattr(view.variables[0], "value", view.variables[0].name))
+    rows_seen = table.view.viewport().height() // table.view.verticalHeader().defaultSectionSize()
+    assert rows_seen >= 10, rows_seen  # a table area, not a strip of ~5 rows
+    assert _columns_fill(table)
+
+    _click_header(qtbot, table, 3)  # example shape: by element count, ascending, then descending, then graph order
+    sizes = [example_numel(r[3]) for r in table.shown()]
+    assert sizes == sorted(sizes) and table.shown() != graph_order
+    _click_header(qtbot, table, 3)
+    assert [example_numel(r[3]) for r in table.shown()] == sorted(sizes, reverse=True)
+    _click_header(qtbot, table, 3)
+    assert table.shown() == graph_order
+    _click_header(qtbot, table, 0)
+    assert [r[0] for r in table.shown()] == sorted((r[0] for r in graph_order), key=str.lower)
+
+    qtbot.keyClicks(table.filter, "BOOL")  # every column is searched, case-insensitive
+    assert table.shown() and all(r[4] == "bool" for r in table.shown())
+    assert len(table.shown()) == sum(r[4] == "bool" for r in graph_order)
+    table.filter.clear()
+    qtbot.keyClicks(table.filter, "split float32")  # every word must match
+    assert table.shown() and all(r[1] == "split" and r[4] == "float32" for r in table.shown())
+
+    _click_row(qtbot, table, 1)  # table → canvas: the block that produces the value
+    [row] = table.selected_rows()
+    assert win.scene.selected_ids() == [win.port_block(view.variables[row].port)] == ["n:split"]
+    table.filter.clear()
+    c_proj = f"m:{ATTN}.c_proj"
+    win.scene.select([c_proj])  # canvas → table: every row the block produces, shown in the table
+    expected = [i for i, v in enumerate(view.variables) if win.port_block(v.port) == c_proj]
+    assert expected and table.selected_rows() == expected
+
+    sort_column = table.view.horizontalHeader().sortIndicatorSection()
+    q = next(i for i, t in win.operate.session.candidates(ATTN).items() if t.role == "q" and i in win.scene.links)
+    _drop(win, _palette_mime(qtbot, win, r=2), q)  # an edit refills the table: more rows, same sort, same stretch
+    assert table.rowCount() == len(win.controller.view.variables) > len(graph_order)
+    assert table.view.horizontalHeader().sortIndicatorSection() == sort_column == 0
+    assert [r[0] for r in table.shown()] == sorted((r[0] for r in table.shown()), key=str.lower)
+    assert _columns_fill(table)
+    win.operate.stack.undo()
+    assert table.rowCount() == len(graph_order) and _columns_fill(table)

@@ -7,16 +7,17 @@ import threading
 from PySide6.QtCore import QObject, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPainter
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGraphicsView, QHBoxLayout, QInputDialog,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
-                               QTextEdit, QVBoxLayout, QWidget)
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QTextEdit, QVBoxLayout, QWidget)
 
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.ui.controller import Controller
 from graphsurgeon.ui.legend import Legend
 from graphsurgeon.ui.operate import install as install_operate
 from graphsurgeon.ui.scene import GraphScene, port_block
+from graphsurgeon.ui.shape_table import ShapeTable
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
+SHAPES_HEIGHT = 290  # the shape table's dock: ~11 rows at 1600×1000 (it was 190: ~5 rows)
 READABLE_SCALE = 0.62  # opening a composite never zooms out below this (labels stay legible); F fits it all
 
 
@@ -78,17 +79,14 @@ class MainWindow(QMainWindow):
         lay.addLayout(top)
         lay.addWidget(self.view, 1)
         self.setCentralWidget(central)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["name", "op", "shape", "dtype"])
-        self.table.setSelectionBehavior(QTableWidget.SelectRows)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = ShapeTable()
         shapes = self._dock("Shapes", self.table, Qt.BottomDockWidgetArea)
         self.panel = QTextEdit()
         self.panel.setReadOnly(True)
         self._dock("Block", self.panel, Qt.RightDockWidgetArea)
         self.legend = Legend()
         legend = self._dock("Legend", self.legend, Qt.RightDockWidgetArea)
-        self.resizeDocks([shapes], [190], Qt.Vertical)
+        self.resizeDocks([shapes], [SHAPES_HEIGHT], Qt.Vertical)
         self.resizeDocks([legend], [230], Qt.Horizontal)
         self._syncing = False
         self._capture_signals = _CaptureSignals()
@@ -99,7 +97,7 @@ class MainWindow(QMainWindow):
         self._menus()
         self.scene.signals.unbox.connect(self.navigate)
         self.scene.selectionChanged.connect(self._scene_selection)
-        self.table.itemSelectionChanged.connect(self._table_selection)
+        self.table.rows_selected.connect(self._table_selection)
         if cm is not None:
             self.refresh(fit=True)
         install_operate(self)
@@ -180,23 +178,15 @@ class MainWindow(QMainWindow):
 
     # --- table and selection ------------------------------------------------------------------
     def _fill_table(self) -> None:
-        rows = self.controller.view.variables
-        self._syncing = True
-        self.table.setRowCount(len(rows))
-        for r, v in enumerate(rows):
-            for c, text in enumerate([v.name, v.producer, v.shape, v.dtype]):
-                self.table.setItem(r, c, QTableWidgetItem(text))
-        self._syncing = False
-        self.table.resizeColumnsToContents()
+        self.table.fill(self.controller.view.variables)
 
     port_block = staticmethod(port_block)
 
-    def _table_selection(self) -> None:
+    def _table_selection(self, rows: list[int]) -> None:
         if self._syncing:
             return
-        rows = {i.row() for i in self.table.selectedIndexes()}
         vs = self.controller.view.variables
-        ids = [self.port_block(vs[r].port) for r in rows]
+        ids = list(dict.fromkeys(self.port_block(vs[r].port) for r in rows))
         self._syncing = True
         self.scene.select(ids)
         self._syncing = False
@@ -212,18 +202,8 @@ class MainWindow(QMainWindow):
             return
         links = self.controller.links()
         blocks = {self.port_block(links[i].src) if i in links else i for i in ids}
-        self._syncing = True
-        self.table.clearSelection()
-        for r, v in enumerate(self.controller.view.variables):
-            if self.port_block(v.port) in blocks:
-                self._select_row(r)
-        self._syncing = False
-
-    def _select_row(self, r: int) -> None:
-        from PySide6.QtCore import QItemSelectionModel
-
-        idx = self.table.model().index(r, 0)
-        self.table.selectionModel().select(idx, QItemSelectionModel.Select | QItemSelectionModel.Rows)
+        self.table.select_rows([r for r, v in enumerate(self.controller.view.variables)
+                                if self.port_block(v.port) in blocks])
 
     def _show_panel(self, ids: list[str]) -> None:
         blocks = self.controller.blocks()
