@@ -2,8 +2,9 @@
 that keep their widths, the shape table, the minimap."""
 
 import pytest
-from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QDockWidget, QHeaderView
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication, QDockWidget, QHeaderView
 
 from graphsurgeon.capture import capture
 from graphsurgeon.ui.shape_table import example_numel
@@ -128,3 +129,44 @@ def test_shape_table_all_rows_sort_filter_selection_both_ways_and_stretch(qtbot)
     assert _columns_fill(table)
     win.operate.stack.undo()
     assert table.rowCount() == len(graph_order) and _columns_fill(table)
+
+
+def _view_center(win) -> QPointF:
+    return win.view.mapToScene(win.view.viewport().rect().center())
+
+
+def test_minimap_shows_only_when_the_view_does_not_fit_and_pans_by_click_and_drag(qtbot, tiny_gpt2):
+    win = _window(qtbot, tiny_gpt2, ATTN)
+    win.resize(1600, 1000)
+    qtbot.waitExposed(win)
+    mini, view = win.minimap, win.view
+    view.fitInView(win.scene.itemsBoundingRect().adjusted(-30, -30, 30, 30), Qt.KeepAspectRatio)
+    qtbot.wait(150)  # longer than the minimap's render delay
+    assert not mini.needed() and not mini.isVisible()
+
+    view.resetTransform()
+    view.scale(2.5, 2.5)  # zoomed in: the view shows a part of the composite
+    view.centerOn(win.scene.itemsBoundingRect().topLeft())
+    qtbot.waitUntil(mini.isVisible)
+    assert view.viewport().geometry().contains(mini.geometry())  # in the graph view's corner
+    shown = mini.viewport_rect()  # the viewport's rectangle: a part of the overview
+    assert shown.intersects(QRectF(mini.rect())) and shown.width() < mini.width() and shown.height() < mini.height()
+
+    blocks = sorted(win.scene.blocks.values(), key=lambda it: it.sceneBoundingRect().center().x())
+    a, b = (blocks[len(blocks) // 3].sceneBoundingRect().center(), blocks[2 * len(blocks) // 3].sceneBoundingRect().center())
+    to_mini = lambda p: QPoint(round((p.x() - mini._source.x()) * mini._scale), round((p.y() - mini._source.y()) * mini._scale))
+    tolerance = 1.5 / mini._scale  # a minimap pixel in scene units, rounded
+    qtbot.mouseClick(mini, Qt.LeftButton, Qt.NoModifier, to_mini(a))  # click: the view jumps there
+    assert (_view_center(win) - a).manhattanLength() <= 2 * tolerance
+    assert mini.viewport_rect().contains(QPointF(to_mini(a)))
+    for kind, pos, buttons in [(QEvent.MouseButtonPress, to_mini(a), Qt.LeftButton),  # drag: the view follows
+                               (QEvent.MouseMove, (to_mini(a) + to_mini(b)) / 2, Qt.LeftButton),
+                               (QEvent.MouseMove, to_mini(b), Qt.LeftButton),
+                               (QEvent.MouseButtonRelease, to_mini(b), Qt.NoButton)]:
+        button = Qt.NoButton if kind == QEvent.MouseMove else Qt.LeftButton
+        QApplication.sendEvent(mini, QMouseEvent(kind, QPointF(pos), QPointF(mini.mapToGlobal(pos)), button, buttons,
+                                                 Qt.NoModifier))
+    assert (_view_center(win) - b).manhattanLength() <= 2 * tolerance
+
+    view.fitInView(win.scene.itemsBoundingRect().adjusted(-30, -30, 30, 30), Qt.KeepAspectRatio)
+    qtbot.waitUntil(lambda: not mini.isVisible())

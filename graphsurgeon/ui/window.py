@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGraphicsView, QHBoxLay
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.ui.controller import Controller
 from graphsurgeon.ui.legend import Legend
+from graphsurgeon.ui.minimap import Minimap
 from graphsurgeon.ui.operate import install as install_operate
 from graphsurgeon.ui.scene import GraphScene, port_block
 from graphsurgeon.ui.shape_table import ShapeTable
@@ -64,6 +65,7 @@ class MainWindow(QMainWindow):
         self.controller = Controller(cm, path)
         self.scene = GraphScene(self.controller)
         self.view = GraphView(self.scene)
+        self.minimap = Minimap(self.view)
         self.crumb_buttons: list[QPushButton] = []
         self._crumbs = QHBoxLayout()
         self.progress = QProgressBar()
