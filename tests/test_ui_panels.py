@@ -148,7 +148,11 @@ def test_minimap_shows_only_when_the_view_does_not_fit_and_pans_by_click_and_dra
     view.scale(2.5, 2.5)  # zoomed in: the view shows a part of the composite
     view.centerOn(win.scene.itemsBoundingRect().topLeft())
     qtbot.waitUntil(mini.isVisible)
-    assert view.viewport().geometry().contains(mini.geometry())  # in the graph view's corner
+    assert view.viewport().rect().contains(mini.geometry())  # in the graph view's corner
+    bar = view.verticalScrollBar()
+    bar.setValue(bar.value() + 40)  # panned from elsewhere: it steps aside (the scroll repaints only the strip)...
+    assert not mini.isVisible()
+    qtbot.waitUntil(mini.isVisible)  # ... and comes back when the panning pauses
     shown = mini.viewport_rect()  # the viewport's rectangle: a part of the overview
     assert shown.intersects(QRectF(mini.rect())) and shown.width() < mini.width() and shown.height() < mini.height()
 

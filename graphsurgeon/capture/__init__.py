@@ -1,29 +1,43 @@
-"""Capture: a model source → torch.export → CapturedModel (the fx graph with shapes and module paths)."""
+"""Capture: a model source → torch.export → CapturedModel (the fx graph with shapes and module paths).
+
+Importing this package does not import torch or transformers (the editor paints its window first); `build_model`
+and `capture` import them when called.
+"""
 
 from __future__ import annotations
 
-import torch
-
-from graphsurgeon.capture.exporter import capture_hf_model, export_module
 from graphsurgeon.capture.presets import DEFAULT_PRESET, preset_names
 from graphsurgeon.capture.sources import ModelRecipe, resolve
-from graphsurgeon.graph.captured import CapturedModel
 
-__all__ = ["DEFAULT_PRESET", "ModelRecipe", "capture", "capture_module", "preset_names", "resolve"]
+__all__ = ["DEFAULT_PRESET", "ModelRecipe", "build_model", "capture", "capture_module", "preset_names", "resolve"]
+
+
+def build_model(source: str, *, meta: bool = False, eager_attention: bool = False):
+    """The Hugging Face model of a preset / folder / cached hub id, instantiated (meta=True: on the meta device,
+    no weight memory) — its module hierarchy is known before torch.export runs; `capture(..., model=)` reuses it."""
+    recipe = resolve(str(source))
+    attn = "eager" if eager_attention else "sdpa"
+    return recipe.build("meta" if meta else "cpu", attn_implementation=attn)
 
 
 def capture(source, *, meta: bool = False, eager_attention: bool = False,
-            example_inputs: dict | None = None, dynamic: dict | None = None) -> CapturedModel:
-    """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module.
+            example_inputs: dict | None = None, dynamic: dict | None = None, model=None):
+    """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module into a CapturedModel.
 
     meta=True builds the model on the meta device: the architecture only, no weight memory;
-    `CapturedModel.materialize()` gives it weights later.
+    `CapturedModel.materialize()` gives it weights later. `model`: the same source already built by
+    `build_model` with the same meta / eager_attention (not built again).
     """
+    import torch
+
+    from graphsurgeon.capture.exporter import capture_hf_model
+
     if isinstance(source, torch.nn.Module):
         return capture_module(source, example_inputs, dynamic=dynamic)
     recipe = resolve(str(source))
     attn = "eager" if eager_attention else "sdpa"
-    model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
+    if model is None:
+        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
     weights = "meta" if meta else ("real" if recipe.weights_dir else "random")
     cm = capture_hf_model(model, name=recipe.name, weights=weights, config=dict(recipe.config), attn=attn,
                           materializer=lambda: recipe.build("cpu", attn_implementation=attn))
@@ -31,9 +45,11 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
     return cm
 
 
-def capture_module(module: torch.nn.Module, example_inputs: dict | None, *, dynamic: dict | None = None) -> CapturedModel:
+def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None = None):
     """Capture any nn.Module called as module(**example_inputs)."""
+    from graphsurgeon.capture.exporter import capture_hf_model, export_module
     from graphsurgeon.errors import CaptureError
+    from graphsurgeon.graph.captured import CapturedModel
 
     if not example_inputs:
         if hasattr(module, "config"):

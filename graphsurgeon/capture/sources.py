@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
 from graphsurgeon.errors import SourceError
 
@@ -56,8 +54,10 @@ class ModelRecipe:
             return transformers.AutoModel
         return cls
 
-    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", with_weights: bool = True) -> torch.nn.Module:
-        """The model on `device` ("meta": architecture only), with real weights when there are any."""
+    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", with_weights: bool = True):
+        """The model (an nn.Module) on `device` ("meta": architecture only), with real weights when there are any."""
+        import torch
+
         config = self.hf_config(attn_implementation)
         cls = self.model_class()
         if device == "meta" or not with_weights or self.weights_dir is None:

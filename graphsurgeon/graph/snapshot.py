@@ -25,6 +25,7 @@ class ViewSnapshot:
     def __init__(self, data: dict) -> None:
         self.model_class: str = data["model_class"]
         self.source_name: str = data["source_name"]
+        self.modules_only: bool = bool(data.get("modules_only"))  # graph.hierarchy: modules, no dataflow yet
         self.children: dict[str, list[str]] = data["children"]
         self.crumbs: dict[str, list[tuple[str, str]]] = {p: [tuple(c) for c in cs] for p, cs in data["crumbs"].items()}
         self.search: dict[str, tuple[str, str]] = {k: tuple(v) for k, v in data["search"].items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphsurgeon.graph.snapshot import search_entries
-from graphsurgeon.graph.view import Block, CompositeView, Link
+from graphsurgeon.graph.blocks import Block, CompositeView, Link
 from graphsurgeon.ui.layout import layout
 
 BLOCK_MIN_W = 96.0

@@ -7,7 +7,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem
 
 from graphsurgeon.graph.meta import TensorMeta
-from graphsurgeon.graph.view import Block, Link
+from graphsurgeon.graph.blocks import Block, Link
 from graphsurgeon.ui.controller import HEADER_H, ROW_H, block_size
 
 KIND_COLOURS = {"int": "#3b82f6", "float": "#b04fc8", "bool": "#f59e0b", "complex": "#10b981"}

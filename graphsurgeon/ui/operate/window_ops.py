@@ -1,6 +1,7 @@
 """Wires the operate gesture into part 1's MainWindow: palette, drops on the view, undo stack, budget, diagnostics, files.
 
-The view is not subclassed: an event filter on its viewport takes the palette's drags (so part 1's scene is
+The edit session (and with it surgery and torch) is imported when a captured model is first operated on, so the
+window paints before torch is loaded. The view is not subclassed: an event filter on its viewport takes the palette's drags (so part 1's scene is
 untouched); ids under the cursor come from the items' `block_id` / `link_id`.
 """
 
@@ -11,10 +12,8 @@ from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QListWidget, QListWidgetItem, QMessageBox, QUndoView
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.surgery import LoRAConfig
 from graphsurgeon.ui.operate.lora_panel import LoRAEditor
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
-from graphsurgeon.ui.operate.session import EditSession, pending_recovery
 
 
 class _Edit(QUndoCommand):
@@ -42,7 +41,7 @@ class Operate(QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
-        self._session: EditSession | None = None
+        self._session = None  # session.EditSession of the model shown
         self._candidates: dict = {}
         self.validated_version: int | None = None  # cm.version the diagnostics panel shows
         self.problems: list = []
@@ -98,7 +97,12 @@ class Operate(QObject):
 
         Autosaves are kept per model (source, meta, eager attention), so opening model B never offers A's edits."""
         cm = self.window.controller.cm
-        self.recovery = pending_recovery(cm) if cm is not None and not cm.loras else None
+        if cm is None:
+            self.recovery = None
+        else:
+            from graphsurgeon.ui.operate.session import pending_recovery
+
+            self.recovery = pending_recovery(cm) if not cm.loras else None
         self.recover_action.setVisible(self.recovery is not None)
         if self.recovery is not None:
             steps = len(self.recovery["recipe"]["steps"])
@@ -127,8 +131,10 @@ class Operate(QObject):
         return False
 
     @property
-    def session(self) -> EditSession:
-        """The session of the model the window shows (a new model starts a new session and history)."""
+    def session(self):
+        """The EditSession of the model the window shows (a new model starts a new session and history)."""
+        from graphsurgeon.ui.operate.session import EditSession
+
         cm = self.window.controller.cm
         if self._session is None or self._session.cm is not cm:
             self._session = EditSession(cm)
@@ -191,6 +197,8 @@ class Operate(QObject):
         if id is None:
             self.say("drop onto a highlighted block or link (a Linear/Conv1D output, or GPT-2's q/v slice).")
             return False
+        from graphsurgeon.surgery.spec import LoRAConfig
+
         try:
             config = LoRAConfig(r=int(payload["r"]), alpha=float(payload["alpha"]), dropout=float(payload["dropout"]))
             entry = self.session.drop(path, id, kind=payload.get("kind", "add_lora"), config=config,
