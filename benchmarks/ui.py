@@ -90,27 +90,25 @@ def probe(source: str, path: str, started: float, pan: bool) -> None:
 
     graphsurgeon.cli.build_parser()
     from PySide6.QtCore import QEventLoop
-    from PySide6.QtWidgets import QApplication
 
-    from graphsurgeon.ui.window import MainWindow
+    from graphsurgeon.ui.app import open_editor
 
-    app = QApplication([])
-    win = MainWindow()  # graphsurgeon.ui.app.open_editor, with the first frame observed
-    win.resize(1600, 1000)
+    app, win = open_editor(source, meta=True, path=path)  # the window shown, the capture started: what `edit` runs
     out: dict = {}
 
     def shown() -> None:
         if "first" not in out and win.controller.shown is not None:
             frame(win)
             out["first"] = time.time() - started
-            out["first_kind"] = "cached views" if win.controller.cm is None and not win.controller.preview.modules_only \
-                else ("module hierarchy" if win.controller.cm is None else "captured model")
+            out["first_cpu"] = time.process_time()  # CPU seconds of this process: what the wall time is without load
+            c = win.controller
+            out["first_kind"] = ("captured model" if c.cm is not None else
+                                 "module hierarchy" if c.preview.modules_only else "cached views")
 
-    win.view_changed.connect(shown)
-    win.show()
-    app.processEvents()
+    app.processEvents()  # the window's first frame
     out["window"] = time.time() - started
-    win.open_model(source, meta=True, path=path)
+    shown()  # a cached snapshot is on screen already
+    win.view_changed.connect(shown)
     failed = []
     loop = QEventLoop()  # not app.quit(): since Qt 6 that closes every window first
     win.model_ready.connect(loop.quit)
@@ -120,6 +118,7 @@ def probe(source: str, path: str, started: float, pan: bool) -> None:
         sys.exit(f"capture failed: {failed[0]}")
     frame(win)
     out["ready"] = time.time() - started
+    out["ready_cpu"] = time.process_time()
     if pan:
         win.navigate(path)
         app.processEvents()
@@ -144,7 +143,7 @@ def bare_export(started: float) -> None:
     t0 = time.perf_counter()
     torch.export.export(model, (), {"input_ids": ids}, strict=False,
                         dynamic_shapes={"input_ids": {0: Dim("batch", min=1, max=4096), 1: Dim("seq", min=2, max=1024)}})
-    print(json.dumps({"done": time.time() - started, "export": time.perf_counter() - t0}))
+    print(json.dumps({"done": time.time() - started, "export": time.perf_counter() - t0, "cpu": time.process_time()}))
 
 
 def child(args: list[str], cache: str | None = None) -> dict:
@@ -173,18 +172,21 @@ def launch_rows(llama_dir: str) -> list[tuple[str, str, str, str]]:
     med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
     peer = med(peers, "done")
     rows.append(("launch → first frame of gpt2, cache empty (first launch ever)", f"{med(cold, 'first'):.2f} s",
-                 f"{cold[0]['first_kind']}; window {med(cold, 'window'):.2f} s; editable {med(cold, 'ready'):.2f} s",
-                 "≤ 3 s"))
+                 f"{cold[0]['first_kind']} ({med(cold, 'first_cpu'):.2f} CPU s); window {med(cold, 'window'):.2f} s; "
+                 f"editable {med(cold, 'ready'):.2f} s ({med(cold, 'ready_cpu'):.2f} CPU s)", "≤ 3 s"))
     rows.append(("  … / bare torch.export of gpt2 in a new process (imports + build + export)",
-                 f"{med(cold, 'first') / peer:.2f}×",
-                 f"peer {peer:.2f} s (its export call alone {med(peers, 'export'):.2f} s)", "≤ 1.0×"))
+                 f"{med(cold, 'first') / peer:.2f}×", f"peer {peer:.2f} s ({med(peers, 'cpu'):.2f} CPU s; its export "
+                 f"call alone {med(peers, 'export'):.2f} s); CPU ratio {med(cold, 'first_cpu') / med(peers, 'cpu'):.2f}×",
+                 "≤ 1.0×"))
     rows.append(("launch → first frame of gpt2, cache warm", f"{med(warm, 'first'):.2f} s",
-                 f"{warm[0]['first_kind']}; editable {med(warm, 'ready'):.2f} s", "≤ 3 s"))
+                 f"{warm[0]['first_kind']} ({med(warm, 'first_cpu'):.2f} CPU s); editable {med(warm, 'ready'):.2f} s",
+                 "≤ 3 s"))
     with tempfile.TemporaryDirectory() as cache:
         big = launch(llama_dir, cache, "model", pan=True)
         big_warm = launch(llama_dir, cache)
     rows.append(("launch → first frame of Llama-3-70B (meta), cache empty", f"{big['first']:.2f} s",
-                 f"{big['first_kind']}; editable {big['ready']:.2f} s; peak RSS {big['rss_gb']:.2f} GB", "≤ 20 s"))
+                 f"{big['first_kind']} ({big['first_cpu']:.2f} CPU s); editable {big['ready']:.2f} s "
+                 f"({big['ready_cpu']:.2f} CPU s); peak RSS {big['rss_gb']:.2f} GB", "≤ 20 s"))
     rows.append(("launch → first frame of Llama-3-70B (meta), cache warm", f"{big_warm['first']:.2f} s",
                  f"editable {big_warm['ready']:.2f} s", "≤ 20 s"))
     pan = big["pan"]
