@@ -61,7 +61,7 @@ def main() -> None:
     for path in cm.loras:  # non-zero B so the update is real
         torch.nn.init.normal_(cm.gm.get_submodule(cm.loras[path].module_path).lora_B.weight, std=0.01)
     out = Path(tempfile.mkdtemp(prefix="gs-bench-")) / "export"
-    export_s = clock(lambda: export_folder(cm, out))
+    export_s = clock(lambda: export_folder(cm, out, random_weights=True))
 
     from peft import PeftModel
     from transformers import GPT2Config, GPT2LMHeadModel

@@ -105,6 +105,7 @@ def screenshots() -> None:
     ops.session.dirty = False
     ops.session.clear_autosave()
     bare_lora_screenshot()
+    drag_screenshot()
 
 
 def bare_lora_screenshot() -> None:
@@ -128,6 +129,28 @@ def bare_lora_screenshot() -> None:
     win.screenshot("assets/screenshots/bare_lora_wiring.png")
     ops.session.dirty = False
     ops.session.clear_autosave()
+
+
+def drag_screenshot() -> None:
+    """assets/screenshots/gpt2_drag_targets.png: "Add LoRA Layer" dragged from the palette (its real QMimeData) over
+    GPT-2 attention: the q / k / v slices of c_attn glow tagged, the rest dims, the cursor is over a refused block."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent
+
+    app, win, t0 = open_window()
+    win.view.fit()
+    app.processEvents()
+    ops = win.operate
+    mime = ops.palette.mime_for("add_lora")
+    vp = win.view.viewport()
+    sdpa = next(b for b in win.controller.view.blocks if b.role == "attention")
+    item = win.scene.blocks[sdpa.id]
+    at = win.view.mapFromScene(item.sceneBoundingRect().center())
+    QApplication.sendEvent(vp, QDragEnterEvent(at, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+    QApplication.sendEvent(vp, QDragMoveEvent(at, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+    app.processEvents()
+    win.screenshot("assets/screenshots/gpt2_drag_targets.png")
+    ops.session.dirty = False
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ def main() -> None:
     print(f"{cm.model_class}: {entry.text} -> {len(cm.loras)} LoRA layers")
 
     out = args.out or os.path.join(tempfile.mkdtemp(prefix="graphsurgeon-"), "gpt2-qv")
-    result = export_folder(cm, out, force=True)
+    # a preset without cached weights has random weights: exporting them must be asked for (README.md says so)
+    result = export_folder(cm, out, force=True, random_weights=True)
     print(f"exported to {result.folder} in {result.seconds:.1f} s: {', '.join(result.files)}")
+    print(f"weights: {result.weights} ({result.weights_note})")
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the folder runs without graphsurgeon
     for cmd in (["train.py", "--synthetic", "--steps", str(args.steps), "--seq-len", "16"], ["train.py", "--merge-only"]):

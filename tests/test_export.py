@@ -176,9 +176,14 @@ def test_bad_input(tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
         export_folder(cm, out)
+    with pytest.raises(ExportError, match="--force only replaces an earlier graphsurgeon export .* holds keep.txt"):
+        export_folder(cm, out, force=True)
     assert (out / "keep.txt").read_text() == "mine"
-    export_folder(cm, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.py").exists()
+    (out / "keep.txt").unlink()
+    export_folder(cm, out)
+    (out / "stale.txt").write_text("from the earlier export")
+    export_folder(cm, out, force=True)  # an earlier export is replaced whole
+    assert not (out / "stale.txt").exists() and (out / "model.py").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
 
     bad = tmp_path / "bad.jsonl"
@@ -221,7 +226,12 @@ def test_meta_capture_is_materialized(tmp_path):
     from graphsurgeon.capture import capture
 
     cm = capture("tiny-gpt2", meta=True)
-    export_folder(cm, tmp_path / "out")
+    with pytest.raises(ExportError, match="would hold weights that were never trained; pass --random-weights"):
+        export_folder(cm, tmp_path / "out")
+    assert cm.is_meta and not (tmp_path / "out").exists()  # refused before any weight memory or file
+    export_folder(cm, tmp_path / "out", random_weights=True)
+    assert "**Weights: random.**" in (tmp_path / "out" / "README.md").read_text()
+    assert json.loads((tmp_path / "out" / "surgery.json").read_text())["weights"]["kind"] == "random"
     x = inputs("gpt2")
     with torch.no_grad():
         got = load_exported(tmp_path / "out")(**x)["logits"]

@@ -45,8 +45,10 @@ def test_missing_target_fails_clearly_and_changes_nothing(tmp_path):
     bert = fresh("bert")
     code = bert.gm.code
     bert_data = dict(data, steps=[dict(s) for s in data["steps"]])
-    with pytest.raises(RecipeError, match=r"step 5 \(insert LoRA on role 'q' of layer 7\) has no target"):
+    with pytest.raises(RecipeError, match=r"made on GPT2LMHeadModel .*not on this BertModel.*--map-by-role"):
         replay(bert, bert_data)
+    with pytest.raises(RecipeError, match=r"step 5 \(insert LoRA on role 'q' of layer 7\) has no target"):
+        replay(bert, bert_data, map_by_role=True)
     assert bert.gm.code == code and bert.loras == {}
 
 

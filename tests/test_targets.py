@@ -64,7 +64,7 @@ def test_parse_layers():
     assert parse_layers("all", 4) == [0, 1, 2, 3]
     assert parse_layers("0-2", 4) == [0, 1, 2]
     assert parse_layers("0,3", 4) == [0, 3]
-    with pytest.raises(TargetError, match="not 'all'"):
+    with pytest.raises(TargetError, match="is not a layer number; give all, a range like 0-5"):
         parse_layers("a-b", 4)
 
 

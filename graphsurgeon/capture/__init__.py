@@ -12,21 +12,24 @@ from graphsurgeon.capture.sources import ModelRecipe, resolve
 __all__ = ["DEFAULT_PRESET", "ModelRecipe", "build_model", "capture", "capture_module", "preset_names", "resolve"]
 
 
-def build_model(source: str, *, meta: bool = False, eager_attention: bool = False):
+def build_model(source: str, *, meta: bool = False, eager_attention: bool = False,
+                allow_missing_weights: bool = False):
     """The Hugging Face model of a preset / folder / cached hub id, instantiated (meta=True: on the meta device,
     no weight memory) — its module hierarchy is known before torch.export runs; `capture(..., model=)` reuses it."""
     recipe = resolve(str(source))
     attn = "eager" if eager_attention else "sdpa"
-    return recipe.build("meta" if meta else "cpu", attn_implementation=attn)
+    return recipe.build("meta" if meta else "cpu", attn_implementation=attn, allow_missing=allow_missing_weights)
 
 
 def capture(source, *, meta: bool = False, eager_attention: bool = False,
-            example_inputs: dict | None = None, dynamic: dict | None = None, model=None):
+            example_inputs: dict | None = None, dynamic: dict | None = None,
+            allow_missing_weights: bool = False, model=None):
     """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module into a CapturedModel.
 
     meta=True builds the model on the meta device: the architecture only, no weight memory;
-    `CapturedModel.materialize()` gives it weights later. `model`: the same source already built by
-    `build_model` with the same meta / eager_attention (not built again).
+    `CapturedModel.materialize()` gives it weights later. The weight file is checked against the config
+    either way; allow_missing_weights lets tensors missing from it start random (the weights note says so).
+    `model`: the same source already built by `build_model` with the same meta / eager_attention (not built again).
     """
     import torch
 
@@ -37,11 +40,13 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
     recipe = resolve(str(source))
     attn = "eager" if eager_attention else "sdpa"
     if model is None:
-        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn)
-    weights = "meta" if meta else ("real" if recipe.weights_dir else "random")
-    cm = capture_hf_model(model, name=recipe.name, weights=weights, config=dict(recipe.config), attn=attn,
-                          materializer=lambda: recipe.build("cpu", attn_implementation=attn))
-    cm.weights_note = "architecture only (meta device)" if meta else recipe.note
+        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn, allow_missing=allow_missing_weights)
+    cm = capture_hf_model(model, name=recipe.name, weights=model._graphsurgeon_weights, config=dict(recipe.config),
+                          attn=attn, materializer=lambda: recipe.build("cpu", attn_implementation=attn,
+                                                                       allow_missing=allow_missing_weights))
+    cm.weights_note = model._graphsurgeon_note
+    if meta:  # what materialize() will give it: said before an export loads or writes anything
+        cm.materializes_to, cm.materialize_note = model._graphsurgeon_later
     return cm
 
 

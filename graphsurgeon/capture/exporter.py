@@ -11,6 +11,7 @@ from torch.export import Dim
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
+from graphsurgeon.graph.tidy import tidy
 
 EXAMPLE_BATCH, EXAMPLE_SEQ = 2, 10  # the walkthrough's example sizes
 
@@ -67,6 +68,7 @@ def export_module(
     except Exception as err:  # noqa: BLE001 - translated to one sentence
         raise CaptureError(_explain_failure(err, name)) from err
     gm = ep.module()
+    tidy(gm)
     dims = DimNames()
     for node in gm.graph.nodes:
         if node.op == "placeholder" and node.name in dynamic:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
+from graphsurgeon.capture.weights_check import read_header, weight_files
 from graphsurgeon.errors import SourceError
 
 
@@ -21,12 +23,16 @@ class ModelRecipe:
 
     name: str  # what the user typed: "gpt2", "./my-bert"
     config: dict  # config.json contents
-    weights_dir: Path | None  # a folder with *.safetensors, or None for random weights
+    weights_dir: Path | None  # a folder with model.safetensors (or its shards), or None for random weights
     note: str  # one line on where the weights come from
+    _shapes: dict | None = field(default=None, repr=False)  # tensor name -> shape from the files' headers, read once
 
     @property
     def architecture(self) -> str:
         archs = self.config.get("architectures") or []
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise SourceError(f"{self.name}: architectures in config.json is {archs!r}; it should be a list of class "
+                              'names like ["GPT2LMHeadModel"].')
         return archs[0] if archs else ""
 
     def hf_config(self, attn_implementation: str):
@@ -39,7 +45,11 @@ class ModelRecipe:
                 "use a model type this version of transformers knows (bert, gpt2, llama, opt, …)."
             )
         fields = {k: v for k, v in self.config.items() if k != "model_type"}
-        config = transformers.CONFIG_MAPPING[model_type](**fields)
+        try:
+            config = transformers.CONFIG_MAPPING[model_type](**fields)
+        except Exception as err:  # noqa: BLE001 - transformers' own config validation, blamed on config.json
+            raise SourceError(f"{self.name}: transformers does not accept config.json ({_first_line(err)}); "
+                              "fix config.json.") from None
         config._attn_implementation = attn_implementation
         return config
 
@@ -52,36 +62,132 @@ class ModelRecipe:
             if arch:
                 raise SourceError(f"{self.name}: config.json names the class {arch!r}, which transformers does not have.")
             return transformers.AutoModel
+        if not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
+            raise SourceError(f"{self.name}: config.json names {arch!r} in architectures, which is not a transformers "
+                              "model class; name the model class, e.g. [\"BertModel\"].")
+        wanted = getattr(cls, "config_class", None)
+        model_type = self.config.get("model_type")
+        given = transformers.CONFIG_MAPPING[model_type] if model_type in transformers.CONFIG_MAPPING else None
+        if isinstance(wanted, type) and given is not None and not issubclass(given, wanted):
+            raise SourceError(f"{self.name}: config.json names {arch} (a {wanted.model_type!r} model) but its model_type "
+                              f"is {model_type!r}; make architectures and model_type agree.")
         return cls
 
-    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", with_weights: bool = True):
-        """The model (an nn.Module) on `device` ("meta": architecture only), with real weights when there are any."""
+    def _construct(self, cls, config, device: str, attn_implementation: str) -> torch.nn.Module:
+        """The model from its config on `device`, without weights; a config the model rejects is blamed on config.json."""
+        import torch
+
+        try:
+            with torch.device(device):
+                if hasattr(cls, "_from_config"):
+                    return cls._from_config(config, attn_implementation=attn_implementation)
+                return cls(config)
+        except Exception as err:  # noqa: BLE001 - the model's own checks of its config, in one sentence
+            if "attention implementation" in str(err) or "attn_implementation" in str(err):
+                raise SourceError(f"{self.name}: transformers cannot build {cls.__name__} with {attn_implementation} "
+                                  f"attention ({_first_line(err)}); try --eager-attention.") from err
+            raise SourceError(f"{self.name}: config.json describes a model transformers cannot build: "
+                              f"{_config_reason(self.config, err)}; fix config.json.") from None
+
+    def check_weights(self, model: torch.nn.Module, allow_missing: bool = False):
+        """Compare the weight files' headers with `model` (built on meta) before loading; raise one sentence.
+
+        Returns the mismatch that is allowed (parts of another task's model this class does not have; with allow_missing, tensors
+        missing from the file), or None when everything fits or only transformers' loading report can tell.
+        """
+        from graphsurgeon.capture.weights_check import compare_headers
+
+        return self._judge(compare_headers(model, self.file_shapes), allow_missing)
+
+    def _judge(self, mismatch, allow_missing: bool):
+        if mismatch is None:
+            return None
+        if mismatch and not (allow_missing and mismatch.only_missing()):
+            raise SourceError(mismatch.sentence(self.name, self.weights_dir))
+        return mismatch if (mismatch or mismatch.other_parts) else None
+
+    def _outcome(self, model, allowed) -> tuple[str, str]:
+        """(kind, note) of the weights a CPU build gives: "random", "real" or "partial" (`allowed` missing tensors)."""
+        if self.weights_dir is None:
+            return "random", self.note
+        if allowed is None:
+            return "real", self.note
+        extra = [t for t in (allowed.parts_note(type(model).__name__), allowed.missing and allowed.missing_note()) if t]
+        return "partial" if allowed.missing else "real", self.note + "".join(f"; {t}" for t in extra)
+
+    @property
+    def file_shapes(self) -> dict:
+        from graphsurgeon.capture.weights_check import file_shapes
+
+        if self._shapes is None:
+            self._shapes = file_shapes(weight_files(self.weights_dir)) if self.weights_dir else {}
+        return self._shapes
+
+    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", allow_missing: bool = False) -> torch.nn.Module:
+        """The model on `device` ("meta": architecture only), with real weights when there are any.
+
+        The weight files are checked against the config first (headers only); a mismatch raises one sentence,
+        unless allow_missing and the file only lacks tensors (those are initialised randomly, and the model's
+        `_graphsurgeon_note` says so).
+        """
         import torch
 
         config = self.hf_config(attn_implementation)
         cls = self.model_class()
-        if device == "meta" or not with_weights or self.weights_dir is None:
+        meta_model = self._construct(cls, config, "meta", attn_implementation)
+        allowed = self.check_weights(meta_model, allow_missing) if self.weights_dir is not None else None
+        if device == "meta":
+            meta_model._graphsurgeon_weights, meta_model._graphsurgeon_note = "meta", "architecture only (meta device)"
+            meta_model._graphsurgeon_later = self._outcome(meta_model, allowed)  # what a build with weights will give
+            return meta_model.eval()
+        if self.weights_dir is None:
             torch.manual_seed(0)  # random weights are the same on every run
-            with torch.device(device):
-                model = cls._from_config(config, attn_implementation=attn_implementation) if hasattr(cls, "_from_config") else cls(config)
-            model._graphsurgeon_weights = "meta" if device == "meta" else "random"
+            model = self._construct(cls, config, device, attn_implementation)
+            model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, None)
             return model.eval()
+        torch.manual_seed(0)  # tensors --allow-missing-weights leaves random are the same on every run
         try:
-            model = cls.from_pretrained(self.weights_dir, config=config, local_files_only=True,
-                                        attn_implementation=attn_implementation, use_safetensors=True)
-        except Exception as err:  # noqa: BLE001 - any loader failure becomes one sentence
+            model, info = cls.from_pretrained(self.weights_dir, config=config, local_files_only=True,
+                                              attn_implementation=attn_implementation, use_safetensors=True,
+                                              output_loading_info=True, ignore_mismatched_sizes=True)
+        except SourceError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any other loader failure becomes one sentence
             raise SourceError(f"{self.name}: could not load the weights in {self.weights_dir} ({_first_line(err)}).") from err
-        model._graphsurgeon_weights = "real"
+        from graphsurgeon.capture.weights_check import from_loading_info
+
+        reported = self._judge(from_loading_info(model, info, self.file_shapes), allow_missing)
+        allowed = reported if reported is not None else allowed
+        model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, allowed)
         return model.eval()
 
 
+def _config_reason(config: dict, err: BaseException) -> str:
+    """Why the model rejects its config, in its own words; a negative tensor size is named by the config key holding it."""
+    reason = _first_line(err)
+    m = re.search(r"negative dimension (-\d+)", str(err))
+    keys = [k for k, v in config.items() if m and isinstance(v, int) and not isinstance(v, bool) and v == int(m.group(1))]
+    if keys:
+        return f"{' / '.join(f'{k} = {m.group(1)}' for k in keys)} is negative ({reason})"
+    return reason
+
+
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
+    """The error's own words, one line: its first line (and the next when the first only introduces it)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    if len(text) > 160 and ". " in text:  # a long explanation: its first sentence
+        text = text[:text.index(". ")]
+    return text[:300].rstrip(".")
 
 
 def resolve(source: str) -> ModelRecipe:
     """Turn what the user typed into a ModelRecipe, or raise a SourceError that says what to do."""
+    if not source.strip():
+        raise SourceError(f"the model name is empty; give a preset ({', '.join(preset_names())}) or a folder with "
+                          "config.json.")
     if is_preset(source):
         return _from_preset(source)
     path = Path(os.path.expanduser(source))
@@ -95,8 +201,10 @@ def resolve(source: str) -> ModelRecipe:
 def _from_preset(name: str) -> ModelRecipe:
     preset = load_preset(name)
     cached = _cached_snapshot(preset.hub_id) if preset.hub_id else None
-    if cached is not None and list(cached.glob("*.safetensors")):
-        return ModelRecipe(name, preset.config, cached, f"real weights from the local Hugging Face cache ({cached})")
+    shapes = _weights_in(cached, name) if cached is not None else None
+    if shapes is not None:
+        return ModelRecipe(name, preset.config, cached, f"real weights from the local Hugging Face cache ({cached})",
+                           shapes)
     why = "not in the local Hugging Face cache" if preset.hub_id else "a preset without published weights"
     return ModelRecipe(name, preset.config, None, f"random weights ({name} is {why})")
 
@@ -113,35 +221,53 @@ def _from_folder(path: Path, name: str) -> ModelRecipe:
         raise SourceError(f"{config_file} is not valid JSON ({err}); fix or regenerate it with save_pretrained.") from err
     if not isinstance(config, dict) or "model_type" not in config:
         raise SourceError(f"{config_file} has no model_type; it should be a Hugging Face config.json.")
-    files = sorted(path.glob("*.safetensors"))
+    if (path / "surgery.json").is_file() and (path / "model.py").is_file():
+        try:
+            original = json.loads((path / "surgery.json").read_text()).get("source") or "MODEL"
+        except (OSError, ValueError, AttributeError):
+            original = "MODEL"
+        raise SourceError(f"{name} is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open "
+                          "its merged/ folder (python train.py --merge-only there), or replay it on the original model: "
+                          f"graphsurgeon lora {original} --recipe {path / 'surgery.json'}.")
+    shapes = _weights_in(path, name)
+    if shapes is None:
+        return ModelRecipe(name, config, None, f"random weights ({name} has no model.safetensors)")
+    return ModelRecipe(name, config, path, f"real weights from {path}", shapes)
+
+
+def _weights_in(path: Path, name: str) -> dict | None:
+    """Tensor name -> shape of the weights transformers would load from `path` (None: no weights there)."""
+    try:
+        files = weight_files(path)
+    except ValueError as err:
+        raise SourceError(f"{name}: {err}; save the model again with save_pretrained.") from None
     if not files:
+        others = sorted(p.name for p in path.glob("*.safetensors"))
+        if others:
+            raise SourceError(f"{name} has {', '.join(others[:3])} but no model.safetensors (or "
+                              "model.safetensors.index.json), the file transformers loads; rename the weights file "
+                              "to model.safetensors or save the model again with save_pretrained.")
         if list(path.glob("*.bin")) or list(path.glob("*.pt")):
             raise SourceError(f"{name} holds only pickle weights (*.bin/*.pt), which graphsurgeon never loads; "
                               "convert them to safetensors (save_pretrained(..., safe_serialization=True)).")
-        return ModelRecipe(name, config, None, f"random weights ({name} has no *.safetensors)")
+        return None
+    shapes: dict = {}
     for f in files:
-        check_safetensors(f)
-    return ModelRecipe(name, config, path, f"real weights from {path}")
+        shapes.update(check_safetensors(f))
+    return shapes
 
 
-def check_safetensors(file: Path) -> None:
-    """Raise a SourceError naming the file if it is not a complete safetensors file."""
+def check_safetensors(file: Path) -> dict:
+    """Tensor name -> shape of a complete safetensors file; a SourceError naming the file if it is not one."""
     from safetensors import safe_open
 
     try:
-        size = file.stat().st_size
-        with file.open("rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            if header_len <= 0 or 8 + header_len > size:
-                raise ValueError(f"header of {header_len} bytes does not fit in {size} bytes")
-            header = json.loads(fh.read(header_len))
-        data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + header_len + data_end > size:
-            raise ValueError(f"file is {size} bytes, its header needs {8 + header_len + data_end}")
+        shapes = read_header(file)
         with safe_open(str(file), framework="pt") as f:
             f.keys()
     except Exception as err:  # noqa: BLE001
         raise SourceError(f"{file} is corrupt or truncated ({_first_line(err)}); copy or save it again.") from err
+    return shapes
 
 
 def _cached_snapshot(hub_id: str) -> Path | None:

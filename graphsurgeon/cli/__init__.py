@@ -1,7 +1,9 @@
 """Command line: `graphsurgeon [inspect|lora|edit] …`; no arguments opens the editor on the default model.
 
 Each subcommand lives in its own module with `register(subparsers)` and a `run(args) -> int`.
-Every GraphsurgeonError becomes one line on stderr and exit status 2, never a traceback.
+Every error path ends in one line on stderr, never a traceback: a GraphsurgeonError, a bad argument, an OS
+error and a closed stdout exit with status 2; Ctrl-C (even while torch is still importing) with 130;
+SIGTERM / SIGHUP with 128 + the signal number, after the cleanup code ran (no temporary folder left).
 """
 
 from __future__ import annotations
@@ -14,10 +16,22 @@ import sys
 from graphsurgeon.errors import GraphsurgeonError
 
 COMMANDS = ["inspect", "lora", "edit"]  # modules graphsurgeon.cli.<name>_cmd
+TRACEBACK_ENV = "GRAPHSURGEON_TRACEBACK"  # set to 1 to see the traceback of an unexpected error
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block): "error: argument --rank: invalid int value: 'x'; …"."""
+
+    def error(self, message: str):
+        raise _UsageError(f"{message}; see `{self.prog} --help`.")
+
+
+class _UsageError(Exception):
+    """A bad command line, as argparse words it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphsurgeon", description="See a PyTorch model as a node graph, add LoRA, export it.")
+    parser = ArgumentParser(prog="graphsurgeon", description="See a PyTorch model as a node graph, add LoRA, export it.")
     sub = parser.add_subparsers(dest="command")
     for name in COMMANDS:
         importlib.import_module(f"graphsurgeon.cli.{name}_cmd").register(sub)
@@ -25,23 +39,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (never raises, never prints a traceback)."""
+    try:
+        from graphsurgeon.signals import Terminated, terminations_raise
+    except KeyboardInterrupt:
+        return _say("interrupted.", 130)
+    try:
+        with terminations_raise():
+            return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        return _say("interrupted; nothing was left half-written.", 130)
+    except Terminated as err:
+        return _say(f"{err}; nothing was left half-written.", err.exit_status)
+
+
+def _main(argv: list[str]) -> int:
     # No warnings or progress bars from transformers on our command line: our own lines say what happens. Set
     # before transformers is imported (it reads them once), so the editor's window does not wait for that import.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: presets and local folders only
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    if not argv:
-        argv = ["edit"]  # a bare `graphsurgeon` opens the editor on the default model
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
     try:
-        return int(args.run(args) or 0)
+        parser = build_parser()
+        if not argv:
+            argv = ["edit"]  # a bare `graphsurgeon` opens the editor on the default model
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help / --version: argparse printed what was asked
+            return int(done.code or 0)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, where it is caught, not in Python's exit
+        return status
+    except _UsageError as err:
+        return _say(str(err), 2)
     except GraphsurgeonError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return _say(str(err), 2)
+    except BrokenPipeError:
+        _drop_stdout()
+        return _say("the output was closed before graphsurgeon finished writing it (broken pipe); the rest was "
+                    "dropped.", 2)
+    except OSError as err:
+        if err.filename is None:  # no file named: writing the output itself failed (stdout on a full disk, /dev/full)
+            _drop_stdout()
+            return _say(f"cannot write the output: {err.strerror or err}.", 2)
+        return _say(f"{err.strerror or err} ({err.filename}); check the path and its permissions.", 2)
+    except Exception as err:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        text = str(err).strip().splitlines()
+        return _say(f"unexpected {type(err).__name__}: {text[0][:300] if text else ''} — this is a graphsurgeon bug; "
+                    f"run again with {TRACEBACK_ENV}=1 to see where it happened.", 2)
+
+
+def _say(message: str, status: int) -> int:
+    """One line on stderr (if stderr is still open) and the exit status."""
+    try:
+        print(f"error: {message}", file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return status
+
+
+def _drop_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so Python's final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -19,9 +19,26 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="capture attention as explicit matmul/softmax ops instead of the fused SDPA op")
 
 
+def add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    """How strictly the weight file must match its config (inspect, lora)."""
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="initialise tensors missing from the weight file randomly (said on every run) instead of "
+                        "refusing the file")
+
+
+def capture_args(args):
+    """Capture the model the arguments name; a partly random model is said on stderr."""
+    cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention,
+                 allow_missing_weights=getattr(args, "allow_missing_weights", False))
+    if "partial" in (cm.weights, cm.materializes_to):
+        print(f"warning: {cm.materialize_note if cm.is_meta else cm.weights_note}.", file=sys.stderr)
+    return cm
+
+
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="print the composite hierarchy or one composite's shape table")
     add_model_arguments(p)
+    add_weights_arguments(p)
     p.add_argument("--tree", action="store_true", help="print the composite hierarchy")
     p.add_argument("--depth", type=int, default=3, help="how deep --tree goes (default 3)")
     p.add_argument("--path", default=None, help="a composite's module path, e.g. transformer.h.0.attn")
@@ -31,8 +48,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention)
+    cm = capture_args(args)
     bg = cm.blocks()
+    for problem in bg.sem.problems:
+        print(f"note: names and groups are partial ({problem})", file=sys.stderr)
     if args.path is not None or not args.tree:
         path = args.path or ""
         view = bg.view(path)
@@ -68,7 +87,7 @@ def tree_rows(bg, max_depth: int) -> list[dict]:
         rows.append({"path": path, "label": label, "class": bg.classes[path], "parameters": bg.param_count(path), "depth": depth})
         if depth < max_depth:
             for child in bg.children.get(path, []):
-                walk(child, depth + 1, bg.label(child, path))
+                walk(child, depth + 1, bg.tree.title(child, path))
 
     walk("", 0, bg.classes[""])
     return rows
@@ -76,9 +95,11 @@ def tree_rows(bg, max_depth: int) -> list[dict]:
 
 def deep_rows(bg, path: str):
     """Every data-carrying tensor inside the composite, at every depth (a primitive view of the subtree)."""
+    from graphsurgeon.graph.semantics import unique_names
     from graphsurgeon.graph.view import VariableRow, op_name
 
     bg.view(path)  # validates the path
+    scope = bg.scope(path)
     rows = []
     for node in bg.captured.gm.graph.nodes:
         chain = bg.chain.get(node)
@@ -90,14 +111,16 @@ def deep_rows(bg, path: str):
         if meta is None:
             continue
         where = chain[-1] if chain else ""
-        rows.append(VariableRow(node.name, f"{op_name(node)} @ {where or '(root)'}", meta.shape_text, meta.example_text,
-                                meta.dtype, f"n:{node.name}"))
+        rows.append(VariableRow(bg.sem.name(node, scope), f"{op_name(node)} @ {where or '(root)'}", meta.shape_text,
+                                meta.example_text, meta.dtype, f"n:{node.name}", node.name))
+    for row, name in zip(rows, unique_names([r.name for r in rows])):
+        row.name = name
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    headers = ["name", "op / block", "shape", "example", "dtype"]
-    keys = ["name", "producer", "shape", "example_shape", "dtype"]
+    headers = ["name", "op / block", "shape", "example", "dtype", "fx name"]
+    keys = ["name", "producer", "shape", "example_shape", "dtype", "value"]
     widths = [max(len(h), *(len(str(r[k])) for r in rows)) if rows else len(h) for h, k in zip(headers, keys)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
+from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
 
 
@@ -32,6 +34,8 @@ class ExportResult:
     files: list[str] = field(default_factory=list)  # file names written
     seconds: float = 0.0  # wall time of the export
     notes: list[str] = field(default_factory=list)  # what the folder cannot do (e.g. blocks PEFT cannot hold)
+    weights: str = "real"  # what model.safetensors holds: "real", "random" or "partial" (some tensors random)
+    weights_note: str = ""  # one line on where those weights came from
 
 
 def _validate(cm) -> None:
@@ -41,20 +45,84 @@ def _validate(cm) -> None:
         raise ExportError(f"the graph fails validation, fix it before exporting: {listed}")
 
 
-def export_folder(cm, out_dir, *, force: bool = False) -> ExportResult:
-    """Write the export folder `out_dir` atomically (temp folder next to it, renamed at the end)."""
+def weights_to_export(cm) -> tuple[str, str]:
+    """(kind, note) of the weights an export of `cm` writes: a meta capture is given its weights first."""
+    if cm.is_meta:
+        return cm.materializes_to or "random", cm.materialize_note or cm.weights_note
+    return cm.weights, cm.weights_note
+
+
+def check_out_folder(out_dir, *, force: bool = False, source: str | None = None) -> None:
+    """Refuse an export folder before anything is done: not empty (without force), not an earlier export (with
+    force), or the model's own folder (`source`)."""
+    out = Path(out_dir)
+    src = Path(source) if source else None
+    if src is not None and src.is_dir() and (out.resolve() == src.resolve() or out.resolve() in src.resolve().parents):
+        raise ExportError(f"{out} is the model's own folder or holds it; export to another folder, the model stays as "
+                          "it is.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it.")
+        if not (out / "surgery.json").is_file():  # --force replaces an earlier export, never other files
+            held = ", ".join(sorted(p.name for p in out.iterdir())[:3]) if out.is_dir() else "a file"
+            raise ExportError(f"--force only replaces an earlier graphsurgeon export (a folder with surgery.json), and "
+                              f"{out} holds {held}; choose another folder.")
+
+
+def check_export(cm, out_dir, *, force: bool = False, random_weights: bool = False) -> None:
+    """Refuse an export before anything is loaded or written: the folder (check_out_folder), random weights not
+    asked for."""
+    check_out_folder(out_dir, force=force, source=cm.source_name)
+    kind, note = weights_to_export(cm)
+    if kind == "random" and not random_weights:
+        raise ExportError(f"{note or 'random weights'}: the export would hold weights that were never trained; pass "
+                          "--random-weights to export them anyway (e.g. to try the pipeline), or give a folder with "
+                          "model.safetensors.")
+
+
+def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = False) -> ExportResult:
+    """Write the export folder `out_dir` atomically (temp folder next to it, renamed at the end).
+
+    Random weights (a config-only source, a preset without cached weights) are refused unless random_weights:
+    such a folder runs, but it is no trained model. README.md and surgery.json say which weights it holds.
+    An OS error (unwritable place, full disk) or SIGINT / SIGTERM / SIGHUP leaves nothing behind.
+    """
     start = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another folder or pass --force to replace it.")
-    cm.materialize()
-    _validate(cm)
+    check_export(cm, out, force=force, random_weights=random_weights)
+    with terminations_raise():
+        cm.materialize()
+        _validate(cm)
+        try:
+            _write_atomically(cm, out)
+        except OSError as err:
+            raise ExportError(_os_sentence(out, err)) from None
+        except Exception as err:  # noqa: BLE001 - safetensors' own write error (a full disk) is no OSError
+            if type(err).__name__ != "SafetensorError":
+                raise
+            raise ExportError(_os_sentence(out, err)) from None
+    return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start, adapter_notes(cm),
+                        cm.weights, cm.weights_note)
+
+
+def _os_sentence(out: Path, err: BaseException) -> str:
+    text = str(err)
+    if isinstance(err, OSError):
+        what, full = err.strerror or text, err.errno == errno.ENOSPC
+    else:
+        full = "No space left" in text or "StorageFull" in text
+        what = "No space left on device" if full else (text.strip().splitlines() or [type(err).__name__])[0]
+    todo = "free some space or choose another disk" if full else "choose a folder you can write to"
+    return f"cannot write the export to {out}: {what}; nothing was written, {todo}."
+
+
+def _write_atomically(cm, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = out.with_name(f".{out.name}.old{os.getpid()}")
     try:
         _write(cm, tmp)
         if out.exists():
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
@@ -62,8 +130,21 @@ def export_folder(cm, out_dir, *, force: bool = False) -> ExportResult:
             tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():  # stopped between the two renames: put the old folder back
+            old.rename(out)
         raise
-    return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start, adapter_notes(cm))
+
+
+def _weights_text(cm) -> str:
+    """The README's line on what model.safetensors holds."""
+    if cm.weights == "random":
+        return (f"**Weights: random.** `model.safetensors` holds {cm.weights_note or 'random weights'}, not a trained "
+                "model: its outputs mean nothing until you train it or export a model with real weights "
+                "(exported with --random-weights).")
+    if cm.weights == "partial":
+        return (f"**Weights: real, partly random.** {cm.weights_note} (exported with --allow-missing-weights): train "
+                "before trusting its outputs.")
+    return f"**Weights:** {cm.weights_note or 'the weights of the captured model'}."
 
 
 def _write(cm, folder: Path) -> None:
@@ -82,12 +163,14 @@ def _write(cm, folder: Path) -> None:
         (folder / "config.json").write_text(json.dumps(cm.config, indent=2, default=str))
     (folder / "surgery.json").write_text(json.dumps(
         {"version": 1, "model_class": cm.model_class, "source": cm.source_name,
+         "weights": {"kind": cm.weights, "note": cm.weights_note},
          "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2))
-    readme = (TEMPLATES / "README.md").read_text().format(model_class=cm.model_class, n=len(cm.loras))
+    readme = (TEMPLATES / "README.md").read_text().format(model_class=cm.model_class, n=len(cm.loras),
+                                                         weights=_weights_text(cm))
     notes = adapter_notes(cm)
     if notes:
         readme += "\n## Not in the PEFT adapter\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
     (folder / "README.md").write_text(readme)
 
 
-__all__ = ["ExportError", "ExportResult", "export_folder"]
+__all__ = ["ExportError", "ExportResult", "check_export", "check_out_folder", "export_folder", "weights_to_export"]

@@ -22,9 +22,10 @@ class Port:
     """An input or output of a block, carrying one value."""
 
     id: str
-    name: str  # argument name (primitives) or value name (composites)
-    value: str  # the fx node name of the value carried
+    name: str  # display name of the value carried ("query_states", "attn_output"), unique within the view
+    value: str  # the fx node name of the value carried (ids, tooltips, lookups)
     meta: TensorMeta | None
+    label: str = ""  # for a primitive's input: what the argument means ("input", "weight", "mask", "residual")
 
 
 @dataclass
@@ -33,14 +34,16 @@ class Block:
 
     id: str
     kind: str  # "composite", "primitive", "input" (view inputs), "output" (view outputs)
-    title: str  # attribute name ("attn", "h.0") or op name ("addmm")
-    subtitle: str  # class name ("GPT2Attention") or op overload ("aten.addmm.default")
+    title: str  # attribute name ("attn"), stack ("h.0 … h.11 ×12"), function group ("Causal mask") or op ("addmm")
+    subtitle: str  # class name ("GPT2Attention", "GELU (tanh)"), function ("create_causal_mask()") or op overload
     inputs: list[Port] = field(default_factory=list)
     outputs: list[Port] = field(default_factory=list)
     static_inputs: list[StaticInput] = field(default_factory=list)
     module_path: str | None = None  # the module path (composites) or the module the op ran in
     param_count: int = 0  # parameters of the composite (each shared tensor once)
     node: str | None = None  # the fx node name (primitives)
+    role: str | None = None  # what it is for: "attention", "mlp", "norm", "q_proj", "rotary", "causal_mask", "lora", …
+    group: str | None = None  # composites: "module", "function" (a function group) or "stack" (alike layers)
 
 
 @dataclass
@@ -52,18 +55,20 @@ class Link:
     dst: str  # port id
     value: str  # fx node name of the value
     meta: TensorMeta | None
+    name: str = ""  # display name of the value
 
 
 @dataclass
 class VariableRow:
     """A row of the shape table: a value carrying data in the view."""
 
-    name: str
+    name: str  # display name ("query_states"), unique within the view
     producer: str  # the op or block that produces it ("input" for a view input)
     shape: str  # "[batch, seq, 768]"
     example_shape: str  # "[2, 10, 768]"
     dtype: str
     port: str  # id of the port it leaves from
+    value: str = ""  # the fx node name (for tooltips, --deep and JSON)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -19,7 +19,7 @@ class CapturedModel:
     dims: DimNames  # symbol -> dim name ("batch", "seq") and example sizes
     model_class: str  # e.g. "GPT2LMHeadModel"
     source_name: str  # preset name, folder path or "<module>"
-    weights: str  # "real", "random" or "meta" (architecture only)
+    weights: str  # "real", "random", "partial" (real, some tensors random: --allow-missing-weights) or "meta" (architecture only)
     input_names: list[str]  # keyword inputs of forward, e.g. ["input_ids", "attention_mask"]
     output_names: list[str]  # names of the outputs, e.g. ["logits"]
     example_inputs: dict[str, torch.Tensor]  # the inputs capture used (on the capture device)
@@ -29,13 +29,17 @@ class CapturedModel:
     materializer: Callable[[], torch.nn.Module] | None = None  # builds the model with weights, for meta captures
     loras: dict[str, Any] = field(default_factory=dict)  # LoRA block path -> surgery.spec.LoRABlock, in insertion order
     weights_note: str = ""  # one line on where the weights came from
+    materializes_to: str = ""  # for a meta capture: the `weights` materialize() will give ("" = unknown)
+    materialize_note: str = ""  # for a meta capture: the weights_note materialize() will give
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)
+    _semantics: Any = field(default=None, repr=False)
 
     def touch(self) -> None:
         """Mark the graph as changed (after an edit); derived views are rebuilt on next use."""
         self.version += 1
         self._blocks = None
+        self._semantics = None
 
     def blocks(self):
         """The block view of the current graph (cached until the next `touch`)."""
@@ -44,6 +48,14 @@ class CapturedModel:
 
             self._blocks = BlockGraph(self)
         return self._blocks
+
+    def semantics(self):
+        """Roles, display names, function groups and layer stacks of the current graph (cached until `touch`)."""
+        if self._semantics is None:
+            from graphsurgeon.graph.semantics import Semantics
+
+            self._semantics = Semantics(self)
+        return self._semantics
 
     @property
     def is_meta(self) -> bool:
@@ -82,7 +94,8 @@ class CapturedModel:
                 owner.to_empty(device="cpu")
                 owner.reset_parameters()
         move_device_constants(self.gm, torch.device("meta"), torch.device("cpu"))
-        self.weights = "real" if getattr(model, "_graphsurgeon_weights", "random") == "real" else "random"
+        self.weights = getattr(model, "_graphsurgeon_weights", "random")
+        self.weights_note = getattr(model, "_graphsurgeon_note", self.materialize_note or self.weights_note)
         self.example_inputs = {k: torch.zeros(v.shape, dtype=v.dtype) if v.is_meta else v for k, v in self.example_inputs.items()}
         self.touch()
 

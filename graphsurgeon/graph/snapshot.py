@@ -13,8 +13,9 @@ from dataclasses import asdict
 from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
 from graphsurgeon.graph.meta import TensorMeta
+from graphsurgeon.graph.view import op_name
 
-FORMAT = 1  # bump when the saved layout of a snapshot changes
+FORMAT = 2  # bump when the saved layout of a snapshot changes
 
 
 class ViewSnapshot:
@@ -65,10 +66,15 @@ def search_entries(bg) -> dict[str, tuple[str, str]]:
     if isinstance(bg, ViewSnapshot):
         return dict(bg.search)
     out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
+    for p in bg.paths():  # groups and stacks by their titles too: "Causal mask (transformer)"
+        if p and p in bg.tree.titles:
+            out.setdefault(f"{bg.tree.titles[p]} ({bg.parent(p) or 'root'})", (bg.parent(p) or "", f"m:{p}"))
     for node, chain in bg.chain.items():
         if node.op == "call_function" and node not in bg.hidden:
             where = chain[-1] if chain else ""
             out[f"{node.name} ({where or 'root'})"] = (where, f"n:{node.name}")
+            named = bg.sem.name(node, bg.scope(where))  # the value's name as the code there reads it
+            out.setdefault(f"{named} · {op_name(node)} ({where or 'root'})", (where, f"n:{node.name}"))
     return out
 
 
@@ -94,7 +100,7 @@ def _meta(d: dict | None) -> TensorMeta | None:
 
 
 def _port(d: dict) -> Port:
-    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]))
+    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]), d.get("label", ""))
 
 
 def _view_from_dict(d: dict) -> CompositeView:

@@ -17,7 +17,9 @@ import torch.fx
 
 from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
+from graphsurgeon.graph.hierarchy import Hierarchy
 from graphsurgeon.graph.meta import TensorMeta, tensor_meta
+from graphsurgeon.graph.semantics import activation_title, unique_names
 
 __all__ = ["Block", "BlockGraph", "CompositeView", "Link", "Port", "StaticInput", "VariableRow",
            "composite_id", "op_name", "primitive_id"]
@@ -58,8 +60,7 @@ class BlockGraph:
         self.captured = captured
         gm = captured.gm
         self.dims = captured.dims
-        self.classes: dict[str, str] = {"": captured.model_class}
-        self.children: dict[str, list[str]] = {"": []}
+        self.tree = Hierarchy(captured.model_class)
         self.chain: dict[torch.fx.Node, tuple[str, ...]] = {}  # composite paths from the root's child down
         self.static: dict[torch.fx.Node, str] = {}  # node -> circle text
         self.hidden: set[torch.fx.Node] = set()
@@ -71,7 +72,28 @@ class BlockGraph:
         for node in gm.graph.nodes:
             self.nodes[node.name] = node
             self._classify(node)
+        self.sem = captured.semantics()
+        self.hidden |= self.sem.hidden
+        self.tree.nest(self.chain, self.sem)
+        for node, (src, _) in self.folded.items():
+            self.chain[node] = self.chain.get(src, ())
+        for node in gm.graph.nodes:
+            if node in self.chain and node not in self.hidden:
+                self.tree.add_chain(self.chain[node])
+        for path in self.tree.classes:
+            if path and path not in self.tree.kinds and self.sem.module_role(path) == "activation":
+                title = activation_title([n for n, c in self.chain.items() if c and c[-1] == path])
+                if title:
+                    self.tree.subtitles[path] = title
         self._param_counts = self._count_parameters()
+
+    @property
+    def classes(self) -> dict[str, str]:
+        return self.tree.classes
+
+    @property
+    def children(self) -> dict[str, list[str]]:
+        return self.tree.children
 
     # ---- indexing ------------------------------------------------------------------------
     def _classify(self, node: torch.fx.Node) -> None:
@@ -106,7 +128,6 @@ class BlockGraph:
     def _stack_chain(self, node: torch.fx.Node) -> tuple[str, ...]:
         stack = node.meta.get("nn_module_stack") or {}
         chain: list[str] = []
-        parent = ""
         for path, cls in stack.values():
             if not isinstance(path, str) or path == "" or path.startswith("_empty_nn_module_stack"):
                 continue
@@ -114,10 +135,7 @@ class BlockGraph:
                 continue
             if path not in self.classes:
                 self.classes[path] = cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
-                self.children.setdefault(parent, []).append(path)
-                self.children.setdefault(path, [])
             chain.append(path)
-            parent = path
         return tuple(chain)
 
     def _attr_text(self, node: torch.fx.Node) -> str:
@@ -155,51 +173,36 @@ class BlockGraph:
         return self._metas[node]
 
     def param_count(self, path: str) -> int:
+        if self.tree.kinds.get(path) == "stack":
+            return sum(self.param_count(c) for c in self.children.get(path, []))
         return self._param_counts.get(path, 0)
 
     def class_name(self, path: str) -> str:
         if path not in self.classes:
-            raise ViewError(self._unknown_path_message(path))
+            raise ViewError(self.tree.unknown_path_message(path))
         return self.classes[path]
 
     def paths(self) -> list[str]:
         """Every composite path, parents before children."""
-        out, todo = [], [""]
-        while todo:
-            p = todo.pop(0)
-            out.append(p)
-            todo[0:0] = self.children.get(p, [])
-        return out
+        return self.tree.paths()
 
     def parent(self, path: str) -> str | None:
-        for p, kids in self.children.items():
-            if path in kids:
-                return p
-        return None
+        return self.tree.parent(path)
 
     def breadcrumbs(self, path: str) -> list[tuple[str, str]]:
-        """[(label, path)] from the root: [("GPT2LMHeadModel", ""), ("transformer", "transformer"), ("h.0", …)]."""
-        crumbs = []
-        p: str | None = path
-        while p:
-            parent = self.parent(p)
-            if parent is None:
-                break
-            crumbs.append((self.label(p, parent), p))
-            p = parent
-        crumbs.append((self.classes[""], ""))
-        return crumbs[::-1]
+        """[(label, path)] from the root: [("GPT2LMHeadModel", ""), ("transformer", "transformer"), ("h.0 … ×12", …)]."""
+        self.class_name(path)
+        return self.tree.breadcrumbs(path)
 
-    @staticmethod
-    def label(path: str, parent: str) -> str:
-        return path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
+    def label(self, path: str, parent: str) -> str:
+        return self.tree.label(path, parent)
 
-    def _unknown_path_message(self, path: str) -> str:
-        import difflib
-
-        near = difflib.get_close_matches(path, list(self.classes), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else "; `inspect --tree` lists them."
-        return f"no composite named {path!r} in {self.classes['']}{hint}"
+    def scope(self, path: str) -> tuple[str, ...]:
+        """The module chain whose code a view's names are read in: the module itself, or the one a group/stack is in."""
+        p = path
+        while p and p in self.tree.kinds:
+            p = self.tree.stack_parent.get(p) if self.tree.kinds[p] == "stack" else self.tree.parent(p)
+        return self.sem.scope(p or "")
 
     # ---- views -------------------------------------------------------------------------------
     def _rep(self, node: torch.fx.Node, path: str, depth: int) -> str | None:
@@ -218,7 +221,7 @@ class BlockGraph:
     def view(self, path: str = "") -> CompositeView:
         """Derive the blocks, links and table rows of one composite level."""
         cls = self.class_name(path)
-        depth = 0 if path == "" else self._depth(path)
+        depth = 0 if path == "" else self.tree.depth(path)
         in_id, out_id = f"{composite_id(path)}#in", f"{composite_id(path)}#out"
         blocks: dict[str, Block] = {}
         inputs: dict[str, Port] = {}
@@ -236,7 +239,8 @@ class BlockGraph:
             for p in ports:
                 if p.value == value.name:
                     return p
-            port = Port(f"{block.id}/{direction}/{name or value.name}", name or value.name, value.name, self.meta(value))
+            port = Port(f"{block.id}/{direction}/{name or value.name}", name or value.name, value.name, self.meta(value),
+                        _port_label(name) if name else "")
             ports.append(port)
             return port
 
@@ -260,12 +264,12 @@ class BlockGraph:
             for pos, (arg_name, arg) in enumerate(self._node_args(node)):
                 if not isinstance(arg, torch.fx.Node):
                     if blk.kind == "primitive" and _is_constant(arg):
-                        blk.static_inputs.append(StaticInput(arg_name, _const_text(arg)))
+                        blk.static_inputs.append(StaticInput(_port_label(arg_name), _const_text(arg)))
                     continue
                 if arg in self.static:
                     if blk.kind == "primitive":
                         src = arg.target if arg.op == "get_attr" else None
-                        blk.static_inputs.append(StaticInput(arg_name, self.static[arg], src))
+                        blk.static_inputs.append(StaticInput(_port_label(arg_name), self.static[arg], src))
                     continue
                 if arg in self.hidden:
                     continue
@@ -273,6 +277,8 @@ class BlockGraph:
                 if src_rep == rep:
                     continue
                 dst_port = value_port(blk, "in", arg, arg_name if blk.kind == "primitive" else None)
+                if blk.kind == "primitive" and self.sem.residual_operand(node) is arg:
+                    dst_port.label = "residual"
                 if src_rep is None:
                     if arg.name not in inputs:
                         inputs[arg.name] = Port(f"{in_id}/out/{arg.name}", arg.name, arg.name, self.meta(arg))
@@ -293,7 +299,7 @@ class BlockGraph:
                         continue
                     if user.op == "output" or self._rep(user, path, depth) is None:
                         out_port = out_port or value_port(blk, "out", value)
-                        name = self._output_name(value) if user.op == "output" and not path else value.name
+                        name = self._output_name(value) if user.op == "output" and not path else value.name  # id only
                         if value.name not in outputs:
                             outputs[value.name] = Port(f"{out_id}/in/{name}", name, value.name, self.meta(value))
                         link(out_port, outputs[value.name], value)
@@ -301,17 +307,22 @@ class BlockGraph:
         boundary_in.outputs = list(inputs.values())
         boundary_out.inputs = list(outputs.values())
         ordered = ([boundary_in] if inputs else []) + list(blocks.values()) + ([boundary_out] if outputs else [])
+        self._name_values(ordered, links, self.scope(path))
         return CompositeView(path, cls, ordered, links, self._variables(ordered))
 
-    def _depth(self, path: str) -> int:
-        depth, p = 0, path
-        while p:
-            parent = self.parent(p)
-            if parent is None:
-                raise ViewError(self._unknown_path_message(path))
-            depth += 1
-            p = parent
-        return depth
+    def _name_values(self, blocks: list[Block], links: list[Link], scope: tuple[str, ...]) -> None:
+        """Give every port and link the display name of its value, unique within the view."""
+        order: list[str] = []
+        for b in blocks:
+            for p in b.outputs + b.inputs:
+                if p.value not in order:
+                    order.append(p.value)
+        names = dict(zip(order, unique_names([self.sem.name(self.nodes[v], scope) for v in order])))
+        for b in blocks:
+            for p in b.inputs + b.outputs:
+                p.name = names[p.value]
+        for link in links:
+            link.name = names.get(link.value, link.value)
 
     def _node_args(self, node: torch.fx.Node):
         names = _arg_names(node)
@@ -336,15 +347,19 @@ class BlockGraph:
     def _make_block(self, bid: str, view_path: str) -> Block:
         if bid.startswith("m:"):
             path = bid[2:]
-            return Block(bid, "composite", self.label(path, view_path), self.classes[path],
-                         module_path=path, param_count=self.param_count(path))
+            kind = self.tree.kinds.get(path, "module")
+            role = {"stack": "stack"}.get(kind) or self.sem.module_role(path) or (
+                self.sem.groups[path].kind if kind == "function" else None)
+            return Block(bid, "composite", self.tree.title(path, view_path),
+                         self.tree.subtitles.get(path, self.classes[path]), module_path=path,
+                         param_count=self.param_count(path), role=role, group=kind)
         node = self.nodes[bid[2:]]
         chain = self.chain.get(node, ())
         title = op_name(node)
         if node.op == "call_module":
             title = str(node.target).rsplit(".", 1)[-1]
         return Block(bid, "primitive", title, str(node.target), module_path=chain[-1] if chain else "",
-                     node=node.name)
+                     node=node.name, role=self.sem.role(node))
 
     def _variables(self, blocks: list[Block]) -> list[VariableRow]:
         rows = []
@@ -353,7 +368,8 @@ class BlockGraph:
                 if p.meta is None:
                     continue
                 producer = "input" if b.kind == "input" else (b.title if b.kind == "primitive" else f"{b.title} ({b.subtitle})")
-                rows.append(VariableRow(p.value, producer, p.meta.shape_text, p.meta.example_text, p.meta.dtype, p.id))
+                rows.append(VariableRow(p.name, producer, p.meta.shape_text, p.meta.example_text, p.meta.dtype, p.id,
+                                        p.value))
         return rows
 
 
@@ -362,7 +378,23 @@ def _is_constant(x) -> bool:
         isinstance(x, (list, tuple)) and all(isinstance(e, (int, float, bool)) for e in x) and len(x) > 0)
 
 
+_ARG_LABELS = {"self": "input", "mat1": "input", "mat2": "weight", "attn_mask": "mask", "tensors": "inputs",
+               "indices": "indices", "condition": "condition"}
+_NO_LIMIT = 2 ** 62  # slice bounds at INT64 max/min mean "to the end"
+
+
+def _port_label(arg_name: str) -> str:
+    """What an argument means, for a person: 'self' -> 'input', 'attn_mask' -> 'mask', 'tensors[1]' -> 'inputs[1]'."""
+    base, _, index = arg_name.partition("[")
+    label = _ARG_LABELS.get(base, base)
+    return f"{label}[{index}" if index else label
+
+
 def _const_text(x) -> str:
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int) and abs(x) >= _NO_LIMIT:
+        return "None"
     if isinstance(x, float):
         return f"{x:g}"
     if isinstance(x, torch.dtype):

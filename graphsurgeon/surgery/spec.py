@@ -6,7 +6,11 @@ This is the contract between surgery (which creates these), export (which reads 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import numbers
+from dataclasses import asdict, dataclass, field, fields
+
+from graphsurgeon.errors import GraphsurgeonError
 
 
 @dataclass(frozen=True)
@@ -32,15 +36,76 @@ class Target:
         return asdict(self)
 
 
+INITS = ("kaiming", "gaussian")  # A's initialisation; B starts at zero either way
+ALLOWED = {  # LoRAConfig field -> its allowed values, as every error message states them
+    "r": "r must be a whole number of at least 1 (e.g. 8)",
+    "alpha": "alpha must be a finite number greater than 0 (e.g. 16)",
+    "dropout": "dropout must be a probability p with 0 <= p < 1 (e.g. 0.05)",
+    "use_rslora": "use_rslora must be true or false",
+    "init": f"init must be one of {', '.join(INITS)}",
+}
+
+
+class LoRAConfigError(GraphsurgeonError, ValueError):
+    """A LoRA hyper-parameter out of its allowed values; `.field`, `.value`, `.allowed` let callers name their own flag."""
+
+    def __init__(self, field_name: str, value, allowed: str, message: str | None = None) -> None:
+        self.field, self.value, self.allowed = field_name, value, allowed
+        super().__init__(message or f"{field_name} = {_show(value)} is not allowed: {allowed}.")
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class LoRAConfig:
-    """Hyper-parameters of one LoRA block (validated in `validate()`)."""
+    """Hyper-parameters of one LoRA block, validated here and only here (like PEFT's LoraConfig.__post_init__).
+
+    The one bound that depends on the target, r ≤ min(in, out), is checked when the block is inserted
+    (validate/local.py).
+    """
 
     r: int = 8  # rank of the update B·A
     alpha: float = 16.0  # scaling = alpha / r (alpha / sqrt(r) with rslora)
     dropout: float = 0.0  # dropout on the LoRA branch only
     use_rslora: bool = False  # rank-stabilised scaling
     init: str = "kaiming"  # "kaiming" (PEFT's default: A kaiming-uniform a=sqrt(5), B zeros) or "gaussian"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, numbers.Integral) or isinstance(self.r, bool) or self.r < 1:
+            raise LoRAConfigError("r", self.r, ALLOWED["r"])
+        if not _is_number(self.alpha) or not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise LoRAConfigError("alpha", self.alpha, ALLOWED["alpha"])
+        if not _is_number(self.dropout) or not math.isfinite(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise LoRAConfigError("dropout", self.dropout, ALLOWED["dropout"])
+        if not isinstance(self.use_rslora, bool):
+            raise LoRAConfigError("use_rslora", self.use_rslora, ALLOWED["use_rslora"])
+        if not isinstance(self.init, str) or self.init not in INITS:
+            raise LoRAConfigError("init", self.init, ALLOWED["init"])
+        object.__setattr__(self, "r", int(self.r))  # plain Python numbers, so they save to JSON as they read
+        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "dropout", float(self.dropout))
+
+    @classmethod
+    def from_dict(cls, data) -> "LoRAConfig":
+        """A config from JSON data (a recipe step): every field present, no unknown key, values as in __post_init__."""
+        names = [f.name for f in fields(cls)]
+        keys = ", ".join(names)
+        if not isinstance(data, dict):
+            raise LoRAConfigError("config", data, keys, f"config must be an object with the keys {keys}, "
+                                                         f"not {type(data).__name__} {_show(data)}.")
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise LoRAConfigError("config", unknown[0], keys, f"config key {unknown[0]!r} is unknown; the keys are {keys}.")
+        missing = [k for k in names if k not in data]
+        if missing:
+            raise LoRAConfigError("config", missing[0], keys, f"config lacks {missing[0]!r}; give every key: {keys}.")
+        return cls(**data)
 
     @property
     def scaling(self) -> float:

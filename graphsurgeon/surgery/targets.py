@@ -5,6 +5,8 @@ Names are used only as a fallback when the graph has no attention op.
 
 from __future__ import annotations
 
+import re
+
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.graph.semantics.dataflow import (attention_operands, layer_index, module_of, producer,  # noqa: F401
                                                    projection, trace_back)
@@ -60,22 +62,45 @@ def projection_targets(cm) -> list[Target]:
     return out
 
 
+_LAYER_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")  # "3" or "0-5"
+
+
+def layer_spec(spec: str | None) -> list[tuple[int, int]] | None:
+    """The layer ranges a --layers text names, (lo, hi) both included: None for 'all' (or None); bad syntax raises."""
+    if spec is None or str(spec).strip() == "all":
+        return None
+    text = str(spec).strip()
+    if not text:
+        raise TargetError("--layers is empty: give all, a range like 0-5 or a list like 0,3.")
+    ranges: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        m = _LAYER_ITEM.match(part)
+        if m is None:
+            what = ("has an empty item" if not part else "is not a layer number" if part == text else
+                    f"has {part!r}, which is not a layer number")
+            raise TargetError(f"--layers {text!r} {what}; give all, a range like 0-5 or a list like 0,3 "
+                              "(layers count from 0).")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if lo > hi:
+            raise TargetError(f"--layers {part!r} is a reversed range: write {hi}-{lo} "
+                              "(a range goes from the lower layer to the higher, both included).")
+        ranges.append((lo, hi))
+    return ranges
+
+
 def parse_layers(spec: str | None, n_layers: int) -> list[int]:
-    """'all' | '0-5' | '0,3' -> sorted layer indices; out of range raises TargetError."""
-    if spec in (None, "", "all"):
+    """'all' (or None) | '0-5' | '0,3' | '0-2,5' -> sorted layer indices of a model with `n_layers` layers."""
+    ranges = layer_spec(spec)
+    if ranges is None:
         return list(range(n_layers))
-    layers: set[int] = set()
-    try:
-        for part in str(spec).split(","):
-            a, _, b = part.strip().partition("-")
-            lo, hi = int(a), int(b) if b else int(a)
-            layers.update(range(lo, hi + 1))
-    except ValueError:
-        raise TargetError(f"--layers {spec!r} is not 'all', a range like 0-5 or a list like 0,3.") from None
-    bad = sorted(i for i in layers if i < 0 or i >= n_layers)
-    if bad:
-        raise TargetError(f"layer {bad[0]} is out of range: this model has layers 0-{n_layers - 1}.")
-    return sorted(layers)
+    if n_layers == 0:
+        raise TargetError(f"--layers {str(spec).strip()!r} names layers, but this model has no numbered (repeated) "
+                          "layers; use --layers all.")
+    top = max(hi for _, hi in ranges)  # checked before the ranges are expanded (0-999999999 stays cheap)
+    if top >= n_layers:
+        first = min(max(lo, n_layers) for lo, hi in ranges if hi >= n_layers)
+        raise TargetError(f"layer {first} is out of range: this model has layers 0-{n_layers - 1}.")
+    return sorted({i for lo, hi in ranges for i in range(lo, hi + 1)})
 
 
 def resolve_targets(cm, roles=("q", "v"), layers: str | list[int] | None = "all") -> list[Target]:
@@ -97,8 +122,9 @@ def resolve_targets(cm, roles=("q", "v"), layers: str | list[int] | None = "all"
     if isinstance(layers, (list, tuple, set)):
         bad = sorted(i for i in chosen if i not in all_layers)
         if bad:
-            raise TargetError(f"layer {bad[0]} is out of range: this model has layers 0-{n - 1}.")
-    every = layers in (None, "", "all")  # targets outside repeated blocks (pooler, lm_head) only with "all"
+            has = f"this model has layers 0-{n - 1}" if n else "this model has no numbered (repeated) layers"
+            raise TargetError(f"layer {bad[0]} is out of range: {has}.")
+    every = layers is None or (isinstance(layers, str) and layers.strip() == "all")  # targets outside repeated blocks (pooler, lm_head) only with "all"
     result = [t for t in found if (t.layer is None and every) or t.layer in chosen]
     missing = [r for r in qkv if not any(t.role == r for t in result)]
     if missing:

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from graphsurgeon.graph.snapshot import search_entries
 from graphsurgeon.graph.blocks import Block, CompositeView, Link
-from graphsurgeon.ui.layout import layout
+from graphsurgeon.ui.layout import MARGIN, ROW_GAP, Box, Layout, Wire, layered
+from graphsurgeon.ui.routing import place_new, port_points, route, route_is_free
 
-BLOCK_MIN_W = 96.0
-HEADER_H = 38.0
-ROW_H = 18.0
-CHAR_W = 6.6
-
-
-def block_size(b: Block) -> tuple[float, float]:
-    """Width and height of a block as drawn: title, ports left and right, static circles under the inputs."""
-    left = [p.name for p in b.inputs] + [f"{s.name}={s.text}" for s in b.static_inputs]
-    right = [p.name for p in b.outputs]
-    lw = max((len(t) for t in left), default=0)
-    rw = max((len(t) for t in right), default=0)
-    w = max(BLOCK_MIN_W, (lw + rw) * 7.4 + 34, (max(len(b.title), len(b.subtitle)) + 3) * CHAR_W)
-    rows = max(len(b.inputs) + len(b.static_inputs), len(b.outputs), 1)
-    return (min(w, 420.0), HEADER_H + rows * ROW_H + 6)
+VIEWPORT = (1020.0, 700.0)  # canvas size (px) a view is laid out to fit: the graph area of a 1600×1000 window
 
 
 class Controller:
@@ -32,7 +19,12 @@ class Controller:
         self.path = path
         self.history: list[str] = []
         self.manual: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> position set by hand
-        self._layouts: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+        self.viewport = VIEWPORT
+        self._layouts: dict[tuple[str, int], Layout] = {}
+        self._placed: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> last position shown
+        self._routes: dict[str, dict[str, list]] = {}  # path -> wire id -> last route shown
+        self._sizes: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> last size shown
+        self._spots: dict[str, dict[tuple, tuple[float, float]]] = {}  # path -> (id, w, h) -> where it was that size
         self._view: CompositeView | None = None
         self._view_key: tuple[str, int] | None = None
 
@@ -43,6 +35,10 @@ class Controller:
         if not same:
             self.path, self.history = path, []
             self.manual.clear()
+            self._placed.clear()
+            self._routes.clear()
+            self._sizes.clear()
+            self._spots.clear()
         self._layouts.clear()
         self._view = None
 
@@ -50,6 +46,10 @@ class Controller:
         """Show a read-only snapshot of a model whose capture is still running."""
         self.cm, self.preview, self.path, self.history = None, snapshot, path, []
         self.manual.clear()
+        self._placed.clear()
+        self._routes.clear()
+        self._sizes.clear()
+        self._spots.clear()
         self._layouts.clear()
         self._view = None
 
@@ -106,22 +106,127 @@ class Controller:
         self.navigate(parent)
         return True
 
-    def positions(self) -> dict[str, tuple[float, float]]:
-        """Block positions for the current view: the cached layout overridden by hand-placed blocks."""
+    def arrange(self, boxes: dict[str, Box], wires: list[Wire]) -> Layout:
+        """Positions and routes of the current view (blocks placed by hand stay where they were put).
+
+        The first time a composite is shown it gets a full layout; after an edit every block still there keeps
+        its place, new blocks go into free space next to their neighbours, and only the links that changed are
+        routed again.
+        """
         key = (self.path, self.shown.version)
         if key not in self._layouts:
-            v = self.view
-            sizes = {b.id: block_size(b) for b in v.blocks}
-            port_block = {p.id: b.id for b in v.blocks for p in b.inputs + b.outputs}
-            edges = [(port_block[l.src], port_block[l.dst]) for l in v.links if l.src in port_block and l.dst in port_block]
-            self._layouts[key] = layout(sizes, edges)
-        pos = dict(self._layouts[key])
-        pos.update({k: v for k, v in self.manual.get(self.path, {}).items() if k in pos})
-        return pos
+            before = self._placed.get(self.path)
+            kept = {k: v for k, v in (before or {}).items() if k in boxes}
+            if not kept:
+                lay = layered(boxes, wires, self.viewport)
+            else:
+                lay = self._update(boxes, wires, kept, before)
+            self._layouts[key] = lay
+        lay = self._layouts[key]
+        manual = {k: v for k, v in self.manual.get(self.path, {}).items() if k in lay.positions}
+        if manual:
+            pos = {**lay.positions, **manual}
+            routes = dict(lay.routes)
+            moved = {w.id for w in wires if w.src in manual or w.dst in manual}
+            rects = _rects(boxes, pos)
+            for w in wires:
+                if w.id in moved:
+                    a, z = port_points(boxes, pos, w)
+                    routes[w.id] = route(a, z, rects)
+            lay = Layout(pos, routes, lay.bands)
+        remembered = self._placed.setdefault(self.path, {})
+        remembered.update(lay.positions)
+        self._routes[self.path] = dict(lay.routes)
+        self._sizes.setdefault(self.path, {}).update({n: (b.w, b.h) for n, b in boxes.items()})
+        spots = self._spots.setdefault(self.path, {})
+        spots.update({(n, b.w, b.h): lay.positions[n] for n, b in boxes.items() if n in lay.positions})
+        return lay
+
+    def _update(self, boxes: dict[str, Box], wires: list[Wire], kept: dict, before: dict) -> Layout:
+        kept = self._resized(boxes, kept)
+        pos = dict(kept)
+        pos.update(place_new(boxes, wires, kept, remembered=before))
+        old = self._routes.get(self.path, {})
+        rects = _rects(boxes, pos)
+        fresh = _inflate(_rects(boxes, {n: p for n, p in pos.items() if n not in kept}), 2.0)
+        routes = {}
+        for w in wires:
+            a, z = port_points(boxes, pos, w)
+            r = old.get(w.id)
+            if r and r[0] == a and r[-1] == z and route_is_free(r, fresh):
+                routes[w.id] = r
+            else:
+                routes[w.id] = route(a, z, rects)
+        return Layout(pos, routes)
+
+    def _resized(self, boxes: dict[str, Box], kept: dict) -> dict:
+        """Blocks whose size changed with the edit (a port renamed) stay put if they still fit — growing from their
+        left, right or centre, whichever keeps clear of the others; one that fits nowhere is placed like a new one."""
+        sizes = self._sizes.get(self.path, {})
+        out = dict(kept)
+        for n, (x, y) in kept.items():
+            old = sizes.get(n)
+            b = boxes[n]
+            if old is None or old == (b.w, b.h):
+                continue
+            others = [(px - 2 * MARGIN, py - ROW_GAP / 2, px + boxes[m].w + 2 * MARGIN, py + boxes[m].h + ROW_GAP / 2)
+                      for m, (px, py) in out.items() if m != n]
+            del out[n]
+            back = self._spots.get(self.path, {}).get((n, b.w, b.h))  # where it was at this size (undo, redo)
+            for cx, cy in ([back] if back else []) + [(x, y), (x + old[0] - b.w, y), (x + (old[0] - b.w) / 2, y)]:
+                if not any(cx < o[2] and o[0] < cx + b.w and cy < o[3] and o[1] < cy + b.h for o in others):
+                    out[n] = (cx, cy)
+                    break
+        return out
 
     def moved(self, block_id: str, x: float, y: float) -> None:
         self.manual.setdefault(self.path, {})[block_id] = (x, y)
 
+    def reroute(self, boxes: dict[str, Box], positions: dict, wires: list[Wire]) -> dict[str, list]:
+        """Routes for `wires` around the blocks at `positions` (a block being dragged by hand)."""
+        rects = _rects(boxes, positions)
+        return {w.id: route(*port_points(boxes, positions, w), rects) for w in wires}
+
+    # ---- LoRA blocks ---------------------------------------------------------------------------------
+    def lora_of(self, block: Block):
+        """The inserted LoRA block (surgery.spec.LoRABlock) a composite is, or None."""
+        if self.cm is None or block.kind != "composite" or block.module_path is None:
+            return None
+        return self.cm.loras.get(block.module_path)
+
+    def is_lora(self, block: Block) -> bool:
+        """True for an inserted LoRA block and for everything drawn inside one."""
+        if self.cm is None or block.module_path is None:
+            return False
+        return any(block.module_path == p or block.module_path.startswith(p + ".") for p in self.cm.loras)
+
+    def badge(self, block: Block) -> str:
+        """"LoRA r=8 α=16 · 12,288 params" on a LoRA block (a bare one also says where its output goes); "" otherwise."""
+        lb = self.lora_of(block)
+        if lb is None:
+            return ""
+        c = lb.config
+        text = f"LoRA r={c.r} α={c.alpha:g} · {block.param_count:,} params"
+        if lb.kind == "bare":
+            text += f" · onto {self._value_name(lb.wired_to)}" if lb.wired_to else " · not wired"
+        return text
+
+    def _value_name(self, node: str) -> str:
+        """Display name of an fx value where the view shows it (its port name), else the fx name."""
+        for b in self.view.blocks:
+            for p in b.outputs:
+                if p.value == node:
+                    return p.name
+        return node
+
     def search_index(self) -> dict[str, tuple[str, str]]:
         """Find targets: label → (composite path to open, block id to select), for modules and ops."""
         return search_entries(self.shown.blocks())
+
+
+def _rects(boxes: dict[str, Box], pos: dict) -> list[tuple[float, float, float, float]]:
+    return [(x, y, x + boxes[n].w, y + boxes[n].h) for n, (x, y) in pos.items() if n in boxes]
+
+
+def _inflate(rects, m: float):
+    return [(a - m, b - m, c + m, d + m) for a, b, c, d in rects]

@@ -20,7 +20,7 @@ from graphsurgeon.ui.shape_table import ShapeTable
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
 SHAPES_HEIGHT = 290  # the shape table's dock: ~11 rows at 1600×1000 (it was 190: ~5 rows)
-READABLE_SCALE = 0.62  # opening a composite never zooms out below this (labels stay legible); F fits it all
+READABLE_SCALE = 0.35  # fitting never zooms out below this (a bigger view opens left-aligned); titles stay ≥ 10 px by level of detail
 
 
 class GraphView(QGraphicsView):
@@ -36,7 +36,7 @@ class GraphView(QGraphicsView):
         f = 1.15 if event.angleDelta().y() > 0 else 1 / 1.15
         self.scale(f, f)
 
-    def fit(self, min_scale: float = 0.0) -> None:
+    def fit(self, min_scale: float = READABLE_SCALE) -> None:
         """Fit the view to the blocks; with min_scale, never zoom out below it (text stays readable), left-aligned."""
         r = self.scene().itemsBoundingRect()
         if r.isEmpty():

@@ -34,9 +34,21 @@ def op_of(node: torch.fx.Node) -> str:
     return packet.__name__ if packet is not None else getattr(node.target, "__name__", str(node.target))
 
 
+_MEMO = "_graphsurgeon_module_of"  # node.meta key: (the nn_module_stack it was read from, the result)
+
+
 def module_of(node: torch.fx.Node) -> tuple[str, str]:
     """(path, class name) of the innermost module the node ran in."""
     stack = node.meta.get("nn_module_stack") or {}
+    memo = node.meta.get(_MEMO)
+    if memo is not None and memo[0] is stack:
+        return memo[1]
+    found = _innermost(stack)
+    node.meta[_MEMO] = (stack, found)
+    return found
+
+
+def _innermost(stack: dict) -> tuple[str, str]:
     for path, cls in reversed(list(stack.values())):
         if isinstance(path, str) and path and not path.startswith("_empty"):
             name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))

@@ -215,16 +215,10 @@ class EditSession:
 
     def edit(self, block_path: str, r: int | None = None, alpha: float | None = None,
              dropout: float | None = None) -> Entry:
-        """Change r / alpha / dropout of a LoRA block; invalid values are refused with a reason."""
+        """Change r / alpha / dropout of a LoRA block; invalid values are refused with a reason (by LoRAConfig)."""
         changes = {k: v for k, v in (("r", r), ("alpha", alpha), ("dropout", dropout)) if v is not None}
         if not changes:
             raise OperateError("nothing to change; give r, alpha or dropout.")
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1):
-            raise OperateError(f"r must be a whole number ≥ 1, got {r!r}.")
-        if alpha is not None and not alpha > 0:
-            raise OperateError(f"alpha must be > 0, got {alpha!r}.")
-        if dropout is not None and not 0.0 <= dropout < 1.0:
-            raise OperateError(f"dropout must be in [0, 1), got {dropout!r}.")
         return self._do(ChangeLoRA(self.cm, block_path, **changes))
 
     def delete(self, block_path: str) -> Entry:
@@ -287,7 +281,10 @@ class EditSession:
         """Replay a recipe file onto the open model as one undoable edit (refused as a whole, with one sentence)."""
         from graphsurgeon.surgery.recipe import load_recipe, replay
 
-        compound = replay(self.cm, load_recipe(file), self.history)
+        data = load_recipe(file)
+        if not data["steps"]:
+            raise OperateError(f"the recipe {Path(file).name} has no steps; nothing to replay (save one after an edit).")
+        compound = replay(self.cm, data, self.history)
         compound.text = f"Open recipe {Path(file).name} ({len(compound.commands)} steps)"
         self._changed()
         return self.history.done[-1]
@@ -295,7 +292,11 @@ class EditSession:
     def export(self, out_dir, force: bool = False):
         from graphsurgeon.export import export_folder
 
-        result = export_folder(self.cm, out_dir, force=force)
+        # the editor exports what it shows, random weights included; the dialog's notes say so (README.md too)
+        result = export_folder(self.cm, out_dir, force=force, random_weights=True)
+        if result.weights != "real":
+            result.notes.insert(0, f"the weights are {'RANDOM' if result.weights == 'random' else 'partly random'}: "
+                                   f"{result.weights_note}; this is no trained model.")
         self.dirty = False
         return result
 

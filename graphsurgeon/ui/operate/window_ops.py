@@ -50,7 +50,11 @@ class Operate(QObject):
         self._dock("Blocks", self.palette, Qt.LeftDockWidgetArea)
         self.stack = QUndoStack(self)
         self._dock("History", QUndoView(self.stack), Qt.LeftDockWidgetArea)
-        self.diagnostics = QListWidget()
+        self.diagnostics = QListWidget()  # one wrapped row per problem, there until the problem is fixed
+        self.diagnostics.setWordWrap(True)
+        self.diagnostics.setTextElideMode(Qt.ElideNone)
+        self.diagnostics.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.diagnostics.setResizeMode(QListWidget.Adjust)
         self.diagnostics.itemClicked.connect(self._jump)
         self._dock("Diagnostics", self.diagnostics, Qt.BottomDockWidgetArea)
         self.editor = LoRAEditor(self)
@@ -61,6 +65,7 @@ class Operate(QObject):
         window.model_ready.connect(self.offer_recovery)
         window.scene.signals.wire_started.connect(self.wire_started)
         window.scene.signals.wire.connect(self.wire)
+        window.scene.signals.rebuilt.connect(self.mark_problems)
         self.budget_label = QLabel()
         window.statusBar().addPermanentWidget(self.budget_label)
         window.view.setAcceptDrops(True)
@@ -153,7 +158,7 @@ class Operate(QObject):
                                                                 QEvent.DragLeave):
             return False
         if t == QEvent.DragLeave:
-            self.window.scene.set_marks({})
+            self.window.scene.clear_targets()
             return True
         mime = event.mimeData()
         if mime is None or not mime.hasFormat(MIME_TYPE):
@@ -163,33 +168,42 @@ class Operate(QObject):
             return True
         payload = decode_mime(mime, event.modifiers())
         if t == QEvent.DragEnter:
-            self._candidates = self.session.candidates(self.window.controller.path)
-            self.window.scene.set_marks({i: "candidate" for i in self._candidates})
+            self.drag_entered()
             event.acceptProposedAction()
             return True
-        hit = self.id_at(event.position().toPoint())
+        pos = event.position().toPoint()
+        hit = self.id_at(pos)
         if t == QEvent.DragMove:
-            reason = "" if hit in self._candidates or hit is None else self.session.why_not(
-                self.window.controller.path, hit)
-            self.say(reason or (f"drop: {self._candidates[hit].module} {self._candidates[hit].role}"
-                                if hit in self._candidates else ""))
+            self.drag_moved(hit, self.window.view.mapToScene(pos))
             event.acceptProposedAction()
             return True
-        self.window.scene.set_marks({})
+        self.window.scene.clear_targets()
         self.drop(hit, payload, bool(payload.get("every_layer")))
         event.acceptProposedAction()
         return True
 
+    def drag_entered(self) -> None:
+        """Every place the dragged LoRA may go glows (q / v slices of a fused projection tagged); the rest dims."""
+        self._candidates = self.session.candidates(self.window.controller.path)
+        self._refusals: dict[str, str] = {}
+        self.window.scene.show_targets({i: (t.role if t.is_slice else "") for i, t in self._candidates.items()})
+
+    def drag_moved(self, hit: str | None, at) -> None:
+        """Over a target: it lights up and the status bar says what the drop does; elsewhere "not here: why" at the cursor."""
+        if hit is None or hit in self._candidates:
+            self.window.scene.hover(hit, "", at)
+            t = self._candidates.get(hit) if hit else None
+            self.say(f"drop: LoRA on {t.module} {t.role}" if t is not None else "")
+            return
+        if hit not in self._refusals:
+            self._refusals[hit] = self.session.why_not(self.window.controller.path, hit)
+        reason = self._refusals[hit]
+        self.window.scene.hover(hit, reason, at)
+        self.say(f"not here: {reason}")
+
     def id_at(self, pos) -> str | None:
-        """The block or link id under a viewport position (blocks win over links)."""
-        items = self.window.view.items(pos)
-        for it in items:
-            if hasattr(it, "block_id"):
-                return it.block_id
-        for it in items:
-            if hasattr(it, "link_id"):
-                return it.link_id
-        return None
+        """The output port, block or link id under a viewport position (ports, then blocks, win over links)."""
+        return self.window.scene.id_at(self.window.view.mapToScene(pos)) or None
 
     def drop(self, id: str | None, payload: dict, every_layer: bool = False) -> bool:
         """Insert at `id`; a refusal changes nothing and says why. True when something was inserted."""
@@ -223,22 +237,18 @@ class Operate(QObject):
         return path if block is not None and block.kind == "bare" else None
 
     def wire_started(self, port_id: str) -> None:
-        """Highlight the blocks whose output the wire may end on."""
-        from graphsurgeon.ui.scene import port_block
-
+        """Light up the links and outputs the wire may end on."""
         path = self._bare_block(port_id)
         if path is None:
             return
         ok = self.session.connect_candidates(self.window.controller.path, path)
-        links = self.window.controller.links()
-        owners = {port_block(links[i].src) if i in links else port_block(i) for i in ok}
-        self.window.scene.set_marks({b: "candidate" for b in owners})
+        self.window.scene.show_targets({i: "" for i in ok}, keep=(f"m:{path}",))  # the right shape glows, the rest dims
         self.say(f"release on a highlighted output or link to add {path}'s output onto it." if ok else
                  f"nothing in this view can take {path}'s output; open the composite that holds its target.")
 
     def wire(self, port_id: str, onto_id: str) -> bool:
         """A wire was released on `onto_id`: connect the bare LoRA Layer there (one undoable edit)."""
-        self.window.scene.set_marks({})
+        self.window.scene.clear_targets()
         if not self.live():
             return False
         path = self._bare_block(port_id)
@@ -286,19 +296,51 @@ class Operate(QObject):
         for d in self.problems:
             it = QListWidgetItem(str(d))
             it.setData(Qt.UserRole, d.node)
+            it.setToolTip(str(d))
             self.diagnostics.addItem(it)
-        self.window.scene.set_marks({b: "error" for b in self._nodes_to_blocks([d.node for d in self.problems])})
+        self.mark_problems()
         return self.problems
 
-    def _nodes_to_blocks(self, nodes: list[str]) -> list[str]:
-        names = set(nodes)
-        return [b.id for b in self.window.controller.view.blocks
-                if any(p.value in names for p in b.outputs)]
+    def mark_problems(self) -> None:
+        """Red outline and a warning icon (tooltip = the message) on every block and link of the view a problem is in."""
+        c = self.window.controller
+        if c.cm is None:
+            return
+        bg = c.cm.blocks()
+        blocks: dict[str, str] = {}
+        links: dict[str, str] = {}
+        for d in self.problems:
+            node = bg.nodes.get(d.node)
+            if node is None:
+                continue
+            chain = set(bg.chain.get(node, ()))
+            for b in c.view.blocks:
+                if b.node == d.node or (b.kind == "composite" and b.module_path in chain):
+                    blocks.setdefault(b.id, d.message)
+            for link in c.view.links:
+                if link.value == d.node:
+                    links.setdefault(link.id, d.message)
+        self.window.scene.set_problems(blocks, links)
 
     def _jump(self, item) -> None:
+        """Open the composite the problem's node is drawn in and select its block."""
         node = item.data(Qt.UserRole)
-        if node:
-            self.window.find(node)
+        c = self.window.controller
+        if not node or c.cm is None:
+            return
+        bg = c.cm.blocks()
+        n = bg.nodes.get(node)
+        if n is None:
+            return
+        chain = bg.chain.get(n, ())
+        path = chain[-1] if chain else ""
+        self.window.navigate(path)
+        bid = f"n:{node}" if f"n:{node}" in self.window.scene.blocks else None
+        if bid is None:  # a node folded into its producer (a getitem): select the block its link leaves
+            bid = next((l.src.rsplit("/out/", 1)[0] for l in c.view.links if l.value == node), None)
+        if bid is not None:
+            self.window.scene.select([bid])
+            self.window.view.centerOn(self.window.scene.blocks[bid])
 
     def say(self, text: str) -> None:
         self.last_message = text
