@@ -89,7 +89,9 @@ def test_shape_table_all_rows_sort_filter_selection_both_ways_and_stretch(qtbot)
     table, view = win.table, win.controller.view
     graph_order = [[v.name, v.producer, v.shape, v.example_shape, v.dtype] for v in view.variables]
     assert table.rowCount() == len(view.variables) and table.shown() == graph_order
-    assert table.proxy.index(0, 0).data(Qt.ToolTipRole).endswith(getattr(view.variables[0], "value", view.variables[0].name))
+    renamed = next(r for r, v in enumerate(view.variables) if v.value and v.value != v.name)  # a semantic name
+    tip = table.proxy.index(renamed, 0).data(Qt.ToolTipRole)
+    assert view.variables[renamed].name in tip and tip.endswith(f"fx node: {view.variables[renamed].value}")
     rows_seen = table.view.viewport().height() // table.view.verticalHeader().defaultSectionSize()
     assert rows_seen >= 10, rows_seen  # a table area, not a strip of ~5 rows
     assert _columns_fill(table)

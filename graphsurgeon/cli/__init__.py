@@ -54,12 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    # No warnings or progress bars from transformers on our command line: our own lines say what happens. Set
-    # before transformers is imported (it reads them once), so the editor's window does not wait for that import.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: presets and local folders only
     try:
+        _quiet_transformers()
         parser = build_parser()
         if not argv:
             argv = ["edit"]  # a bare `graphsurgeon` opens the editor on the default model
@@ -112,3 +109,18 @@ def _drop_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def _quiet_transformers() -> None:
+    """No warnings or progress bars from transformers on our command line: our own lines say what happens.
+
+    Said through the environment, which transformers reads when it is imported, so the command line does not import
+    it (the editor's window paints first); through its logging API when it is imported already (a caller's process).
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()

@@ -89,7 +89,7 @@ class ShapeTable(QWidget):
         self._syncing = True
         self.model.removeRows(0, self.model.rowCount())
         for i, v in enumerate(rows):
-            fx = getattr(v, "value", v.name)  # the fx node name, shown in the tooltip (equal to name until renamed)
+            fx = v.value or v.name  # the fx node name, shown in the tooltip
             texts = (v.name, v.producer, v.shape, v.example_shape, v.dtype)
             items = []
             for c, text in enumerate(texts):
