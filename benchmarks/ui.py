@@ -119,12 +119,16 @@ def probe(source: str, path: str, started: float, pan: bool) -> None:
     frame(win)
     out["ready"] = time.time() - started
     out["ready_cpu"] = time.process_time()
-    if pan:
-        win.navigate(path)
-        app.processEvents()
-        out["blocks"] = len(win.scene.blocks)
-        out["full_frame"] = statistics.median(frame(win) for _ in range(5))  # all of the viewport, as after a zoom
-        out["pan"], out["paints"] = pan_frames(app, win)
+    if pan:  # the view opened, then its largest child composite (a stack of 80 layers holds 80 blocks)
+        bg = win.controller.cm.blocks()
+        largest = max(bg.children.get(path, []), key=lambda p: len(bg.view(p).blocks), default=path)
+        out["pans"] = {}
+        for where in dict.fromkeys([path, largest]):
+            win.navigate(where)
+            app.processEvents()
+            full = statistics.median(frame(win) for _ in range(5))  # all of the viewport, as after a zoom
+            times, paints = pan_frames(app, win)
+            out["pans"][where] = {"blocks": len(win.scene.blocks), "full": full, "pan": times, "paints": paints}
     import resource
 
     out["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -189,13 +193,39 @@ def launch_rows(llama_dir: str) -> list[tuple[str, str, str, str]]:
                  f"({big['ready_cpu']:.2f} CPU s); peak RSS {big['rss_gb']:.2f} GB", "≤ 20 s"))
     rows.append(("launch → first frame of Llama-3-70B (meta), cache warm", f"{big_warm['first']:.2f} s",
                  f"editable {big_warm['ready']:.2f} s", "≤ 20 s"))
-    pan = big["pan"]
-    rows.append((f"frame while panning Llama-3-70B's `model` view ({big['blocks']} blocks)",
-                 f"{statistics.median(pan):.1f} ms", f"median of {len(pan)} steps ({big['paints']} paints); 90th "
-                 f"percentile {sorted(pan)[len(pan) * 9 // 10]:.1f} ms, slowest {max(pan):.1f} ms (the first)", "≤ 16 ms"))
-    rows.append(("  … a whole frame of that view (as opened; what a zoom step repaints)", f"{big['full_frame']:.1f} ms",
-                 "median of 5", ""))
+    for where, r in big["pans"].items():
+        pan = r["pan"]
+        slowest = max(range(len(pan)), key=pan.__getitem__)
+        rows.append((f"frame while panning Llama-3-70B's `{where}` view ({r['blocks']} blocks)",
+                     f"{statistics.median(pan):.1f} ms", f"median of {len(pan)} steps ({r['paints']} paints); 90th "
+                     f"percentile {sorted(pan)[len(pan) * 9 // 10]:.1f} ms, slowest {pan[slowest]:.1f} ms (step "
+                     f"{slowest + 1}); a whole frame {r['full']:.1f} ms", "≤ 16 ms"))
     return rows
+
+
+def open_in(app, win, source: str) -> tuple[float, float]:
+    """File → Open `source` in a running window: seconds to the first frame showing it, and to editable."""
+    from PySide6.QtCore import QEventLoop
+
+    out: dict = {}
+    started = time.perf_counter()
+
+    def shown() -> None:
+        if "first" not in out and win.controller.shown is not None and win.controller.shown.source_name == source:
+            frame(win)
+            out["first"] = time.perf_counter() - started
+
+    win.view_changed.connect(shown)
+    loop = QEventLoop()
+    win.model_ready.connect(loop.quit)
+    win.open_model(source, meta=True)
+    shown()
+    loop.exec()
+    frame(win)
+    ready = time.perf_counter() - started
+    win.view_changed.disconnect(shown)
+    win.model_ready.disconnect(loop.quit)
+    return out.get("first", ready), ready
 
 
 def view_rows() -> list[tuple[str, str, str, str]]:
@@ -205,6 +235,18 @@ def view_rows() -> list[tuple[str, str, str, str]]:
     from graphsurgeon.ui.window import MainWindow
 
     app = QApplication.instance() or QApplication([])
+    win = MainWindow()
+    win.resize(1600, 1000)
+    win.show()
+    open_in(app, win, "tiny-gpt2")  # a running editor: torch, transformers and torch.export warmed up
+    cold_first, cold_ready = open_in(app, win, "gpt2")
+    open_in(app, win, "tiny-gpt2")
+    warm_first, warm_ready = open_in(app, win, "gpt2")
+    rows = [("File → Open gpt2 in a running editor, cache empty: first frame", f"{cold_first * 1e3:.0f} ms",
+             f"module hierarchy; editable {cold_ready:.2f} s", "≤ 3 s"),
+            ("File → Open gpt2 in a running editor, cache warm: first frame", f"{warm_first * 1e3:.0f} ms",
+             f"cached views; editable {warm_ready:.2f} s", "≤ 3 s")]
+    win.close()
     cm = capture("gpt2", meta=True)
     bg = cm.blocks()
     largest = max(bg.paths(), key=lambda p: len(bg.view(p).blocks))
@@ -215,7 +257,7 @@ def view_rows() -> list[tuple[str, str, str, str]]:
     win.navigate("transformer.h.0.attn")
     app.processEvents()
     n_attn = len(win.scene.blocks)
-    rows = [(f"frame of transformer.h.0.attn ({n_attn} blocks, as opened)", f"{median_frame(win):.1f} ms",
+    rows += [(f"frame of transformer.h.0.attn ({n_attn} blocks, as opened)", f"{median_frame(win):.1f} ms",
              "median of 30", "≤ 16 ms")]
     win.view.resetTransform()  # 1:1: every label drawn
     rows.append(("frame of transformer.h.0.attn at 1:1 (text on)", f"{median_frame(win):.1f} ms", "median of 30",
