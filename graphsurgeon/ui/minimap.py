@@ -62,6 +62,9 @@ class Minimap(QWidget):
             return
         self._scale = min(MAX_SIZE.width() / source.width(), MAX_SIZE.height() / source.height())
         size = QSize(max(24, round(source.width() * self._scale)), max(24, round(source.height() * self._scale)))
+        centre = source.center()  # the scene rectangle of exactly the pixmap's shape: pixels map back one to one
+        source = QRectF(0, 0, size.width() / self._scale, size.height() / self._scale)
+        source.moveCenter(centre)
         pixmap = QPixmap(size)
         pixmap.fill(QColor("#f8fafc"))
         painter = QPainter(pixmap)

@@ -48,7 +48,7 @@ class Opener(QObject):
         from graphsurgeon.capture.view_cache import cache_key, load_views
 
         self.number += 1
-        number, c = self.number, self.window.controller
+        number = self.number
         key = cache_key(source, meta=meta, eager_attention=eager_attention)
         cached = load_views(key)
         self._before = None
