@@ -119,8 +119,8 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     shown = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
     assert all(shown.intersects(item.sceneBoundingRect()) for item in win.scene.blocks.values())  # on screen
     assert win.scene.blocks["m:transformer.h.0.attn"].block.subtitle == "GPT2Attention"
-    assert win.progress.isVisible() and "torch.export" in win.progress_label.text()
-    assert "modules only" in win.windowTitle() and win.table.rowCount() == 0
+    qtbot.waitUntil(lambda: "torch.export" in win.progress_label.text())  # the next stage, signalled right after
+    assert win.progress.isVisible() and "modules only" in win.windowTitle() and win.table.rowCount() == 0
     win.navigate(ATTN)  # the hierarchy can be read: unbox, crumbs
     assert {b.title for b in c.view.blocks} == {"c_attn", "c_proj", "attn_dropout", "resid_dropout"}
     assert [b.text() for b in win.crumb_buttons][-1] == "› attn"

@@ -7,6 +7,7 @@ atomically (temp file + rename); a missing, stale or unreadable file is simply a
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -63,11 +64,16 @@ def load_views(key: str | None) -> ViewSnapshot | None:
     """The cached snapshot for `key`, or None (no file, another format, unreadable)."""
     if key is None:
         return None
+    collecting = gc.isenabled()
+    gc.disable()  # parsing makes ~10^5 objects that all live: a full collection meanwhile (0.4 s measured) is waste
     try:
         data = json.loads((cache_dir() / f"{key}.json").read_text())
         return ViewSnapshot(data) if data.get("format") == FORMAT else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def store_views(key: str | None, snapshot: dict) -> Path | None:

@@ -69,33 +69,40 @@ class Opener(QObject):
                 self._capture(number, *args)
 
     def _capture(self, number: int, source, meta: bool, path: str, eager: bool, key, uncached: bool) -> None:
-        s = self.signals
+        emit = self._emit
         try:
             model = None
             if uncached and isinstance(source, (str, os.PathLike)):  # nothing to paint yet: the module hierarchy
-                s.stage.emit(number, f"opening {source}: importing torch and transformers, building the model on the "
-                                     "meta device …")
+                emit("stage", number, f"opening {source}: importing torch and transformers, building the model "
+                                      "on the meta device …")
                 from graphsurgeon.capture import build_model
                 from graphsurgeon.graph.module_tree import module_snapshot
 
                 model = build_model(source, meta=True, eager_attention=eager)
-                s.hierarchy.emit(number, module_snapshot(model, str(source)), path)
-            s.stage.emit(number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
+                emit("hierarchy", number, module_snapshot(model, str(source)), path)
+            emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
             from graphsurgeon.capture import capture
 
             cm = capture(source, meta=meta, eager_attention=eager, model=model if meta else None)
-            s.stage.emit(number, f"deriving the views of {cm.model_class} …")
+            emit("stage", number, f"deriving the views of {cm.model_class} …")
             cm.blocks().view(path)  # an unknown path fails here, before the window switches
             if key is not None and uncached:  # ~0.2 s on gpt2; next time this model opens at once
                 from graphsurgeon.capture.view_cache import store_views
                 from graphsurgeon.graph.snapshot import take_snapshot
 
                 store_views(key, take_snapshot(cm))
-            s.done.emit(number, cm, path)
+            emit("done", number, cm, path)
         except GraphsurgeonError as err:
-            s.failed.emit(number, str(err))
+            emit("failed", number, str(err))
         except Exception as err:  # noqa: BLE001 — shown to the user, never a crash of the window
-            s.failed.emit(number, f"capture failed: {err}")
+            emit("failed", number, f"capture failed: {err}")
+
+    def _emit(self, signal: str, *args) -> None:
+        """Emit from the worker; once the window is gone (the app quit mid-capture) there is no one to tell."""
+        try:
+            getattr(self.signals, signal).emit(*args)
+        except RuntimeError:  # the signals' QObject was deleted with the window
+            pass
 
     # ---- on the UI thread ------------------------------------------------------------------------------
     def _stage(self, number: int, text: str) -> None:
