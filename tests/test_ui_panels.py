@@ -7,7 +7,7 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication, QDockWidget, QHeaderView
 
 from graphsurgeon.capture import capture
-from graphsurgeon.ui.shape_table import example_numel
+from graphsurgeon.ui.shape_table import OP, example_numel
 from test_ui_operate import _drop, _palette_mime, _window
 from test_ui_operate_keys import _click_block
 
@@ -77,7 +77,7 @@ def _click_row(qtbot, table, shown_row: int) -> None:
 
 def _columns_fill(table) -> bool:
     header = table.view.horizontalHeader()
-    return (header.sectionResizeMode(0) == QHeaderView.Stretch
+    return (header.sectionResizeMode(OP) == QHeaderView.Stretch
             and sum(header.sectionSize(c) for c in range(header.count())) == header.viewport().width())
 
 

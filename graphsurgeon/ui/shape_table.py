@@ -12,6 +12,7 @@ from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
 COLUMNS = ("name", "op", "shape", "example", "dtype")
+OP = COLUMNS.index("op")  # the column that stretches
 ROW_ROLE = Qt.UserRole + 1  # the row's index in view.variables
 SEARCH_ROLE = Qt.UserRole + 2  # lower-case text the filter matches: every column and the fx name
 SORT_ROLE = Qt.UserRole + 3  # what a column sorts by (the example shape sorts by element count)
@@ -71,10 +72,10 @@ class ShapeTable(QWidget):
         header = self.view.horizontalHeader()
         header.setSortIndicatorClearable(True)  # asc → desc → graph order
         header.setSortIndicator(-1, Qt.AscendingOrder)
-        # set once, never reset by a refill: the name takes what the other columns leave, so an edit keeps the stretch
-        header.setSectionResizeMode(0, QHeaderView.Stretch)
-        for c in range(1, len(COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        # set once, never reset by a refill (an edit keeps the stretch): every column as wide as its text, the op
+        # column (the longest texts, "Scaled dot-product attention (attention_interface())") takes what is left
+        for c in range(len(COLUMNS)):
+            header.setSectionResizeMode(c, QHeaderView.Stretch if c == OP else QHeaderView.ResizeToContents)
         self.view.selectionModel().selectionChanged.connect(self._user_selection)
         self._syncing = False
         lay = QVBoxLayout(self)
