@@ -16,7 +16,7 @@ import time
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GRAPHSURGEON_AUTOSAVE_DIR", "/tmp/graphsurgeon-bench-autosave")
+os.environ.setdefault("GRAPHSURGEON_CACHE_DIR", "/tmp/graphsurgeon-bench-cache")
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 

@@ -12,8 +12,8 @@ import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 
-# the editor's view cache goes to a folder of this run, never the user's ~/.cache
-os.environ["GRAPHSURGEON_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphsurgeon-test-views-")
+# the editor's view cache and autosaves go to a folder of this run, never the user's ~/.cache
+os.environ["GRAPHSURGEON_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphsurgeon-test-cache-")
 
 
 @pytest.fixture(scope="session")

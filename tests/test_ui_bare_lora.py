@@ -14,8 +14,8 @@ ATTN = "transformer.h.0.attn"
 
 
 @pytest.fixture(autouse=True)
-def _autosave_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _mouse(win, kind, pos: QPoint, buttons) -> None:

@@ -53,8 +53,7 @@ def test_unbox_by_click_then_crumb_back(qtbot, request, fixture, steps):
 def test_table_rows_and_link_styles(qtbot, tiny_gpt2):
     win = make(qtbot, tiny_gpt2, "transformer.h.0.attn")
     view = tiny_gpt2.blocks().view("transformer.h.0.attn")
-    rows = [[win.table.item(r, c).text() for c in range(4)] for r in range(win.table.rowCount())]
-    assert rows == [[v.name, v.producer, v.shape, v.dtype] for v in view.variables]
+    assert win.table.shown() == [[v.name, v.producer, v.shape, v.example_shape, v.dtype] for v in view.variables]
     kinds = set()
     for link in view.links:
         pen = win.scene.links[link.id].pen()
@@ -73,12 +72,12 @@ def test_selection_sync(qtbot, tiny_gpt2):
     win = make(qtbot, tiny_gpt2, "transformer.h.0.attn")
     view = win.controller.view
     r = next(i for i, v in enumerate(view.variables) if v.producer.startswith("c_attn"))
-    win.table.selectRow(r)
+    win.table.select_row(r)
     assert win.scene.selected_ids() == [win.port_block(view.variables[r].port)]
     assert "c_attn" in win.panel.toPlainText()
-    win.table.clearSelection()
+    win.table.clear_selection()
     win.scene.select(["m:transformer.h.0.attn.c_proj"])
-    selected = sorted({i.row() for i in win.table.selectedIndexes()})
+    selected = win.table.selected_rows()
     assert selected == [i for i, v in enumerate(view.variables) if win.port_block(v.port) == "m:transformer.h.0.attn.c_proj"]
     assert selected
 

@@ -24,3 +24,35 @@ def test_only_ui_imports_pyside6():
                  if "ui" not in p.relative_to(root).parts[:1]
                  and re.search(r"^\s*(from|import)\s+PySide6", p.read_text(), re.M)]
     assert offenders == []
+
+
+def test_window_and_cached_views_paint_before_torch_is_imported(tmp_path, tiny_gpt2, monkeypatch):
+    """The command line, the window and a cached view snapshot need neither torch nor transformers: a launch shows
+    them first and imports those (seconds) in the worker that captures."""
+    import os
+    import subprocess
+
+    from graphsurgeon.capture.view_cache import cache_key, store_views
+    from graphsurgeon.graph.snapshot import take_snapshot
+
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path))
+    store_views(cache_key("tiny-gpt2", meta=False), take_snapshot(tiny_gpt2))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    code = (
+        "import sys\n"
+        "import graphsurgeon.cli\n"
+        "graphsurgeon.cli.build_parser()\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from graphsurgeon.capture.view_cache import cache_key, load_views\n"
+        "from graphsurgeon.ui.window import MainWindow\n"
+        "app = QApplication([])\n"
+        "win = MainWindow()\n"
+        "win.show()\n"
+        "win.controller.set_preview(load_views(cache_key('tiny-gpt2', meta=False)), 'transformer.h.0.attn')\n"
+        "win.refresh()\n"
+        "app.processEvents()\n"
+        "print(len(win.scene.blocks), sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    blocks, imported = out.stdout.split(" ", 1)
+    assert int(blocks) == len(tiny_gpt2.blocks().view("transformer.h.0.attn").blocks) and imported.strip() == "[]"

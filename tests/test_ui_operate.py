@@ -17,8 +17,8 @@ BERT_ATTN = "encoder.layer.0.attention.self"
 
 
 @pytest.fixture(autouse=True)
-def _autosave_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _window(qtbot, cm, path):
@@ -172,9 +172,6 @@ def test_recipe_save_new_window_open_gives_same_graph(qtbot, tmp_path):
 
 
 def test_export_from_window_runs(qtbot, tmp_path):
-    export = pytest.importorskip("graphsurgeon.export")
-    if not hasattr(export, "export_folder"):
-        pytest.skip("graphsurgeon.export.export_folder is missing")
     cm = capture("tiny-bert")
     before = cm.run(**_inputs(cm))
     win = _window(qtbot, cm, BERT_ATTN)
@@ -192,17 +189,33 @@ def test_export_from_window_runs(qtbot, tmp_path):
         torch.testing.assert_close(out[k], before[k], atol=1e-5, rtol=1e-5)
 
 
-def test_window_offers_and_recovers_autosave(qtbot):
-    from graphsurgeon.ui.operate.session import EditSession
+def test_autosave_of_one_model_is_offered_for_that_model_only(qtbot, tmp_path):
+    """A crashed session on tiny-bert: a window on tiny-gpt2 offers nothing; opening tiny-bert (File → Open, the
+    capture in the worker) offers it; File → Recover replays it as one undoable edit."""
+    from graphsurgeon.ui.operate.session import EditSession, autosave_path
 
     crashed = EditSession(capture("tiny-bert"))
     crashed.drop(BERT_ATTN, f"m:{BERT_ATTN}.query")  # autosaves; never closed cleanly
-    win = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    saved = autosave_path(crashed.cm)
+    assert saved.is_relative_to(tmp_path / "cache") and saved.exists()
+
+    win = _window(qtbot, capture("tiny-gpt2"), "transformer.h.0.attn")
     ops = win.operate
-    assert ops.recovery is not None and "Recover" in ops.last_message
-    ops.recover()
+    recover = next(a for a in win.file_menu.actions() if a.text() == "Recover autosaved session")
+    assert ops.recovery is None and not recover.isVisible() and "recover" not in ops.last_message.lower()
+    recover.trigger()
+    assert win.controller.cm.loras == {} and ops.stack.count() == 0
+
+    win.open_model("tiny-bert", meta=False, path=BERT_ATTN)
+    qtbot.waitUntil(lambda: win.controller.cm is not None and win.controller.cm.source_name == "tiny-bert",
+                    timeout=60000)
+    assert ops.recovery is not None and recover.isVisible() and "can be recovered" in ops.last_message
+    recover.trigger()
     assert win.controller.cm.gm.code == crashed.cm.gm.code
-    assert f"m:{BERT_ATTN}.lora_q" in win.scene.blocks and ops.stack.count() == 1
+    assert f"m:{BERT_ATTN}.lora_q" in win.scene.blocks and ops.stack.count() == 1 and not recover.isVisible()
+    ops.stack.undo()
+    assert win.controller.cm.loras == {} and f"m:{BERT_ATTN}.lora_q" not in win.scene.blocks
+    assert saved.exists()  # still recoverable until the window closes cleanly
 
 
 def test_undo_while_inside_the_lora_block_shows_its_parent(qtbot):

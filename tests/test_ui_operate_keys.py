@@ -19,6 +19,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QUndoView
 
 from graphsurgeon.capture import capture
+from graphsurgeon.surgery.spec import LoRAConfig
 from graphsurgeon.ui.operate import window_ops
 from graphsurgeon.ui.operate.session import autosave_path
 from test_ui_operate import BERT_ATTN, _drop, _inputs, _palette_mime, _window
@@ -28,8 +29,8 @@ CTRL_SHIFT = Qt.ControlModifier | Qt.ShiftModifier
 
 
 @pytest.fixture(autouse=True)
-def _autosave_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 class Dialogs:
@@ -226,9 +227,6 @@ def test_open_recipe_on_a_bad_file_warns_and_changes_nothing(qtbot, tmp_path, di
 
 
 def test_export_folder_writes_the_folder_and_says_how_to_train(qtbot, tmp_path, dialogs):
-    export = pytest.importorskip("graphsurgeon.export")
-    if not hasattr(export, "export_folder"):
-        pytest.skip("graphsurgeon.export.export_folder is missing")
     _, win, _, _ = _bert_with_lora_q(qtbot)
     out = tmp_path / "out"
     out.mkdir()  # what a directory dialog returns exists already
@@ -250,7 +248,7 @@ def test_cancelled_file_dialogs_do_nothing(qtbot, tmp_path, dialogs, monkeypatch
     for text in ("Save recipe…", "Open recipe…", "Export folder…"):
         _menu_action(win, text).trigger()
     assert dialogs.asked == ["Save recipe", "Open recipe", "Export into folder"]
-    assert dialogs.messages == [] and list(tmp_path.iterdir()) == [tmp_path / "autosave"]
+    assert dialogs.messages == [] and list(tmp_path.iterdir()) == [tmp_path / "cache"]
     assert cm.gm.code == code and win.operate.stack.count() == 1 and win.operate.session.dirty
 
 
@@ -258,21 +256,83 @@ def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot
     _, win, _, _ = _bert_with_lora_q(qtbot)
     questions = []
     win.operate.ask = lambda title, question: questions.append(question) or False
-    assert win.operate.session.dirty and autosave_path().exists()
+    assert win.operate.session.dirty and autosave_path(win.controller.cm).exists()
 
     ev = QCloseEvent()
     QApplication.sendEvent(win, ev)
     assert not ev.isAccepted()  # the window's close event is ignored ...
     assert not win.close() and win.isVisible()  # ... so close() leaves it open
     assert len(questions) == 2 and "unsaved" in questions[0].lower()
-    assert autosave_path().exists()  # still recoverable
+    assert autosave_path(win.controller.cm).exists()  # still recoverable
 
     win.operate.ask = lambda *a: True
     assert win.close() and not win.isVisible()
-    assert not autosave_path().exists()  # a clean close leaves nothing to recover
+    assert not autosave_path(win.controller.cm).exists()  # a clean close leaves nothing to recover
 
 
 def test_close_without_edits_does_not_ask(qtbot):
     win = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
     win.operate.ask = lambda *a: pytest.fail("asked although nothing was edited")
     assert win.close() and not win.isVisible()
+
+
+def _recipe(tmp_path, steps, model_class="BertModel"):
+    file = tmp_path / "recipe.json"
+    file.write_text(json.dumps({"format": "graphsurgeon-recipe", "version": 1, "model_class": model_class,
+                                "steps": steps}))
+    return file
+
+
+def _step(op, role, layer, **extra):
+    module = f"encoder.layer.{layer}.attention.self.{ {'q': 'query', 'v': 'value'}[role]}"
+    return {"op": op, "role": role, "layer": layer, "module": module, **extra}
+
+
+def _insert(role, layer, r=2):
+    return _step("insert", role, layer, config=LoRAConfig(r=r, alpha=4.0).as_dict())
+
+
+def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dialogs):
+    """File → Open recipe on a fresh model: every step in, one History row, the usual validation; Ctrl+Z takes it
+    all back and Ctrl+Shift+Z brings it back."""
+    cm = capture("tiny-bert")
+    win = _window(qtbot, cm, BERT_ATTN)
+    code = cm.gm.code
+    change = _step("change", "q", 1, config=LoRAConfig(r=3, alpha=6.0, dropout=0.1).as_dict())
+    dialogs.open_name = _recipe(tmp_path, [_insert("q", 0), _insert("v", 0), _insert("q", 1), change])
+    _menu_action(win, "Open recipe…").trigger()
+    assert dialogs.messages == [] and dialogs.asked == ["Open recipe"]
+    assert sorted(cm.loras) == [f"{BERT_ATTN}.lora_q", f"{BERT_ATTN}.lora_v", "encoder.layer.1.attention.self.lora_q"]
+    assert cm.loras["encoder.layer.1.attention.self.lora_q"].config.r == 3
+    assert f"m:{LORA_Q}" in win.scene.blocks and win.operate.stack.count() == 1 and _history_row(win) == 1
+    assert win.operate.stack.text(0) == "Open recipe recipe.json (4 steps)"
+    assert win.operate.validate_now() == [] and win.operate.validated_version == cm.version
+    edited = cm.gm.code
+    _focus(qtbot, win)
+    QTest.keyClick(win.view, Qt.Key_Z, Qt.ControlModifier)
+    assert cm.loras == {} and cm.gm.code == code and f"m:{LORA_Q}" not in win.scene.blocks
+    QTest.keyClick(win.view, Qt.Key_Z, CTRL_SHIFT)
+    assert len(cm.loras) == 3 and cm.gm.code == edited and f"m:{LORA_Q}" in win.scene.blocks
+
+
+@pytest.mark.parametrize("steps, says", [
+    ([_insert("q", 0), _insert("v", 0, r=500)], "step 2 (insert on role 'v' of layer 0) is refused"),
+    ([_insert("q", 0), _insert("q", 9)], "step 2 (insert LoRA on role 'q' of layer 9) has no target"),
+    ([_insert("q", 0), _step("insert", "v", 0)], "step 2 (insert) lacks 'config'"),
+    ([_step("remove", "q", 0)], "step 1 (remove on role 'q' of layer 0) is refused"),
+    ([_insert("q", 0), "q"], "step 2 is str"),
+    ([], "has no steps"),
+    ("GPT2LMHeadModel", "this recipe was made on GPT2LMHeadModel"),
+])
+def test_open_recipe_refused_warns_in_one_sentence_and_changes_nothing(qtbot, tmp_path, dialogs, steps, says):
+    cm = capture("tiny-bert")
+    win = _window(qtbot, cm, BERT_ATTN)
+    code, blocks = cm.gm.code, sorted(win.scene.blocks)
+    dialogs.open_name = (_recipe(tmp_path, [_insert("q", 0)], model_class=steps) if isinstance(steps, str)
+                         else _recipe(tmp_path, steps))
+    _menu_action(win, "Open recipe…").trigger()
+    [(kind, title, text)] = dialogs.messages
+    assert (kind, title) == ("warning", "Open recipe") and says in text, text
+    assert "\n" not in text and "Traceback" not in text
+    assert cm.gm.code == code and cm.loras == {} and sorted(win.scene.blocks) == blocks
+    assert win.operate.stack.count() == 0

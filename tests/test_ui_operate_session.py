@@ -13,15 +13,15 @@ from peft import get_peft_model
 from graphsurgeon.capture import capture
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import LoRAConfig, find_targets
-from graphsurgeon.ui.operate.session import EditSession, pending_recovery, recover
+from graphsurgeon.ui.operate.session import EditSession, pending_recovery
 from graphsurgeon.validate import validate_full
 
 BERT_ATTN = "encoder.layer.0.attention.self"
 
 
 @pytest.fixture(autouse=True)
-def _autosave_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _peft_count(r: int, modules: list[str], layers: int = 1) -> int:
@@ -137,26 +137,35 @@ def test_recipe_roundtrip_on_fresh_capture(tmp_path):
     assert s2.cm.gm.code == s.cm.gm.code and sorted(s2.cm.loras) == sorted(s.cm.loras)
 
 
-def test_autosave_recovered_after_kill(tmp_path, monkeypatch):
-    env = dict(os.environ, GRAPHSURGEON_AUTOSAVE_DIR=str(tmp_path / "crash"))
+def test_autosave_recovered_after_kill_for_the_same_model_only(tmp_path, monkeypatch):
+    """A session killed mid-edit leaves an autosave under $GRAPHSURGEON_CACHE_DIR; reopening the same model
+    (source, meta, eager) offers it and replays it as one edit; any other model is offered nothing."""
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "crash"))
     script = (
         "import os, signal\n"
         "from graphsurgeon.capture import capture\n"
         "from graphsurgeon.ui.operate.session import EditSession\n"
         "s = EditSession(capture('tiny-bert'))\n"
         f"s.drop({BERT_ATTN!r}, 'm:{BERT_ATTN}.query')\n"
-        "open(os.environ['GRAPHSURGEON_AUTOSAVE_DIR'] + '/code.py', 'w').write(s.cm.gm.code)\n"
+        "open(os.environ['GRAPHSURGEON_CACHE_DIR'] + '/code.py', 'w').write(s.cm.gm.code)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", env["GRAPHSURGEON_AUTOSAVE_DIR"])
-    data = pending_recovery()
-    assert data is not None and data["source"] == "tiny-bert"
-    s = recover(data)
+    assert [p.parent.name for p in (tmp_path / "crash").rglob("*.json")] == ["autosave"]
+
+    for other in (capture("tiny-gpt2"), capture("tiny-bert", meta=True), capture("tiny-bert", eager_attention=True)):
+        assert pending_recovery(other) is None, (other.source_name, other.is_meta, other.attn_implementation)
+    s = EditSession(capture("tiny-bert"))
+    data = pending_recovery(s.cm)
+    assert data is not None and data["source"] == "tiny-bert" and len(data["recipe"]["steps"]) == 1
+    entry = s.recover(data)
     assert s.cm.gm.code == (tmp_path / "crash" / "code.py").read_text()
-    assert list(s.cm.loras) == [f"{BERT_ATTN}.lora_q"]
+    assert list(s.cm.loras) == [f"{BERT_ATTN}.lora_q"] and s.history.texts == [entry.text]
+    s.undo()  # one edit
+    assert s.cm.loras == {}
     s.clear_autosave()
-    assert pending_recovery() is None
+    assert pending_recovery(s.cm) is None
 
 
 def test_every_layer_refusal_is_all_or_nothing_and_redo():

@@ -20,8 +20,7 @@ ATTN = "transformer.h.0.attn"
 
 @pytest.fixture(autouse=True)
 def _dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "views"))
-    monkeypatch.setenv("GRAPHSURGEON_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -84,14 +83,18 @@ def test_preview_paints_at_once_is_read_only_then_goes_live(qtbot, gated_capture
     assert c.cm.loras
 
 
-def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, gated_capture, tiny_bert, monkeypatch):
+@pytest.mark.parametrize("cache", ["warm", "cold"])  # the cached views, or the module hierarchy, are shown
+def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, gated_capture, tiny_bert, monkeypatch,
+                                                                         cache):
     gate, state = gated_capture
     shown = []
     monkeypatch.setattr("graphsurgeon.ui.window.QMessageBox.warning", lambda *a: shown.append(a[2]))
-    _warm_cache()
+    if cache == "warm":
+        _warm_cache()
     win = _window(qtbot, tiny_bert, "encoder")
     thread = win.open_model("tiny-gpt2", meta=True)
-    assert win.controller.preview is not None and win.controller.path == ""
+    qtbot.waitUntil(lambda: win.controller.preview is not None, timeout=60000)
+    assert win.controller.path == "" and win.controller.preview.modules_only == (cache == "cold")
     state["fail"] = True
     gate.set()
     qtbot.waitUntil(lambda: bool(shown), timeout=30000)
@@ -102,12 +105,54 @@ def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, g
     assert shown == ["torch.export could not capture tiny-gpt2: test failure."]
 
 
+def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qtbot, gated_capture):
+    """Nothing cached: the worker builds the model on the meta device and the window paints its modules (read-only,
+    with a progress indicator) before torch.export is done; then the live view replaces it on the same composite."""
+    gate, _ = gated_capture
+    assert load_views(cache_key("tiny-gpt2", meta=True)) is None
+    win = _window(qtbot)
+    thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0")
+    c = win.controller
+    qtbot.waitUntil(lambda: c.preview is not None, timeout=60000)  # the hierarchy, while the capture waits
+    assert c.cm is None and c.preview.modules_only and c.path == "transformer.h.0" and thread.is_alive()
+    assert set(win.scene.blocks) == {f"m:transformer.h.0.{m}" for m in ("ln_1", "attn", "ln_2", "mlp")}
+    shown = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
+    assert all(shown.intersects(item.sceneBoundingRect()) for item in win.scene.blocks.values())  # on screen
+    assert win.scene.blocks["m:transformer.h.0.attn"].block.subtitle == "GPT2Attention"
+    qtbot.waitUntil(lambda: "torch.export" in win.progress_label.text())  # the next stage, signalled right after
+    assert win.progress.isVisible() and "modules only" in win.windowTitle() and win.table.rowCount() == 0
+    win.navigate(ATTN)  # the hierarchy can be read: unbox, crumbs
+    assert {b.title for b in c.view.blocks} == {"c_attn", "c_proj", "attn_dropout", "resid_dropout"}
+    assert [b.text() for b in win.crumb_buttons][-1] == "› attn"
+    assert not win.operate.live() and "still being captured" in win.operate.last_message
+
+    gate.set()
+    qtbot.waitUntil(lambda: c.cm is not None, timeout=60000)
+    thread.join()
+    assert c.preview is None and c.path == ATTN and not win.progress.isVisible()
+    assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
+    assert win.table.rowCount() == len(c.cm.blocks().view(ATTN).variables) > 0
+    assert load_views(cache_key("tiny-gpt2", meta=True)) is not None  # the next open paints the full views at once
+
+
+def test_a_later_open_wins_over_an_earlier_one(qtbot, gated_capture):
+    gate, _ = gated_capture
+    win = _window(qtbot)
+    first = win.open_model("tiny-gpt2", meta=True)
+    second = win.open_model("tiny-bert", meta=True)
+    gate.set()
+    first.join(60)
+    second.join(60)
+    qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=30000)
+    qtbot.wait(50)  # every queued signal of both opens delivered
+    assert win.controller.cm.source_name == "tiny-bert" and win.controller.preview is None
+
+
 def test_first_open_writes_the_cache_the_next_open_paints(qtbot):
     key = cache_key("tiny-bert", meta=True)
     assert load_views(key) is None
     win = _window(qtbot)
     win.open_model("tiny-bert", meta=True).join()
-    assert win.controller.preview is None  # nothing to preview the first time
     qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=60000)
     cached = load_views(key)
     assert cached is not None and cached.view("") == win.controller.cm.blocks().view("")

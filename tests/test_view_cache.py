@@ -12,7 +12,7 @@ from graphsurgeon.graph.snapshot import ViewSnapshot, search_entries, take_snaps
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "views"))
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path))
     return tmp_path / "views"
 
 
@@ -69,5 +69,5 @@ def test_key_follows_what_the_views_depend_on(tmp_path):
 def test_unwritable_cache_costs_nothing(tmp_path, monkeypatch, tiny_gpt2):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(blocker / "views"))
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(blocker / "cache"))
     assert store_views("k", take_snapshot(tiny_gpt2)) is None

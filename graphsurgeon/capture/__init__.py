@@ -1,44 +1,70 @@
-"""Capture: a model source → torch.export → CapturedModel (the fx graph with shapes and module paths)."""
+"""Capture: a model source → torch.export → CapturedModel (the fx graph with shapes and module paths).
+
+Importing this package does not import torch or transformers (the editor paints its window first); `build_model`
+and `capture` import them when called.
+"""
 
 from __future__ import annotations
 
-import torch
-
-from graphsurgeon.capture.exporter import capture_hf_model, export_module
 from graphsurgeon.capture.presets import DEFAULT_PRESET, preset_names
 from graphsurgeon.capture.sources import ModelRecipe, resolve
-from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.graph.captured import CapturedModel
 
-__all__ = ["DEFAULT_PRESET", "ModelRecipe", "capture", "capture_module", "preset_names", "refuses_sdpa", "resolve"]
+__all__ = ["DEFAULT_PRESET", "ModelRecipe", "build_model", "capture", "capture_module", "preset_names",
+           "refuses_sdpa", "resolve"]
 
 
-def capture(source, *, meta: bool = False, eager_attention: bool = False,
-            example_inputs: dict | None = None, dynamic: dict | None = None,
-            allow_missing_weights: bool = False) -> CapturedModel:
-    """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module.
+def build_model(source: str, *, meta: bool = False, eager_attention: bool = False,
+                allow_missing_weights: bool = False):
+    """The Hugging Face model of a preset / folder / cached hub id, instantiated (meta=True: on the meta device,
+    no weight memory) — its module hierarchy is known before torch.export runs; `capture(..., model=)` reuses it.
 
-    meta=True builds the model on the meta device: the architecture only, no weight memory;
-    `CapturedModel.materialize()` gives it weights later. The weight file is checked against the config
-    either way; allow_missing_weights lets tensors missing from it start random (the weights note says so).
+    When transformers refuses SDPA attention for the model (BLOOM, DeBERTa-v2, GPT-Neo), it is built with its eager
+    attention instead; `model._graphsurgeon_attn` and `model._graphsurgeon_notes` say so.
     """
-    if isinstance(source, torch.nn.Module):
-        return capture_module(source, example_inputs, dynamic=dynamic)
-    recipe = resolve(str(source))
-    attn = "eager" if eager_attention else "sdpa"
+    return _build(resolve(str(source)), meta, "eager" if eager_attention else "sdpa", allow_missing_weights)
+
+
+def _build(recipe: ModelRecipe, meta: bool, attn: str, allow_missing: bool):
+    from graphsurgeon.errors import GraphsurgeonError
+
+    device = "meta" if meta else "cpu"
     notes = []
     try:
-        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn, allow_missing=allow_missing_weights)
+        model = recipe.build(device, attn_implementation=attn, allow_missing=allow_missing)
     except (ValueError, GraphsurgeonError) as err:
         if attn != "sdpa" or not refuses_sdpa(err):
             raise
         attn = "eager"  # transformers has no SDPA path for this model: its eager attention is the graph
-        model = recipe.build("meta" if meta else "cpu", attn_implementation=attn, allow_missing=allow_missing_weights)
+        model = recipe.build(device, attn_implementation=attn, allow_missing=allow_missing)
         notes.append(f"eager attention: transformers does not support SDPA for {type(model).__name__}")
+    model._graphsurgeon_attn, model._graphsurgeon_notes = attn, notes
+    return model
+
+
+def capture(source, *, meta: bool = False, eager_attention: bool = False,
+            example_inputs: dict | None = None, dynamic: dict | None = None,
+            allow_missing_weights: bool = False, model=None):
+    """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module into a CapturedModel.
+
+    meta=True builds the model on the meta device: the architecture only, no weight memory;
+    `CapturedModel.materialize()` gives it weights later. The weight file is checked against the config
+    either way; allow_missing_weights lets tensors missing from it start random (the weights note says so).
+    `model`: the same source already built by `build_model` with the same meta / eager_attention (not built again).
+    """
+    import torch
+
+    from graphsurgeon.capture.exporter import capture_hf_model
+
+    if isinstance(source, torch.nn.Module):
+        return capture_module(source, example_inputs, dynamic=dynamic)
+    recipe = resolve(str(source))
+    if model is None:
+        model = _build(recipe, meta, "eager" if eager_attention else "sdpa", allow_missing_weights)
+    attn = model._graphsurgeon_attn
     cm = capture_hf_model(model, name=recipe.name, weights=model._graphsurgeon_weights, config=dict(recipe.config),
                           attn=attn, materializer=lambda: recipe.build("cpu", attn_implementation=attn,
                                                                        allow_missing=allow_missing_weights))
-    cm.notes[:0] = notes
+    cm.notes[:0] = model._graphsurgeon_notes
     cm.weights_note = model._graphsurgeon_note
     if meta:  # what materialize() will give it: said before an export loads or writes anything
         cm.materializes_to, cm.materialize_note = model._graphsurgeon_later
@@ -51,9 +77,11 @@ def refuses_sdpa(err: BaseException) -> bool:
     return "scaled_dot_product_attention" in text or "does not support an attention implementation" in text
 
 
-def capture_module(module: torch.nn.Module, example_inputs: dict | None, *, dynamic: dict | None = None) -> CapturedModel:
+def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None = None):
     """Capture any nn.Module called as module(**example_inputs)."""
+    from graphsurgeon.capture.exporter import capture_hf_model, export_module
     from graphsurgeon.errors import CaptureError
+    from graphsurgeon.graph.captured import CapturedModel
 
     if not example_inputs:
         if hasattr(module, "config"):

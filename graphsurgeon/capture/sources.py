@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
 from graphsurgeon.capture.weights_check import read_header, weight_files
 from graphsurgeon.errors import SourceError
@@ -77,6 +75,8 @@ class ModelRecipe:
 
     def _construct(self, cls, config, device: str, attn_implementation: str) -> torch.nn.Module:
         """The model from its config on `device`, without weights; a config the model rejects is blamed on config.json."""
+        import torch
+
         try:
             with torch.device(device):
                 if hasattr(cls, "_from_config"):
@@ -130,6 +130,8 @@ class ModelRecipe:
         unless allow_missing and the file only lacks tensors (those are initialised randomly, and the model's
         `_graphsurgeon_note` says so).
         """
+        import torch
+
         config = self.hf_config(attn_implementation)
         cls = self.model_class()
         meta_model = self._construct(cls, config, "meta", attn_implementation)

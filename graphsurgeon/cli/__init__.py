@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="graphsurgeon", description="See a PyTorch model as a node graph, add LoRA, export it.")
     sub = parser.add_subparsers(dest="command")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"graphsurgeon.cli.{name}_cmd")
-        except ModuleNotFoundError as err:
-            if err.name != f"graphsurgeon.cli.{name}_cmd":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"graphsurgeon.cli.{name}_cmd").register(sub)
     return parser
 
 
@@ -60,13 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: presets and local folders only
     try:
         _quiet_transformers()
         parser = build_parser()
         if not argv:
-            argv = ["edit"] if "edit" in parser._subparsers._group_actions[0].choices else ["inspect", "--tree", "--depth", "3"]
+            argv = ["edit"]  # a bare `graphsurgeon` opens the editor on the default model
         try:
             args = parser.parse_args(argv)
         except SystemExit as done:  # --help / --version: argparse printed what was asked
@@ -119,11 +112,15 @@ def _drop_stdout() -> None:
 
 
 def _quiet_transformers() -> None:
-    """No progress bars or warnings from transformers on our command line: our own lines say what happens."""
-    try:
+    """No warnings or progress bars from transformers on our command line: our own lines say what happens.
+
+    Said through the environment, which transformers reads when it is imported, so the command line does not import
+    it (the editor's window paints first); through its logging API when it is imported already (a caller's process).
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass

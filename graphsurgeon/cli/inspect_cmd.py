@@ -7,7 +7,6 @@ import json
 import sys
 
 from graphsurgeon.capture import DEFAULT_PRESET, capture
-from graphsurgeon.graph.view import BlockGraph
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,7 +81,8 @@ def run(args) -> int:
     return 0
 
 
-def tree_rows(bg: BlockGraph, max_depth: int) -> list[dict]:
+def tree_rows(bg, max_depth: int) -> list[dict]:
+    """The hierarchy of a graph.view.BlockGraph to `max_depth`, one row per composite."""
     rows = []
 
     def walk(path: str, depth: int, label: str) -> None:
@@ -95,7 +95,7 @@ def tree_rows(bg: BlockGraph, max_depth: int) -> list[dict]:
     return rows
 
 
-def deep_rows(bg: BlockGraph, path: str):
+def deep_rows(bg, path: str):
     """Every data-carrying tensor inside the composite, at every depth (a primitive view of the subtree)."""
     from graphsurgeon.graph.semantics import unique_names
     from graphsurgeon.graph.view import VariableRow, op_name

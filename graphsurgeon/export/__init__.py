@@ -17,6 +17,7 @@ from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
 from graphsurgeon.signals import terminations_raise
+from graphsurgeon.validate import validate_full
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -38,10 +39,6 @@ class ExportResult:
 
 
 def _validate(cm) -> None:
-    try:
-        from graphsurgeon.validate import validate_full
-    except ImportError:  # pragma: no cover
-        return
     problems = validate_full(cm)
     if problems:
         listed = "; ".join(str(p) for p in problems[:10])

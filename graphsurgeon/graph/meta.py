@@ -1,10 +1,12 @@
-"""TensorMeta: shape, dtype and rank of one value, with dynamic dims shown by name."""
+"""TensorMeta: shape, dtype and rank of one value, with dynamic dims shown by name.
+
+TensorMeta is plain data (a view snapshot is read back without torch, so the editor can paint it before torch is
+imported); torch is imported only by the functions that read a live graph's values.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
 
 
 @dataclass
@@ -20,6 +22,8 @@ class DimNames:
         """A dim as text: 768, batch, batch*seq."""
         if isinstance(dim, int):
             return str(dim)
+        import torch
+
         expr = dim.node.expr if isinstance(dim, torch.SymInt) else dim
         if not getattr(expr, "free_symbols", None):
             return str(int(expr))
@@ -32,6 +36,8 @@ class DimNames:
         """A dim at the example sizes (batch 2, seq 10 by default)."""
         if isinstance(dim, int):
             return dim
+        import torch
+
         expr = dim.node.expr if isinstance(dim, torch.SymInt) else dim
         if not getattr(expr, "free_symbols", None):
             return int(expr)
@@ -74,12 +80,15 @@ class TensorMeta:
         return {"shape": list(self.shape), "example_shape": list(self.example_shape), "dtype": self.dtype}
 
 
-def dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype) -> str:
+    """torch.float32 -> "float32"."""
     return str(dtype).removeprefix("torch.")
 
 
 def tensor_meta(val, dims: DimNames) -> TensorMeta | None:
     """TensorMeta of a node's meta["val"]: a (fake) tensor, a SymInt or a plain number; else None."""
+    import torch
+
     if isinstance(val, torch.Tensor):
         return TensorMeta(
             shape=tuple(dims.text(d) for d in val.shape),

@@ -13,7 +13,6 @@ from dataclasses import asdict
 from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
 from graphsurgeon.graph.meta import TensorMeta
-from graphsurgeon.graph.view import op_name
 
 FORMAT = 2  # bump when the saved layout of a snapshot changes
 
@@ -26,6 +25,7 @@ class ViewSnapshot:
     def __init__(self, data: dict) -> None:
         self.model_class: str = data["model_class"]
         self.source_name: str = data["source_name"]
+        self.modules_only: bool = bool(data.get("modules_only"))  # graph.module_tree: modules, no dataflow yet
         self.children: dict[str, list[str]] = data["children"]
         self.crumbs: dict[str, list[tuple[str, str]]] = {p: [tuple(c) for c in cs] for p, cs in data["crumbs"].items()}
         self.search: dict[str, tuple[str, str]] = {k: tuple(v) for k, v in data["search"].items()}
@@ -64,6 +64,8 @@ def search_entries(bg) -> dict[str, tuple[str, str]]:
     """Find targets: label → (composite path to open, block id to select), for every module and op."""
     if isinstance(bg, ViewSnapshot):
         return dict(bg.search)
+    from graphsurgeon.graph.view import op_name  # a live BlockGraph: torch is loaded (a snapshot is read without it)
+
     out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
     for p in bg.paths():  # groups and stacks by their titles too: "Causal mask (transformer)"
         if p and p in bg.tree.titles:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphsurgeon.graph.snapshot import search_entries
-from graphsurgeon.graph.view import Block, CompositeView, Link
+from graphsurgeon.graph.blocks import Block, CompositeView, Link
 from graphsurgeon.ui.layout import MARGIN, ROW_GAP, Box, Layout, Wire, layered
 from graphsurgeon.ui.routing import place_new, port_points, route, route_is_free
 

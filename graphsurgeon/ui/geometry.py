@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PySide6.QtGui import QFont, QFontMetricsF
 
-from graphsurgeon.graph.view import Block
+from graphsurgeon.graph.blocks import Block
 from graphsurgeon.ui.layout import Box
 
 TITLE_PX, SUB_PX, PORT_PX = 13, 10, 11  # scene pixel sizes at 1:1

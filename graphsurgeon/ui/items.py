@@ -13,7 +13,7 @@ from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem
 
 from graphsurgeon.graph.meta import TensorMeta
-from graphsurgeon.graph.view import Block, Link
+from graphsurgeon.graph.blocks import Block, Link
 from graphsurgeon.ui.geometry import (  # noqa: F401  (TITLE_PX, TITLE_MIN_PX, geometry: also read from here)
     HEADER_H, LABEL_MIN_PX, PAD, PORT_PX, ROW_H, SUB_PX, TITLE_MIN_PX, TITLE_PX, Geometry, font, geometry, port_text,
     shows_input_labels, text_width)

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import threading
 
-from PySide6.QtCore import QObject, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPainter
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGraphicsView, QHBoxLayout, QInputDialog,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
-                               QTextEdit, QVBoxLayout, QWidget)
+                               QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTextEdit, QVBoxLayout, QWidget)
 
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.ui.controller import Controller
 from graphsurgeon.ui.legend import Legend
+from graphsurgeon.ui.minimap import Minimap
+from graphsurgeon.ui.opening import Opener
+from graphsurgeon.ui.code_panel import install as install_code_panel
+from graphsurgeon.ui.operate import install as install_operate
 from graphsurgeon.ui.scene import GraphScene, port_block
+from graphsurgeon.ui.shape_table import ShapeTable
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
+SHAPES_HEIGHT = 290  # the shape table's dock: ~11 rows at 1600×1000 (it was 190: ~5 rows)
 READABLE_SCALE = 0.35  # fitting never zooms out below this (a bigger view opens left-aligned); titles stay ≥ 10 px by level of detail
 
 
@@ -47,11 +52,6 @@ class GraphView(QGraphicsView):
             self.centerOn(r.left() + self.viewport().width() / (2 * min_scale) - 20, r.center().y())
 
 
-class _CaptureSignals(QObject):  # emitted from the capture thread, delivered on the UI thread
-    done = Signal(object, str)  # (CapturedModel, path)
-    failed = Signal(str)
-
-
 class MainWindow(QMainWindow):
     model_ready = Signal()  # a captured model is now shown live (after open_model, or replacing its preview)
     view_changed = Signal()  # the scene was rebuilt: another composite, or the same one after an edit
@@ -62,14 +62,20 @@ class MainWindow(QMainWindow):
         self.controller = Controller(cm, path)
         self.scene = GraphScene(self.controller)
         self.view = GraphView(self.scene)
+        self.minimap = Minimap(self.view)
         self.crumb_buttons: list[QPushButton] = []
         self._crumbs = QHBoxLayout()
-        self.progress = QProgressBar()
+        self.progress = QProgressBar()  # busy while a model is opened (ui/opening.py), with the stage beside it
         self.progress.setRange(0, 0)
+        self.progress.setMaximumWidth(160)
         self.progress.hide()
+        self.progress_label = QLabel()  # the stage: importing, building on meta, torch.export, deriving views
+        self.progress_label.setMaximumWidth(760)
+        self.progress_label.hide()
         top = QHBoxLayout()
         top.addLayout(self._crumbs)
         top.addStretch(1)
+        top.addWidget(self.progress_label)
         top.addWidget(self.progress)
         central = QWidget()
         lay = QVBoxLayout(central)
@@ -77,38 +83,24 @@ class MainWindow(QMainWindow):
         lay.addLayout(top)
         lay.addWidget(self.view, 1)
         self.setCentralWidget(central)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["name", "op", "shape", "dtype"])
-        self.table.setSelectionBehavior(QTableWidget.SelectRows)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = ShapeTable()
         shapes = self._dock("Shapes", self.table, Qt.BottomDockWidgetArea)
         self.panel = QTextEdit()
         self.panel.setReadOnly(True)
         self._dock("Block", self.panel, Qt.RightDockWidgetArea)
         self.legend = Legend()
         legend = self._dock("Legend", self.legend, Qt.RightDockWidgetArea)
-        self.resizeDocks([shapes], [190], Qt.Vertical)
+        self.resizeDocks([shapes], [SHAPES_HEIGHT], Qt.Vertical)
         self.resizeDocks([legend], [230], Qt.Horizontal)
         self._syncing = False
-        self._capture_signals = _CaptureSignals()
-        self._capture_signals.done.connect(self._capture_done)
-        self._capture_signals.failed.connect(self._capture_failed)
-        self.capture_thread: threading.Thread | None = None
-        self._before_preview: tuple | None = None  # what was shown before a preview, restored if the capture fails
+        self.opener = Opener(self)
         self._menus()
         self.scene.signals.unbox.connect(self.navigate)
         self.scene.selectionChanged.connect(self._scene_selection)
-        self.table.itemSelectionChanged.connect(self._table_selection)
+        self.table.rows_selected.connect(self._table_selection)
         if cm is not None:
             self.refresh(fit=True)
-        try:
-            from graphsurgeon.ui import operate  # part 2 of the editor, when present
-        except ImportError:
-            operate = None
-        if operate is not None and hasattr(operate, "install"):
-            operate.install(self)
-        from graphsurgeon.ui.code_panel import install as install_code_panel
-
+        install_operate(self)
         install_code_panel(self)
 
     def _dock(self, title: str, widget, area) -> QDockWidget:
@@ -138,16 +130,31 @@ class MainWindow(QMainWindow):
 
     # --- navigation -------------------------------------------------------------------------
     def refresh(self, fit: bool = True) -> None:
-        """Re-derive the scene, crumbs and table from the controller (call after cm.touch())."""
+        """Re-derive the scene, crumbs and table from the controller (call after cm.touch()); what was selected and is
+        still shown stays selected."""
+        try:
+            selected = self.scene.selected_ids()
+        except RuntimeError:  # the scene is being destroyed with the window
+            return
         self.scene.rebuild()
         self._rebuild_crumbs()
         self._fill_table()
-        c = self.controller
-        state = " · capturing, editing starts when ready" if c.cm is None else ""
-        self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
+        self.scene.select([i for i in selected if self.scene.item(i) is not None])
+        self.refresh_title()
         if fit:
             self.view.fit(min_scale=READABLE_SCALE)
         self.view_changed.emit()
+
+    def refresh_title(self) -> None:
+        c = self.controller
+        if c.shown is None:
+            self.setWindowTitle("graphsurgeon")
+            return
+        state = ""
+        if c.cm is None:
+            state = (" · modules only: capturing, dataflow and editing when it is in" if c.preview.modules_only else
+                     " · capturing, editing starts when ready")
+        self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
 
     def navigate(self, path: str) -> None:
         try:
@@ -181,23 +188,15 @@ class MainWindow(QMainWindow):
 
     # --- table and selection ------------------------------------------------------------------
     def _fill_table(self) -> None:
-        rows = self.controller.view.variables
-        self._syncing = True
-        self.table.setRowCount(len(rows))
-        for r, v in enumerate(rows):
-            for c, text in enumerate([v.name, v.producer, v.shape, v.dtype]):
-                self.table.setItem(r, c, QTableWidgetItem(text))
-        self._syncing = False
-        self.table.resizeColumnsToContents()
+        self.table.fill(self.controller.view.variables)
 
     port_block = staticmethod(port_block)
 
-    def _table_selection(self) -> None:
+    def _table_selection(self, rows: list[int]) -> None:
         if self._syncing:
             return
-        rows = {i.row() for i in self.table.selectedIndexes()}
         vs = self.controller.view.variables
-        ids = [self.port_block(vs[r].port) for r in rows]
+        ids = list(dict.fromkeys(self.port_block(vs[r].port) for r in rows))
         self._syncing = True
         self.scene.select(ids)
         self._syncing = False
@@ -213,18 +212,8 @@ class MainWindow(QMainWindow):
             return
         links = self.controller.links()
         blocks = {self.port_block(links[i].src) if i in links else i for i in ids}
-        self._syncing = True
-        self.table.clearSelection()
-        for r, v in enumerate(self.controller.view.variables):
-            if self.port_block(v.port) in blocks:
-                self._select_row(r)
-        self._syncing = False
-
-    def _select_row(self, r: int) -> None:
-        from PySide6.QtCore import QItemSelectionModel
-
-        idx = self.table.model().index(r, 0)
-        self.table.selectionModel().select(idx, QItemSelectionModel.Select | QItemSelectionModel.Rows)
+        self.table.select_rows([r for r, v in enumerate(self.controller.view.variables)
+                                if self.port_block(v.port) in blocks])
 
     def _show_panel(self, ids: list[str]) -> None:
         blocks = self.controller.blocks()
@@ -259,74 +248,17 @@ class MainWindow(QMainWindow):
     def open_model(self, source, meta: bool = True, path: str = "", eager_attention: bool = False) -> threading.Thread:
         """Capture in a worker thread; on success the model replaces the current one, on failure a dialog says why.
 
-        If a view snapshot of this model is cached, it is painted at once (read-only) while the capture runs.
-        """
-        from graphsurgeon.capture.view_cache import cache_key, load_views
+        Meanwhile the window shows the model's cached views, or else its module hierarchy (ui/opening.py)."""
+        return self.opener.open(source, meta=meta, path=path, eager_attention=eager_attention)
 
-        self.progress.show()
-        self.statusBar().showMessage(f"capturing {source} with torch.export …")
-        key = cache_key(source, meta=meta, eager_attention=eager_attention)
-        snapshot = load_views(key)
-        self._before_preview = None
-        if snapshot is not None and path in snapshot.paths():
-            c = self.controller
-            self._before_preview = c.state()
-            c.set_preview(snapshot, path)
-            self.refresh(fit=True)
-            self.statusBar().showMessage(f"capturing {source} with torch.export; showing its cached views, "
-                                         "editing starts when the capture is in …")
-
-        def work() -> None:
-            try:
-                from graphsurgeon.capture import capture
-                from graphsurgeon.capture.view_cache import store_views
-                from graphsurgeon.graph.snapshot import take_snapshot
-
-                cm = capture(source, meta=meta, eager_attention=eager_attention)
-                cm.blocks().view(path)  # an unknown path fails here, before the window switches
-                if key is not None and snapshot is None:  # ~0.2 s on gpt2; next time this model opens at once
-                    store_views(key, take_snapshot(cm))
-                self._capture_signals.done.emit(cm, path)
-            except GraphsurgeonError as err:
-                self._capture_signals.failed.emit(str(err))
-            except Exception as err:  # noqa: BLE001 — shown to the user, never a crash of the window
-                self._capture_signals.failed.emit(f"capture failed: {err}")
-
-        self.capture_thread = threading.Thread(target=work, daemon=True)
-        self.capture_thread.start()
-        return self.capture_thread
+    @property
+    def capture_thread(self) -> threading.Thread | None:
+        return self.opener.thread
 
     def _open_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")
         if folder:
             self.open_model(folder, meta=False)
-
-    def _capture_done(self, cm, path: str) -> None:
-        self.progress.hide()
-        c = self.controller
-        from_preview = c.cm is None and c.preview is not None
-        c.set_model(cm, path)
-        try:
-            c.view  # noqa: B018 — a path the live model lacks (a stale preview) falls back to the root
-        except GraphsurgeonError:
-            c.path = ""
-        self._before_preview = None
-        self.refresh(fit=not from_preview)
-        self.statusBar().showMessage(f"{cm.model_class} captured: {cm.weights_note or cm.weights}", 8000)
-        self.model_ready.emit()
-
-    def _capture_failed(self, message: str) -> None:
-        self.progress.hide()
-        self.statusBar().clearMessage()
-        if self._before_preview is not None:  # the previous model comes back, as if the preview never was
-            c = self.controller
-            c.restore(self._before_preview)
-            self._before_preview = None
-            if c.shown is not None:
-                self.refresh()
-            else:
-                self.scene.rebuild()
-        self._error(message)
 
     def _error(self, message: str) -> None:
         QMessageBox.warning(self, "graphsurgeon", message)

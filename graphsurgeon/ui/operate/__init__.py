@@ -1,5 +1,5 @@
 """The editor's operate gesture: Qt-free edit session (session.py), the block palette (palette.py) and the
-window wiring (window_ops.py). Part 1's MainWindow calls `install(window)` at the end of its __init__."""
+window wiring (window_ops.py). MainWindow calls `install(window)` at the end of its __init__."""
 
 
 def install(window):

@@ -5,11 +5,13 @@ No PySide6 here: the window maps drops / panel edits onto these calls and repain
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
+from graphsurgeon.cache_dir import cache_root
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import ChangeLoRA, Compound, ConnectLoRA, History, InsertLoRA, LoRAConfig, RemoveLoRA, Target
 from graphsurgeon.surgery import find_targets, projection_targets, resolve_targets
@@ -22,32 +24,41 @@ class OperateError(GraphsurgeonError):
     """A drop or edit in the editor was refused."""
 
 
-def autosave_path() -> Path:
-    """$GRAPHSURGEON_AUTOSAVE_DIR (default ~/.cache/graphsurgeon) / autosave.json."""
-    base = os.environ.get("GRAPHSURGEON_AUTOSAVE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphsurgeon")
-    return Path(base) / "autosave.json"
+def model_identity(cm) -> dict | None:
+    """What an autosave is keyed to: the model source (a folder as its absolute path), meta or not, eager attention.
+
+    None for a model that cannot be captured again by name (an nn.Module given from Python): nothing to recover.
+    """
+    source = cm.source_name
+    if not source or source.startswith("<"):
+        return None
+    if os.path.exists(os.path.expanduser(source)):
+        source = str(Path(os.path.expanduser(source)).resolve())
+    return {"source": source, "meta": bool(cm.is_meta), "eager": cm.attn_implementation == "eager"}
 
 
-def pending_recovery() -> dict | None:
-    """The autosave left by a session that did not close cleanly, or None."""
-    path = autosave_path()
+def autosave_path(cm) -> Path | None:
+    """$GRAPHSURGEON_CACHE_DIR/autosave/<model key>.json: one file per model, so model B never sees A's edits."""
+    ident = model_identity(cm)
+    if ident is None:
+        return None
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_root() / "autosave" / f"{key}.json"
+
+
+def pending_recovery(cm) -> dict | None:
+    """The autosave a session on this same model left without closing cleanly, or None."""
+    path = autosave_path(cm)
+    if path is None:
+        return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and "recipe" in data and "source" in data else None
-
-
-def recover(data: dict) -> "EditSession":
-    """Capture the autosaved source again and replay its recipe as one edit."""
-    from graphsurgeon.capture import capture
-    from graphsurgeon.surgery.recipe import replay
-
-    session = EditSession(capture(data["source"], meta=bool(data.get("meta"))))
-    if data["recipe"].get("steps"):
-        replay(session.cm, data["recipe"], session.history)
-        session._changed()
-    return session
+    if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict) or not data["recipe"].get("steps"):
+        return None
+    same = all(data.get(k) == v for k, v in model_identity(cm).items())  # a hash collision is not a recovery
+    return data if same else None
 
 
 class EditSession:
@@ -266,18 +277,21 @@ class EditSession:
         self.dirty = False
         return data
 
-    def open_recipe(self, file) -> None:
-        """Replay a recipe onto the open model as one edit."""
+    def open_recipe(self, file) -> Entry:
+        """Replay a recipe file onto the open model as one undoable edit (refused as a whole, with one sentence)."""
         from graphsurgeon.surgery.recipe import load_recipe, replay
 
-        replay(self.cm, load_recipe(file), self.history)
+        data = load_recipe(file)
+        if not data["steps"]:
+            raise OperateError(f"the recipe {Path(file).name} has no steps; nothing to replay (save one after an edit).")
+        compound = replay(self.cm, data, self.history)
+        compound.text = f"Open recipe {Path(file).name} ({len(compound.commands)} steps)"
         self._changed()
+        return self.history.done[-1]
 
     def export(self, out_dir, force: bool = False):
-        try:
-            from graphsurgeon.export import export_folder
-        except ImportError:
-            raise OperateError("export is not available in this build; save a recipe and use the CLI.") from None
+        from graphsurgeon.export import export_folder
+
         # the editor exports what it shows, random weights included; the dialog's notes say so (README.md too)
         result = export_folder(self.cm, out_dir, force=force, random_weights=True)
         if result.weights != "real":
@@ -287,11 +301,21 @@ class EditSession:
         return result
 
     # ---- autosave ----------------------------------------------------------------------------
-    def autosave(self) -> Path:
-        """Write source + recipe atomically (temp file + os.replace)."""
-        path = autosave_path()
+    def recover(self, data: dict) -> Entry:
+        """Replay an autosave of this model (`pending_recovery`) onto it as one undoable edit."""
+        from graphsurgeon.surgery.recipe import replay
+
+        replay(self.cm, data["recipe"], self.history)
+        self._changed()
+        return self.history.done[-1]
+
+    def autosave(self) -> Path | None:
+        """Write the model's identity + recipe atomically (temp file + os.replace); None for an unnamed model."""
+        path = autosave_path(self.cm)
+        if path is None:
+            return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"source": self.cm.source_name, "meta": bool(self.cm.is_meta), "recipe": self.recipe()}
+        data = {**model_identity(self.cm), "model_class": self.cm.model_class, "recipe": self.recipe()}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autosave-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)
@@ -299,8 +323,7 @@ class EditSession:
         return path
 
     def clear_autosave(self) -> None:
-        """On a clean close: nothing to recover."""
-        try:
-            autosave_path().unlink()
-        except FileNotFoundError:
-            pass
+        """On a clean close: nothing to recover for this model."""
+        path = autosave_path(self.cm)
+        if path is not None:
+            path.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """Wires the operate gesture into part 1's MainWindow: palette, drops on the view, undo stack, budget, diagnostics, files.
 
-The view is not subclassed: an event filter on its viewport takes the palette's drags (so part 1's scene is
+The edit session (and with it surgery and torch) is imported when a captured model is first operated on, so the
+window paints before torch is loaded. The view is not subclassed: an event filter on its viewport takes the palette's drags (so part 1's scene is
 untouched); ids under the cursor come from the items' `block_id` / `link_id`.
 """
 
@@ -8,13 +9,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
-from PySide6.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QListWidget,
-                               QListWidgetItem, QMessageBox, QPushButton, QSpinBox, QUndoView, QWidget)
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QListWidget, QListWidgetItem, QMessageBox, QUndoView
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.surgery import LoRAConfig
+from graphsurgeon.ui.operate.lora_panel import LoRAEditor
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
-from graphsurgeon.ui.operate.session import EditSession, pending_recovery, recover
 
 
 class _Edit(QUndoCommand):
@@ -36,55 +35,13 @@ class _Edit(QUndoCommand):
         self.ops.changed()
 
 
-class LoRAEditor(QWidget):
-    """Side panel: r / alpha / dropout of the selected LoRA block; Apply is one undoable edit."""
-
-    def __init__(self, ops: "Operate") -> None:
-        super().__init__()
-        self.ops = ops
-        self.title = QLabel("select an inserted LoRA block")
-        self.r, self.alpha, self.dropout = QSpinBox(), QDoubleSpinBox(), QDoubleSpinBox()
-        self.r.setRange(0, 4096)  # 0 is allowed here so the session refuses it with a reason
-        self.alpha.setRange(0.0, 10000.0)
-        self.dropout.setRange(0.0, 1.0)
-        self.dropout.setSingleStep(0.05)
-        apply = QPushButton("Apply")
-        apply.clicked.connect(self.apply)
-        form = QFormLayout(self)
-        form.addRow(self.title)
-        form.addRow("r", self.r)
-        form.addRow("alpha", self.alpha)
-        form.addRow("dropout", self.dropout)
-        form.addRow(apply)
-
-    def load(self) -> None:
-        try:
-            path = self.ops.selected_lora()
-        except RuntimeError:  # scene being torn down
-            return
-        self.setEnabled(path is not None)
-        if path is None:
-            return
-        block = self.ops.session.cm.loras[path]
-        c = block.config
-        wiring = "" if block.kind == "add" else (f"\nbare LoRA Layer, added onto {block.wired_to}" if block.wired_to else
-                                                 "\nbare LoRA Layer, not connected: drag from its output dot onto a link")
-        self.title.setText(path + wiring)
-        self.r.setValue(c.r)
-        self.alpha.setValue(c.alpha)
-        self.dropout.setValue(c.dropout)
-
-    def apply(self) -> bool:
-        return self.ops.edit_selected(r=self.r.value(), alpha=self.alpha.value(), dropout=self.dropout.value())
-
-
 class Operate(QObject):
     """The operate side of one MainWindow."""
 
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
-        self._session: EditSession | None = None
+        self._session = None  # session.EditSession of the model shown
         self._candidates: dict = {}
         self.validated_version: int | None = None  # cm.version the diagnostics panel shows
         self.problems: list = []
@@ -103,11 +60,12 @@ class Operate(QObject):
         self.editor = LoRAEditor(self)
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
         window.scene.selectionChanged.connect(self.editor.load)
+        window.view_changed.connect(self.editor.load)  # into or out of a LoRA block, and after every edit
         window.model_ready.connect(self.update_status)
+        window.model_ready.connect(self.offer_recovery)
         window.scene.signals.wire_started.connect(self.wire_started)
         window.scene.signals.wire.connect(self.wire)
         window.scene.signals.rebuilt.connect(self.mark_problems)
-        self.editor.setEnabled(False)
         self.budget_label = QLabel()
         window.statusBar().addPermanentWidget(self.budget_label)
         window.view.setAcceptDrops(True)
@@ -130,27 +88,39 @@ class Operate(QObject):
         f.addAction("Save recipe…", self._save_recipe_dialog)
         f.addAction("Open recipe…", self._open_recipe_dialog)
         f.addAction("Export folder…", self._export_dialog)
-        self.recovery = pending_recovery()
-        if self.recovery is not None:  # offered, never forced: a menu entry and a status message
-            f.addAction("Recover autosaved session", self.recover)
-            self.say(f"an unsaved session on {self.recovery['source']} can be recovered: File → Recover.")
+        self.recovery: dict | None = None  # the autosave of the model shown, when its last session did not close
+        self.recover_action = f.addAction("Recover autosaved session", self.recover)
+        self.offer_recovery()
         self.update_status()
 
     def ask(self, title: str, question: str) -> bool:
         """Yes/no question (tests replace this attribute; offscreen a modal box would block)."""
         return QMessageBox.question(self.window, title, question) == QMessageBox.Yes
 
-    def recover(self) -> None:
-        """Re-capture the autosaved model, replay its edits, and show it."""
-        if self.recovery is None:
-            return
-        session = recover(self.recovery)
-        self.recovery = None
-        self.window.controller.set_model(session.cm, self.window.controller.path)
-        self._session = session
-        self.stack.clear()
-        self.stack.push(_Edit(self, "Recovered autosaved edits"))
-        self.changed()
+    def offer_recovery(self) -> None:
+        """Offer (never force) the autosave of the model now shown: a File-menu entry and a status message.
+
+        Autosaves are kept per model (source, meta, eager attention), so opening model B never offers A's edits."""
+        cm = self.window.controller.cm
+        if cm is None:
+            self.recovery = None
+        else:
+            from graphsurgeon.ui.operate.session import pending_recovery
+
+            self.recovery = pending_recovery(cm) if not cm.loras else None
+        self.recover_action.setVisible(self.recovery is not None)
+        if self.recovery is not None:
+            steps = len(self.recovery["recipe"]["steps"])
+            self.say(f"an unsaved session on {self.recovery['source']} ({steps} edit(s)) can be recovered: "
+                     "File → Recover autosaved session.")
+
+    def recover(self) -> bool:
+        """Replay the offered autosave onto the open model as one undoable edit."""
+        if self.recovery is None or not self.live():
+            return False
+        data, self.recovery = self.recovery, None
+        self.recover_action.setVisible(False)
+        return self._run(lambda: self.session.recover(data))
 
     def _dock(self, title, widget, area) -> QDockWidget:
         d = QDockWidget(title, self.window)
@@ -166,8 +136,10 @@ class Operate(QObject):
         return False
 
     @property
-    def session(self) -> EditSession:
-        """The session of the model the window shows (a new model starts a new session and history)."""
+    def session(self):
+        """The EditSession of the model the window shows (a new model starts a new session and history)."""
+        from graphsurgeon.ui.operate.session import EditSession
+
         cm = self.window.controller.cm
         if self._session is None or self._session.cm is not cm:
             self._session = EditSession(cm)
@@ -239,6 +211,8 @@ class Operate(QObject):
         if id is None:
             self.say("drop onto a highlighted block or link (a Linear/Conv1D output, or GPT-2's q/v slice).")
             return False
+        from graphsurgeon.surgery.spec import LoRAConfig
+
         try:
             config = LoRAConfig(r=int(payload["r"]), alpha=float(payload["alpha"]), dropout=float(payload["dropout"]))
             entry = self.session.drop(path, id, kind=payload.get("kind", "add_lora"), config=config,
@@ -296,7 +270,7 @@ class Operate(QObject):
                 break
             except GraphsurgeonError:
                 c.path = c.path.rpartition(".")[0]
-        self.window.refresh(fit=False)
+        self.window.refresh(fit=False)  # view_changed: the LoRA panel shows the values after this edit/undo/redo
         self.update_status()
 
     def update_status(self) -> None:
@@ -374,13 +348,16 @@ class Operate(QObject):
 
     # ---- block edits ---------------------------------------------------------------------------
     def selected_lora(self) -> str | None:
-        if self.window.controller.cm is None:
+        """The LoRA block selected on the canvas; else the one the view is inside (its composite or deeper)."""
+        c = self.window.controller
+        if c.cm is None:
             return None
+        loras = self.session.cm.loras
         for bid in self.window.scene.selected_ids():
             path = bid[2:] if bid.startswith("m:") else ""
-            if path in self.session.cm.loras:
+            if path in loras:
                 return path
-        return None
+        return next((p for p in loras if c.path == p or c.path.startswith(p + ".")), None)
 
     def edit_selected(self, **changes) -> bool:
         path = self.selected_lora()
@@ -404,10 +381,20 @@ class Operate(QObject):
         return True
 
     # ---- files -------------------------------------------------------------------------------
-    def open_recipe(self, file) -> None:
-        self.session.open_recipe(file)
-        self.stack.push(_Edit(self, f"Open recipe {file}"))
+    def open_recipe(self, file) -> bool:
+        """Replay the recipe `file` onto the open model: one undoable edit, or a one-sentence warning and no change."""
+        if not self.live():
+            return False
+        try:
+            entry = self.session.open_recipe(file)
+        except GraphsurgeonError as e:
+            self.say(str(e))
+            QMessageBox.warning(self.window, "Open recipe", str(e))
+            return False
+        self.stack.push(_Edit(self, entry.text))
         self.changed()
+        self.say(entry.text)
+        return True
 
     def _save_recipe_dialog(self) -> None:
         if not self.live():
@@ -421,10 +408,7 @@ class Operate(QObject):
             return
         name, _ = QFileDialog.getOpenFileName(self.window, "Open recipe", "", "Recipe (*.json)")
         if name:
-            try:
-                self.open_recipe(name)
-            except GraphsurgeonError as e:
-                QMessageBox.warning(self.window, "Open recipe", str(e))
+            self.open_recipe(name)
 
     def export(self, out_dir):
         result = self.session.export(out_dir)

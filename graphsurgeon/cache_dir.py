@@ -1,0 +1,15 @@
+"""Where graphsurgeon keeps per-user files: $GRAPHSURGEON_CACHE_DIR, default ~/.cache/graphsurgeon.
+
+One rule for every file kept between runs: the view cache (`views/`) and the editor's autosaves (`autosave/`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """$GRAPHSURGEON_CACHE_DIR, default ~/.cache/graphsurgeon."""
+    base = os.environ.get("GRAPHSURGEON_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "graphsurgeon"

@@ -1,0 +1,164 @@
+"""Opening a model in the window: paint what is known at once, capture in a worker thread, go live when it is in.
+
+1. A cached view snapshot of the model (capture/view_cache) is painted at once, read-only.
+2. Otherwise the worker instantiates the model on the meta device (this imports torch and transformers) and the
+   window paints its module hierarchy (graph/hierarchy) while torch.export runs.
+3. The captured model replaces the preview, keeping the composite the user opened; editing starts.
+
+A progress bar and a stage line show what runs. A failure brings back what was shown before and says why in one
+sentence. Every open has a number: the signals of an open that a later open replaced are dropped, and captures run
+one at a time (torch.export is not safe to run in two threads at once), skipping an open already replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from PySide6.QtCore import QObject, Signal
+
+from graphsurgeon.errors import GraphsurgeonError
+
+_ONE_CAPTURE_AT_A_TIME = threading.Lock()
+
+
+class _Signals(QObject):  # emitted from the worker thread, delivered on the UI thread; the int is the open's number
+    stage = Signal(int, str)  # what the worker does now
+    hierarchy = Signal(int, object, str)  # (graph.snapshot.ViewSnapshot of the modules, path)
+    done = Signal(int, object, str)  # (CapturedModel, path)
+    failed = Signal(int, str)  # one sentence
+
+
+class Opener(QObject):
+    """The open/capture side of one MainWindow."""
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self.signals = _Signals()
+        self.signals.stage.connect(self._stage)
+        self.signals.hierarchy.connect(self._hierarchy)
+        self.signals.done.connect(self._done)
+        self.signals.failed.connect(self._failed)
+        self.number = 0  # the current open; earlier opens' signals are ignored
+        self.thread: threading.Thread | None = None
+        self._before: tuple | None = None  # what was shown before a preview, restored if the capture fails
+
+    def open(self, source, *, meta: bool, path: str = "", eager_attention: bool = False) -> threading.Thread:
+        from graphsurgeon.capture.view_cache import cache_key, load_views
+
+        self.number += 1
+        number = self.number
+        key = cache_key(source, meta=meta, eager_attention=eager_attention)
+        cached = load_views(key)
+        self._before = None
+        self._stage(number, f"opening {source} …")
+        if cached is not None and path in cached.paths():
+            self._show_preview(cached, path)
+            self._stage(number, f"capturing {source} with torch.export; showing its cached views, "
+                                "editing starts when the capture is in …")
+        args = (number, source, meta, path, eager_attention, key, cached is None)
+        self.thread = threading.Thread(target=self._work, args=args, daemon=True, name=f"open {source}")
+        self.thread.start()
+        return self.thread
+
+    # ---- the worker thread -----------------------------------------------------------------------------
+    def _work(self, number: int, *args) -> None:
+        with _ONE_CAPTURE_AT_A_TIME:
+            if number == self.number:  # not replaced by a later open while it waited
+                self._capture(number, *args)
+
+    def _capture(self, number: int, source, meta: bool, path: str, eager: bool, key, uncached: bool) -> None:
+        emit = self._emit
+        try:
+            model = None
+            if uncached and isinstance(source, (str, os.PathLike)):  # nothing to paint yet: the module hierarchy
+                emit("stage", number, f"opening {source}: importing torch and transformers, building the model "
+                                      "on the meta device …")
+                from graphsurgeon.capture import build_model
+                from graphsurgeon.graph.module_tree import module_snapshot
+
+                model = build_model(source, meta=True, eager_attention=eager)
+                emit("hierarchy", number, module_snapshot(model, str(source)), path)
+            emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
+            from graphsurgeon.capture import capture
+
+            cm = capture(source, meta=meta, eager_attention=eager, model=model if meta else None)
+            emit("stage", number, f"deriving the views of {cm.model_class} …")
+            cm.blocks().view(path)  # an unknown path fails here, before the window switches
+            if key is not None and uncached:  # ~0.2 s on gpt2; next time this model opens at once
+                from graphsurgeon.capture.view_cache import store_views
+                from graphsurgeon.graph.snapshot import take_snapshot
+
+                store_views(key, take_snapshot(cm))
+            emit("done", number, cm, path)
+        except GraphsurgeonError as err:
+            emit("failed", number, str(err))
+        except Exception as err:  # noqa: BLE001 — shown to the user, never a crash of the window
+            emit("failed", number, f"capture failed: {err}")
+
+    def _emit(self, signal: str, *args) -> None:
+        """Emit from the worker; once the window is gone (the app quit mid-capture) there is no one to tell."""
+        try:
+            getattr(self.signals, signal).emit(*args)
+        except RuntimeError:  # the signals' QObject was deleted with the window
+            pass
+
+    # ---- on the UI thread ------------------------------------------------------------------------------
+    def _stage(self, number: int, text: str) -> None:
+        if number != self.number:
+            return
+        w = self.window
+        w.progress.show()
+        w.progress_label.setText(text)
+        w.progress_label.show()
+
+    def _end(self) -> None:
+        self.window.progress.hide()
+        self.window.progress_label.hide()
+
+    def _show_preview(self, snapshot, path: str) -> None:
+        c = self.window.controller
+        if self._before is None:
+            self._before = c.state()
+        c.set_preview(snapshot, path if path in snapshot.paths() else "")
+        self.window.refresh(fit=True)
+
+    def _hierarchy(self, number: int, snapshot, path: str) -> None:
+        if number == self.number:
+            self._show_preview(snapshot, path)
+
+    def _done(self, number: int, cm, path: str) -> None:
+        if number != self.number:
+            return
+        self._end()
+        c = self.window.controller
+        preview = c.preview if c.cm is None else None
+        c.set_model(cm, path)
+        while c.path:  # a composite the live model lacks (a module that runs no op) falls back to its parent
+            try:
+                c.view  # noqa: B018
+                break
+            except GraphsurgeonError:
+                c.path = c.path.rpartition(".")[0]
+        self._before = None
+        # a cached preview showed these very views: keep the user's zoom; a module hierarchy had no dataflow: fit
+        self.window.refresh(fit=preview is None or preview.modules_only)
+        self.window.statusBar().showMessage(f"{cm.model_class} captured: {cm.weights_note or cm.weights}", 8000)
+        self.window.model_ready.emit()
+
+    def _failed(self, number: int, message: str) -> None:
+        if number != self.number:
+            return
+        self._end()
+        self.window.statusBar().clearMessage()
+        if self._before is not None:  # the previous model comes back, as if the preview never was
+            c = self.window.controller
+            c.restore(self._before)
+            self._before = None
+            if c.shown is not None:
+                self.window.refresh()
+            else:
+                self.window.scene.rebuild()
+                self.window.refresh_title()
+        self.window._error(message)
