@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench preset-trees clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ test: setup
 
 bench: setup
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+# the presets' module trees (assets/presets/modules), painted before torch is imported; tests/test_preset_trees.py
+# fails when one is stale (a preset's config or transformers changed)
+preset-trees: setup
+	$(PY) -m graphsurgeon.capture.preset_trees
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -102,8 +102,7 @@ def probe(source: str, path: str, started: float, pan: bool) -> None:
             out["first"] = time.time() - started
             out["first_cpu"] = time.process_time()  # CPU seconds of this process: what the wall time is without load
             c = win.controller
-            out["first_kind"] = ("captured model" if c.cm is not None else
-                                 "module hierarchy" if c.preview.modules_only else "cached views")
+            out["first_kind"] = "captured model" if c.cm is not None else win.opener.showing
 
     app.processEvents()  # the window's first frame
     out["window"] = time.time() - started

@@ -28,4 +28,4 @@ def load_preset(name: str) -> Preset:
 
 
 def is_preset(name: str) -> bool:
-    return (PRESET_DIR / f"{name}.json").is_file()
+    return name in preset_names()  # not a path into the folder: "modules/gpt2" is no preset

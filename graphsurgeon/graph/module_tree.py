@@ -10,6 +10,7 @@ parameter shapes) form a layer stack with the semantic layer's path and title ("
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 from graphsurgeon.graph.blocks import Block, CompositeView
@@ -19,6 +20,11 @@ from graphsurgeon.graph.snapshot import FORMAT, ViewSnapshot
 
 def module_snapshot(model, source_name: str) -> ViewSnapshot:
     """A ViewSnapshot of `model`'s module tree (no links, no table rows), marked `modules_only`."""
+    return ViewSnapshot(module_tree_data(model, source_name))
+
+
+def module_tree_data(model, source_name: str) -> dict:
+    """`model`'s module tree as JSON data (lists, never tuples): what ViewSnapshot reads and a preset ships."""
     import torch
 
     modules = dict(model.named_modules())
@@ -83,11 +89,12 @@ def module_snapshot(model, source_name: str) -> ViewSnapshot:
     for path, kids in children.items():
         class_name = subtitles.get(path, type(model).__name__)
         views[path] = asdict(CompositeView(path, class_name, [block(k) for k in kids], [], []))
-    return ViewSnapshot({
+    data = {
         "format": FORMAT, "modules_only": True, "model_class": type(model).__name__, "source_name": source_name,
         "children": children, "crumbs": {p: crumbs(p) for p in children},
         "search": {p: [parent_of[p], f"m:{p}"] for p in parent_of}, "views": views,
-    })
+    }
+    return json.loads(json.dumps(data))  # the dataclasses' tuples as lists: equal to the same tree read from a file
 
 
 def _runs(path: str, parent: str, modules: dict) -> list[tuple[LayerStack, list[str]]]:

@@ -1,9 +1,11 @@
 """Opening a model in the window: paint what is known at once, capture in a worker thread, go live when it is in.
 
 1. A cached view snapshot of the model (capture/view_cache) is painted at once, read-only.
-2. Otherwise the worker instantiates the model on the meta device (this imports torch and transformers) and the
-   window paints its module hierarchy (graph/hierarchy) while torch.export runs.
-3. The captured model replaces the preview, keeping the composite the user opened; editing starts.
+2. Otherwise a built-in preset's shipped module tree (capture/preset_trees) is painted at once: no torch needed.
+3. Otherwise the worker instantiates the model on the meta device (this imports torch and transformers, seconds) and
+   the window paints its module hierarchy (graph/module_tree) while torch.export runs. A shipped tree is checked
+   against the one the worker derives and replaced if they differ.
+4. The captured model replaces the preview, keeping the composite the user opened; editing starts.
 
 A progress bar and a stage line show what runs. A failure brings back what was shown before and says why in one
 sentence. Every open has a number: the signals of an open that a later open replaced are dropped, and captures run
@@ -43,21 +45,30 @@ class Opener(QObject):
         self.number = 0  # the current open; earlier opens' signals are ignored
         self.thread: threading.Thread | None = None
         self._before: tuple | None = None  # what was shown before a preview, restored if the capture fails
+        self.showing = ""  # what the preview is: "cached views", "shipped module tree", "module tree built on meta"
 
     def open(self, source, *, meta: bool, path: str = "", eager_attention: bool = False) -> threading.Thread:
+        from graphsurgeon.capture.preset_trees import shipped_tree
         from graphsurgeon.capture.view_cache import cache_key, load_views
+        from graphsurgeon.graph.snapshot import ViewSnapshot
 
         self.number += 1
         number = self.number
         key = cache_key(source, meta=meta, eager_attention=eager_attention)
         cached = load_views(key)
+        shipped = shipped_tree(source) if cached is None else None
         self._before = None
+        self.showing = ""
         self._stage(number, f"opening {source} …")
         if cached is not None and path in cached.paths():
-            self._show_preview(cached, path)
+            self._show_preview(cached, path, "cached views")
             self._stage(number, f"capturing {source} with torch.export; showing its cached views, "
                                 "editing starts when the capture is in …")
-        args = (number, source, meta, path, eager_attention, key, cached is None)
+        elif shipped is not None:
+            self._show_preview(ViewSnapshot(shipped), path, "shipped module tree")
+            self._stage(number, f"opening {source}: its modules, shipped with the preset; importing torch and "
+                                "transformers to capture it …")
+        args = (number, source, meta, path, eager_attention, key, cached is None, shipped)
         self.thread = threading.Thread(target=self._work, args=args, daemon=True, name=f"open {source}")
         self.thread.start()
         return self.thread
@@ -68,18 +79,23 @@ class Opener(QObject):
             if number == self.number:  # not replaced by a later open while it waited
                 self._capture(number, *args)
 
-    def _capture(self, number: int, source, meta: bool, path: str, eager: bool, key, uncached: bool) -> None:
+    def _capture(self, number: int, source, meta: bool, path: str, eager: bool, key, uncached: bool,
+                 shipped: dict | None) -> None:
         emit = self._emit
         try:
             model = None
-            if uncached and isinstance(source, (str, os.PathLike)):  # nothing to paint yet: the module hierarchy
-                emit("stage", number, f"opening {source}: importing torch and transformers, building the model "
-                                      "on the meta device …")
+            if uncached and isinstance(source, (str, os.PathLike)):  # the module hierarchy, derived (or checked)
+                if shipped is None:
+                    emit("stage", number, f"opening {source}: importing torch and transformers, building the model "
+                                          "on the meta device …")
                 from graphsurgeon.capture import build_model
-                from graphsurgeon.graph.module_tree import module_snapshot
+                from graphsurgeon.graph.module_tree import module_tree_data
+                from graphsurgeon.graph.snapshot import ViewSnapshot
 
                 model = build_model(source, meta=True, eager_attention=eager)
-                emit("hierarchy", number, module_snapshot(model, str(source)), path)
+                tree = module_tree_data(model, str(source))
+                if tree != shipped:  # nothing shown yet, or another transformers builds other modules than shipped
+                    emit("hierarchy", number, ViewSnapshot(tree), path)
             emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
             from graphsurgeon.capture import capture
 
@@ -117,21 +133,25 @@ class Opener(QObject):
         self.window.progress.hide()
         self.window.progress_label.hide()
 
-    def _show_preview(self, snapshot, path: str) -> None:
+    def _show_preview(self, snapshot, path: str, showing: str) -> None:
         c = self.window.controller
         if self._before is None:
             self._before = c.state()
+        if c.preview is not None and c.preview.modules_only and c.path in snapshot.paths():
+            path = c.path  # a derived tree replacing the shipped one keeps where the user went
         c.set_preview(snapshot, path if path in snapshot.paths() else "")
+        self.showing = showing
         self.window.refresh(fit=True)
 
     def _hierarchy(self, number: int, snapshot, path: str) -> None:
         if number == self.number:
-            self._show_preview(snapshot, path)
+            self._show_preview(snapshot, path, "module tree built on meta")
 
     def _done(self, number: int, cm, path: str) -> None:
         if number != self.number:
             return
         self._end()
+        self.showing = ""
         c = self.window.controller
         preview = c.preview if c.cm is None else None
         c.set_model(cm, path)
