@@ -56,3 +56,26 @@ def test_window_and_cached_views_paint_before_torch_is_imported(tmp_path, tiny_g
     assert out.returncode == 0, out.stderr[-2000:]
     blocks, imported = out.stdout.split(" ", 1)
     assert int(blocks) == len(tiny_gpt2.blocks().view("transformer.h.0.attn").blocks) and imported.strip() == "[]"
+
+
+def test_a_preset_opens_on_its_shipped_module_tree_before_torch_is_imported(tmp_path):
+    """An empty cache: `graphsurgeon` (gpt2) paints GPT-2's module hierarchy in its first frame from the tree shipped
+    with the preset; torch and transformers are imported afterwards, by the worker (here held back, to look)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", GRAPHSURGEON_CACHE_DIR=str(tmp_path))
+    code = (
+        "import sys\n"
+        "import graphsurgeon.ui.opening as opening\n"
+        "opening.Opener._work = lambda self, *args: None  # the worker would import torch: not this test's subject\n"
+        "from graphsurgeon.ui.app import open_editor\n"
+        "app, win = open_editor('gpt2', meta=True)\n"
+        "app.processEvents()\n"
+        "print(win.opener.showing, '|', sorted(win.scene.blocks), '|',\n"
+        "      sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    showing, blocks, imported = (part.strip() for part in out.stdout.split("|"))
+    assert showing == "shipped module tree" and imported == "[]"
+    assert blocks == str(sorted(["m:transformer", "m:lm_head"]))

@@ -1,5 +1,6 @@
 """Opening a model paints its cached views at once, read-only, and swaps in the live capture when it arrives."""
 
+import json
 import threading
 
 import pytest
@@ -9,6 +10,8 @@ from PySide6.QtWidgets import QApplication
 
 import graphsurgeon.capture
 from graphsurgeon.capture import capture as real_capture
+from graphsurgeon.capture.preset_trees import shipped_tree
+from graphsurgeon.capture.presets import load_preset
 from graphsurgeon.capture.view_cache import cache_key, load_views, store_views
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.snapshot import take_snapshot
@@ -105,16 +108,28 @@ def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, g
     assert shown == ["torch.export could not capture tiny-gpt2: test failure."]
 
 
-def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qtbot, gated_capture):
-    """Nothing cached: the worker builds the model on the meta device and the window paints its modules (read-only,
-    with a progress indicator) before torch.export is done; then the live view replaces it on the same composite."""
+@pytest.fixture
+def tiny_gpt2_folder(tmp_path):
+    """tiny-gpt2's config in a local folder: a model without a shipped module tree."""
+    folder = tmp_path / "my-gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(load_preset("tiny-gpt2").config))
+    return str(folder)
+
+
+def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qtbot, gated_capture, tiny_gpt2_folder):
+    """Nothing cached, nothing shipped: the worker builds the model on the meta device and the window paints its
+    modules (read-only, with a progress indicator) before torch.export is done; then the live view replaces it on the
+    same composite."""
     gate, _ = gated_capture
-    assert load_views(cache_key("tiny-gpt2", meta=True)) is None
+    assert load_views(cache_key(tiny_gpt2_folder, meta=True)) is None and shipped_tree(tiny_gpt2_folder) is None
     win = _window(qtbot)
-    thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0")
+    thread = win.open_model(tiny_gpt2_folder, meta=True, path="transformer.h.0")
     c = win.controller
+    assert c.preview is None  # nothing to paint until the model is built
     qtbot.waitUntil(lambda: c.preview is not None, timeout=60000)  # the hierarchy, while the capture waits
     assert c.cm is None and c.preview.modules_only and c.path == "transformer.h.0" and thread.is_alive()
+    assert win.opener.showing == "module tree built on meta"
     assert set(win.scene.blocks) == {f"m:transformer.h.0.{m}" for m in ("ln_1", "attn", "ln_2", "mlp")}
     shown = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
     assert all(shown.intersects(item.sceneBoundingRect()) for item in win.scene.blocks.values())  # on screen
@@ -132,7 +147,46 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     assert c.preview is None and c.path == ATTN and not win.progress.isVisible()
     assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
     assert win.table.rowCount() == len(c.cm.blocks().view(ATTN).variables) > 0
-    assert load_views(cache_key("tiny-gpt2", meta=True)) is not None  # the next open paints the full views at once
+    assert load_views(cache_key(tiny_gpt2_folder, meta=True)) is not None  # next open: the full views at once
+
+
+def test_a_preset_paints_its_shipped_module_tree_before_the_worker_runs(qtbot, gated_capture):
+    """A built-in preset's module tree ships with it: painted by open() itself, before torch is imported; the worker
+    derives the same tree from the model it builds and leaves the painting alone."""
+    gate, _ = gated_capture
+    win = _window(qtbot)
+    thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0")
+    c = win.controller
+    shipped = c.preview
+    assert shipped is not None and shipped.modules_only and win.opener.showing == "shipped module tree"
+    assert set(win.scene.blocks) == {f"m:transformer.h.0.{m}" for m in ("ln_1", "attn", "ln_2", "mlp")}
+    assert "modules only" in win.windowTitle() and win.progress.isVisible()
+    qtbot.waitUntil(lambda: "torch.export" in win.progress_label.text(), timeout=60000)  # model built, tree checked
+    assert c.preview is shipped and c.cm is None  # the same tree: not painted again
+    gate.set()
+    qtbot.waitUntil(lambda: c.cm is not None, timeout=60000)
+    thread.join()
+    assert c.preview is None and c.path == "transformer.h.0" and win.opener.showing == ""
+
+
+def test_a_shipped_tree_that_differs_from_the_model_built_is_replaced(qtbot, gated_capture, monkeypatch):
+    """Another transformers may build other modules than the shipped tree shows: the derived tree is painted instead,
+    where the user is."""
+    gate, _ = gated_capture
+    wrong = shipped_tree("tiny-gpt2")
+    wrong["views"]["transformer.h.0"]["blocks"].pop()  # the shipped tree lacks h.0's mlp
+    monkeypatch.setattr("graphsurgeon.capture.preset_trees.shipped_tree", lambda source: wrong)
+    win = _window(qtbot)
+    thread = win.open_model("tiny-gpt2", meta=True)
+    c = win.controller
+    assert win.opener.showing == "shipped module tree"
+    win.navigate("transformer.h.0")
+    assert "m:transformer.h.0.mlp" not in win.scene.blocks
+    qtbot.waitUntil(lambda: win.opener.showing == "module tree built on meta", timeout=60000)
+    assert c.path == "transformer.h.0" and "m:transformer.h.0.mlp" in win.scene.blocks and c.cm is None
+    gate.set()
+    thread.join(60)
+    qtbot.waitUntil(lambda: c.cm is not None, timeout=30000)
 
 
 def test_a_later_open_wins_over_an_earlier_one(qtbot, gated_capture):
@@ -184,5 +238,6 @@ def test_edit_prepare_fills_the_cache_the_window_then_paints(qtbot, capsys):
     win = _window(qtbot)
     thread = win.open_model("tiny-bert", meta=True)
     assert win.controller.preview is not None and win.scene.blocks  # painted from the cache at once
+    assert win.opener.showing == "cached views" and not win.controller.preview.modules_only
     thread.join(60)
     assert load_views(key).view("") == real_capture("tiny-bert", meta=True).blocks().view("")
