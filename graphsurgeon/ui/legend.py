@@ -18,6 +18,10 @@ class Legend(QWidget):
 
     ROW = 18
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(self.sizeHint().height())  # every row stays visible: the dock may not clip the key
+
     def sizeHint(self) -> QSize:
         return QSize(220, self.ROW * (len(KINDS) + len(RANKS) + 5))
 
