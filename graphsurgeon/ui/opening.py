@@ -137,15 +137,16 @@ class Opener(QObject):
         c = self.window.controller
         if self._before is None:
             self._before = c.state()
-        if c.preview is not None and c.preview.modules_only and c.path in snapshot.paths():
-            path = c.path  # a derived tree replacing the shipped one keeps where the user went
         c.set_preview(snapshot, path if path in snapshot.paths() else "")
         self.showing = showing
         self.window.refresh(fit=True)
 
     def _hierarchy(self, number: int, snapshot, path: str) -> None:
-        if number == self.number:
-            self._show_preview(snapshot, path, "module tree built on meta")
+        if number != self.number:
+            return
+        if self.showing == "shipped module tree":  # this open's shipped tree, replaced: stay where the user went
+            path = self.window.controller.path
+        self._show_preview(snapshot, path, "module tree built on meta")
 
     def _done(self, number: int, cm, path: str) -> None:
         if number != self.number:
