@@ -256,7 +256,8 @@ def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot
     _, win, _, _ = _bert_with_lora_q(qtbot)
     questions = []
     win.operate.ask = lambda title, question: questions.append(question) or False
-    assert win.operate.session.dirty and autosave_path(win.controller.cm).exists()
+    assert win.operate.session.dirty
+    qtbot.waitUntil(lambda: autosave_path(win.controller.cm).exists(), timeout=2000)  # written right after the frame
 
     ev = QCloseEvent()
     QApplication.sendEvent(win, ev)
