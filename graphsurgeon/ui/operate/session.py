@@ -70,6 +70,7 @@ class EditSession:
         self.dirty = False
         self.later = later  # runs a callable after the frame (the editor's QTimer); None: autosave at once
         self._autosave_due = False
+        self._candidates: tuple = (None, {})  # ((cm.version, view path), candidates) of the last question
 
     # ---- where a LoRA may go -------------------------------------------------------------------
     def _targets(self) -> dict[str, Target]:
@@ -82,7 +83,15 @@ class EditSession:
         return by_node
 
     def candidates(self, path: str) -> dict[str, Target]:
-        """Ids (blocks, ports, links) of the view at `path` where a LoRA may be dropped, with their target."""
+        """Ids (blocks, ports, links) of the view at `path` where a LoRA may be dropped, with their target.
+
+        Remembered until the next edit (`cm.version`): the drag, every refused hover and the drop ask for the same."""
+        key = (self.cm.version, path)
+        if self._candidates[0] != key:
+            self._candidates = (key, self._find_candidates(path))
+        return dict(self._candidates[1])
+
+    def _find_candidates(self, path: str) -> dict[str, Target]:
         targets = self._targets()
         out: dict[str, Target] = {}
         view = self.cm.blocks().view(path)

@@ -266,7 +266,7 @@ class Operate(QObject):
         c = self.window.controller
         while c.path:  # an undo may remove the composite on screen (inside a LoRA block): show its parent
             try:
-                c.cm.blocks().view(c.path)
+                c.view  # noqa: B018 - derived once per version: refresh below reuses it
                 break
             except GraphsurgeonError:
                 c.path = c.path.rpartition(".")[0]
