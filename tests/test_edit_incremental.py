@@ -4,6 +4,8 @@ outputs — equals a derivation from scratch: a new capture of the same model wi
 The live session keeps every cache the editor uses warm (all views derived before each edit, code left stale by
 edits until read), then inserts, undoes, redoes and adds a LoRA on every layer; after each step its derived state
 must be exactly what an independent capture + replay gives (tiny GPT-2: fused q/k/v split; tiny Llama: GQA, rotary).
+An undo gives the graph back its former node objects, so the derivation of that state is recalled (graph/recall.py):
+checked here to be the same objects and, like every other state, equal to a fresh derivation.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def test_incremental_state_equals_a_fresh_derivation(arch):
     s = EditSession(cm)
     attention = ATTENTION[arch]
     derived(cm)  # the editor's caches are warm before the first edit
+    unedited = cm.semantics(), cm.blocks()
     cand = s.candidates(attention)
     q = next(i for i, t in cand.items() if t.role == "q" and "->" in i)
     v = next(i for i, t in cand.items() if t.role == "v" and "->" in i)
@@ -97,15 +100,17 @@ def test_incremental_state_equals_a_fresh_derivation(arch):
     assert is_stale(cm.gm)  # the edit left the code to be generated when read or run
     _assert_same(cm, arch, s.recipe(), "after insert")
     s.undo()
+    assert (cm.semantics(), cm.blocks()) == unedited  # the very graph of before: its derivation is recalled
     _assert_same(cm, arch, s.recipe(), "after undo")
     s.redo()
     _assert_same(cm, arch, s.recipe(), "after redo")
-    one = s.recipe()
+    one, redone = s.recipe(), cm.semantics()
     s.drop(attention, v, every_layer=True)  # a compound edit: one LoRA per layer
     n_layers = len({t.layer for t in find_targets(cm) if t.layer is not None})
     assert len(cm.loras) == 1 + n_layers >= 3
     _assert_same(cm, arch, s.recipe(), "after every-layer")
     s.undo()
+    assert cm.semantics() is redone
     _assert_same(cm, arch, one, "after undoing every-layer")
     s.undo()
     _assert_same(cm, arch, s.recipe(), "after undoing everything")
