@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch.fx
 
+Node = torch.fx.Node
+
 _PLAIN = (int, float, bool, str, type(None))
 
 
@@ -22,16 +24,16 @@ def fingerprint(captured) -> tuple:
     keep: list = []  # objects compared by identity: held here so their ids stay theirs
 
     def key(a):
-        if isinstance(a, torch.fx.Node):
+        if type(a) is Node:
             return a
-        if type(a) in _PLAIN:
-            return (type(a).__name__, a)
         if isinstance(a, (list, tuple)):
-            return (type(a).__name__, tuple(key(x) for x in a))
+            return (type(a), tuple(x if type(x) is Node else key(x) for x in a))
+        if type(a) in _PLAIN:
+            return (type(a), a)  # typed: 1, 1.0 and True are different arguments
         if isinstance(a, dict):
-            return ("dict", tuple((k, key(v)) for k, v in a.items()))
+            return (dict, tuple((k, key(v)) for k, v in a.items()))
         keep.append(a)
-        return ("id", id(a))
+        return (object, id(a))
 
     nodes = []
     for n in captured.gm.graph.nodes:
