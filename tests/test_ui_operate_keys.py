@@ -134,6 +134,7 @@ def _bert_with_lora_q(qtbot):
     state = {"code": cm.gm.code, "budget": win.operate.budget_label.text(), "outputs": original}
     _drop(win, _palette_mime(qtbot, win, r=4), f"m:{BERT_ATTN}.query")
     assert sorted(cm.loras) == [LORA_Q]
+    qtbot.waitUntil(lambda: autosave_path(cm).exists(), timeout=2000)  # the autosave is written right after the frame
     container = cm.gm.get_submodule(cm.loras[LORA_Q].module_path)
     with torch.no_grad():  # B = 0 would make every output equal the original: give the branch an effect
         torch.manual_seed(0)
@@ -256,8 +257,7 @@ def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot
     _, win, _, _ = _bert_with_lora_q(qtbot)
     questions = []
     win.operate.ask = lambda title, question: questions.append(question) or False
-    assert win.operate.session.dirty
-    qtbot.waitUntil(lambda: autosave_path(win.controller.cm).exists(), timeout=2000)  # written right after the frame
+    assert win.operate.session.dirty and autosave_path(win.controller.cm).exists()
 
     ev = QCloseEvent()
     QApplication.sendEvent(win, ev)
