@@ -134,6 +134,7 @@ def _bert_with_lora_q(qtbot):
     state = {"code": cm.gm.code, "budget": win.operate.budget_label.text(), "outputs": original}
     _drop(win, _palette_mime(qtbot, win, r=4), f"m:{BERT_ATTN}.query")
     assert sorted(cm.loras) == [LORA_Q]
+    qtbot.waitUntil(lambda: autosave_path(cm).exists(), timeout=2000)  # the autosave is written right after the frame
     container = cm.gm.get_submodule(cm.loras[LORA_Q].module_path)
     with torch.no_grad():  # B = 0 would make every output equal the original: give the branch an effect
         torch.manual_seed(0)

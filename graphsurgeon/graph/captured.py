@@ -37,19 +37,26 @@ class CapturedModel:
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)
     _semantics: Any = field(default=None, repr=False)
+    _derived: dict | None = field(default=None, repr=False)  # derived views of the current graph state
+    _recall: Any = field(default=None, repr=False)  # graph.recall.Recall: those of the last few states (undo)
 
     def touch(self) -> None:
-        """Mark the graph as changed (after an edit); derived views are rebuilt on next use."""
+        """Mark the graph as changed (after an edit); derived views are rebuilt on next use — or recalled when the
+        graph is back in a state it was in before (an undo), see graph/recall.py."""
         self.version += 1
         self._blocks = None
         self._semantics = None
+        self._derived = None
 
     def blocks(self):
         """The block view of the current graph (cached until the next `touch`)."""
         if self._blocks is None:
             from graphsurgeon.graph.view import BlockGraph
 
-            self._blocks = BlockGraph(self)
+            derived = self._state()
+            if "blocks" not in derived:
+                derived["blocks"] = BlockGraph(self)
+            self._blocks = derived["blocks"]
         return self._blocks
 
     def semantics(self):
@@ -57,8 +64,25 @@ class CapturedModel:
         if self._semantics is None:
             from graphsurgeon.graph.semantics import Semantics
 
-            self._semantics = Semantics(self)
+            derived = self._state()
+            if "semantics" not in derived:
+                derived["semantics"] = Semantics(self)
+            self._semantics = derived["semantics"]
         return self._semantics
+
+    def _state(self) -> dict:
+        """Where the current graph state's derived views live: an identical earlier state's, or a new entry."""
+        if self._derived is None:
+            from graphsurgeon.graph.recall import Recall, fingerprint
+
+            if self._recall is None:
+                self._recall = Recall()
+            state, keep = fingerprint(self)
+            self._derived = self._recall.find(state)
+            if self._derived is None:
+                self._derived = {}
+                self._recall.store(state, keep, self._derived)
+        return self._derived
 
     @property
     def is_meta(self) -> bool:

@@ -25,6 +25,8 @@ __all__ = ["Block", "BlockGraph", "CompositeView", "Link", "Port", "StaticInput"
            "composite_id", "op_name", "primitive_id"]
 
 HIDDEN_TARGETS = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "_guards_fn"}
+_CHAIN_MEMO = "_graphsurgeon_chain"  # node.meta key: (nn_module_stack read, composite chain, (path, class) pairs)
+_META_MEMO = "_graphsurgeon_tensor_meta"  # node.meta key: (meta["val"] read, DimNames, TensorMeta)
 
 
 def composite_id(path: str) -> str:
@@ -68,7 +70,6 @@ class BlockGraph:
         self.nodes: dict[str, torch.fx.Node] = {}
         self.output_node: torch.fx.Node | None = None
         self.placeholders: list[torch.fx.Node] = []  # graph inputs: the root view's inputs
-        self._metas: dict[torch.fx.Node, TensorMeta | None] = {}
         for node in gm.graph.nodes:
             self.nodes[node.name] = node
             self._classify(node)
@@ -126,17 +127,24 @@ class BlockGraph:
         self.chain[node] = self._stack_chain(node)
 
     def _stack_chain(self, node: torch.fx.Node) -> tuple[str, ...]:
+        """The node's composite chain from its nn_module_stack (read once per stack object: edits keep them)."""
         stack = node.meta.get("nn_module_stack") or {}
-        chain: list[str] = []
-        for path, cls in stack.values():
-            if not isinstance(path, str) or path == "" or path.startswith("_empty_nn_module_stack"):
-                continue
-            if chain and path == chain[-1]:
-                continue
+        memo = node.meta.get(_CHAIN_MEMO)
+        if memo is None or memo[0] is not stack:
+            chain, classes = [], []
+            for path, cls in stack.values():
+                if not isinstance(path, str) or path == "" or path.startswith("_empty_nn_module_stack"):
+                    continue
+                if chain and path == chain[-1]:
+                    continue
+                classes.append((path, cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))))
+                chain.append(path)
+            memo = (stack, tuple(chain), tuple(classes))
+            node.meta[_CHAIN_MEMO] = memo
+        for path, cls in memo[2]:
             if path not in self.classes:
-                self.classes[path] = cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
-            chain.append(path)
-        return tuple(chain)
+                self.classes[path] = cls
+        return memo[1]
 
     def _attr_text(self, node: torch.fx.Node) -> str:
         val = node.meta.get("val")
@@ -168,9 +176,13 @@ class BlockGraph:
 
     # ---- queries -----------------------------------------------------------------------------
     def meta(self, node: torch.fx.Node) -> TensorMeta | None:
-        if node not in self._metas:
-            self._metas[node] = tensor_meta(node.meta.get("val"), self.dims)
-        return self._metas[node]
+        """Shape texts of a value, kept with the node for its value object (an edit leaves untouched nodes' values)."""
+        val = node.meta.get("val")
+        memo = node.meta.get(_META_MEMO)
+        if memo is None or memo[0] is not val or memo[1] is not self.dims:
+            memo = (val, self.dims, tensor_meta(val, self.dims))
+            node.meta[_META_MEMO] = memo
+        return memo[2]
 
     def param_count(self, path: str) -> int:
         if self.tree.kinds.get(path) == "stack":

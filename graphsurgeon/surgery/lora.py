@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 import torch.fx
 
+from graphsurgeon.graph.stale_code import recompile_later
 from graphsurgeon.surgery.spec import LoRABlock, LoRAConfig, Target
 from graphsurgeon.validate.diagnostics import Diagnostic, ValidationError
 from graphsurgeon.validate.local import check_insertion
@@ -29,12 +30,12 @@ from graphsurgeon.validate.local import check_insertion
 aten = torch.ops.aten
 
 
-_BATCHED: set[int] = set()  # id(gm) of graphs inside `batched`: recompile once at the end
+_BATCHED: set[int] = set()  # id(gm) of graphs inside `batched`: code marked stale once at the end
 
 
 @contextmanager
 def batched(cm):
-    """Several inserts/removes with one `gm.recompile()` at the end (a compound edit)."""
+    """Several inserts/removes as one edit: the module's code is marked stale once, at the end."""
     key = id(cm.gm)
     if key in _BATCHED:
         yield
@@ -44,12 +45,13 @@ def batched(cm):
         yield
     finally:
         _BATCHED.discard(key)
-        cm.gm.recompile()
+        recompile_later(cm.gm)
 
 
 def _recompile(gm: torch.fx.GraphModule) -> None:
+    """After an edit of the graph: its Python code is regenerated when next needed (graph/stale_code.py)."""
     if id(gm) not in _BATCHED:
-        gm.recompile()
+        recompile_later(gm)
 
 
 def block_path(target: Target) -> str:

@@ -165,7 +165,8 @@ class Opener(QObject):
         self._before = None
         # a cached preview showed these very views: keep the user's zoom; a module hierarchy had no dataflow: fit
         self.window.refresh(fit=preview is None or preview.modules_only)
-        self.window.statusBar().showMessage(f"{cm.model_class} captured: {cm.weights_note or cm.weights}", 8000)
+        notes = "".join(f" · note: {n}" for n in cm.notes)  # also kept in the status bar's notes label
+        self.window.statusBar().showMessage(f"{cm.model_class} captured: {cm.weights_note or cm.weights}{notes}", 15000)
         self.window.model_ready.emit()
 
     def _failed(self, number: int, message: str) -> None:

@@ -24,6 +24,16 @@ SHAPES_HEIGHT = 290  # the shape table's dock: ~11 rows at 1600×1000 (it was 19
 READABLE_SCALE = 0.35  # fitting never zooms out below this (a bigger view opens left-aligned); titles stay ≥ 10 px by level of detail
 
 
+def capture_notes(cm) -> list[str]:
+    """What capture chose or could not record (cm.notes, as the CLI prints them), and random weights when they are."""
+    notes = list(cm.notes)
+    if "random" in (cm.weights, cm.materializes_to) or "partial" in (cm.weights, cm.materializes_to):
+        note = cm.materialize_note if cm.weights == "meta" else cm.weights_note
+        if note and note not in notes:
+            notes.append(note)
+    return notes
+
+
 class GraphView(QGraphicsView):
     """Zoom with the wheel, pan by dragging the background, F fits."""
 
@@ -92,6 +102,10 @@ class MainWindow(QMainWindow):
         legend = self._dock("Legend", self.legend, Qt.RightDockWidgetArea)
         self.resizeDocks([shapes], [SHAPES_HEIGHT], Qt.Vertical)
         self.resizeDocks([legend], [230], Qt.Horizontal)
+        self.notes_label = QLabel()  # what capture chose or could not record (eager attention, a seq bound, random weights)
+        self.notes_label.setMaximumWidth(620)
+        self.notes_label.hide()
+        self.statusBar().addPermanentWidget(self.notes_label)
         self._syncing = False
         self.opener = Opener(self)
         self._menus()
@@ -146,6 +160,7 @@ class MainWindow(QMainWindow):
         self.view_changed.emit()
 
     def refresh_title(self) -> None:
+        self.show_notes()
         c = self.controller
         if c.shown is None:
             self.setWindowTitle("graphsurgeon")
@@ -155,6 +170,19 @@ class MainWindow(QMainWindow):
             state = (" · modules only: capturing, dataflow and editing when it is in" if c.preview.modules_only else
                      " · capturing, editing starts when ready")
         self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
+
+    def show_notes(self) -> None:
+        """The live model's capture notes in the status bar (first one, elided; all in the tooltip)."""
+        notes = capture_notes(self.controller.cm) if self.controller.cm is not None else []
+        text = ""
+        if notes:
+            more = f"  (+{len(notes) - 1} more)" if len(notes) > 1 else ""
+            first = self.notes_label.fontMetrics().elidedText(notes[0], Qt.ElideRight, 560 - 8 * len(more))
+            text = f"note: {first}{more}"
+        if text != self.notes_label.text():
+            self.notes_label.setText(text)
+            self.notes_label.setToolTip("\n".join(f"note: {n}" for n in notes))
+            self.notes_label.setVisible(bool(notes))
 
     def navigate(self, path: str) -> None:
         try:
@@ -218,8 +246,9 @@ class MainWindow(QMainWindow):
     def _show_panel(self, ids: list[str]) -> None:
         blocks = self.controller.blocks()
         b = next((blocks[i] for i in ids if i in blocks), None)
-        if b is None:
-            self.panel.setPlainText("")
+        if b is None:  # nothing selected: what capture said about the model
+            notes = capture_notes(self.controller.cm) if self.controller.cm is not None else []
+            self.panel.setPlainText("\n".join(["capture notes:"] + [f"• {n}" for n in notes]) if notes else "")
             return
         lines = [f"{b.title}", f"class: {b.subtitle}", f"module path: {b.module_path or '(root)'}",
                  f"parameters: {b.param_count:,}"]

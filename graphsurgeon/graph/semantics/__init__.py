@@ -21,6 +21,7 @@ import os
 import torch
 import torch.fx
 
+from graphsurgeon.graph.semantics.dataflow import unchanged_graph
 from graphsurgeon.graph.semantics.groups import FunctionGroup, activation_title, find_groups
 from graphsurgeon.graph.semantics.names import Namer, unique_names
 from graphsurgeon.graph.semantics.roles import Attention, Operand, Roles, find_roles
@@ -42,11 +43,12 @@ class Semantics:
         self.gm = gm
         self.problems: list[str] = []  # analyses that failed on this graph (the views then fall back to fx names)
         lora_adds = {b.add_node for b in captured.loras.values() if b.add_node}
-        self.roles: Roles = self._guard("roles", lambda: find_roles(gm, captured.config, lora_adds), Roles())
-        self.hidden: set[torch.fx.Node] = {n for n in gm.graph.nodes if _is_leftover(n)}
-        self.groups: dict[str, FunctionGroup] = self._guard(
-            "function groups", lambda: find_groups(gm, self.roles, self.hidden), {})
-        self.stacks: list[LayerStack] = self._guard("layer stacks", lambda: find_stacks(gm), [])
+        with unchanged_graph():
+            self.roles: Roles = self._guard("roles", lambda: find_roles(gm, captured.config, lora_adds), Roles())
+            self.hidden: set[torch.fx.Node] = {n for n in gm.graph.nodes if _is_leftover(n)}
+            self.groups: dict[str, FunctionGroup] = self._guard(
+                "function groups", lambda: find_groups(gm, self.roles, self.hidden), {})
+            self.stacks: list[LayerStack] = self._guard("layer stacks", lambda: find_stacks(gm), [])
         self._group_of = {n: g for g in self.groups.values() for n in g.nodes}
         self._namer = Namer(gm, self.roles, captured.loras, captured.output_names)
         self._lora_paths = {b.path: b for b in captured.loras.values()}

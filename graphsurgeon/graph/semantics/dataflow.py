@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from contextlib import contextmanager
 
 import torch
 import torch.fx
@@ -122,8 +124,35 @@ def _describe(node, x, w, transposed: bool, module: str = "") -> dict:
                 out_features=int(out), weight=w.target)
 
 
+_SCOPE = threading.local()  # .memo: node -> projection(node) while one derivation runs (see `unchanged_graph`)
+
+
+@contextmanager
+def unchanged_graph():
+    """While the graph cannot change (one semantic derivation), `projection` answers each node once.
+
+    The roles' walks (residuals, MLPs, attention operands, heads) ask it of the same nodes 2–3 times."""
+    outer = getattr(_SCOPE, "memo", None)
+    if outer is None:
+        _SCOPE.memo = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SCOPE.memo = None
+
+
 def projection(node: torch.fx.Node) -> dict | None:
     """If `node` is the output of a whole projection, describe it (module, kind, x, in/out_features, weight)."""
+    memo = getattr(_SCOPE, "memo", None)
+    if memo is None:
+        return _projection(node)
+    if node not in memo:
+        memo[node] = _projection(node)
+    return memo[node]
+
+
+def _projection(node) -> dict | None:
     if not isinstance(node, torch.fx.Node) or node.op != "call_function":
         return None
     op = op_of(node)

@@ -141,7 +141,8 @@ def _embedding_groups(gm: torch.fx.GraphModule, roles, groups: dict[str, Functio
     for parent, lookups in by_parent.items():
         if len(lookups) < 2 or roles.modules.get(parent) in _EMBEDDINGS | {"embeddings"}:
             continue
-        inside = lambda n, p=parent: _module_at(n, p)  # noqa: E731 - the submodule of `parent` a node runs in
+        at = {n: _module_at(n, parent) for n in gm.graph.nodes}  # the submodule of `parent` each node runs in
+        inside = at.__getitem__
         made = {n for n in gm.graph.nodes if inside(n) in lookups}  # outputs of the lookups
         direct: list[torch.fx.Node] = []
         members = list(lookups)
@@ -162,10 +163,11 @@ def _embedding_groups(gm: torch.fx.GraphModule, roles, groups: dict[str, Functio
                 members.append(g.path)
         last = direct[0] if len(direct) == 1 else max((d for d in direct if d in made), key=lambda d: d.name)
         users = list(last.users)
-        if len(users) == 1 and inside(users[0]) and roles.modules.get(inside(users[0])) in (None, "norm") \
+        after = inside(users[0]) if len(users) == 1 else None
+        if after and roles.modules.get(after) in (None, "norm") \
                 and all(op_of(u) in ("dropout", "layer_norm", "native_layer_norm", "rms_norm")
-                        for u in gm.graph.nodes if inside(u) == inside(users[0]) and u.op == "call_function"):
-            members.append(inside(users[0]))
+                        for u in gm.graph.nodes if inside(u) == after and u.op == "call_function"):
+            members.append(after)
         order = {n: i for i, n in enumerate(gm.graph.nodes)}
         path = f"{parent}.embeddings" if parent else "embeddings"
         groups[path] = FunctionGroup(path, parent, "embeddings", "Embeddings", "embeddings",

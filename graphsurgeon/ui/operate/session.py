@@ -64,10 +64,13 @@ def pending_recovery(cm) -> dict | None:
 class EditSession:
     """One open model with its undo history, as the editor operates on it."""
 
-    def __init__(self, cm) -> None:
+    def __init__(self, cm, later=None) -> None:
         self.cm = cm
         self.history = History(cm)
         self.dirty = False
+        self.later = later  # runs a callable after the frame (the editor's QTimer); None: autosave at once
+        self._autosave_due = False
+        self._candidates: tuple = (None, {})  # ((cm.version, view path), candidates) of the last question
 
     # ---- where a LoRA may go -------------------------------------------------------------------
     def _targets(self) -> dict[str, Target]:
@@ -80,7 +83,15 @@ class EditSession:
         return by_node
 
     def candidates(self, path: str) -> dict[str, Target]:
-        """Ids (blocks, ports, links) of the view at `path` where a LoRA may be dropped, with their target."""
+        """Ids (blocks, ports, links) of the view at `path` where a LoRA may be dropped, with their target.
+
+        Remembered until the next edit (`cm.version`): the drag, every refused hover and the drop ask for the same."""
+        key = (self.cm.version, path)
+        if self._candidates[0] != key:
+            self._candidates = (key, self._find_candidates(path))
+        return dict(self._candidates[1])
+
+    def _find_candidates(self, path: str) -> dict[str, Target]:
         targets = self._targets()
         out: dict[str, Target] = {}
         view = self.cm.blocks().view(path)
@@ -247,7 +258,17 @@ class EditSession:
     def _changed(self) -> None:
         self.cm.touch()
         self.dirty = True
-        self.autosave()
+        if self.later is None:
+            self.autosave()
+        elif not self._autosave_due:  # the editor writes it right after repainting (one file write off the frame)
+            self._autosave_due = True
+            self.later(self.autosave_if_due)
+
+    def autosave_if_due(self) -> None:
+        """Write the autosave an edit left pending (the editor calls it after the frame, and before closing)."""
+        if self._autosave_due:
+            self._autosave_due = False
+            self.autosave()
 
     @property
     def history_texts(self) -> list[str]:
@@ -324,6 +345,7 @@ class EditSession:
 
     def clear_autosave(self) -> None:
         """On a clean close: nothing to recover for this model."""
+        self._autosave_due = False
         path = autosave_path(self.cm)
         if path is not None:
             path.unlink(missing_ok=True)

@@ -142,7 +142,7 @@ class Operate(QObject):
 
         cm = self.window.controller.cm
         if self._session is None or self._session.cm is not cm:
-            self._session = EditSession(cm)
+            self._session = EditSession(cm, later=lambda fn: QTimer.singleShot(0, fn))  # autosave after the frame
             self.stack.clear()
         return self._session
 
@@ -266,7 +266,7 @@ class Operate(QObject):
         c = self.window.controller
         while c.path:  # an undo may remove the composite on screen (inside a LoRA block): show its parent
             try:
-                c.cm.blocks().view(c.path)
+                c.view  # noqa: B018 - derived once per version: refresh below reuses it
                 break
             except GraphsurgeonError:
                 c.path = c.path.rpartition(".")[0]
@@ -431,6 +431,8 @@ class Operate(QObject):
                                 "\n\nTrain: cd there && python train.py --synthetic --steps 50" + notes)
 
     def _confirm_close(self) -> bool:
+        if self._session is not None:
+            self._session.autosave_if_due()  # an edit's autosave not written yet: written before asking
         if self._session is None or not self._session.dirty:
             if self._session is not None:
                 self._session.clear_autosave()
