@@ -368,7 +368,42 @@ def _settle(prog: Program, scope: Scope) -> None:
                 outs.append(n)
         if s.kind == "root":
             ins = [n for n in prog.cm.gm.graph.nodes if n.op == "placeholder"]
+        elif s.kind == "function":
+            ins = _as_called(prog, s, ins)
+        elif s.kind == "module":
+            outs = _as_returned(prog, s, outs)
         s.inputs, s.outputs = ins, outs
+
+
+ROLE_ORDER = ("query", "key", "value")
+
+
+def _as_called(prog: Program, scope: Scope, ins: list) -> list:
+    """A function's parameters in the order the model's source passes them (`attention_interface(query_states,
+    key_states, value_states, attention_mask)`); values the call does not name follow, query/key/value first,
+    then in order of first use."""
+    args = [a for a in names.call_arguments(prog.cm, scope.path) if a]
+    caller = scope.parent.path if scope.parent is not None else ""
+
+    def key(item):
+        i, node = item
+        name = names.value_name(prog.cm, node, caller)
+        if name in args:
+            return (0, args.index(name), i)
+        role = names.role(prog.cm, node)
+        return (1, ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER), i)
+    return [n for _, n in sorted(enumerate(ins), key=key)]
+
+
+def _as_returned(prog: Program, scope: Scope, outs: list) -> list:
+    """A module's results in the order its source returns them (T5Attention: `attn_output, position_bias`,
+    though the bias is computed first); production order when the source does not say."""
+    if len(outs) < 2:
+        return outs
+    where = [names.return_position(prog.cm, n, scope.path) for n in outs]
+    if None in where or len(set(where)) != len(where):
+        return outs
+    return [n for _, n in sorted(zip(where, outs), key=lambda p: p[0])]
 
 
 def owns(scope: Scope, names: list[str]) -> str | None:

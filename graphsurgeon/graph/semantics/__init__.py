@@ -5,6 +5,8 @@ reads — the canvas (through the block view) and the exported model.py — take
 
     sem = cm.semantics()
     sem.name(node, scope)      # "query_states", "attn_output", "lora_q.Ax" — as the code of `scope` reads it
+    sem.return_position(node, path)  # where a value stands in the `return` of module `path`'s forward
+    sem.call_arguments(group_path)   # the names the source passes to a function group's function
     sem.role(node)             # "query", "attn_weights", "causal_mask", "cos", "residual", …
     sem.module_role(path)      # "attention", "mlp", "norm", "q_proj", "lm_head", …
     sem.attentions             # per attention: core, q/k/v operands and their projections, mask, output projection
@@ -24,7 +26,7 @@ import torch.fx
 from graphsurgeon.graph.semantics.groups import FunctionGroup, activation_title, find_groups
 from graphsurgeon.graph.semantics.names import Namer, unique_names
 from graphsurgeon.graph.semantics.roles import Attention, Operand, Roles, find_roles
-from graphsurgeon.graph.semantics.source import module_paths
+from graphsurgeon.graph.semantics.source import call_arguments, called_function, module_paths, scope_frames
 from graphsurgeon.graph.semantics.stacks import LayerStack, find_stacks
 
 __all__ = ["Attention", "FunctionGroup", "LayerStack", "Operand", "Semantics", "activation_title", "module_paths",
@@ -78,6 +80,28 @@ class Semantics:
         if isinstance(scope, str):
             scope = self.scope(scope)
         return self._namer.name(node, scope)
+
+    def return_position(self, node: torch.fx.Node, path: str) -> int | None:
+        """Where value `node` stands in what the forward of module `path` returns (None: not known)."""
+        chain = self.scope(path)
+        mods = module_paths(node)
+        if len(chain) < 2 or len(mods) < len(chain) or mods[len(chain) - 1] != path:
+            return None
+        return self._namer.return_position(node, len(chain) - 2)
+
+    def call_arguments(self, path: str) -> tuple[str | None, ...]:
+        """The names the model's source passes to the function of group `path`, in call order (`query_states,
+        key_states, value_states, attention_mask` for `attention_interface(self, query_states, …)`); () when
+        the call cannot be read back."""
+        group = self.groups.get(path)
+        if group is None:
+            return ()
+        for node in group.nodes:
+            for frame in reversed(scope_frames(node)):
+                called = called_function(frame.code) if frame is not None else None
+                if called and called.removeprefix("self.") == group.function:
+                    return call_arguments(frame.file, frame.line, group.function)
+        return ()
 
     def scope(self, path: str) -> tuple[str, ...]:
         """The module chain of a module path, from the root ('' first)."""

@@ -4,11 +4,14 @@ torch.export keeps, per node, the frames of every module ``forward`` the op ran 
 line in each (``query_states = self.q_proj(hidden_states).view(...)``); frames of plain functions the
 model calls (``create_causal_mask``, ``apply_rotary_pos_emb``) are not kept, so an op inside one shows the
 calling line. A *statement* is one such line in one module: its ops, the names its left-hand side
-assigns, and the function it calls, if any.
+assigns, and the function it calls, if any. Where the line alone cannot say (a call's arguments spread over
+several lines, the names a forward returns), the file the frame names is read back with `ast`; a file that is
+gone or does not parse says nothing.
 """
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
 from dataclasses import dataclass
@@ -111,3 +114,79 @@ def called_function(code: str) -> str | None:
         if bare not in _LIBRARY_CALLS and not keyword.iskeyword(bare):
             return name
     return None
+
+
+@lru_cache(maxsize=64)
+def _parsed(file: str) -> ast.Module | None:
+    try:
+        with open(file, encoding="utf-8") as f:
+            return ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _name(expr: ast.expr) -> str | None:
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+@lru_cache(maxsize=8192)
+def call_arguments(file: str, line: int, callee: str) -> tuple[str | None, ...]:
+    """The names the call of `callee` starting on `line` of `file` passes, positional first, then keyword values,
+    in source order (None for an argument that is not a plain name; `self` and `**kwargs` left out).
+
+    `callee` is what the caller calls: a function name (`attention_interface`) or a submodule's attribute
+    (`SelfAttention`, `layer` for `self.layer[0](…)`); () when no such call starts on that line."""
+    tree = _parsed(file)
+    if tree is None:
+        return ()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or node.lineno != line or not _calls(node.func, callee):
+            continue
+        args = [_name(a) for a in node.args if not isinstance(a, ast.Starred)]
+        args += [_name(k.value) for k in node.keywords if k.arg is not None]
+        return tuple(a for a in args if a != "self")
+    return ()
+
+
+def _calls(func: ast.expr, callee: str) -> bool:
+    while isinstance(func, ast.Subscript):  # self.layer[0](...)
+        func = func.value
+    if isinstance(func, ast.Attribute):
+        return func.attr == callee
+    return isinstance(func, ast.Name) and func.id == callee
+
+
+@lru_cache(maxsize=8192)
+def returned_names(file: str, line: int) -> tuple[str | None, ...]:
+    """The names the function around `line` of `file` returns, in order: `return attn_output, position_bias` ->
+    ('attn_output', 'position_bias'); None for a part that is not a plain name; () when unknown. Of several
+    `return` statements the last one counts (the early ones are usually special cases)."""
+    tree = _parsed(file)
+    if tree is None:
+        return ()
+    around = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= (node.end_lineno or 0):
+            if around is None or node.lineno > around.lineno:
+                around = node
+    if around is None:
+        return ()
+    returns = sorted((r for r in _own_statements(around) if isinstance(r, ast.Return) and r.value is not None),
+                     key=lambda r: r.lineno)
+    if not returns:
+        return ()
+    value = returns[-1].value
+    parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) else [value]
+    return tuple(_name(p) for p in parts)
+
+
+def _own_statements(func: ast.AST) -> list[ast.AST]:
+    """The nodes of a function body, nested functions and classes left out."""
+    out, todo = [], list(ast.iter_child_nodes(func))
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        out.append(node)
+        todo += list(ast.iter_child_nodes(node))
+    return out
