@@ -37,7 +37,7 @@ class Sizes:
             pos = [d for d, _ in dims]
             names_ = [self.sizes[k] for _, k in dims]
             src = self.name_of[p]
-            if pos == list(range(len(pos))):
+            if pos == list(range(len(pos))) and len(pos) > 1:
                 rhs = f"{src}.shape" if len(pos) == val.dim() else f"{src}.shape[:{len(pos)}]"
                 self.lines.append(Line(f"{', '.join(names_)} = {rhs}"))
             else:
@@ -96,6 +96,11 @@ def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:
         parts = [sym_text(a, sizes) for a in expr.args]
         return " * ".join(t if p > lift.MUL else f"({t})" for t, p in parts), lift.MUL
     name = type(expr).__name__
+    if name in ("Max", "Min"):  # bounds of a slice (`x[:, max(0, 64 - seq):]`)
+        return f"{name.lower()}({', '.join(sym_text(a, sizes)[0] for a in expr.args)})", lift.ATOM
+    if name in ("Mod", "PythonMod") and len(expr.args) == 2:
+        (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
+        return f"{a if pa >= lift.MUL else f'({a})'} % {b if pb > lift.MUL else f'({b})'}", lift.MUL
     if name in ("FloorDiv", "CleanDiv", "IntTrueDiv") and len(expr.args) == 2:
         (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
         return f"{a if pa >= lift.MUL else f'({a})'} // {b if pb > lift.MUL else f'({b})'}", lift.MUL
