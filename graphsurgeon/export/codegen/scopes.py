@@ -104,7 +104,10 @@ def is_symbolic(node: torch.fx.Node) -> bool:
     """Sizes and size arithmetic (SymInt values): written as expressions of the dims, never as statements."""
     val = node.meta.get("val")
     return isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float)) and not isinstance(val, bool) \
-        and node.op == "call_function"
+        and node.op == "call_function" and lift.op_key(node) not in DATA_DEPENDENT
+
+
+DATA_DEPENDENT = ("item", "_local_scalar_dense")  # a number read from a tensor's data: a statement (`n = x.item()`)
 
 
 def _stack(node: torch.fx.Node) -> list[tuple[str, str, str]]:

@@ -67,6 +67,9 @@ class Sizes:
         """A size no input has: read it from a value computed earlier in the function."""
         for v, name in list(self.name_of.items()):
             val = v.meta.get("val") if isinstance(v, torch.fx.Node) else None
+            if isinstance(val, torch.SymInt) and str(val.node.expr) == key:  # `n = x.item()`
+                self.sizes[key] = name
+                return
             if isinstance(val, torch.Tensor):
                 for d, size in enumerate(val.shape):
                     if isinstance(size, torch.SymInt) and str(size.node.expr) == key:
