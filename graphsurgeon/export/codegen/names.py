@@ -24,6 +24,11 @@ def return_position(cm, node: torch.fx.Node, module_path: str) -> int | None:
     return cm.semantics().return_position(node, module_path)
 
 
+def parameters(cm, node: torch.fx.Node, module_path: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """A module forward's declared parameters and {name its caller passes: parameter} for the call `node` ran in."""
+    return cm.semantics().parameters(node, module_path)
+
+
 def call_arguments(cm, group_path: str) -> tuple[str | None, ...]:
     """The names the model's source passes to the function of a function group, in call order."""
     return cm.semantics().call_arguments(group_path)

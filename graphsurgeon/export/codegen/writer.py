@@ -82,7 +82,8 @@ class FunctionWriter(Statements, Sizes):
 
     def param_names(self) -> list[str]:
         """The names this scope's inputs would get (before sizes), for choosing one name across calls."""
-        return [self._sanitize(self._want(p)) for p in self.scope.inputs]
+        declared = list(self.scope.params) + [None] * (len(self.scope.inputs) - len(self.scope.params))
+        return [self._sanitize(d or self._want(p)) for p, d in zip(self.scope.inputs, declared)]
 
     @staticmethod
     def _sanitize(want: str) -> str:
@@ -291,8 +292,10 @@ class FunctionWriter(Statements, Sizes):
                 args.append(self.arg(v))
                 continue
             name = self.name_of.get(v) or self.arg(v)
-            if not self._dead_after_loop(v, first):
-                fresh = self._take(object(), self._want(v))
+            want = self._sanitize(self._want(last.outputs[k]))  # what the loop makes (`hidden_states`), as HF
+            # writes `hidden_states = inputs_embeds` before its loop
+            if not self._dead_after_loop(v, first) or (name != want and not self.canonical):
+                fresh = self._take(object(), want)
                 self.lines.append(Line(f"{fresh} = {name}"))
                 name = fresh
             args.append(name)

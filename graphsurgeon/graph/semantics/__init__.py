@@ -7,6 +7,7 @@ reads — the canvas (through the block view) and the exported model.py — take
     sem.name(node, scope)      # "query_states", "attn_output", "lora_q.Ax" — as the code of `scope` reads it
     sem.return_position(node, path)  # where a value stands in the `return` of module `path`'s forward
     sem.call_arguments(group_path)   # the names the source passes to a function group's function
+    sem.parameters(node, path)       # a module forward's declared parameters, and what the call binds to them
     sem.role(node)             # "query", "attn_weights", "causal_mask", "cos", "residual", …
     sem.module_role(path)      # "attention", "mlp", "norm", "q_proj", "lm_head", …
     sem.attentions             # per attention: core, q/k/v operands and their projections, mask, output projection
@@ -26,7 +27,8 @@ import torch.fx
 from graphsurgeon.graph.semantics.groups import FunctionGroup, activation_title, find_groups
 from graphsurgeon.graph.semantics.names import Namer, unique_names
 from graphsurgeon.graph.semantics.roles import Attention, Operand, Roles, find_roles
-from graphsurgeon.graph.semantics.source import call_arguments, called_function, module_paths, scope_frames
+from graphsurgeon.graph.semantics.source import (call_arguments, call_binding, called_function, def_parameters,
+                                                 module_paths, scope_frames)
 from graphsurgeon.graph.semantics.stacks import LayerStack, find_stacks
 
 __all__ = ["Attention", "FunctionGroup", "LayerStack", "Operand", "Semantics", "activation_title", "module_paths",
@@ -88,6 +90,21 @@ class Semantics:
         if len(chain) < 2 or len(mods) < len(chain) or mods[len(chain) - 1] != path:
             return None
         return self._namer.return_position(node, len(chain) - 2)
+
+    def parameters(self, node: torch.fx.Node, path: str) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The parameters of module `path`'s forward as its source declares them, and {name the caller passes: the
+        parameter it binds} for the call `node` ran in (BertOutput: ('hidden_states', 'input_tensor'),
+        {'intermediate_output': 'hidden_states', 'attention_output': 'input_tensor'}); empty when unknown."""
+        chain = self.scope(path)
+        mods = module_paths(node)
+        frames = scope_frames(node)
+        k = len(chain) - 1
+        if k < 1 or len(mods) <= k or mods[k] != path or len(frames) <= k or frames[k] is None or frames[k - 1] is None:
+            return (), {}
+        params = def_parameters(frames[k].file, frames[k].line)
+        attr = next((p for p in reversed(path.split(".")) if not p.isdigit()), path)
+        looped = path.rsplit(".", 1)[-1].isdigit()  # a layer of a list: called through a loop variable
+        return params, call_binding(frames[k - 1].file, frames[k - 1].line, attr, params, looped)
 
     def call_arguments(self, path: str) -> tuple[str | None, ...]:
         """The names the model's source passes to the function of group `path`, in call order (`query_states,
