@@ -96,6 +96,9 @@ def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:
             text += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
         return text, lift.ADD
     if isinstance(expr, sympy.Mul):
+        if expr.args[0] == -1:  # -seq, not -1 * seq
+            text, p = sym_text(sympy.Mul(*expr.args[1:]), sizes)
+            return f"-{text if p > lift.ADD else f'({text})'}", lift.UNARY
         parts = [sym_text(a, sizes) for a in expr.args]
         return " * ".join(t if p > lift.MUL else f"({t})" for t, p in parts), lift.MUL
     name = type(expr).__name__
