@@ -147,7 +147,8 @@ class FunctionWriter(Statements, Sizes):
                 or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
             return
         sem = self.prog.cm.semantics()
-        if any(sem.residual_operand(u) is old for u in self.prog.users.get(old, [])):
+        if any(sem.residual_operand(u) is old and u in self.index for u in self.prog.users.get(old, [])):  # an add
+            # in this function (RMSNorm's caller adds the residual: no `residual = …` line inside the norm)
             self.lines.append(Line(f"residual = {name}"))
             self.bound["residual"], self.name_of[old] = old, "residual"
             del self.bound[name]

@@ -28,7 +28,7 @@ from graphsurgeon.graph.semantics.groups import FunctionGroup, activation_title,
 from graphsurgeon.graph.semantics.names import Namer, unique_names
 from graphsurgeon.graph.semantics.roles import Attention, Operand, Roles, find_roles
 from graphsurgeon.graph.semantics.source import (call_arguments, call_binding, called_function, def_parameters,
-                                                 module_paths, scope_frames)
+                                                 module_paths, required_parameters, scope_frames)
 from graphsurgeon.graph.semantics.stacks import LayerStack, find_stacks
 
 __all__ = ["Attention", "FunctionGroup", "LayerStack", "Operand", "Semantics", "activation_title", "module_paths",
@@ -104,7 +104,11 @@ class Semantics:
         params = def_parameters(frames[k].file, frames[k].line)
         attr = next((p for p in reversed(path.split(".")) if not p.isdigit()), path)
         looped = path.rsplit(".", 1)[-1].isdigit()  # a layer of a list: called through a loop variable
-        return params, call_binding(frames[k - 1].file, frames[k - 1].line, attr, params, looped)
+        binding = call_binding(frames[k - 1].file, frames[k - 1].line, attr, params, looped)
+        required = required_parameters(frames[k].file, frames[k].line)
+        if not binding and len(required) == 1:  # a call the trace cannot show (through a helper such as HF's
+            binding = {"": required[0]}  # apply_chunking_to_forward): one value can only be its one required parameter
+        return params, binding
 
     def call_arguments(self, path: str) -> tuple[str | None, ...]:
         """The names the model's source passes to the function of group `path`, in call order (`query_states,

@@ -140,6 +140,19 @@ def def_parameters(file: str, line: int) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=8192)
+def required_parameters(file: str, line: int) -> tuple[str, ...]:
+    """The parameters of the function around `line` that have no default (`self` left out)."""
+    around = _function_around(file, line)
+    if around is None:
+        return ()
+    a = around.args
+    positional = a.posonlyargs + a.args
+    with_default = {p.arg for p in positional[len(positional) - len(a.defaults):]} if a.defaults else set()
+    with_default |= {p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None}
+    return tuple(p.arg for p in positional + a.kwonlyargs if p.arg != "self" and p.arg not in with_default)
+
+
+@lru_cache(maxsize=8192)
 def call_binding(file: str, line: int, callee: str, params: tuple[str, ...], loose: bool = False) -> dict[str, str]:
     """{name the caller passes: the callee's parameter it binds} for the call starting on `line` that calls
     `callee` (a submodule's attribute; with `loose`, the line's only call of a plain name: a loop variable):
