@@ -99,6 +99,10 @@ class FunctionWriter(Statements, Sizes):
                 self.pinned.add(st.lora_onto)
             if st.scope is not None and st.scope.kind == "lora":
                 self.pinned.update(reads_of_scope(self.prog, st.scope))
+        # query, key and value as the attention reads them, and what it computes, are named, each on its line
+        attentions = self.prog.cm.semantics().attentions
+        operands = {op.node for a in attentions for op in a.operands.values()} | {a.core for a in attentions}
+        self.pinned.update(st.node for st in self.stmts if st.node is not None and st.node in operands)
 
     def _needs_training(self) -> bool:
         return bool(self.env.training.get(self.scope.key))
