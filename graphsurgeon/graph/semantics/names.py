@@ -11,8 +11,9 @@ transpose at the end of that line *is* ``query_states``. So names are asked for 
    a ``return`` gives the name the caller assigns. The values a submodule call gives are lined up with the
    left-hand side by where the submodule's ``return`` puts them (T5Attention returns ``attn_output,
    position_bias`` although it computes the bias first).
-4. Otherwise the value's role (``query``, ``attn_weights``, ``causal_mask``, ``cos`` …), the attribute name of
-   the submodule that returned it (``gate_proj``), or the op (``view``).
+4. Otherwise the value's role (``query``, ``attn_weights``, ``causal_mask``, ``cos`` …), the operand an attention
+   core reads it as (``key``), the attribute name of the submodule that returned it (``gate_proj``), or the op
+   (``view``).
 Names are made unique within a view by `unique_names`.
 """
 
@@ -46,6 +47,8 @@ class Namer:
         self._cache: dict[tuple[torch.fx.Node, int], str] = {}
         self._statements: dict[int, dict[tuple, list[torch.fx.Node]]] = {}
         self._returning: set[tuple[torch.fx.Node, int]] = set()  # return positions being worked out (no loops)
+        self._operands = {op.node: op.role for a in getattr(roles, "attentions", []) for op in a.operands.values()
+                          if op.node is not None}
         self._nodes = list(gm.graph.nodes)
         self._outputs: dict[torch.fx.Node, str] = {}
         out = next((n for n in reversed(self._nodes) if n.op == "output"), None)
@@ -96,6 +99,8 @@ class Namer:
             return named
         if role in ROLE_NAMES:
             return ROLE_NAMES[role]
+        if node in self._operands:  # what an attention core reads, named by nothing else (GQA's repeat_kv result)
+            return self._operands[node]
         child = _child_attr(node, depth)
         if child:
             return child

@@ -203,9 +203,6 @@ def _mark_attention(roles: Roles, att: Attention, order: dict) -> None:
             roles.modules.setdefault(op.projection, f"{op.role}_proj" if op.columns is None else "qkv_proj")
         if op.role in ("query", "key"):
             _mark_rotary(roles, op)
-    for op in att.operands.values():  # what the core reads, when nothing else named it (key after GQA's repeat_kv)
-        if op.node is not None and op.node not in roles.values and op.node.op == "call_function":
-            roles.values[op.node] = op.role
     if att.fused is not None:
         roles.values.setdefault(att.fused, "qkv")
     if att.out_projection:
