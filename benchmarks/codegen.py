@@ -76,7 +76,7 @@ def own_code_lines(text: str) -> int:
     without the helper layers model.py always carries (Conv1D, LoRA…)."""
     body = text[: text.index("\nModel = ")]
     starts = [m.start() for m in re.finditer(r"^(?:def|class) (\w+)", body, re.M)
-              if m.group(1) not in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")]
+              if m.group(1) not in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "grouped_mm")]
     return len([ln for ln in body[starts[0]:].splitlines() if ln.strip()]) if starts else 0
 
 

@@ -90,6 +90,7 @@ class Model:
                     symbols(item, need, self.prog)
             have = {str(d.node.expr) for v in s.inputs if isinstance(v.meta.get("val"), torch.Tensor)
                     for d in v.meta["val"].shape if isinstance(d, torch.SymInt)}
+            have |= _data_dependent(s.nodes())
             s.sizes = [k for k in need if k not in have]
 
     # ---- module tree ---------------------------------------------------------------------------
@@ -377,3 +378,16 @@ def _unique(name: str, taken: set[str]) -> str:
     while f"{name}{k}" in taken:
         k += 1
     return f"{name}{k}"
+
+
+def _data_dependent(nodes: list) -> set[str]:
+    """Size symbols torch.export made while running these ops (u0: a number read from a tensor, the length of a
+    slice it bounds): the scope computes them itself, no caller can pass them."""
+    out: set[str] = set()
+    for n in nodes:
+        val = n.meta.get("val")
+        dims = [val] if isinstance(val, torch.SymInt) else list(val.shape) if isinstance(val, torch.Tensor) else []
+        for d in dims:
+            if isinstance(d, torch.SymInt):
+                out |= {str(x) for x in d.node.expr.free_symbols if str(x).startswith("u")}
+    return out

@@ -247,6 +247,7 @@ TABLE: dict[str, Callable] = {
     "__and__": infix("&", BAND), "bitwise_and": infix("&", BAND), "__or__": infix("|", BOR),
     "bitwise_or": infix("|", BOR), "__xor__": infix("^", XOR), "bitwise_xor": infix("^", XOR),
     "logical_not": _M("logical_not"), "logical_and": _M("logical_and", "other"), "logical_or": _M("logical_or", "other"),
+    "grouped_mm_fallback": _F("grouped_mm", "input", "weight", "offs"),  # transformers' MoE op: model.py's helper
     "mm": _F("torch.mm", "self", "mat2"), "bmm": _F("torch.bmm", "self", "mat2"), "addmm": _addmm,
     "baddbmm": _F("torch.baddbmm", "self", "batch1", "batch2", keywords=("beta", "alpha")),
     "cumsum": _M("cumsum", "dim", keywords=("dtype",)), "diff": _M("diff", "n", "dim", keywords=("prepend", "append")),
@@ -342,9 +343,10 @@ def _fallback(ctx: Ctx, node: torch.fx.Node, a: dict, key: str) -> Expr:
         return Expr(f"torch.{key}({', '.join(args)})", CALL)
     if hasattr(torch.nn.functional, key) and not key.startswith("_"):
         return Expr(f"F.{key}({', '.join(args)})", CALL)
-    return Expr(f"torch.ops.aten.{target_name(node)}({', '.join(args)})", CALL)
+    return Expr(f"torch.ops.{target_name(node)}({', '.join(args)})", CALL)
 
 
 def target_name(node: torch.fx.Node) -> str:
+    """`aten.<op>.<overload>` (the op's own namespace for a library's custom op)."""
     t = node.target
-    return f"{t._opname}.{t._overloadname}"
+    return f"{getattr(t, 'namespace', 'aten')}.{t._opname}.{t._overloadname}"

@@ -19,6 +19,25 @@ def value_name(cm, node: torch.fx.Node, module_path: str) -> str:
     return cm.semantics().name(node, module_path)
 
 
+def return_position(cm, node: torch.fx.Node, module_path: str) -> int | None:
+    """Where the module's source returns value `node` (`return attn_output, position_bias`), None if unknown."""
+    return cm.semantics().return_position(node, module_path)
+
+
+def parameters(cm, node: torch.fx.Node, module_path: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """A module forward's declared parameters and {name its caller passes: parameter} for the call `node` ran in."""
+    return cm.semantics().parameters(node, module_path)
+
+
+def call_arguments(cm, group_path: str) -> tuple[str | None, ...]:
+    """The names the model's source passes to the function of a function group, in call order."""
+    return cm.semantics().call_arguments(group_path)
+
+
+def role(cm, node: torch.fx.Node) -> str | None:
+    return cm.semantics().role(node)
+
+
 def function_groups(cm) -> dict[str, tuple[str, str, str]]:
     """fx node name -> (group path, function name, call key) for the ops of each function group written as a
     function."""

@@ -37,7 +37,7 @@ class Sizes:
             pos = [d for d, _ in dims]
             names_ = [self.sizes[k] for _, k in dims]
             src = self.name_of[p]
-            if pos == list(range(len(pos))):
+            if pos == list(range(len(pos))) and len(pos) > 1:
                 rhs = f"{src}.shape" if len(pos) == val.dim() else f"{src}.shape[:{len(pos)}]"
                 self.lines.append(Line(f"{', '.join(names_)} = {rhs}"))
             else:
@@ -67,6 +67,9 @@ class Sizes:
         """A size no input has: read it from a value computed earlier in the function."""
         for v, name in list(self.name_of.items()):
             val = v.meta.get("val") if isinstance(v, torch.fx.Node) else None
+            if isinstance(val, torch.SymInt) and str(val.node.expr) == key:  # `n = x.item()`
+                self.sizes[key] = name
+                return
             if isinstance(val, torch.Tensor):
                 for d, size in enumerate(val.shape):
                     if isinstance(size, torch.SymInt) and str(size.node.expr) == key:
@@ -93,9 +96,17 @@ def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:
             text += f" - {t[1:]}" if t.startswith("-") else f" + {t}"
         return text, lift.ADD
     if isinstance(expr, sympy.Mul):
+        if expr.args[0] == -1:  # -seq, not -1 * seq
+            text, p = sym_text(sympy.Mul(*expr.args[1:]), sizes)
+            return f"-{text if p > lift.ADD else f'({text})'}", lift.UNARY
         parts = [sym_text(a, sizes) for a in expr.args]
         return " * ".join(t if p > lift.MUL else f"({t})" for t, p in parts), lift.MUL
     name = type(expr).__name__
+    if name in ("Max", "Min"):  # bounds of a slice (`x[:, max(0, 64 - seq):]`)
+        return f"{name.lower()}({', '.join(sym_text(a, sizes)[0] for a in expr.args)})", lift.ATOM
+    if name in ("Mod", "PythonMod") and len(expr.args) == 2:
+        (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
+        return f"{a if pa >= lift.MUL else f'({a})'} % {b if pb > lift.MUL else f'({b})'}", lift.MUL
     if name in ("FloorDiv", "CleanDiv", "IntTrueDiv") and len(expr.args) == 2:
         (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
         return f"{a if pa >= lift.MUL else f'({a})'} // {b if pb > lift.MUL else f'({b})'}", lift.MUL

@@ -131,19 +131,20 @@ def _tied(model: Model) -> bool:
 
 
 def helpers_text(needed: set[str]) -> str:
-    """The helper layers model.py uses (Conv1D, LoRA, LoRALinear, LoRAConv1D), from the template."""
+    """The helper layers and functions model.py uses (Conv1D, LoRA, LoRALinear, LoRAConv1D, grouped_mm), from the
+    template."""
     text = (TEMPLATES / "model_layers.py").read_text()
-    chunks = re.split(r"\n(?=class )", text)
+    chunks = re.split(r"\n(?=class |def )", text)
     keep = []
     for chunk in chunks:
-        name = re.match(r"class (\w+)", chunk.strip()).group(1)
+        name = re.match(r"(?:class|def) (\w+)", chunk.strip()).group(1)
         if name in needed:
             keep.append(chunk.strip("\n"))
     return "\n\n\n".join(keep)
 
 
 def needed_helpers(code: str, loras: dict) -> set[str]:
-    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D") if re.search(rf"\b{n}\(", code)}
+    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "grouped_mm") if re.search(rf"\b{n}\(", code)}
     kinds = {hp["kind"] for hp in loras.values()}
     need |= {"LoRA"} if "update" in kinds else set()
     need |= {"LoRALinear"} if "linear" in kinds else set()

@@ -82,7 +82,8 @@ class FunctionWriter(Statements, Sizes):
 
     def param_names(self) -> list[str]:
         """The names this scope's inputs would get (before sizes), for choosing one name across calls."""
-        return [self._sanitize(self._want(p)) for p in self.scope.inputs]
+        declared = list(self.scope.params) + [None] * (len(self.scope.inputs) - len(self.scope.params))
+        return [self._sanitize(d or self._want(p)) for p, d in zip(self.scope.inputs, declared)]
 
     @staticmethod
     def _sanitize(want: str) -> str:
@@ -98,6 +99,10 @@ class FunctionWriter(Statements, Sizes):
                 self.pinned.add(st.lora_onto)
             if st.scope is not None and st.scope.kind == "lora":
                 self.pinned.update(reads_of_scope(self.prog, st.scope))
+        # query, key and value as the attention reads them, and what it computes, are named, each on its line
+        attentions = self.prog.cm.semantics().attentions
+        operands = {op.node for a in attentions for op in a.operands.values()} | {a.core for a in attentions}
+        self.pinned.update(st.node for st in self.stmts if st.node is not None and st.node in operands)
 
     def _needs_training(self) -> bool:
         return bool(self.env.training.get(self.scope.key))
@@ -146,7 +151,8 @@ class FunctionWriter(Statements, Sizes):
                 or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
             return
         sem = self.prog.cm.semantics()
-        if any(sem.residual_operand(u) is old for u in self.prog.users.get(old, [])):
+        if any(sem.residual_operand(u) is old and u in self.index for u in self.prog.users.get(old, [])):  # an add
+            # in this function (RMSNorm's caller adds the residual: no `residual = …` line inside the norm)
             self.lines.append(Line(f"residual = {name}"))
             self.bound["residual"], self.name_of[old] = old, "residual"
             del self.bound[name]
@@ -291,8 +297,10 @@ class FunctionWriter(Statements, Sizes):
                 args.append(self.arg(v))
                 continue
             name = self.name_of.get(v) or self.arg(v)
-            if not self._dead_after_loop(v, first):
-                fresh = self._take(object(), self._want(v))
+            want = self._sanitize(self._want(last.outputs[k]))  # what the loop makes (`hidden_states`), as HF
+            # writes `hidden_states = inputs_embeds` before its loop
+            if not self._dead_after_loop(v, first) or (name != want and not self.canonical):
+                fresh = self._take(object(), want)
                 self.lines.append(Line(f"{fresh} = {name}"))
                 name = fresh
             args.append(name)

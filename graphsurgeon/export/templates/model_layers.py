@@ -56,3 +56,15 @@ class LoRAConv1D(Conv1D):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+
+def grouped_mm(input: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """Mixture-of-experts matmul: rows sorted by expert, expert i's rows (offs[i-1]..offs[i]) times weight[i]
+    (Hugging Face's grouped_mm fallback, with no library op)."""
+    out = input.new_zeros(input.size(0), weight.size(2))
+    start = 0
+    for i, end in enumerate(offs.tolist()):
+        if end > start:
+            out[start:end] = input[start:end] @ weight[i]
+        start = end
+    return out

@@ -5,6 +5,9 @@ reads — the canvas (through the block view) and the exported model.py — take
 
     sem = cm.semantics()
     sem.name(node, scope)      # "query_states", "attn_output", "lora_q.Ax" — as the code of `scope` reads it
+    sem.return_position(node, path)  # where a value stands in the `return` of module `path`'s forward
+    sem.call_arguments(group_path)   # the names the source passes to a function group's function
+    sem.parameters(node, path)       # a module forward's declared parameters, and what the call binds to them
     sem.role(node)             # "query", "attn_weights", "causal_mask", "cos", "residual", …
     sem.module_role(path)      # "attention", "mlp", "norm", "q_proj", "lm_head", …
     sem.attentions             # per attention: core, q/k/v operands and their projections, mask, output projection
@@ -25,7 +28,8 @@ from graphsurgeon.graph.semantics.dataflow import unchanged_graph
 from graphsurgeon.graph.semantics.groups import FunctionGroup, activation_title, find_groups
 from graphsurgeon.graph.semantics.names import Namer, unique_names
 from graphsurgeon.graph.semantics.roles import Attention, Operand, Roles, find_roles
-from graphsurgeon.graph.semantics.source import module_paths
+from graphsurgeon.graph.semantics.source import (call_arguments, call_binding, called_function, def_parameters,
+                                                 module_paths, required_parameters, scope_frames)
 from graphsurgeon.graph.semantics.stacks import LayerStack, find_stacks
 
 __all__ = ["Attention", "FunctionGroup", "LayerStack", "Operand", "Semantics", "activation_title", "module_paths",
@@ -80,6 +84,47 @@ class Semantics:
         if isinstance(scope, str):
             scope = self.scope(scope)
         return self._namer.name(node, scope)
+
+    def return_position(self, node: torch.fx.Node, path: str) -> int | None:
+        """Where value `node` stands in what the forward of module `path` returns (None: not known)."""
+        chain = self.scope(path)
+        mods = module_paths(node)
+        if len(chain) < 2 or len(mods) < len(chain) or mods[len(chain) - 1] != path:
+            return None
+        return self._namer.return_position(node, len(chain) - 2)
+
+    def parameters(self, node: torch.fx.Node, path: str) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The parameters of module `path`'s forward as its source declares them, and {name the caller passes: the
+        parameter it binds} for the call `node` ran in (BertOutput: ('hidden_states', 'input_tensor'),
+        {'intermediate_output': 'hidden_states', 'attention_output': 'input_tensor'}); empty when unknown."""
+        chain = self.scope(path)
+        mods = module_paths(node)
+        frames = scope_frames(node)
+        k = len(chain) - 1
+        if k < 1 or len(mods) <= k or mods[k] != path or len(frames) <= k or frames[k] is None or frames[k - 1] is None:
+            return (), {}
+        params = def_parameters(frames[k].file, frames[k].line)
+        attr = next((p for p in reversed(path.split(".")) if not p.isdigit()), path)
+        looped = path.rsplit(".", 1)[-1].isdigit()  # a layer of a list: called through a loop variable
+        binding = call_binding(frames[k - 1].file, frames[k - 1].line, attr, params, looped)
+        required = required_parameters(frames[k].file, frames[k].line)
+        if not binding and len(required) == 1:  # a call the trace cannot show (through a helper such as HF's
+            binding = {"": required[0]}  # apply_chunking_to_forward): one value can only be its one required parameter
+        return params, binding
+
+    def call_arguments(self, path: str) -> tuple[str | None, ...]:
+        """The names the model's source passes to the function of group `path`, in call order (`query_states,
+        key_states, value_states, attention_mask` for `attention_interface(self, query_states, …)`); () when
+        the call cannot be read back."""
+        group = self.groups.get(path)
+        if group is None:
+            return ()
+        for node in group.nodes:
+            for frame in reversed(scope_frames(node)):
+                called = called_function(frame.code) if frame is not None else None
+                if called and called.removeprefix("self.") == group.function:
+                    return call_arguments(frame.file, frame.line, group.function)
+        return ()
 
     def scope(self, path: str) -> tuple[str, ...]:
         """The module chain of a module path, from the root ('' first)."""

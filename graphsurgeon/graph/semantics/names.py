@@ -8,9 +8,12 @@ transpose at the end of that line *is* ``query_states``. So names are asked for 
    name, the value before it becomes ``<name>_base``.
 2. Graph inputs keep their names; the graph's outputs are named by the model's output names (``logits``).
 3. The result of a statement in that scope takes the name its left-hand side assigns (``query_states``);
-   a ``return`` gives the name the caller assigns.
-4. Otherwise the value's role (``query``, ``attn_weights``, ``causal_mask``, ``cos`` …), the attribute name of
-   the submodule that returned it (``gate_proj``), or the op (``view``).
+   a ``return`` gives the name the caller assigns. The values a submodule call gives are lined up with the
+   left-hand side by where the submodule's ``return`` puts them (T5Attention returns ``attn_output,
+   position_bias`` although it computes the bias first).
+4. Otherwise the value's role (``query``, ``attn_weights``, ``causal_mask``, ``cos`` …), the operand an attention
+   core reads it as (``key``), the attribute name of the submodule that returned it (``gate_proj``), or the op
+   (``view``).
 Names are made unique within a view by `unique_names`.
 """
 
@@ -23,7 +26,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.graph.semantics.dataflow import op_of
-from graphsurgeon.graph.semantics.source import assigned_names, module_paths, scope_frames
+from graphsurgeon.graph.semantics.source import assigned_names, module_paths, returned_names, scope_frames
 
 ROLE_NAMES = {
     "query": "query", "key": "key", "value": "value", "qkv": "qkv", "attn_output": "attn_output",
@@ -43,6 +46,9 @@ class Namer:
         self.roles = roles
         self._cache: dict[tuple[torch.fx.Node, int], str] = {}
         self._statements: dict[int, dict[tuple, list[torch.fx.Node]]] = {}
+        self._returning: set[tuple[torch.fx.Node, int]] = set()  # return positions being worked out (no loops)
+        self._operands = {op.node: op.role for a in getattr(roles, "attentions", []) for op in a.operands.values()
+                          if op.node is not None}
         self._nodes = list(gm.graph.nodes)
         self._outputs: dict[torch.fx.Node, str] = {}
         out = next((n for n in reversed(self._nodes) if n.op == "output"), None)
@@ -93,6 +99,8 @@ class Namer:
             return named
         if role in ROLE_NAMES:
             return ROLE_NAMES[role]
+        if node in self._operands:  # what an attention core reads, named by nothing else (GQA's repeat_kv result)
+            return self._operands[node]
         child = _child_attr(node, depth)
         if child:
             return child
@@ -135,6 +143,9 @@ class Namer:
         """The values of node's statement (at `depth`) that are read outside it, in LHS order."""
         members = self._statement_index(depth).get(_statement_key(node, depth), [])
         key = _statement_key(node, depth)
+        call = _looped_call(node, depth)
+        if call is not None:  # a line in a loop over layers: each layer's call has its own results
+            members = [n for n in members if _looped_call(n, depth) in (call, None)]
         out = []
         for n in members:
             if n.op == "output":
@@ -143,7 +154,24 @@ class Namer:
                 if u.op == "output" or _statement_key(u, depth) != key or _next_iteration(n, u, depth):
                     out.append(n)
                     break
-        return sorted(out, key=_lhs_order(out))
+        positions = {n: self.return_position(n, depth) for n in out} if len(out) > 1 else {}
+        return sorted(out, key=_lhs_order(out, positions))
+
+    def return_position(self, node: torch.fx.Node, depth: int) -> int | None:
+        """Where `node` stands in the `return` of the module below `depth` that made it (None: not known)."""
+        frames = scope_frames(node)
+        if depth + 1 >= len(frames) or frames[depth + 1] is None or (node, depth) in self._returning:
+            return None
+        frame = frames[depth + 1]
+        returned = returned_names(frame.file, frame.line)
+        if not any(returned):
+            return None
+        self._returning.add((node, depth))
+        try:
+            inner = self._plain(node, depth + 1)
+        finally:
+            self._returning.discard((node, depth))
+        return returned.index(inner) if inner in returned else None
 
     def _statement_index(self, depth: int) -> dict[tuple, list[torch.fx.Node]]:
         if depth not in self._statements:
@@ -187,13 +215,24 @@ def _next_iteration(node: torch.fx.Node, user: torch.fx.Node, depth: int) -> boo
     return bool(ma and mb and ma.group(1) == mb.group(1))
 
 
-def _lhs_order(results: list[torch.fx.Node]):
-    """Parts of one tuple (split outputs) by their index; anything else in graph order."""
+def _looped_call(node: torch.fx.Node, depth: int) -> str | None:
+    """The numbered submodule (`block.0`) below `depth` the op ran in, if any: one iteration of a loop."""
+    mods = module_paths(node)
+    return mods[depth + 1] if len(mods) > depth + 1 and _INDEXED.match(mods[depth + 1]) else None
+
+
+def _lhs_order(results: list[torch.fx.Node], positions: dict):
+    """Parts of one tuple (split outputs) by their index; values a submodule returns by their place in its
+    `return` (`positions`, when every one is known); anything else in graph order."""
     index = {n: i for i, n in enumerate(results)}
+    known = bool(positions) and all(positions.get(n) is not None for n in results) \
+        and len(set(positions.values())) == len(results)
 
     def key(n: torch.fx.Node):
         if n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[1], int):
             return (0, n.args[1], index[n])
+        if known:
+            return (1, positions[n], index[n])
         return (1, index[n], 0)
     return key
 

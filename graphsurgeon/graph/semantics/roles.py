@@ -253,6 +253,13 @@ def _mark_trig(roles: Roles, node: torch.fx.Node) -> None:
         node = node.args[0]
 
 
+def _same_size(a, b) -> bool:
+    """True when two sizes are equal for every input (no guard: DeBERTa's sizes read from data have no value)."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    return bool(statically_known_true(a == b))
+
+
 def _mark_mask(roles: Roles, mask: torch.fx.Node, order: dict) -> None:
     """The mask builder: everything the mask is computed from that carries no hidden state."""
     builder, todo = set(), [mask]
@@ -260,7 +267,7 @@ def _mark_mask(roles: Roles, mask: torch.fx.Node, order: dict) -> None:
         n = todo.pop()
         if n in builder or n.op != "call_function":
             continue
-        if is_float(n) and n.meta["val"].dim() >= 3 and n.meta["val"].shape[-1] != n.meta["val"].shape[-2] \
+        if is_float(n) and n.meta["val"].dim() >= 3 and not _same_size(*n.meta["val"].shape[-2:]) \
                 and op_of(n) not in ("expand", "unsqueeze", "view", "reshape"):
             continue  # a hidden state: not part of the mask
         builder.add(n)

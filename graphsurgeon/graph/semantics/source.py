@@ -4,11 +4,14 @@ torch.export keeps, per node, the frames of every module ``forward`` the op ran 
 line in each (``query_states = self.q_proj(hidden_states).view(...)``); frames of plain functions the
 model calls (``create_causal_mask``, ``apply_rotary_pos_emb``) are not kept, so an op inside one shows the
 calling line. A *statement* is one such line in one module: its ops, the names its left-hand side
-assigns, and the function it calls, if any.
+assigns, and the function it calls, if any. Where the line alone cannot say (a call's arguments spread over
+several lines, the names a forward returns), the file the frame names is read back with `ast`; a file that is
+gone or does not parse says nothing.
 """
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
 from dataclasses import dataclass
@@ -111,3 +114,143 @@ def called_function(code: str) -> str | None:
         if bare not in _LIBRARY_CALLS and not keyword.iskeyword(bare):
             return name
     return None
+
+
+@lru_cache(maxsize=64)
+def _parsed(file: str) -> ast.Module | None:
+    try:
+        with open(file, encoding="utf-8") as f:
+            return ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _name(expr: ast.expr) -> str | None:
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+@lru_cache(maxsize=8192)
+def def_parameters(file: str, line: int) -> tuple[str, ...]:
+    """The parameters of the function around `line` of `file` (`self`, *args and **kwargs left out)."""
+    around = _function_around(file, line)
+    if around is None:
+        return ()
+    a = around.args
+    return tuple(p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg != "self")
+
+
+@lru_cache(maxsize=8192)
+def required_parameters(file: str, line: int) -> tuple[str, ...]:
+    """The parameters of the function around `line` that have no default (`self` left out)."""
+    around = _function_around(file, line)
+    if around is None:
+        return ()
+    a = around.args
+    positional = a.posonlyargs + a.args
+    with_default = {p.arg for p in positional[len(positional) - len(a.defaults):]} if a.defaults else set()
+    with_default |= {p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None}
+    return tuple(p.arg for p in positional + a.kwonlyargs if p.arg != "self" and p.arg not in with_default)
+
+
+@lru_cache(maxsize=8192)
+def call_binding(file: str, line: int, callee: str, params: tuple[str, ...], loose: bool = False) -> dict[str, str]:
+    """{name the caller passes: the callee's parameter it binds} for the call starting on `line` that calls
+    `callee` (a submodule's attribute; with `loose`, the line's only call of a plain name: a loop variable):
+    positional arguments bind `params` in order, keywords by name. Names bound twice are left out; a call with
+    one argument also binds "" (whatever expression it passes) to that parameter."""
+    call = _call_at(file, line, callee, loose)
+    if call is None:
+        return {}
+    args = [a for a in call.args if not (isinstance(a, ast.Name) and a.id == "self")]
+    only = {}
+    if len(args) + len(call.keywords) == 1 and not isinstance((args or [None])[0], ast.Starred):
+        param = params[0] if args and params else call.keywords[0].arg if call.keywords else None
+        only = {"": param} if param in params else {}
+    pairs = [(_name(a), params[i] if i < len(params) else None)
+             for i, a in enumerate(a for a in call.args if not (isinstance(a, ast.Name) and a.id == "self"))
+             if not isinstance(a, ast.Starred)]
+    pairs += [(_name(k.value), k.arg) for k in call.keywords if k.arg is not None]
+    pairs = [(v, p) for v, p in pairs if v and p in params]
+    values = [v for v, _ in pairs]
+    taken = [p for _, p in pairs]
+    return {**only, **{v: p for v, p in pairs if values.count(v) == 1 and taken.count(p) == 1}}
+
+
+def _call_at(file: str, line: int, callee: str, loose: bool = False) -> ast.Call | None:
+    tree = _parsed(file)
+    if tree is None:
+        return None
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.lineno == line]
+    named = [c for c in calls if _calls(c.func, callee)]
+    if named:
+        return named[0]
+    own = [c for c in calls if isinstance(c.func, ast.Name) and c.func.id not in _LIBRARY_CALLS]
+    return own[0] if loose and len(own) == 1 else None
+
+
+def _function_around(file: str, line: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    tree = _parsed(file)
+    if tree is None:
+        return None
+    around = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= (node.end_lineno or 0):
+            if around is None or node.lineno > around.lineno:
+                around = node
+    return around
+
+
+@lru_cache(maxsize=8192)
+def call_arguments(file: str, line: int, callee: str) -> tuple[str | None, ...]:
+    """The names the call of `callee` starting on `line` of `file` passes, positional first, then keyword values,
+    in source order (None for an argument that is not a plain name; `self` and `**kwargs` left out).
+
+    `callee` is what the caller calls: a function name (`attention_interface`) or a submodule's attribute
+    (`SelfAttention`, `layer` for `self.layer[0](…)`); () when no such call starts on that line."""
+    tree = _parsed(file)
+    if tree is None:
+        return ()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or node.lineno != line or not _calls(node.func, callee):
+            continue
+        args = [_name(a) for a in node.args if not isinstance(a, ast.Starred)]
+        args += [_name(k.value) for k in node.keywords if k.arg is not None]
+        return tuple(a for a in args if a != "self")
+    return ()
+
+
+def _calls(func: ast.expr, callee: str) -> bool:
+    while isinstance(func, ast.Subscript):  # self.layer[0](...)
+        func = func.value
+    if isinstance(func, ast.Attribute):
+        return func.attr == callee
+    return isinstance(func, ast.Name) and func.id == callee
+
+
+@lru_cache(maxsize=8192)
+def returned_names(file: str, line: int) -> tuple[str | None, ...]:
+    """The names the function around `line` of `file` returns, in order: `return attn_output, position_bias` ->
+    ('attn_output', 'position_bias'); None for a part that is not a plain name; () when unknown. Of several
+    `return` statements the last one counts (the early ones are usually special cases)."""
+    around = _function_around(file, line)
+    if around is None:
+        return ()
+    returns = sorted((r for r in _own_statements(around) if isinstance(r, ast.Return) and r.value is not None),
+                     key=lambda r: r.lineno)
+    if not returns:
+        return ()
+    value = returns[-1].value
+    parts = value.elts if isinstance(value, (ast.Tuple, ast.List)) else [value]
+    return tuple(_name(p) for p in parts)
+
+
+def _own_statements(func: ast.AST) -> list[ast.AST]:
+    """The nodes of a function body, nested functions and classes left out."""
+    out, todo = [], list(ast.iter_child_nodes(func))
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        out.append(node)
+        todo += list(ast.iter_child_nodes(node))
+    return out
