@@ -1,6 +1,25 @@
 # ----------------------------------------------------------------------------- Hugging Face conventions
 
 
+class ModelOutput(dict):
+    """The outputs by name, read as Hugging Face's are: out["logits"], out.logits, out[0] (`loss` first when labels
+    were given), out.to_tuple()."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the model returned no {name!r}; it returned {', '.join(self)}") from None
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+
 def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
             problem_type: str | None) -> torch.Tensor:
     """The loss Hugging Face computes from `logits` and `labels` (label -100 is ignored)."""
