@@ -185,3 +185,30 @@ def test_model_py_without_safetensors_says_so(export):
     result = subprocess.run([sys.executable, "-c", code], cwd=export, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "model.py needs the safetensors package to read model.safetensors: pip install " \
                                     "safetensors", result.stderr
+
+
+LOAD = [  # (how model.safetensors is changed, what WeightsError must say)
+    (lambda t: t.update({"h.0.ln_1.weight": t.pop("transformer.h.0.ln_1.weight")}),
+     "has no tensor 'transformer.h.0.ln_1.weight', which model.py needs"),
+    (lambda t: t.update({"transformer.h.0.ln_1.weight": t["transformer.h.0.ln_1.weight"][:3]}),
+     "'transformer.h.0.ln_1.weight' has shape [3] but model.py needs [64]"),
+    (lambda t: t.update({"transformer.h.0.ln_1.weight": t["transformer.h.0.ln_1.weight"].int()}),
+     "'transformer.h.0.ln_1.weight' is int32 but model.py needs float32"),  # was torch's "While copying …" error
+]
+
+
+@pytest.mark.parametrize("change,message", LOAD, ids=["renamed", "shape", "int-dtype"])
+def test_load_model_names_the_tensor(change, message, export, tmp_path):
+    import importlib.util
+
+    folder = tmp_path / "copy"
+    shutil.copytree(export, folder)
+    tensors = load_file(folder / "model.safetensors")
+    change(tensors)
+    save_file(tensors, folder / "model.safetensors")
+    spec = importlib.util.spec_from_file_location("exported_model_3", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(module.WeightsError) as info:
+        module.load_model(str(folder))
+    assert message in str(info.value) and len(str(info.value).splitlines()) == 1
