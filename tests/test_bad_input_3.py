@@ -132,6 +132,20 @@ def test_recipe_with_a_bom_reads_and_a_huge_file_is_refused_unread(tmp_path, cap
     assert code == 2 and "big.json is 17 MB, far more than a recipe holds (at most 16 MB)" in one_line(err)
 
 
+def test_recipe_out_never_replaces_a_users_file_nor_the_export(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    before = files_under(tmp_path)
+    for argv, message in [
+        (["--recipe-out", "notes.txt"], "--recipe-out notes.txt exists and is not a graphsurgeon recipe; choose another "
+                                        "file name (only an earlier recipe is replaced)."),
+        (["--out", "same", "--recipe-out", "same"], "--out and --recipe-out are both same; give the recipe another "
+                                                    "file name"),  # before: the export was written, then exit 2
+    ]:
+        code, out, err = run_cli(["lora", "tiny-gpt2", "--random-weights", *argv], capsys)
+        assert code == 2 and message in one_line(err) and files_under(tmp_path) == before
+
+
 # ---- the exported folder -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
