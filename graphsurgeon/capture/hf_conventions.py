@@ -27,6 +27,7 @@ import torch.fx
 from torch.overrides import TorchFunctionMode
 
 from graphsurgeon.graph.hf_meta import DEFAULT_OF, TRAIN_P, dropout_kind, dropout_nodes
+from graphsurgeon.graph.quiet import quiet_fake_kernels
 
 LOSSES = ("ForCausalLM", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
 
@@ -54,16 +55,24 @@ class _DropoutCalls(TorchFunctionMode):
 
 
 def train_dropout_calls(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
-    """The model's dropout / attention calls in train mode, run on fake tensors (nothing is computed or changed)."""
+    """The model's dropout / attention calls in train mode, run on fake tensors (nothing is computed or changed).
+    When a fake kernel cannot run (Mixtral's `_grouped_mm` has a bf16-only meta kernel) and the weights are real,
+    the probe runs once on the real tensors instead, with the random state restored afterwards."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     modes = {m: m.training for m in model.modules()}
     try:
         model.train()
-        with FakeTensorMode(allow_non_fake_inputs=True) as fake, torch.no_grad():
-            fake_inputs = {k: fake.from_tensor(v) for k, v in inputs.items()}
-            with _DropoutCalls() as rec:
-                model(**fake_inputs)
+        try:
+            with quiet_fake_kernels(), FakeTensorMode(allow_non_fake_inputs=True) as fake, torch.no_grad():
+                fake_inputs = {k: fake.from_tensor(v) for k, v in inputs.items()}
+                with _DropoutCalls() as rec:
+                    model(**fake_inputs)
+        except Exception:
+            if any(t.is_meta for t in [*model.parameters(), *inputs.values()]):
+                raise
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), _DropoutCalls() as rec:
+                model(**inputs)
     finally:
         for m, mode in modes.items():
             m.training = mode

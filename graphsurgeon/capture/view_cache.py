@@ -25,15 +25,14 @@ def cache_dir() -> Path:
     return cache_root() / "views"
 
 
-_VIEW_CODE = ("capture/exporter.py", "graph/view.py", "graph/blocks.py", "graph/meta.py", "graph/snapshot.py")
-
-
 def _code_digest() -> str:
-    """The source of the code that derives views: a change to it (even without a version bump) is a miss."""
+    """The source of the code that derives views (capture, graph/ with its semantic layer): a change to any of it,
+    even without a version bump, is a miss."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for name in _VIEW_CODE:
-        h.update((root / name).read_bytes())
+    for path in [root / "capture" / "exporter.py", *sorted((root / "graph").rglob("*.py"))]:
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 

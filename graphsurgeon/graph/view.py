@@ -277,8 +277,9 @@ class BlockGraph:
                 if src_rep == rep:
                     continue
                 dst_port = value_port(blk, "in", arg, arg_name if blk.kind == "primitive" else None)
-                if blk.kind == "primitive" and self.sem.residual_operand(node) is arg:
-                    dst_port.label = "residual"
+                residual = self.sem.residual_operand(node) if blk.kind == "primitive" else None
+                if residual is not None:  # a residual add reads the branch's output ("input") and the skip
+                    dst_port.label = "residual" if residual is arg else "input"
                 if src_rep is None:
                     if arg.name not in inputs:
                         inputs[arg.name] = Port(f"{in_id}/out/{arg.name}", arg.name, arg.name, self.meta(arg))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QSize, Qt
+from PySide6.QtCore import QPointF, QSize
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
@@ -17,6 +17,10 @@ class Legend(QWidget):
     """Rows: one line per dtype kind (rank 2), one line per rank (float), then the block glyphs."""
 
     ROW = 18
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(self.sizeHint().height())  # every row stays visible: the dock may not clip the key
 
     def sizeHint(self) -> QSize:
         return QSize(220, self.ROW * (len(KINDS) + len(RANKS) + 5))

@@ -6,13 +6,13 @@ shape is compared with the recorded `meta["val"]` symbol for symbol. Recorded me
 
 from __future__ import annotations
 
-import logging
 import re
 
 import torch
 import torch.fx
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
+from graphsurgeon.graph.quiet import quiet_fake_kernels
 from graphsurgeon.validate.diagnostics import Diagnostic
 
 
@@ -99,16 +99,11 @@ def validate_full(cm) -> list[Diagnostic]:
         return [Diagnostic("", f"graph.lint() fails: {str(err).splitlines()[0]}")]
     mode = _fake_mode(gm)
     checker = _Checker(gm, mode)
-    quiet = logging.getLogger("torch._subclasses.fake_tensor")  # a failing meta kernel is retried, not printed
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
     try:
-        with mode:
+        with quiet_fake_kernels(), mode:  # a failing meta kernel is retried, not printed
             checker.run(*_placeholder_vals(gm))
     except _Stop:
         pass
-    finally:
-        quiet.setLevel(level)
     return checker.diagnostics + unconnected_blocks(cm)
 
 

@@ -43,6 +43,26 @@ PROBS_OPS = {"to", "_to_copy", "type_as", "dropout", "view", "reshape", "_unsafe
 _MEMO = "_graphsurgeon_module_of"  # node.meta key: (the nn_module_stack it was read from, the result)
 
 
+def is_tensor(node) -> bool:
+    """A graph value holding one tensor."""
+    return isinstance(node, torch.fx.Node) and isinstance(node.meta.get("val"), torch.Tensor)
+
+
+def is_float(node) -> bool:
+    """A graph value holding a floating-point tensor."""
+    return is_tensor(node) and node.meta["val"].is_floating_point()
+
+
+def tensor_args(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The tensor inputs of `node` (lists flattened), in argument order."""
+    flat = []
+    for a in list(node.args) + list(node.kwargs.values()):
+        for x in (a if isinstance(a, (list, tuple)) else [a]):
+            if is_tensor(x):
+                flat.append(x)
+    return flat
+
+
 def module_of(node: torch.fx.Node) -> tuple[str, str]:
     """(path, class name) of the innermost module the node ran in."""
     stack = node.meta.get("nn_module_stack") or {}

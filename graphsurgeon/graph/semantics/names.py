@@ -96,7 +96,17 @@ class Namer:
         child = _child_attr(node, depth)
         if child:
             return child
-        return _op_name(node)
+        return self._step_of(node, depth) or _op_name(node)
+
+    def _step_of(self, node: torch.fx.Node, depth: int) -> str | None:
+        """`query_states.view` for a step inside `query_states = x.view(...).transpose(1, 2)` (one name assigned)."""
+        frames = scope_frames(node)
+        if depth >= len(frames) or frames[depth] is None or frames[depth].code.startswith("return"):
+            return None
+        names = assigned_names(frames[depth].code)
+        if len(names) != 1 or names[0] == "_":
+            return None
+        return f"{names[0]}.{_op_name(node)}"
 
     def _from_source(self, node: torch.fx.Node, depth: int, hops: int = 0) -> str | None:
         """The LHS name of the statement at `depth` if `node` is one of its results (a `return` asks the caller)."""

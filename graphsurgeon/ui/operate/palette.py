@@ -49,6 +49,10 @@ class _BlockList(QListWidget):
         self.setDragEnabled(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setWordWrap(True)  # the explanations wrap to the dock's width instead of hiding behind a scrollbar
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.setSpacing(2)
 
     def startDrag(self, supported_actions) -> None:  # noqa: N802 - Qt override
         item = self.currentItem()
