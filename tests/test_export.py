@@ -182,9 +182,13 @@ def test_bad_input(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     (out / "keep.txt").unlink()
     export_folder(cm, out)
-    (out / "stale.txt").write_text("from the earlier export")
+    (out / "merged").mkdir()  # what the earlier export's train.py wrote
+    (out / "stale.txt").write_text("the user's")
+    with pytest.raises(ExportError, match=r"also holds files graphsurgeon did not write \(stale.txt\)"):
+        export_folder(cm, out, force=True)  # the user's files are never deleted
+    (out / "stale.txt").unlink()
     export_folder(cm, out, force=True)  # an earlier export is replaced whole
-    assert not (out / "stale.txt").exists() and (out / "model.py").exists()
+    assert not (out / "merged").exists() and (out / "model.py").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
 
     bad = tmp_path / "bad.jsonl"

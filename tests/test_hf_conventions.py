@@ -8,6 +8,7 @@ Each model is exported once per module.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import shutil
 import sys
 from pathlib import Path
@@ -147,6 +148,26 @@ def test_causal_lm_loss(pair):
             assert max_diff(got["logits"], want.logits) <= 1e-5
     with torch.no_grad():
         assert "loss" not in ours(input_ids=x)
+
+
+def test_outputs_read_as_hugging_faces_are(pair):
+    """out.logits, out[0], out.loss (first with labels), return_dict=False → the tuple: as HF's ModelOutput reads."""
+    arch, hf, ours = pair
+    x = ids()
+    with torch.no_grad():
+        out, want, as_tuple = ours(input_ids=x), hf(input_ids=x), ours(input_ids=x, return_dict=False)
+        assert list(out) == [k for k in want.keys() if k in out] and isinstance(out, dict)
+        for i, name in enumerate(out):
+            assert getattr(out, name) is out[name] and out[i] is out[name]
+            assert max_diff(as_tuple[i], want[i]) <= 1e-5 and max_diff(getattr(out, name), getattr(want, name)) <= 1e-5
+        assert type(as_tuple) is tuple and len(as_tuple) == len(out) and out[:1][0] is out[0]
+        assert type(ours(input_ids=x, return_dict=True)) is type(out)
+        with pytest.raises(AttributeError, match="returned no 'hidden_stat'"):
+            out.hidden_stat
+        if "labels" in inspect.signature(ours.forward).parameters and arch in ("gpt2", "bigcode", "opt", "llama"):
+            got, ref = ours(input_ids=x, labels=x), hf(input_ids=x, labels=x)
+            assert got.loss is got[0] and abs(got.loss.item() - ref[0].item()) <= 1e-5
+            assert ours(input_ids=x, labels=x, return_dict=False)[0].item() == got.loss.item()
 
 
 @pytest.fixture(scope="module")

@@ -28,4 +28,6 @@ def load_preset(name: str) -> Preset:
 
 
 def is_preset(name: str) -> bool:
-    return name in preset_names()  # not a path into the folder: "modules/gpt2" is no preset
+    """A bare preset name ("gpt2", never "./gpt2", "/models/gpt2" or "modules/gpt2"), not shadowed by a model folder
+    of that name in the working directory (a folder holding config.json wins, as in Hugging Face's from_pretrained)."""
+    return name in preset_names() and not (Path(name) / "config.json").is_file()

@@ -45,6 +45,10 @@ class ModelRecipe:
                 "use a model type this version of transformers knows (bert, gpt2, llama, opt, …)."
             )
         fields = {k: _special_floats(v) for k, v in self.config.items() if k != "model_type"}
+        nan = next((k for k, v in fields.items() if _has_nan(v)), None)
+        if nan is not None:  # transformers accepts NaN and the model computes NaN everywhere: never what was meant
+            raise SourceError(f"{self.name}: config.json sets {nan} to NaN; give it a number (the value the model was "
+                              "trained with).")
         try:
             config = transformers.CONFIG_MAPPING[model_type](**fields)
         except Exception as err:  # noqa: BLE001 - transformers' own config validation, blamed on config.json
@@ -61,7 +65,7 @@ class ModelRecipe:
         if cls is None:
             if arch:
                 raise SourceError(f"{self.name}: config.json names the class {arch!r}, which transformers does not have.")
-            return transformers.AutoModel
+            return self._base_model_class()
         if not isinstance(cls, type) or not issubclass(cls, transformers.PreTrainedModel):
             raise SourceError(f"{self.name}: config.json names {arch!r} in architectures, which is not a transformers "
                               "model class; name the model class, e.g. [\"BertModel\"].")
@@ -72,6 +76,18 @@ class ModelRecipe:
             raise SourceError(f"{self.name}: config.json names {arch} (a {wanted.model_type!r} model) but its model_type "
                               f"is {model_type!r}; make architectures and model_type agree.")
         return cls
+
+    def _base_model_class(self):
+        """No architectures in config.json: the model type's base model, as AutoModel.from_config builds it."""
+        import transformers
+
+        model_type = self.config.get("model_type")
+        try:
+            return transformers.MODEL_MAPPING[transformers.CONFIG_MAPPING[model_type]]
+        except (KeyError, ValueError):
+            raise SourceError(f"{self.name}: config.json names no class in architectures and transformers has no base "
+                              f"model for model_type {model_type!r}; add the class, e.g. \"architectures\": "
+                              "[\"GPT2LMHeadModel\"].") from None
 
     def _construct(self, cls, config, device: str, attn_implementation: str) -> torch.nn.Module:
         """The model from its config on `device`, without weights; a config the model rejects is blamed on config.json."""
@@ -173,6 +189,14 @@ def _special_floats(value):
     return value
 
 
+def _has_nan(value) -> bool:
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    return isinstance(value, list) and any(_has_nan(v) for v in value)
+
+
 def _config_reason(config: dict, err: BaseException) -> str:
     """Why the model rejects its config, in its own words; a negative tensor size is named by the config key holding it."""
     reason = _first_line(err)
@@ -180,6 +204,10 @@ def _config_reason(config: dict, err: BaseException) -> str:
     keys = [k for k, v in config.items() if m and isinstance(v, int) and not isinstance(v, bool) and v == int(m.group(1))]
     if keys:
         return f"{' / '.join(f'{k} = {m.group(1)}' for k in keys)} is negative ({reason})"
+    if isinstance(err, ZeroDivisionError):  # a count or size of 0 divides something: name it (ids may well be 0)
+        zeros = [k for k, v in config.items() if type(v) is int and v == 0 and not k.endswith("_id")]
+        if zeros:
+            return f"{' / '.join(f'{k} = 0' for k in zeros)} divides a size ({reason})"
     return reason
 
 

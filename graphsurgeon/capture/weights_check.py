@@ -101,9 +101,15 @@ def weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            data = json.loads(index.read_text())
+            shards = sorted(set(data["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{index} is not a valid safetensors index ({err})") from None
+        if not isinstance(data.get("metadata"), dict):  # transformers reads it while loading (a KeyError otherwise)
+            raise ValueError(f"{index} has no \"metadata\" object, which transformers reads")
+        outside = [s for s in shards if not isinstance(s, str) or Path(s).name != s]
+        if outside:
+            raise ValueError(f"{index} names the shard {outside[0]!r}, which is not a file name in {folder}")
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise ValueError(f"{index} lists the shard {missing[0]}, which is not in {folder}")

@@ -67,8 +67,12 @@ def _main(argv: list[str]) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        if sys.stdout is None and args.command != "edit":  # started with stdout closed (`>&-`): refuse before any work
+            return _say("standard output is closed, so what graphsurgeon prints would be lost; run it again with the "
+                        "output redirected (> out.txt, or > /dev/null to discard it). Nothing was done.", 2)
         status = int(args.run(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, where it is caught, not in Python's exit
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a closed pipe shows here, where it is caught, not in Python's exit
         return status
     except _UsageError as err:
         return _say(str(err), 2)

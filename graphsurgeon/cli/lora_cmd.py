@@ -86,6 +86,21 @@ def _writable_file(path: str, flag: str) -> None:
         raise LoRAArgumentError(f"{flag} {path}: the folder {parent} does not exist; create it or choose another path.")
     if not os.access(parent, os.W_OK):
         raise LoRAArgumentError(f"{flag} {path}: the folder {parent} is not writable; choose another path.")
+    if p.exists() and not _is_recipe(p):  # an earlier recipe is replaced; any other file is the user's
+        raise LoRAArgumentError(f"{flag} {path} exists and is not a graphsurgeon recipe; choose another file name "
+                                "(only an earlier recipe is replaced).")
+
+
+def _is_recipe(path: Path) -> bool:
+    from graphsurgeon.surgery.recipe import MAX_RECIPE_BYTES, RECIPE_FORMAT
+
+    try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == RECIPE_FORMAT
 
 
 def _preflight(args) -> None:
@@ -102,6 +117,9 @@ def _preflight(args) -> None:
             raise LoRAArgumentError(f"{flag} is empty: give a {'folder' if flag == '--out' else 'file'} name.")
     if args.recipe_out:
         _writable_file(args.recipe_out, "--recipe-out")
+        if args.out and Path(args.out).resolve() == Path(args.recipe_out).resolve():
+            raise LoRAArgumentError(f"--out and --recipe-out are both {args.out}; give the recipe another file name "
+                                    "(the export holds its recipe as surgery.json anyway).")
     if args.out:
         from graphsurgeon.export import check_out_folder
 

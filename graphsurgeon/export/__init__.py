@@ -23,6 +23,13 @@ from graphsurgeon.validate import validate_full
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "vocab.txt", "tokenizer.model")
 
+# Everything an export folder may hold that graphsurgeon or the folder's own scripts wrote: --force replaces such a
+# folder whole, so anything else in it (the user's data, notes) makes --force refuse rather than delete it.
+EXPORT_FILES = ("model.py", "model.safetensors", "adapter_config.json", "adapter_model.safetensors", "train.py",
+                "train_data.py", "lora_math.py", "config.json", "surgery.json", "README.md", *TOKENIZER_FILES)
+TRAINING_PRODUCTS = ("merged", "classifier_head.safetensors", "__pycache__", "model.safetensors.tmp",
+                     "classifier_head.safetensors.tmp")
+
 
 class ExportError(GraphsurgeonError):
     """The export was refused (folder not empty, invalid graph)."""
@@ -67,6 +74,13 @@ def check_out_folder(out_dir, *, force: bool = False, source: str | None = None)
             held = ", ".join(sorted(p.name for p in out.iterdir())[:3]) if out.is_dir() else "a file"
             raise ExportError(f"--force only replaces an earlier graphsurgeon export (a folder with surgery.json), and "
                               f"{out} holds {held}; choose another folder.")
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                         if p.name not in EXPORT_FILES + TRAINING_PRODUCTS)
+        if foreign:  # the user's own files in an earlier export: never deleted
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise ExportError(f"--force would replace the earlier export in {out}, which also holds files graphsurgeon "
+                              f"did not write ({', '.join(foreign[:3])}{more}); move them out of it or choose another "
+                              "folder.")
 
 
 def check_export(cm, out_dir, *, force: bool = False, random_weights: bool = False) -> None:

@@ -1,7 +1,7 @@
 """The Hugging Face forward of model.py, for any code generator: signature, input defaults, outputs + loss.
 
-`forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None)` with the inputs
-the captured model has; each optional input defaults as Hugging Face defaults it; `loss` is added to the
+`forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, return_dict=None)`
+with the inputs the captured model has; each optional input defaults as Hugging Face defaults it; `loss` is added to the
 outputs when labels are given, by `hf_loss` of templates/hf_functions.py (pasted into model.py). A generator
 calls `signature`, writes `prologue` first and `epilogue` last, and writes the value tagged
 `meta["hf_default_of"] = "position_ids"` through `position_ids_expr` (see capture/hf_conventions.py).
@@ -38,7 +38,7 @@ def signature(cm) -> str:
     names = forward_inputs(cm)
     if not is_hf(cm):
         return ", ".join(names)
-    return ", ".join(n if i == 0 else f"{n}=None" for i, n in enumerate(names))
+    return ", ".join([n if i == 0 else f"{n}=None" for i, n in enumerate(names)] + ["return_dict=None"])
 
 
 def prologue(cm) -> list[str]:
@@ -59,14 +59,16 @@ def position_ids_expr(node: torch.fx.Node, default_expr: str) -> str:
 
 
 def epilogue(cm, outputs: dict[str, str]) -> list[str]:
-    """The return: {output name: expression} plus `loss` first when labels are given."""
-    body = "{" + ", ".join(f"{k!r}: {v}" for k, v in outputs.items()) + "}"
-    if "labels" not in forward_inputs(cm):
+    """The return: a ModelOutput {output name: expression} (read as out["logits"], out.logits or out[0], as Hugging
+    Face's outputs are) with `loss` first when labels are given; `return_dict=False` returns its tuple."""
+    body = "ModelOutput({" + ", ".join(f"{k!r}: {v}" for k, v in outputs.items()) + "})"
+    if not is_hf(cm):
         return [f"return {body}"]
-    return [f"outputs = {body}",
-            "if labels is not None:  # the loss Hugging Face computes from these logits",
-            '    outputs = {"loss": hf_loss(outputs["logits"], labels, **LOSS), **outputs}',
-            "return outputs"]
+    lines = [f"outputs = {body}"]
+    if "labels" in forward_inputs(cm):
+        lines += ["if labels is not None:  # the loss Hugging Face computes from these logits",
+                  '    outputs = ModelOutput({"loss": hf_loss(outputs["logits"], labels, **LOSS), **outputs})']
+    return lines + ["return outputs.to_tuple() if return_dict is False else outputs  # Hugging Face's return_dict"]
 
 
 def constants(cm) -> dict:

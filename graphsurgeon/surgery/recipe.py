@@ -69,10 +69,17 @@ def save_recipe(history, path: str | Path) -> dict:
     return data
 
 
+MAX_RECIPE_BYTES = 16 * 2**20
+
+
 def load_recipe(path: str | Path) -> dict:
     """Read a recipe file and check it field by field (nothing is applied)."""
     try:
-        data = json.loads(Path(path).read_text())
+        size = Path(path).stat().st_size
+        if size > MAX_RECIPE_BYTES:  # not read into memory: a recipe of every layer of a large model is ~100 KB
+            raise RecipeError(f"{path} is {size / 2**20:.0f} MB, far more than a recipe holds (at most "
+                              f"{MAX_RECIPE_BYTES // 2**20} MB); give a JSON file written by --recipe-out.")
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: a BOM from a Windows editor is fine
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         reason = (err.strerror if isinstance(err, OSError) and err.strerror else
                   "it is nested too deeply to be a recipe" if isinstance(err, RecursionError) else err)

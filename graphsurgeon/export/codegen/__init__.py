@@ -20,6 +20,11 @@ from graphsurgeon.export.codegen.scopes import lora_export_name
 from graphsurgeon.export.codegen.source import (TEMPLATES, Section, class_section, function_section, helpers_text,
                                                 loras_table, needed_helpers, root_section)
 
+SAFETENSORS_IMPORT = """try:
+    from safetensors.torch import {names}
+except ImportError:  # the weights are safetensors, never pickle
+    raise ImportError("{file} needs the safetensors package to read model.safetensors: pip install safetensors") from None"""
+
 __all__ = ["CodeView", "GeneratedModel", "aten_calls", "composite_code", "generate", "lora_export_name",
            "model_source"]
 
@@ -202,7 +207,8 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
     ]
-    imports = "import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom safetensors.torch import load_file\nfrom torch import nn"
+    imports = ("import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
+               f"{SAFETENSORS_IMPORT.format(file='model.py', names='load_file')}")
     return doc + "\n\n" + imports + "\n\n" + "\n".join(consts)
 
 

@@ -84,7 +84,7 @@ def _doc(c: ClassDef, cls: str) -> str:
     if not c.instances:
         return f"{cls}: holds tensors the model reads."
     if not c.path:
-        return f"{cls}: forward(**inputs) returns a dict of named outputs."
+        return f"{cls}: forward(**inputs) returns its named outputs (out.logits, out[0])."
     where = c.instances[0].path
     more = f" and {n - 1} more alike" if n > 1 else ""
     return f"{cls} ({where}{more})."
@@ -103,7 +103,7 @@ def loras_table(cm) -> dict:
 
 def root_section(model: Model) -> Section:
     """The model class: HF-style forward (export/hf_forward: inputs by keyword with Hugging Face's defaults,
-    a dict of named outputs, `loss` from labels)."""
+    its named outputs as a ModelOutput, `loss` from labels)."""
     from graphsurgeon.export import hf_forward
 
     cm = model.cm

@@ -1,6 +1,25 @@
 # ----------------------------------------------------------------------------- Hugging Face conventions
 
 
+class ModelOutput(dict):
+    """The outputs by name, read as Hugging Face's are: out["logits"], out.logits, out[0] (`loss` first when labels
+    were given), out.to_tuple()."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the model returned no {name!r}; it returned {', '.join(self)}") from None
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
+        return super().__getitem__(key)
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+
 def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
             problem_type: str | None) -> torch.Tensor:
     """The loss Hugging Face computes from `logits` and `labels` (label -100 is ignored)."""
@@ -25,7 +44,8 @@ class WeightsError(ValueError):
 
 
 def read_weights(path: str, expected: dict, device: str = "cpu") -> dict:
-    """The tensors of `path`, checked: complete file, every tensor in `expected` ({name: shape}) present with its shape."""
+    """The tensors of `path`, checked: complete file, every tensor in `expected` ({name: the model's tensor, on any
+    device}) present with its shape, floating point where the model's is."""
     if not os.path.isfile(path):
         raise WeightsError(f"{path} does not exist; model.py needs the model.safetensors it was exported with.")
     size = os.path.getsize(path)
@@ -47,8 +67,11 @@ def read_weights(path: str, expected: dict, device: str = "cpu") -> dict:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise WeightsError(f"{path} has no tensor {missing[0]!r}{more}, which model.py needs; "
                            "use the model.safetensors this model.py was exported with.")
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != tuple(shape):
+    for name, want in expected.items():
+        if tuple(tensors[name].shape) != tuple(want.shape):
             raise WeightsError(f"{path}: {name!r} has shape {list(tensors[name].shape)} but model.py needs "
-                               f"{list(shape)}; use the model.safetensors this model.py was exported with.")
+                               f"{list(want.shape)}; use the model.safetensors this model.py was exported with.")
+        if tensors[name].is_floating_point() != want.is_floating_point():
+            raise WeightsError(f"{path}: {name!r} is {str(tensors[name].dtype)[6:]} but model.py needs "
+                               f"{str(want.dtype)[6:]}; use the model.safetensors this model.py was exported with.")
     return tensors

@@ -25,7 +25,7 @@ def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
     wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
     with torch.device("meta"):  # no memory and no random init: every tensor comes from the file
         model = Model()
-    expected = {name: list(t.shape) for name, t in model.state_dict().items() if name not in TIED}
+    expected = {name: t for name, t in model.state_dict().items() if name not in TIED}
     tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, device)
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
     tie_weights(model)

@@ -27,7 +27,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+
+try:
+    from safetensors.torch import load_file, save_file
+except ImportError:  # weights are read and written as safetensors, never pickle
+    raise ImportError("train.py needs the safetensors package: pip install safetensors") from None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -39,8 +43,15 @@ from train_data import (_token_id, batch, fail, load_examples, max_positions, sp
 HEAD_FILE = os.path.join(HERE, "classifier_head.safetensors")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line ("error: argument --device: invalid choice: 'tpu' …"), exit status 2."""
+
+    def error(self, message: str):
+        fail(f"{message}; see `python train.py --help`.")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train the LoRA weights of the exported model.")
+    p = OneLineParser(description="Train the LoRA weights of the exported model.")
     p.add_argument("--synthetic", action="store_true", help="random token ids (a smoke test of the set-up)")
     p.add_argument("--data", help="a text file (.txt) or JSONL of token ids (.jsonl)")
     p.add_argument("--steps", type=int, default=100)
@@ -62,8 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("batch_size", "seq_len", "num_labels"):
         if getattr(args, name) < (2 if name == "seq_len" else 1):
             fail(f"--{name.replace('_', '-')} must be at least {2 if name == 'seq_len' else 1} (got {getattr(args, name)}).")
-    if args.steps < 0 or not args.lr > 0:
-        fail("--steps must be 0 or more and --lr a positive number.")
+    if args.steps < 0:
+        fail(f"--steps {args.steps} is not allowed: give 0 or more (0: no training, e.g. with --merge).")
+    if not 0 < args.lr < float("inf"):
+        fail(f"--lr {args.lr} is not allowed: give a positive finite learning rate (e.g. 1e-4).")
     if args.seq_len > max_positions():
         fail(f"--seq-len {args.seq_len} is longer than the model's {max_positions()} positions; use at most {max_positions()}.")
     return args

@@ -106,6 +106,11 @@ def read_jsonl(path: str, vocab: int) -> list[tuple[list[int], object]]:
             continue
         try:
             row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"it is a JSON {type(row).__name__}, not an object")
+            if "input_ids" not in row:
+                raise ValueError("it has no \"input_ids\"" + (" (text must be tokenized into input_ids first)"
+                                                               if "text" in row else ""))
             ids = row["input_ids"]
             if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
                 raise ValueError(f"input_ids must be a non-empty list of integers in [0, {vocab})")
