@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
-from graphsurgeon.export.codegen import lift, names
+from graphsurgeon.export.codegen import lift, names, signatures
 from graphsurgeon.graph.hf_meta import DEFAULT_OF
 
 ROOT = ""
@@ -365,11 +365,11 @@ def _settle(prog: Program, scope: Scope) -> None:
         if s.kind == "root":
             ins = [n for n in prog.cm.gm.graph.nodes if n.op == "placeholder"]
         elif s.kind == "function":
-            ins = _as_called(prog, s, ins)
+            ins = signatures.as_called(prog, s, ins)
         elif s.kind == "module":
-            outs = _as_returned(prog, s, outs)
+            outs = signatures.as_returned(prog, s, outs)
             if id(s) not in declared:
-                declared.update(_as_declared(prog, _alike_siblings(s)))
+                declared.update(signatures.as_declared(prog, _alike_siblings(s), lambda c: _io(prog, c)[0]))
             ins, s.params = declared[id(s)]
         s.inputs, s.outputs = ins, outs
 
@@ -396,76 +396,6 @@ def _alike_siblings(s: Scope) -> list[Scope]:
         return [s]
     return [x for x in s.parent.items if isinstance(x, Scope) and x.kind == "module" and x.cls == s.cls
             and x.path.rpartition(".")[0] == prefix and x.path.rpartition(".")[2].isdigit()]
-
-
-ROLE_ORDER = ("query", "key", "value")
-
-
-def _as_called(prog: Program, scope: Scope, ins: list) -> list:
-    """A function's parameters in the order the model's source passes them (`attention_interface(query_states,
-    key_states, value_states, attention_mask)`); values the call does not name follow, query/key/value first,
-    then in order of first use."""
-    args = [a for a in names.call_arguments(prog.cm, scope.path) if a]
-    caller = scope.parent.path if scope.parent is not None else ""
-
-    def key(item):
-        i, node = item
-        name = names.value_name(prog.cm, node, caller)
-        if name in args:
-            return (0, args.index(name), i)
-        role = names.role(prog.cm, node)
-        return (1, ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER), i)
-    return [n for _, n in sorted(enumerate(ins), key=key)]
-
-
-def _as_declared(prog: Program, calls: list[Scope]) -> dict:
-    """Each call's inputs in the order its module's forward declares them, with the parameter name each binds
-    there (BertOutput.forward(hidden_states, input_tensor)); inputs the call does not bind by name follow in order
-    of first use. Alike layers of a list take the order of the layer whose call binds most (the first layer reads
-    `inputs_embeds`, which its loop calls `hidden_states`)."""
-    found = {}
-    for s in calls:
-        ins = _io(prog, s)[0]
-        nodes = s.nodes()
-        declared, binding = names.parameters(prog.cm, nodes[0], s.path) if nodes and ins else ((), {})
-        bound = [binding.get(_caller_name(prog, s.parent, n)) for n in ins]
-        if len(ins) == 1 and bound[0] is None:  # one value into a one-argument call (`self.cls(outputs[0])`)
-            bound[0] = binding.get("")
-        if len({b for b in bound if b}) != len([b for b in bound if b]) or any(b not in declared for b in bound if b):
-            bound = [None] * len(ins)
-        found[id(s)] = (ins, bound, declared)
-    best = max(found.values(), key=lambda f: sum(b is not None for b in f[1]))  # ties: the first call
-    out = {}
-    for key, (ins, bound, declared) in found.items():
-        if len(ins) == len(best[0]):
-            bound, declared = best[1], best[2]
-        order = sorted(range(len(ins)), key=lambda i: (0, declared.index(bound[i]), i) if bound[i] else (1, 0, i))
-        out[key] = ([ins[i] for i in order], [bound[i] for i in order])
-    return out
-
-
-def _caller_name(prog: Program, caller: Scope | None, node) -> str:
-    """What the caller's source calls `node`: its own parameter name for a value it was given (scopes are settled
-    parents first), else the value's name in the caller's module (BertEncoder passes the first layer
-    `hidden_states`, its parameter, not BertModel's `embedding_output`)."""
-    if caller is None:
-        return ""
-    if node in caller.inputs and caller.params:
-        i = caller.inputs.index(node)
-        if i < len(caller.params) and caller.params[i]:
-            return caller.params[i]
-    return names.value_name(prog.cm, node, caller.path)
-
-
-def _as_returned(prog: Program, scope: Scope, outs: list) -> list:
-    """A module's results in the order its source returns them (T5Attention: `attn_output, position_bias`,
-    though the bias is computed first); production order when the source does not say."""
-    if len(outs) < 2:
-        return outs
-    where = [names.return_position(prog.cm, n, scope.path) for n in outs]
-    if None in where or len(set(where)) != len(where):
-        return outs
-    return [n for _, n in sorted(zip(where, outs), key=lambda p: p[0])]
 
 
 def owns(scope: Scope, names: list[str]) -> str | None:
