@@ -127,12 +127,6 @@ def symbols(node: torch.fx.Node, need: list, prog: Program) -> None:
             for s in a.node.expr.free_symbols:
                 if str(s) not in need:
                     need.append(str(s))
-        elif isinstance(a, (list, tuple)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
+        return a
 
-    visit(node.args)
-    visit(node.kwargs)
+    torch.fx.node.map_aggregate((node.args, node.kwargs), visit)

@@ -11,6 +11,7 @@ compare equal when their code is the same whatever their values are called.
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 
@@ -24,8 +25,9 @@ from graphsurgeon.export.codegen.sizes import Sizes
 from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
 
 LIMIT = 96  # the longest expression written by folding values into their reader
-RESERVED = set(keyword.kwlist) | {"self", "torch", "nn", "F", "math", "training", "float", "int", "len", "range",
-                                  "input", "type", "list", "tuple", "dict", "min", "max", "sum", "layer", "os"}
+# names a value may not take: Python's keywords and builtins (`slice`, `max` — model.py calls some of them) and the
+# names model.py itself uses
+RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "math", "training", "layer", "os"}
 
 class FunctionWriter(Statements, Sizes):
     def __init__(self, env: Env, scope: Scope, canonical: bool = False) -> None:
@@ -379,21 +381,15 @@ class FunctionWriter(Statements, Sizes):
         return "training" if self.scope.kind == "function" else "self.training"
 
 def _uses(node: torch.fx.Node, value, prog: Program) -> int:
+    """How many of `node`'s arguments are `value` (through the values they stand for)."""
     count = 0
 
-    def visit(a):
+    def seen(a: torch.fx.Node) -> torch.fx.Node:
         nonlocal count
-        if isinstance(a, torch.fx.Node):
-            count += prog.rep(a) is value
-        elif isinstance(a, (list, tuple)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
+        count += prog.rep(a) is value
+        return a
 
-    visit(node.args)
-    visit(node.kwargs)
+    torch.fx.node.map_arg((node.args, node.kwargs), seen)
     return count
 
 
