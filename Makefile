@@ -1,27 +1,51 @@
 # Two commands on a fresh machine:  `make run` (set up, open the editor) and `make test`.
+# Both install exactly what requirements.lock names (hashed); `make lock` writes it again on purpose,
+# `make test-latest` tries the newest versions pyproject.toml allows in a second environment.
 VENV ?= .venv
+LATEST ?= .venv-latest
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+PIP_COMPILE := pip-compile -q --extra test --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-.PHONY: setup run test bench preset-trees clean
+.PHONY: setup run system-check test test-latest lock bench preset-trees clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	# The CPU build of torch, pinned: a bare `torch` could pull several GB of CUDA packages.
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e ".[test]"
+	# The lock, hashed; torch is its CPU build (torch-cpu.in), so no CUDA packages are pulled.
+	$(VENV)/bin/pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	# the default model's views, cached, so the first `make run` paints GPT-2 at once (capture continues in the window)
 	$(VENV)/bin/graphsurgeon edit --prepare
 	touch $@
 
-run: setup
+# The editor needs a few system libraries for a real window on Linux; say which before building anything.
+system-check:
+	@python3 graphsurgeon/ui/platform_check.py --before-setup $(ARGS)
+
+run: system-check setup
 	$(VENV)/bin/graphsurgeon $(ARGS)
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The newest versions pyproject.toml allows (torch stays the pinned CPU build), in $(LATEST), then the suite.
+test-latest:
+	python3 -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q torch==2.13.0
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
+	@$(LATEST)/bin/python -c "import importlib.metadata as m; print('newest allowed:', ', '.join(p + ' ' + m.version(p) for p in ('transformers', 'peft', 'safetensors', 'PySide6-Essentials', 'torch')))"
+	QT_QPA_PLATFORM=offscreen $(LATEST)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Write requirements.lock again from pyproject.toml and torch-cpu.in (pip-tools in a throwaway venv).
+lock:
+	python3 -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install -q pip-tools
+	$(VENV)-lock/bin/$(PIP_COMPILE) -o $(LOCK) pyproject.toml torch-cpu.in
+	rm -rf $(VENV)-lock
 
 bench: setup
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
@@ -32,4 +56,4 @@ preset-trees: setup
 	$(PY) -m graphsurgeon.capture.preset_trees
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LATEST) build *.egg-info
