@@ -9,7 +9,8 @@ import traceback
 import torch
 from torch.export import Dim
 
-from graphsurgeon.capture.hf_conventions import hf_loss_spec, mark_position_ids_default, record_train_dropout
+from graphsurgeon.capture.hf_conventions import (hf_loss_spec, mark_packed_sequences, mark_position_ids_default,
+                                                 packs_sequences, record_train_dropout)
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
@@ -228,10 +229,12 @@ def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config:
         inputs["decoder_input_ids"] = torch.randint(0, vocab, (EXAMPLE_BATCH, EXAMPLE_SEQ - 3), generator=gen).to(device)
         dynamic["decoder_input_ids"] = {0: "batch", 1: "dec_seq"}
     limit = max_positions(model)
+    packed = packs_sequences(model, inputs)  # run before capture turns the KV cache off, as the user runs it
     gm, dims, outputs = export_module(model, inputs, dynamic=dynamic, max_seq=limit, name=name)
     notes = [note] if (note := record_train_dropout(model, gm, inputs)) else []
     ids = next(n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "input_ids")
-    mark_position_ids_default(gm, ids.meta["val"].shape[1])
+    if mark_position_ids_default(gm, ids.meta["val"].shape[1]) is not None and packed:
+        mark_packed_sequences(gm)
     cm = CapturedModel(
         gm=gm, dims=dims, model_class=type(model).__name__, source_name=name, weights=weights,
         input_names=list(inputs), output_names=outputs, example_inputs=inputs, config=config,

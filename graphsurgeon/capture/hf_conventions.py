@@ -20,13 +20,14 @@ graph does not hold by itself are recorded next to it (node meta keys and reader
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import torch
 import torch.fx
 from torch.overrides import TorchFunctionMode
 
-from graphsurgeon.graph.hf_meta import DEFAULT_OF, TRAIN_P, dropout_kind, dropout_nodes
+from graphsurgeon.graph.hf_meta import DEFAULT_OF, PACKS_SEQUENCES, TRAIN_P, dropout_kind, dropout_nodes
 from graphsurgeon.graph.quiet import quiet_fake_kernels
 
 LOSSES = ("ForCausalLM", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
@@ -126,6 +127,51 @@ def mark_position_ids_default(gm: torch.fx.GraphModule, seq_of_ids) -> torch.fx.
         return None
     finals[0].meta[DEFAULT_OF] = "position_ids"
     return finals[0]
+
+
+# ----------------------------------------------------------------------------- packed sequences
+
+PACKED_PROBE = [[0, 1, 2, 0, 1, 2]]  # two sequences of three tokens packed in one row
+
+
+def packs_sequences(model: torch.nn.Module, inputs: dict) -> bool:
+    """Whether HF, given position_ids that restart and no attention_mask, attends only within each run of
+    consecutive positions (transformers ≥ 5.25 reads them as packed sequences when it keeps no KV cache).
+
+    Decided by running the model as its user would (its own config, before capture turns the cache off) twice on
+    one packed row, without and with an all-ones mask; a model on the meta device cannot run and says no.
+    """
+    ids = inputs.get("input_ids")
+    if ids is None or ids.is_meta or "attention_mask" not in inputs \
+            or "position_ids" not in inspect.signature(model.forward).parameters:
+        return False
+    width = len(PACKED_PROBE[0])
+    probe_ids = torch.arange(width, device=ids.device)[None] % int(ids.max()) + 1  # distinct tokens
+    positions = torch.tensor(PACKED_PROBE, device=ids.device)
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()  # dropout would make the two runs differ anyway
+            bare = _first_tensor(model(input_ids=probe_ids, position_ids=positions))
+            masked = _first_tensor(model(input_ids=probe_ids, position_ids=positions,
+                                         attention_mask=torch.ones_like(probe_ids)))
+    except Exception:  # noqa: BLE001 - a model that cannot run this probe keeps HF's plain default
+        return False
+    finally:
+        model.train(training)
+    return bare is not None and masked is not None and not torch.allclose(bare, masked, atol=1e-6, rtol=0)
+
+
+def mark_packed_sequences(gm: torch.fx.GraphModule) -> None:
+    """Tag the graph's `attention_mask` input: HF reads restarting position_ids as packed sequences."""
+    mask = next((n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "attention_mask"), None)
+    if mask is not None:
+        mask.meta[PACKS_SEQUENCES] = True
+
+
+def _first_tensor(out) -> torch.Tensor | None:
+    values = out.values() if hasattr(out, "values") else out
+    return next((v for v in values if isinstance(v, torch.Tensor)), None)
 
 
 # ----------------------------------------------------------------------------- loss

@@ -6,6 +6,7 @@ import os
 
 from graphsurgeon.capture.presets import DEFAULT_PRESET, is_preset
 from graphsurgeon.cli.inspect_cmd import add_model_arguments
+from graphsurgeon.errors import GraphsurgeonError
 
 
 def register(sub) -> None:
@@ -24,6 +25,11 @@ def run(args) -> int:
         return _screenshot(args, model, meta)
     if args.prepare:
         return _prepare(args, model, meta)
+    from graphsurgeon.ui.platform_check import window_problem
+
+    problem = window_problem()  # before Qt is asked for a window: one sentence instead of Qt's abort
+    if problem:
+        raise GraphsurgeonError(problem)
     from graphsurgeon.capture import resolve
 
     if not is_preset(model):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from graphsurgeon.graph.hf_meta import DEFAULT_OF, default_node
+from graphsurgeon.graph.hf_meta import DEFAULT_OF, default_node, packs_sequences
 
 HF_ORDER = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels")
 
@@ -46,6 +46,10 @@ def prologue(cm) -> list[str]:
     if not is_hf(cm):
         return []
     lines = []
+    if packs_sequences(cm.gm):
+        lines += ["packed_sequence_mask = None  # Hugging Face: restarting position_ids and no mask are packed sequences",
+                  "if attention_mask is None and position_ids is not None:",
+                  "    packed_sequence_mask = find_packed_sequence_indices(position_ids.expand(input_ids.shape[0], -1))"]
     for name in cm.input_names[1:]:
         fill = cm.optional_inputs[name]
         lines += [f"if {name} is None:", f"    {name} = torch.{fill}_like(input_ids)  # Hugging Face's default"]

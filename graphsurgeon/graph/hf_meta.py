@@ -3,6 +3,8 @@
 * `node.meta["train_dropout_p"]` on dropout and attention (SDPA) nodes: the p Hugging Face uses in training
   (the eval graph has 0.0 for attention dropout).
 * `node.meta["hf_default_of"] = "position_ids"` on the value HF computes when that input is not given.
+* `node.meta["hf_packs_sequences"] = True` on the `attention_mask` input when HF, given `position_ids` and no
+  attention_mask, attends only within each run of consecutive positions (packed sequences, transformers ≥ 5.25).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch.fx
 
 TRAIN_P = "train_dropout_p"
 DEFAULT_OF = "hf_default_of"
+PACKS_SEQUENCES = "hf_packs_sequences"
 
 
 def dropout_kind(op_name: str) -> str | None:
@@ -46,3 +49,8 @@ def train_dropout_p(node: torch.fx.Node) -> float:
 def default_node(gm: torch.fx.GraphModule, name: str) -> torch.fx.Node | None:
     """The node holding Hugging Face's default for the input `name` (e.g. position_ids), if capture found one."""
     return next((n for n in gm.graph.nodes if n.meta.get(DEFAULT_OF) == name), None)
+
+
+def packs_sequences(gm: torch.fx.GraphModule) -> bool:
+    """Whether capture found that HF treats runs of consecutive position_ids as packed sequences (no mask given)."""
+    return any(n.op == "placeholder" and n.meta.get(PACKS_SEQUENCES) for n in gm.graph.nodes)

@@ -18,7 +18,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import lift, names, signatures
-from graphsurgeon.graph.hf_meta import DEFAULT_OF
+from graphsurgeon.graph.hf_meta import DEFAULT_OF, PACKS_SEQUENCES
 
 ROOT = ""
 
@@ -68,6 +68,7 @@ class Program:
     defaults: dict = field(default_factory=dict)  # node holding HF's default of an optional input -> that input
     soft: dict = field(default_factory=dict)  # `.to(dtype)` of a tensor already of that dtype -> its input
     constants: dict = field(default_factory=dict)  # get_attr of a small lifted constant -> its tensor (a literal)
+    packs: dict = field(default_factory=dict)  # key of a mask-builder function scope -> the packed-sequence input
 
     def rep(self, value, scope: Scope | None = None):
         """The value a node stands for after identity ops and CSE. Read from another scope than its own, a
@@ -178,6 +179,7 @@ def build(cm) -> Program:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
     _settle(prog, prog.root)
     _optional_inputs(prog)
+    _packed_sequences(prog)
     return prog
 
 
@@ -198,6 +200,28 @@ def _optional_inputs(prog: Program) -> None:
             if pseudo not in scope.inputs:
                 scope.inputs.append(pseudo)
             scope = scope.parent
+
+
+PACKED_INPUT = "packed_sequence_mask"  # HF's name: which packed sequence each token is in (None: not packed)
+
+
+def _packed_sequences(prog: Program) -> None:
+    """Where HF reads restarting position_ids as packed sequences (capture tagged `attention_mask`), the caller of
+    each function that builds the mask from `attention_mask` combines its result with the packed sequences: the
+    scopes down to that caller take `packed_sequence_mask`, which the forward's prologue computes."""
+    mask = next((n for n in prog.cm.gm.graph.nodes if n.op == "placeholder" and n.meta.get(PACKS_SEQUENCES)), None)
+    if mask is None:
+        return
+    pseudo = torch.fx.Graph().placeholder(PACKED_INPUT)
+    for scope in prog.root.scopes():
+        if scope.kind != "function" or mask not in scope.inputs:
+            continue
+        prog.packs[scope.key] = pseudo
+        caller = scope.parent
+        while caller is not None:
+            if pseudo not in caller.inputs:
+                caller.inputs.append(pseudo)
+            caller = caller.parent
 
 
 def _chains(cm) -> dict:

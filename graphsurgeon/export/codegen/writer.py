@@ -255,7 +255,10 @@ class FunctionWriter(Statements, Sizes):
             args = [self.arg(a) for a in child.inputs] + [self._sym_key(k) for k in child.sizes]
             if self.env.training.get(child.key):
                 args.append(self.training())
-            return f"{self.env.function_names[child.key]}({', '.join(args)})"
+            call = f"{self.env.function_names[child.key]}({', '.join(args)})"
+            if child.key in self.prog.packs:  # HF: no attention_mask but restarting position_ids -> packed sequences
+                call = f"same_sequence({call}, {self.arg(self.prog.packs[child.key])})"
+            return call
         callee = self.env.attr(base, child.path)
         if leaf is not None:
             text = f"{callee}({self.arg(leaf.input)})"

@@ -20,6 +20,19 @@ class ModelOutput(dict):
         return tuple(self.values())
 
 
+def find_packed_sequence_indices(position_ids: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] -> which packed sequence each token is in: a new one starts wherever positions do not go up by 1."""
+    step = torch.diff(position_ids, prepend=position_ids[:, :1] - 1, dim=-1)
+    return (step != 1).cumsum(-1)
+
+
+def same_sequence(mask: torch.Tensor, packed_sequence_mask: torch.Tensor | None) -> torch.Tensor:
+    """A [batch, 1, seq, seq] boolean mask limited to query/key pairs of one packed sequence (None: unchanged)."""
+    if packed_sequence_mask is None:
+        return mask
+    return mask & (packed_sequence_mask[:, None, :, None] == packed_sequence_mask[:, None, None, :])
+
+
 def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
             problem_type: str | None) -> torch.Tensor:
     """The loss Hugging Face computes from `logits` and `labels` (label -100 is ignored)."""

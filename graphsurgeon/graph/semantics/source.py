@@ -3,7 +3,10 @@
 torch.export keeps, per node, the frames of every module ``forward`` the op ran under and the source
 line in each (``query_states = self.q_proj(hidden_states).view(...)``); frames of plain functions the
 model calls (``create_causal_mask``, ``apply_rotary_pos_emb``) are not kept, so an op inside one shows the
-calling line. A *statement* is one such line in one module: its ops, the names its left-hand side
+calling line. A decorator that turns such a function into a module (the `kernels` package's
+``use_kernel_forward_from_hub``, which transformers ≥ 5.25 applies to ``apply_rotary_pos_emb``) adds a
+``forward`` frame that only passes its call on (``return func(*args, **kwargs)``); such frames say nothing of
+the model and are dropped, so the op still shows the model's calling line. A *statement* is one such line in one module: its ops, the names its left-hand side
 assigns, and the function it calls, if any. Where the line alone cannot say (a call's arguments spread over
 several lines, the names a forward returns), the file the frame names is read back with `ast`; a file that is
 gone or does not parse says nothing.
@@ -21,6 +24,8 @@ import torch.fx
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n[ \t]*([^\n]*)')
 _IDENT = r"[A-Za-z_]\w*"
+# a frame that only passes its call on: `return func(*args, **kwargs)` (a decorator's module wrapping a function)
+_PASS_THROUGH = re.compile(rf"^return\s+{_IDENT}(?:\.{_IDENT})*\(\*{_IDENT},\s*\*\*{_IDENT}\)$")
 _ASSIGN = re.compile(rf"^\s*(\(?\s*{_IDENT}(?:\s*,\s*{_IDENT})*\s*,?\s*\)?)\s*(?::[^=]+)?=(?!=)\s*(.*)$")
 _CALL = re.compile(rf"(?<![\w.])(?:self\.)?{_IDENT}\s*\(")
 # callees that are tensor library calls or builtins, not the model's own functions
@@ -40,8 +45,9 @@ class Frame:
 
 @lru_cache(maxsize=8192)
 def parse_frames(stack_trace: str) -> tuple[Frame, ...]:
-    """The frames of a stack trace, outermost first."""
-    return tuple(Frame(f, int(n), fn, code.strip()) for f, n, fn, code in _FRAME.findall(stack_trace or ""))
+    """The frames of a stack trace, outermost first, without frames that only pass their call on."""
+    frames = (Frame(f, int(n), fn, code.strip()) for f, n, fn, code in _FRAME.findall(stack_trace or ""))
+    return tuple(f for f in frames if not _PASS_THROUGH.match(f.code))
 
 
 def node_frames(node: torch.fx.Node) -> tuple[Frame, ...]:
