@@ -35,8 +35,7 @@ test: setup
 # The newest versions pyproject.toml allows (torch stays the pinned CPU build), in $(LATEST), then the suite.
 test-latest:
 	python3 -m venv $(LATEST)
-	$(LATEST)/bin/pip install -q torch==2.13.0
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -c torch-cpu.in -e ".[test]"
 	@$(LATEST)/bin/python -c "import importlib.metadata as m; print('newest allowed:', ', '.join(p + ' ' + m.version(p) for p in ('transformers', 'peft', 'safetensors', 'PySide6-Essentials', 'torch')))"
 	QT_QPA_PLATFORM=offscreen $(LATEST)/bin/python -m pytest -q $(PYTEST_ARGS)
 
