@@ -107,3 +107,15 @@ def test_command_line_downloads_then_opens_from_the_cache(files, tmp_path):
         again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0 and again.stdout == first.stdout
         assert len(hub.requests) == seen and "downloading" not in again.stderr  # opened from the cache, no request
+
+
+def test_the_view_cache_key_never_downloads(monkeypatch):
+    """The editor computes the view cache's key on its UI thread: an uncached hub id is a miss there, not a download."""
+    from graphsurgeon.capture import hub
+    from graphsurgeon.capture.sources import resolve
+    from graphsurgeon.capture.view_cache import cache_key
+
+    monkeypatch.setattr(hub, "download", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(SourceError, match="tiny-org/never-cached is not in the local Hugging Face cache"):
+        resolve("tiny-org/never-cached", download=False)
+    assert cache_key("tiny-org/never-cached", meta=True) is None

@@ -222,8 +222,11 @@ def _first_line(err: BaseException) -> str:
     return text[:300].rstrip(".")
 
 
-def resolve(source: str) -> ModelRecipe:
-    """Turn what the user typed into a ModelRecipe, or raise a SourceError that says what to do."""
+def resolve(source: str, download: bool = True) -> ModelRecipe:
+    """Turn what the user typed into a ModelRecipe, or raise a SourceError that says what to do.
+
+    download=False: a hub id not in the local cache raises instead of downloading (a look-up that must stay quick).
+    """
     if not source.strip():
         raise SourceError(f"the model name is empty; give a preset ({', '.join(preset_names())}) or a folder with "
                           "config.json.")
@@ -234,7 +237,7 @@ def resolve(source: str) -> ModelRecipe:
         return _from_folder(path, source)
     if source.startswith((".", "/", "~")) or os.sep in source.rstrip(os.sep) and source.count("/") != 1:
         raise SourceError(f"{source}: no such file or folder; give a preset ({', '.join(preset_names())}) or a folder with config.json.")
-    return _from_hub(source)
+    return _from_hub(source, download)
 
 
 def _from_preset(name: str) -> ModelRecipe:
@@ -311,11 +314,13 @@ def check_safetensors(file: Path) -> dict:
     return shapes
 
 
-def _from_hub(hub_id: str) -> ModelRecipe:
+def _from_hub(hub_id: str, may_download: bool) -> ModelRecipe:
     """A hub id: its snapshot in the local cache, else downloaded (capture/hub.py)."""
     from graphsurgeon.capture.hub import cached_snapshot, download
 
     folder = cached_snapshot(hub_id)
     if folder is None:
+        if not may_download:
+            raise SourceError(f"{hub_id} is not in the local Hugging Face cache.")
         folder = download(hub_id)
     return _from_folder(folder, hub_id)
