@@ -142,6 +142,11 @@ def _sentence(hub_id: str, err: Exception, endpoint: str, cache: Path, started: 
     """One sentence for a failed download (None: not a download failure; the caller re-raises it)."""
     from huggingface_hub import errors as hub_errors
 
+    try:  # huggingface_hub's HTTP client (a connection refused or broken off is its TransportError)
+        from httpx2 import TransportError
+    except ImportError:
+        TransportError = OSError  # noqa: N806
+
     chain = _chain(err)
     find = lambda *kinds: next((e for e in chain if isinstance(e, kinds)), None)  # noqa: E731
     url = f"{endpoint}/{hub_id}"
@@ -157,6 +162,8 @@ def _sentence(hub_id: str, err: Exception, endpoint: str, cache: Path, started: 
     if find(hub_errors.HFValidationError):
         return (f"{hub_id!r} is not a preset, not a folder, and not a Hugging Face model id (org/name); give one of "
                 "those.")
+    if find(OSError, TransportError) is None:  # not the network, the Hub or the disk: a bug, said as one
+        return None
     denied = find(hub_errors.HfHubHTTPError)
     status = getattr(getattr(denied, "response", None), "status_code", None)
     if status in (401, 403):
