@@ -119,3 +119,19 @@ def test_the_view_cache_key_never_downloads(monkeypatch):
     with pytest.raises(SourceError, match="tiny-org/never-cached is not in the local Hugging Face cache"):
         resolve("tiny-org/never-cached", download=False)
     assert cache_key("tiny-org/never-cached", meta=True) is None
+
+
+def test_a_cached_hub_id_paints_its_remembered_module_tree(files, tmp_path, online, monkeypatch):
+    from huggingface_hub import constants
+
+    from graphsurgeon.capture import build_model
+    from graphsurgeon.capture.module_trees import CACHED, known_tree, remember_tree
+    from graphsurgeon.graph.module_tree import module_tree_data
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "graphsurgeon"))
+    with FakeHub({REPO: files}) as hub:
+        folder = download(REPO, endpoint=hub.url, progress=False)
+    assert known_tree(REPO) is None  # no preset has its config, and it never opened
+    tree = module_tree_data(build_model(str(folder), meta=True), REPO)
+    assert remember_tree(REPO, tree) is not None and known_tree(REPO) == (tree, CACHED)

@@ -1,10 +1,11 @@
-"""Module trees known before torch is imported: what the editor paints first for a preset or a local folder.
+"""Module trees known before torch is imported: what the editor paints first for a preset, a folder or a cached hub id.
 
 A model's module tree (graph/module_tree) follows from its config.json and transformers' modeling code alone, so it is
 found by the config's digest, with no torch: a preset's is shipped (capture/preset_trees); a local folder whose
 config describes a preset's model (the same config but for metadata such as transformers_version) paints that
-preset's shipped tree; any other folder paints the tree the editor derived the last time a folder with that config
-was opened (per user, $GRAPHSURGEON_CACHE_DIR/trees, keyed by the config and the torch / transformers versions).
+preset's shipped tree; any other folder (or hub id in the local Hugging Face cache) paints the tree the editor
+derived the last time a model with that config was opened (per user, $GRAPHSURGEON_CACHE_DIR/trees, keyed by the
+config and the torch / transformers / graphsurgeon versions).
 Either way the editor's worker derives the tree again from the model it builds and repaints when they differ.
 """
 
@@ -32,7 +33,8 @@ def model_digest(config: dict) -> str:
 
 
 def known_tree(source) -> tuple[dict, str] | None:
-    """(module tree data, SHIPPED or CACHED) for a preset or a local folder, read without torch; None when unknown."""
+    """(module tree data, SHIPPED or CACHED) for a preset, a local folder or a cached hub id, read without torch; None
+    when unknown."""
     if not isinstance(source, (str, os.PathLike)):
         return None
     name = str(source)
@@ -53,7 +55,7 @@ def known_tree(source) -> tuple[dict, str] | None:
 
 
 def remember_tree(source, tree: dict) -> Path | None:
-    """Keep the tree the worker derived for a local folder, for its next first frame; None when nothing was written."""
+    """Keep the tree the worker derived for a folder or hub id, for its next first frame; None when nothing was written."""
     config = _folder_config(str(source)) if isinstance(source, (str, os.PathLike)) else None
     if config is None or is_preset(str(source)):
         return None
@@ -70,8 +72,16 @@ def remember_tree(source, tree: dict) -> Path | None:
 
 
 def _folder_config(name: str) -> dict | None:
+    """The config.json of a local folder, or of a hub id's snapshot in the local cache (never a download)."""
+    folder = Path(os.path.expanduser(name))
+    if not folder.exists() and name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        from graphsurgeon.capture.hub import cached_snapshot
+
+        folder = cached_snapshot(name)
+        if folder is None:
+            return None
     try:
-        config = json.loads((Path(os.path.expanduser(name)) / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
