@@ -267,3 +267,17 @@ def test_edit_prepare_fills_the_cache_the_window_then_paints(qtbot, capsys):
     assert win.opener.showing == "cached views" and not win.controller.preview.modules_only
     thread.join(60)
     assert load_views(key).view("") == real_capture("tiny-bert", meta=True).blocks().view("")
+
+
+def test_an_uncached_hub_id_says_it_downloads_and_fails_in_one_sentence_offline(qtbot, monkeypatch):
+    """The editor opens a hub id as the command line does: the stage line says it downloads; with HF_HUB_OFFLINE=1
+    (this suite's setting) the download is refused in one sentence and nothing else happens."""
+    shown, stages = [], []
+    monkeypatch.setattr("graphsurgeon.ui.window.QMessageBox.warning", lambda *a: shown.append(a[2]))
+    win = _window(qtbot)
+    win.opener.signals.stage.connect(lambda n, text: stages.append(text))
+    thread = win.open_model("tiny-org/not-cached", meta=True)
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+    thread.join()
+    assert any("downloading it from the Hugging Face Hub" in s for s in stages)
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in shown[0] and win.controller.cm is None

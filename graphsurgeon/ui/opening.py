@@ -89,6 +89,12 @@ class Opener(QObject):
         try:
             model = None
             if uncached and isinstance(source, (str, os.PathLike)):  # the module hierarchy, derived (or checked)
+                if key is None and _hub_id_like(source):  # no key: a hub id not in the cache (or a bad source)
+                    emit("stage", number, f"opening {source}: downloading it from the Hugging Face Hub (progress on "
+                                          "the terminal) …")
+                    from graphsurgeon.capture import resolve
+
+                    resolve(source)  # the download, or the one sentence saying why there is none
                 if shipped is None:
                     emit("stage", number, f"opening {source}: importing torch and transformers, building the model "
                                           "on the meta device …")
@@ -191,3 +197,9 @@ class Opener(QObject):
                 self.window.scene.rebuild()
                 self.window.refresh_title()
         self.window._error(message)
+
+
+def _hub_id_like(source) -> bool:
+    """`org/name` that is no local path: what resolve() looks up on the Hub."""
+    return (isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+            and not os.path.exists(os.path.expanduser(source)))
