@@ -9,7 +9,7 @@ imports, the window, the open), timed from just before the process starts to the
 model (its cached views; else its module hierarchy: shipped with a preset, or built on the meta device for any other
 model) and to the moment it can be edited (the capture is in). "Cold" is a first launch ever: an empty cache folder;
 it is measured for the gpt2 preset (what `graphsurgeon` and `make run` open) and for the same model as a local folder,
-which has no shipped tree. The peer is a new process that imports torch and transformers,
+which paints the preset's shipped tree, found by its config's digest (benchmarks/ui_folder.py: other configs). The peer is a new process that imports torch and transformers,
 builds GPT-2 on the meta device and runs torch.export once — the bare capture a cold launch cannot do without.
 """
 
@@ -179,7 +179,7 @@ def launch_rows(llama_dir: str, gpt2_dir: str) -> list[tuple[str, str, str, str]
     med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
     peer = med(peers, "done")
     for runs, what in ((cold, "the gpt2 preset (`graphsurgeon`, `make run`)"),
-                       (folder, "a local folder with gpt2's config.json (no shipped tree)")):
+                       (folder, "a local folder with gpt2's config.json (the preset's tree, by its config)")):
         rows.append((f"launch → first frame of {what}, cache empty", f"{med(runs, 'first'):.2f} s",
                      f"{runs[0]['first_kind']} ({med(runs, 'first_cpu'):.2f} CPU s); window {med(runs, 'window'):.2f} s;"
                      f" editable {med(runs, 'ready'):.2f} s ({med(runs, 'ready_cpu'):.2f} CPU s)", "≤ 3 s"))

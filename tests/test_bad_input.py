@@ -72,7 +72,7 @@ CASES = [  # (make arguments, text the one-line error must contain)
     (truncated_safetensors, "corrupt or truncated"),
     (garbage_safetensors, "corrupt or truncated"),
     (pickle_only, "never loads"),
-    (hub_id_not_cached, "huggingface-cli download some-org/some-model-that-is-not-cached"),
+    (hub_id_not_cached, "HF_HUB_OFFLINE=1 forbids downloading it; unset HF_HUB_OFFLINE to download it"),
     (unknown_composite, "did you mean 'encoder.layer.0.attention.self'"),
 ]
 

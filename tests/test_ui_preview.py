@@ -9,11 +9,14 @@ from PySide6.QtGui import QDragEnterEvent
 from PySide6.QtWidgets import QApplication
 
 import graphsurgeon.capture
+from graphsurgeon.capture import build_model
 from graphsurgeon.capture import capture as real_capture
+from graphsurgeon.capture.module_trees import CACHED, known_tree
 from graphsurgeon.capture.preset_trees import shipped_tree
 from graphsurgeon.capture.presets import load_preset
 from graphsurgeon.capture.view_cache import cache_key, load_views, store_views
 from graphsurgeon.errors import CaptureError
+from graphsurgeon.graph.module_tree import module_tree_data
 from graphsurgeon.graph.snapshot import take_snapshot
 from graphsurgeon.ui.window import MainWindow
 from test_ui_operate import _palette_mime
@@ -110,10 +113,10 @@ def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, g
 
 @pytest.fixture
 def tiny_gpt2_folder(tmp_path):
-    """tiny-gpt2's config in a local folder: a model without a shipped module tree."""
+    """tiny-gpt2 with 3 layers in a local folder: a model without a shipped module tree (no preset has its config)."""
     folder = tmp_path / "my-gpt2"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(load_preset("tiny-gpt2").config))
+    (folder / "config.json").write_text(json.dumps({**load_preset("tiny-gpt2").config, "n_layer": 3}))
     return str(folder)
 
 
@@ -148,6 +151,29 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
     assert win.table.rowCount() == len(c.cm.blocks().view(ATTN).variables) > 0
     assert load_views(cache_key(tiny_gpt2_folder, meta=True)) is not None  # next open: the full views at once
+    derived = module_tree_data(build_model(tiny_gpt2_folder, meta=True), tiny_gpt2_folder)
+    assert known_tree(tiny_gpt2_folder) == (derived, CACHED)  # and its modules, for a first frame without torch
+
+
+def test_a_folder_with_a_presets_config_paints_the_shipped_tree_at_once(qtbot, gated_capture, tmp_path):
+    """save_pretrained of a preset's model (its config plus transformers_version): the preset's tree, painted by
+    open() itself; the worker derives the same one from the folder and leaves the painting alone."""
+    gate, _ = gated_capture
+    folder = tmp_path / "saved-gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**load_preset("tiny-gpt2").config, "transformers_version": "5.0"}))
+    win = _window(qtbot)
+    thread = win.open_model(str(folder), meta=True, path="transformer.h.0")
+    c = win.controller
+    preview = c.preview
+    assert preview is not None and win.opener.showing == "shipped module tree" and thread.is_alive()
+    assert preview.source_name == str(folder)
+    assert set(win.scene.blocks) == {f"m:transformer.h.0.{m}" for m in ("ln_1", "attn", "ln_2", "mlp")}
+    qtbot.waitUntil(lambda: "torch.export" in win.progress_label.text(), timeout=60000)  # model built, tree checked
+    assert c.preview is preview
+    gate.set()
+    qtbot.waitUntil(lambda: c.cm is not None, timeout=60000)
+    thread.join()
 
 
 def test_a_preset_paints_its_shipped_module_tree_before_the_worker_runs(qtbot, gated_capture):
@@ -241,3 +267,17 @@ def test_edit_prepare_fills_the_cache_the_window_then_paints(qtbot, capsys):
     assert win.opener.showing == "cached views" and not win.controller.preview.modules_only
     thread.join(60)
     assert load_views(key).view("") == real_capture("tiny-bert", meta=True).blocks().view("")
+
+
+def test_an_uncached_hub_id_says_it_downloads_and_fails_in_one_sentence_offline(qtbot, monkeypatch):
+    """The editor opens a hub id as the command line does: the stage line says it downloads; with HF_HUB_OFFLINE=1
+    (this suite's setting) the download is refused in one sentence and nothing else happens."""
+    shown, stages = [], []
+    monkeypatch.setattr("graphsurgeon.ui.window.QMessageBox.warning", lambda *a: shown.append(a[2]))
+    win = _window(qtbot)
+    win.opener.signals.stage.connect(lambda n, text: stages.append(text))
+    thread = win.open_model("tiny-org/not-cached", meta=True)
+    qtbot.waitUntil(lambda: bool(shown), timeout=30000)
+    thread.join()
+    assert any("downloading it from the Hugging Face Hub" in s for s in stages)
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in shown[0] and win.controller.cm is None

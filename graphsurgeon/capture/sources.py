@@ -1,4 +1,4 @@
-"""Model sources: a preset, a local Hugging Face folder, or a hub id found in the local cache.
+"""Model sources: a preset, a local Hugging Face folder, or a hub id (from the local cache, else downloaded).
 
 Each becomes a `ModelRecipe`: what to build (config + class) and where its weights are, so the
 model can be built on the meta device first and given weights only when something needs them.
@@ -222,8 +222,11 @@ def _first_line(err: BaseException) -> str:
     return text[:300].rstrip(".")
 
 
-def resolve(source: str) -> ModelRecipe:
-    """Turn what the user typed into a ModelRecipe, or raise a SourceError that says what to do."""
+def resolve(source: str, download: bool = True) -> ModelRecipe:
+    """Turn what the user typed into a ModelRecipe, or raise a SourceError that says what to do.
+
+    download=False: a hub id not in the local cache raises instead of downloading (a look-up that must stay quick).
+    """
     if not source.strip():
         raise SourceError(f"the model name is empty; give a preset ({', '.join(preset_names())}) or a folder with "
                           "config.json.")
@@ -234,12 +237,14 @@ def resolve(source: str) -> ModelRecipe:
         return _from_folder(path, source)
     if source.startswith((".", "/", "~")) or os.sep in source.rstrip(os.sep) and source.count("/") != 1:
         raise SourceError(f"{source}: no such file or folder; give a preset ({', '.join(preset_names())}) or a folder with config.json.")
-    return _from_hub_cache(source)
+    return _from_hub(source, download)
 
 
 def _from_preset(name: str) -> ModelRecipe:
     preset = load_preset(name)
-    cached = _cached_snapshot(preset.hub_id) if preset.hub_id else None
+    from graphsurgeon.capture.hub import cached_snapshot
+
+    cached = cached_snapshot(preset.hub_id) if preset.hub_id else None
     shapes = _weights_in(cached, name) if cached is not None else None
     if shapes is not None:
         return ModelRecipe(name, preset.config, cached, f"real weights from the local Hugging Face cache ({cached})",
@@ -309,22 +314,13 @@ def check_safetensors(file: Path) -> dict:
     return shapes
 
 
-def _cached_snapshot(hub_id: str) -> Path | None:
-    """The local snapshot folder of a hub id, looked up offline; None when it is not cached."""
-    try:
-        from huggingface_hub import snapshot_download
+def _from_hub(hub_id: str, may_download: bool) -> ModelRecipe:
+    """A hub id: its snapshot in the local cache, else downloaded (capture/hub.py)."""
+    from graphsurgeon.capture.hub import cached_snapshot, download
 
-        return Path(snapshot_download(hub_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - anything but a hit means "not cached"
-        return None
-
-
-def _from_hub_cache(hub_id: str) -> ModelRecipe:
-    cached = _cached_snapshot(hub_id)
-    if cached is None:
-        raise SourceError(
-            f"{hub_id!r} is not a preset, not a folder, and not in the local Hugging Face cache; graphsurgeon never "
-            f"downloads: on a machine with internet run `huggingface-cli download {hub_id}` (or save_pretrained to a "
-            f"folder) and pass that folder. Presets: {', '.join(preset_names())}."
-        )
-    return _from_folder(cached, hub_id)
+    folder = cached_snapshot(hub_id)
+    if folder is None:
+        if not may_download:
+            raise SourceError(f"{hub_id} is not in the local Hugging Face cache.")
+        folder = download(hub_id)
+    return _from_folder(folder, hub_id)

@@ -50,8 +50,9 @@ def cache_key(source, *, meta: bool, eager_attention: bool = False) -> str | Non
     from graphsurgeon.capture.presets import is_preset, load_preset
     from graphsurgeon.capture.sources import resolve
 
-    try:  # a preset's config without resolve(), which would look up the hub cache for its weights
-        config = load_preset(str(source)).config if is_preset(str(source)) else resolve(str(source)).config
+    try:  # a preset's config without resolve(), which would look up the hub cache for its weights; never a download
+        config = (load_preset(str(source)).config if is_preset(str(source))
+                  else resolve(str(source), download=False).config)
     except GraphsurgeonError:
         return None  # the capture itself reports the error
     ident = {"format": FORMAT, "config": config, "meta": bool(meta), "eager": bool(eager_attention),

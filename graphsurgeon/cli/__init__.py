@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: presets and local folders only
     try:
         _quiet_transformers()
         parser = build_parser()

@@ -1,10 +1,11 @@
 """Opening a model in the window: paint what is known at once, capture in a worker thread, go live when it is in.
 
 1. A cached view snapshot of the model (capture/view_cache) is painted at once, read-only.
-2. Otherwise a built-in preset's shipped module tree (capture/preset_trees) is painted at once: no torch needed.
+2. Otherwise a module tree known from the config (capture/module_trees: a preset's shipped tree, also for a local
+   folder with a preset's config; the tree cached for a folder with that config) is painted at once: no torch needed.
 3. Otherwise the worker instantiates the model on the meta device (this imports torch and transformers, seconds) and
-   the window paints its module hierarchy (graph/module_tree) while torch.export runs. A shipped tree is checked
-   against the one the worker derives and replaced if they differ.
+   the window paints its module hierarchy (graph/module_tree) while torch.export runs. A known tree is checked
+   against the one the worker derives and replaced if they differ; a folder's derived tree is cached for next time.
 4. The captured model replaces the preview, keeping the composite the user opened; editing starts.
 
 A progress bar and a stage line show what runs. A failure brings back what was shown before and says why in one
@@ -45,10 +46,11 @@ class Opener(QObject):
         self.number = 0  # the current open; earlier opens' signals are ignored
         self.thread: threading.Thread | None = None
         self._before: tuple | None = None  # what was shown before a preview, restored if the capture fails
-        self.showing = ""  # what the preview is: "cached views", "shipped module tree", "module tree built on meta"
+        self.showing = ""  # what the preview is: "cached views", "shipped module tree", "cached module tree",
+        # "module tree built on meta"
 
     def open(self, source, *, meta: bool, path: str = "", eager_attention: bool = False) -> threading.Thread:
-        from graphsurgeon.capture.preset_trees import shipped_tree
+        from graphsurgeon.capture.module_trees import SHIPPED, known_tree
         from graphsurgeon.capture.view_cache import cache_key, load_views
         from graphsurgeon.graph.snapshot import ViewSnapshot
 
@@ -56,7 +58,8 @@ class Opener(QObject):
         number = self.number
         key = cache_key(source, meta=meta, eager_attention=eager_attention)
         cached = load_views(key)
-        shipped = shipped_tree(source) if cached is None else None
+        known = known_tree(source) if cached is None else None
+        shipped = known[0] if known is not None else None
         self._before = None
         self.showing = ""
         self._stage(number, f"opening {source} …")
@@ -64,10 +67,11 @@ class Opener(QObject):
             self._show_preview(cached, path, "cached views")
             self._stage(number, f"capturing {source} with torch.export; showing its cached views, "
                                 "editing starts when the capture is in …")
-        elif shipped is not None:
-            self._show_preview(ViewSnapshot(shipped), path, "shipped module tree")
-            self._stage(number, f"opening {source}: its modules, shipped with the preset; importing torch and "
-                                "transformers to capture it …")
+        elif known is not None:
+            self._show_preview(ViewSnapshot(shipped), path, known[1])
+            whence = "shipped with graphsurgeon" if known[1] == SHIPPED else "as derived when its config last opened"
+            self._stage(number, f"opening {source}: its modules, {whence}; importing torch and transformers to "
+                                "capture it …")
         args = (number, source, meta, path, eager_attention, key, cached is None, shipped)
         self.thread = threading.Thread(target=self._work, args=args, daemon=True, name=f"open {source}")
         self.thread.start()
@@ -85,6 +89,12 @@ class Opener(QObject):
         try:
             model = None
             if uncached and isinstance(source, (str, os.PathLike)):  # the module hierarchy, derived (or checked)
+                if key is None and _hub_id_like(source):  # no key: a hub id not in the cache (or a bad source)
+                    emit("stage", number, f"opening {source}: downloading it from the Hugging Face Hub (progress on "
+                                          "the terminal) …")
+                    from graphsurgeon.capture import resolve
+
+                    resolve(source)  # the download, or the one sentence saying why there is none
                 if shipped is None:
                     emit("stage", number, f"opening {source}: importing torch and transformers, building the model "
                                           "on the meta device …")
@@ -94,8 +104,11 @@ class Opener(QObject):
 
                 model = build_model(source, meta=True, eager_attention=eager)
                 tree = module_tree_data(model, str(source))
-                if tree != shipped:  # nothing shown yet, or another transformers builds other modules than shipped
+                if tree != shipped:  # nothing shown yet, or another transformers builds other modules than known
                     emit("hierarchy", number, ViewSnapshot(tree), path)
+                    from graphsurgeon.capture.module_trees import remember_tree
+
+                    remember_tree(source, tree)  # a local folder's next first frame needs no torch
             emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
             from graphsurgeon.capture import capture
 
@@ -144,7 +157,7 @@ class Opener(QObject):
     def _hierarchy(self, number: int, snapshot, path: str) -> None:
         if number != self.number:
             return
-        if self.showing == "shipped module tree":  # this open's shipped tree, replaced: stay where the user went
+        if self.showing in ("shipped module tree", "cached module tree"):  # replaced: stay where the user went
             path = self.window.controller.path
         self._show_preview(snapshot, path, "module tree built on meta")
 
@@ -184,3 +197,9 @@ class Opener(QObject):
                 self.window.scene.rebuild()
                 self.window.refresh_title()
         self.window._error(message)
+
+
+def _hub_id_like(source) -> bool:
+    """`org/name` that is no local path: what resolve() looks up on the Hub."""
+    return (isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+            and not os.path.exists(os.path.expanduser(source)))
