@@ -178,6 +178,9 @@ def run(args) -> int:
         result = export_folder(cm, args.out, force=args.force, random_weights=args.random_weights)
         data["out"] = str(args.out)
         data["exported_weights"] = {"kind": result.weights, "note": result.weights_note}
+        data["removed_leftovers"] = result.removed
+        for name in result.removed:
+            print(f"note: removed {name} beside {args.out}, left by an export that was stopped.", file=sys.stderr)
     if args.recipe_out:
         from graphsurgeon.surgery.recipe import save_recipe
 

@@ -1,0 +1,137 @@
+"""Bad input, round four (issue 23): exports that cannot race, weights checked by dtype and value, the app's own
+files distrusted, an editor that obeys signals, UTF-8 and the umask, sentences naming the real cause. Each case
+asserts the one line, the exit status and that nothing else changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bad_input_helpers import files_under, gpt2_folder, one_line, run_cli  # noqa: F401 (gpt2_folder: a fixture)
+from graphsurgeon.export import ExportError, export_folder
+from graphsurgeon.export.destination import claim
+from graphsurgeon.surgery import LoRAConfig, add_lora
+
+sys.path.insert(0, str(Path(__file__).parent))
+from surgery_models import fresh  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORT = ["lora", "tiny-gpt2", "--layers", "0", "--rank", "2", "--random-weights"]
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    """`graphsurgeon ARGS` as a user starts it (a process of its own)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "graphsurgeon", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def gpt2_cm():
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
+    return cm
+
+
+# ---- exports cannot race -----------------------------------------------------------------------------------
+def test_two_real_exports_to_one_folder_one_wins_one_is_refused(tmp_path):
+    """Before: both said "exported to", one export silently lost. Now one writes it, the other is refused in one
+    line (the lock is held, the folder appeared meanwhile, or it was already there: whichever interleaving)."""
+    out = tmp_path / "out"
+    procs = [_cli(*EXPORT, "--out", str(out)) for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 2], results
+    (_, won_out, _), = [r for r in results if r[0] == 0]
+    (_, lost_out, lost_err), = [r for r in results if r[0] == 2]
+    line = one_line(lost_err)
+    assert any(s in line for s in (f"another export to {out} is running (process ", f"a folder appeared at {out} "
+                                   "while the export was being written (it was not replaced)",
+                                   f"{out} exists and is not empty")), line
+    assert f"exported to {out}" in won_out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file, no temp folder
+    assert (out / "model.py").is_file() and (out / "surgery.json").is_file()
+
+
+def test_an_export_while_another_holds_the_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    with claim(out):
+        before = files_under(tmp_path)
+        code, stdout, err = run_cli([*EXPORT, "--out", str(out)], capsys)
+        assert code == 2 and one_line(err) == (f"error: another export to {out} is running (process {os.getpid()}); "
+                                               "wait for it to finish or choose another folder.")
+        assert files_under(tmp_path) == before
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with the lock
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["new", "force"])
+def test_a_folder_that_appears_meanwhile_is_never_replaced(force, gpt2_cm, tmp_path, monkeypatch):
+    import graphsurgeon.export as export
+
+    out = tmp_path / "out"
+    if force:
+        export_folder(gpt2_cm, out)
+    write = export._write
+
+    def users_folder_appears(cm, folder):  # the user's own folder made while the export is being written
+        write(cm, folder)
+        if force:
+            out.rename(tmp_path / "earlier")
+        out.mkdir()
+        (out / "mine.txt").write_text("the user's")
+
+    monkeypatch.setattr(export, "_write", users_folder_appears)
+    with pytest.raises(ExportError) as info:
+        export_folder(gpt2_cm, out, force=force)
+    assert str(info.value) == (f"a folder appeared at {out} while the export was being written (it was not replaced); "
+                               "move it away or choose another folder.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "out"][not force:]
+    assert files_under(out) == {"mine.txt": b"the user's"}
+
+
+def test_a_killed_export_leaves_nothing_the_next_one_does_not_remove(tmp_path):
+    out = tmp_path / "out"
+    proc = _cli(*EXPORT, "--out", str(out))
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".out.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-export: no handler runs
+    proc.wait(timeout=60)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-"))
+    assert len(left) == 1 and not out.exists(), sorted(p.name for p in tmp_path.iterdir())
+    done = _cli(*EXPORT, "--out", str(out))
+    code, stdout, err = done.wait(timeout=600), *done.communicate()
+    assert code == 0 and f"note: removed {left[0]} beside {out}, left by an export that was stopped." in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_earlier_export_set_aside_by_a_kill_is_put_back(gpt2_cm, tmp_path):
+    """Killed between --force's two renames, the earlier export sits in .out.replaced-*: the next export puts it
+    back, and refuses to replace it without --force."""
+    out = tmp_path / "out"
+    export_folder(gpt2_cm, out)
+    out.rename(tmp_path / ".out.replaced-k1ll3d_x")
+    before = files_under(tmp_path / ".out.replaced-k1ll3d_x")
+    with pytest.raises(ExportError, match=f"{out} exists and is not empty; choose another folder or pass --force"):
+        export_folder(gpt2_cm, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and files_under(out) == before
+
+
+def test_exports_follow_the_umask(gpt2_cm, tmp_path):
+    """Before: the folder was 0700 and the weight files 0600 whatever the umask (a colleague could not read it)."""
+    old = os.umask(0o022)
+    try:
+        export_folder(gpt2_cm, tmp_path / "out")
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o755)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
+    assert set(modes.values()) == {oct(0o644)}, modes
