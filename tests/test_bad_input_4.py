@@ -135,3 +135,71 @@ def test_exports_follow_the_umask(gpt2_cm, tmp_path):
     assert oct(out.stat().st_mode & 0o777) == oct(0o755)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
     assert set(modes.values()) == {oct(0o644)}, modes
+
+
+# ---- weights checked by dtype and value --------------------------------------------------------------------
+C_ATTN = "transformer.h.0.attn.c_attn.weight"
+
+
+def _weights(change):
+    def edit(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(folder / "model.safetensors")
+        change(tensors)
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return edit
+
+
+def _nan(t):
+    t[C_ATTN] = t[C_ATTN].clone()
+    t[C_ATTN][0, :2] = float("nan")
+    t[C_ATTN][1, 0] = float("inf")
+
+
+WEIGHTS = [  # (case, how model.safetensors is broken, what the one line must say)
+    ("int32", _weights(lambda t: t.update({C_ATTN: t[C_ATTN].int()})),
+     f"store floating-point parameters as integers or booleans ({C_ATTN} is int32 in the file, the model's parameter "
+     "is float32), which would load as whole numbers"),
+    ("bool", _weights(lambda t: t.update({C_ATTN: t[C_ATTN] > 0})),
+     f"({C_ATTN} is bool in the file, the model's parameter is float32)"),
+    ("nan_inf", _weights(_nan), f"are not all finite ({C_ATTN} holds 2 NaN and 1 inf), so the model would compute "
+                                "NaN; give weights saved before training diverged, or pass --allow-nonfinite"),
+]
+
+
+@pytest.mark.parametrize("name,breaks,message", WEIGHTS, ids=[c[0] for c in WEIGHTS])
+def test_weights_of_the_wrong_kind_or_value_refused(name, breaks, message, gpt2_folder, tmp_path, capsys):
+    folder = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(gpt2_folder, folder)
+    breaks(folder)
+    before = files_under(tmp_path)
+    code, out, err = run_cli(["lora", str(folder), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and message in one_line(err) and out == ""
+    assert files_under(tmp_path) == before
+
+
+def test_nonfinite_weights_allowed_are_said_on_every_output(gpt2_folder, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(gpt2_folder, folder)
+    _weights(_nan)(folder)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["lora", str(folder), "--layers", "0", "--allow-nonfinite", "--out", str(out)], capsys)
+    said = f"WEIGHTS HOLD NaN OR inf ({C_ATTN} holds 2 NaN and 1 inf; kept by --allow-nonfinite)"
+    assert code == 0 and said in err and said in stdout
+    assert said in (out / "README.md").read_text() and said in json.loads((out / "surgery.json").read_text())["weights"]["note"]
+
+
+def test_float16_weights_for_a_float32_model_are_noted_and_loaded(gpt2_folder, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(gpt2_folder, folder)
+    _weights(lambda t: t.update({C_ATTN: t[C_ATTN].half()}))(folder)
+    code, stdout, err = run_cli(["lora", str(folder), "--layers", "0"], capsys)
+    assert code == 0 and "1 tensor converted while loading (float16 in the file, float32 in the model)" in stdout, err

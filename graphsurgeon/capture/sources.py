@@ -26,6 +26,7 @@ class ModelRecipe:
     weights_dir: Path | None  # a folder with model.safetensors (or its shards), or None for random weights
     note: str  # one line on where the weights come from
     _shapes: dict | None = field(default=None, repr=False)  # tensor name -> shape from the files' headers, read once
+    _dtype_note: str = field(default="", repr=False)  # another float width in the file, converted while loading
 
     @property
     def architecture(self) -> str:
@@ -112,8 +113,14 @@ class ModelRecipe:
         missing from the file), or None when everything fits or only transformers' loading report can tell.
         """
         from graphsurgeon.capture.weights_check import compare_headers
+        from graphsurgeon.capture.weights_values import header_dtypes
 
-        return self._judge(compare_headers(model, self.file_shapes), allow_missing)
+        mismatch = compare_headers(model, self.file_shapes, header_dtypes(weight_files(self.weights_dir)))
+        allowed = self._judge(mismatch, allow_missing)
+        if mismatch is not None and mismatch.dtypes.wrong:
+            raise SourceError(mismatch.dtypes.sentence(self.name, self.weights_dir))
+        self._dtype_note = mismatch.dtypes.note() if mismatch is not None else ""
+        return allowed
 
     def _judge(self, mismatch, allow_missing: bool):
         if mismatch is None:
@@ -126,10 +133,11 @@ class ModelRecipe:
         """(kind, note) of the weights a CPU build gives: "random", "real" or "partial" (`allowed` missing tensors)."""
         if self.weights_dir is None:
             return "random", self.note
-        if allowed is None:
-            return "real", self.note
-        extra = [t for t in (allowed.parts_note(type(model).__name__), allowed.missing and allowed.missing_note()) if t]
-        return "partial" if allowed.missing else "real", self.note + "".join(f"; {t}" for t in extra)
+        extra = [self._dtype_note]
+        if allowed is not None:
+            extra += [allowed.parts_note(type(model).__name__), allowed.missing and allowed.missing_note()]
+        kind = "partial" if allowed is not None and allowed.missing else "real"
+        return kind, self.note + "".join(f"; {t}" for t in extra if t)
 
     @property
     def file_shapes(self) -> dict:
@@ -139,12 +147,14 @@ class ModelRecipe:
             self._shapes = file_shapes(weight_files(self.weights_dir)) if self.weights_dir else {}
         return self._shapes
 
-    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", allow_missing: bool = False) -> torch.nn.Module:
+    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", allow_missing: bool = False,
+              allow_nonfinite: bool = False) -> torch.nn.Module:
         """The model on `device` ("meta": architecture only), with real weights when there are any.
 
         The weight files are checked against the config first (headers only); a mismatch raises one sentence,
         unless allow_missing and the file only lacks tensors (those are initialised randomly, and the model's
-        `_graphsurgeon_note` says so).
+        `_graphsurgeon_note` says so). Weights holding NaN or inf are refused unless allow_nonfinite (the note then
+        says so).
         """
         import torch
 
@@ -175,7 +185,23 @@ class ModelRecipe:
         reported = self._judge(from_loading_info(model, info, self.file_shapes), allow_missing)
         allowed = reported if reported is not None else allowed
         model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, allowed)
+        self._judge_values(model, allow_nonfinite)
         return model.eval()
+
+    def _judge_values(self, model, allow_nonfinite: bool) -> None:
+        """Scan the loaded weights for NaN / inf: refused in one sentence, or (allowed) said in the weights note."""
+        from graphsurgeon.capture.weights_values import NONFINITE_NOTE, nonfinite, nonfinite_text
+
+        if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py times the scan on its own
+            return
+        bad = nonfinite([*model.named_parameters(), *model.named_buffers()])
+        if not bad:
+            return
+        if not allow_nonfinite:
+            raise SourceError(f"{self.name}: the weights in {self.weights_dir} are not all finite "
+                              f"({nonfinite_text(bad)}), so the model would compute NaN; give weights saved before "
+                              "training diverged, or pass --allow-nonfinite to load them anyway.")
+        model._graphsurgeon_note += f"; {NONFINITE_NOTE} ({nonfinite_text(bad)}; kept by --allow-nonfinite)"
 
 
 def _special_floats(value):
