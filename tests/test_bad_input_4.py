@@ -203,3 +203,109 @@ def test_float16_weights_for_a_float32_model_are_noted_and_loaded(gpt2_folder, t
     _weights(lambda t: t.update({C_ATTN: t[C_ATTN].half()}))(folder)
     code, stdout, err = run_cli(["lora", str(folder), "--layers", "0"], capsys)
     assert code == 0 and "1 tensor converted while loading (float16 in the file, float32 in the model)" in stdout, err
+
+
+# ---- the app's own files are data it distrusts ---------------------------------------------------------------
+def _deep(n: int) -> str:
+    return '{"a": ' * n + "1" + "}" * n
+
+
+def _autosave(cm) -> dict:
+    from graphsurgeon.surgery.recipe import RECIPE_FORMAT
+
+    step = {"op": "insert", "role": "q", "layer": 0, "module": "transformer.h.0.attn.c_attn",
+            "config": LoRAConfig(r=2).as_dict()}
+    return {"source": cm.source_name, "meta": False, "eager": False, "model_class": cm.model_class,
+            "recipe": {"format": RECIPE_FORMAT, "version": 1, "model_class": cm.model_class, "steps": [step]}}
+
+
+AUTOSAVES = [  # (case, the file's text from a valid autosave, what the one sentence must say)
+    ("wrong_field_type", lambda d: __import__("json").dumps({**d, "meta": "no"}), "(meta is a string, not true or false)"),
+    ("recipe_field", lambda d: __import__("json").dumps({**d, "recipe": {**d["recipe"], "steps": [
+        {**d["recipe"]["steps"][0], "layer": "zero"}]}}), "layer"),
+    ("deep", lambda d: _deep(100000), "(it is nested too deeply to be an autosave (more than 17 levels))"),
+    ("list", lambda d: "[1]", "(the file is a list, not an object)"),
+    ("not_json", lambda d: "{", "(Expecting property name"),
+]
+
+
+@pytest.mark.parametrize("name,text,message", AUTOSAVES, ids=[c[0] for c in AUTOSAVES])
+def test_a_broken_autosave_is_an_offer_refused_in_one_sentence(name, text, message, tiny_gpt2, tmp_path, monkeypatch):
+    """Before: a wrong field type or deep nesting gave a traceback at start-up (only OSError/ValueError caught)."""
+    from graphsurgeon.ui.operate.session import autosave_path, pending_recovery, read_recovery
+
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path))
+    path = autosave_path(tiny_gpt2)
+    path.parent.mkdir(parents=True)
+    path.write_text(_valid_first(tiny_gpt2, path, text), encoding="utf-8")
+    before = files_under(tmp_path)
+    data, problem = read_recovery(tiny_gpt2)
+    assert data is None and pending_recovery(tiny_gpt2) is None
+    assert problem.startswith(f"the autosave {path} cannot be recovered (") and message in problem, problem
+    assert problem.endswith("it is left as it is, delete it to stop this message.") and "\n" not in problem
+    assert files_under(tmp_path) == before
+
+
+def _valid_first(cm, path, text) -> str:
+    """The valid autosave is offered (the cases differ from it in one way only); then the broken text."""
+    import json
+
+    from graphsurgeon.ui.operate.session import read_recovery
+
+    path.write_text(json.dumps(_autosave(cm)), encoding="utf-8")
+    data, problem = read_recovery(cm)
+    assert problem is None and data["recipe"]["steps"], problem
+    return text(_autosave(cm))
+
+
+VIEW_CACHES = [  # (case, how a valid cache file's data is changed): each is a miss, never an error
+    ("deep", lambda d, raw: raw[:-1] + ', "x": ' + _deep(5000) + "}"),
+    ("views_a_list", lambda d, raw: __import__("json").dumps({**d, "views": list(d["views"])})),
+    ("root_view_damaged", lambda d, raw: __import__("json").dumps({**d, "views": {**d["views"], "": {"blocks": 3}}})),
+    ("children_a_string", lambda d, raw: __import__("json").dumps({**d, "children": "x"})),
+    ("not_utf8", lambda d, raw: "\udcff" + raw),
+]
+
+
+@pytest.mark.parametrize("name,change", VIEW_CACHES, ids=[c[0] for c in VIEW_CACHES])
+def test_a_broken_view_cache_is_a_miss(name, change, tiny_gpt2, tmp_path, monkeypatch):
+    import json
+
+    from graphsurgeon.capture.view_cache import cache_dir, load_views, store_views
+    from graphsurgeon.graph.snapshot import take_snapshot
+
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path))
+    path = store_views("k" * 32, take_snapshot(tiny_gpt2))
+    assert load_views("k" * 32) is not None
+    raw = path.read_text(encoding="utf-8")
+    path.write_bytes(change(json.loads(raw), raw).encode("utf-8", "surrogateescape"))
+    before = files_under(cache_dir())
+    assert load_views("k" * 32) is None and files_under(cache_dir()) == before
+
+
+def test_a_damaged_inner_view_of_the_cache_is_a_view_error(tiny_gpt2):
+    from graphsurgeon.errors import ViewError
+    from graphsurgeon.graph.snapshot import ViewSnapshot, take_snapshot
+
+    data = take_snapshot(tiny_gpt2)
+    data["views"]["transformer.h.0"] = {"path": "transformer.h.0"}
+    with pytest.raises(ViewError, match="the cached view of 'transformer.h.0' is damaged"):
+        ViewSnapshot(data).view("transformer.h.0")
+
+
+def test_a_deeply_nested_config_is_one_sentence(gpt2_folder, tmp_path, capsys):
+    """Before: "unexpected RecursionError … a graphsurgeon bug"."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(gpt2_folder, folder)
+    cfg = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(cfg.rstrip()[:-1] + ', "task_specific_params": ' + _deep(100000) + "}")
+    json.loads((folder / "config.json").read_text().replace(_deep(100000), "1"))  # valid but for the nesting
+    before = files_under(tmp_path)
+    code, out, err = run_cli(["lora", str(folder), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and out == "" and one_line(err) == (
+        f"error: {folder / 'config.json'} cannot be read: it is nested too deeply to be a config.json (more than 32 "
+        "levels); fix or regenerate it with save_pretrained.")
+    assert files_under(tmp_path) == before

@@ -15,6 +15,10 @@ from pathlib import Path
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
 from graphsurgeon.capture.weights_check import read_header, weight_files
 from graphsurgeon.errors import SourceError
+from graphsurgeon.jsondata import DataError, read_json
+
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json with a 1,000-label map is ~60 KB
+MAX_CONFIG_DEPTH = 32  # multimodal configs nest ~5 deep
 
 
 @dataclass
@@ -281,14 +285,15 @@ def _from_folder(path: Path, name: str) -> ModelRecipe:
     if not config_file.is_file():
         raise SourceError(f"{name} has no config.json; give a folder written by save_pretrained (config.json + *.safetensors).")
     try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SourceError(f"{config_file} is not valid JSON ({err}); fix or regenerate it with save_pretrained.") from err
+        config = read_json(config_file, max_bytes=MAX_CONFIG_BYTES, max_depth=MAX_CONFIG_DEPTH, what="a config.json")
+    except DataError as err:
+        why = f"is not valid JSON ({err})" if err.why in ("syntax", "encoding") else f"cannot be read: {err}"
+        raise SourceError(f"{config_file} {why}; fix or regenerate it with save_pretrained.") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise SourceError(f"{config_file} has no model_type; it should be a Hugging Face config.json.")
     if (path / "surgery.json").is_file() and (path / "model.py").is_file():
         try:
-            original = json.loads((path / "surgery.json").read_text()).get("source") or "MODEL"
+            original = read_json(path / "surgery.json", max_bytes=MAX_CONFIG_BYTES).get("source") or "MODEL"
         except (OSError, ValueError, AttributeError):
             original = "MODEL"
         raise SourceError(f"{name} is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open "

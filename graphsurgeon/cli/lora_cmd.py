@@ -92,13 +92,12 @@ def _writable_file(path: str, flag: str) -> None:
 
 
 def _is_recipe(path: Path) -> bool:
-    from graphsurgeon.surgery.recipe import MAX_RECIPE_BYTES, RECIPE_FORMAT
+    from graphsurgeon.jsondata import read_json
+    from graphsurgeon.surgery.recipe import MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH, RECIPE_FORMAT
 
     try:
-        if path.stat().st_size > MAX_RECIPE_BYTES:
-            return False
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, max_bytes=MAX_RECIPE_BYTES, max_depth=MAX_RECIPE_DEPTH)
+    except (OSError, ValueError):
         return False
     return isinstance(data, dict) and data.get("format") == RECIPE_FORMAT
 
