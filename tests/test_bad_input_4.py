@@ -332,3 +332,21 @@ def test_an_idle_editor_obeys_signals(signum, status, tmp_path):
     _, err = proc.communicate()
     lines = [line for line in err.splitlines() if "propagateSizeHints" not in line]  # the offscreen plugin's note
     assert code == status and lines == [f"graphsurgeon: {signal.Signals(signum).name}, the editor closed."], err
+
+
+# ---- UTF-8 whatever the locale ----------------------------------------------------------------------------
+def test_an_export_under_a_non_utf8_locale(tmp_path):
+    """LC_ALL=C without Python's UTF-8 coercion: the locale's encoding is ASCII. Before, the export failed on
+    model.py's "×" ("unexpected UnicodeEncodeError"); now every file is UTF-8 and the output escapes what it cannot
+    print."""
+    env = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+    probe = subprocess.run([sys.executable, "-c", "import locale; print(locale.getpreferredencoding(False))"],
+                           env={**os.environ, **env}, capture_output=True, text=True)
+    assert probe.stdout.strip() in ("ANSI_X3.4-1968", "US-ASCII", "ascii"), probe.stdout  # the case is real
+    out = tmp_path / "out"
+    proc = _cli(*EXPORT, "--out", str(out), env=env)
+    code, stdout, err = proc.wait(timeout=600), *proc.communicate()
+    assert code == 0 and f"exported to {out} \\u2014 RANDOM weights" in stdout, err
+    texts = {p.name: p.read_bytes().decode("utf-8") for p in out.iterdir() if p.suffix in (".py", ".json", ".md")}
+    assert any(not t.isascii() for t in texts.values())  # the case needs non-ASCII text in the files
+    assert "model_class" in texts["surgery.json"] and "def load_model" in texts["model.py"]

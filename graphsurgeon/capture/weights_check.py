@@ -102,7 +102,7 @@ def weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            data = json.loads(index.read_text())
+            data = json.loads(index.read_text(encoding="utf-8"))
             shards = sorted(set(data["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{index} is not a valid safetensors index ({err})") from None

@@ -158,7 +158,7 @@ def _weights_text(cm) -> str:
 
 
 def _write(cm, folder: Path) -> None:
-    (folder / "model.py").write_text(model_source(cm))
+    (folder / "model.py").write_text(model_source(cm), encoding="utf-8")
     tensors, _, _ = export_tensors(cm)
     save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"))
     if cm.loras:
@@ -171,17 +171,17 @@ def _write(cm, folder: Path) -> None:
             if (source / name).is_file():
                 shutil.copy(source / name, folder / name)
     if cm.config:
-        (folder / "config.json").write_text(json.dumps(cm.config, indent=2, default=str))
+        (folder / "config.json").write_text(json.dumps(cm.config, indent=2, default=str), encoding="utf-8")
     (folder / "surgery.json").write_text(json.dumps(
         {"version": 1, "model_class": cm.model_class, "source": cm.source_name,
          "weights": {"kind": cm.weights, "note": cm.weights_note},
-         "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2))
-    readme = (TEMPLATES / "README.md").read_text().format(model_class=cm.model_class, n=len(cm.loras),
+         "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2), encoding="utf-8")
+    readme = (TEMPLATES / "README.md").read_text(encoding="utf-8").format(model_class=cm.model_class, n=len(cm.loras),
                                                          weights=_weights_text(cm))
     notes = adapter_notes(cm)
     if notes:
         readme += "\n## Not in the PEFT adapter\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
-    (folder / "README.md").write_text(readme)
+    (folder / "README.md").write_text(readme, encoding="utf-8")
 
 
 __all__ = ["ExportError", "ExportResult", "check_export", "check_out_folder", "export_folder", "weights_to_export"]
