@@ -350,3 +350,89 @@ def test_an_export_under_a_non_utf8_locale(tmp_path):
     texts = {p.name: p.read_bytes().decode("utf-8") for p in out.iterdir() if p.suffix in (".py", ".json", ".md")}
     assert any(not t.isascii() for t in texts.values())  # the case needs non-ASCII text in the files
     assert "model_class" in texts["surgery.json"] and "def load_model" in texts["model.py"]
+
+
+# ---- sentences that name the real cause ----------------------------------------------------------------------
+def _recipe(tmp_path: Path, **changes) -> str:
+    import json
+
+    step = {"op": "insert", "role": "q", "layer": 0, "module": "encoder.layer.0.attention.self.query",
+            "config": LoRAConfig(r=2).as_dict()}
+    recipe = {"format": "graphsurgeon-recipe", "version": 1, "model_class": "BertModel", "steps": [step]}
+    recipe.update(changes.pop("top", {}))
+    step.update(changes)
+    (tmp_path / "r.json").write_text(json.dumps(recipe), encoding="utf-8")
+    return str(tmp_path / "r.json")
+
+
+def _folder_at_weights(model: Path, tmp_path, monkeypatch):
+    (model / "model.safetensors").unlink()
+    (model / "model.safetensors").mkdir()
+    return [str(model)]
+
+
+def _pipe_at_weights(model: Path, tmp_path, monkeypatch):
+    (model / "model.safetensors").unlink()
+    os.mkfifo(model / "model.safetensors")  # reading it would block: it must not be opened
+    return [str(model)]
+
+
+def _unreadable(model: Path, tmp_path, monkeypatch):
+    import graphsurgeon.capture.sources as sources
+
+    file = model / "model.safetensors"
+    file.chmod(0)
+    if os.access(file, os.R_OK):  # root reads anything: the OS error a user gets, raised where the file is opened
+        def denied(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        monkeypatch.setattr(sources, "read_header", denied)
+    return [str(model)]
+
+
+def _too_big(model: Path, tmp_path, monkeypatch):
+    import json
+
+    (model / "model.safetensors").unlink()
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "vocab_size": 10**12}))
+    return [str(model), "--random-weights"]
+
+
+def _chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+SENTENCES = [  # (case, how to set it up -> the arguments after `lora`, what the one line must say)
+    ("folder_at_weights", _folder_at_weights, "model.safetensors is a folder, not a weights file; save the model "
+                                              "again with save_pretrained."),
+    ("pipe_at_weights", _pipe_at_weights, "model.safetensors is a named pipe, not a weights file"),
+    ("unreadable", _unreadable, "model.safetensors cannot be read: permission denied; give your user read access to "
+                                "it (chmod u+r)"),  # before: "is corrupt or truncated"
+    ("out_of_memory", _too_big, "the model that config.json describes does not fit in this machine's memory (one of "
+                                "its tensors needs"),  # before: "[enforce fail at alloc_cpu.cpp:127]"
+    ("rank_too_large", lambda m, t, mp: [str(m), "--rank", "33", "--targets", "q", "--layers", "0"],
+     "--rank 33 is not allowed here: rank r = 33 is too large for transformer.h.0.attn.c_attn[0:32] (layer 0, 'q'): "
+     "r must be between 1 and min(in 32, out 32) = 32; give --rank 32 or less."),  # before: "getitem: rank r must …"
+    ("role_in_capitals", lambda m, t, mp: ["tiny-bert", "--random-weights", "--recipe", _recipe(t, role="Q")],
+     "step 1 names the role 'Q', and roles are lower case: write 'q' in the recipe."),
+    ("class_with_a_newline", lambda m, t, mp: ["tiny-bert", "--recipe", _recipe(t, top={"model_class": "BertModel\n"})],
+     "model_class 'BertModel\\n' has spaces or a line break around the class name; write 'BertModel'"),
+    ("preset_with_a_slash", lambda m, t, mp: [str(_chdir(t, mp) and "tiny-gpt2/")],
+     "error: tiny-gpt2/: no such folder; for the preset write tiny-gpt2 (without the slash)."),
+]
+
+
+@pytest.mark.parametrize("name,setup,message", SENTENCES, ids=[c[0] for c in SENTENCES])
+def test_sentences_name_the_real_cause(name, setup, message, gpt2_folder, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(gpt2_folder, model)
+    argv = setup(model, tmp_path, monkeypatch)
+    before = files_under(tmp_path)
+    code, out, err = run_cli(["lora", *argv, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and out == "" and message in one_line(err), err
+    assert files_under(tmp_path) == before
+    if "out_of_memory" == name:
+        assert "vocab_size = 1000000000000 in config.json, or pass --meta" in err

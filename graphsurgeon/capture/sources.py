@@ -107,6 +107,9 @@ class ModelRecipe:
             if "attention implementation" in str(err) or "attn_implementation" in str(err):
                 raise SourceError(f"{self.name}: transformers cannot build {cls.__name__} with {attn_implementation} "
                                   f"attention ({_first_line(err)}); try --eager-attention.") from err
+            memory = _memory_reason(self.config, err)
+            if memory:
+                raise SourceError(f"{self.name}: {memory}.") from None
             raise SourceError(f"{self.name}: config.json describes a model transformers cannot build: "
                               f"{_config_reason(self.config, err)}; fix config.json.") from None
 
@@ -227,6 +230,20 @@ def _has_nan(value) -> bool:
     return isinstance(value, list) and any(_has_nan(v) for v in value)
 
 
+def _memory_reason(config: dict, err: BaseException) -> str:
+    """'' or why building the model ran out of memory, naming the config's largest sizes (not torch's
+    "[enforce fail at alloc_cpu.cpp:127]")."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "not enough memory" in text or "DefaultCPUAllocator" in text):
+        return ""
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" (one of its tensors needs {int(asked.group(1)) / 2**30:,.0f} GB)" if asked else ""
+    big = sorted(((v, k) for k, v in config.items() if type(v) is int and v >= 100_000), reverse=True)[:3]
+    sizes = f"; check {', '.join(f'{k} = {v}' for v, k in big)} in config.json" if big else ""
+    return (f"the model that config.json describes does not fit in this machine's memory{size}{sizes}, or pass --meta "
+            "for the architecture only")
+
+
 def _config_reason(config: dict, err: BaseException) -> str:
     """Why the model rejects its config, in its own words; a negative tensor size is named by the config key holding it."""
     reason = _first_line(err)
@@ -262,6 +279,9 @@ def resolve(source: str) -> ModelRecipe:
     path = Path(os.path.expanduser(source))
     if path.exists():
         return _from_folder(path, source)
+    bare = source.rstrip("/\\")
+    if bare != source and is_preset(bare):  # before: sent to the hub cache, then to a download command
+        raise SourceError(f"{source}: no such folder; for the preset write {bare} (without the slash).")
     if source.startswith((".", "/", "~")) or os.sep in source.rstrip(os.sep) and source.count("/") != 1:
         raise SourceError(f"{source}: no such file or folder; give a preset ({', '.join(preset_names())}) or a folder with config.json.")
     return _from_hub_cache(source)
@@ -335,6 +355,9 @@ def check_safetensors(file: Path) -> dict:
         shapes = read_header(file)
         with safe_open(str(file), framework="pt") as f:
             f.keys()
+    except PermissionError:
+        raise SourceError(f"{file} cannot be read: permission denied; give your user read access to it (chmod u+r) "
+                          "or copy it to a folder of yours.") from None
     except Exception as err:  # noqa: BLE001
         raise SourceError(f"{file} is corrupt or truncated ({_first_line(err)}); copy or save it again.") from err
     return shapes

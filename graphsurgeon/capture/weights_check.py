@@ -118,7 +118,18 @@ def weight_files(folder: Path) -> list[Path]:
     single = folder / "model.safetensors"
     if single.is_symlink() and not single.exists():
         raise ValueError(f"{single} is a link to {os.readlink(single)}, which does not exist")
+    if os.path.lexists(single) and not single.is_file():
+        raise ValueError(f"{single} is {_file_kind(single)}, not a weights file")
     return [single] if single.is_file() else []
+
+
+def _file_kind(path: Path) -> str:
+    """'a folder', 'a pipe', … for a path that exists but is no regular file."""
+    import stat
+
+    mode = path.stat().st_mode
+    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
 
 
 def read_header(file: Path) -> dict[str, tuple[int, ...]]:

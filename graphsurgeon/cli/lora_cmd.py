@@ -157,7 +157,7 @@ def run(args) -> int:
     else:
         config = _config(args)
         roles = tuple(dict.fromkeys(r.strip() for r in args.targets.split(",") if r.strip()))  # q,q is q
-        entry = history.do(lora_command(cm, roles, args.layers, config))
+        entry = _insert(history, lora_command(cm, roles, args.layers, config), args.rank)
     nodes = {n.name: n for n in cm.gm.graph.nodes}
     rows = []
     for block in cm.loras.values():
@@ -206,6 +206,22 @@ def run(args) -> int:
                 "partial": " — some weights random (README.md says which)"}.get(result.weights, "")
         print(f"exported to {args.out}{loud}")
     return 0 if not diags else 1
+
+
+def _insert(history, command, rank: int):
+    """history.do(command); a rank too large for a target is blamed on --rank, naming the target."""
+    from graphsurgeon.validate.diagnostics import ValidationError
+
+    try:
+        return history.do(command)
+    except ValidationError as err:
+        ranks = [d for d in err.diagnostics if d.expected.startswith("1 ≤ r ≤")]
+        if not ranks or len(ranks) != len(err.diagnostics):
+            raise
+        hi = min(int(d.expected.rpartition(" ")[2]) for d in ranks)
+        raise LoRAArgumentError(f"--rank {rank} is not allowed here: {ranks[0].message[:-1]}"
+                                f"{f' (and {len(ranks) - 1} more targets)' if len(ranks) > 1 else ''}; give --rank "
+                                f"{hi} or less.") from None
 
 
 def _table(rows: list[dict]) -> None:

@@ -123,6 +123,10 @@ def recipe_problems(data) -> list[str]:
     if version != RECIPE_VERSION or isinstance(version, bool):
         problems.append(f"version is {version!r}; this graphsurgeon reads version {RECIPE_VERSION}")
     problems += [f"unknown key {k!r} (a recipe has {', '.join(TOP_KEYS)})" for k in data if k not in TOP_KEYS]
+    model_class = data.get("model_class")
+    if isinstance(model_class, str) and model_class and model_class != model_class.strip():
+        return [f"model_class {model_class!r} has spaces or a line break around the class name; write "
+                f"{model_class.strip()!r}"]
     if not isinstance(data.get("model_class"), str) or not data.get("model_class"):
         problems.append(f"model_class is {data.get('model_class')!r}; give the class the recipe was made on, "
                         "e.g. \"GPT2LMHeadModel\"")
@@ -199,6 +203,9 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
     for i, step in enumerate(data["steps"]):
         key = (step["role"], step["layer"])
         target = available.get(key)
+        if target is None and isinstance(key[0], str) and (key[0].lower(), key[1]) in available:
+            raise RecipeError(f"step {i + 1} names the role {key[0]!r}, and roles are lower case: write "
+                              f"{key[0].lower()!r} in the recipe.")
         if target is None:
             raise RecipeError(f"step {i + 1} ({step['op']} LoRA on role {key[0]!r} of layer {key[1]}) has no "
                               f"target in this {cm.model_class}; replay it on the architecture it was made for.")
