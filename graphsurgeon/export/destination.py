@@ -156,7 +156,7 @@ def _made_parents(folder: Path) -> list[Path]:
 @contextlib.contextmanager
 def claim(out: Path):
     """Hold the destination `out` for one export (see the module doc); yields a Claim."""
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # "." and "out/" have a name to put the lock and temp folders beside
     made = _made_parents(out.parent)
     lock = out.with_name(f".{out.name}.lock")
     fd = None
