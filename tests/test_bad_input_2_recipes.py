@@ -96,7 +96,8 @@ REPLAYS = [  # (the recipe's steps from a valid insert step, what the one line m
     (lambda s: [{k: s[k] for k in ("role", "layer", "module")} | {"op": "remove"}],
      "step 1 (remove on role 'q' of layer 0) is refused: there is no LoRA block at 'encoder.layer.0.attention.self.lora_q'"),
     (lambda s: [s | {"config": s["config"] | {"r": 65}}],
-     "step 1 (insert on role 'q' of layer 0) is refused: linear: rank r must be between 1 and min(in, out) = 64"),
+     "step 1 (insert on role 'q' of layer 0) is refused: linear: rank r = 65 is too large for "
+     "encoder.layer.0.attention.self.query (layer 0, 'q'): r must be between 1 and min(in 64, out 64) = 64"),
     (lambda s: [s | {"layer": 7}], "step 1 (insert LoRA on role 'q' of layer 7) has no target in this BertModel"),
     (lambda s: [s | {"module": "bert.encoder.layer.0.attention.self.query"}],
      "step 1 adapts bert.encoder.layer.0.attention.self.query, but this BertModel's 'q' of layer 0 is "

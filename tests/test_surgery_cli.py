@@ -30,7 +30,9 @@ def test_lora_command_text(capsys):
     (["--rank", "0"], "--rank 0 is not allowed"),
     (["--targets", "q,zz"], "unknown target 'zz'"),
     (["--layers", "0-5"], "out of range: this model has layers 0-1"),
-    (["--rank", "65"], "rank r must be between 1 and min(in, out) = 64"),
+    (["--rank", "65"], "--rank 65 is not allowed here: rank r = 65 is too large for "
+                       "encoder.layer.0.attention.self.query (layer 0, 'q'): r must be between 1 and min(in 64, out 64) "
+                       "= 64; give --rank 64 or less."),
     (["--dropout", "1.5"], "--dropout 1.5 is not allowed"),
 ])
 def test_bad_values_exit_2_with_one_sentence(capsys, argv, message):

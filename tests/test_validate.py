@@ -24,7 +24,7 @@ def _refused(cm, target, config, match):
 
 def test_refusals_name_node_expected_and_found(gpt2):
     q = find_targets(gpt2, ("q",))[0]
-    d = _refused(gpt2, q, LoRAConfig(r=65), "rank r must be between 1 and min")
+    d = _refused(gpt2, q, LoRAConfig(r=65), "too large for .*: r must be between 1 and min")
     assert (d.node, d.expected, d.found) == ("getitem", "1 ≤ r ≤ 64", "65")
     d = _refused(gpt2, dataclasses.replace(q, target_node="input_ids"), LoRAConfig(), "integer tensor cannot be adapted")
     assert d.node == "input_ids" and "int64" in d.found

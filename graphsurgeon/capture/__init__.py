@@ -14,28 +14,31 @@ __all__ = ["DEFAULT_PRESET", "ModelRecipe", "build_model", "capture", "capture_m
 
 
 def build_model(source: str, *, meta: bool = False, eager_attention: bool = False,
-                allow_missing_weights: bool = False):
+                allow_missing_weights: bool = False, allow_nonfinite: bool = False):
     """The Hugging Face model of a preset / folder / cached hub id, instantiated (meta=True: on the meta device,
     no weight memory) — its module hierarchy is known before torch.export runs; `capture(..., model=)` reuses it.
 
     When transformers refuses SDPA attention for the model (BLOOM, DeBERTa-v2, GPT-Neo), it is built with its eager
     attention instead; `model._graphsurgeon_attn` and `model._graphsurgeon_notes` say so.
     """
-    return _build(resolve(str(source)), meta, "eager" if eager_attention else "sdpa", allow_missing_weights)
+    return _build(resolve(str(source)), meta, "eager" if eager_attention else "sdpa", allow_missing_weights,
+                  allow_nonfinite)
 
 
-def _build(recipe: ModelRecipe, meta: bool, attn: str, allow_missing: bool):
+def _build(recipe: ModelRecipe, meta: bool, attn: str, allow_missing: bool, allow_nonfinite: bool = False):
     from graphsurgeon.errors import GraphsurgeonError
 
     device = "meta" if meta else "cpu"
     notes = []
     try:
-        model = recipe.build(device, attn_implementation=attn, allow_missing=allow_missing)
+        model = recipe.build(device, attn_implementation=attn, allow_missing=allow_missing,
+                             allow_nonfinite=allow_nonfinite)
     except (ValueError, GraphsurgeonError) as err:
         if attn != "sdpa" or not refuses_sdpa(err):
             raise
         attn = "eager"  # transformers has no SDPA path for this model: its eager attention is the graph
-        model = recipe.build(device, attn_implementation=attn, allow_missing=allow_missing)
+        model = recipe.build(device, attn_implementation=attn, allow_missing=allow_missing,
+                             allow_nonfinite=allow_nonfinite)
         notes.append(f"eager attention: transformers does not support SDPA for {type(model).__name__}")
     model._graphsurgeon_attn, model._graphsurgeon_notes = attn, notes
     return model
@@ -43,12 +46,13 @@ def _build(recipe: ModelRecipe, meta: bool, attn: str, allow_missing: bool):
 
 def capture(source, *, meta: bool = False, eager_attention: bool = False,
             example_inputs: dict | None = None, dynamic: dict | None = None,
-            allow_missing_weights: bool = False, model=None):
+            allow_missing_weights: bool = False, allow_nonfinite: bool = False, model=None):
     """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module into a CapturedModel.
 
     meta=True builds the model on the meta device: the architecture only, no weight memory;
     `CapturedModel.materialize()` gives it weights later. The weight file is checked against the config
-    either way; allow_missing_weights lets tensors missing from it start random (the weights note says so).
+    either way; allow_missing_weights lets tensors missing from it start random, allow_nonfinite keeps weights holding
+    NaN / inf (the weights note says so).
     `model`: the same source already built by `build_model` with the same meta / eager_attention (not built again).
     """
     import torch
@@ -59,11 +63,12 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
         return capture_module(source, example_inputs, dynamic=dynamic)
     recipe = resolve(str(source))
     if model is None:
-        model = _build(recipe, meta, "eager" if eager_attention else "sdpa", allow_missing_weights)
+        model = _build(recipe, meta, "eager" if eager_attention else "sdpa", allow_missing_weights, allow_nonfinite)
     attn = model._graphsurgeon_attn
     cm = capture_hf_model(model, name=recipe.name, weights=model._graphsurgeon_weights, config=dict(recipe.config),
                           attn=attn, materializer=lambda: recipe.build("cpu", attn_implementation=attn,
-                                                                       allow_missing=allow_missing_weights))
+                                                                       allow_missing=allow_missing_weights,
+                                                                       allow_nonfinite=allow_nonfinite))
     cm.notes[:0] = model._graphsurgeon_notes
     cm.weights_note = model._graphsurgeon_note
     if meta:  # what materialize() will give it: said before an export loads or writes anything

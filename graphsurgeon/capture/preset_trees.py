@@ -40,7 +40,7 @@ def shipped_tree(preset: str) -> dict | None:
     if not isinstance(preset, str) or not is_preset(preset):
         return None
     try:
-        shipped = json.loads(tree_file(preset).read_text())
+        shipped = json.loads(tree_file(preset).read_text(encoding="utf-8"))
         tree = shipped["tree"]
         if shipped["config_sha256"] != config_digest(load_preset(preset).config) or tree["format"] != FORMAT:
             return None
@@ -64,7 +64,7 @@ def write_tree(preset: str) -> Path:
             "tree": derive_tree(preset)}
     TREE_DIR.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=TREE_DIR, prefix=f".{preset}-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)  # one value a line: a regenerated tree diffs readably
         f.write("\n")
     os.chmod(tmp, 0o644)  # mkstemp makes it private; it is a file of the repo
@@ -78,7 +78,7 @@ def main(names: list[str]) -> int:
             print(f"{name!r} is not a built-in preset; choose from {', '.join(preset_names())}.", file=sys.stderr)
             return 2
         path = write_tree(name)
-        print(f"{name}: {len(json.loads(path.read_text())['tree']['views'])} composites → {path}")
+        print(f"{name}: {len(json.loads(path.read_text(encoding='utf-8'))['tree']['views'])} composites → {path}")
     return 0
 
 

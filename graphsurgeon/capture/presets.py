@@ -23,7 +23,7 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> Preset:
-    data = json.loads((PRESET_DIR / f"{name}.json").read_text())
+    data = json.loads((PRESET_DIR / f"{name}.json").read_text(encoding="utf-8"))
     return Preset(name, data.get("description", ""), data.get("hub_id"), data["config"])
 
 

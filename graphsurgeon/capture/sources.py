@@ -15,6 +15,10 @@ from pathlib import Path
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
 from graphsurgeon.capture.weights_check import read_header, weight_files
 from graphsurgeon.errors import SourceError
+from graphsurgeon.jsondata import DataError, read_json
+
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json with a 1,000-label map is ~60 KB
+MAX_CONFIG_DEPTH = 32  # multimodal configs nest ~5 deep
 
 
 @dataclass
@@ -26,6 +30,7 @@ class ModelRecipe:
     weights_dir: Path | None  # a folder with model.safetensors (or its shards), or None for random weights
     note: str  # one line on where the weights come from
     _shapes: dict | None = field(default=None, repr=False)  # tensor name -> shape from the files' headers, read once
+    _dtype_note: str = field(default="", repr=False)  # another float width in the file, converted while loading
 
     @property
     def architecture(self) -> str:
@@ -102,6 +107,9 @@ class ModelRecipe:
             if "attention implementation" in str(err) or "attn_implementation" in str(err):
                 raise SourceError(f"{self.name}: transformers cannot build {cls.__name__} with {attn_implementation} "
                                   f"attention ({_first_line(err)}); try --eager-attention.") from err
+            memory = _memory_reason(self.config, err)
+            if memory:
+                raise SourceError(f"{self.name}: {memory}.") from None
             raise SourceError(f"{self.name}: config.json describes a model transformers cannot build: "
                               f"{_config_reason(self.config, err)}; fix config.json.") from None
 
@@ -112,8 +120,14 @@ class ModelRecipe:
         missing from the file), or None when everything fits or only transformers' loading report can tell.
         """
         from graphsurgeon.capture.weights_check import compare_headers
+        from graphsurgeon.capture.weights_values import header_dtypes
 
-        return self._judge(compare_headers(model, self.file_shapes), allow_missing)
+        mismatch = compare_headers(model, self.file_shapes, header_dtypes(weight_files(self.weights_dir)))
+        allowed = self._judge(mismatch, allow_missing)
+        if mismatch is not None and mismatch.dtypes.wrong:
+            raise SourceError(mismatch.dtypes.sentence(self.name, self.weights_dir))
+        self._dtype_note = mismatch.dtypes.note() if mismatch is not None else ""
+        return allowed
 
     def _judge(self, mismatch, allow_missing: bool):
         if mismatch is None:
@@ -126,10 +140,11 @@ class ModelRecipe:
         """(kind, note) of the weights a CPU build gives: "random", "real" or "partial" (`allowed` missing tensors)."""
         if self.weights_dir is None:
             return "random", self.note
-        if allowed is None:
-            return "real", self.note
-        extra = [t for t in (allowed.parts_note(type(model).__name__), allowed.missing and allowed.missing_note()) if t]
-        return "partial" if allowed.missing else "real", self.note + "".join(f"; {t}" for t in extra)
+        extra = [self._dtype_note]
+        if allowed is not None:
+            extra += [allowed.parts_note(type(model).__name__), allowed.missing and allowed.missing_note()]
+        kind = "partial" if allowed is not None and allowed.missing else "real"
+        return kind, self.note + "".join(f"; {t}" for t in extra if t)
 
     @property
     def file_shapes(self) -> dict:
@@ -139,12 +154,14 @@ class ModelRecipe:
             self._shapes = file_shapes(weight_files(self.weights_dir)) if self.weights_dir else {}
         return self._shapes
 
-    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", allow_missing: bool = False) -> torch.nn.Module:
+    def build(self, device: str = "cpu", attn_implementation: str = "sdpa", allow_missing: bool = False,
+              allow_nonfinite: bool = False) -> torch.nn.Module:
         """The model on `device` ("meta": architecture only), with real weights when there are any.
 
         The weight files are checked against the config first (headers only); a mismatch raises one sentence,
         unless allow_missing and the file only lacks tensors (those are initialised randomly, and the model's
-        `_graphsurgeon_note` says so).
+        `_graphsurgeon_note` says so). Weights holding NaN or inf are refused unless allow_nonfinite (the note then
+        says so).
         """
         import torch
 
@@ -175,7 +192,23 @@ class ModelRecipe:
         reported = self._judge(from_loading_info(model, info, self.file_shapes), allow_missing)
         allowed = reported if reported is not None else allowed
         model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, allowed)
+        self._judge_values(model, allow_nonfinite)
         return model.eval()
+
+    def _judge_values(self, model, allow_nonfinite: bool) -> None:
+        """Scan the loaded weights for NaN / inf: refused in one sentence, or (allowed) said in the weights note."""
+        from graphsurgeon.capture.weights_values import NONFINITE_NOTE, nonfinite, nonfinite_text
+
+        if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py times the scan on its own
+            return
+        bad = nonfinite([*model.named_parameters(), *model.named_buffers()])
+        if not bad:
+            return
+        if not allow_nonfinite:
+            raise SourceError(f"{self.name}: the weights in {self.weights_dir} are not all finite "
+                              f"({nonfinite_text(bad)}), so the model would compute NaN; give weights saved before "
+                              "training diverged, or pass --allow-nonfinite to load them anyway.")
+        model._graphsurgeon_note += f"; {NONFINITE_NOTE} ({nonfinite_text(bad)}; kept by --allow-nonfinite)"
 
 
 def _special_floats(value):
@@ -195,6 +228,20 @@ def _has_nan(value) -> bool:
     if isinstance(value, dict):
         return any(_has_nan(v) for v in value.values())
     return isinstance(value, list) and any(_has_nan(v) for v in value)
+
+
+def _memory_reason(config: dict, err: BaseException) -> str:
+    """'' or why building the model ran out of memory, naming the config's largest sizes (not torch's
+    "[enforce fail at alloc_cpu.cpp:127]")."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "not enough memory" in text or "DefaultCPUAllocator" in text):
+        return ""
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" (one of its tensors needs {int(asked.group(1)) / 2**30:,.0f} GB)" if asked else ""
+    big = sorted(((v, k) for k, v in config.items() if type(v) is int and v >= 100_000), reverse=True)[:3]
+    sizes = f"; check {', '.join(f'{k} = {v}' for v, k in big)} in config.json" if big else ""
+    return (f"the model that config.json describes does not fit in this machine's memory{size}{sizes}, or pass --meta "
+            "for the architecture only")
 
 
 def _config_reason(config: dict, err: BaseException) -> str:
@@ -235,6 +282,9 @@ def resolve(source: str, download: bool = True) -> ModelRecipe:
     path = Path(os.path.expanduser(source))
     if path.exists():
         return _from_folder(path, source)
+    bare = source.rstrip("/\\")
+    if bare != source and is_preset(bare):  # before: sent to the hub cache, then to a download command
+        raise SourceError(f"{source}: no such folder; for the preset write {bare} (without the slash).")
     if source.startswith((".", "/", "~")) or os.sep in source.rstrip(os.sep) and source.count("/") != 1:
         raise SourceError(f"{source}: no such file or folder; give a preset ({', '.join(preset_names())}) or a folder with config.json.")
     return _from_hub(source, download)
@@ -260,14 +310,15 @@ def _from_folder(path: Path, name: str) -> ModelRecipe:
     if not config_file.is_file():
         raise SourceError(f"{name} has no config.json; give a folder written by save_pretrained (config.json + *.safetensors).")
     try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SourceError(f"{config_file} is not valid JSON ({err}); fix or regenerate it with save_pretrained.") from err
+        config = read_json(config_file, max_bytes=MAX_CONFIG_BYTES, max_depth=MAX_CONFIG_DEPTH, what="a config.json")
+    except DataError as err:
+        why = f"is not valid JSON ({err})" if err.why in ("syntax", "encoding") else f"cannot be read: {err}"
+        raise SourceError(f"{config_file} {why}; fix or regenerate it with save_pretrained.") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise SourceError(f"{config_file} has no model_type; it should be a Hugging Face config.json.")
     if (path / "surgery.json").is_file() and (path / "model.py").is_file():
         try:
-            original = json.loads((path / "surgery.json").read_text()).get("source") or "MODEL"
+            original = read_json(path / "surgery.json", max_bytes=MAX_CONFIG_BYTES).get("source") or "MODEL"
         except (OSError, ValueError, AttributeError):
             original = "MODEL"
         raise SourceError(f"{name} is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open "
@@ -309,6 +360,9 @@ def check_safetensors(file: Path) -> dict:
         shapes = read_header(file)
         with safe_open(str(file), framework="pt") as f:
             f.keys()
+    except PermissionError:
+        raise SourceError(f"{file} cannot be read: permission denied; give your user read access to it (chmod u+r) "
+                          "or copy it to a folder of yours.") from None
     except Exception as err:  # noqa: BLE001
         raise SourceError(f"{file} is corrupt or truncated ({_first_line(err)}); copy or save it again.") from err
     return shapes

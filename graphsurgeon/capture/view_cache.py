@@ -18,6 +18,7 @@ from pathlib import Path
 from graphsurgeon.cache_dir import cache_root
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.graph.snapshot import FORMAT, ViewSnapshot
+from graphsurgeon.jsondata import read_json, schema_problems
 
 
 def cache_dir() -> Path:
@@ -60,16 +61,31 @@ def cache_key(source, *, meta: bool, eager_attention: bool = False) -> str | Non
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+MAX_VIEW_BYTES = 512 * 2**20  # an 80-layer model's views are ~30 MB
+MAX_VIEW_DEPTH = 32  # a snapshot nests 9 deep
+SCHEMA = {"format": int, "model_class": str, "source_name": str, "children": dict, "crumbs": dict, "search": dict,
+          "views": dict}
+
+
 def load_views(key: str | None) -> ViewSnapshot | None:
-    """The cached snapshot for `key`, or None (no file, another format, unreadable)."""
+    """The cached snapshot for `key`, or None (no file, another format, too big or deep, not of a snapshot's shape).
+
+    The file is the app's own but read as untrusted data: bounded in size and depth, checked field by field, its
+    root view parsed at once (the first thing painted); anything that does not fit is a miss, never an error."""
     if key is None:
         return None
     collecting = gc.isenabled()
     gc.disable()  # parsing makes ~10^5 objects that all live: a full collection meanwhile (0.4 s measured) is waste
     try:
-        data = json.loads((cache_dir() / f"{key}.json").read_text())
-        return ViewSnapshot(data) if data.get("format") == FORMAT else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        data = read_json(cache_dir() / f"{key}.json", max_bytes=MAX_VIEW_BYTES, max_depth=MAX_VIEW_DEPTH)
+        if not isinstance(data, dict) or data.get("format") != FORMAT or schema_problems(data, SCHEMA):
+            return None
+        if not all(isinstance(v, dict) for v in data["views"].values()) or "" not in data["views"]:
+            return None
+        snapshot = ViewSnapshot(data)
+        snapshot.view("")
+        return snapshot
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, GraphsurgeonError):
         return None
     finally:
         if collecting:
@@ -84,7 +100,7 @@ def store_views(key: str | None, snapshot: dict) -> Path | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".views-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(snapshot, f, separators=(",", ":"))
         os.replace(tmp, folder / f"{key}.json")
     except OSError:

@@ -26,6 +26,7 @@ class WeightsMismatch:
     missing: dict[str, tuple] = field(default_factory=dict)  # key the model expects -> its shape
     unexpected: dict[str, tuple] = field(default_factory=dict)  # key in the file the model does not use -> its shape
     wrong_shape: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)  # key -> (shape in file, shape expected)
+    dtypes: object = None  # weights_values.DtypeReport: integer / bool storage of float parameters, float widths
     other_parts: dict[str, tuple] = field(default_factory=dict)  # not an error: tensors of whole submodules this class
     # does not have (bert-base-uncased's file is BertForPreTraining's: BertModel has no cls.*, BertForMaskedLM no
     # bert.pooler.* or cls.seq_relationship.*); transformers documents these as ignorable across tasks
@@ -101,7 +102,7 @@ def weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            data = json.loads(index.read_text())
+            data = json.loads(index.read_text(encoding="utf-8"))
             shards = sorted(set(data["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{index} is not a valid safetensors index ({err})") from None
@@ -117,7 +118,18 @@ def weight_files(folder: Path) -> list[Path]:
     single = folder / "model.safetensors"
     if single.is_symlink() and not single.exists():
         raise ValueError(f"{single} is a link to {os.readlink(single)}, which does not exist")
+    if os.path.lexists(single) and not single.is_file():
+        raise ValueError(f"{single} is {_file_kind(single)}, not a weights file")
     return [single] if single.is_file() else []
+
+
+def _file_kind(path: Path) -> str:
+    """'a folder', 'a pipe', … for a path that exists but is no regular file."""
+    import stat
+
+    mode = path.stat().st_mode
+    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
 
 
 def read_header(file: Path) -> dict[str, tuple[int, ...]]:
@@ -227,12 +239,13 @@ def _other_part(model):
     return part
 
 
-def compare_headers(model, found: dict[str, tuple[int, ...]]) -> WeightsMismatch | None:
-    """Compare a model built on the meta device with the tensor shapes of its weight file(s).
+def compare_headers(model, found: dict[str, tuple[int, ...]], codes: dict[str, str] | None = None) -> WeightsMismatch | None:
+    """Compare a model built on the meta device with the tensor shapes (and dtype `codes`) of its weight file(s).
 
     None when this model's checkpoints are converted while loading (then `from_loading_info` decides).
     """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
     rename = _renamer(model, expected)
     if rename is None:
         return None
@@ -242,6 +255,7 @@ def compare_headers(model, found: dict[str, tuple[int, ...]]) -> WeightsMismatch
     part = _other_part(model)
     out = WeightsMismatch()
     seen: set[str] = set()
+    stored: dict[str, str] = {}  # model-side name -> the file's dtype code
     for key, shape in found.items():
         name = rename(key)
         if name not in expected:
@@ -253,12 +267,17 @@ def compare_headers(model, found: dict[str, tuple[int, ...]]) -> WeightsMismatch
                 out.unexpected[key] = shape
             continue
         seen.add(name)
+        if codes and key in codes:
+            stored[name] = codes[key]
         if tuple(shape) != expected[name]:
             out.wrong_shape[name] = (tuple(shape), expected[name])
     for name, shape in expected.items():
         if name in seen or name in tied or (ignore_missing is not None and ignore_missing.search(name)):
             continue
         out.missing[name] = shape
+    from graphsurgeon.capture.weights_values import dtype_problems
+
+    out.dtypes = dtype_problems({k: str(state[k].dtype).removeprefix("torch.") for k in stored}, stored)
     return out
 
 

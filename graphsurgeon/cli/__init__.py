@@ -30,6 +30,15 @@ class _UsageError(Exception):
     """A bad command line, as argparse words it."""
 
 
+def _plain_output() -> None:
+    """Under a locale that is not UTF-8 (LC_ALL=C without Python's coercion), what graphsurgeon prints ("·", "→")
+    is written with backslash escapes instead of failing; the files it writes are UTF-8 whatever the locale."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if stream is not None and encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="graphsurgeon", description="See a PyTorch model as a node graph, add LoRA, export it.")
     sub = parser.add_subparsers(dest="command")
@@ -54,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    _plain_output()
     try:
         _quiet_transformers()
         parser = build_parser()

@@ -34,10 +34,23 @@ def run(args) -> int:
 
     if not is_preset(model):
         resolve(model)  # a bad source fails here, with its one-sentence error, before a window opens
-    from graphsurgeon.ui.app import open_editor
+    import signal
+    import sys
 
-    app, _win = open_editor(model, meta=meta, eager_attention=args.eager_attention, path=args.path)
-    return app.exec()
+    from graphsurgeon.ui.app import open_editor
+    from graphsurgeon.ui.quit_signals import quit_on_signals
+
+    app, win = open_editor(model, meta=meta, eager_attention=args.eager_attention, path=args.path)
+
+    def flush(signum: int) -> None:  # the edits are kept for File → Recover autosaved session
+        session = getattr(win.operate, "_session", None)
+        if session is not None:
+            session.autosave_if_due()
+        kept = " (edits kept in the autosave: File → Recover autosaved session)" if session and session.dirty else ""
+        print(f"graphsurgeon: {signal.Signals(signum).name}, the editor closed{kept}.", file=sys.stderr)
+
+    with quit_on_signals(app, flush):
+        return app.exec()
 
 
 def _screenshot(args, model: str, meta: bool) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from graphsurgeon.capture import DEFAULT_PRESET, capture
+from graphsurgeon.capture.weights_values import NONFINITE_NOTE
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,13 +25,16 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-missing-weights", action="store_true",
                    help="initialise tensors missing from the weight file randomly (said on every run) instead of "
                         "refusing the file")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights that hold NaN or inf (said on every output) instead of refusing them")
 
 
 def capture_args(args):
     """Capture the model the arguments name; a partly random model is said on stderr."""
     cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention,
-                 allow_missing_weights=getattr(args, "allow_missing_weights", False))
-    if "partial" in (cm.weights, cm.materializes_to):
+                 allow_missing_weights=getattr(args, "allow_missing_weights", False),
+                 allow_nonfinite=getattr(args, "allow_nonfinite", False))
+    if "partial" in (cm.weights, cm.materializes_to) or NONFINITE_NOTE in cm.weights_note:
         print(f"warning: {cm.materialize_note if cm.is_meta else cm.weights_note}.", file=sys.stderr)
     for note in cm.notes:  # what capture chose: eager attention, a sequence bound
         print(f"note: {note}", file=sys.stderr)

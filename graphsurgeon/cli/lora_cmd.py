@@ -92,13 +92,12 @@ def _writable_file(path: str, flag: str) -> None:
 
 
 def _is_recipe(path: Path) -> bool:
-    from graphsurgeon.surgery.recipe import MAX_RECIPE_BYTES, RECIPE_FORMAT
+    from graphsurgeon.jsondata import read_json
+    from graphsurgeon.surgery.recipe import MAX_RECIPE_BYTES, MAX_RECIPE_DEPTH, RECIPE_FORMAT
 
     try:
-        if path.stat().st_size > MAX_RECIPE_BYTES:
-            return False
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, max_bytes=MAX_RECIPE_BYTES, max_depth=MAX_RECIPE_DEPTH)
+    except (OSError, ValueError):
         return False
     return isinstance(data, dict) and data.get("format") == RECIPE_FORMAT
 
@@ -158,7 +157,7 @@ def run(args) -> int:
     else:
         config = _config(args)
         roles = tuple(dict.fromkeys(r.strip() for r in args.targets.split(",") if r.strip()))  # q,q is q
-        entry = history.do(lora_command(cm, roles, args.layers, config))
+        entry = _insert(history, lora_command(cm, roles, args.layers, config), args.rank)
     nodes = {n.name: n for n in cm.gm.graph.nodes}
     rows = []
     for block in cm.loras.values():
@@ -178,6 +177,9 @@ def run(args) -> int:
         result = export_folder(cm, args.out, force=args.force, random_weights=args.random_weights)
         data["out"] = str(args.out)
         data["exported_weights"] = {"kind": result.weights, "note": result.weights_note}
+        data["removed_leftovers"] = result.removed
+        for name in result.removed:
+            print(f"note: removed {name} beside {args.out}, left by an export that was stopped.", file=sys.stderr)
     if args.recipe_out:
         from graphsurgeon.surgery.recipe import save_recipe
 
@@ -204,6 +206,22 @@ def run(args) -> int:
                 "partial": " — some weights random (README.md says which)"}.get(result.weights, "")
         print(f"exported to {args.out}{loud}")
     return 0 if not diags else 1
+
+
+def _insert(history, command, rank: int):
+    """history.do(command); a rank too large for a target is blamed on --rank, naming the target."""
+    from graphsurgeon.validate.diagnostics import ValidationError
+
+    try:
+        return history.do(command)
+    except ValidationError as err:
+        ranks = [d for d in err.diagnostics if d.expected.startswith("1 ≤ r ≤")]
+        if not ranks or len(ranks) != len(err.diagnostics):
+            raise
+        hi = min(int(d.expected.rpartition(" ")[2]) for d in ranks)
+        raise LoRAArgumentError(f"--rank {rank} is not allowed here: {ranks[0].message[:-1]}"
+                                f"{f' (and {len(ranks) - 1} more targets)' if len(ranks) > 1 else ''}; give --rank "
+                                f"{hi} or less.") from None
 
 
 def _table(rows: list[dict]) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.export.destination import Claim, DestinationError, claim
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
 from graphsurgeon.signals import terminations_raise
@@ -43,6 +42,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)  # what the folder cannot do (e.g. blocks PEFT cannot hold)
     weights: str = "real"  # what model.safetensors holds: "real", "random" or "partial" (some tensors random)
     weights_note: str = ""  # one line on where those weights came from
+    removed: list[str] = field(default_factory=list)  # leftovers of stopped exports to this folder, removed
 
 
 def _validate(cm) -> None:
@@ -103,12 +103,15 @@ def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = Fa
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    check_export(cm, out, force=force, random_weights=random_weights)
     with terminations_raise():
-        cm.materialize()
-        _validate(cm)
         try:
-            _write_atomically(cm, out)
+            with claim(out) as dest:  # one export at a time to `out`; leftovers of a stopped one removed
+                check_export(cm, out, force=force, random_weights=random_weights)
+                cm.materialize()
+                _validate(cm)
+                _write_atomically(cm, dest, lambda: check_out_folder(out, force=force, source=cm.source_name))
+        except DestinationError as err:
+            raise ExportError(str(err)) from None
         except OSError as err:
             raise ExportError(_os_sentence(out, err)) from None
         except Exception as err:  # noqa: BLE001 - safetensors' own write error (a full disk) is no OSError
@@ -116,7 +119,7 @@ def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = Fa
                 raise
             raise ExportError(_os_sentence(out, err)) from None
     return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start, adapter_notes(cm),
-                        cm.weights, cm.weights_note)
+                        cm.weights, cm.weights_note, dest.removed)
 
 
 def _os_sentence(out: Path, err: BaseException) -> str:
@@ -130,22 +133,15 @@ def _os_sentence(out: Path, err: BaseException) -> str:
     return f"cannot write the export to {out}: {what}; nothing was written, {todo}."
 
 
-def _write_atomically(cm, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    old = out.with_name(f".{out.name}.old{os.getpid()}")
+def _write_atomically(cm, dest: Claim, check) -> None:
+    """Write into a temp folder beside the destination, then move it into place (`check`: the destination may still
+    be replaced); anything stopped or refused removes the temp folder."""
+    tmp = dest.temp_folder()
     try:
         _write(cm, tmp)
-        if out.exists():
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            tmp.rename(out)
+        dest.move_into_place(tmp, check=check)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():  # stopped between the two renames: put the old folder back
-            old.rename(out)
         raise
 
 
@@ -162,7 +158,7 @@ def _weights_text(cm) -> str:
 
 
 def _write(cm, folder: Path) -> None:
-    (folder / "model.py").write_text(model_source(cm))
+    (folder / "model.py").write_text(model_source(cm), encoding="utf-8")
     tensors, _, _ = export_tensors(cm)
     save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"))
     if cm.loras:
@@ -175,17 +171,17 @@ def _write(cm, folder: Path) -> None:
             if (source / name).is_file():
                 shutil.copy(source / name, folder / name)
     if cm.config:
-        (folder / "config.json").write_text(json.dumps(cm.config, indent=2, default=str))
+        (folder / "config.json").write_text(json.dumps(cm.config, indent=2, default=str), encoding="utf-8")
     (folder / "surgery.json").write_text(json.dumps(
         {"version": 1, "model_class": cm.model_class, "source": cm.source_name,
          "weights": {"kind": cm.weights, "note": cm.weights_note},
-         "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2))
-    readme = (TEMPLATES / "README.md").read_text().format(model_class=cm.model_class, n=len(cm.loras),
+         "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2), encoding="utf-8")
+    readme = (TEMPLATES / "README.md").read_text(encoding="utf-8").format(model_class=cm.model_class, n=len(cm.loras),
                                                          weights=_weights_text(cm))
     notes = adapter_notes(cm)
     if notes:
         readme += "\n## Not in the PEFT adapter\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
-    (folder / "README.md").write_text(readme)
+    (folder / "README.md").write_text(readme, encoding="utf-8")
 
 
 __all__ = ["ExportError", "ExportResult", "check_export", "check_out_folder", "export_folder", "weights_to_export"]

@@ -50,7 +50,11 @@ class ViewSnapshot:
     def view(self, path: str = "") -> CompositeView:
         self._check(path)
         if path not in self._parsed:
-            self._parsed[path] = _view_from_dict(self._views[path])
+            try:
+                self._parsed[path] = _view_from_dict(self._views[path])
+            except (KeyError, TypeError, ValueError, AttributeError):  # a cache file that was changed by hand
+                raise ViewError(f"the cached view of {path or self.model_class!r} is damaged; it is shown when the "
+                                "capture is ready.") from None
         return self._parsed[path]
 
     def _check(self, path: str) -> None:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.jsondata import DataError, read_json
 from graphsurgeon.surgery.commands import ChangeLoRA, Command, Compound, ConnectLoRA, InsertLoRA, RemoveLoRA
 from graphsurgeon.surgery.lora import block_path
 from graphsurgeon.surgery.spec import LoRAConfig, LoRAConfigError
@@ -56,7 +57,7 @@ def save_recipe(history, path: str | Path) -> dict:
         if path.is_dir():
             raise RecipeError(f"cannot write the recipe to {path}: it is a folder; give a file name like recipe.json.")
         fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, path)
         tmp = None
@@ -70,6 +71,7 @@ def save_recipe(history, path: str | Path) -> dict:
 
 
 MAX_RECIPE_BYTES = 16 * 2**20
+MAX_RECIPE_DEPTH = 16  # a recipe nests 4 deep
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -79,10 +81,9 @@ def load_recipe(path: str | Path) -> dict:
         if size > MAX_RECIPE_BYTES:  # not read into memory: a recipe of every layer of a large model is ~100 KB
             raise RecipeError(f"{path} is {size / 2**20:.0f} MB, far more than a recipe holds (at most "
                               f"{MAX_RECIPE_BYTES // 2**20} MB); give a JSON file written by --recipe-out.")
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: a BOM from a Windows editor is fine
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        reason = (err.strerror if isinstance(err, OSError) and err.strerror else
-                  "it is nested too deeply to be a recipe" if isinstance(err, RecursionError) else err)
+        data = read_json(path, max_bytes=MAX_RECIPE_BYTES, max_depth=MAX_RECIPE_DEPTH, what="a recipe")
+    except (OSError, DataError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise RecipeError(f"cannot read the recipe {path}: {reason}; give a JSON file written by --recipe-out.") from None
     if isinstance(data, dict) and "format" not in data and isinstance(data.get("loras"), list):
         data = recipe_from_surgery(data, str(path))
@@ -122,6 +123,10 @@ def recipe_problems(data) -> list[str]:
     if version != RECIPE_VERSION or isinstance(version, bool):
         problems.append(f"version is {version!r}; this graphsurgeon reads version {RECIPE_VERSION}")
     problems += [f"unknown key {k!r} (a recipe has {', '.join(TOP_KEYS)})" for k in data if k not in TOP_KEYS]
+    model_class = data.get("model_class")
+    if isinstance(model_class, str) and model_class and model_class != model_class.strip():
+        return [f"model_class {model_class!r} has spaces or a line break around the class name; write "
+                f"{model_class.strip()!r}"]
     if not isinstance(data.get("model_class"), str) or not data.get("model_class"):
         problems.append(f"model_class is {data.get('model_class')!r}; give the class the recipe was made on, "
                         "e.g. \"GPT2LMHeadModel\"")
@@ -198,6 +203,9 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
     for i, step in enumerate(data["steps"]):
         key = (step["role"], step["layer"])
         target = available.get(key)
+        if target is None and isinstance(key[0], str) and (key[0].lower(), key[1]) in available:
+            raise RecipeError(f"step {i + 1} names the role {key[0]!r}, and roles are lower case: write "
+                              f"{key[0].lower()!r} in the recipe.")
         if target is None:
             raise RecipeError(f"step {i + 1} ({step['op']} LoRA on role {key[0]!r} of layer {key[1]}) has no "
                               f"target in this {cm.model_class}; replay it on the architecture it was made for.")

@@ -29,6 +29,9 @@ def _tokens(val: torch.Tensor):
     return _product(val.shape[:-1])
 
 
+RANK_EXPECTED = "1 ≤ r ≤ {hi}"  # the `expected` of the rank diagnostic (the CLI rewords it with its flag)
+
+
 def check_insertion(cm, target, config) -> list[Diagnostic]:
     """Diagnostics that refuse inserting a LoRA block with `config` on `target` (empty list = fine).
 
@@ -79,8 +82,11 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
         out.append(Diagnostic(tnode.name, "x and the target have different dtypes.", str(x.dtype), str(t.dtype)))
     hi = min(target.in_features, target.out_features)  # the one bound that depends on the target (LoRAConfig checks the rest)
     if config.r > hi:
-        out.append(Diagnostic(tnode.name, f"rank r must be between 1 and min(in, out) = {hi}.", f"1 ≤ r ≤ {hi}",
-                              str(config.r)))
+        where = f"{target.module}{target.column_text}" + (f" (layer {target.layer}, {target.role!r})"
+                                                           if target.layer is not None else f" ({target.role!r})")
+        out.append(Diagnostic(tnode.name, f"rank r = {config.r} is too large for {where}: r must be between 1 and "
+                                          f"min(in {target.in_features}, out {target.out_features}) = {hi}.",
+                              RANK_EXPECTED.format(hi=hi), str(config.r)))
     return out
 
 

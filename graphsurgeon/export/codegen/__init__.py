@@ -67,10 +67,10 @@ def generate(cm) -> GeneratedModel:
     loras = loras_table(cm)
     helpers = helpers_text(needed_helpers(body, loras))
     head = _head(cm, tied, tensors, loras)
-    tail = (TEMPLATES / "model_tail.py").read_text()
+    tail = (TEMPLATES / "model_tail.py").read_text(encoding="utf-8")
     if not cm.loras:
         tail = tail[tail.index("def tie_weights"):]
-    hf = (TEMPLATES / "hf_functions.py").read_text()
+    hf = (TEMPLATES / "hf_functions.py").read_text(encoding="utf-8")
     parts = [head] + ([helpers] if helpers else []) + [body, f"Model = {model.root.name}", hf, tail]
     text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
     gen = GeneratedModel(text, sections, model)

@@ -133,7 +133,7 @@ def _tied(model: Model) -> bool:
 def helpers_text(needed: set[str]) -> str:
     """The helper layers and functions model.py uses (Conv1D, LoRA, LoRALinear, LoRAConv1D, grouped_mm), from the
     template."""
-    text = (TEMPLATES / "model_layers.py").read_text()
+    text = (TEMPLATES / "model_layers.py").read_text(encoding="utf-8")
     chunks = re.split(r"\n(?=class |def )", text)
     keep = []
     for chunk in chunks:

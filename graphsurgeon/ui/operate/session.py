@@ -46,19 +46,42 @@ def autosave_path(cm) -> Path | None:
     return cache_root() / "autosave" / f"{key}.json"
 
 
+MAX_AUTOSAVE_BYTES = 16 * 2**20  # an autosave is a recipe with 4 fields around it
+AUTOSAVE_SCHEMA = {"source": str, "meta": bool, "eager": bool, "model_class?": str, "recipe": dict}
+
+
 def pending_recovery(cm) -> dict | None:
-    """The autosave a session on this same model left without closing cleanly, or None."""
+    """The autosave a session on this same model left without closing cleanly, or None (see read_recovery)."""
+    return read_recovery(cm)[0]
+
+
+def read_recovery(cm) -> tuple[dict | None, str | None]:
+    """(the autosave to offer, None) or (None, one sentence why the autosave there cannot be offered) or (None, None).
+
+    The file is the app's own but read as untrusted data: bounded in size and depth, its fields and its recipe
+    checked (recipe_problems) before anything is offered, so recovering it cannot fail on a field."""
+    from graphsurgeon.jsondata import DataError, read_json, schema_problems
+    from graphsurgeon.surgery.recipe import MAX_RECIPE_DEPTH, recipe_problems
+
     path = autosave_path(cm)
-    if path is None:
-        return None
+    if path is None or not path.exists():
+        return None, None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict) or not data["recipe"].get("steps"):
-        return None
+        data = read_json(path, max_bytes=MAX_AUTOSAVE_BYTES, max_depth=MAX_RECIPE_DEPTH + 1, what="an autosave")
+    except (OSError, DataError) as err:
+        return None, _unrecoverable(path, err.strerror if isinstance(err, OSError) and err.strerror else str(err))
+    problems = schema_problems(data, AUTOSAVE_SCHEMA) or recipe_problems(data["recipe"])
+    if problems:
+        return None, _unrecoverable(path, "; ".join(problems[:3]))
+    if not data["recipe"]["steps"]:
+        return None, None
     same = all(data.get(k) == v for k, v in model_identity(cm).items())  # a hash collision is not a recovery
-    return data if same else None
+    return (data, None) if same else (None, None)
+
+
+def _unrecoverable(path: Path, why: str) -> str:
+    return (f"the autosave {path} cannot be recovered ({why}); it is left as it is, delete it to stop this "
+            "message.")
 
 
 class EditSession:
@@ -338,7 +361,7 @@ class EditSession:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {**model_identity(self.cm), "model_class": self.cm.model_class, "recipe": self.recipe()}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".autosave-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
         os.replace(tmp, path)
         return path

@@ -102,13 +102,16 @@ class Operate(QObject):
 
         Autosaves are kept per model (source, meta, eager attention), so opening model B never offers A's edits."""
         cm = self.window.controller.cm
-        if cm is None:
+        problem = None
+        if cm is None or cm.loras:
             self.recovery = None
         else:
-            from graphsurgeon.ui.operate.session import pending_recovery
+            from graphsurgeon.ui.operate.session import read_recovery
 
-            self.recovery = pending_recovery(cm) if not cm.loras else None
+            self.recovery, problem = read_recovery(cm)
         self.recover_action.setVisible(self.recovery is not None)
+        if problem is not None:
+            self.say(problem)
         if self.recovery is not None:
             steps = len(self.recovery["recipe"]["steps"])
             self.say(f"an unsaved session on {self.recovery['source']} ({steps} edit(s)) can be recovered: "
