@@ -79,9 +79,14 @@ def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_pat
         loaded = first(getattr(peft, auto).from_pretrained(str(out)).eval()(**x))
         assert max_diff(ours, loaded) <= 1e-5
         assert max_diff(ours, first(build(arch, head, **({"num_labels": 3} if head else {})).eval()(**x))) > 1e-3
-    result = run_train(out, "--synthetic", "--steps", "4", "--lr", "1e-2", "--run-name", "r")
+    result = run_train(out, "--synthetic", "--steps", "4", "--lr", "1e-2", "--run-name", "r", "--eval-split", "0.25",
+                       "--eval-every", "2")
     assert result.returncode == 0, result.stderr
     run = out / "runs" / "r"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [2, 4]
+    measure = {"causal": "eval_perplexity", "seq-cls": "eval_accuracy", "encoder": "eval_accuracy"}[case]
+    assert all(measure in m for m in metrics if "eval_loss" in m) and f"{measure} " in result.stdout
     with torch.no_grad():
         trained = first(with_run(out, run).eval()(**x))
         loaded = first(getattr(peft, auto).from_pretrained(str(run)).eval()(**x))
@@ -90,6 +95,22 @@ def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_pat
     if heads:
         saved = load_file(str(run / "adapter_model.safetensors"))
         assert {"base_model.model.classifier.weight", "base_model.model.classifier.bias"} <= set(saved)
+
+
+def test_schedule_and_help(tmp_path, capsys):
+    from argparse import Namespace
+
+    from test_train_script import import_train
+
+    train = import_train(export_from_folder(tmp_path, "gpt2", None))
+    at = lambda schedule, warmup, step: train.lr_at(step, Namespace(lr=1.0, warmup=warmup, steps=20,  # noqa: E731
+                                                                    schedule=schedule))
+    assert [at("cosine", 4, s) for s in (1, 4, 12, 20)] == [0.25, 1.0, pytest.approx(0.5), pytest.approx(0.0)]
+    assert [at("linear", 4, s) for s in (2, 8, 20)] == [0.5, 0.75, 0.0]
+    assert [at("constant", 0.1, s) for s in (1, 2, 3, 20)] == [0.5, 1.0, 1.0, 1.0]  # 0.1 of 20 steps: 2 steps
+    text = train.parser().format_help()
+    for shown in ("(default: 0.0002)", "(default: cosine)", "(default: 1.0)", "(default: 0.03)", "(default: 1)"):
+        assert shown in text, shown
 
 
 def test_runs_never_change_the_export_and_resume_is_bit_for_bit(tmp_path):

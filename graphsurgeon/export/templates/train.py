@@ -68,7 +68,7 @@ def parser() -> OneLineParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULT_LR['lora']} for LoRA)")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR["lora"], help="peak learning rate (LoRA's, as PEFT's examples)")
     p.add_argument("--warmup", type=float, default=0.03, help="linear warm-up: a fraction of --steps (< 1) or steps")
     p.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine", help="decay after warm-up")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
@@ -105,7 +105,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             fail(f"--{name.replace('_', '-')} must be at least {least} (got {getattr(args, name)}).")
     if args.steps < 0:
         fail(f"--steps {args.steps} is not allowed: give 0 or more (0: no training, e.g. with --merge).")
-    args.lr = DEFAULT_LR["lora"] if args.lr is None else args.lr
     if not 0 < args.lr < float("inf"):
         fail(f"--lr {args.lr} is not allowed: give a positive finite learning rate (e.g. {DEFAULT_LR['lora']}).")
     if args.lr > MAX_LR:
