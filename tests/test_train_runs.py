@@ -92,6 +92,11 @@ def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_pat
         loaded = first(getattr(peft, auto).from_pretrained(str(run)).eval()(**x))
     assert max_diff(trained, ours) > 1e-4  # training moved the LoRA (and the head)
     assert max_diff(trained, loaded) <= 1e-5
+    merge = run_train(out, "--merge-only", str(run))
+    assert merge.returncode == 0, merge.stderr
+    with torch.no_grad():
+        merged = type(build(arch, head, **({"num_labels": 3} if head else {}))).from_pretrained(str(run / "merged"))
+        assert max_diff(trained, first(merged.eval()(**x))) <= 1e-5
     if heads:
         saved = load_file(str(run / "adapter_model.safetensors"))
         assert {"base_model.model.classifier.weight", "base_model.model.classifier.bias"} <= set(saved)

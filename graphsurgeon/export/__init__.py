@@ -27,7 +27,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 # folder whole, so anything else in it (the user's data, notes) makes --force refuse rather than delete it.
 EXPORT_FILES = ("model.py", "model.safetensors", "adapter_config.json", "adapter_model.safetensors", "train.py",
                 "train_data.py", "train_save.py", "lora_math.py", "config.json", "surgery.json", "README.md", *TOKENIZER_FILES)
-TRAINING_PRODUCTS = ("runs", "merged", "classifier_head.safetensors", "__pycache__", "model.safetensors.tmp",
+TRAINING_PRODUCTS = ("merged", "classifier_head.safetensors", "__pycache__", "model.safetensors.tmp",
                      "classifier_head.safetensors.tmp")
 
 
