@@ -167,6 +167,8 @@ TRAIN = [  # (train.py arguments, data file to write, what the one line must say
     (["--data", "d.jsonl"], '{"text": "hello"}\n', "d.jsonl cannot be tokenized; give JSONL of token ids instead"),
     (["--data", "d.jsonl"], '{"input_ids": [1, true, 3]}\n', "d.jsonl line 1 is malformed (input_ids holds true/false; "
                                                               "token ids are integers)"),
+    (["--data", "d.jsonl"], '{"input_ids": [1, 2], "label": true}\n', "d.jsonl line 1 is malformed (its label is "
+                                                                       "true/false; give the class number"),
     (["--synthetic", "--grad-accum", "0"], None, "--grad-accum must be at least 1 (got 0)."),
     (["--synthetic", "--lr", "1e30"], None, "--lr 1e+30 is above 1, where AdamW can only diverge; give at most 1"),
     (["--data", "d.jsonl"], "[1, 2]\n", "d.jsonl line 1 is malformed (it is a JSON list, not an object)"),

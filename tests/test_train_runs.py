@@ -102,6 +102,22 @@ def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_pat
         assert {"base_model.model.classifier.weight", "base_model.model.classifier.bias"} <= set(saved)
 
 
+def test_base_model_is_the_hub_id_of_a_cache_snapshot_else_the_absolute_folder(tmp_path, monkeypatch):
+    from graphsurgeon.export.adapter import base_model
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--org--tiny-model" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (tmp_path / "plain").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert base_model(str(snapshot)) == ("org/tiny-model", commit)
+    assert base_model("plain") == (str(tmp_path / "plain"), None)  # typed relative, recorded absolute
+    assert base_model("<module>") == (None, None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert base_model("org/not-cached") == ("org/not-cached", None)
+
+
 def test_schedule_and_help(tmp_path, capsys):
     from argparse import Namespace
 
