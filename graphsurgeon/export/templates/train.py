@@ -413,12 +413,12 @@ def main(argv=None) -> None:
         metrics.append(row)
         if rank == 0 and (step % max(1, args.steps // 20) == 0 or step == args.steps or "eval_loss" in row):
             spent = time.perf_counter() - timed
-            rate = tokens / spent if spent > 0 and tokens else float("nan")
+            rate = f"{tokens / spent:,.0f}" if spent > 0 and tokens else "-"  # from the second step on
             eta = spent / max(1, step - first) * (args.steps - step)
             evals = "".join(f" {k} {v:.4f}" for k, v in row.items() if k.startswith("eval_"))
             done = int(20 * step / args.steps)
             print(f"[{'#' * done:<20}] step {step}/{args.steps} loss {step_loss:.4f} lr {row['lr']:.2e} "
-                  f"tokens/s {rate:,.0f} eta {eta:.0f}s{evals}", flush=True)
+                  f"tokens/s {rate} eta {eta:.0f}s{evals}", flush=True)
         if args.save_every and step % args.save_every == 0 and step < args.steps:
             save(step)
     if history and rank == 0:
