@@ -34,10 +34,11 @@ def main() -> None:
     print(f"weights: {result.weights} ({result.weights_note})")
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the folder runs without graphsurgeon
-    for cmd in (["train.py", "--synthetic", "--steps", str(args.steps), "--seq-len", "16"], ["train.py", "--merge-only"]):
+    train = ["train.py", "--synthetic", "--steps", str(args.steps), "--seq-len", "16", "--lr", "1e-2", "--run-name", "demo"]
+    for cmd in (train, ["train.py", "--merge-only", os.path.join("runs", "demo")]):  # the export itself never changes
         print("$ python " + " ".join(cmd))
         subprocess.run([sys.executable, *cmd], cwd=out, env=env, check=True)
-    print(f"merged Hugging Face folder: {os.path.join(out, 'merged')}")
+    print(f"merged Hugging Face folder: {os.path.join(out, 'runs', 'demo', 'merged')}")
 
 
 if __name__ == "__main__":

@@ -164,8 +164,13 @@ TRAIN = [  # (train.py arguments, data file to write, what the one line must say
     (["--synthetic", "--lr", "-1"], None, "--lr -1.0 is not allowed: give a positive finite learning rate"),
     (["--synthetic", "--lr", "inf"], None, "--lr inf is not allowed"),
     (["--synthetic", "--steps", "-2"], None, "--steps -2 is not allowed: give 0 or more"),
-    (["--data", "d.jsonl"], '{"text": "hello"}\n', 'd.jsonl line 1 is malformed (it has no "input_ids" (text must be '
-                                                   "tokenized into input_ids first))"),
+    (["--data", "d.jsonl"], '{"text": "hello"}\n', "d.jsonl cannot be tokenized; give JSONL of token ids instead"),
+    (["--data", "d.jsonl"], '{"input_ids": [1, true, 3]}\n', "d.jsonl line 1 is malformed (input_ids holds true/false; "
+                                                              "token ids are integers)"),
+    (["--data", "d.jsonl"], '{"input_ids": [1, 2], "label": true}\n', "d.jsonl line 1 is malformed (its label is "
+                                                                       "true/false; give the class number"),
+    (["--synthetic", "--grad-accum", "0"], None, "--grad-accum must be at least 1 (got 0)."),
+    (["--synthetic", "--lr", "1e30"], None, "--lr 1e+30 is above 1, where AdamW can only diverge; give at most 1"),
     (["--data", "d.jsonl"], "[1, 2]\n", "d.jsonl line 1 is malformed (it is a JSON list, not an object)"),
 ]
 
@@ -173,7 +178,7 @@ TRAIN = [  # (train.py arguments, data file to write, what the one line must say
 def test_train_py_bad_arguments_in_one_line(export, capsys):
     """In-process (train.main), each: exit status 2, one line; one real process checks the user's view."""
     sys.path.insert(0, str(export))
-    for name in ("train", "train_data", "model"):
+    for name in ("train", "train_data", "train_save", "lora_math", "model"):
         sys.modules.pop(name, None)
     try:
         import train

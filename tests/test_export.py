@@ -99,7 +99,7 @@ def test_lora_matches_editor_peft_and_merged(arch, tmp_path):
 
     result = run_train(out, "--merge-only")
     assert result.returncode == 0, result.stderr
-    merged = type(build(arch)).from_pretrained(str(out / "merged")).eval()
+    merged = type(build(arch)).from_pretrained(str(out / "runs" / "export" / "merged")).eval()
     with torch.no_grad():
         assert max_diff(ours, merged(**x)[key]) <= 1e-5
 
@@ -134,26 +134,29 @@ def test_train_synthetic_lowers_loss_and_torchrun(tmp_path):
     out = tmp_path / "out"
     export_folder(cm, out)
     before = (out / "adapter_model.safetensors").read_bytes()
-    result = run_train(out, "--synthetic", "--steps", "30")
+    result = run_train(out, "--synthetic", "--steps", "30", "--lr", "1e-2", "--run-name", "one")
     assert result.returncode == 0, result.stderr
     assert "trainable params: 2,048 || all params:" in result.stdout
     first, last = map(float, re.search(r"first \d+ steps ([\d.]+) -> last \d+ steps ([\d.]+)", result.stdout).groups())
     assert last < first
-    assert (out / "adapter_model.safetensors").read_bytes() != before
+    assert (out / "runs" / "one" / "adapter_model.safetensors").read_bytes() != before
+    assert (out / "adapter_model.safetensors").read_bytes() == before  # the export is never written to
 
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
-        (out / name).unlink()
-    result = run_train(out, "--synthetic", "--steps", "4", "--merge", torchrun=True)
+    result = run_train(out, "--synthetic", "--steps", "4", "--merge", "--run-name", "two", torchrun=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("trainable params") == 1  # only rank 0 prints and writes
-    assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
+    run = out / "runs" / "two"
+    assert (run / "adapter_model.safetensors").exists() and (run / "adapter_config.json").exists()
     from peft import PeftModel
+    from safetensors.torch import load_file
 
     x = inputs("gpt2")
     with torch.no_grad():
-        peft = PeftModel.from_pretrained(build("gpt2"), str(out)).eval()(**x).logits
-        ours = load_exported(out)(**x)["logits"]
-        merged = type(build("gpt2")).from_pretrained(str(out / "merged")).eval()(**x).logits
+        peft = PeftModel.from_pretrained(build("gpt2"), str(run)).eval()(**x).logits
+        model = load_exported(out)
+        model.load_state_dict(load_file(str(run / "trainable.safetensors")), strict=False)
+        ours = model(**x)["logits"]
+        merged = type(build("gpt2")).from_pretrained(str(run / "merged")).eval()(**x).logits
     assert max_diff(ours, peft) <= 1e-5 and max_diff(ours, merged) <= 1e-5
 
 
@@ -163,7 +166,7 @@ def test_bert_classifier_head_trains(tmp_path):
     export_folder(cm, tmp_path / "out")
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps({"input_ids": [i % 7 + 1] * 5, "label": i % 2}) for i in range(8)))
-    result = run_train(tmp_path / "out", "--data", str(data), "--steps", "30", "--seq-len", "8")
+    result = run_train(tmp_path / "out", "--data", str(data), "--steps", "30", "--seq-len", "8", "--lr", "1e-2")
     assert result.returncode == 0, result.stderr
     first, last = map(float, re.search(r"first \d+ steps ([\d.]+) -> last \d+ steps ([\d.]+)", result.stdout).groups())
     assert last < first

@@ -160,7 +160,7 @@ def test_interleaved_export_model_py_peft_adapter_and_merge(tmp_path):
         assert max_diff(ours, original) > 1e-3
         result = run_train(out, "--merge-only")
         assert result.returncode == 0, result.stderr
-        merged = model_class("gpt_neox").from_pretrained(str(out / "merged")).eval()
+        merged = model_class("gpt_neox").from_pretrained(str(out / "runs" / "export" / "merged")).eval()
         with torch.no_grad():
             assert max_diff(ours, first(merged(**x))) <= TOL
     finally:

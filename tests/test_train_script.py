@@ -44,7 +44,7 @@ def bert(tmp_path_factory) -> Path:
 
 def import_train(folder: Path):
     """train.py of `folder` as a module (its model.py, not another folder's)."""
-    for name in ("train", "train_data", "model"):
+    for name in ("train", "train_data", "train_save", "lora_math", "model"):
         sys.modules.pop(name, None)
     sys.path.insert(0, str(folder))
     try:
@@ -93,37 +93,39 @@ def test_padded_batch_loss_equals_the_unpadded_rows(arch, gpt2, bert):
     assert abs(unmasked.item() - want) > 1e-4
 
 
-def test_head_saved_and_loaded_back(bert):
+def test_head_saved_and_resumed(bert):
     data = bert.parent / "train.jsonl"
     data.write_text("\n".join(json.dumps({"input_ids": [i % 7 + 1] * (3 + i % 4), "label": i % 2}) for i in range(8)))
-    first = run_train(bert, "--data", str(data), "--steps", "20", "--seq-len", "8")
+    first = run_train(bert, "--data", str(data), "--steps", "20", "--seq-len", "8", "--lr", "1e-2", "--run-name", "head")
     assert first.returncode == 0, first.stderr
     assert losses(first.stdout)[1] < losses(first.stdout)[0]
-    saved = load_file(str(bert / "classifier_head.safetensors"))
+    run = bert / "runs" / "head"
+    saved = load_file(str(run / "classifier_head.safetensors"))
     assert set(saved) == {"classifier.weight", "classifier.bias"} and saved["classifier.weight"].shape == (2, 64)
-    train = import_train(bert)
-    head = train.ClassificationHead(64, 2)
-    assert train.load_head(head) and torch.equal(head.classifier.weight, saved["classifier.weight"])
-    again = run_train(bert, "--data", str(data), "--steps", "20", "--seq-len", "8")
-    assert "classification head loaded" in again.stdout
-    step1 = lambda out: float(re.search(r"step 1/20 loss ([\d.]+)", out).group(1))  # noqa: E731 - same batch
-    assert step1(again.stdout) < step1(first.stdout)
-    wrong = run_train(bert, "--data", str(data), "--steps", "1", "--seq-len", "8", "--num-labels", "3")
+    assert torch.equal(load_file(str(run / "trainable.safetensors"))["head.classifier.weight"], saved["classifier.weight"])
+    again = run_train(bert, "--resume", str(run), "--steps", "40")
+    assert again.returncode == 0 and "resumed" in again.stdout and "step 40/40" in again.stdout, again.stderr
+    assert not torch.equal(load_file(str(run / "classifier_head.safetensors"))["classifier.weight"], saved["classifier.weight"])
+    wrong = run_train(bert, "--resume", str(run), "--steps", "41", "--num-labels", "3")
     assert wrong.returncode == 2 and "--num-labels 2" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_sequence_classifier_trains_and_saves_its_own_head(tmp_path):
     folder = exported(build("bert", "ForSequenceClassification", num_labels=3), tmp_path / "out")
     before = load_file(str(folder / "model.safetensors"))["classifier.weight"]
-    result = run_train(folder, "--synthetic", "--steps", "20", "--merge")
+    result = run_train(folder, "--synthetic", "--steps", "20", "--merge", "--run-name", "r")
     assert result.returncode == 0, result.stderr
     assert "trainable params: 2,243 ||" in result.stdout  # LoRA 2,048 + classifier 64*3+3
-    after = load_file(str(folder / "model.safetensors"))["classifier.weight"]
-    assert max_diff(before, after) > 0
-    merged = type(build("bert", "ForSequenceClassification", num_labels=3)).from_pretrained(str(folder / "merged")).eval()
+    trained = load_file(str(folder / "runs" / "r" / "trainable.safetensors"))
+    assert max_diff(before, trained["classifier.weight"]) > 0
+    assert torch.equal(load_file(str(folder / "model.safetensors"))["classifier.weight"], before)
+    merged = type(build("bert", "ForSequenceClassification", num_labels=3)).from_pretrained(
+        str(folder / "runs" / "r" / "merged")).eval()
     x = inputs("bert")
+    model = load_exported(folder)
+    model.load_state_dict(trained, strict=False)
     with torch.no_grad():
-        assert max_diff(load_exported(folder)(**x)["logits"], merged(**x).logits) <= 1e-5
+        assert max_diff(model(**x)["logits"], merged(**x).logits) <= 1e-5
 
 
 def test_masked_lm_uses_the_mask_token_never_padding(tmp_path, capsys):
@@ -157,14 +159,18 @@ def test_scaling_flags_run_on_cpu(gpt2):
 def test_fsdp_under_torchrun_saves_the_trained_lora(gpt2):
     from peft import PeftModel
 
-    result = run_train(gpt2, "--synthetic", "--steps", "4", "--fsdp", "--merge", torchrun=True)
+    result = run_train(gpt2, "--synthetic", "--steps", "4", "--fsdp", "--merge", "--lr", "1e-2", "--run-name", "fsdp",
+                       torchrun=True)
     assert result.returncode == 0, result.stderr
     assert "FSDP2: 2 blocks and the rest of the model sharded over 2 processes" in result.stdout
     x = inputs("gpt2")
+    run = gpt2 / "runs" / "fsdp"
     with torch.no_grad():
-        ours = load_exported(gpt2)(**x)["logits"]
-        peft = PeftModel.from_pretrained(build("gpt2"), str(gpt2)).eval()(**x).logits
-        merged = type(build("gpt2")).from_pretrained(str(gpt2 / "merged")).eval()(**x).logits
+        model = load_exported(gpt2)
+        model.load_state_dict(load_file(str(run / "trainable.safetensors")), strict=False)
+        ours = model(**x)["logits"]
+        peft = PeftModel.from_pretrained(build("gpt2"), str(run)).eval()(**x).logits
+        merged = type(build("gpt2")).from_pretrained(str(run / "merged")).eval()(**x).logits
     assert max_diff(ours, build("gpt2")(**x).logits) > 1e-4  # trained: B moved off zero
     assert max_diff(ours, peft) <= 1e-5 and max_diff(ours, merged) <= 1e-5
     result = run_train(gpt2, "--synthetic", "--steps", "1", "--fsdp")

@@ -6,6 +6,7 @@ The maths lives in `templates/lora_math.py`, the file the export folder's train.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -46,8 +47,51 @@ def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
         raise GraphsurgeonError("the PEFT adapter cannot mix Conv1D and Linear targets; export them separately.")
     if len(dropouts) > 1:
         raise GraphsurgeonError("LoRA blocks have different dropouts, which one PEFT adapter cannot hold; use one dropout.")
-    config = lora_math.peft_config(modules, next(iter(dropouts), 0.0), kinds == {"conv1d"}, cm.source_name)
+    loss = (cm.hf_loss or {}).get("loss_type")
+    heads = lora_math.trained_heads(cm.gm, loss)
+    for head in heads:  # PEFT's modules_to_save: the head's weights under base_model.model.<head>.<name>
+        for name, t in cm.gm.get_submodule(head).state_dict().items():
+            tensors[f"base_model.model.{head}.{name}"] = t.detach().cpu().contiguous()
+    base, revision = base_model(cm.source_name)
+    config = lora_math.peft_config(modules, next(iter(dropouts), 0.0), kinds == {"conv1d"}, base,
+                                   task=lora_math.task_type(loss), modules_to_save=heads, revision=revision,
+                                   peft_version=_peft_version())
     return tensors, config
+
+
+def base_model(source: str) -> tuple[str | None, str | None]:
+    """(base_model_name_or_path, revision) PEFT loads the base model from: a folder as its absolute path (a Hugging
+    Face cache snapshot as its hub id and commit), a hub id or preset name as it is; None for an nn.Module."""
+    if not source or source.startswith("<"):
+        return None, None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path.resolve()
+        snapshot = re.search(r"models--([^/]+?)--([^/]+)/snapshots/([0-9a-f]{40})$", path.as_posix())
+        if snapshot:
+            return f"{snapshot.group(1)}/{snapshot.group(2)}", snapshot.group(3)
+        return str(path), None
+    return source, _cached_revision(source)
+
+
+def _cached_revision(hub_id: str) -> str | None:
+    """The commit of a hub id's snapshot in the local cache (looked up offline), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        found = Path(snapshot_download(hub_id, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - not cached, not a hub id: no revision to record
+        return None
+    return found if re.fullmatch(r"[0-9a-f]{40}", found) else None
+
+
+def _peft_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("peft")
+    except Exception:  # noqa: BLE001 - PEFT not installed: the adapter still loads with any PEFT
+        return None
 
 
 def adapter_notes(cm) -> list[str]:
@@ -62,5 +106,5 @@ def write_adapter(cm, folder: Path) -> None:
     if not any(b.mergeable for b in cm.loras.values()):
         return
     tensors, config = adapter_tensors(cm)
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -1,46 +1,52 @@
 """Train the LoRA weights of the exported model (written by graphsurgeon; runs without it).
 
-    python train.py --synthetic --steps 50
-    python train.py --data my.txt            # tokenized with the tokenizer in this folder
-    python train.py --data my.jsonl          # {"input_ids": [...]} per line, with "label" for classifiers
+    python train.py --synthetic --steps 50                      # -> runs/<name>/ (the export is never written to)
+    python train.py --data my.txt                                # tokenized with the tokenizer in this folder
+    python train.py --data my.jsonl --eval-split 0.05            # {"input_ids": [...]} or {"text": "..."} per line
+    python train.py --resume runs/<name> --steps 200             # continue a run (same data order, bit for bit)
+    python train.py --merge-only runs/<name>                     # fold its LoRA into the weights -> runs/<name>/merged/
     python train.py --synthetic --device cuda --bf16 --compile --grad-checkpoint
     torchrun --nproc_per_node 2 train.py --synthetic --steps 50          # data-parallel (DDP)
     torchrun --nproc_per_node 2 train.py --synthetic --steps 50 --fsdp   # sharded (FSDP2, one unit per block)
-    python train.py --merge-only             # fold the LoRA into the base weights -> merged/
 
-Rows shorter than --seq-len are padded on the right; the attention mask and the labels (-100) leave the padding
-out. The loss is the one the exported model computes from `labels` as Hugging Face does (next-token, masked-LM,
-classification); a model without a head gets the small ClassificationHead below, saved to classifier_head.safetensors.
-Needs torch and safetensors; tokenizers or transformers only to tokenize a text file or to find the mask token.
+The recipe: AdamW, linear warm-up then cosine (or linear) decay, gradient clipping, accumulation. Rows shorter than
+--seq-len are padded on the right; the attention mask and the labels (-100) leave the padding out. The loss is the one
+the exported model computes from `labels` as Hugging Face does (next-token, masked-LM, classification); a model
+without a head gets the small ClassificationHead below. A non-finite loss or gradient stops the run before anything
+is saved. Needs torch and safetensors; tokenizers or transformers only to tokenize text, transformers for merged/.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import inspect
-import json
-import math
-import os
 import sys
-import time
 
-import torch
-import torch.nn.functional as F
+sys.dont_write_bytecode = True  # never a __pycache__ in the export folder
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import inspect  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 try:
-    from safetensors.torch import load_file, save_file
-except ImportError:  # weights are read and written as safetensors, never pickle
+    from safetensors.torch import load_file, save_file  # noqa: F401  (weights are safetensors, never pickle)
+except ImportError:
     raise ImportError("train.py needs the safetensors package: pip install safetensors") from None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import lora_math  # noqa: E402  (the LoRA column maths, next to this file)
 import model as exported  # noqa: E402  (model.py next to this file)
-from train_data import (_token_id, batch, fail, load_examples, max_positions, special_ids,  # noqa: E402
-                        vocab_size)
+import train_save as runs  # noqa: E402  (the run folder)
+from train_data import (_token_id, batch, check_labels, eval_batches, fail, load_examples, max_positions,  # noqa: E402
+                        special_ids, split_eval, vocab_size)
 
-HEAD_FILE = os.path.join(HERE, "classifier_head.safetensors")
+DEFAULT_LR = {"lora": 2e-4}  # per method, as PEFT's examples
+MAX_LR = 1.0  # AdamW moves every weight by about lr per step whatever the gradient: above 1 it can only diverge
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,15 +56,27 @@ class OneLineParser(argparse.ArgumentParser):
         fail(f"{message}; see `python train.py --help`.")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = OneLineParser(description="Train the LoRA weights of the exported model.")
+def parser() -> OneLineParser:
+    p = OneLineParser(description="Train the LoRA weights of the exported model into runs/<name>/.",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--synthetic", action="store_true", help="random token ids (a smoke test of the set-up)")
-    p.add_argument("--data", help="a text file (.txt) or JSONL of token ids (.jsonl)")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--data", help="a text file (.txt) or JSONL (.jsonl: input_ids or text, and label, per line)")
+    p.add_argument("--eval-data", help="held-out data in the same formats")
+    p.add_argument("--eval-split", type=float, default=0.0, help="hold out this fraction of --data for evaluation")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of the whole run")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--save-every", type=int, default=0, help="save every N steps (0: only at the end)")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR["lora"], help="peak learning rate (LoRA's, as PEFT's examples)")
+    p.add_argument("--warmup", type=float, default=0.03, help="linear warm-up: a fraction of --steps (< 1) or steps")
+    p.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine", help="decay after warm-up")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--run-name", help="writes runs/<name>/ (default: run-<date>-<time>)")
+    p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"), help="where run folders go")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its arguments, optimizer, step)")
+    p.add_argument("--save-every", type=int, default=0, help="save the run every N steps (0: only at the end)")
     p.add_argument("--num-labels", type=int, default=2, help="classes of the classification head (models without a head)")
     p.add_argument("--mask-token-id", type=int, help="the [MASK] token id for masked-LM training (default: the tokenizer's)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,19 +85,55 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in backward")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 (fully_shard per block) instead of DDP")
-    p.add_argument("--merge", action="store_true", help="after training, write merged/ with the LoRA folded in")
-    p.add_argument("--merge-only", action="store_true", help="only write merged/ from the weights in this folder")
+    p.add_argument("--merge", action="store_true", help="after training, write runs/<name>/merged/ with the LoRA folded in")
+    p.add_argument("--merge-only", nargs="?", const="", metavar="RUN",
+                   help="only write merged/ from a run folder (no RUN: the export's own weights, into runs/export/)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = parser()
     args = p.parse_args(argv)
-    for name in ("batch_size", "seq_len", "num_labels"):
-        if getattr(args, name) < (2 if name == "seq_len" else 1):
-            fail(f"--{name.replace('_', '-')} must be at least {2 if name == 'seq_len' else 1} (got {getattr(args, name)}).")
+    if args.resume:  # the run's own arguments, with what is given now on top (e.g. more --steps)
+        args.saved = runs.read_run(args.resume, for_resume=True)
+        p.set_defaults(**{k: v for k, v in args.saved["args"].items() if k not in ("resume", "run_name", "runs_dir")})
+        saved, args = args.saved, p.parse_args(argv)
+        args.saved = saved
+    for name in ("batch_size", "seq_len", "num_labels", "grad_accum"):
+        least = 2 if name == "seq_len" else 1
+        if getattr(args, name) < least:
+            fail(f"--{name.replace('_', '-')} must be at least {least} (got {getattr(args, name)}).")
     if args.steps < 0:
         fail(f"--steps {args.steps} is not allowed: give 0 or more (0: no training, e.g. with --merge).")
     if not 0 < args.lr < float("inf"):
-        fail(f"--lr {args.lr} is not allowed: give a positive finite learning rate (e.g. 1e-4).")
+        fail(f"--lr {args.lr} is not allowed: give a positive finite learning rate (e.g. {DEFAULT_LR['lora']}).")
+    if args.lr > MAX_LR:
+        fail(f"--lr {args.lr:g} is above {MAX_LR:g}, where AdamW can only diverge; give at most {MAX_LR:g} "
+             f"(LoRA trains well at {DEFAULT_LR['lora']}).")
+    if not 0 <= args.eval_split < 1:
+        fail(f"--eval-split {args.eval_split} is not a fraction; give a number in [0, 1), e.g. 0.05.")
+    if args.warmup < 0 or args.max_grad_norm < 0 or args.eval_every < 0 or args.save_every < 0:
+        fail("--warmup, --max-grad-norm, --eval-every and --save-every take 0 or more.")
     if args.seq_len > max_positions():
         fail(f"--seq-len {args.seq_len} is longer than the model's {max_positions()} positions; use at most {max_positions()}.")
     return args
+
+
+def lr_at(step: int, args) -> float:
+    """The learning rate of optimizer step `step` (1-based): linear warm-up, then cosine / linear decay to 0."""
+    warm = int(args.warmup if args.warmup >= 1 else round(args.warmup * args.steps))
+    if step <= warm:
+        return args.lr * step / warm
+    if args.schedule == "constant":
+        return args.lr
+    done = (step - warm) / max(1, args.steps - warm)
+    return args.lr * (0.5 * (1 + math.cos(math.pi * done)) if args.schedule == "cosine" else 1 - done)
+
+
+def step_seed(args, step: int, micro: int, rank: int) -> int:
+    """The seed of one batch: data order, masking and dropout depend on (seed, step, batch, rank) only, so a resumed
+    run draws what the uninterrupted run would have drawn."""
+    return (((args.seed * 1_000_003 + step) * 1009 + micro) * 8191 + rank) % (1 << 62)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -103,131 +157,44 @@ class ClassificationHead(torch.nn.Module):
 
 
 class Task(torch.nn.Module):
-    """The model (and the head, when it has none of its own) -> the training loss of one batch."""
+    """The model (and the head, when it has none of its own) -> the training loss of one batch (and its logits)."""
 
     def __init__(self, model: torch.nn.Module, head: ClassificationHead | None) -> None:
         super().__init__()
         self.model, self.head = model, head
         self.takes_mask = "attention_mask" in inspect.signature(model.forward).parameters
 
-    def forward(self, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor, logits: bool = False):
         inputs = {"input_ids": ids, **({"attention_mask": attention} if self.takes_mask else {})}
         if self.head is None:
-            return self.model(**inputs, labels=labels)["loss"]
+            out = self.model(**inputs, labels=labels)
+            return (out["loss"], out.get("logits")) if logits else out["loss"]
         out = self.model(**inputs)
-        hidden = next(v for v in out.values() if v.dim() == 3)
-        return F.cross_entropy(self.head(hidden, attention).float(), labels)
+        scores = self.head(next(v for v in out.values() if v.dim() == 3), attention).float()
+        loss = F.cross_entropy(scores, labels)
+        return (loss, scores) if logits else loss
 
 
-# ----------------------------------------------------------------------------- saving
-
-def lora_tensors(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
-
-
-def all_tensors(model) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer once (tied aliases left out, as in the exported file)."""
-    sd = model.state_dict()
-    return {k: v.detach().cpu().contiguous() for k, v in sd.items() if k not in exported.TIED}
-
-
-def peft_adapter(model) -> tuple[dict[str, torch.Tensor], dict]:
-    """The PEFT adapter: one LoRA per module; column sets of a fused module stacked into one exact adapter."""
-    recipe = _recipe()
-    groups: dict[str, list] = {}
-    for block in recipe["loras"]:
-        if block.get("mergeable", True):  # a LoRA added onto another value is no ΔW of a weight: not for PEFT
-            groups.setdefault(block["target"]["module"], []).append(block)
-    params = dict(model.named_parameters())
-    tensors, modules, kind, dropout = {}, {}, "linear", 0.0
-    for module, blocks in groups.items():
-        kind, dropout = blocks[0]["target"]["kind"], blocks[0]["config"]["dropout"]
-        w = params[module + ".weight"]
-        a, b, scaling = lora_math.peft_tensors([_block(params, blk) for blk in blocks],
-                                               w.shape[1] if kind == "conv1d" else w.shape[0])
-        tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(w.dtype)
-        tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(w.dtype)
-        modules[module] = (a.shape[0], scaling)
-    return tensors, lora_math.peft_config(modules, dropout, kind == "conv1d", recipe.get("source"))
-
-
-def _recipe() -> dict:
-    with open(os.path.join(HERE, "surgery.json")) as f:
-        return json.load(f)
-
-
-def _block(params: dict, block: dict) -> dict:
-    """A block of surgery.json as lora_math reads it: its trained A, B, columns and scaling."""
-    path = _lora_path(block)
-    return {"A": params[path + ".lora_A.weight"], "B": params[path + ".lora_B.weight"],
-            "columns": block["target"]["columns"], "scaling": exported.LORAS[path]["scaling"]}
-
-
-def _lora_path(block: dict) -> str:
-    t = block["target"]
-    return f"{t['module']}.{t['role']}" if t["columns"] else t["module"]
-
-
-def save(model) -> None:
-    """Both formats: model.safetensors (LoRA under <target>.lora_A.weight) and the PEFT adapter files."""
-    save_file(all_tensors(model), os.path.join(HERE, "model.safetensors.tmp"))
-    os.replace(os.path.join(HERE, "model.safetensors.tmp"), os.path.join(HERE, "model.safetensors"))
-    tensors, config = peft_adapter(model)
-    if not tensors:  # no block PEFT can hold (see README.md)
-        return
-    save_file(tensors, os.path.join(HERE, "adapter_model.safetensors"))
-    with open(os.path.join(HERE, "adapter_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-
-
-def merge(model) -> str:
-    """Write merged/: config.json + model.safetensors with every LoRA folded into its base weight."""
-    base = {k: v.clone() for k, v in all_tensors(model).items() if ".lora_A." not in k and ".lora_B." not in k}
-    recipe = _recipe()
-    params = dict(model.named_parameters())
-    unmergeable = [b["path"] for b in recipe["loras"] if not b.get("mergeable", True)]
-    if unmergeable:
-        fail(f"{', '.join(unmergeable)} add their LoRA onto another value than their projection's output, so they "
-             "cannot be folded into a weight; nothing was merged (use model.py as it is).")
-    for block in recipe["loras"]:
-        t = block["target"]
-        try:
-            base[t["module"] + ".weight"] = lora_math.fold(base[t["module"] + ".weight"], _block(params, block),
-                                                           fan_in_fan_out=t["kind"] == "conv1d")
-        except ValueError:
-            fail(f"the LoRA update of {_lora_path(block)} has non-finite values; nothing was merged.")
-    out = os.path.join(HERE, "merged")
-    os.makedirs(out, exist_ok=True)
-    save_file(base, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(HERE, "config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+def evaluate(task: Task, examples, kind, special, args, device) -> dict:
+    """Mean loss over the held-out examples (perplexity for language models, accuracy for classifiers)."""
+    was = task.training
+    task.eval()
+    total, count, right, judged = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for ids, attention, labels in eval_batches(examples, args.batch_size, kind, special, args.seed):
+            loss, logits = task(ids.to(device), attention.to(device), labels.to(device), logits=True)
+            total, count = total + loss.item() * len(ids), count + len(ids)
+            if logits is not None and labels.dtype == torch.long and kind not in ("ForCausalLM", "ForMaskedLM"):
+                keep = labels.to(device) != -100
+                right += int((logits.argmax(-1) == labels.to(device))[keep].sum())
+                judged += int(keep.sum())
+    task.train(was)
+    out = {"eval_loss": total / max(1, count)}
+    if kind in ("ForCausalLM", "ForMaskedLM"):
+        out["eval_perplexity"] = math.exp(min(out["eval_loss"], 50))
+    if judged:
+        out["eval_accuracy"] = right / judged
     return out
-
-
-def save_head(head: ClassificationHead) -> None:
-    """classifier_head.safetensors: the head this script trains for a model without one (keys classifier.*)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    save_file(tensors, HEAD_FILE + ".tmp", metadata={"pooling": "mean of the real tokens' hidden states"})
-    os.replace(HEAD_FILE + ".tmp", HEAD_FILE)
-
-
-def load_head(head: ClassificationHead) -> bool:
-    """Load classifier_head.safetensors into `head` when it exists (one sentence when it does not fit)."""
-    if not os.path.exists(HEAD_FILE):
-        return False
-    try:
-        tensors = load_file(HEAD_FILE)
-        labels = tensors["classifier.weight"].shape[0]
-    except Exception as err:  # noqa: BLE001 - a broken file is one sentence
-        fail(f"{HEAD_FILE} is not a classification head written by this script ({str(err).splitlines()[0][:120]}); "
-             "delete it to start a new head.")
-    if tuple(tensors["classifier.weight"].shape) != tuple(head.classifier.weight.shape):
-        fail(f"{HEAD_FILE} holds a head for {labels} labels over {tensors['classifier.weight'].shape[1]} features; "
-             f"pass --num-labels {labels}, or delete the file to start a new head.")
-    head.load_state_dict(tensors)
-    return True
 
 
 # ----------------------------------------------------------------------------- scaling
@@ -248,23 +215,6 @@ def checkpoint_blocks(model: torch.nn.Module) -> int:
     return len(found)
 
 
-def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole state dict as plain CPU tensors (under FSDP every rank must call this: it gathers the shards)."""
-    out = {}
-    for k, v in model.state_dict().items():
-        v = v.full_tensor() if hasattr(v, "full_tensor") else v
-        out[k] = v.detach().cpu()
-    return out
-
-
-def plain_model(model: torch.nn.Module) -> torch.nn.Module:
-    """An unsharded CPU copy of `model` (trained weights included) for saving and merging."""
-    state = full_state(model)
-    copy = exported.load_model(HERE, device="cpu")
-    copy.load_state_dict(state, strict=False)
-    return copy
-
-
 def wrap(task: Task, args, device: torch.device, world: int) -> torch.nn.Module:
     """DDP or FSDP2 under torchrun, then torch.compile when asked."""
     if world > 1 and args.fsdp:
@@ -281,6 +231,14 @@ def wrap(task: Task, args, device: torch.device, world: int) -> torch.nn.Module:
     return torch.compile(task) if args.compile else task
 
 
+def mean_over_ranks(value: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.item() / world
+
+
 # ----------------------------------------------------------------------------- training
 
 def pick_device(args) -> torch.device:
@@ -290,30 +248,67 @@ def pick_device(args) -> torch.device:
     return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if want == "cuda" else "cpu")
 
 
+def run_name(args, world: int) -> str:
+    """The run folder: --resume's, runs/<--run-name>, or a new runs/run-<date>-<time> (rank 0's name under torchrun)."""
+    if args.resume:
+        return os.path.abspath(args.resume)
+    name = [args.run_name or time.strftime("run-%Y%m%d-%H%M%S")]
+    if world > 1:
+        torch.distributed.broadcast_object_list(name, src=0)
+    return os.path.join(args.runs_dir, name[0])
+
+
+def nonfinite_weights(model: torch.nn.Module) -> list[str]:
+    """The weights that hold NaN or inf (read once before training: the likely cause when the loss goes non-finite)."""
+    return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+
+
+def nonfinite(source: list[str], what: str, step: int, args, folder: str) -> None:
+    """Stop: name the step and the likely cause (source weights that were never finite, else the learning rate)."""
+    saved = f"{folder} keeps its last save" if os.path.isdir(folder) else "nothing was saved"
+    if source:
+        fail(f"the {what} is not finite at step {step}: the source weights hold non-finite values ({source[0]}"
+             f"{f' and {len(source) - 1} more' if len(source) > 1 else ''}); fix model.safetensors; {saved}.")
+    fail(f"the {what} is not finite at step {step} (lr {lr_at(step, args):.3g} of --lr {args.lr:g}): the learning rate is likely too high, "
+         f"lower --lr (LoRA trains well at {DEFAULT_LR['lora']}); {saved}.")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if args.fsdp and world == 1:
         fail("--fsdp shards the model across processes: run it under torchrun (--nproc_per_node 2 or more).")
+    if args.fsdp and args.resume:
+        fail("--resume does not gather FSDP's sharded optimizer state; resume without --fsdp (DDP or one process).")
     device = pick_device(args)
     try:
         model = exported.load_model(HERE, device=str(device))
     except getattr(exported, "WeightsError", ValueError) as err:
         fail(str(err))
-    if args.merge_only:
-        print(f"merged model written to {merge(model)}")
+    kind = loss_type()
+    heads = lora_math.trained_heads(model, kind)
+    if args.merge_only is not None:
+        folder = os.path.abspath(args.merge_only) if args.merge_only else os.path.join(args.runs_dir, args.run_name or "export")
+        steps = 0
+        if args.merge_only:
+            saved = runs.read_run(folder, for_resume=False)
+            runs.load_trainable(model, None, {k: v for k, v in saved["trainable"].items() if not k.startswith("head.")})
+            steps = saved["state"].get("step", 0)
+        runs.check_writable(folder)
+        print(f"merged model written to {runs.merge(model, folder, {'steps': steps, 'run': os.path.basename(folder)})}")
         return
     if world > 1:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    folder = run_name(args, world)
+    if not args.resume and os.path.exists(folder):
+        fail(f"{folder} exists; continue it with --resume {folder} or choose another --run-name.")
+    runs.check_writable(folder)
     torch.manual_seed(args.seed)
-    kind = loss_type()
     args.problem_type = (getattr(exported, "LOSS", None) or {}).get("problem_type")
     if kind and "Classification" in kind:  # the model's own head decides the number of labels
         args.num_labels = exported.LOSS["num_labels"]
-    backbone = max(model.named_children(), key=lambda c: sum(p.numel() for p in c[1].parameters()))[0]
     for name, p in model.named_parameters():  # LoRA, and a classifier head of the model's own (its task is new)
-        p.requires_grad_(".lora_A." in name or ".lora_B." in name or (
-            kind in ("ForSequenceClassification", "ForTokenClassification") and not name.startswith(backbone + ".")))
+        p.requires_grad_(".lora_A." in name or ".lora_B." in name or name.split(".")[0] in heads)
     vocab = vocab_size(model)
     special = {"pad": _token_id("pad") or 0, "never": special_ids(), "vocab": vocab, "mask": args.mask_token_id}
     if kind == "ForMaskedLM":
@@ -323,80 +318,121 @@ def main(argv=None) -> None:
         if special["mask"] in special["never"] or not 0 <= special["mask"] < vocab:
             fail(f"--mask-token-id {special['mask']} is padding, a special token or outside the vocabulary; give the [MASK] id.")
     examples = load_examples(args, vocab)
+    examples, held = split_eval(examples, args, vocab)
+    classifier = kind is None or "Classification" in kind
+    for source, rows in ((args.data or "the data", examples), (args.eval_data or args.data or "the data", held)):
+        check_labels(rows, source, classifier, args)
     head = None
     if kind is None:
         with torch.no_grad():
             out = model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device))
         head = ClassificationHead(next(v for v in out.values() if v.dim() == 3).shape[-1], args.num_labels).to(device)
-        if load_head(head) and rank == 0:
-            print(f"classification head loaded from {HEAD_FILE}")
-    if (kind is None or "Classification" in kind) and any(label is None for _, label in examples):
-        fail(f"{args.data} has rows without a label; this model trains a classifier, so give \"label\" on every line.")
+    if args.resume:
+        runs.load_trainable(model, head, args.saved["trainable"])
     task = Task(model, head).to(device)
-    trainable = [p for p in task.parameters() if p.requires_grad]
+    broken = nonfinite_weights(model)
+    named = {n: p for n, p in task.named_parameters() if p.requires_grad}
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    n_train = sum(p.numel() for p in trainable)
+    n_train = sum(p.numel() for p in named.values())
     if rank == 0:
         print(f"trainable params: {n_train:,} || all params: {total:,} || trainable%: {100 * n_train / total:.4f}")
-    if not trainable:
+    if not named:
         fail("there are no LoRA weights to train in this model.")
-    if args.grad_checkpoint and rank == 0:
-        print(f"gradient checkpointing: {checkpoint_blocks(model)} blocks")
-    elif args.grad_checkpoint:
-        checkpoint_blocks(model)
+    names = {id(p): n[len("model."):] if n.startswith("model.") else n for n, p in named.items()}
+    if args.grad_checkpoint:
+        found = checkpoint_blocks(model)
+        if rank == 0:
+            print(f"gradient checkpointing: {found} blocks")
     net = wrap(task, args, device, world)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=args.lr)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    if args.fsdp:  # FSDP2 replaced the parameters with sharded ones, in the same order
+        names = {id(q): names[id(p)] for p, q in zip(named.values(), params)}
+    first, metrics = 1, []
+    if args.resume:
+        runs.load_optimizer(opt, {names[id(p)]: p for p in params}, args.saved["optimizer"])
+        first, metrics = args.saved["state"]["step"] + 1, args.saved["metrics"]
+        if rank == 0:
+            print(f"resumed {folder} at step {first - 1}")
     shard = torch.arange(rank, len(examples), world)  # DistributedSampler-style: rank r takes r, r+world, …
     task.train()
-    gen = torch.Generator().manual_seed(args.seed + 1 + rank)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
-    start, tokens, history, last = time.perf_counter(), 0, [], float("nan")
-    for step in range(1, args.steps + 1):
-        pick = shard[torch.randint(0, len(shard), (args.batch_size,), generator=gen)].tolist()
-        ids, attention, labels = batch(examples, pick, kind, special, gen)
-        with autocast:
-            loss = net(ids.to(device), attention.to(device), labels.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+
+    def save(step: int) -> torch.nn.Module:
+        trained = runs.trainable_tensors({names[id(p)]: p for p in params})
+        moments = runs.optimizer_tensors(opt, names)
+        plain = runs.plain_copy(model, trained) if world > 1 and args.fsdp else model
+        if rank != 0:
+            return plain
+        adapter, config = runs.peft_adapter(plain, heads)
+        files = {"trainable.safetensors": trained, "optimizer.safetensors": moments, "metrics.jsonl": metrics,
+                 "args.json": {k: v for k, v in vars(args).items() if k != "saved"},
+                 "trainer_state.json": {"step": step, "export": runs.export_fingerprint(), "lr": lr_at(max(step, 1), args),
+                                        "schedule": args.schedule, "warmup": args.warmup, "steps": args.steps,
+                                        "world_size": world, "argv": sys.argv[1:] if argv is None else list(argv)}}
+        if adapter:
+            files.update({"adapter_model.safetensors": adapter, "adapter_config.json": config})
+        if head is not None:
+            files["classifier_head.safetensors"] = {k[len("head."):]: v for k, v in trained.items() if k.startswith("head.")}
+        runs.write_run(folder, files)
+        return plain
+
+    timed, tokens, history, step = None, 0, [], first - 1
+    for step in range(first, args.steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        step_tokens, step_loss = 0, 0.0
+        for micro in range(args.grad_accum):
+            seed = step_seed(args, step, micro, rank)
+            torch.manual_seed(seed)  # dropout
+            gen = torch.Generator().manual_seed(seed)
+            pick = shard[torch.randint(0, len(shard), (args.batch_size,), generator=gen)].tolist()
+            ids, attention, labels = batch(examples, pick, kind, special, gen)
+            with autocast:
+                loss = net(ids.to(device), attention.to(device), labels.to(device))
+            (loss / args.grad_accum).backward()
+            step_loss += loss.item() / args.grad_accum
+            step_tokens += int(attention.sum())
+        step_loss = mean_over_ranks(step_loss, world, device)
+        if not math.isfinite(step_loss):
+            nonfinite(broken, "loss", step, args, folder)
+        norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm or float("inf"))
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        if not math.isfinite(norm):
+            nonfinite(broken, "gradient", step, args, folder)
         opt.step()
-        tokens += int(attention.sum()) * world
-        history.append(loss.item())
-        last = history[-1]
-        if rank == 0 and (step % max(1, args.steps // 20) == 0 or step == args.steps):
-            rate = tokens / (time.perf_counter() - start)
-            print(f"[{'#' * int(20 * step / args.steps):<20}] step {step}/{args.steps} loss {last:.4f} tokens/s {rate:,.0f}",
-                  flush=True)
-        if args.save_every and step % args.save_every == 0:
-            save_all(task, head, rank, world)
+        opt.zero_grad(set_to_none=True)
+        history.append(step_loss)
+        if timed is None:  # the first step compiles and warms up: tokens/s counts from the second
+            timed = time.perf_counter()
+        else:
+            tokens += mean_over_ranks(step_tokens, world, device) * world
+        row = {"step": step, "loss": step_loss, "lr": lr_at(step, args), "grad_norm": norm}
+        if (held and args.eval_every and step % args.eval_every == 0) or (held and step == args.steps):
+            row.update(evaluate(task, held, kind, special, args, device))
+        metrics.append(row)
+        if rank == 0 and (step % max(1, args.steps // 20) == 0 or step == args.steps or "eval_loss" in row):
+            spent = time.perf_counter() - timed
+            rate = f"{tokens / spent:,.0f}" if spent > 0 and tokens else "-"  # from the second step on
+            eta = spent / max(1, step - first) * (args.steps - step)
+            evals = "".join(f" {k} {v:.4f}" for k, v in row.items() if k.startswith("eval_"))
+            done = int(20 * step / args.steps)
+            print(f"[{'#' * done:<20}] step {step}/{args.steps} loss {step_loss:.4f} lr {row['lr']:.2e} "
+                  f"tokens/s {rate} eta {eta:.0f}s{evals}", flush=True)
+        if args.save_every and step % args.save_every == 0 and step < args.steps:
+            save(step)
     if history and rank == 0:
         k = max(1, min(5, len(history) // 2))
         print(f"mean loss of the first {k} steps {sum(history[:k]) / k:.4f} -> last {k} steps {sum(history[-k:]) / k:.4f}")
-    saved = save_all(task, head, rank, world)
+    plain = save(max(step, first - 1))
     if rank == 0:
-        print("saved: model.safetensors, adapter_model.safetensors, adapter_config.json"
-              + (", classifier_head.safetensors" if head is not None else ""))
+        print(f"saved: {folder}")
         if args.merge:
-            print(f"merged model written to {merge(saved)}")
+            merged = runs.merge(plain, folder, {"steps": step, "run": os.path.basename(folder), "lr": args.lr})
+            print(f"merged model written to {merged}")
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    if history and not math.isfinite(last):
-        fail("the loss is not finite.")
-
-
-def save_all(task: Task, head, rank: int, world: int) -> torch.nn.Module | None:
-    """Every rank gathers (FSDP), rank 0 writes model.safetensors, the PEFT adapter and the head; returns the copy."""
-    sharded = world > 1 and any(hasattr(p, "full_tensor") for p in task.model.parameters())
-    model = plain_model(task.model) if sharded else task.model
-    if head is not None and sharded:
-        head_state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in head.state_dict().items()}
-        head = ClassificationHead(*head.classifier.weight.shape[::-1])
-        head.load_state_dict({k: v.cpu() for k, v in head_state.items()})
-    if rank == 0:
-        save(model)
-        if head is not None:
-            save_head(head)
-    return model
 
 
 if __name__ == "__main__":

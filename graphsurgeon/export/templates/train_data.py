@@ -79,23 +79,50 @@ def special_ids() -> set[int]:
 
 # ----------------------------------------------------------------------------- data
 
+def _encode(text: str, tok) -> list[int]:
+    encoded = tok.encode(text)
+    return list(encoded.ids if hasattr(encoded, "ids") else encoded)
+
+
+def _need_tokenizer(path: str):
+    tok = _tokenizer()
+    if tok is None:
+        fail(f"there is no tokenizer in {HERE}, so {path} cannot be tokenized; give JSONL of token ids instead "
+             '({"input_ids": [...]} per line).')
+    return tok
+
+
 def tokenize_text(path: str) -> list[int]:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError as err:
         fail(f"{path} is not UTF-8 text (byte {err.start}); convert it to UTF-8 or give JSONL of token ids.")
-    tok = _tokenizer()
-    if tok is None:
-        fail(f"there is no tokenizer in {HERE}, so {path} cannot be tokenized; give JSONL of token ids instead "
-             '({"input_ids": [...]} per line).')
-    encoded = tok.encode(text)
-    return encoded.ids if hasattr(encoded, "ids") else list(encoded)
+    return _encode(text, _need_tokenizer(path))
+
+
+def _ids(row: dict, vocab: int, path: str, tok: list) -> list[int]:
+    """A row's token ids: its "input_ids" (integers in the vocabulary), or its "text" tokenized."""
+    if "input_ids" not in row:
+        if not isinstance(row.get("text"), str):
+            raise ValueError('it has neither "input_ids" nor a "text" string')
+        if not tok:
+            tok.append(_need_tokenizer(path))
+        ids = _encode(row["text"], tok[0])
+        if not ids:
+            raise ValueError("its text gives no tokens")
+        return ids
+    ids = row["input_ids"]
+    if isinstance(ids, list) and any(isinstance(i, bool) for i in ids):
+        raise ValueError("input_ids holds true/false; token ids are integers")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+        raise ValueError(f"input_ids must be a non-empty list of integers in [0, {vocab})")
+    return ids
 
 
 def read_jsonl(path: str, vocab: int) -> list[tuple[list[int], object]]:
     """Examples (token ids, label or None); a malformed line stops with its line number."""
-    examples = []
+    examples, tok = [], []
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
@@ -108,26 +135,23 @@ def read_jsonl(path: str, vocab: int) -> list[tuple[list[int], object]]:
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError(f"it is a JSON {type(row).__name__}, not an object")
-            if "input_ids" not in row:
-                raise ValueError("it has no \"input_ids\"" + (" (text must be tokenized into input_ids first)"
-                                                               if "text" in row else ""))
-            ids = row["input_ids"]
-            if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
-                raise ValueError(f"input_ids must be a non-empty list of integers in [0, {vocab})")
+            ids = _ids(row, vocab, path, tok)
             label = row.get("label", row.get("labels"))
-        except (ValueError, KeyError, TypeError) as err:
+            if isinstance(label, bool) or isinstance(label, list) and any(isinstance(x, bool) for x in label):
+                raise ValueError("its label is true/false; give the class number (0, 1, …)")
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             fail(f"{path} line {number} is malformed ({err}); each line must be like "
-                 '{"input_ids": [1, 2, 3]} (optionally with "label": 0).')
+                 '{"input_ids": [1, 2, 3]} or {"text": "..."} (optionally with "label": 0).')
         examples.append((ids, label))
     if not examples:
         fail(f"{path} has no examples.")
     return examples
 
 
-def load_examples(args, vocab: int) -> list[tuple[list[int], object]]:
-    """Examples of at most seq-len tokens: a text file is cut into full sequences, JSONL rows are kept (long
-    unlabeled rows cut into pieces) and padded in the batch."""
-    if args.synthetic:
+def load_examples(args, vocab: int, path: str | None = None) -> list[tuple[list[int], object]]:
+    """Examples of at most seq-len tokens from `path` (default --data): a text file is cut into full sequences,
+    JSONL rows are kept (long unlabeled rows cut into pieces) and padded in the batch."""
+    if args.synthetic and path is None:
         gen = torch.Generator().manual_seed(args.seed)
         out = []  # a learnable task: short repeating patterns, so the loss visibly drops
         for i in range(16):
@@ -136,22 +160,58 @@ def load_examples(args, vocab: int) -> list[tuple[list[int], object]]:
             ids = (base * (args.seq_len // period + 1))[: args.seq_len]
             out.append((ids, synthetic_label(ids[0] % args.num_labels, args.num_labels, args.problem_type)))
         return out
-    if not args.data:
+    path = path or args.data
+    if not path:
         fail("give training data: --synthetic, --data file.txt or --data file.jsonl.")
-    if os.path.isdir(args.data):
-        fail(f"{args.data} is a folder; give a text file (.txt) or a JSONL file (.jsonl).")
-    if not os.path.exists(args.data):
-        fail(f"the data file {args.data} does not exist.")
-    if args.data.endswith((".jsonl", ".json")):
-        rows = read_jsonl(args.data, vocab)
+    if os.path.isdir(path):
+        fail(f"{path} is a folder; give a text file (.txt) or a JSONL file (.jsonl).")
+    if not os.path.exists(path):
+        fail(f"the data file {path} does not exist.")
+    if path.endswith((".jsonl", ".json")):
+        rows = read_jsonl(path, vocab)
         if all(label is not None for _, label in rows):
             return [(ids[: args.seq_len], label) for ids, label in rows]
         return [(ids[k:k + args.seq_len], None) for ids, _ in rows for k in range(0, len(ids), args.seq_len)]
-    stream = tokenize_text(args.data)
+    stream = tokenize_text(path)
     n = len(stream) // args.seq_len
     if n == 0:
-        fail(f"{args.data} has {len(stream)} tokens, fewer than one sequence of --seq-len {args.seq_len}.")
+        fail(f"{path} has {len(stream)} tokens, fewer than one sequence of --seq-len {args.seq_len}.")
     return [(stream[k * args.seq_len:(k + 1) * args.seq_len], None) for k in range(n)]
+
+
+def split_eval(examples: list, args, vocab: int) -> tuple[list, list]:
+    """(training examples, held-out examples): --eval-data, or the --eval-split fraction of the data (seeded)."""
+    if args.eval_data:
+        return examples, load_examples(args, vocab, args.eval_data)
+    if not args.eval_split:
+        return examples, []
+    held = max(1, round(len(examples) * args.eval_split))
+    if held >= len(examples):
+        fail(f"--eval-split {args.eval_split} of {len(examples)} examples leaves none to train on; give more data or a "
+             "smaller --eval-split.")
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    return [examples[i] for i in order[held:]], [examples[i] for i in order[:held]]
+
+
+def check_labels(rows: list, source, classifier: bool, args) -> None:
+    """Every row of a classifier's data has a label the head can take (a class below --num-labels)."""
+    if not classifier or not rows:
+        return
+    for number, (_, label) in enumerate(rows, 1):
+        if label is None:
+            fail(f"{source} has rows without a label; this model trains a classifier, so give \"label\" on every line.")
+        classes = [label] if isinstance(label, int) else label if isinstance(label, list) else []
+        single = args.num_labels > 1 and args.problem_type in (None, "single_label_classification")
+        if single and any(isinstance(c, int) and c != -100 and not 0 <= c < args.num_labels for c in classes):
+            fail(f"{source} example {number} has label {label}, but the classifier has {args.num_labels} classes "
+                 f"(0 to {args.num_labels - 1}); fix the labels or pass --num-labels (models without a head).")
+
+
+def eval_batches(examples: list, size: int, kind: str | None, special: dict, seed: int):
+    """The held-out examples in order, `size` at a time (masked-LM masking seeded: the same every evaluation)."""
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, len(examples), size):
+        yield batch(examples, list(range(start, min(start + size, len(examples)))), kind, special, gen)
 
 
 def synthetic_label(k: int, num_labels: int, problem_type: str | None):
