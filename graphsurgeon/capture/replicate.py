@@ -131,6 +131,9 @@ def plan(model: torch.nn.Module) -> Plan | None:
     for s in stacks:
         s.keep = keep_by_len[s.length]
     if all(s.length - s.keep < MIN_GAIN for s in stacks):
+        unlike = next((s for s in stacks if len(set(s.kinds)) == s.length), None)
+        if unlike is not None:  # say why a deep model is slow to capture
+            raise NotReplicable(f"no two layers of {unlike.path} are alike ({_first_difference(modules[unlike.path])})")
         return None
     twin_config = copy.deepcopy(config)
     changed = _cut_config(twin_config, keep_by_len)
@@ -138,6 +141,20 @@ def plan(model: torch.nn.Module) -> Plan | None:
     if not counts:
         raise NotReplicable("no config field holds the number of layers, so a shallower twin cannot be built")
     return Plan(stacks, twin_config, changed)
+
+
+def _first_difference(mlist: torch.nn.ModuleList) -> str:
+    """What first tells layers 0 and 1 apart: "attn.scaling 0.25 ≠ 0.125"."""
+    for (path, cls, attrs, tensors), (_p, cls1, attrs1, tensors1) in zip(layer_signature(mlist[0]), layer_signature(mlist[1])):
+        where = path or "the layer"
+        if cls != cls1:
+            return f"{where} is a {cls} in one and a {cls1} in the other"
+        for (k, v), (_k, v1) in zip(attrs, attrs1):
+            if v != v1:
+                return f"{where}.{k} is {v} in layer 0 and {v1} in layer 1"
+        if attrs != attrs1 or tensors != tensors1:
+            return f"{where} holds other attributes or tensors"
+    return "their per-layer config values differ"
 
 
 def _keep(kinds: list[int]) -> int:
@@ -169,6 +186,9 @@ def _cut_config(config, keep_by_len: dict[int, int]) -> list[str]:
 def build_twin(model: torch.nn.Module, the_plan: Plan) -> torch.nn.Module:
     """The shrunk-depth twin on the meta device, holding the full model's tensors under the same names; raises
     NotReplicable when its layers are not the full model's first layers or its other modules differ."""
+    hooked = next((p for p, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks), None)
+    if hooked is not None:
+        raise NotReplicable(f"{hooked or 'the model'} has forward hooks, which a twin built from the config would not have")
     attn = getattr(model, "_graphsurgeon_attn", None) or getattr(model.config, "_attn_implementation", None)
     cls = type(model)
     try:

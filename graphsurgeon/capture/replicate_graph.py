@@ -19,7 +19,6 @@ from typing import Callable
 
 import torch
 import torch.fx
-from torch.export.unflatten import _assign_attr, _AttrKind
 
 from graphsurgeon.capture.replicate import NotReplicable, Stack
 
@@ -226,7 +225,7 @@ def _copy_layer(graph: torch.fx.Graph, layers: _Layers, b: int, i: int,
     for x in layers.nodes[b]:
         if x.op == "get_attr":
             target = _swap_path(x.target, old, new)
-            node = graph.create_node("get_attr", target, name=target.replace(".", "_"))
+            node = graph.create_node("get_attr", target, name=graph._target_to_str(target))  # as Graph.get_attr names it
         else:
             node = graph.create_node(x.op, x.target, torch.fx.map_arg(x.args, arg), torch.fx.map_arg(x.kwargs, arg),
                                      name=re.sub(r"_\d+$", "", x.name), type_expr=x.type)
@@ -256,13 +255,25 @@ def _order_and_bind(gm: torch.fx.GraphModule, model: torch.nn.Module) -> None:
     first = next(n for n in graph.nodes if n.op != "get_attr")
     for node in sorted(attrs, key=lambda n: rank[n.target]):
         first.prepend(node)
-        r = rank[node.target]
         owner_path, _, leaf = node.target.rpartition(".")
-        if r < n_params:
-            _assign_attr(tensors[node.target], gm, node.target, attr_kind=_AttrKind.PARAMETER)
+        owner = _submodule(gm, owner_path)
+        if rank[node.target] < n_params:
+            owner.register_parameter(leaf, tensors[node.target])
         else:
-            persistent = leaf not in modules[owner_path]._non_persistent_buffers_set
-            _assign_attr(tensors[node.target], gm, node.target, attr_kind=_AttrKind.BUFFER, persistent=persistent)
+            owner.register_buffer(leaf, tensors[node.target],
+                                  persistent=leaf not in modules[owner_path]._non_persistent_buffers_set)
+
+
+def _submodule(root: torch.nn.Module, path: str) -> torch.nn.Module:
+    """The module at `path` under root, plain Modules created where missing (as ep.module() lays out its state)."""
+    m = root
+    for part in path.split(".") if path else ():
+        nxt = m._modules.get(part)
+        if nxt is None:
+            nxt = torch.nn.Module()
+            m.add_module(part, nxt)
+        m = nxt
+    return m
 
 
 def attr_order_holds(gm: torch.fx.GraphModule, model: torch.nn.Module) -> bool:
