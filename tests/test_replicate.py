@@ -169,3 +169,13 @@ def test_progress_line_only_on_a_terminal_or_when_asked(monkeypatch, capsys):
     p("capturing x")
     p("replicating y")
     assert [line.split(" … ")[0] for line in plain.getvalue().splitlines()] == ["capturing x", "replicating y"]
+
+
+def test_a_meta_capture_of_a_folder_replicates_and_materializes_to_the_real_weights(tmp_path):
+    model, _rep, full = pair("gpt2")
+    model.save_pretrained(tmp_path / "gpt2-6")
+    cm = capture(str(tmp_path / "gpt2-6"), meta=True)
+    assert cm.replicated == "transformer.h: 2 of 6 layers captured" and cm.is_meta
+    cm.materialize()
+    ids = torch.randint(0, 128, (2, 5), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(cm.run(input_ids=ids)["logits"], full.run(input_ids=ids)["logits"], rtol=1e-5, atol=1e-5)

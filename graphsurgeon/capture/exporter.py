@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import traceback
 
@@ -253,7 +254,9 @@ def _capture_replicated(model, *, progress, **kw) -> tuple[CapturedModel | None,
         if not attr_order_holds(cm.gm, twin):
             raise NotReplicable("its parameters are not read in the model's order")
         expand(cm.gm, model, the_plan.stacks, progress)
-    except (NotReplicable, CaptureError) as why:
+    except Exception as why:  # noqa: BLE001 - whatever stops replication, the full capture below still stands
+        if not isinstance(why, (NotReplicable, CaptureError)) and os.environ.get("GRAPHSURGEON_STRICT"):
+            raise  # tests: a bug in replication is a failure, not a slow capture
         depth = f"all {the_plan.stacks[0].length} layers" if the_plan else "every layer"
         return None, f"captured {depth} one by one: a layer could not be replicated ({why})"
     _no_cache(model)
