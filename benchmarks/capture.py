@@ -1,7 +1,13 @@
 """Capture benchmark: graphsurgeon's capture + derive vs the bare torch.export call, view derivation, and
 Llama-2-7B's architecture on the meta device (time and peak RSS, measured in a child process).
 
-Run: .venv/bin/python benchmarks/capture.py   (prints a table; targets in the last column)
+Depth (issue 22, capture one block per layer kind and replicate the rest): `inspect --meta` of the Llama-3-70B
+architecture (a config folder; wall time of the whole command in a new process, and its peak RSS) replicated vs
+traced layer by layer (the peer, `replicate=False`), capture time against depth (2 → 80 layers of that
+architecture, one warm process), and `inspect --meta --tree` of a 5,000-layer config.
+
+Run: .venv/bin/python benchmarks/capture.py            (prints a table; targets in the last column)
+     .venv/bin/python benchmarks/capture.py --depth    (the depth rows only)
 """
 
 from __future__ import annotations
@@ -54,9 +60,102 @@ def llama_child() -> None:
     print(f"{dt:.3f} {rss_mb:.0f} {cm.blocks().param_count(''):d}")
 
 
+LLAMA3_70B = dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                  num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+                  architectures=["LlamaForCausalLM"])
+
+
+def _config_folder(root: str, name: str, **fields) -> str:
+    import transformers
+
+    folder = os.path.join(root, name)
+    transformers.LlamaConfig(**fields).save_pretrained(folder)
+    return folder
+
+
+def inspect_child(folder: str, replicate: bool) -> None:
+    """Runs in a child: what `graphsurgeon inspect FOLDER --meta` does (capture, derive the root view); peak RSS in MB."""
+    cm = capture(folder, meta=True, replicate=replicate)
+    cm.blocks().view("")
+    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} {cm.replicated or '-'}")
+
+
+def _timed_child(*args: str, timeout: int = 900) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True, timeout=timeout)
+    return time.perf_counter() - t0, out.stdout.strip()
+
+
+def depth_sweep(layers: list[int]) -> dict[int, float]:
+    """capture() seconds of the Llama-3-70B architecture on meta at each depth, in this (warm) process."""
+    import transformers
+
+    fields = {k: v for k, v in LLAMA3_70B.items() if k != "architectures"}
+    capture(_meta_llama(transformers, fields, 2))  # warm
+    out = {}
+    for n in layers:
+        model = _meta_llama(transformers, fields, n)
+        t0 = time.perf_counter()
+        capture(model)
+        out[n] = time.perf_counter() - t0
+    return out
+
+
+def _meta_llama(transformers, fields: dict, layers: int):
+    with torch.device("meta"):
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**fields, "num_hidden_layers": layers})).eval()
+
+
+def depth_rows() -> list[tuple[str, str, str]]:
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="graphsurgeon-bench-")
+    big = _config_folder(root, "llama3-70b", **LLAMA3_70B)
+    rep_s, rep_out = _timed_child("--inspect-child", big, "1")
+    full_s, full_out = _timed_child("--inspect-child", big, "0")
+    rep_mb, full_mb = float(rep_out.split()[0]), float(full_out.split()[0])
+    sweep = depth_sweep([2, 10, 20, 40, 80])
+    deep = _config_folder(root, "deep5000", hidden_size=256, intermediate_size=512, num_hidden_layers=5000,
+                          num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, max_position_embeddings=512,
+                          architectures=["LlamaForCausalLM"])
+    env = {**os.environ, "GRAPHSURGEON_PROGRESS": "1"}
+    t0 = time.perf_counter()
+    try:
+        run = subprocess.run([sys.executable, "-m", "graphsurgeon", "inspect", deep, "--meta", "--tree", "--depth", "1"],
+                             capture_output=True, text=True, env=env, timeout=600)
+        deep_s, progress = f"{time.perf_counter() - t0:.1f} s", len([ln for ln in run.stderr.splitlines() if " … " in ln])
+        deep_s += "" if run.returncode == 0 else f" (exit {run.returncode})"
+    except subprocess.TimeoutExpired as err:
+        deep_s = "> 600 s"
+        progress = len([ln for ln in (err.stderr or b"").decode().splitlines() if " … " in ln])
+    return [
+        ("Llama-3-70B arch: inspect --meta, replicated (new process)", f"{rep_s:.1f} s", "<= 5 s"),
+        ("Llama-3-70B arch: inspect --meta, every layer traced (peer)", f"{full_s:.1f} s", "peer"),
+        ("  ratio replicated / traced", f"{rep_s / full_s:.2f}x", ""),
+        ("Llama-3-70B arch: peak RSS replicated / traced", f"{rep_mb / 1024:.2f} / {full_mb / 1024:.2f} GB", "<= 0.6 GB"),
+        *[(f"capture() of the 70B arch at {n} layers (warm)", f"{t:.2f} s", "") for n, t in sweep.items()],
+        ("  ratio 80 layers / 2 layers", f"{sweep[80] / sweep[2]:.2f}x", "<= 1.2x"),
+        ("5,000-layer config: inspect --meta --tree (new process)", deep_s, "<= 30 s"),
+        ("  progress lines on stderr (GRAPHSURGEON_PROGRESS=1)", f"{progress}", ">= 1"),
+    ]
+
+
+def print_rows(rows) -> None:
+    w = max(len(r[0]) for r in rows)
+    print(f"{'measure'.ljust(w)}  {'value':>14}  target")
+    for name, value, target in rows:
+        print(f"{name.ljust(w)}  {value:>14}  {target}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--llama-child":
         llama_child()
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--inspect-child":
+        inspect_child(sys.argv[2], sys.argv[3] == "1")
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--depth":
+        print_rows(depth_rows())
         return
     bare_export_gpt2(), ours_gpt2()  # warm both paths (imports, first-call caches)
     bare, ours = [], []
@@ -90,11 +189,9 @@ def main() -> None:
         ("derive the largest level (transformer, 12 layers), median", f"{statistics.median(root_ms):.2f} ms", ""),
         (f"Llama-2-7B architecture on meta ({int(llama_params) / 1e9:.2f}B params): time", f"{float(llama_s):.2f} s", "<= 15 s"),
         ("Llama-2-7B architecture on meta: peak RSS of the process", f"{float(llama_mb) / 1024:.2f} GB", "<= 1.5 GB"),
+        *depth_rows(),
     ]
-    w = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(w)}  {'value':>10}  target")
-    for name, value, target in rows:
-        print(f"{name.ljust(w)}  {value:>10}  {target}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

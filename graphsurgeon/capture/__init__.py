@@ -46,7 +46,8 @@ def _build(recipe: ModelRecipe, meta: bool, attn: str, allow_missing: bool, allo
 
 def capture(source, *, meta: bool = False, eager_attention: bool = False,
             example_inputs: dict | None = None, dynamic: dict | None = None,
-            allow_missing_weights: bool = False, allow_nonfinite: bool = False, model=None):
+            allow_missing_weights: bool = False, allow_nonfinite: bool = False, model=None, replicate: bool = True,
+            progress=None):
     """Capture a preset name, a local Hugging Face folder, a cached hub id, or an nn.Module into a CapturedModel.
 
     meta=True builds the model on the meta device: the architecture only, no weight memory;
@@ -54,21 +55,26 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
     either way; allow_missing_weights lets tensors missing from it start random, allow_nonfinite keeps weights holding
     NaN / inf (the weights note says so).
     `model`: the same source already built by `build_model` with the same meta / eager_attention (not built again).
+    replicate: capture two layers of each layer kind and replicate the rest (False: trace every layer).
+    progress: called with a line of text on what runs (the CLI prints it on stderr).
     """
     import torch
 
     from graphsurgeon.capture.exporter import capture_hf_model
 
     if isinstance(source, torch.nn.Module):
-        return capture_module(source, example_inputs, dynamic=dynamic)
+        return capture_module(source, example_inputs, dynamic=dynamic, replicate=replicate, progress=progress)
     recipe = resolve(str(source))
     if model is None:
+        if progress is not None:
+            progress(f"building {recipe.name}")
         model = _build(recipe, meta, "eager" if eager_attention else "sdpa", allow_missing_weights, allow_nonfinite)
     attn = model._graphsurgeon_attn
     cm = capture_hf_model(model, name=recipe.name, weights=model._graphsurgeon_weights, config=dict(recipe.config),
                           attn=attn, materializer=lambda: recipe.build("cpu", attn_implementation=attn,
                                                                        allow_missing=allow_missing_weights,
-                                                                       allow_nonfinite=allow_nonfinite))
+                                                                       allow_nonfinite=allow_nonfinite),
+                          replicate=replicate, progress=progress)
     cm.notes[:0] = model._graphsurgeon_notes
     cm.weights_note = model._graphsurgeon_note
     if meta:  # what materialize() will give it: said before an export loads or writes anything
@@ -82,7 +88,8 @@ def refuses_sdpa(err: BaseException) -> bool:
     return "scaled_dot_product_attention" in text or "does not support an attention implementation" in text
 
 
-def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None = None):
+def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None = None, replicate: bool = True,
+                   progress=None):
     """Capture any nn.Module called as module(**example_inputs)."""
     from graphsurgeon.capture.exporter import capture_hf_model, export_module
     from graphsurgeon.errors import CaptureError
@@ -91,7 +98,8 @@ def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None 
     if not example_inputs:
         if hasattr(module, "config"):
             return capture_hf_model(module, name=type(module).__name__, weights="real", config=module.config.to_dict(),
-                                    attn=getattr(module.config, "_attn_implementation", None))
+                                    attn=getattr(module.config, "_attn_implementation", None), replicate=replicate,
+                                    progress=progress)
         raise CaptureError(f"capturing a plain {type(module).__name__} needs example_inputs={{name: tensor}}.")
     gm, dims, outputs = export_module(module, example_inputs, dynamic=dynamic, name=type(module).__name__)
     meta_dev = any(p.is_meta for p in module.parameters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import traceback
 
@@ -215,11 +216,59 @@ def forward_accepts(model: torch.nn.Module, arg: str) -> bool:
 
 
 def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config: dict | None,
-                     attn: str, materializer=None) -> CapturedModel:
+                     attn: str, materializer=None, replicate: bool = True, progress=None) -> CapturedModel:
     """Capture a Hugging Face model with (batch, seq) dynamic token inputs and its HF conventions recorded.
 
     Encoder-decoder models (T5, BART) also get decoder_input_ids with their own dynamic length `dec_seq`.
+    replicate: capture a shallow twin (two layers of each layer kind) and replicate its layers to full depth
+    (capture/replicate.py); a model whose layers cannot be shown alike is captured whole, and a note says why.
+    progress: called with one line of text on what runs, at most every half second or so.
     """
+    note = ""
+    if replicate:
+        cm, note = _capture_replicated(model, name=name, weights=weights, config=config, attn=attn,
+                                       materializer=materializer, progress=progress)
+        if cm is not None:
+            return cm
+    if progress is not None:
+        progress(f"capturing {name} (torch.export)")
+    cm = _capture_whole(model, name=name, weights=weights, config=config, attn=attn, materializer=materializer)
+    if note:
+        cm.notes.append(note)
+    return cm
+
+
+def _capture_replicated(model, *, progress, **kw) -> tuple[CapturedModel | None, str]:
+    """(the capture grown from a shallow twin, "") — or (None, why not) when it cannot be shown equal."""
+    from graphsurgeon.capture.replicate import NotReplicable, build_twin, plan
+    from graphsurgeon.capture.replicate_graph import attr_order_holds, expand
+
+    the_plan = None
+    try:
+        the_plan = plan(model)
+        if the_plan is None:
+            return None, ""
+        twin = build_twin(model, the_plan)
+        if progress is not None:
+            progress(f"capturing {kw['name']}: {the_plan.summary()} (torch.export)")
+        cm = _capture_whole(twin, **kw)
+        if not attr_order_holds(cm.gm, twin):
+            raise NotReplicable("its parameters are not read in the model's order")
+        expand(cm.gm, model, the_plan.stacks, progress)
+    except Exception as why:  # noqa: BLE001 - whatever stops replication, the full capture below still stands
+        if not isinstance(why, (NotReplicable, CaptureError)) and os.environ.get("GRAPHSURGEON_STRICT"):
+            raise  # tests: a bug in replication is a failure, not a slow capture
+        depth = f"all {the_plan.stacks[0].length} layers" if the_plan else "every layer"
+        return None, f"captured {depth} one by one: a layer could not be replicated ({why})"
+    _no_cache(model)
+    cm.module_classes = {p: type(m).__name__ for p, m in model.named_modules()}
+    cm.replicated = the_plan.summary()
+    return cm, ""
+
+
+def _capture_whole(model: torch.nn.Module, *, name: str, weights: str, config: dict | None,
+                   attn: str, materializer=None) -> CapturedModel:
+    """torch.export of the model as it is, every layer traced."""
     device = "meta" if any(p.is_meta for p in model.parameters()) else "cpu"
     inputs = example_token_inputs(model, device, token_input_names(model))
     dynamic = default_dynamic(inputs)

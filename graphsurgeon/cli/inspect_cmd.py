@@ -31,9 +31,15 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
 
 def capture_args(args):
     """Capture the model the arguments name; a partly random model is said on stderr."""
-    cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention,
-                 allow_missing_weights=getattr(args, "allow_missing_weights", False),
-                 allow_nonfinite=getattr(args, "allow_nonfinite", False))
+    from graphsurgeon.cli.progress import Progress
+
+    progress = args.progress = Progress()
+    try:
+        cm = capture(args.model, meta=args.meta, eager_attention=args.eager_attention,
+                     allow_missing_weights=getattr(args, "allow_missing_weights", False),
+                     allow_nonfinite=getattr(args, "allow_nonfinite", False), progress=progress)
+    finally:
+        progress.done()
     if "partial" in (cm.weights, cm.materializes_to) or NONFINITE_NOTE in cm.weights_note:
         print(f"warning: {cm.materialize_note if cm.is_meta else cm.weights_note}.", file=sys.stderr)
     for note in cm.notes:  # what capture chose: eager attention, a sequence bound
@@ -55,7 +61,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     cm = capture_args(args)
-    bg = cm.blocks()
+    args.progress(f"deriving the block view of {len(cm.gm.graph.nodes):,} nodes")
+    try:
+        bg = cm.blocks()
+        bg.sem.problems
+    finally:
+        args.progress.done()
     for problem in bg.sem.problems:
         print(f"note: names and groups are partial ({problem})", file=sys.stderr)
     if args.path is not None or not args.tree:

@@ -33,6 +33,7 @@ class CapturedModel:
     materializes_to: str = ""  # for a meta capture: the `weights` materialize() will give ("" = unknown)
     materialize_note: str = ""  # for a meta capture: the weights_note materialize() will give
     optional_inputs: dict[str, str] = field(default_factory=dict)  # input -> "ones"/"zeros" like the first input when omitted (HF)
+    replicated: str = ""  # what capture replicated instead of tracing ("model.layers: 2 of 80 layers captured")
     hf_loss: dict | None = None  # {"loss_type", "num_labels", "problem_type"}: the loss HF computes from labels
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)

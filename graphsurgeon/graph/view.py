@@ -81,9 +81,13 @@ class BlockGraph:
         for node in gm.graph.nodes:
             if node in self.chain and node not in self.hidden:
                 self.tree.add_chain(self.chain[node])
+        by_module: dict[str, list] = {}  # innermost module -> its nodes
+        for n, c in self.chain.items():
+            if c:
+                by_module.setdefault(c[-1], []).append(n)
         for path in self.tree.classes:
             if path and path not in self.tree.kinds and self.sem.module_role(path) == "activation":
-                title = activation_title([n for n, c in self.chain.items() if c and c[-1] == path])
+                title = activation_title(by_module.get(path, []))
                 if title:
                     self.tree.subtitles[path] = title
         self._param_counts = self._count_parameters()

@@ -185,7 +185,8 @@ def _module_at(node: torch.fx.Node, parent: str) -> str | None:
 
 def _describe(nodes: list[torch.fx.Node], roles, fn: str) -> tuple[str, str]:
     """(kind, title) from the roles of the ops inside."""
-    cores = [a for a in roles.attentions if a.core in nodes]
+    inside = set(nodes)
+    cores = [a for a in roles.attentions if a.core in inside]
     if cores:
         return "attention", "Scaled dot-product attention" if cores[0].kind == "sdpa" else "Eager attention"
     if sum(n in roles.rotary for n in nodes) >= len(nodes) / 2:

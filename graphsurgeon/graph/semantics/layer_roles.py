@@ -72,11 +72,11 @@ def mark_mlps(roles: Roles, gm: torch.fx.GraphModule) -> None:
                     roles.modules[hit["module"]] = "mlp_up"
     ups = [p for p, r in roles.modules.items() if r in ("mlp_up", "mlp_gate")]
     downs = [p for p, r in roles.modules.items() if r == "mlp_down"]
+    down_parents = {d.rpartition(".")[0] for d in downs}  # an MLP is the module holding both, right above them
     for up in ups:
-        for down in downs:
-            parent = _common_parent(up, down)
-            if parent and parent not in roles.modules and parent.count(".") >= max(up.count("."), down.count(".")) - 1:
-                roles.modules[parent] = "mlp"
+        parent = up.rpartition(".")[0]
+        if parent and parent in down_parents and parent not in roles.modules:
+            roles.modules[parent] = "mlp"
 
 
 def _users_through_shape(node: torch.fx.Node, hops: int = 3) -> list[torch.fx.Node]:
@@ -99,16 +99,6 @@ def _source_through_shape(node, hops: int = 4):
 
 def _other_projection(mul: torch.fx.Node, act: torch.fx.Node) -> bool:
     return any(projection(_source_through_shape(a) or a) is not None for a in tensor_args(mul) if a is not act)
-
-
-def _common_parent(a: str, b: str) -> str:
-    pa, pb = a.split("."), b.split(".")
-    common = []
-    for x, y in zip(pa, pb):
-        if x != y:
-            break
-        common.append(x)
-    return ".".join(common)
 
 
 _ELEMENTWISE = {"mul", "add", "sub", "div", "pow", "neg", "exp", "log", "sqrt", "rsqrt", "reciprocal", "clamp",
