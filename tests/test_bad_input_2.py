@@ -72,7 +72,7 @@ WEIGHTS = [  # (case, how the valid folder is broken, extra arguments, what the 
     ("architectures_not_a_model_class", _config("architectures", ["AutoTokenizer"]), [],
      "names 'AutoTokenizer' in architectures, which is not a transformers model class"),
     ("an_exported_folder", lambda f: [(f / n).write_text("{}") for n in ("surgery.json", "model.py")], [],
-     "is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open its merged/ folder"),
+     "is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open a run's merged folder"),
     ("index_names_a_missing_shard", lambda f: (f / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {"wte.weight": "model-00002-of-00002.safetensors"}})), [],
      "lists the shard model-00002-of-00002.safetensors, which is not in"),

@@ -322,7 +322,7 @@ def _from_folder(path: Path, name: str) -> ModelRecipe:
         except (OSError, ValueError, AttributeError):
             original = "MODEL"
         raise SourceError(f"{name} is a graphsurgeon export, whose model.safetensors holds the LoRA weights too; open "
-                          "its merged/ folder (python train.py --merge-only there), or replay it on the original model: "
+                          "a run's merged folder (python train.py --merge-only runs/NAME there writes runs/NAME/merged), or replay it on the original model: "
                           f"graphsurgeon lora {original} --recipe {path / 'surgery.json'}.")
     shapes = _weights_in(path, name)
     if shapes is None:
