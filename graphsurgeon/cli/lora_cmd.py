@@ -178,6 +178,7 @@ def run(args) -> int:
         result = export_folder(cm, args.out, force=args.force, random_weights=args.random_weights)
         data["out"] = str(args.out)
         data["exported_weights"] = {"kind": result.weights, "note": result.weights_note}
+        data["self_check"] = result.check
     if args.recipe_out:
         from graphsurgeon.surgery.recipe import save_recipe
 
@@ -203,6 +204,7 @@ def run(args) -> int:
         loud = {"random": " — RANDOM weights, not a trained model (README.md says so)",
                 "partial": " — some weights random (README.md says which)"}.get(result.weights, "")
         print(f"exported to {args.out}{loud}")
+        print(result.check)
     return 0 if not diags else 1
 
 

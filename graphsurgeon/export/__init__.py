@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
+from graphsurgeon.export.verify import self_check
 from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
 
@@ -43,6 +44,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)  # what the folder cannot do (e.g. blocks PEFT cannot hold)
     weights: str = "real"  # what model.safetensors holds: "real", "random" or "partial" (some tensors random)
     weights_note: str = ""  # one line on where those weights came from
+    check: str = ""  # what the self-check checked ("model.py checked against the graph: 2 lengths, …")
 
 
 def _validate(cm) -> None:
@@ -108,7 +110,7 @@ def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = Fa
         cm.materialize()
         _validate(cm)
         try:
-            _write_atomically(cm, out)
+            check = _write_atomically(cm, out)
         except OSError as err:
             raise ExportError(_os_sentence(out, err)) from None
         except Exception as err:  # noqa: BLE001 - safetensors' own write error (a full disk) is no OSError
@@ -116,7 +118,7 @@ def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = Fa
                 raise
             raise ExportError(_os_sentence(out, err)) from None
     return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start, adapter_notes(cm),
-                        cm.weights, cm.weights_note)
+                        cm.weights, cm.weights_note, check)
 
 
 def _os_sentence(out: Path, err: BaseException) -> str:
@@ -130,18 +132,20 @@ def _os_sentence(out: Path, err: BaseException) -> str:
     return f"cannot write the export to {out}: {what}; nothing was written, {todo}."
 
 
-def _write_atomically(cm, out: Path) -> None:
+def _write_atomically(cm, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     old = out.with_name(f".{out.name}.old{os.getpid()}")
     try:
-        _write(cm, tmp)
+        with self_check(cm, tmp) as check:  # export/verify.py: model.py is run against the graph before the rename
+            _write(cm, tmp)
         if out.exists():
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         else:
             tmp.rename(out)
+        return check.text
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():  # stopped between the two renames: put the old folder back
