@@ -192,9 +192,9 @@ def run_check(cm, folder: Path, runner: _Runner, *, what: str = "model.py") -> t
                 refuse(folder, f"{what} differs from the captured graph {where} (max diff {diff:.1e} on {name!r}, "
                                f"{_case_text(label, lora)}, tolerance {tol:g})", runner.work)
     runner.send("quit")
-    lengths = len(plan)
+    lengths = f"{len(plan)} lengths" if len(plan) > 1 else "1 length (the model fixes it)"
     lora_text = ", random LoRA" if lora_graph else ", no LoRA"
-    return f"{what} checked against the graph: {lengths} lengths{lora_text}, max diff {worst:.0e}", worst
+    return f"{what} checked against the graph: {lengths}{lora_text}, max diff {worst:.0e}", worst
 
 
 def _case_text(label: str, lora: bool) -> str:
