@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import graphsurgeon.export as export
 from graphsurgeon.cli import main
@@ -19,6 +20,7 @@ from graphsurgeon.surgery import LoRAConfig, add_lora
 
 sys.path.insert(0, str(Path(__file__).parent))
 from surgery_models import fresh  # noqa: E402
+from test_export import load_exported  # noqa: E402
 
 
 @pytest.fixture
@@ -120,3 +122,61 @@ def test_undefined_names_against_python_itself():
             "class B:\n    pass\n")
     assert undefined_names(code) == [("z", 7), ("missing_name", 13)]
     assert undefined_names("x = 1\nprint(x, __file__)\n") == []
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(32, 32) for _ in range(4))
+        self.in_place = in_place
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (m(x).view(b, t, 4, 8).transpose(1, 2) for m in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-1, -2) / 8 ** 0.5
+        if self.in_place:
+            scores += torch.ones(t, t).triu(1) * -1e4  # captured as add_
+        return self.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, 32))
+
+
+class _Model(torch.nn.Module):
+    """Two layers of attention and an MLP that is an nn.Sequential (children named 0, 1, 2) or one Linear."""
+
+    def __init__(self, in_place: bool, sequential: bool):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 32)
+        self.attn = torch.nn.ModuleList([_Attention(in_place) for _ in range(2)])
+        self.ffn = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(),
+                                                            torch.nn.Linear(64, 32)) if sequential
+                                        else torch.nn.Linear(32, 32) for _ in range(2)])
+
+    def forward(self, input_ids):
+        x = self.emb(input_ids)
+        for attn, ffn in zip(self.attn, self.ffn):
+            x = x + attn(x)
+            x = x + ffn(x)
+        return x
+
+
+@pytest.mark.parametrize("in_place, sequential", [(True, False), (False, True)], ids=["add_", "nn.Sequential"])
+def test_layouts_the_generator_may_not_know_are_never_exported_wrong(in_place, sequential, tmp_path, cache):
+    """An export is refused in one sentence or its model.py computes what the module computes (the module itself
+    is the oracle): never a folder that computes something else."""
+    from graphsurgeon.capture import capture
+
+    torch.manual_seed(0)
+    module = _Model(in_place, sequential).eval()
+    cm = capture(module, example_inputs={"input_ids": torch.randint(0, 50, (2, 10))},
+                 dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    try:
+        result = export_folder(cm, tmp_path / "out")
+    except SelfCheckError as err:
+        assert "\n" not in str(err) and not (tmp_path / "out").exists()
+        return
+    assert result.check.startswith("model.py checked against the graph: 2 lengths")
+    ids = torch.randint(0, 50, (3, 7))
+    with torch.no_grad():
+        got = load_exported(tmp_path / "out")(input_ids=ids)
+        want = module(ids)
+    got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values())) if hasattr(got, "values") else got
+    assert (got - want).abs().max() <= 1e-5
