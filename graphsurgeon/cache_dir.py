@@ -1,6 +1,7 @@
 """Where graphsurgeon keeps per-user files: $GRAPHSURGEON_CACHE_DIR, default ~/.cache/graphsurgeon.
 
-One rule for every file kept between runs: the view cache (`views/`) and the editor's autosaves (`autosave/`).
+One rule for every file kept between runs: the view cache (`views/`), the editor's autosaves (`autosave/`) and
+exports the self-check refused, kept for a bug report (`failed-exports/`).
 """
 
 from __future__ import annotations

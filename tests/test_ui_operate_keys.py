@@ -240,6 +240,7 @@ def test_export_folder_writes_the_folder_and_says_how_to_train(qtbot, tmp_path, 
     text = dialogs.messages[0][2]
     assert str(out) in text and all(f in text for f in files)
     assert "python train.py" in text and not win.operate.session.dirty
+    assert "model.py checked against the graph: 2 lengths, random LoRA, max diff " in text  # the self-check ran
 
 
 def test_cancelled_file_dialogs_do_nothing(qtbot, tmp_path, dialogs, monkeypatch):

@@ -180,6 +180,7 @@ def run(args) -> int:
         data["removed_leftovers"] = result.removed
         for name in result.removed:
             print(f"note: removed {name} beside {args.out}, left by an export that was stopped.", file=sys.stderr)
+        data["self_check"] = result.check
     if args.recipe_out:
         from graphsurgeon.surgery.recipe import save_recipe
 
@@ -205,6 +206,7 @@ def run(args) -> int:
         loud = {"random": " — RANDOM weights, not a trained model (README.md says so)",
                 "partial": " — some weights random (README.md says which)"}.get(result.weights, "")
         print(f"exported to {args.out}{loud}")
+        print(result.check)
     return 0 if not diags else 1
 
 

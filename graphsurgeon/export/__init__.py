@@ -15,6 +15,7 @@ from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.destination import Claim, DestinationError, claim
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
+from graphsurgeon.export.verify import self_check
 from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
 
@@ -43,6 +44,7 @@ class ExportResult:
     weights: str = "real"  # what model.safetensors holds: "real", "random" or "partial" (some tensors random)
     weights_note: str = ""  # one line on where those weights came from
     removed: list[str] = field(default_factory=list)  # leftovers of stopped exports to this folder, removed
+    check: str = ""  # what the self-check checked ("model.py checked against the graph: 2 lengths, …")
 
 
 def _validate(cm) -> None:
@@ -109,7 +111,7 @@ def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = Fa
                 check_export(cm, out, force=force, random_weights=random_weights)
                 cm.materialize()
                 _validate(cm)
-                _write_atomically(cm, dest, lambda: check_out_folder(out, force=force, source=cm.source_name))
+                check = _write_atomically(cm, dest, lambda: check_out_folder(out, force=force, source=cm.source_name))
         except DestinationError as err:
             raise ExportError(str(err)) from None
         except OSError as err:
@@ -119,7 +121,7 @@ def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = Fa
                 raise
             raise ExportError(_os_sentence(out, err)) from None
     return ExportResult(out, sorted(p.name for p in out.iterdir()), time.perf_counter() - start, adapter_notes(cm),
-                        cm.weights, cm.weights_note, dest.removed)
+                        cm.weights, cm.weights_note, dest.removed, check)
 
 
 def _os_sentence(out: Path, err: BaseException) -> str:
@@ -133,13 +135,16 @@ def _os_sentence(out: Path, err: BaseException) -> str:
     return f"cannot write the export to {out}: {what}; nothing was written, {todo}."
 
 
-def _write_atomically(cm, dest: Claim, check) -> None:
-    """Write into a temp folder beside the destination, then move it into place (`check`: the destination may still
-    be replaced); anything stopped or refused removes the temp folder."""
+def _write_atomically(cm, dest: Claim, still_free) -> str:
+    """Write into a temp folder beside the destination, run model.py against the graph there (export/verify.py),
+    then move it into place (`still_free`: the destination may still be replaced); anything stopped or refused
+    removes the temp folder. Returns what the self-check checked."""
     tmp = dest.temp_folder()
     try:
-        _write(cm, tmp)
-        dest.move_into_place(tmp, check=check)
+        with self_check(cm, tmp) as checked:
+            _write(cm, tmp)
+        dest.move_into_place(tmp, check=still_free)
+        return checked.text
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -70,6 +70,8 @@ def generate(cm) -> GeneratedModel:
     tail = (TEMPLATES / "model_tail.py").read_text(encoding="utf-8")
     if not cm.loras:
         tail = tail[tail.index("def tie_weights"):]
+    else:
+        tail = _lora_kinds_only(tail, {hp["kind"] for hp in loras.values()})
     hf = (TEMPLATES / "hf_functions.py").read_text(encoding="utf-8")
     parts = [head] + ([helpers] if helpers else []) + [body, f"Model = {model.root.name}", hf, tail]
     text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
@@ -217,3 +219,14 @@ def _table(name: str, table: dict, what: str) -> str:
     if len(table) <= 1:
         return f"{name} = {table!r}  # {what}"
     return "\n".join([f"{name} = {{  # {what}"] + [f"    {k!r}: {v!r}," for k, v in table.items()] + ["}"])
+
+
+def _lora_kinds_only(tail: str, kinds: set[str]) -> str:
+    """The tail's `add_lora` with the branches of the LoRA kinds model.py has, only: a branch of another kind
+    would name a class model.py does not define (an undefined name, even where it never runs)."""
+    branch = re.compile(r'^        (?:if|elif) hp\["kind"\] == "(\w+)".*\n(?:^            .*\n)+', re.M)
+    found = list(branch.finditer(tail))  # the template's branches, one after another
+    kept = [m.group(0) for m in found if m.group(1) in kinds]
+    if kept:
+        kept[0] = kept[0].replace("        elif ", "        if ", 1)
+    return tail[:found[0].start()] + "".join(kept) + tail[found[-1].end():]

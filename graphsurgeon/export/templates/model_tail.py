@@ -20,11 +20,22 @@ def tie_weights(model: nn.Module) -> None:
         setattr(model.get_submodule(owner), leaf, model.get_parameter(source))
 
 
+INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+                  "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")  # what layers' reset_parameters call
+
+
 def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
     """The model on `device` with the weights of `folder`/model.safetensors (WeightsError: one sentence on what is
     wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
-    with torch.device("meta"):  # no memory and no random init: every tensor comes from the file
-        model = Model()
+    skipped = {name: getattr(nn.init, name) for name in INIT_FUNCTIONS}
+    for name in skipped:  # every tensor comes from the file: no random init (as transformers' no_init_weights)
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("meta"):  # no memory either
+            model = Model()
+    finally:
+        for name, function in skipped.items():
+            setattr(nn.init, name, function)
     expected = {name: t for name, t in model.state_dict().items() if name not in TIED}
     tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, device)
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)

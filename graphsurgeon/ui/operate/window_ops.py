@@ -415,7 +415,7 @@ class Operate(QObject):
 
     def export(self, out_dir):
         result = self.session.export(out_dir)
-        self.say(f"exported {len(result.files)} files to {result.folder}")
+        self.say(f"exported {len(result.files)} files to {result.folder}; {result.check}")
         return result
 
     def _export_dialog(self) -> None:
@@ -431,7 +431,7 @@ class Operate(QObject):
             return
         notes = "".join(f"\n\nNote: {n}" for n in r.notes)
         QMessageBox.information(self.window, "Exported", f"Wrote to {r.folder}:\n" + "\n".join(r.files) +
-                                "\n\nTrain: cd there && python train.py --synthetic --steps 50" + notes)
+                                f"\n\n{r.check}.\n\nTrain: cd there && python train.py --synthetic --steps 50" + notes)
 
     def _confirm_close(self) -> bool:
         if self._session is not None:

@@ -1,0 +1,99 @@
+"""Runs an exported model.py for the export's self-check (export/verify.py), where graphsurgeon is not importable.
+
+Executed as a script in a fresh process (`python -I verify_runner.py FOLDER WORK`), never imported: it needs only
+torch and safetensors, as the folder does. It imports torch at once, then waits for "go" on stdin (the folder is
+still being written), imports FOLDER/model.py, builds the model with `load_model(FOLDER)` and runs every case of
+WORK/plan.json on WORK/inputs.safetensors — a case with `"lora": true` first loads WORK/lora.safetensors over the
+LoRA weights — writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
+case N again with a forward hook on every module and writes each module's first inputs and outputs to WORK/modules.safetensors
+(the order they ran in to WORK/modules.json). Any failure ends the process with its traceback on stderr.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+sys.modules["graphsurgeon"] = None  # the folder must run without graphsurgeon
+
+
+def _tensors(value, names):
+    """The tensors of a model output (a dict-like output, a tuple, or one tensor) by output name."""
+    import torch
+
+    if hasattr(value, "keys"):
+        return {k: value[k] for k in value.keys() if isinstance(value[k], torch.Tensor)}
+    if isinstance(value, (tuple, list)):
+        return {n: v for n, v in zip(names, value) if isinstance(v, torch.Tensor)}
+    return {names[0]: value}
+
+
+def _leaves(value):
+    """Every floating tensor in a module's output, in order."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def main(folder: str, work: str) -> int:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    torch.set_num_threads(1)  # tiny inputs: one thread, no spinning against the other process on a busy machine
+    if sys.stdin.readline().strip() != "go":
+        return 0
+    spec = importlib.util.spec_from_file_location("model", os.path.join(folder, "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = module
+    spec.loader.exec_module(module)
+    model = module.load_model(folder).eval()
+    with open(os.path.join(work, "plan.json")) as f:
+        plan = json.load(f)
+    inputs = load_file(os.path.join(work, "inputs.safetensors"))
+    lora_file = os.path.join(work, "lora.safetensors")
+    lora = load_file(lora_file) if os.path.exists(lora_file) else {}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    unknown = sorted(k for k in lora if k not in params)
+    if unknown:
+        raise KeyError(f"model.py has no LoRA parameter {unknown[0]}")
+    exported = {k: params[k].detach().clone() for k in lora}
+
+    def run(i: int):
+        case = plan["cases"][i]
+        with torch.no_grad():
+            for name, value in (lora if case["lora"] else exported).items():
+                params[name].copy_(value)
+            return model(**{n: inputs[f"{i}.{n}"] for n in case["inputs"]})
+
+    outputs = {}
+    for i in range(len(plan["cases"])):
+        for name, t in _tensors(run(i), plan["outputs"]).items():
+            outputs[f"{i}.{name}"] = t.detach().contiguous().clone()
+    save_file(outputs, os.path.join(work, "outputs.safetensors"))
+    print("ready", flush=True)
+    line = sys.stdin.readline().split()
+    if len(line) == 2 and line[0] == "hooks":
+        seen, order = {}, []
+
+        def hook(name):
+            def record(mod, args, kwargs, out):
+                if name not in seen:
+                    seen[name] = {"out": _leaves(out), "in": _leaves((args, kwargs))}
+                    order.append(name)
+            return record
+
+        for name, mod in model.named_modules():
+            if name:
+                mod.register_forward_hook(hook(name), with_kwargs=True)
+        run(int(line[1]))
+        save_file({f"{name}#{side}#{j}": t.detach().contiguous().clone() for name in order
+                   for side in ("out", "in") for j, t in enumerate(seen[name][side])},
+                  os.path.join(work, "modules.safetensors"))
+        with open(os.path.join(work, "modules.json"), "w") as f:
+            json.dump({name: {side: len(seen[name][side]) for side in ("out", "in")} for name in order}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,182 @@
+"""Every export runs its model.py against the captured graph before the folder is handed over (export/verify.py):
+the check passes on what the code generator writes, and it can fail — a one-line edit of a freshly written model.py
+(a rotary base, a head count, swapped operands, a name, a syntax error) is refused naming the module or the line,
+nothing is left at --out, and the written folder is kept under the cache for a bug report."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import graphsurgeon.export as export
+from graphsurgeon.cli import main
+from graphsurgeon.export import export_folder
+from graphsurgeon.export.verify import SelfCheckError, undefined_names
+from graphsurgeon.surgery import LoRAConfig, add_lora
+
+sys.path.insert(0, str(Path(__file__).parent))
+from surgery_models import fresh  # noqa: E402
+from test_export import load_exported  # noqa: E402
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def edit_model_py(monkeypatch, old: str, new: str, count: int = 1) -> None:
+    """Every export from now on writes model.py with the regex `old` replaced by `new` (a code generator's bug)."""
+    write = export._write
+
+    def edited(cm, folder):
+        write(cm, folder)
+        text, n = re.subn(old, new, (folder / "model.py").read_text(), count=count)
+        assert n, old
+        (folder / "model.py").write_text(text)
+
+    monkeypatch.setattr(export, "_write", edited)
+
+
+def test_the_success_line_says_what_was_checked(tmp_path, cache):
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), layers="0", config=LoRAConfig(r=4, alpha=8))
+    result = export_folder(cm, tmp_path / "out")
+    assert re.fullmatch(r"model\.py checked against the graph: 2 lengths, random LoRA, max diff \de[-+]\d\d",
+                        result.check), result.check
+    assert not (cache / "failed-exports").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary folder left beside it
+
+
+@pytest.mark.parametrize("arch, old, new, module", [
+    # the rotary base 10000 -> 10000 ** 1.1 (inv_freq = base ** (-2i/d)): only the rotary module differs
+    ("llama", r"\* self\.inv_freq  #", "* self.inv_freq ** 1.1  #", "model.rotary_emb"),
+    # 4 heads of 16 -> 2 heads of 32 in every projection's view: the same shapes outside the attention
+    ("gpt2", r"-1, 16\)\.transpose", "-1, 32).transpose", "transformer.h.0.attn"),
+    # cos and sin swapped where the rotary embedding is applied
+    ("llama", r"= (\w+)\(cos, sin, ", r"= \1(sin, cos, ", "model.layers.0.self_attn"),
+])
+def test_an_edited_model_py_is_refused_naming_the_module(arch, old, new, module, tmp_path, cache, monkeypatch):
+    cm = fresh(arch)
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
+    edit_model_py(monkeypatch, old, new, count=3)
+    with pytest.raises(SelfCheckError) as err:
+        export_folder(cm, tmp_path / "out")
+    text = str(err.value)
+    assert f"differs from the captured graph from the module {module} " in text, text
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    kept = Path(re.search(r"kept for a bug report in (\S+)\.$", text).group(1))
+    assert kept.parent == cache / "failed-exports" and re.search(old, (kept / "model.py").read_text()) is None
+    assert (kept / "self-check" / "refusal.txt").is_file() and (kept / "self-check" / "inputs.safetensors").is_file()
+
+
+def test_a_difference_only_a_random_lora_shows_is_found(tmp_path, cache, monkeypatch):
+    """LoRA's scaling halved: invisible at B = 0, found with random non-zero LoRA weights."""
+    cm = fresh("bert")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
+    edit_model_py(monkeypatch, r"\* self\.scaling", "* self.scaling / 2")
+    with pytest.raises(SelfCheckError, match=r"random non-zero LoRA"):
+        export_folder(cm, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("old, new, message", [
+    (r"torch\.rsqrt\(", "rsqrt(", "model.py reads the undefined name 'rsqrt' (line "),
+    (r"        super\(\).__init__\(\)\n", "        super().__init__()\n        self.0 = nn.Linear(2, 2)\n",
+     "model.py does not compile (invalid syntax"),
+    (r"\* self\.inv_freq  #", "* self.inv_freq[None, None, :3]  #", "model.py fails when it is run on its own: "),
+])
+def test_a_model_py_that_cannot_run_is_refused(old, new, message, tmp_path, cache, monkeypatch):
+    edit_model_py(monkeypatch, old, new)
+    with pytest.raises(SelfCheckError) as err:
+        export_folder(fresh("llama"), tmp_path / "out")
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_exits_2_with_one_sentence_and_nothing_at_out(tmp_path, cache, monkeypatch, capsys):
+    edit_model_py(monkeypatch, r"-1, 16\)\.transpose", "-1, 32).transpose", count=3)
+    out = tmp_path / "out"
+    assert main(["lora", "tiny-gpt2", "--targets", "q,v", "--out", str(out), "--random-weights"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the export's self-check refused it: ") and err.count("\n") == 1
+    assert "transformer.h.0.attn" in err and str(cache / "failed-exports") in err
+    assert not out.exists()
+
+
+def test_the_cli_prints_the_check(tmp_path, cache, capsys):
+    assert main(["lora", "tiny-gpt2", "--targets", "q,v", "--out", str(tmp_path / "out"), "--random-weights"]) == 0
+    assert "model.py checked against the graph: 2 lengths, random LoRA, max diff " in capsys.readouterr().out
+
+
+def test_undefined_names_against_python_itself():
+    """Names read at module, class and function level that nothing defines; closures, imports, builtins and
+    later definitions are defined (ground truth: what running the code raises)."""
+    code = ("import os\nfrom torch import nn\n\n"
+            "def f(x):\n    y = len(x)\n    def g():\n        return y + z\n    return g\n\n"
+            "class A(nn.Module):\n    k = os.sep\n    def m(self):\n        return B, missing_name\n\n"
+            "class B:\n    pass\n")
+    assert undefined_names(code) == [("z", 7), ("missing_name", 13)]
+    assert undefined_names("x = 1\nprint(x, __file__)\n") == []
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(32, 32) for _ in range(4))
+        self.in_place = in_place
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (m(x).view(b, t, 4, 8).transpose(1, 2) for m in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-1, -2) / 8 ** 0.5
+        if self.in_place:
+            scores += torch.ones(t, t).triu(1) * -1e4  # captured as add_
+        return self.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, 32))
+
+
+class _Model(torch.nn.Module):
+    """Two layers of attention and an MLP that is an nn.Sequential (children named 0, 1, 2) or one Linear."""
+
+    def __init__(self, in_place: bool, sequential: bool):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 32)
+        self.attn = torch.nn.ModuleList([_Attention(in_place) for _ in range(2)])
+        self.ffn = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(),
+                                                            torch.nn.Linear(64, 32)) if sequential
+                                        else torch.nn.Linear(32, 32) for _ in range(2)])
+
+    def forward(self, input_ids):
+        x = self.emb(input_ids)
+        for attn, ffn in zip(self.attn, self.ffn):
+            x = x + attn(x)
+            x = x + ffn(x)
+        return x
+
+
+@pytest.mark.parametrize("in_place, sequential", [(True, False), (False, True)], ids=["add_", "nn.Sequential"])
+def test_layouts_the_generator_may_not_know_are_never_exported_wrong(in_place, sequential, tmp_path, cache):
+    """An export is refused in one sentence or its model.py computes what the module computes (the module itself
+    is the oracle): never a folder that computes something else."""
+    from graphsurgeon.capture import capture
+
+    torch.manual_seed(0)
+    module = _Model(in_place, sequential).eval()
+    cm = capture(module, example_inputs={"input_ids": torch.randint(0, 50, (2, 10))},
+                 dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    try:
+        result = export_folder(cm, tmp_path / "out")
+    except SelfCheckError as err:
+        assert "\n" not in str(err) and not (tmp_path / "out").exists()
+        return
+    assert result.check.startswith("model.py checked against the graph: 2 lengths")
+    ids = torch.randint(0, 50, (3, 7))
+    with torch.no_grad():
+        got = load_exported(tmp_path / "out")(input_ids=ids)
+        want = module(ids)
+    got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values())) if hasattr(got, "values") else got
+    assert (got - want).abs().max() <= 1e-5
