@@ -58,7 +58,8 @@ def test_the_success_line_says_what_was_checked(tmp_path, cache):
     # 4 heads of 16 -> 2 heads of 32 in every projection's view: the same shapes outside the attention
     ("gpt2", r"-1, 16\)\.transpose", "-1, 32).transpose", "transformer.h.0.attn"),
     # cos and sin swapped where the rotary embedding is applied
-    ("llama", r"= (\w+)\(cos, sin, ", r"= \1(sin, cos, ", "model.layers.0.self_attn"),
+    ("llama", r"= apply_rotary_pos_emb\((\w+), (\w+), cos, sin\)", r"= apply_rotary_pos_emb(\1, \2, sin, cos)",
+     "model.layers.0.self_attn"),
 ])
 def test_an_edited_model_py_is_refused_naming_the_module(arch, old, new, module, tmp_path, cache, monkeypatch):
     cm = fresh(arch)
