@@ -20,13 +20,16 @@ def tie_weights(model: nn.Module) -> None:
         setattr(model.get_submodule(owner), leaf, model.get_parameter(source))
 
 
-def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
-    """The model on `device` with the weights of `folder`/model.safetensors (WeightsError: one sentence on what is
-    wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
+def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
+    """The model with the weights of `folder`/model.safetensors, on `device` (default: the CPU), its floating tensors
+    in `dtype` (default: as saved; torch.bfloat16 / torch.float16 run as Hugging Face runs in them). WeightsError: one
+    sentence on what is wrong: a missing or truncated file, a tensor model.py needs that is not there."""
     with torch.device("meta"):  # no memory and no random init: every tensor comes from the file
         model = Model()
     expected = {name: t for name, t in model.state_dict().items() if name not in TIED}
-    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, device)
+    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, "cpu" if device is None else device)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
     tie_weights(model)
     return model
