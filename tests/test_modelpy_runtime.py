@@ -131,7 +131,7 @@ def lively(arch: str):
     return model, load_exported(folder)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "opt", "bigcode", "llama"])
 def test_greedy_generate_equals_hf(arch):
     """model.generate (KV cache) writes HF's greedy tokens, one prompt and a left-padded batch."""
     hf, ours = lively(arch)
