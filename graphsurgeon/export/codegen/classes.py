@@ -159,7 +159,9 @@ class Model:
     def _kv_layers(self) -> None:
         """A causal LM whose attentions are all SDPA calls gets a KV cache: env.kv, the module scope owning each
         attention -> the key and value it reads (those of earlier tokens are put in front of them)."""
-        if not is_causal_lm(self.cm):
+        from graphsurgeon.export.hf_forward import is_hf
+
+        if not is_causal_lm(self.cm) or not is_hf(self.cm):  # generate() passes HF's keyword inputs
             return
         found = {}
         for att in self.cm.semantics().attentions:
