@@ -13,7 +13,7 @@ import torch
 
 from graphsurgeon.graph.hf_meta import DEFAULT_OF, default_node, packs_sequences
 
-HF_ORDER = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "labels")
+HF_ORDER = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "past_key_values", "labels", "use_cache")
 
 
 def is_hf(cm) -> bool:
@@ -21,11 +21,12 @@ def is_hf(cm) -> bool:
     return bool(cm.input_names) and cm.input_names[0] == "input_ids" and set(cm.input_names[1:]) <= set(cm.optional_inputs)
 
 
-def forward_inputs(cm) -> list[str]:
-    """The forward's parameters in Hugging Face's order: captured inputs, position_ids, labels."""
+def forward_inputs(cm, cached: bool = False) -> list[str]:
+    """The forward's parameters in Hugging Face's order: captured inputs, position_ids, labels; `cached` (a causal
+    LM with a KV cache): past_key_values and use_cache."""
     if not is_hf(cm):
         return list(cm.input_names)
-    names = set(cm.input_names)
+    names = set(cm.input_names) | ({"past_key_values", "use_cache"} if cached else set())
     if default_node(cm.gm, "position_ids") is not None:
         names.add("position_ids")
     if cm.hf_loss:
@@ -33,16 +34,17 @@ def forward_inputs(cm) -> list[str]:
     return [n for n in HF_ORDER if n in names]
 
 
-def signature(cm) -> str:
+def signature(cm, cached: bool = False) -> str:
     """`input_ids, attention_mask=None, …` (a plain module's inputs are all required)."""
-    names = forward_inputs(cm)
+    names = forward_inputs(cm, cached)
     if not is_hf(cm):
         return ", ".join(names)
     return ", ".join([n if i == 0 else f"{n}=None" for i, n in enumerate(names)] + ["return_dict=None"])
 
 
-def prologue(cm) -> list[str]:
-    """Lines that give every captured optional input Hugging Face's default."""
+def prologue(cm, cached: bool = False) -> list[str]:
+    """Lines that give every captured optional input Hugging Face's default; `cached`: a KVCache per attention layer
+    (KV_LAYERS) when use_cache or past_key_values, and the mask and positions of the new tokens after the cached."""
     if not is_hf(cm):
         return []
     lines = []
@@ -50,9 +52,24 @@ def prologue(cm) -> list[str]:
         lines += ["packed_sequence_mask = None  # Hugging Face: restarting position_ids and no mask are packed sequences",
                   "if attention_mask is None and position_ids is not None:",
                   "    packed_sequence_mask = find_packed_sequence_indices(position_ids.expand(input_ids.shape[0], -1))"]
+    if cached:
+        lines += ["past_length = past_key_values[0][0].shape[2] if past_key_values else 0  # tokens already seen",
+                  "caches = None",
+                  "if use_cache or past_key_values:  # a plain cache: one (key, value) per attention layer",
+                  "    caches = [KVCache(past) for past in past_key_values or [None] * len(KV_LAYERS)]",
+                  "for path, cache in zip(KV_LAYERS, caches or [None] * len(KV_LAYERS)):",
+                  "    self.get_submodule(path).kv_cache = cache"]
     for name in cm.input_names[1:]:
         fill = cm.optional_inputs[name]
+        if cached and name == "attention_mask":  # the mask covers the cached tokens too
+            lines += [f"if {name} is None:", "    attention_mask = torch.ones(input_ids.shape[0], past_length + "
+                      "input_ids.shape[1], dtype=torch.long, device=input_ids.device)  # Hugging Face's default"]
+            continue
         lines += [f"if {name} is None:", f"    {name} = torch.{fill}_like(input_ids)  # Hugging Face's default"]
+    if cached and "position_ids" in forward_inputs(cm, cached):
+        lines += ["if position_ids is None and past_length:  # the new tokens come after the cached ones",
+                  "    position_ids = torch.arange(past_length, past_length + input_ids.shape[1], "
+                  "device=input_ids.device)[None]"]
     return lines
 
 
@@ -62,7 +79,7 @@ def position_ids_expr(node: torch.fx.Node, default_expr: str) -> str:
     return f"{name} if {name} is not None else {default_expr}" if name else default_expr
 
 
-def epilogue(cm, outputs: dict[str, str]) -> list[str]:
+def epilogue(cm, outputs: dict[str, str], cached: bool = False) -> list[str]:
     """The return: a ModelOutput {output name: expression} (read as out["logits"], out.logits or out[0], as Hugging
     Face's outputs are) with `loss` first when labels are given; `return_dict=False` returns its tuple."""
     body = "ModelOutput({" + ", ".join(f"{k!r}: {v}" for k, v in outputs.items()) + "})"
@@ -72,6 +89,9 @@ def epilogue(cm, outputs: dict[str, str]) -> list[str]:
     if "labels" in forward_inputs(cm):
         lines += ["if labels is not None:  # the loss Hugging Face computes from these logits",
                   '    outputs = ModelOutput({"loss": hf_loss(outputs["logits"], labels, **LOSS), **outputs})']
+    if cached:
+        lines += ["if caches is not None:  # every attention layer's keys and values, for the next call",
+                  '    outputs["past_key_values"] = [(cache.key, cache.value) for cache in caches]']
     return lines + ["return outputs.to_tuple() if return_dict is False else outputs  # Hugging Face's return_dict"]
 
 

@@ -1,27 +1,72 @@
 """Capture leftovers removed from a fresh export graph, so no surface shows them: aliases, conversions that
-convert nothing (``x.to(torch.float32)`` on a float32 tensor returns x itself), and dead values."""
+convert nothing (``x.to(device)`` on the model's device), and dead values.
+
+A conversion between floating dtypes that the model's source asks for stays, even when it changed nothing at the
+capture's dtype: HF's precision choices (RMSNorm's ``hidden_states.to(torch.float32)`` … ``.to(input_dtype)``,
+rotary's ``cos.to(dtype=x.dtype)``) vanish in a float32 capture but matter in bf16. Each kept one is written as
+``aten.to.dtype`` and marked ``meta[PRECISION]``: ``"fixed"`` when the source line spells the dtype (an upcast),
+``"follow"`` when it names another tensor's dtype (back to the activations' dtype).
+"""
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.fx
+
+from graphsurgeon.graph.semantics.source import node_frames
 
 aten = torch.ops.aten
 _PASS_THROUGH = {aten.alias.default}
 _CONVERSIONS = {aten.to.dtype, aten.to.device, aten.to.dtype_layout, aten.to.other, aten._to_copy.default,
                 aten.type_as.default}
+PRECISION = "precision_cast"  # node.meta key of a kept float conversion: "fixed" or "follow"
+_FIXED = re.compile(r"\.(float|double|half|bfloat16)\(\)|torch\.(float|float32|float64|double|float16|half|bfloat16)\b")
+_FOLLOW = re.compile(r"dtype|type_as\(")
 
 
 def tidy(gm: torch.fx.GraphModule) -> None:
     """Read through aliases and no-op conversions, drop values nothing uses; recompiles."""
     graph = gm.graph
     for node in list(graph.nodes):
-        if node.op == "call_function" and isinstance(node.args[0] if node.args else None, torch.fx.Node) \
-                and (node.target in _PASS_THROUGH or (node.target in _CONVERSIONS and _same(node, node.args[0]))):
+        if node.op != "call_function" or not isinstance(node.args[0] if node.args else None, torch.fx.Node):
+            continue
+        if node.target in _PASS_THROUGH or (node.target in _CONVERSIONS and _same(node, node.args[0])):
+            kind = precision(node)
+            if kind is not None:
+                _keep(graph, node, kind)
+                continue
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     graph.eliminate_dead_code()
     gm.recompile()
+
+
+def precision(node: torch.fx.Node) -> str | None:
+    """"fixed" / "follow" for a no-op floating conversion the source asks for (see the module docstring), else None."""
+    val = node.meta.get("val")
+    if node.target not in _CONVERSIONS or not isinstance(val, torch.Tensor) or not val.is_floating_point():
+        return None
+    frames = node_frames(node)
+    code = frames[-1].code if frames else ""
+    if _FIXED.search(code):
+        return "fixed"
+    if _FOLLOW.search(code):
+        return "follow"
+    return None
+
+
+def _keep(graph: torch.fx.Graph, node: torch.fx.Node, kind: str) -> None:
+    """The conversion as one `aten.to.dtype(x, dtype)` marked with its kind (a device move is the model's device)."""
+    if node.target is not aten.to.dtype:
+        with graph.inserting_after(node):
+            new = graph.call_function(aten.to.dtype, (node.args[0], node.meta["val"].dtype))
+        new.meta.update(node.meta)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        node = new
+    node.meta[PRECISION] = kind
 
 
 def _same(node: torch.fx.Node, src: torch.fx.Node) -> bool:

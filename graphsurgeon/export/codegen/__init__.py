@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from graphsurgeon.export.codegen import names
-from graphsurgeon.export.codegen.classes import Model
+from graphsurgeon.export.codegen.classes import Model, is_causal_lm
 from graphsurgeon.export.codegen.scopes import lora_export_name
 from graphsurgeon.export.codegen.source import (TEMPLATES, Section, class_section, function_section, helpers_text,
                                                 loras_table, needed_helpers, root_section)
@@ -66,7 +66,7 @@ def generate(cm) -> GeneratedModel:
     body = "\n\n\n".join(s.text for s in sections)
     loras = loras_table(cm)
     helpers = helpers_text(needed_helpers(body, loras))
-    head = _head(cm, tied, tensors, loras)
+    head = _head(cm, tied, tensors, loras, model.kv_paths)
     tail = (TEMPLATES / "model_tail.py").read_text(encoding="utf-8")
     if not cm.loras:
         tail = tail[tail.index("def tie_weights"):]
@@ -74,6 +74,9 @@ def generate(cm) -> GeneratedModel:
         tail = _lora_kinds_only(tail, {hp["kind"] for hp in loras.values()})
     hf = (TEMPLATES / "hf_functions.py").read_text(encoding="utf-8")
     parts = [head] + ([helpers] if helpers else []) + [body, f"Model = {model.root.name}", hf, tail]
+    if model.kv_paths:  # a causal LM: its KV cache and generate()
+        parts.insert(-2, (TEMPLATES / "model_generate.py").read_text(encoding="utf-8"))
+        parts.append(f"{model.root.name}.generate = generate")
     text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
     gen = GeneratedModel(text, sections, model)
     for c, sec in zip(model.classes, classes):
@@ -180,7 +183,7 @@ def aten_calls(text: str) -> int:
     return len(re.findall(r"torch\.ops\.aten\.", text))
 
 
-def _head(cm, tied: dict, tensors: dict, loras: dict) -> str:
+def _head(cm, tied: dict, tensors: dict, loras: dict, kv_paths: list[str]) -> str:
     from graphsurgeon.export import hf_forward
 
     n = len(cm.loras)
@@ -198,14 +201,15 @@ torch.nn layers, the forward of each in torch.nn.functional and tensor methods w
 Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.lora_A.weight` /
 `<target>.lora_B.weight` (`<fused module>.<role>` for a slice of a fused projection such as GPT-2's c_attn.q).
 """'''
-    causal = cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
-        "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
+    causal = is_causal_lm(cm)
     consts = [
         f"INPUTS = {list(cm.input_names)!r}",
         f"OUTPUTS = {list(cm.output_names)!r}",
         _table("TIED", tied, "parameter -> the parameter it shares its tensor with (saved once)"),
         _table("LORAS", loras, "LoRA module path -> what it adapts and its hyper-parameters"),
         f"CAUSAL_LM = {causal!r}",
+        *([f"KV_LAYERS = {kv_paths!r}  # the attention layers that keep a KV cache while generating"]
+          if kv_paths else []),
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
     ]

@@ -52,6 +52,8 @@ class Env:
         self.function_names: dict[str, str] = {}  # scope key -> function name
         self.training: dict[str, bool] = {}  # function scope key -> needs `training`
         self.leaves: dict[str, object] = {}  # scope key -> Leaf
+        self.kv: dict = {}  # module scope key -> (key, value) its attention reads: a KV cache goes in before
+        self.masks: dict = {}  # mask value read only by SDPA -> its form ("causal mask"): None when nothing is padded
 
     def attr(self, base: str, path: str) -> str:
         """`self.h[0].attn` for module `path` seen from a class at `base`."""

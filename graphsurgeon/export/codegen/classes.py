@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from graphsurgeon.export.codegen import forms
+from graphsurgeon.export.codegen import fastpath, forms
 from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
 from graphsurgeon.export.codegen.scopes import Scope
@@ -73,6 +73,7 @@ class Model:
                     self.env.leaves[s.key] = leaf
         self._sizes()
         self.functions: list[FunctionDef] = []
+        self.kv_paths: list[str] = []  # the modules that keep a KV cache, in the order they run
         self.classes: list[ClassDef] = []
         self.class_of_path: dict[str, ClassDef] = {}
         self._build()
@@ -127,6 +128,8 @@ class Model:
     # ---- building ----------------------------------------------------------------------------------
     def _build(self) -> None:
         bottom_up = _post_order(self.prog.root)
+        self._mask_forms(bottom_up)
+        self._kv_layers()
         for s in bottom_up:
             if s.kind == "function":
                 self._function(s)
@@ -144,11 +147,48 @@ class Model:
                 if shapes else []
         for f in self.functions:
             f.body = FunctionWriter(self.env, f.instances[0]).write(fixed=self._param_names(f.instances))
-            f.body = forms.shorter(f.instances[0], f.body) or f.body
+            fast = f.instances[0].outputs[0] in self.env.masks if f.instances[0].outputs else False
+            f.body = forms.shorter(f.instances[0], f.body, fast) or f.body
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
             c.init = self._merged_init([s.path for s in c.instances] or [c.path])
+            if any(s.key in self.env.kv for s in c.instances):
+                c.init.append("self.kv_cache: KVCache | None = None  # its keys and values so far, while generating")
         self.root.init = self._merged_init([""])
+
+    def _kv_layers(self) -> None:
+        """A causal LM whose attentions are all SDPA calls gets a KV cache: env.kv, the module scope owning each
+        attention -> the key and value it reads (those of earlier tokens are put in front of them)."""
+        from graphsurgeon.export.hf_forward import is_hf
+
+        if not is_causal_lm(self.cm) or not is_hf(self.cm):  # generate() passes HF's keyword inputs
+            return
+        found = {}
+        for att in self.cm.semantics().attentions:
+            core = att.core
+            if core.op != "call_function" or core.target is not fastpath.SDPA or core not in self.prog.owner:
+                return
+            scope = self.prog.owner[core]
+            while scope is not None and (scope.kind != "module" or scope.key in self.env.leaves):
+                scope = scope.parent
+            if scope is None or scope.kind != "module" or scope.key in found:
+                return
+            found[scope.key] = (self.prog.rep(core.args[1]), self.prog.rep(core.args[2]))
+        self.env.kv = found
+        self.kv_paths = [s.path for s in self.prog.root.scopes() if s.key in found]
+
+    def _mask_forms(self, scopes: list[Scope]) -> None:
+        """The mask builders (function groups of a known form) whose only readers are SDPA calls: env.masks."""
+        readers = fastpath.sdpa_masks(self.prog)
+        for s in scopes:
+            if s.kind != "function" or len(s.outputs) != 1 or s.outputs[0] not in readers:
+                continue
+            try:
+                form = forms.form_of(s, FunctionWriter(self.env, s).write())
+            except (KeyError, NotImplementedError):  # a group that calls others: no mask form
+                continue
+            if form is not None:
+                self.env.masks[s.outputs[0]] = form
 
     def _variants(self, c: ClassDef) -> list[Body]:
         """The forward of each instance whose code differs (by its LoRA lines), each written once, instances in
@@ -311,6 +351,12 @@ class Model:
             elif k in base:
                 out.append(base[k])
         return out
+
+
+def is_causal_lm(cm) -> bool:
+    """A model that predicts the next token (its logits read only earlier tokens)."""
+    return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
+        "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
 
 
 def _post_order(scope: Scope) -> list[Scope]:

@@ -32,6 +32,14 @@ class Ctx(Protocol):
 
     def training(self) -> str: ...  # "self.training" in a class, "training" in a function
 
+    def dtype(self) -> str: ...  # the activations' dtype a "follow" cast returns to ("input_dtype")
+
+    def value_of(self, value): ...  # the node a value stands for after identity ops (repeat_kv read through)
+
+    def kv_cache(self) -> bool: ...  # the model keeps a KV cache (generation)
+
+    def mask_form(self, value) -> str | None: ...  # "causal mask" / "padding mask" for a mask that may be None
+
 
 def bound(node: torch.fx.Node) -> dict:
     """The node's arguments by schema name, defaults filled in; '_defaults' holds the names left at default."""

@@ -4,6 +4,9 @@ that function — Hugging Face's mask builder (a dozen index ops) becomes `causa
 Decided by running, never by names: the group's own generated code and each candidate are run on probe inputs
 (attention masks of several sizes, padded on the left, on the right, at random, not at all) and a candidate is
 used only when its output equals the group's on every probe (`torch.equal`: same values, dtype and shape).
+
+The fast path: a mask builder whose every reader is SDPA's `attn_mask` returns None when nothing is padded, and
+SDPA then runs with no mask tensor (`is_causal=True` for the causal form), which lets it pick its fused kernels.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import torch
 
 from graphsurgeon.export.codegen.body import Body, Line
 
+FAST = [  # the first lines of a form read only by SDPA: no padding, no mask tensor
+    "if {m}.all():  # nothing is padded: SDPA runs without a mask tensor",
+    "    return None",
+]
 # name -> body (the mask argument is {m}); each returns what the group returned
 CANDIDATES = {
     "padding mask": [
@@ -20,10 +27,9 @@ CANDIDATES = {
         "return keep.expand(batch, 1, seq, seq)  # [batch, 1, seq, seq] bool",
     ],
     "causal mask": [
-        "batch, seq = {m}.shape",
+        "seq = {m}.shape[1]",
         "causal = torch.ones(seq, seq, dtype=torch.bool, device={m}.device).tril()  # [seq, seq]: key <= query",
-        "keep = {m}.bool()[:, None, None, :]  # [batch, 1, 1, seq]: the keys that are not padding",
-        "return (causal & keep).expand(batch, 1, seq, seq)  # [batch, 1, seq, seq] bool",
+        "return causal & {m}.bool()[:, None, None, :]  # [batch, 1, seq, seq] bool: earlier keys, not padding",
     ],
 }
 
@@ -48,11 +54,24 @@ def _function(name: str, params: list[str], lines: list[str]):
     return scope[name]
 
 
-_FOUND: dict[tuple, list[str] | None] = {}  # (params, code) -> the candidate's lines: each group is probed once
+_FOUND: dict[tuple, str | None] = {}  # (params, code) -> the candidate's name: each group is probed once
 
 
-def shorter(scope, body: Body) -> Body | None:
-    """A known form equal to the function group (written with the group's parameter name), or None."""
+def shorter(scope, body: Body, fast: bool = False) -> Body | None:
+    """A known form equal to the function group (written with the group's parameter name), or None; `fast`: the
+    form returns None when nothing is padded (its readers are SDPA calls that take None)."""
+    found = form_of(scope, body)
+    if found is None:
+        return None
+    text = CANDIDATES[found]
+    text = [ln.format(m=body.params[0]) for ln in (FAST if fast else []) + text]
+    blocks = tuple(b for ln in body.lines for b in ln.blocks)
+    lines = [Line(t.lstrip(" "), depth=(len(t) - len(t.lstrip(" "))) // 4, blocks=blocks) for t in text[:-1]]
+    return Body(list(body.params), lines, [text[-1][len("return "):]])
+
+
+def form_of(scope, body: Body) -> str | None:
+    """The name of the known form the function group computes ("causal mask", "padding mask"), or None."""
     if len(body.params) != 1 or body.training or len(scope.inputs) != 1 or len(scope.outputs) != 1:
         return None
     x, y = scope.inputs[0].meta.get("val"), scope.outputs[0].meta.get("val")
@@ -62,21 +81,17 @@ def shorter(scope, body: Body) -> Body | None:
     key = (tuple(body.params), tuple(own_lines))
     if key not in _FOUND:
         _FOUND[key] = _probe(body, own_lines)
-    text = _FOUND[key]
-    if text is None:
-        return None
-    blocks = tuple(b for ln in body.lines for b in ln.blocks)
-    return Body(list(body.params), [Line(t, blocks=blocks) for t in text[:-1]], [text[-1][len("return "):]])
+    return _FOUND[key]
 
 
-def _probe(body: Body, own_lines: list[str]) -> list[str] | None:
+def _probe(body: Body, own_lines: list[str]) -> str | None:
     try:
         own = _function("own", body.params, own_lines)
         inputs = probes()
         want = [own(m) for m in inputs]
     except Exception:  # noqa: BLE001 - a group the probes cannot run keeps its own code
         return None
-    for lines in CANDIDATES.values():
+    for name, lines in CANDIDATES.items():
         text = [ln.format(m=body.params[0]) for ln in lines]
         try:
             cand = _function("candidate", body.params, text)
@@ -84,5 +99,5 @@ def _probe(body: Body, own_lines: list[str]) -> list[str] | None:
         except Exception:  # noqa: BLE001
             same = False
         if same:
-            return text
+            return name
     return None

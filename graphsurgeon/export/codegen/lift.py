@@ -15,6 +15,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.graph.hf_meta import train_dropout_p
+from graphsurgeon.graph.tidy import PRECISION
 from graphsurgeon.export.codegen.exprs import (ADD, ATOM, BAND, BOR, CALL, CMP, INT_MAX, MUL, POW, UNARY, XOR,  # noqa: F401
                                                Ctx, Expr, _identity, bound, constant, function, infix,
                                                method, rank, torch_fn, unary, val_dtype)
@@ -59,6 +60,8 @@ def _to(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     src, dtype = a["self"], a.get("dtype")
     if dtype is None or (dtype == val_dtype(src) and node.target._overloadname != "dtype"):
         return _identity(ctx, node, a)
+    if node.meta.get(PRECISION) == "follow":  # `.to(input_dtype)`: back to the activations' dtype, whatever it is
+        return Expr(f"{ctx.arg(src, CALL)}.to({ctx.dtype()})", CALL)
     return Expr(f"{ctx.arg(src, CALL)}.to({ctx.arg(dtype)})", CALL)
 
 
@@ -130,12 +133,32 @@ def _dropout(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
 def _sdpa(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     parts = [ctx.arg(a["query"]), ctx.arg(a["key"]), ctx.arg(a["value"])]
     p = train_dropout_p(node)
+    mask = ctx.arg(a["attn_mask"]) if isinstance(a["attn_mask"], torch.fx.Node) else None
+    q = parts[0]
+    causal = mask is not None and mask.isidentifier() and ctx.mask_form(a["attn_mask"]) == "causal mask" \
+        and not a["is_causal"] and q.isidentifier() and parts[1].isidentifier()
+    cached = ctx.kv_cache()  # keys may be longer than queries: one new token reads every earlier one
     for k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"):
         if k == "dropout_p" and p > 0:  # attention dropout: the eval graph has 0.0, training has HF's p
             parts.append(f"dropout_p={p!r} if {ctx.training()} else 0.0")
+        elif k == "attn_mask" and mask is not None and causal and cached:  # the rows of the new tokens
+            parts.append(f"attn_mask=causal_rows({mask}, {q}, {parts[1]})")
+        elif k == "attn_mask" and mask is not None:
+            parts.append(f"attn_mask={mask}")
+        elif k == "is_causal" and causal:  # the mask builder returns None when nothing is padded
+            parts.append(f"is_causal={mask} is None and {q}.shape[2] == {parts[1]}.shape[2]" if cached
+                         else f"is_causal={mask} is None")
+        elif k == "enable_gqa" and _heads(ctx.value_of(a["key"])) != _heads(a["query"]):  # grouped-query: SDPA repeats k, v
+            parts.append("enable_gqa=True")
         elif k not in a["_defaults"]:
             parts.append(f"{k}={ctx.arg(a[k])}")
     return Expr(f"F.scaled_dot_product_attention({', '.join(parts)})", CALL)
+
+
+def _heads(value) -> int | None:
+    """The heads of a [batch, heads, seq, head_dim] value as the code reads it (after repeat_kv is read through)."""
+    val = value.meta.get("val") if isinstance(value, torch.fx.Node) else None
+    return val.shape[-3] if isinstance(val, torch.Tensor) and val.dim() == 4 else None
 
 
 def _embedding(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:

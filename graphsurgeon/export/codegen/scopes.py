@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
-from graphsurgeon.export.codegen import lift, names, signatures
+from graphsurgeon.export.codegen import fastpath, lift, names, signatures
 from graphsurgeon.graph.hf_meta import DEFAULT_OF, PACKS_SEQUENCES
+from graphsurgeon.graph.tidy import PRECISION
 
 ROOT = ""
 
@@ -143,7 +144,8 @@ def build(cm) -> Program:
             canon[node] = node.args[0]
             continue
         emitted.append(node)
-    soft = {n: n.args[0] for n in emitted if lift.is_noop_cast(n)}
+    canon.update(fastpath.repeat_kv(emitted, canon))
+    soft = {n: n.args[0] for n in emitted if lift.is_noop_cast(n) and n.meta.get(PRECISION) != "follow"}
     prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {}, soft=soft)
     _cse(prog, emitted, chains)
     live = _live(prog, emitted)

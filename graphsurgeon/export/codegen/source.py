@@ -120,8 +120,10 @@ def root_section(model: Model) -> Section:
     outs = {name: (w.arg(v) if v is not None else "None") for name, v in zip(cm.output_names, flat)}
     root.body = body
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
-    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm)}",
-                         prologue=hf_forward.prologue(cm), epilogue=hf_forward.epilogue(cm, outs), extra_init=extra)
+    cached = bool(model.kv_paths)
+    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached)}",
+                         prologue=hf_forward.prologue(cm, cached), epilogue=hf_forward.epilogue(cm, outs, cached),
+                         extra_init=extra)
 
 
 def _tied(model: Model) -> bool:

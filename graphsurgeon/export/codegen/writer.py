@@ -23,6 +23,7 @@ from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, s
 from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
 from graphsurgeon.export.codegen.sizes import Sizes
 from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
+from graphsurgeon.graph.tidy import PRECISION
 
 LIMIT = 96  # the longest expression written by folding values into their reader
 # names a value may not take: Python's keywords and builtins (`slice`, `max` — model.py calls some of them) and the
@@ -70,6 +71,7 @@ class FunctionWriter(Statements, Sizes):
             plist.append(self.sizes[key])
         training = self.scope.kind == "function" and self._needs_training()
         self._size_lines(params)
+        self._dtype_line(params)
         base_count = 0
         for i, st in enumerate(self.stmts):
             self.at = i
@@ -102,6 +104,7 @@ class FunctionWriter(Statements, Sizes):
             if st.scope is not None and st.scope.kind == "lora":
                 self.pinned.update(reads_of_scope(self.prog, st.scope))
         # query, key and value as the attention reads them, and what it computes, are named, each on its line
+        self.pinned.update(self.env.kv.get(self.scope.key, ()))  # a KV cache rebinds them by name
         attentions = self.prog.cm.semantics().attentions
         operands = {op.node for a in attentions for op in a.operands.values()} | {a.core for a in attentions}
         self.pinned.update(st.node for st in self.stmts if st.node is not None and st.node in operands)
@@ -160,6 +163,13 @@ class FunctionWriter(Statements, Sizes):
             del self.bound[name]
 
     def _emit(self, st: Stmt) -> None:
+        kv = self.env.kv.get(self.scope.key)
+        if kv and not getattr(self, "_kv_done", False) and any(r in kv for r in self._reads(st)):
+            self._kv_done = True
+            k, v = (self.name_of[x] for x in kv)
+            self.lines.append(Line("if self.kv_cache is not None:  # generating: the keys and values of earlier "
+                                   "tokens come first"))
+            self.lines.append(Line(f"{k}, {v} = self.kv_cache.update({k}, {v})", depth=1))
         if st.loop:
             self._emit_loop(st)
             return
@@ -181,6 +191,14 @@ class FunctionWriter(Statements, Sizes):
         if len(st.values) == 1 and st.values[0] is not None and isinstance(st.values[0].meta.get("val"), (list, tuple)):
             lhs += ","
         self.lines.append(Line(f"{lhs} = {expr.text}" if targets else expr.text, blocks=blocks, comment=self._comment(st)))
+
+    def _reads(self, st: Stmt) -> list:
+        """The values from before `st` that it reads."""
+        if st.scope is not None:
+            return [self.prog.rep(v, self.scope) for v in st.scope.inputs]
+        if st.node is None:
+            return []
+        return [self.prog.rep(v, self.scope) for v in st.node.all_input_nodes]
 
     def _foldable(self, st: Stmt, expr: lift.Expr) -> bool:
         if len(st.values) != 1 or st.values[0] is None or st.optional and st.scope is None:
@@ -382,6 +400,40 @@ class FunctionWriter(Statements, Sizes):
 
     def training(self) -> str:
         return "training" if self.scope.kind == "function" else "self.training"
+
+    def kv_cache(self) -> bool:
+        return bool(self.env.kv)
+
+    def value_of(self, value):
+        return self.prog.rep(value, self.scope)
+
+    def mask_form(self, value) -> str | None:
+        return self.env.masks.get(self.prog.rep(value, self.scope)) if isinstance(value, torch.fx.Node) else None
+
+    def dtype(self) -> str:
+        """The activations' dtype: `input_dtype` (read from a floating input first, as HF writes it), else a
+        floating parameter's or buffer's dtype of this module (rotary's `self.inv_freq.dtype`)."""
+        if getattr(self, "_dtype", None):
+            return self._dtype
+        if self.scope.kind != "function":
+            for p, names_ in self.prog.params.items():
+                val = p.meta.get("val")
+                if owns(module_of(self.scope), names_) and isinstance(val, torch.Tensor) and val.is_floating_point():
+                    return f"{self.arg(p)}.dtype"
+        return "torch.get_default_dtype()"
+
+    def _dtype_line(self, params: list) -> None:
+        """`input_dtype = hidden_states.dtype` before a body that casts back to it (RMSNorm's float32 detour)."""
+        self._dtype = None
+        if not any(isinstance(n, torch.fx.Node) and n.meta.get(PRECISION) == "follow" for n in self.scope.items):
+            return
+        for p in params:
+            val = p.meta.get("val")
+            if isinstance(val, torch.Tensor) and val.is_floating_point() and p in self.name_of:
+                self._dtype = "input_dtype"
+                self.bound["input_dtype"] = object()
+                self.lines.append(Line(f"input_dtype = {self.name_of[p]}.dtype"))
+                return
 
 def _uses(node: torch.fx.Node, value, prog: Program) -> int:
     """How many of `node`'s arguments are `value` (through the values they stand for)."""

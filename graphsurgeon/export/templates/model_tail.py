@@ -24,9 +24,10 @@ INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", 
                   "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")  # what layers' reset_parameters call
 
 
-def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
-    """The model on `device` with the weights of `folder`/model.safetensors (WeightsError: one sentence on what is
-    wrong: a missing or truncated file, a tensor model.py needs that is not there)."""
+def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
+    """The model with the weights of `folder`/model.safetensors, on `device` (default: the CPU), its floating tensors
+    in `dtype` (default: as saved; torch.bfloat16 / torch.float16 run as Hugging Face runs in them). WeightsError: one
+    sentence on what is wrong: a missing or truncated file, a tensor model.py needs that is not there."""
     skipped = {name: getattr(nn.init, name) for name in INIT_FUNCTIONS}
     for name in skipped:  # every tensor comes from the file: no random init (as transformers' no_init_weights)
         setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
@@ -37,7 +38,9 @@ def load_model(folder: str = ".", device: str = "cpu") -> nn.Module:
         for name, function in skipped.items():
             setattr(nn.init, name, function)
     expected = {name: t for name, t in model.state_dict().items() if name not in TIED}
-    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, device)
+    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, "cpu" if device is None else device)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
     tie_weights(model)
     return model

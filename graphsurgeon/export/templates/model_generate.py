@@ -1,0 +1,78 @@
+# ----------------------------------------------------------------------------- generation
+
+
+class KVCache:
+    """One attention layer's keys and values of the tokens seen so far: `update` puts them before the new ones."""
+
+    def __init__(self, past: tuple | None = None) -> None:
+        self.key, self.value = past if past is not None else (None, None)
+
+    def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.key is not None:  # [batch, heads, past + new, head_dim]
+            key, value = torch.cat([self.key, key], dim=2), torch.cat([self.value, value], dim=2)
+        self.key, self.value = key, value
+        return key, value
+
+
+def causal_rows(mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor | None:
+    """The causal mask of the new tokens (its last rows) when keys of cached tokens come first; None where SDPA needs
+    none (no padding: is_causal without a cache, and one new token reads every key)."""
+    q, k = query.shape[2], key.shape[2]
+    if mask is not None:
+        return mask[:, :, -q:]
+    if 1 < q < k:  # several new tokens after cached ones: each reads the cached ones and the new ones up to itself
+        return torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)
+    return None
+
+
+def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+         top_p: float | None = None) -> torch.Tensor:
+    """Hugging Face's sampling processors in its order: temperature, top-k, top-p (tokens left out get -inf)."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)))[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=False)
+        drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        drop[..., -1:] = False  # the likeliest token always stays
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 20,
+             do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
+    """`input_ids` followed by up to `max_new_tokens` tokens, as Hugging Face's generate() writes them: the argmax
+    (greedy) or a sample after temperature, top-k and top-p; a batch padded on the left comes with its
+    attention_mask; a row that wrote an eos token goes on with pad_token_id (default: the eos) until all have."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else eos[0] if eos else 0
+    positions = "position_ids" in self.forward.__code__.co_varnames
+    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # left padding: 0 first
+    extra = {"position_ids": position_ids} if positions else {}
+    out = self(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
+    tokens = input_ids
+    unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    for step in range(max_new_tokens):
+        logits = out["logits"][:, -1, :].float()  # [batch, vocab]: the next token's
+        if do_sample:
+            next_token = torch.multinomial(warp(logits, temperature, top_k, top_p).softmax(dim=-1), 1)[:, 0]
+        else:
+            next_token = logits.argmax(dim=-1)
+        next_token = torch.where(unfinished, next_token, torch.full_like(next_token, pad))
+        tokens = torch.cat([tokens, next_token[:, None]], dim=-1)
+        if eos:
+            unfinished &= ~torch.isin(next_token, torch.tensor(eos, device=next_token.device))
+        if step == max_new_tokens - 1 or not unfinished.any():
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
+        position_ids = position_ids[:, -1:] + 1
+        extra = {"position_ids": position_ids} if positions else {}
+        out = self(input_ids=next_token[:, None], attention_mask=attention_mask, past_key_values=out["past_key_values"],
+                   use_cache=True, **extra)
+    return tokens

@@ -1,0 +1,163 @@
+"""model.py at run time, against the unmodified Hugging Face model: any dtype (HF's float32 upcasts kept from a
+float32 capture), the fast attention path with and without padding, generation with a cache."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from graphsurgeon.export import export_folder
+
+sys.path.insert(0, str(Path(__file__).parent))
+from surgery_models import build, fresh  # noqa: E402
+from test_export import load_exported  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def exported(arch: str) -> Path:
+    """The tiny `arch` model exported once per session (float32 weights)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"gs-modelpy-{arch}-")) / "out"
+    export_folder(fresh(arch), folder)
+    return folder
+
+
+def batch(padded: bool) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    x = {"input_ids": torch.randint(0, 101, (3, 7), generator=gen)}
+    if padded:  # left padding, as a batch for generation has it
+        x["attention_mask"] = torch.ones(3, 7, dtype=torch.long)
+        x["attention_mask"][0, :2] = 0
+    return x
+
+
+def logits(model, x: dict) -> torch.Tensor:
+    """The first output at the positions that are not padding, in float32."""
+    with torch.no_grad():
+        out = model(**x)[0].float()
+    keep = x.get("attention_mask", torch.ones_like(x["input_ids"])).bool()
+    return out[keep]
+
+
+# GPT-2's gelu_new is written as nn.GELU(approximate="tanh") (test_codegen.test_gelu_new_is_one_activation_and_close):
+# in float16 that fused op rounds otherwise than HF's eight ops, the one difference that is not HF's
+SLACK = {"gpt2": 1.5}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "llama"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_matches_hf_in_that_dtype(arch, dtype):
+    """Exported from float32 weights, run in bf16 / fp16: model.py differs from HF in that dtype by no more than HF
+    in that dtype differs from HF in float32."""
+    x = batch(padded=True)
+    reference = logits(build(arch), x)
+    hf = logits(build(arch).to(dtype), x)
+    ours = logits(load_exported(exported(arch)).to(dtype), x)
+    drift = (hf - reference).abs().max().item()
+    assert drift > 0  # the dtype did change the arithmetic
+    assert (ours - hf).abs().max().item() <= drift * SLACK.get(arch, 1.0)
+
+
+def test_llama_keeps_hf_precision_choices():
+    """RMSNorm's float32 statistics and rotary's cast back to the activations' dtype survive a float32 capture, and
+    load_model(dtype=…) gives the same numbers as .to(dtype)."""
+    folder = exported("llama")
+    text = (folder / "model.py").read_text()
+    assert "input_dtype = hidden_states.dtype" in text and ".to(torch.float32)" in text
+    assert ".to(input_dtype)" in text
+    x = batch(padded=False)
+    converted = load_exported(folder).to(torch.bfloat16)
+    direct = _module(folder).load_model(str(folder), dtype=torch.bfloat16).eval()
+    assert next(direct.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        a, b = converted(**x)["logits"], direct(**x)["logits"]
+    assert a.dtype == b.dtype == torch.bfloat16 and torch.equal(a, b)
+
+
+def _module(folder: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"exported_dtype_{abs(hash(str(folder)))}", folder / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class SDPACalls(torch.overrides.TorchFunctionMode):
+    """Records the mask and is_causal of every F.scaled_dot_product_attention call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            self.calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal", False), kwargs.get("enable_gqa")))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("arch,causal", [("gpt2", True), ("bert", False), ("llama", True)])
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+def test_fast_attention_path_matches_hf(arch, causal, padded):
+    """No padding: SDPA gets no mask tensor (is_causal=True in a decoder); padding: a boolean mask. Equal to HF
+    either way; Llama's grouped-query attention goes through SDPA's enable_gqa (no repeated keys)."""
+    x = batch(padded)
+    model = load_exported(exported(arch))
+    with SDPACalls() as seen:
+        ours = logits(model, x)
+    assert (ours - logits(build(arch), x)).abs().max().item() < 1e-5
+    assert seen.calls
+    for mask, is_causal, gqa in seen.calls:
+        if padded:
+            assert mask is not None and mask.dtype == torch.bool and not is_causal
+        else:
+            assert mask is None and is_causal == causal
+        assert gqa == (True if arch == "llama" else None)
+
+
+@functools.lru_cache(maxsize=None)
+def lively(arch: str):
+    """A tiny `arch` model with larger weights (its greedy tokens vary instead of repeating one), and its export."""
+    from graphsurgeon.capture import capture
+
+    model = build(arch, initializer_range=0.5)
+    folder = Path(tempfile.mkdtemp(prefix=f"gs-generate-{arch}-")) / "out"
+    export_folder(capture(model), folder)
+    return model, load_exported(folder)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt", "bigcode", "llama"])
+def test_greedy_generate_equals_hf(arch):
+    """model.generate (KV cache) writes HF's greedy tokens, one prompt and a left-padded batch."""
+    hf, ours = lively(arch)
+    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :2] = mask[1, :1] = 0
+    for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
+        want = hf.generate(**x, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+        got = ours.generate(**x, max_new_tokens=12)
+        assert got.tolist() == want.tolist()
+        assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
+
+
+def test_cache_and_eos():
+    """The forward with past_key_values gives the logits of the full sequence; a row that writes the eos token goes
+    on with the pad token as HF's generate does."""
+    hf, ours = lively("llama")
+    ids = torch.randint(3, 101, (2, 9), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        full = ours(input_ids=ids)["logits"]
+        first = ours(input_ids=ids[:, :6], use_cache=True)
+        rest = ours(input_ids=ids[:, 6:], past_key_values=first["past_key_values"], use_cache=True)
+    assert len(first["past_key_values"]) == 2 and first["past_key_values"][0][0].shape[2] == 6
+    # 3 new tokens after 6 cached: a mask is built (padding-free chunks of several tokens need one)
+    assert (rest["logits"][:, -1] - full[:, -1]).abs().max().item() < 1e-4
+    greedy = ours.generate(ids, max_new_tokens=6)
+    eos = int(greedy[0, 11])  # the third new token of the first row
+    want = hf.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    assert ours.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0).tolist() == want.tolist()
