@@ -275,7 +275,8 @@ class FunctionWriter(Statements, Sizes):
                 args.append(self.training())
             call = f"{self.env.function_names[child.key]}({', '.join(args)})"
             if child.key in self.prog.packs:  # HF: no attention_mask but restarting position_ids -> packed sequences
-                call = f"same_sequence({call}, {self.arg(self.prog.packs[child.key])})"
+                causal = ", causal=True" if self.mask_form(child.outputs[0]) == "causal mask" else ""
+                call = f"same_sequence({call}, {self.arg(self.prog.packs[child.key])}{causal})"
             return call
         callee = self.env.attr(base, child.path)
         if leaf is not None:

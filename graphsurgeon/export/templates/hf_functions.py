@@ -26,11 +26,16 @@ def find_packed_sequence_indices(position_ids: torch.Tensor) -> torch.Tensor:
     return (step != 1).cumsum(-1)
 
 
-def same_sequence(mask: torch.Tensor, packed_sequence_mask: torch.Tensor | None) -> torch.Tensor:
-    """A [batch, 1, seq, seq] boolean mask limited to query/key pairs of one packed sequence (None: unchanged)."""
+def same_sequence(mask: torch.Tensor | None, packed_sequence_mask: torch.Tensor | None,
+                  causal: bool = False) -> torch.Tensor | None:
+    """The attention mask limited to query/key pairs of one packed sequence (packed_sequence_mask None: unchanged).
+    `mask` None is the mask builder's "nothing padded" (then `causal` says whether the model is causal)."""
     if packed_sequence_mask is None:
         return mask
-    return mask & (packed_sequence_mask[:, None, :, None] == packed_sequence_mask[:, None, None, :])
+    same = packed_sequence_mask[:, None, :, None] == packed_sequence_mask[:, None, None, :]  # [batch, 1, seq, seq]
+    if mask is None:
+        return same.tril() if causal else same
+    return mask & same
 
 
 def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
