@@ -120,9 +120,9 @@ class _Runner:
 
     def __init__(self, folder: Path):
         self.work = Path(tempfile.mkdtemp(prefix="graphsurgeon-check-"))
-        self.stderr = open(self.work / "stderr.txt", "w+")
+        self.stderr = open(self.work / "stderr.txt", "w+", encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.proc = subprocess.Popen([sys.executable, "-I", str(RUNNER), str(folder), str(self.work)], cwd=folder,
+        self.proc = subprocess.Popen([sys.executable, "-I", "-B", str(RUNNER), str(folder), str(self.work)], cwd=folder,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True)
 
