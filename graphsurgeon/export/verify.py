@@ -79,7 +79,7 @@ def self_check(cm, folder: Path):
 
 def static_check(folder: Path) -> None:
     """model.py compiles and reads no undefined name (SelfCheckError naming the line otherwise)."""
-    text = (folder / "model.py").read_text()
+    text = (folder / "model.py").read_text(encoding="utf-8")
     try:
         compile(text, "model.py", "exec")
     except SyntaxError as err:
@@ -172,7 +172,7 @@ def run_check(cm, folder: Path, runner: _Runner, *, what: str = "model.py") -> t
         save_file({k: v.contiguous() for k, v in lora_export.items()}, str(runner.work / "lora.safetensors"))
     (runner.work / "plan.json").write_text(json.dumps({
         "outputs": list(cm.output_names),
-        "cases": [{"label": label, "inputs": list(x), "lora": lora} for label, x, lora in all_cases]}))
+        "cases": [{"label": label, "inputs": list(x), "lora": lora} for label, x, lora in all_cases]}), encoding="utf-8")
     runner.send("go")
     want = [_graph_outputs(cm, x, lora_graph if lora else None) for _, x, lora in all_cases]
     if runner.wait_line() != "ready":
@@ -267,7 +267,7 @@ def _first_differing_module(cm, runner: _Runner, case: int, inputs: dict, lora: 
     order_file = runner.work / "modules.json"
     if runner.proc.returncode != 0 or not order_file.exists():
         return ""
-    counts = json.loads(order_file.read_text())
+    counts = json.loads(order_file.read_text(encoding="utf-8"))
     mine = load_file(str(runner.work / "modules.safetensors"))
     with torch.no_grad(), _one_thread(), _lora_weights(cm, lora):
         graph = graph_module_values(cm, inputs)
@@ -320,7 +320,7 @@ def keep_for_report(folder: Path, what: str, work: Path | None) -> Path | None:
             for f in work.iterdir():
                 if f.is_file():
                     shutil.copy(f, report / f.name)
-        (report / "refusal.txt").write_text(what + "\n")
+        (report / "refusal.txt").write_text(what + "\n", encoding="utf-8")
     except OSError:
         return None
     return dest

@@ -48,7 +48,7 @@ def main(folder: str, work: str) -> int:
     sys.modules["model"] = module
     spec.loader.exec_module(module)
     model = module.load_model(folder).eval()
-    with open(os.path.join(work, "plan.json")) as f:
+    with open(os.path.join(work, "plan.json"), encoding="utf-8") as f:
         plan = json.load(f)
     inputs = load_file(os.path.join(work, "inputs.safetensors"))
     lora_file = os.path.join(work, "lora.safetensors")
@@ -90,7 +90,7 @@ def main(folder: str, work: str) -> int:
         save_file({f"{name}#{side}#{j}": t.detach().contiguous().clone() for name in order
                    for side in ("out", "in") for j, t in enumerate(seen[name][side])},
                   os.path.join(work, "modules.safetensors"))
-        with open(os.path.join(work, "modules.json"), "w") as f:
+        with open(os.path.join(work, "modules.json"), "w", encoding="utf-8") as f:
             json.dump({name: {side: len(seen[name][side]) for side in ("out", "in")} for name in order}, f)
     return 0
 
