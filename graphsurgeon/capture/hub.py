@@ -52,7 +52,7 @@ def wanted_weights(hub_id: str, folder: Path, listing: set[str] | None) -> list[
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SourceError(f"{hub_id}: {index.name} on the Hub is not a safetensors index (no weight_map); the "
                               "repository's weights cannot be loaded.") from None

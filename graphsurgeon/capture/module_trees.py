@@ -20,7 +20,11 @@ from pathlib import Path
 
 from graphsurgeon.capture import preset_trees
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
+from graphsurgeon.capture.sources import MAX_CONFIG_BYTES
 from graphsurgeon.graph.snapshot import FORMAT
+from graphsurgeon.jsondata import read_json
+
+MAX_TREE_BYTES = 256 * 2**20  # a 5,000-layer module tree is a few MB
 
 METADATA_KEYS = {"transformers_version", "_name_or_path", "torch_dtype", "dtype"}  # written by save_pretrained; no module depends on them
 SHIPPED, CACHED = "shipped module tree", "cached module tree"  # how the tree painted first was known
@@ -63,7 +67,7 @@ def remember_tree(source, tree: dict) -> Path | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tree-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(tree, f, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError:
@@ -81,7 +85,7 @@ def _folder_config(name: str) -> dict | None:
         if folder is None:
             return None
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = read_json(folder / "config.json", max_bytes=MAX_CONFIG_BYTES, what="a config.json")
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
@@ -97,7 +101,7 @@ def _cache_file(digest: str) -> Path:
 
 def _read(path: Path) -> dict | None:
     try:
-        tree = json.loads(path.read_text())
+        tree = read_json(path, max_bytes=MAX_TREE_BYTES, what="a module tree")  # the app's own file: distrusted
         return tree if tree.get("format") == FORMAT and tree.get("modules_only") else None
     except (OSError, ValueError, AttributeError):
         return None

@@ -164,7 +164,7 @@ def build_twin(cm):
     config, kept = twin_config(cm.config, cm.model_class, _lora_layers(cm))
     folder = Path(tempfile.mkdtemp(prefix="graphsurgeon-twin-"))
     try:
-        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         twin = capture(str(folder), eager_attention=cm.attn_implementation == "eager")
     except GraphsurgeonError as err:
         from graphsurgeon.export.verify import SelfCheckError
