@@ -54,7 +54,8 @@ def test_the_success_line_says_what_was_checked(tmp_path, cache):
 
 @pytest.mark.parametrize("arch, old, new, module", [
     # the rotary base 10000 -> 10000 ** 1.1 (inv_freq = base ** (-2i/d)): only the rotary module differs
-    ("llama", r"\* self\.inv_freq  #", "* self.inv_freq ** 1.1  #", "model.rotary_emb"),
+    ("llama", r"\* self\.inv_freq\.to\(torch\.float32\)  #", "* self.inv_freq.to(torch.float32) ** 1.1  #",
+     "model.rotary_emb"),
     # 4 heads of 16 -> 2 heads of 32 in every projection's view: the same shapes outside the attention
     ("gpt2", r"-1, 16\)\.transpose", "-1, 32).transpose", "transformer.h.0.attn"),
     # cos and sin swapped where the rotary embedding is applied
@@ -89,7 +90,8 @@ def test_a_difference_only_a_random_lora_shows_is_found(tmp_path, cache, monkeyp
     (r"torch\.rsqrt\(", "rsqrt(", "model.py reads the undefined name 'rsqrt' (line "),
     (r"        super\(\).__init__\(\)\n", "        super().__init__()\n        self.0 = nn.Linear(2, 2)\n",
      "model.py does not compile (invalid syntax"),
-    (r"\* self\.inv_freq  #", "* self.inv_freq[None, None, :3]  #", "model.py fails when it is run on its own: "),
+    (r"\* self\.inv_freq\.to\(torch\.float32\)  #", "* self.inv_freq.to(torch.float32)[None, None, :3]  #",
+     "model.py fails when it is run on its own: "),
 ])
 def test_a_model_py_that_cannot_run_is_refused(old, new, message, tmp_path, cache, monkeypatch):
     edit_model_py(monkeypatch, old, new)

@@ -23,7 +23,7 @@ class Sizes:
                 need += [k for k in n.sizes if k not in need]
         for p in params:
             val = p.meta.get("val")
-            if not isinstance(val, torch.Tensor) or p not in self.name_of:
+            if not isinstance(val, torch.Tensor) or p not in self.name_of or self._may_be_none(p):
                 continue
             dims = []
             for d, size in enumerate(val.shape):
@@ -43,6 +43,10 @@ class Sizes:
             else:
                 for (d, _), nm in zip(dims, names_):
                     self.lines.append(Line(f"{nm} = {src}.size({d})"))
+
+    def _may_be_none(self, value) -> bool:
+        """A mask the builder returns as None when nothing is padded (the fast path): no size is read from it."""
+        return self.mask_form(value) is not None
 
     def _size_name(self, key: str) -> str:
         if self.canonical:
@@ -70,7 +74,7 @@ class Sizes:
             if isinstance(val, torch.SymInt) and str(val.node.expr) == key:  # `n = x.item()`
                 self.sizes[key] = name
                 return
-            if isinstance(val, torch.Tensor):
+            if isinstance(val, torch.Tensor) and not self._may_be_none(v):
                 for d, size in enumerate(val.shape):
                     if isinstance(size, torch.SymInt) and str(size.node.expr) == key:
                         self.sizes[key] = self._size_name(key)
