@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
+def refused_unchanged(valid: Path, breaks, message: str, tmp_path: Path, capsys) -> None:
+    """A copy of the folder `valid`, broken by `breaks`, is refused by `graphsurgeon lora` in one line holding
+    `message`, exit 2, and nothing under tmp_path is written or changed."""
+    folder = tmp_path / "model"
+    shutil.copytree(valid, folder)
+    breaks(folder)
+    before = files_under(tmp_path)
+    code, out, err = run_cli(["lora", str(folder), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and message in one_line(err) and out == ""
+    assert files_under(tmp_path) == before
 
 
 @pytest.fixture(scope="module")

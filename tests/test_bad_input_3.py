@@ -16,7 +16,7 @@ import pytest
 import transformers
 from safetensors.torch import load_file, save_file
 
-from bad_input_helpers import files_under, gpt2_folder, one_line, run_cli  # noqa: F401 (gpt2_folder: a fixture)
+from bad_input_helpers import files_under, gpt2_folder, one_line, refused_unchanged, run_cli  # noqa: F401 (gpt2_folder: a fixture)
 from graphsurgeon.capture import resolve
 from graphsurgeon.capture.presets import PRESET_DIR, is_preset
 from graphsurgeon.cli import main
@@ -70,13 +70,7 @@ CONFIGS = [  # (case, how the valid folder is broken, what the one line must say
 
 @pytest.mark.parametrize("name,breaks,message", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_configs_and_indexes_refused_in_one_line(name, breaks, message, gpt2_folder, tmp_path, capsys):
-    folder = tmp_path / "model"
-    shutil.copytree(gpt2_folder, folder)
-    breaks(folder)
-    before = files_under(tmp_path)
-    code, out, err = run_cli(["lora", str(folder), "--out", str(tmp_path / "out")], capsys)
-    assert code == 2 and message in one_line(err) and out == ""
-    assert files_under(tmp_path) == before
+    refused_unchanged(gpt2_folder, breaks, message, tmp_path, capsys)
 
 
 def test_config_without_architectures_is_the_base_model(gpt2_folder, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_helpers import files_under, gpt2_folder, one_line, run_cli  # noqa: F401 (gpt2_folder: a fixture)
+from bad_input_helpers import files_under, gpt2_folder, one_line, refused_unchanged, run_cli  # noqa: F401 (gpt2_folder: a fixture)
 from graphsurgeon.export import ExportError, export_folder
 from graphsurgeon.export.destination import claim
 from graphsurgeon.surgery import LoRAConfig, add_lora
@@ -170,15 +170,7 @@ WEIGHTS = [  # (case, how model.safetensors is broken, what the one line must sa
 
 @pytest.mark.parametrize("name,breaks,message", WEIGHTS, ids=[c[0] for c in WEIGHTS])
 def test_weights_of_the_wrong_kind_or_value_refused(name, breaks, message, gpt2_folder, tmp_path, capsys):
-    folder = tmp_path / "model"
-    import shutil
-
-    shutil.copytree(gpt2_folder, folder)
-    breaks(folder)
-    before = files_under(tmp_path)
-    code, out, err = run_cli(["lora", str(folder), "--out", str(tmp_path / "out")], capsys)
-    assert code == 2 and message in one_line(err) and out == ""
-    assert files_under(tmp_path) == before
+    refused_unchanged(gpt2_folder, breaks, message, tmp_path, capsys)
 
 
 def test_nonfinite_weights_allowed_are_said_on_every_output(gpt2_folder, tmp_path, capsys):

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
-from graphsurgeon.export.codegen import fastpath, lift, names, signatures
-from graphsurgeon.graph.hf_meta import DEFAULT_OF, PACKS_SEQUENCES
+from graphsurgeon.export.codegen import fastpath, lift, names, packing, signatures
+from graphsurgeon.graph.hf_meta import DEFAULT_OF
 from graphsurgeon.graph.tidy import PRECISION
 
 ROOT = ""
@@ -181,7 +181,7 @@ def build(cm) -> Program:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
     _settle(prog, prog.root)
     _optional_inputs(prog)
-    _packed_sequences(prog)
+    packing.thread(prog)
     return prog
 
 
@@ -202,28 +202,6 @@ def _optional_inputs(prog: Program) -> None:
             if pseudo not in scope.inputs:
                 scope.inputs.append(pseudo)
             scope = scope.parent
-
-
-PACKED_INPUT = "packed_sequence_mask"  # HF's name: which packed sequence each token is in (None: not packed)
-
-
-def _packed_sequences(prog: Program) -> None:
-    """Where HF reads restarting position_ids as packed sequences (capture tagged `attention_mask`), the caller of
-    each function that builds the mask from `attention_mask` combines its result with the packed sequences: the
-    scopes down to that caller take `packed_sequence_mask`, which the forward's prologue computes."""
-    mask = next((n for n in prog.cm.gm.graph.nodes if n.op == "placeholder" and n.meta.get(PACKS_SEQUENCES)), None)
-    if mask is None:
-        return
-    pseudo = torch.fx.Graph().placeholder(PACKED_INPUT)
-    for scope in prog.root.scopes():
-        if scope.kind != "function" or mask not in scope.inputs:
-            continue
-        prog.packs[scope.key] = pseudo
-        caller = scope.parent
-        while caller is not None:
-            if pseudo not in caller.inputs:
-                caller.inputs.append(pseudo)
-            caller = caller.parent
 
 
 def _chains(cm) -> dict:

@@ -18,7 +18,7 @@ import re
 import torch
 import torch.fx
 
-from graphsurgeon.export.codegen import lift, names
+from graphsurgeon.export.codegen import lift, names, packing
 from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
 from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
 from graphsurgeon.export.codegen.sizes import Sizes
@@ -273,11 +273,7 @@ class FunctionWriter(Statements, Sizes):
             args = [self.arg(a) for a in child.inputs] + [self._sym_key(k) for k in child.sizes]
             if self.env.training.get(child.key):
                 args.append(self.training())
-            call = f"{self.env.function_names[child.key]}({', '.join(args)})"
-            if child.key in self.prog.packs:  # HF: no attention_mask but restarting position_ids -> packed sequences
-                causal = ", causal=True" if self.mask_form(child.outputs[0]) == "causal mask" else ""
-                call = f"same_sequence({call}, {self.arg(self.prog.packs[child.key])}{causal})"
-            return call
+            return packing.wrap(self, child, f"{self.env.function_names[child.key]}({', '.join(args)})")
         callee = self.env.attr(base, child.path)
         if leaf is not None:
             text = f"{callee}({self.arg(leaf.input)})"
