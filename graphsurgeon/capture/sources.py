@@ -31,6 +31,7 @@ class ModelRecipe:
     note: str  # one line on where the weights come from
     _shapes: dict | None = field(default=None, repr=False)  # tensor name -> shape from the files' headers, read once
     _dtype_note: str = field(default="", repr=False)  # another float width in the file, converted while loading
+    _sources: dict | None = field(default=None, repr=False)  # model name -> file key (None: transformers converts)
 
     @property
     def architecture(self) -> str:
@@ -127,6 +128,7 @@ class ModelRecipe:
         if mismatch is not None and mismatch.dtypes.wrong:
             raise SourceError(mismatch.dtypes.sentence(self.name, self.weights_dir))
         self._dtype_note = mismatch.dtypes.note() if mismatch is not None else ""
+        self._sources = mismatch.sources if mismatch is not None else None
         return allowed
 
     def _judge(self, mismatch, allow_missing: bool):
@@ -178,6 +180,19 @@ class ModelRecipe:
             model = self._construct(cls, config, device, attn_implementation)
             model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, None)
             return model.eval()
+        scan = self._start_scan()
+        try:
+            model = self._load(cls, config, attn_implementation, allow_missing, allowed)
+            self._judge_values(model, allow_nonfinite, scan)
+        finally:
+            if scan is not None:
+                scan.stop()
+        return model.eval()
+
+    def _load(self, cls, config, attn_implementation: str, allow_missing: bool, allowed):
+        """from_pretrained with transformers' own loading report judged like the header check."""
+        import torch
+
         torch.manual_seed(0)  # tensors --allow-missing-weights leaves random are the same on every run
         try:
             model, info = cls.from_pretrained(self.weights_dir, config=config, local_files_only=True,
@@ -192,16 +207,29 @@ class ModelRecipe:
         reported = self._judge(from_loading_info(model, info, self.file_shapes), allow_missing)
         allowed = reported if reported is not None else allowed
         model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, allowed)
-        self._judge_values(model, allow_nonfinite)
-        return model.eval()
+        return model
 
-    def _judge_values(self, model, allow_nonfinite: bool) -> None:
-        """Scan the loaded weights for NaN / inf: refused in one sentence, or (allowed) said in the weights note."""
+    def _start_scan(self):
+        """The NaN / inf scan of the weight files, started on a worker thread to run while the model loads."""
+        from graphsurgeon.capture.weights_values import FileScan
+
+        if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py: the load without the check
+            return None
+        return FileScan(weight_files(self.weights_dir))
+
+    def _judge_values(self, model, allow_nonfinite: bool, scan) -> None:
+        """NaN / inf in the loaded weights: refused in one sentence, or (allowed) said in the weights note.
+
+        The file scan (`scan`, run during the load) vouches for the tensors loaded unchanged from a file; the rest
+        (random ones, buffers the model computes, narrowing conversions) or, when the files hold NaN / inf or the
+        names do not map, every tensor is scanned here.
+        """
         from graphsurgeon.capture.weights_values import NONFINITE_NOTE, nonfinite, nonfinite_text
 
-        if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py times the scan on its own
+        if scan is None:
             return
-        bad = nonfinite([*model.named_parameters(), *model.named_buffers()])
+        rest = scan.unchecked(model, self._sources)
+        bad = nonfinite(rest if rest is not None else [*model.named_parameters(), *model.named_buffers()])
         if not bad:
             return
         if not allow_nonfinite:
