@@ -360,6 +360,47 @@ def test_an_idle_editor_obeys_signals(signum, status, tmp_path):
     assert code == status and lines == [f"graphsurgeon: {signal.Signals(signum).name}, the editor closed."], err
 
 
+def test_an_edit_survives_sigterm_in_the_autosave_and_is_offered_next(tiny_gpt2, tmp_path, monkeypatch):
+    """A real editor process given an edit (`--recipe`, replayed once the capture is live), then SIGTERM: exit 143,
+    the line says the edits were kept, the autosave on disk holds the recipe's step (a clean close would have removed
+    it), and the next start on this model offers it (read_recovery: what the window asks when a model is ready)."""
+    import json
+
+    from graphsurgeon.ui.operate.session import autosave_path, read_recovery
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(cache))
+    recipe = _autosave(tiny_gpt2)["recipe"]
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
+    path = autosave_path(tiny_gpt2)
+    proc = _cli("edit", "tiny-gpt2", "--recipe", str(tmp_path / "recipe.json"),
+                env={"QT_QPA_PLATFORM": "offscreen", "GRAPHSURGEON_CACHE_DIR": str(cache)})
+    deadline = time.monotonic() + 300
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the recipe is replayed when the capture is live; the edit is then autosaved
+    time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    _, err = proc.communicate()
+    lines = [line for line in err.splitlines() if "propagateSizeHints" not in line]
+    said = "graphsurgeon: SIGTERM, the editor closed (edits kept in the autosave: File → Recover autosaved session)."
+    assert code == 143 and lines == [said], err
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    assert kept["recipe"]["steps"] == recipe["steps"] and kept["source"] == "tiny-gpt2" and kept["meta"] is False
+    offered, problem = read_recovery(tiny_gpt2)
+    assert problem is None and offered == kept
+
+
+def test_edit_recipe_that_is_not_a_file_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(["edit", "tiny-gpt2", "--recipe", str(tmp_path / "nope.json")], capsys)
+    assert code == 2 and one_line(err) == (f"error: --recipe {tmp_path / 'nope.json'} is not a file; give a "
+                                           "recipe saved with File → Save recipe… or an export's surgery.json.")
+
+
 # ---- UTF-8 whatever the locale ----------------------------------------------------------------------------
 def test_an_export_under_a_non_utf8_locale(tmp_path):
     """LC_ALL=C without Python's UTF-8 coercion: the locale's encoding is ASCII. Before, the export failed on

@@ -165,10 +165,19 @@ class ModelRecipe:
         `_graphsurgeon_note` says so). Weights holding NaN or inf are refused unless allow_nonfinite (the note then
         says so).
         """
-        import torch
-
         config = self.hf_config(attn_implementation)
         cls = self.model_class()
+        scan = self._start_scan() if device != "meta" and self.weights_dir is not None else None  # runs meanwhile
+        try:
+            return self._build(cls, config, device, attn_implementation, allow_missing, allow_nonfinite, scan)
+        finally:
+            if scan is not None:
+                scan.stop()
+
+    def _build(self, cls, config, device: str, attn_implementation: str, allow_missing: bool, allow_nonfinite: bool,
+               scan) -> torch.nn.Module:
+        import torch
+
         meta_model = self._construct(cls, config, "meta", attn_implementation)
         allowed = self.check_weights(meta_model, allow_missing) if self.weights_dir is not None else None
         if device == "meta":
@@ -180,13 +189,8 @@ class ModelRecipe:
             model = self._construct(cls, config, device, attn_implementation)
             model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, None)
             return model.eval()
-        scan = self._start_scan()
-        try:
-            model = self._load(cls, config, attn_implementation, allow_missing, allowed)
-            self._judge_values(model, allow_nonfinite, scan)
-        finally:
-            if scan is not None:
-                scan.stop()
+        model = self._load(cls, config, attn_implementation, allow_missing, allowed)
+        self._judge_values(model, allow_nonfinite, scan)
         return model.eval()
 
     def _load(self, cls, config, attn_implementation: str, allow_missing: bool, allowed):
@@ -215,7 +219,11 @@ class ModelRecipe:
 
         if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py: the load without the check
             return None
-        return FileScan(weight_files(self.weights_dir))
+        try:
+            files = weight_files(self.weights_dir)
+        except (OSError, ValueError):  # the header check says what is wrong; the scan vouches for nothing
+            files = []
+        return FileScan(files)
 
     def _judge_values(self, model, allow_nonfinite: bool, scan) -> None:
         """NaN / inf in the loaded weights: refused in one sentence, or (allowed) said in the weights note.

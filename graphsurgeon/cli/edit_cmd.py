@@ -1,4 +1,4 @@
-"""`graphsurgeon edit [MODEL] [--path P] [--screenshot FILE.png]`: the editor window."""
+"""`graphsurgeon edit [MODEL] [--path P] [--recipe FILE] [--screenshot FILE.png]`: the editor window."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ def register(sub) -> None:
     p = sub.add_parser("edit", help="open the editor (default: GPT-2's architecture)")
     add_model_arguments(p)
     p.add_argument("--path", default="", help="open this composite, e.g. transformer.h.0.attn")
+    p.add_argument("--recipe", default=None,
+                   help="replay this recipe (a saved recipe or an export's surgery.json) once the model is captured, "
+                        "as File → Open recipe… does")
     p.add_argument("--screenshot", default=None, help="render the window offscreen into this PNG and exit")
     p.add_argument("--prepare", action="store_true",
                    help="capture and save the model's views in the cache, so the editor paints it at once; no window")
@@ -21,6 +24,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     model, meta = (args.model, args.meta) if args.model is not None else (DEFAULT_PRESET, True)
+    if args.recipe is not None and not os.path.isfile(args.recipe):
+        raise GraphsurgeonError(f"--recipe {args.recipe} is not a file; give a recipe saved with File → Save recipe… "
+                                "or an export's surgery.json.")
     if args.screenshot:
         return _screenshot(args, model, meta)
     if args.prepare:
@@ -41,6 +47,8 @@ def run(args) -> int:
     from graphsurgeon.ui.quit_signals import quit_on_signals
 
     app, win = open_editor(model, meta=meta, eager_attention=args.eager_attention, path=args.path)
+    if args.recipe is not None:
+        _open_when_captured(win, args.recipe)
 
     def flush(signum: int) -> None:  # the edits are kept for File → Recover autosaved session
         session = getattr(win.operate, "_session", None)
@@ -51,6 +59,16 @@ def run(args) -> int:
 
     with quit_on_signals(app, flush):
         return app.exec()
+
+
+def _open_when_captured(win, recipe: str) -> None:
+    """Replay `recipe` onto the model once, when its capture is shown live (a refused recipe says why, as the menu's)."""
+
+    def once() -> None:
+        win.model_ready.disconnect(once)
+        win.operate.open_recipe(recipe)
+
+    win.model_ready.connect(once)
 
 
 def _screenshot(args, model: str, meta: bool) -> int:
