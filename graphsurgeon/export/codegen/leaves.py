@@ -47,6 +47,27 @@ def recognise(prog: Program, scope: Scope) -> Leaf | None:
     return (_projection(prog, scope, nodes) or _single(prog, scope, nodes) or _activation(prog, scope, nodes))
 
 
+def sequential(scope: Scope, leaves: dict) -> Leaf | None:
+    """An `nn.Sequential` of torch.nn layers: a module whose children are numbered 0…n-1 and whose whole call is
+    those layers in order, each reading the one before (children are recognised first, in `leaves`)."""
+    kids = scope.items
+    if scope.kind != "module" or not kids or any(
+            not isinstance(k, Scope) or k.kind != "module" or leaves.get(k.key) is None for k in kids):
+        return None
+    if [k.path for k in kids] != [f"{scope.path}.{i}" for i in range(len(kids))]:
+        return None
+    layers = [leaves[k.key] for k in kids]
+    ins = [i for i in scope.inputs if i.op != "get_attr"]
+    if ins != [layers[0].input] or scope.outputs != kids[-1].outputs or \
+            any(len(k.outputs) != 1 for k in kids):
+        return None
+    if any(layer.input is not prev.outputs[0] for layer, prev in zip(layers[1:], kids)):
+        return None
+    return Leaf(f"nn.Sequential({', '.join(x.ctor for x in layers)})",
+                f"nn.Sequential({', '.join(x.base_ctor or x.ctor for x in layers)})", "sequential", layers[0].input,
+                set().union(*(x.needs for x in layers)))
+
+
 def _lora_in(prog: Program, scope: Scope):
     names = {n.name for n in scope.items if isinstance(n, torch.fx.Node)}
     for block in prog.cm.loras.values():
