@@ -4,6 +4,7 @@ same A, B (1e-5), and the exported model.py (self-checked) equals PEFT at anothe
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 import sys
@@ -73,3 +74,55 @@ def test_numbered_children_sequential_and_lists_in_a_block(tmp_path_factory):
     with torch.no_grad():
         want = lc.with_peft(module, cm)(**x)
         assert (out(model(**x)) - want).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("block", ["EinsumAttention", "InPlaceAttention", "BmmAttention"])
+def test_attention_cores_by_structure(block, tmp_path_factory):
+    """einsum on both sides of the softmax; div_, += relative-position bias, masked_fill_ in the scores and mul_ on
+    the probabilities; bmm with the probabilities as the second operand: q, k and v are each the module the model
+    calls q, k, v (LoRA on all three), and model.py equals PEFT."""
+    module, cm, folder = exported(block, ("q", "k", "v"), str(tmp_path_factory.mktemp(block)))
+    assert sorted((b.target.role, b.target.module) for b in cm.loras.values()) == sorted(
+        (r, f"layers.{i}.{r}") for i in range(2) for r in "qkv")
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+HF = {  # model type -> (class, tiny config, the attributes its q, k, v projections have: the model's own names)
+    "xlm": ("XLMWithLMHeadModel", dict(n_layers=2, emb_dim=32, n_heads=4, vocab_size=50, max_position_embeddings=32),
+            ("q_lin", "k_lin", "v_lin")),  # scores.masked_fill_(mask, min) between the products
+    "t5": ("T5EncoderModel", dict(num_layers=2, d_model=32, d_kv=8, d_ff=64, num_heads=4, vocab_size=50,
+                                  relative_attention_num_buckets=8), ("q", "k", "v")),  # scores += position_bias
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(HF))
+def test_hf_attention_with_in_place_score_ops(model_type, tmp_path):
+    import peft
+    import transformers as tf
+
+    from graphsurgeon.capture import capture
+    from surgery_models import with_delta
+
+    cls, config, names = HF[model_type]
+    torch.manual_seed(0)
+    model = getattr(tf, cls)(tf.CONFIG_MAPPING[model_type](**config)).eval()
+    cm = capture(model)
+    x = ids(2, 9, 2)
+    with torch.no_grad():
+        original = out(model(**x))
+        add_lora(cm, ("q", "k", "v"), "all", LoRAConfig(r=2, alpha=4))
+        assert sorted(b.target.module.rsplit(".", 1)[1] for b in cm.loras.values()) == sorted(names * 2)
+        assert all(b.target.attention for b in cm.loras.values())  # found behind its attention, not by name
+        assert (out(cm.run(**x)) - original).abs().max() <= TOL
+        randomize(cm, seed=5)
+        ours = out(cm.run(**x))
+        assert (ours - original).abs().max() > 1e-3
+        assert (ours - out(with_delta(copy.deepcopy(model), cm)(**x))).abs().max() <= TOL  # ΔW by hand
+        by_peft = lc.with_peft(model, cm)  # PEFT, same A and B
+        assert isinstance(by_peft, peft.PeftModel) and (ours - out(by_peft(**x))).abs().max() <= TOL
+    export_folder(cm, tmp_path / "out")
+    y = ids(3, 6, 4)
+    with torch.no_grad():
+        assert (out(load_exported(tmp_path / "out")(**y)) - out(by_peft(**y))).abs().max() <= TOL
