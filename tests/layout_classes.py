@@ -167,3 +167,42 @@ class BmmAttention(QKV):
         q, k, v = (x.reshape(b * h, t, d) for x in (q * d ** -0.5, k, v))
         probs = torch.bmm(q, k.transpose(1, 2)).softmax(-1)
         return torch.bmm(v.transpose(1, 2), probs.transpose(1, 2)).transpose(1, 2).reshape(b, h, t, d)
+
+
+# ---- 3: projections that are 1×1 convolutions ----------------------------------------------------------------------
+class ConvAttention(nn.Module):
+    """q, k, v as kernel-1 nn.Conv1d over [batch, channels, seq] (q grouped), as convolutional models write them."""
+
+    groups = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Conv1d(D, D, 1, groups=self.groups)
+        self.k, self.v = nn.Conv1d(D, D, 1), nn.Conv1d(D, D, 1)
+        self.o = nn.Linear(D, D)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        c = x.transpose(1, 2)  # [batch, channels, seq]
+        q, k, v = (m(c).view(b, H, D // H, t).transpose(2, 3) for m in (self.q, self.k, self.v))
+        o = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + self.o(merge(o))
+
+
+class GroupedConvAttention(ConvAttention):
+    groups = 2
+
+
+class FusedConvAttention(ConvAttention):
+    """One kernel-1 conv for q, k and v (3·D channels), split on the channel axis: q and v are slices of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.q, self.k, self.v
+        self.qkv = nn.Conv1d(D, 3 * D, 1)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (y.reshape(b, H, D // H, t).transpose(2, 3) for y in self.qkv(x.transpose(1, 2)).chunk(3, dim=1))
+        o = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + self.o(merge(o))

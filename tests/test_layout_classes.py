@@ -89,11 +89,11 @@ def test_attention_cores_by_structure(block, tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
-HF = {  # model type -> (class, tiny config, the attributes its q, k, v projections have: the model's own names)
+# model type -> (class, tiny config, the attributes its q, k, v projections have: the model's own names). T5's
+# `scores += position_bias` was recognised before (InPlaceAttention covers an in-place relative bias at a tenth the cost)
+HF = {
     "xlm": ("XLMWithLMHeadModel", dict(n_layers=2, emb_dim=32, n_heads=4, vocab_size=50, max_position_embeddings=32),
             ("q_lin", "k_lin", "v_lin")),  # scores.masked_fill_(mask, min) between the products
-    "t5": ("T5EncoderModel", dict(num_layers=2, d_model=32, d_kv=8, d_ff=64, num_heads=4, vocab_size=50,
-                                  relative_attention_num_buckets=8), ("q", "k", "v")),  # scores += position_bias
 }
 
 
@@ -126,3 +126,79 @@ def test_hf_attention_with_in_place_score_ops(model_type, tmp_path):
     y = ids(3, 6, 4)
     with torch.no_grad():
         assert (out(load_exported(tmp_path / "out")(**y)) - out(by_peft(**y))).abs().max() <= TOL
+
+
+def test_pointwise_conv_projections_as_peft_adapts_them(tmp_path_factory):
+    """q, k, v as kernel-1 nn.Conv1d over [batch, channels, seq]: LoRA on each equals PEFT's conv LoRA with the same
+    A, B; model.py wraps them (LoRAConv1x1); the PEFT adapter (A [r, in, 1], B [out, r, 1]) loads into PEFT and
+    gives model.py's outputs; folding ΔW into the [out, in, 1] weight is the hand-folded weight."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from graphsurgeon.export.templates import lora_math
+    from graphsurgeon.surgery import lora_weights
+
+    module, cm, folder = exported("ConvAttention", ("q", "k", "v"), str(tmp_path_factory.mktemp("conv")))
+    assert {b.target.kind for b in cm.loras.values()} == {"conv1x1"}
+    code = (folder / "model.py").read_text()
+    assert "self.q = LoRAConv1x1(32, 32, 1, r=2, scaling=2.0)" in code
+    adapter = load_file(str(folder / "adapter_model.safetensors"))
+    assert adapter["base_model.model.layers.0.q.lora_A.weight"].shape == (2, 32, 1)
+    assert adapter["base_model.model.layers.0.q.lora_B.weight"].shape == (32, 2, 1)
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        ours = out(load_exported(folder)(**x))
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(module), str(folder)).eval()
+        by_adapter = peft_model.get_base_model()(**x)  # LoRA injected; a plain module takes no attention_mask
+        assert (ours - by_adapter).abs().max() <= TOL
+        by_hand = lc.with_delta(module, cm)
+        for path, block in cm.loras.items():
+            a, b = lora_weights(cm, path)
+            folded = lora_math.fold(module.get_submodule(block.target.module).weight, dict(
+                A=a.weight, B=b.weight, scaling=block.config.scaling, columns=None), fan_in_fan_out=False)
+            assert (folded - by_hand.get_submodule(block.target.module).weight).abs().max() <= TOL
+
+
+def test_a_grouped_pointwise_conv_is_refused_in_one_sentence():
+    """groups > 1: PEFT's B is grouped, which this LoRA cannot hold; one sentence naming the module (the ungrouped
+    k and v of the same model are still adapted)."""
+    from graphsurgeon.errors import GraphsurgeonError
+
+    module = lc.build(lc.GroupedConvAttention)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    with pytest.raises(GraphsurgeonError) as err:
+        add_lora(cm, ("q",), "all", LoRAConfig(r=2, alpha=4))
+    text = str(err.value)
+    assert "layers.0.q is a grouped 1×1 convolution (groups=2)" in text and "\n" not in text and not cm.loras
+    add_lora(cm, ("k", "v"), "all", LoRAConfig(r=2, alpha=4))
+    assert sorted(b.target.module for b in cm.loras.values()) == [f"layers.{i}.{r}" for i in range(2) for r in "kv"]
+
+
+def test_slices_of_a_fused_pointwise_conv(tmp_path):
+    """q and v as channel slices of one kernel-1 conv (qkv(x).chunk(3, dim=1)): the graph equals the module with
+    ΔW folded into those rows of the [3·D, D, 1] weight by hand, and the exported adapter (one rank-2r PEFT conv
+    LoRA on qkv) loaded by PEFT equals model.py."""
+    from peft import PeftModel
+
+    from graphsurgeon.surgery import lora_weights
+
+    module = lc.build(lc.FusedConvAttention)
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    assert sorted((b.target.module, b.target.columns[0], len(b.target.columns)) for b in cm.loras.values()) == [
+        (f"layers.{i}.qkv", c, lc.D) for i in range(2) for c in (0, 2 * lc.D)]
+    randomize(cm, seed=7)
+    by_hand = copy.deepcopy(module)
+    with torch.no_grad():
+        for path, block in cm.loras.items():
+            a, b = lora_weights(cm, path)
+            w = by_hand.get_submodule(block.target.module).weight
+            w[list(block.target.columns), :, 0] += (b.weight @ a.weight) * block.config.scaling
+        ours = out(cm.run(**x))
+        assert (ours - by_hand(**x)).abs().max() <= TOL and (ours - module(**x)).abs().max() > 1e-3
+    export_folder(cm, tmp_path / "out")
+    y = ids(3, 7, 1)
+    with torch.no_grad():
+        by_adapter = PeftModel.from_pretrained(copy.deepcopy(module), str(tmp_path / "out")).eval()
+        assert (out(load_exported(tmp_path / "out")(**y)) - by_adapter.get_base_model()(**y)).abs().max() <= TOL

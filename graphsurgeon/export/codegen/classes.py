@@ -24,7 +24,7 @@ from graphsurgeon.export.codegen.body import Body, Env, Line
 from graphsurgeon.export.codegen.sizes import symbols
 from graphsurgeon.export.codegen.writer import FunctionWriter
 
-HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")
+HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1")
 LORA_PARTS = {"lora_A", "lora_B", "lora_dropout"}
 TORCH_NAMES = {"Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU", "SiLU", "ReLU"}
 

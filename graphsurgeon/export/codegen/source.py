@@ -147,9 +147,11 @@ def helpers_text(needed: set[str]) -> str:
 
 
 def needed_helpers(code: str, loras: dict) -> set[str]:
-    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "grouped_mm") if re.search(rf"\b{n}\(", code)}
+    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm")
+            if re.search(rf"\b{n}\(", code)}
     kinds = {hp["kind"] for hp in loras.values()}
     need |= {"LoRA"} if "update" in kinds else set()
     need |= {"LoRALinear"} if "linear" in kinds else set()
     need |= {"LoRAConv1D", "Conv1D"} if "conv1d" in kinds else set()
+    need |= {"LoRAConv1x1"} if "conv1x1" in kinds else set()
     return need

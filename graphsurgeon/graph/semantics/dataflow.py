@@ -150,6 +150,8 @@ def _projection(node) -> dict | None:
     if op == "linear":
         w = _param(node.args[1])
         return _describe(node, node.args[0], w, True) if w is not None else None
+    if op == "conv1d":
+        return _pointwise_conv(node)
     if op == "add" and len(node.args) == 2:  # a bias-free product + a bias parameter [out]
         inner, bias = node.args
         hit = _product(inner) if _param(bias) is not None and len(_shape(bias)) == 1 else None
@@ -159,6 +161,23 @@ def _projection(node) -> dict | None:
         return _flat_product(node, node.args[0], node.args[0].args[1], node.args[0].args[2])
     hit = _product(node)
     return hit if hit is not None and not _bias_follows(node, hit) else None
+
+
+def _pointwise_conv(node) -> dict | None:
+    """A kernel-1 `nn.Conv1d` over [batch, channels, seq]: a projection of the channels (kind "conv1x1"; its
+    output columns are dim 1, so [tokens, out] is laid out as (0, 2, 1)); `groups` kept (PEFT's B is grouped)."""
+    args = list(node.args) + [None] * (7 - len(node.args))
+    x, w, _, stride, padding, dilation, groups = args[:7]
+    w = _param(w)
+    shape = _shape(w)
+    if w is None or len(shape) != 3 or shape[2] != 1 or len(_shape(node)) != 3:
+        return None
+    if any(v not in (None, 1, [1], (1,)) for v in (stride, dilation)) or padding not in (None, 0, [0], (0,)):
+        return None
+    g = int(groups or 1)
+    path = module_of(node)[0] or w.target.rpartition(".")[0]
+    return dict(module=path, kind="conv1x1", x=x, in_features=int(shape[1]) * g, out_features=int(shape[0]),
+                weight=w.target, layout=(0, 2, 1), groups=g)
 
 
 def _bias_follows(node, hit: dict) -> bool:
@@ -195,7 +214,8 @@ def producer(node: torch.fx.Node) -> dict | None:
     """A projection output, or a pure layout of some of its columns (GPT-2's q slice, GPT-NeoX's q heads)."""
     whole = projection(node)
     if whole is not None:
-        return dict(whole, target=node, columns=None, width=whole["out_features"], layout=None, projection=node)
+        return dict(whole, target=node, columns=None, width=whole["out_features"], layout=whole.get("layout"),
+                    projection=node)
     if node.op != "call_function" or op_of(node) not in LAYOUT:
         return None
     hit = trace_back(node)
