@@ -40,10 +40,11 @@ def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
         w = cm.gm.get_submodule(module).weight
         out_full = w.shape[1] if blocks[0].target.kind == "conv1d" else w.shape[0]
         a, b, scaling = lora_math.peft_tensors(lora_blocks(cm, blocks), out_full)
+        a, b = lora_math.peft_layout(a, b, w)
         tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(w.dtype)
         tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(w.dtype)
         modules[module] = (a.shape[0], scaling)
-    if len(kinds) > 1:
+    if "conv1d" in kinds and len(kinds) > 1:  # fan_in_fan_out is one flag for the whole adapter
         raise GraphsurgeonError("the PEFT adapter cannot mix Conv1D and Linear targets; export them separately.")
     if len(dropouts) > 1:
         raise GraphsurgeonError("LoRA blocks have different dropouts, which one PEFT adapter cannot hold; use one dropout.")

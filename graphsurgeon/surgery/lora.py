@@ -129,6 +129,7 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
     order = list(target.layout) if target.layout else list(range(tval.dim()))  # target dims in [tokens, out] order
     unpermute = sorted(range(len(order)), key=order.__getitem__)
     with fake:
+        xval = xval.transpose(1, 2) if target.kind == "conv1x1" else xval  # [batch, in, seq] -> [batch, seq, in]
         x2 = xval.reshape(-1, target.in_features)  # (tokens…, in) -> (N, in)
         h = x2.new_empty((x2.shape[0], config.r))  # (N, r)
         o = x2.new_empty((x2.shape[0], target.out_features))  # (N, out)
@@ -137,7 +138,10 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
         added = tval + back
     sizes = [emit("call_function", aten.sym_size.int, (tnode, d), f"size{d}", size, branch_stack)
              if isinstance(size, torch.SymInt) else int(size) for d, size in enumerate(tval.shape)]
-    r_x = emit("call_function", aten.reshape.default, (xnode, [-1, target.in_features]), "x", x2, branch_stack)
+    x_in = xnode
+    if target.kind == "conv1x1":  # a kernel-1 Conv1d reads [batch, in, seq]: the tokens first, as PEFT's conv LoRA
+        x_in = emit("call_function", aten.transpose.int, (xnode, 1, 2), "channels_last", xval, branch_stack)
+    r_x = emit("call_function", aten.reshape.default, (x_in, [-1, target.in_features]), "x", x2, branch_stack)
     drop = emit("call_function", aten.dropout.default, (r_x, float(config.dropout), False), "dropout", x2, branch_stack)
     a = emit("call_module", f"{mod_path}.lora_A", (drop,), "A", h,
              {**branch_stack, f"{mod_path}.lora_A": (f"{mod_path}.lora_A", "Linear")})

@@ -20,7 +20,7 @@ class Target:
     layer: int | None  # index of the repeated block it sits in (h.3 -> 3), None outside repeated blocks
     role: str  # "q", "k", "v", or another name for explicitly chosen projections ("o", "fc1", …)
     module: str  # module path of the projection: "encoder.layer.0.attention.self.query", "transformer.h.0.attn.c_attn"
-    kind: str  # "linear" (weight [out, in]) or "conv1d" (GPT-2's Conv1D, weight [in, out])
+    kind: str  # "linear" (weight [out, in]), "conv1d" (GPT-2's Conv1D, [in, out]), "conv1x1" (nn.Conv1d, [out, in, 1])
     target_node: str  # fx node name of the tensor to adapt (projection output or the q/k/v slice)
     input_node: str  # fx node name of x, the tensor the projection reads
     in_features: int

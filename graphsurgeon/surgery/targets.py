@@ -79,8 +79,15 @@ def projection_targets(cm) -> list[Target]:
         hit = projection(node)
         if hit is not None:
             out.append(_make(dict(hit, target=node, columns=None, width=hit["out_features"]),
-                             hit["module"].rsplit(".", 1)[-1], None))
+                             projection_name(hit["module"]), None))
     return out
+
+
+def projection_name(module: str) -> str:
+    """What --targets calls a projection: its attribute name ("c_proj"), with its owner's when it is a numbered
+    child ("ffn.0" for ffn = nn.Sequential(...); PEFT's target_modules match it the same way, as a path suffix)."""
+    parts = module.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
 
 
 _LAYER_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")  # "3" or "0-5"

@@ -63,6 +63,25 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
         out.append(Diagnostic(xnode.name, "the projection's input must be a floating-point tensor.",
                               "floating dtype", _text(x)))
         return out
+    if target.kind == "conv1x1":
+        out += _pointwise_problems(tnode, xnode, t, x, target, hit)
+    else:
+        out += _token_problems(tnode, xnode, t, x, target, hit)
+    if t.dtype != x.dtype:
+        out.append(Diagnostic(tnode.name, "x and the target have different dtypes.", str(x.dtype), str(t.dtype)))
+    hi = min(target.in_features, target.out_features)  # the one bound that depends on the target (LoRAConfig checks the rest)
+    if config.r > hi:
+        where = f"{target.module}{target.column_text}" + (f" (layer {target.layer}, {target.role!r})"
+                                                           if target.layer is not None else f" ({target.role!r})")
+        out.append(Diagnostic(tnode.name, f"rank r = {config.r} is too large for {where}: r must be between 1 and "
+                                          f"min(in {target.in_features}, out {target.out_features}) = {hi}.",
+                              RANK_EXPECTED.format(hi=hi), str(config.r)))
+    return out
+
+
+def _token_problems(tnode, xnode, t, x, target, hit: dict) -> list[Diagnostic]:
+    """A projection over the last dim: x [tokens…, in], the target its tokens × the LoRA output width."""
+    out: list[Diagnostic] = []
     if x.shape[-1] != target.in_features:
         out.append(Diagnostic(xnode.name, "the input's last dim must equal the projection's in_features.",
                               f"[…, {target.in_features}]", _text(x)))
@@ -78,16 +97,20 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
         out.append(Diagnostic(tnode.name, "the target does not hold x's tokens × the LoRA output width, so B·A·x "
                                           "cannot be laid out onto it.",
                               "[" + ", ".join(map(str, x.shape[:-1])) + f"] tokens × {target.out_features}", _text(t)))
-    if t.dtype != x.dtype:
-        out.append(Diagnostic(tnode.name, "x and the target have different dtypes.", str(x.dtype), str(t.dtype)))
-    hi = min(target.in_features, target.out_features)  # the one bound that depends on the target (LoRAConfig checks the rest)
-    if config.r > hi:
-        where = f"{target.module}{target.column_text}" + (f" (layer {target.layer}, {target.role!r})"
-                                                           if target.layer is not None else f" ({target.role!r})")
-        out.append(Diagnostic(tnode.name, f"rank r = {config.r} is too large for {where}: r must be between 1 and "
-                                          f"min(in {target.in_features}, out {target.out_features}) = {hi}.",
-                              RANK_EXPECTED.format(hi=hi), str(config.r)))
     return out
+
+
+def _pointwise_problems(tnode, xnode, t, x, target, hit: dict) -> list[Diagnostic]:
+    """A kernel-1 Conv1d: [batch, in, seq] -> [batch, out, seq], not grouped (PEFT's B is grouped there)."""
+    if hit.get("groups", 1) != 1:
+        return [Diagnostic(tnode.name, f"{target.module} is a grouped 1×1 convolution (groups={hit['groups']}), "
+                                       "which PEFT adapts with a grouped B that this LoRA cannot hold yet; adapt "
+                                       "the model's other projections.", "groups=1", f"groups={hit['groups']}")]
+    if x.dim() != 3 or t.dim() != 3 or x.shape[1] != target.in_features or t.shape[1] != target.out_features:
+        return [Diagnostic(tnode.name, "a 1×1 convolution's LoRA reads [batch, in, seq] and adds [batch, out, seq].",
+                           f"[batch, {target.in_features}, seq] -> [batch, {target.out_features}, seq]",
+                           f"{_text(x)} -> {_text(t)}")]
+    return []
 
 
 def _column_problems(tnode, t, target, hit: dict) -> list[Diagnostic]:

@@ -24,7 +24,7 @@ from graphsurgeon.export.codegen.body import Body, Env, Line
 from graphsurgeon.export.codegen.sizes import symbols
 from graphsurgeon.export.codegen.writer import FunctionWriter
 
-HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D")
+HELPERS = ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1")
 LORA_PARTS = {"lora_A", "lora_B", "lora_dropout"}
 TORCH_NAMES = {"Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "GELU", "SiLU", "ReLU"}
 
@@ -70,6 +70,11 @@ class Model:
                 self.calls.setdefault(s.path, []).append(s)
                 leaf = leaves_mod.recognise(self.prog, s)
                 if leaf is not None and _leaf_fits(s, leaf):
+                    self.env.leaves[s.key] = leaf
+        for s in self.prog.root.scopes()[::-1]:  # children first: an nn.Sequential of torch.nn layers is one layer
+            if s.path in self.lists and s.key not in self.env.leaves:
+                leaf = leaves_mod.sequential(s, self.env.leaves)
+                if leaf is not None:
                     self.env.leaves[s.key] = leaf
         self._sizes()
         self.functions: list[FunctionDef] = []
@@ -268,7 +273,7 @@ class Model:
         layer = self._uncalled_layer(path)
         if layer is not None:
             return layer
-        if path in self.lists:
+        if path in self.lists and path not in self.class_of_path:  # a list with a forward has its class
             kids = [self.ctor(k, base, key) for k in self.children[path]]
             if all(k == kids[0] for k in kids):
                 return f"nn.ModuleList([{kids[0]} for _ in range({len(kids)})])"
@@ -313,14 +318,14 @@ class Model:
         varying = set(c.varying) if c is not None and not key else set()
         for kid in self.children.get(path, []):
             attr = kid.rpartition(".")[2]
-            lines.append((f"self.{attr}", f"self.{attr} = {self.ctor(kid, base, key)}"))
+            lines.append((f"self.{attr}", _assign("self", attr, self.ctor(kid, base, key))))
             leaf = self.leaf_at(kid)
-            for sub in self.children.get(kid, []) if leaf is not None else []:
+            for sub in self.children.get(kid, []) if leaf is not None and leaf.kind != "sequential" else []:
                 name = sub.rpartition(".")[2]
                 sub_leaf = self.leaf_at(sub)
                 if name in LORA_PARTS or sub_leaf is None or (base and sub_leaf.lora is not None):
                     continue
-                lines.append((f"self.{attr}.{name}", f"self.{attr}.{name} = {sub_leaf.ctor}"))
+                lines.append((f"self.{attr}.{name}", _assign(_attr("self", attr), name, sub_leaf.ctor)))
         for name, t in self.tensors.items():
             owner, _, leaf_name = name.rpartition(".")
             if owner != path:
@@ -357,6 +362,16 @@ def is_causal_lm(cm) -> bool:
     """A model that predicts the next token (its logits read only earlier tokens)."""
     return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
         "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
+
+
+def _attr(owner: str, name: str) -> str:
+    """`owner.name`, or `owner[k]` for a numbered child (a name Python cannot spell after a dot)."""
+    return f"{owner}[{name}]" if name.isdigit() else f"{owner}.{name}"
+
+
+def _assign(owner: str, name: str, ctor: str) -> str:
+    """The line that registers module `ctor` as `owner`'s child `name` (numbered children: add_module)."""
+    return f'{owner}.add_module("{name}", {ctor})' if name.isdigit() else f"{owner}.{name} = {ctor}"
 
 
 def _post_order(scope: Scope) -> list[Scope]:

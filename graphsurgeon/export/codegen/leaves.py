@@ -27,6 +27,7 @@ class Leaf:
     input: torch.fx.Node  # the tensor the call takes
     needs: set[str] = field(default_factory=set)  # helper classes model.py must define (Conv1D, LoRA, LoRALinear…)
     lora: object = None  # the LoRABlock when the layer carries one
+    channels_last: bool = False  # called on input.transpose(1, 2): a LoRA update of a slice of a kernel-1 Conv1d
 
 
 def recognise(prog: Program, scope: Scope) -> Leaf | None:
@@ -45,6 +46,27 @@ def recognise(prog: Program, scope: Scope) -> Leaf | None:
             return None
         return _wrapped(leaf, block)
     return (_projection(prog, scope, nodes) or _single(prog, scope, nodes) or _activation(prog, scope, nodes))
+
+
+def sequential(scope: Scope, leaves: dict) -> Leaf | None:
+    """An `nn.Sequential` of torch.nn layers: a module whose children are numbered 0…n-1 and whose whole call is
+    those layers in order, each reading the one before (children are recognised first, in `leaves`)."""
+    kids = scope.items
+    if scope.kind != "module" or not kids or any(
+            not isinstance(k, Scope) or k.kind != "module" or leaves.get(k.key) is None for k in kids):
+        return None
+    if [k.path for k in kids] != [f"{scope.path}.{i}" for i in range(len(kids))]:
+        return None
+    layers = [leaves[k.key] for k in kids]
+    ins = [i for i in scope.inputs if i.op != "get_attr"]
+    if ins != [layers[0].input] or scope.outputs != kids[-1].outputs or \
+            any(len(k.outputs) != 1 for k in kids):
+        return None
+    if any(layer.input is not prev.outputs[0] for layer, prev in zip(layers[1:], kids)):
+        return None
+    return Leaf(f"nn.Sequential({', '.join(x.ctor for x in layers)})",
+                f"nn.Sequential({', '.join(x.base_ctor or x.ctor for x in layers)})", "sequential", layers[0].input,
+                set().union(*(x.needs for x in layers)))
 
 
 def _lora_in(prog: Program, scope: Scope):
@@ -83,6 +105,8 @@ def _projection(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
             return None
         bias = "" if b is not None else ", bias=False"
         return Leaf(f"nn.Linear({w.shape[1]}, {w.shape[0]}{bias})", "", "linear", prog.rep(a["input"]))
+    if ops == ["conv1d"]:
+        return _pointwise_conv(prog, scope, nodes[0])
     if len(ops) == 3 and ops[1] == "addmm" and ops[0] in ("view", "reshape") and ops[2] in ("view", "reshape"):
         first, mm, last = nodes
         a = lift.bound(mm)
@@ -93,6 +117,19 @@ def _projection(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
             return None
         return Leaf(f"Conv1D({w.shape[1]}, {w.shape[0]})", "", "conv1d", prog.rep(first.args[0]), {"Conv1D"})
     return None
+
+
+def _pointwise_conv(prog: Program, scope: Scope, node) -> Leaf | None:
+    """A kernel-1 `nn.Conv1d` (stride 1, no padding or dilation): the layer PEFT adapts as a conv."""
+    a = lift.bound(node)
+    w, b = _param(prog, scope, a["weight"], "weight"), a["bias"]
+    if w is None or w.dim() != 3 or w.shape[2] != 1 or (b is not None and _param(prog, scope, b, "bias") is None):
+        return None
+    if list(a["stride"]) != [1] or list(a["padding"]) != [0] or list(a["dilation"]) != [1]:
+        return None
+    g = int(a["groups"])
+    extra = ("" if g == 1 else f", groups={g}") + ("" if b is not None else ", bias=False")
+    return Leaf(f"nn.Conv1d({w.shape[1] * g}, {w.shape[0]}, 1{extra})", "", "conv1x1", prog.rep(a["input"]))
 
 
 def _single(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
@@ -187,7 +224,7 @@ def _hp(block) -> str:
 
 def _wrapped(leaf: Leaf, block) -> Leaf:
     """The projection with its LoRA, as PEFT wraps it."""
-    cls = "LoRALinear" if leaf.kind == "linear" else "LoRAConv1D"
+    cls = {"linear": "LoRALinear", "conv1d": "LoRAConv1D", "conv1x1": "LoRAConv1x1"}[leaf.kind]
     args = leaf.ctor[leaf.ctor.index("(") + 1:-1]
     return Leaf(f"{cls}({args}, {_hp(block)})", leaf.ctor, leaf.kind, leaf.input,
                 set(leaf.needs) | {cls}, block)
@@ -198,4 +235,5 @@ def _lora_delta(prog: Program, scope: Scope, block) -> Leaf | None:
         return None
     t = block.target
     x = prog.rep(next(n for n in prog.cm.gm.graph.nodes if n.name == t.input_node))
-    return Leaf(f"LoRA({t.in_features}, {t.out_features}, {_hp(block)})", "", "lora", x, {"LoRA"}, block)
+    return Leaf(f"LoRA({t.in_features}, {t.out_features}, {_hp(block)})", "", "lora", x, {"LoRA"}, block,
+                channels_last=t.kind == "conv1x1")

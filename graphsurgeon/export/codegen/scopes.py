@@ -265,7 +265,7 @@ def _wraps(cm, block, by_name) -> bool:
     key = stack[-1][0]
     ops = [lift.op_key(n) for n in cm.gm.graph.nodes if n.op == "call_function" and _stack(n)
            and _stack(n)[-1][0] == key and lift.op_key(n) not in lift.SKIP and not is_symbolic(n)]
-    return ops in (["linear"], ["view", "addmm", "view"], ["reshape", "addmm", "reshape"])
+    return ops in (["linear"], ["view", "addmm", "view"], ["reshape", "addmm", "reshape"], ["conv1d"])
 
 
 def _cse(prog: Program, emitted: list, chains: dict) -> None:

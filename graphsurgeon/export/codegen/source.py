@@ -54,7 +54,8 @@ def function_section(f: FunctionDef) -> Section:
 def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, prologue: list[str] = (),
                   epilogue: list[str] | None = None, extra_init: list[str] = ()) -> Section:
     sec = Section(c.name)
-    sec.add(f"class {c.name}(nn.Module):", (f"m:{c.path}",))
+    numbered = c.path in model.lists  # its children are 0, 1, …: read as self[0] (a list with a forward)
+    sec.add(f"class {c.name}({'nn.ModuleList' if numbered else 'nn.Module'}):", (f"m:{c.path}",))
     cls = model.cm.module_classes.get(c.path) or model.cm.model_class
     sec.add(f'{IND}"""{_doc(c, cls)}"""')
     sec.add("")
@@ -63,7 +64,7 @@ def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, pro
     sec.add(f"{IND * 2}super().__init__()")
     base = c.path
     for line in list(c.init) + list(extra_init):
-        attr = re.match(r"self\.([\w.]+) = |self\.register_buffer\(\"(\w+)\"", line)
+        attr = re.match(r"self\.([\w.]+) = |self\.(?:register_buffer|add_module)\(\"(\w+)\"", line)
         rel = (attr.group(1) or attr.group(2)) if attr else ""
         sec.add(IND * 2 + line, (f"m:{base}.{rel}" if base else f"m:{rel}",) if rel else ())
     if c.body is not None:
@@ -146,9 +147,11 @@ def helpers_text(needed: set[str]) -> str:
 
 
 def needed_helpers(code: str, loras: dict) -> set[str]:
-    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "grouped_mm") if re.search(rf"\b{n}\(", code)}
+    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm")
+            if re.search(rf"\b{n}\(", code)}
     kinds = {hp["kind"] for hp in loras.values()}
     need |= {"LoRA"} if "update" in kinds else set()
     need |= {"LoRALinear"} if "linear" in kinds else set()
     need |= {"LoRAConv1D", "Conv1D"} if "conv1d" in kinds else set()
+    need |= {"LoRAConv1x1"} if "conv1x1" in kinds else set()
     return need

@@ -8,6 +8,7 @@ B (shape [len(columns), r]) belongs to output column columns[i]. Its update of t
 
     Linear weight [out, in]:  W[columns, :] += B @ A * scaling
     Conv1D weight [in, out]:  W[:, columns] += (B @ A * scaling).T
+    kernel-1 Conv1d weight [out, in, 1]:  W[columns, :, 0] += B @ A * scaling
 
 PEFT adapts a whole module with one scaling, so several blocks on one module (GPT-2's q and v slices
 of c_attn, GPT-NeoX's interleaved q and v heads of query_key_value) become one exactly equivalent
@@ -43,6 +44,14 @@ def peft_tensors(blocks: list[dict], out_features: int) -> tuple[torch.Tensor, t
     return torch.cat(a_parts, 0).contiguous(), torch.cat(b_parts, 1).contiguous(), scaling
 
 
+def peft_layout(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A and B in the shapes PEFT's layer for `weight` holds: a kernel-1 Conv1d's LoRA is two kernel-1 convs
+    ([r, in, 1], [out, r, 1]); a Linear's or Conv1D's are matrices as they are."""
+    if weight.dim() == 3:
+        return a[..., None], b[..., None]
+    return a, b
+
+
 def delta(block: dict) -> torch.Tensor:
     """The block's weight update on its own rows: B @ A * scaling, [len(columns), in]; refuses inf/nan."""
     update = (block["B"].detach().cpu().float() @ block["A"].detach().cpu().float()) * float(block["scaling"])
@@ -58,8 +67,8 @@ def fold(weight: torch.Tensor, block: dict, fan_in_fan_out: bool) -> torch.Tenso
     rows = slice(None) if block["columns"] is None else torch.as_tensor(list(block["columns"]), dtype=torch.long)
     if fan_in_fan_out:
         merged[:, rows] += update.T
-    else:
-        merged[rows] += update
+    else:  # a kernel-1 Conv1d's weight is [out, in, 1]
+        merged[rows] += update.view(merged[rows].shape)
     return merged
 
 

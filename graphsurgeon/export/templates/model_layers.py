@@ -58,6 +58,23 @@ class LoRAConv1D(Conv1D):
         return super().forward(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
 
+class LoRAConv1x1(nn.Conv1d):
+    """A kernel-1 nn.Conv1d (channels first: [batch, in, seq]) with a LoRA over its channels, as PEFT wraps it:
+    base(x) + lora_B(lora_A(dropout(x))) * scaling (PEFT's lora_A/lora_B are kernel-1 convs [r, in, 1]/[out, r, 1])."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, bias: bool = True, *, r: int,
+                 scaling: float, dropout: float = 0.0) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias)
+        self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.lora_A = nn.Linear(in_channels, r, bias=False)  # [r, in]
+        self.lora_B = nn.Linear(r, out_channels, bias=False)  # [out, r]
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = self.lora_B(self.lora_A(self.lora_dropout(x.transpose(1, 2)))) * self.scaling  # [batch, seq, out]
+        return super().forward(x) + update.transpose(1, 2)
+
+
 def grouped_mm(input: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     """Mixture-of-experts matmul: rows sorted by expert, expert i's rows (offs[i-1]..offs[i]) times weight[i]
     (Hugging Face's grouped_mm fallback, with no library op)."""

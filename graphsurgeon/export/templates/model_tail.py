@@ -11,6 +11,8 @@ def add_lora(model: nn.Module) -> None:
             parent.add_module(name, LoRALinear(hp["in_features"], hp["out_features"], have.bias is not None, **lora))
         elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
             parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
+        elif hp["kind"] == "conv1x1" and type(have).__name__ != "LoRAConv1x1":
+            parent.add_module(name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, have.bias is not None, **lora))
 
 
 def tie_weights(model: nn.Module) -> None:

@@ -87,6 +87,7 @@ def peft_adapter(model, heads: list[str]) -> tuple[dict[str, torch.Tensor], dict
         w = params[module + ".weight"]
         a, b, scaling = lora_math.peft_tensors([_block(params, blk) for blk in blocks],
                                                w.shape[1] if kind == "conv1d" else w.shape[0])
+        a, b = lora_math.peft_layout(a, b, w)
         tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(w.dtype)
         tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(w.dtype)
         modules[module] = (a.shape[0], scaling)

@@ -35,7 +35,8 @@ ELEMENTWISE = {"mul", "add", "sub", "div", "neg", "rsub", "pow", "sqrt", "rsqrt"
                "gelu", "relu", "clamp", "clamp_min", "clamp_max", "clip", "masked_fill", "where", "to", "_to_copy",
                "type_as", "dropout", "layer_norm", "rms_norm", "abs", "square", "sin", "cos"}
 WALK = LAYOUT | ELEMENTWISE
-PRODUCT_OPS = {"linear", "matmul", "mm", "addmm"}  # where a projection can end besides view/add (checked, not walked)
+# where a projection can end besides view/add (checked, not walked)
+PRODUCT_OPS = {"linear", "matmul", "mm", "addmm", "conv1d"}
 _IDENTITY = {"dropout", "to", "_to_copy", "type_as"}  # exact when the dtype is unchanged (dropout: p=0 or eval)
 _BUDGET = 400  # nodes looked at behind one tensor before giving up
 _CACHE: dict = {}  # replay results by sub-graph signature: layer 11 costs what layer 0 did
@@ -60,7 +61,14 @@ class Columns:
 
     @property
     def width(self) -> int:
-        return len(self.columns) if self.columns is not None else int(self.projection.meta["val"].shape[-1])
+        if self.columns is not None:
+            return len(self.columns)
+        return int(self.projection.meta["val"].shape[_column_dim(self.projection)])
+
+
+def _column_dim(proj: torch.fx.Node) -> int:
+    """The dim of a projection's output that holds its columns: the last, or 1 for a kernel-1 conv (channels)."""
+    return 1 if op_of(proj) == "conv1d" else -1
 
 
 SMALL = 2  # every dynamic size replays as 2 (batch 2, seq 2): token dims stay apart from column dims, and the
@@ -281,8 +289,13 @@ def _path_node(node, proj, derived, lora_adds, steps: int):
 
 def _replay(node, proj, derived, lora_adds):
     """(columns or None, hops from `node` back to the role tensor, layout) by replaying on provenance tensors."""
-    out = _hint_shape(proj)[-1]
-    base = torch.arange(_numel(_hint_shape(proj)), dtype=torch.int64).view(_hint_shape(proj))
+    shape = _hint_shape(proj)
+    if _column_dim(proj) == 1:  # channels first ([batch, out, seq]): provenance is still token * out + column
+        out = shape[1]
+        base = torch.arange(_numel(shape), dtype=torch.int64).view(shape[0], shape[2], out).transpose(1, 2)
+    else:
+        out = shape[-1]
+        base = torch.arange(_numel(shape), dtype=torch.int64).view(shape)
     memo: dict = {proj: base}
 
     def prov(n):

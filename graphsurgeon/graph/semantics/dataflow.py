@@ -24,6 +24,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.graph.semantics.columns import LAYOUT, Columns, op_of, sources, trace_columns  # noqa: F401
+from graphsurgeon.graph.semantics.cores import SDPA, attention_operands  # noqa: F401
 
 aten = torch.ops.aten
 
@@ -31,16 +32,6 @@ aten = torch.ops.aten
 SHAPE_ONLY = {"view", "reshape", "_unsafe_view", "transpose", "permute", "contiguous", "unsqueeze", "squeeze",
               "clone", "expand", "alias", "detach", "to", "_to_copy", "type_as", "repeat_interleave",
               "_assert_tensor_metadata", "dropout"}
-SDPA = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu"}
-MATMUL = {"matmul", "bmm", "baddbmm"}
-# between the QK product and softmax: masks, scale, soft-capping, relative-position terms (added, never gathered)
-SCORE_OPS = {"add", "sub", "mul", "div", "masked_fill", "where", "to", "_to_copy", "type_as", "view", "reshape",
-             "_unsafe_view", "expand", "clone", "contiguous", "tanh", "dropout", "neg", "float"}
-# between softmax and the product with V: casts, dropout, head masks, reshapes
-PROBS_OPS = {"to", "_to_copy", "type_as", "dropout", "view", "reshape", "_unsafe_view", "masked_fill", "where",
-             "mul", "clone", "contiguous", "expand", "_assert_tensor_metadata"}
-
 
 _MEMO = "_graphsurgeon_module_of"  # node.meta key: (the nn_module_stack it was read from, the result)
 
@@ -159,6 +150,8 @@ def _projection(node) -> dict | None:
     if op == "linear":
         w = _param(node.args[1])
         return _describe(node, node.args[0], w, True) if w is not None else None
+    if op == "conv1d":
+        return _pointwise_conv(node)
     if op == "add" and len(node.args) == 2:  # a bias-free product + a bias parameter [out]
         inner, bias = node.args
         hit = _product(inner) if _param(bias) is not None and len(_shape(bias)) == 1 else None
@@ -168,6 +161,23 @@ def _projection(node) -> dict | None:
         return _flat_product(node, node.args[0], node.args[0].args[1], node.args[0].args[2])
     hit = _product(node)
     return hit if hit is not None and not _bias_follows(node, hit) else None
+
+
+def _pointwise_conv(node) -> dict | None:
+    """A kernel-1 `nn.Conv1d` over [batch, channels, seq]: a projection of the channels (kind "conv1x1"; its
+    output columns are dim 1, so [tokens, out] is laid out as (0, 2, 1)); `groups` kept (PEFT's B is grouped)."""
+    args = list(node.args) + [None] * (7 - len(node.args))
+    x, w, _, stride, padding, dilation, groups = args[:7]
+    w = _param(w)
+    shape = _shape(w)
+    if w is None or len(shape) != 3 or shape[2] != 1 or len(_shape(node)) != 3:
+        return None
+    if any(v not in (None, 1, [1], (1,)) for v in (stride, dilation)) or padding not in (None, 0, [0], (0,)):
+        return None
+    g = int(groups or 1)
+    path = module_of(node)[0] or w.target.rpartition(".")[0]
+    return dict(module=path, kind="conv1x1", x=x, in_features=int(shape[1]) * g, out_features=int(shape[0]),
+                weight=w.target, layout=(0, 2, 1), groups=g)
 
 
 def _bias_follows(node, hit: dict) -> bool:
@@ -204,7 +214,8 @@ def producer(node: torch.fx.Node) -> dict | None:
     """A projection output, or a pure layout of some of its columns (GPT-2's q slice, GPT-NeoX's q heads)."""
     whole = projection(node)
     if whole is not None:
-        return dict(whole, target=node, columns=None, width=whole["out_features"], layout=None, projection=node)
+        return dict(whole, target=node, columns=None, width=whole["out_features"], layout=whole.get("layout"),
+                    projection=node)
     if node.op != "call_function" or op_of(node) not in LAYOUT:
         return None
     hit = trace_back(node)
@@ -270,60 +281,3 @@ def overlapping(hits: dict[str, dict | None]) -> dict[str, str]:
 @functools.lru_cache(maxsize=256)
 def _as_set(columns: tuple[int, ...]) -> frozenset[int]:
     return frozenset(columns)  # column tuples come from the replay cache: layer 11's is layer 0's object
-
-
-def attention_operands(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, dict[str, torch.fx.Node]]]:
-    """(attention node, {"q": …, "k": …, "v": …}) for SDPA ops and eager (b)matmul → softmax → (b)matmul.
-
-    Eager scores may be ``baddbmm(bias, q, k)`` (BLOOM's ALiBi); masks, scaling, soft-capping and added
-    relative-position terms (DeBERTa's c2p/p2c) may sit between the scores and softmax.
-    """
-    found = []
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        op = op_of(node)
-        if op in SDPA:
-            found.append((node, {"q": node.args[0], "k": node.args[1], "v": node.args[2]}))
-        elif op in ("softmax", "_softmax", "_safe_softmax"):
-            scores = _scores_product(node.args[0])
-            pv = _probs_product(node)
-            if scores is not None and pv is not None:
-                q, k = (scores.args[1], scores.args[2]) if op_of(scores) == "baddbmm" else scores.args[:2]
-                found.append((node, {"q": q, "k": k, "v": pv.args[1]}))
-    return found
-
-
-def _scores_product(node, budget: int = 24):
-    """The nearest batched matmul behind the softmax input, through score arithmetic only."""
-    frontier, seen = [node], set()
-    while frontier and budget > 0:
-        nxt = []
-        for n in frontier:
-            if not isinstance(n, torch.fx.Node) or n in seen or n.op != "call_function":
-                continue
-            seen.add(n)
-            budget -= 1
-            if op_of(n) in MATMUL and len(_shape(n)) >= 3:
-                return n
-            if op_of(n) in SCORE_OPS:
-                nxt.extend(a for a in n.args if isinstance(a, torch.fx.Node))
-        frontier = nxt
-    return None
-
-
-def _probs_product(node, hops: int = 6):
-    """The batched matmul that multiplies the softmax output (as its first operand) with V."""
-    frontier = {node}
-    for _ in range(hops):
-        nxt = set()
-        for n in frontier:
-            for u in n.users:
-                if u.op != "call_function":
-                    continue
-                if op_of(u) in ("matmul", "bmm") and u.args[0] is n:
-                    return u
-                if op_of(u) in PROBS_OPS:
-                    nxt.add(u)
-        frontier = nxt
-    return None

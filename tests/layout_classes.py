@@ -1,0 +1,208 @@
+"""Hand-written nn.Modules for the coverage classes of layout (tests/test_layout_classes.py) and the oracles they
+are checked against: the module itself (B = 0), its weights with ΔW = B·A·scaling folded in by hand, and PEFT on
+the same modules with the same A and B. None of these uses graphsurgeon's analysis."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from graphsurgeon.surgery import lora_weights
+
+D, H = 32, 4  # width and heads of every model here
+
+
+def heads(x: torch.Tensor) -> torch.Tensor:
+    b, t, _ = x.shape
+    return x.view(b, t, H, D // H).transpose(1, 2)
+
+
+def merge(o: torch.Tensor) -> torch.Tensor:
+    b, _, t, _ = o.shape
+    return o.transpose(1, 2).reshape(b, t, D)
+
+
+# ---- 1: blocks with numbered children ---------------------------------------------------------------------------
+class Gate(nn.ModuleList):
+    """A list with a forward that is not a chain: self[0](x) · sigmoid(self[1](x))."""
+
+    def forward(self, x):
+        return self[0](x) * torch.sigmoid(self[1](x))
+
+
+class ListAttention(nn.Module):
+    """q, k, v as an nn.ModuleList inside the attention (children qkv.0, qkv.1, qkv.2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.ModuleList([nn.Linear(D, D) for _ in range(3)])
+        self.out = nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = (heads(m(x)) for m in self.qkv)
+        return self.out(merge(nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)))
+
+
+class SequentialBlock(nn.Module):
+    """Attention, an MLP that is an nn.Sequential (ffn.0, ffn.1, ffn.2) and a Gate list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = ListAttention()
+        self.ffn = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
+        self.gate = Gate([nn.Linear(D, D), nn.Linear(D, D, bias=False)])
+
+    def forward(self, x):
+        x = x + self.attn(x)
+        return x + self.gate(self.ffn(x))
+
+
+class Stack(nn.Module):
+    """Embedding, two blocks of `block`, a final Linear."""
+
+    def __init__(self, block, vocab: int = 50) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, D)
+        self.layers = nn.ModuleList([block() for _ in range(2)])
+        self.head = nn.Linear(D, vocab)
+
+    def forward(self, input_ids):
+        x = self.emb(input_ids)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+
+def build(block) -> nn.Module:
+    torch.manual_seed(0)
+    model = Stack(block).eval()
+    with torch.no_grad():  # biases non-zero: a bias lost or doubled shows
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+# ---- oracles ---------------------------------------------------------------------------------------------------
+def with_delta(model: nn.Module, cm) -> nn.Module:
+    """A copy of `model` with each LoRA of `cm` folded into its target's weight by hand (whole modules)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for path, block in cm.loras.items():
+            a, b = lora_weights(cm, path)
+            t = block.target
+            assert t.columns is None, "a whole-module target"
+            w = model.get_submodule(t.module).weight
+            delta = (b.weight @ a.weight) * block.config.scaling  # [out, in]
+            w += delta.reshape(w.shape)  # a kernel-1 Conv1d's weight is [out, in, 1]
+    return model
+
+
+def with_peft(model: nn.Module, cm) -> nn.Module:
+    """PEFT's LoRA on the same modules (r, alpha per module as the blocks have them), with the same A and B."""
+    import peft
+
+    blocks = {b.target.module: b for b in cm.loras.values()}
+    ranks = {m: b.config.r for m, b in blocks.items()}
+    alphas = {m: b.config.alpha for m, b in blocks.items()}
+    wrapped = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(
+        r=2, lora_alpha=4, target_modules=sorted(blocks), rank_pattern=ranks, alpha_pattern=alphas)).eval()
+    with torch.no_grad():
+        for module, block in blocks.items():
+            a, b = lora_weights(cm, block.path)
+            layer = wrapped.base_model.model.get_submodule(module)
+            layer.lora_A["default"].weight.copy_(a.weight.reshape(layer.lora_A["default"].weight.shape))
+            layer.lora_B["default"].weight.copy_(b.weight.reshape(layer.lora_B["default"].weight.shape))
+    return wrapped
+
+
+# ---- 2: attention cores written in other spellings ---------------------------------------------------------------
+class QKV(nn.Module):
+    """Separate q, k, v, o projections; subclasses write the attention core."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+
+    def forward(self, x):
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        return x + self.o(merge(self.core(q, k, v)))
+
+
+class EinsumAttention(QKV):
+    """torch.einsum on both sides of the softmax."""
+
+    def core(self, q, k, v):
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k) * (D // H) ** -0.5
+        return torch.einsum("bhqk,bhkd->bhqd", scores.softmax(-1), v)
+
+
+class InPlaceAttention(QKV):
+    """In-place ops in the score chain (div_, masked_fill_, +=, mul_ on the probabilities) and a T5-like
+    relative-position bias (an embedding of clamped key - query distances) added to the scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rel = nn.Embedding(9, H)
+
+    def core(self, q, k, v):
+        t = q.shape[2]
+        scores = q @ k.transpose(-1, -2)
+        scores.div_((D // H) ** 0.5)
+        pos = torch.arange(t, device=q.device)
+        scores += self.rel((pos[None, :] - pos[:, None]).clamp(-4, 4) + 4).permute(2, 0, 1)
+        scores.masked_fill_(torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        probs = scores.softmax(-1)
+        probs.mul_(1.0)
+        return probs @ v
+
+
+class BmmAttention(QKV):
+    """torch.bmm over [batch·heads, seq, head_dim], the scale folded into q, the probabilities as the second
+    operand of a transposed product (v^T @ p^T)."""
+
+    def core(self, q, k, v):
+        b, h, t, d = q.shape
+        q, k, v = (x.reshape(b * h, t, d) for x in (q * d ** -0.5, k, v))
+        probs = torch.bmm(q, k.transpose(1, 2)).softmax(-1)
+        return torch.bmm(v.transpose(1, 2), probs.transpose(1, 2)).transpose(1, 2).reshape(b, h, t, d)
+
+
+# ---- 3: projections that are 1×1 convolutions ----------------------------------------------------------------------
+class ConvAttention(nn.Module):
+    """q, k, v as kernel-1 nn.Conv1d over [batch, channels, seq] (q grouped), as convolutional models write them."""
+
+    groups = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Conv1d(D, D, 1, groups=self.groups)
+        self.k, self.v = nn.Conv1d(D, D, 1), nn.Conv1d(D, D, 1)
+        self.o = nn.Linear(D, D)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        c = x.transpose(1, 2)  # [batch, channels, seq]
+        q, k, v = (m(c).view(b, H, D // H, t).transpose(2, 3) for m in (self.q, self.k, self.v))
+        o = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + self.o(merge(o))
+
+
+class GroupedConvAttention(ConvAttention):
+    groups = 2
+
+
+class FusedConvAttention(ConvAttention):
+    """One kernel-1 conv for q, k and v (3·D channels), split on the channel axis: q and v are slices of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.q, self.k, self.v
+        self.qkv = nn.Conv1d(D, 3 * D, 1)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (y.reshape(b, H, D // H, t).transpose(2, 3) for y in self.qkv(x.transpose(1, 2)).chunk(3, dim=1))
+        o = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + self.o(merge(o))

@@ -1,0 +1,204 @@
+"""Coverage classes of layout (issue 20), each on a tiny hand-written nn.Module whose own outputs are the ground
+truth: B = 0 equals the module, random non-zero A, B equal the module with ΔW folded in by hand and PEFT with the
+same A, B (1e-5), and the exported model.py (self-checked) equals PEFT at another batch and length."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from graphsurgeon.capture import capture_module
+from graphsurgeon.export import export_folder
+from graphsurgeon.surgery import LoRAConfig, add_lora
+
+sys.path.insert(0, str(Path(__file__).parent))
+import layout_classes as lc  # noqa: E402
+from surgery_models import randomize  # noqa: E402
+from test_export import load_exported  # noqa: E402
+
+TOL = 1e-5
+pytest.importorskip("peft")
+
+
+def out(y) -> torch.Tensor:
+    return next(iter(y.values())) if isinstance(y, dict) else y
+
+
+def ids(batch: int, seq: int, seed: int) -> dict:
+    return {"input_ids": torch.randint(0, 50, (batch, seq), generator=torch.Generator().manual_seed(seed))}
+
+
+@functools.lru_cache(maxsize=None)
+def exported(block_name: str, roles: tuple, tmp: str):
+    """(module, capture with LoRA on `roles` and random A, B, export folder); the oracles on the way."""
+    module = lc.build(getattr(lc, block_name))
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    with torch.no_grad():
+        original = module(**x)
+        add_lora(cm, roles, "all", LoRAConfig(r=2, alpha=4))
+        assert (out(cm.run(**x)) - original).abs().max() <= TOL  # B = 0: the module unchanged
+        randomize(cm, seed=3)
+        ours = out(cm.run(**x))
+        assert (ours - original).abs().max() > 1e-3
+        assert (ours - lc.with_delta(module, cm)(**x)).abs().max() <= TOL  # ΔW by hand
+        assert (ours - lc.with_peft(module, cm)(**x)).abs().max() <= TOL  # PEFT, same A and B
+    folder = Path(tmp) / block_name
+    result = export_folder(cm, folder)
+    assert result.check.startswith("model.py checked against the graph: 2 lengths, random LoRA")
+    return module, cm, folder
+
+
+def test_numbered_children_sequential_and_lists_in_a_block(tmp_path_factory):
+    """nn.Sequential MLP, a ModuleList of q/k/v inside the attention, a ModuleList subclass with its own forward:
+    valid Python (`self.ffn = nn.Sequential(...)`, `self.qkv[0]`), state-dict keys unchanged, LoRA on q, v and on
+    the MLP's first Linear (`--targets ffn.0`, as PEFT's target_modules suffix)."""
+    module, cm, folder = exported("SequentialBlock", ("q", "v", "ffn.0"), str(tmp_path_factory.mktemp("seq")))
+    assert sorted(b.target.module for b in cm.loras.values()) == sorted(
+        f"layers.{i}.{m}" for i in range(2) for m in ("attn.qkv.0", "attn.qkv.2", "ffn.0"))
+    code = (folder / "model.py").read_text()
+    assert "self.ffn = nn.Sequential(LoRALinear(32, 64, r=2, scaling=2.0), nn.GELU(), nn.Linear(64, 32))" in code
+    assert re.search(r"self\.qkv = nn\.ModuleList\(\[LoRALinear\(32, 32.*\), nn\.Linear\(32, 32\), LoRALinear", code)
+    assert re.search(r"class Gate\w*\(nn\.ModuleList\):", code) and "self.add_module(\"1\", nn.Linear(32, 32, bias=False))" in code
+    assert not re.search(r"self\.\d", code)
+    model = load_exported(folder)
+    keys = {k for k in model.state_dict() if "lora_" not in k}
+    assert keys == set(module.state_dict())
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        want = lc.with_peft(module, cm)(**x)
+        assert (out(model(**x)) - want).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("block", ["EinsumAttention", "InPlaceAttention", "BmmAttention"])
+def test_attention_cores_by_structure(block, tmp_path_factory):
+    """einsum on both sides of the softmax; div_, += relative-position bias, masked_fill_ in the scores and mul_ on
+    the probabilities; bmm with the probabilities as the second operand: q, k and v are each the module the model
+    calls q, k, v (LoRA on all three), and model.py equals PEFT."""
+    module, cm, folder = exported(block, ("q", "k", "v"), str(tmp_path_factory.mktemp(block)))
+    assert sorted((b.target.role, b.target.module) for b in cm.loras.values()) == sorted(
+        (r, f"layers.{i}.{r}") for i in range(2) for r in "qkv")
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+# model type -> (class, tiny config, the attributes its q, k, v projections have: the model's own names). T5's
+# `scores += position_bias` was recognised before (InPlaceAttention covers an in-place relative bias at a tenth the cost)
+HF = {
+    "xlm": ("XLMWithLMHeadModel", dict(n_layers=2, emb_dim=32, n_heads=4, vocab_size=50, max_position_embeddings=32),
+            ("q_lin", "k_lin", "v_lin")),  # scores.masked_fill_(mask, min) between the products
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(HF))
+def test_hf_attention_with_in_place_score_ops(model_type, tmp_path):
+    import peft
+    import transformers as tf
+
+    from graphsurgeon.capture import capture
+    from surgery_models import with_delta
+
+    cls, config, names = HF[model_type]
+    torch.manual_seed(0)
+    model = getattr(tf, cls)(tf.CONFIG_MAPPING[model_type](**config)).eval()
+    cm = capture(model)
+    x = ids(2, 9, 2)
+    with torch.no_grad():
+        original = out(model(**x))
+        add_lora(cm, ("q", "k", "v"), "all", LoRAConfig(r=2, alpha=4))
+        assert sorted(b.target.module.rsplit(".", 1)[1] for b in cm.loras.values()) == sorted(names * 2)
+        assert all(b.target.attention for b in cm.loras.values())  # found behind its attention, not by name
+        assert (out(cm.run(**x)) - original).abs().max() <= TOL
+        randomize(cm, seed=5)
+        ours = out(cm.run(**x))
+        assert (ours - original).abs().max() > 1e-3
+        assert (ours - out(with_delta(copy.deepcopy(model), cm)(**x))).abs().max() <= TOL  # ΔW by hand
+        by_peft = lc.with_peft(model, cm)  # PEFT, same A and B
+        assert isinstance(by_peft, peft.PeftModel) and (ours - out(by_peft(**x))).abs().max() <= TOL
+    export_folder(cm, tmp_path / "out")
+    y = ids(3, 6, 4)
+    with torch.no_grad():
+        assert (out(load_exported(tmp_path / "out")(**y)) - out(by_peft(**y))).abs().max() <= TOL
+
+
+def test_pointwise_conv_projections_as_peft_adapts_them(tmp_path_factory):
+    """q, k, v as kernel-1 nn.Conv1d over [batch, channels, seq]: LoRA on each equals PEFT's conv LoRA with the same
+    A, B; model.py wraps them (LoRAConv1x1); the PEFT adapter (A [r, in, 1], B [out, r, 1]) loads into PEFT and
+    gives model.py's outputs; folding ΔW into the [out, in, 1] weight is the hand-folded weight."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from graphsurgeon.export.templates import lora_math
+    from graphsurgeon.surgery import lora_weights
+
+    module, cm, folder = exported("ConvAttention", ("q", "k", "v"), str(tmp_path_factory.mktemp("conv")))
+    assert {b.target.kind for b in cm.loras.values()} == {"conv1x1"}
+    code = (folder / "model.py").read_text()
+    assert "self.q = LoRAConv1x1(32, 32, 1, r=2, scaling=2.0)" in code
+    adapter = load_file(str(folder / "adapter_model.safetensors"))
+    assert adapter["base_model.model.layers.0.q.lora_A.weight"].shape == (2, 32, 1)
+    assert adapter["base_model.model.layers.0.q.lora_B.weight"].shape == (32, 2, 1)
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        ours = out(load_exported(folder)(**x))
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(module), str(folder)).eval()
+        by_adapter = peft_model.get_base_model()(**x)  # LoRA injected; a plain module takes no attention_mask
+        assert (ours - by_adapter).abs().max() <= TOL
+        by_hand = lc.with_delta(module, cm)
+        for path, block in cm.loras.items():
+            a, b = lora_weights(cm, path)
+            folded = lora_math.fold(module.get_submodule(block.target.module).weight, dict(
+                A=a.weight, B=b.weight, scaling=block.config.scaling, columns=None), fan_in_fan_out=False)
+            assert (folded - by_hand.get_submodule(block.target.module).weight).abs().max() <= TOL
+
+
+def test_a_grouped_pointwise_conv_is_refused_in_one_sentence():
+    """groups > 1: PEFT's B is grouped, which this LoRA cannot hold; one sentence naming the module (the ungrouped
+    k and v of the same model are still adapted)."""
+    from graphsurgeon.errors import GraphsurgeonError
+
+    module = lc.build(lc.GroupedConvAttention)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    with pytest.raises(GraphsurgeonError) as err:
+        add_lora(cm, ("q",), "all", LoRAConfig(r=2, alpha=4))
+    text = str(err.value)
+    assert "layers.0.q is a grouped 1×1 convolution (groups=2)" in text and "\n" not in text and not cm.loras
+    add_lora(cm, ("k", "v"), "all", LoRAConfig(r=2, alpha=4))
+    assert sorted(b.target.module for b in cm.loras.values()) == [f"layers.{i}.{r}" for i in range(2) for r in "kv"]
+
+
+def test_slices_of_a_fused_pointwise_conv(tmp_path):
+    """q and v as channel slices of one kernel-1 conv (qkv(x).chunk(3, dim=1)): the graph equals the module with
+    ΔW folded into those rows of the [3·D, D, 1] weight by hand, and the exported adapter (one rank-2r PEFT conv
+    LoRA on qkv) loaded by PEFT equals model.py."""
+    from peft import PeftModel
+
+    from graphsurgeon.surgery import lora_weights
+
+    module = lc.build(lc.FusedConvAttention)
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    assert sorted((b.target.module, b.target.columns[0], len(b.target.columns)) for b in cm.loras.values()) == [
+        (f"layers.{i}.qkv", c, lc.D) for i in range(2) for c in (0, 2 * lc.D)]
+    randomize(cm, seed=7)
+    by_hand = copy.deepcopy(module)
+    with torch.no_grad():
+        for path, block in cm.loras.items():
+            a, b = lora_weights(cm, path)
+            w = by_hand.get_submodule(block.target.module).weight
+            w[list(block.target.columns), :, 0] += (b.weight @ a.weight) * block.config.scaling
+        ours = out(cm.run(**x))
+        assert (ours - by_hand(**x)).abs().max() <= TOL and (ours - module(**x)).abs().max() > 1e-3
+    export_folder(cm, tmp_path / "out")
+    y = ids(3, 7, 1)
+    with torch.no_grad():
+        by_adapter = PeftModel.from_pretrained(copy.deepcopy(module), str(tmp_path / "out")).eval()
+        assert (out(load_exported(tmp_path / "out")(**y)) - by_adapter.get_base_model()(**y)).abs().max() <= TOL
