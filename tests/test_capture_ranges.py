@@ -1,0 +1,82 @@
+"""Capture constraints: a range torch.export refuses is retried with the one it suggests (and the note says so);
+a failure no range can fix names the model's source line and why, with a hint only where one applies."""
+
+import pytest
+import torch
+import transformers
+
+from graphsurgeon.capture import capture
+from graphsurgeon.capture.ranges import Ranges, suggested_ranges
+from graphsurgeon.errors import CaptureError
+
+TABLE = 16  # the position table holds fewer rows than the config's max_position_embeddings (64)
+
+
+class GuardedConfig(transformers.PretrainedConfig):
+    model_type = "guarded-test"
+
+    def __init__(self, vocab_size=50, hidden_size=8, max_position_embeddings=64, **kw):
+        super().__init__(**kw)
+        self.vocab_size, self.hidden_size, self.max_position_embeddings = vocab_size, hidden_size, max_position_embeddings
+
+
+class GuardedModel(torch.nn.Module):
+    """HF-style: a config, input_ids / attention_mask, and an embedding that guards the sequence length."""
+
+    def __init__(self, kind: str = "max"):
+        super().__init__()
+        self.config, self.kind = GuardedConfig(), kind
+        self.wte = torch.nn.Embedding(50, 8)
+        self.wpe = torch.nn.Embedding(TABLE, 8)
+        self.head = torch.nn.Linear(8, 50)
+
+    def forward(self, input_ids, attention_mask=None):
+        seq = input_ids.shape[1]
+        if seq > self.wpe.num_embeddings:  # as HF's position tables check the length
+            raise ValueError(f"sequence length {seq} exceeds the position table")
+        if self.kind == "min" and seq < 4:
+            raise ValueError("too short")
+        if self.kind == "data" and input_ids.sum() > 3:  # data-dependent control flow
+            return {"logits": self.head(self.wte(input_ids))}
+        h = self.wte(input_ids) + self.wpe(torch.arange(seq))
+        if attention_mask is not None:
+            h = h * attention_mask[..., None]
+        return {"logits": self.head(h)}
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    torch.manual_seed(0)
+    model = GuardedModel("min").eval()
+    return model, capture(model)
+
+
+def test_refused_range_is_retried_with_the_suggested_one(guarded):
+    model, cm = guarded
+    assert cm.dims.bounds["seq"] == TABLE and cm.dims.lows["seq"] == 4
+    note = next(n for n in cm.notes if "torch.export refused" in n)
+    assert "seq ≤ 64 (the model's position limit)" in note
+    assert f"4 ≤ seq ≤ {TABLE}" in note and "the range torch.export suggested" in note
+    ids = torch.randint(0, 50, (3, TABLE))
+    with torch.no_grad():
+        assert torch.equal(cm.run(input_ids=ids)["logits"], model(ids)["logits"])
+
+
+def test_suggested_fixes_are_read():
+    text = "Suggested fixes:\n  seq = Dim('seq', min=4, max=64)\n  batch = Dim('batch', max=8)\n"
+    assert suggested_ranges(text) == {"seq": (4, 64), "batch": (None, 8)}
+    ranges = Ranges({"input_ids": {0: "batch", 1: "seq"}}, 64)
+    assert ranges.suggest(text) and ranges.now == {"batch": (1, 8), "seq": (4, 64)}
+    assert not ranges.suggest(text)  # a suggestion already tried is not tried again
+    assert ranges.notes() == ["torch.export refused batch ≤ 4096; captured with batch ≤ 8, the range torch.export "
+                              "suggested", "torch.export refused seq ≤ 64 (the model's position limit); captured "
+                              "with 4 ≤ seq ≤ 64, the range torch.export suggested"]
+
+
+def test_data_dependent_failure_names_the_line_without_a_useless_hint():
+    with pytest.raises(CaptureError) as info:
+        capture(GuardedModel("data").eval())
+    msg = str(info.value)
+    assert "test_capture_ranges.py:" in msg and "input_ids.sum() > 3" in msg
+    assert "data-dependent control flow" in msg
+    assert "--eager-attention" not in msg and "\n" not in msg
