@@ -80,3 +80,22 @@ def test_data_dependent_failure_names_the_line_without_a_useless_hint():
     assert "test_capture_ranges.py:" in msg and "input_ids.sum() > 3" in msg
     assert "data-dependent control flow" in msg
     assert "--eager-attention" not in msg and "\n" not in msg
+
+
+def test_eager_attention_is_suggested_only_inside_attention_code():
+    from graphsurgeon.capture.failures import explain_failure
+
+    def failure(filename: str) -> BaseException:
+        code = compile("def sdpa_attention_forward(q):\n    raise RuntimeError('cannot lower is_causal')\n", filename, "exec")
+        scope: dict = {}
+        exec(code, scope)  # noqa: S102 - a function whose frames carry `filename`
+        try:
+            scope["sdpa_attention_forward"](None)
+        except RuntimeError as err:
+            return err
+        raise AssertionError("no failure")
+
+    inside = explain_failure(failure("/x/transformers/integrations/sdpa_attention.py"), "m", "sdpa")
+    assert "sdpa_attention.py:2" in inside and "--eager-attention" in inside
+    assert "--eager-attention" not in explain_failure(failure("/x/transformers/integrations/sdpa_attention.py"), "m", "eager")
+    assert "--eager-attention" not in explain_failure(failure("/x/transformers/models/m/modeling_m.py"), "m", "sdpa")
