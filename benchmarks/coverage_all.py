@@ -308,12 +308,19 @@ class _Worker:
         self.proc.wait()
 
 
-def run_all(types: list[str], jobs: int, timeout: float, log_path: Path) -> list[dict]:
-    """Rows of every type, `jobs` workers at once; a type past `timeout` seconds is a crash row (timed out)."""
+def run_all(types: list[str], jobs: int, timeout: float, log_path: Path, rows_path: Path | None = None) -> list[dict]:
+    """Rows of every type, `jobs` workers at once; a type past `timeout` seconds is a crash row (timed out).
+    rows_path: each row is appended there as one JSON line when done, and rows already there are not run again."""
+    rows: dict[str, dict] = {}
+    if rows_path is not None and rows_path.exists():
+        for line in rows_path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["type"] in types:
+                rows[row["type"]] = row
     todo: queue.Queue = queue.Queue()
     for t in types:
-        todo.put(t)
-    rows: dict[str, dict] = {}
+        if t not in rows:
+            todo.put(t)
     lock = threading.Lock()
 
     def slot() -> None:
@@ -334,6 +341,9 @@ def run_all(types: list[str], jobs: int, timeout: float, log_path: Path) -> list
                            "export": None, "columns": "", "seconds": round(time.perf_counter() - t0, 1), "notes": ""}
                 with lock:
                     rows[t] = row
+                    if rows_path is not None:
+                        with open(rows_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(row) + "\n")
                     print(f"[{len(rows)}/{len(types)}] {t:28s} {row['status']:14s} {row['seconds']:6.1f} s "
                           f"{row['reason'][:110]}", file=sys.stderr, flush=True)
             w.kill()
@@ -395,13 +405,16 @@ def main(argv: list[str]) -> None:
     p.add_argument("--timeout", type=float, default=180, help="seconds one type may take before its worker is killed")
     p.add_argument("--readme", help="write the table into this README between the generated-section markers")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--rows", help="append each row to this JSON-lines file as it is done; rows already there are kept "
+                                  "(a stopped run goes on where it stopped)")
     p.add_argument("types", nargs="*", help="only these types (default: every text type)")
     args = p.parse_args(argv)
     types, skipped = text_types()
     if args.types:
         types = [t for t in types if t in args.types] + [t for t in args.types if t not in types and t not in skipped]
     start = time.perf_counter()
-    rows = run_all(types, args.jobs, args.timeout, Path(os.environ.get("COVERAGE_LOG", "/tmp/coverage-all.log")))
+    rows = run_all(types, args.jobs, args.timeout, Path(os.environ.get("COVERAGE_LOG", "/tmp/coverage-all.log")),
+                   Path(args.rows) if args.rows else None)
     text = table(rows, skipped, (time.perf_counter() - start) / 60, args.jobs)
     print(text)
     if args.json:

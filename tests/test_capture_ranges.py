@@ -36,6 +36,8 @@ class GuardedModel(torch.nn.Module):
             raise ValueError(f"sequence length {seq} exceeds the position table")
         if self.kind == "min" and seq < 4:
             raise ValueError("too short")
+        if self.kind == "unproven" and seq * min(64, 64 * seq) != 64 * seq:  # true, but torch.export cannot prove it
+            raise ValueError("unreachable")
         if self.kind == "data" and input_ids.sum() > 3:  # data-dependent control flow
             return {"logits": self.head(self.wte(input_ids))}
         h = self.wte(input_ids) + self.wpe(torch.arange(seq))
@@ -71,6 +73,16 @@ def test_suggested_fixes_are_read():
     assert ranges.notes() == ["torch.export refused batch ≤ 4096; captured with batch ≤ 8, the range torch.export "
                               "suggested", "torch.export refused seq ≤ 64 (the model's position limit); captured "
                               "with 4 ≤ seq ≤ 64, the range torch.export suggested"]
+
+
+def test_a_guard_torch_export_cannot_prove_is_checked_at_run_time():
+    torch.manual_seed(0)
+    model = GuardedModel("unproven").eval()
+    cm = capture(model)
+    assert any("could not prove the guard" in n and "checked when the graph runs" in n for n in cm.notes)
+    ids = torch.randint(0, 50, (3, 13))
+    with torch.no_grad():
+        assert torch.equal(cm.run(input_ids=ids)["logits"], model(ids)["logits"])
 
 
 def test_data_dependent_failure_names_the_line_without_a_useless_hint():

@@ -11,7 +11,7 @@ from torch.export import Dim
 from graphsurgeon.capture.failures import explain_failure
 from graphsurgeon.capture.hf_conventions import (decoder_input_default, hf_loss_spec, mark_packed_sequences,
                                                  mark_position_ids_default, packs_sequences, record_train_dropout)
-from graphsurgeon.capture.ranges import Ranges, specialized
+from graphsurgeon.capture.ranges import Ranges, specialized, unproven_guard
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
@@ -94,9 +94,10 @@ def export_module(
     ranges = Ranges(dynamic, max_seq)
     static: dict[str, int] = {}
     fallback: list[int | None] = [max_seq - 1, None] if max_seq else []
-    for _ in range(8):
+    deferred = ""  # a guard torch.export cannot prove for any range: checked when the graph runs instead
+    for _ in range(12):
         try:
-            ep = _export(model, inputs, dynamic, extra_kwargs, ranges.now)
+            ep = _export(model, inputs, dynamic, extra_kwargs, ranges.now, bool(deferred))
             break
         except Exception as err:  # noqa: BLE001 - translated to one sentence
             text = str(err)
@@ -108,6 +109,11 @@ def export_module(
                 continue
             if ranges.suggest(text) or _next_bound(ranges, fallback):
                 continue
+            if not deferred:  # a guard it cannot prove for any range (Aria: seq*min(64, 64*seq) == 64*seq)
+                deferred = unproven_guard(text, ranges.now)
+                ranges.reset()  # the ranges are tried again, with that guard left to run time
+                fallback = [max_seq - 1, None] if max_seq else []
+                continue
             raise CaptureError(explain_failure(err, name, _attn(model))) from err
     else:  # pragma: no cover - eight attempts without a capture
         raise CaptureError(f"torch.export could not capture {name} with dynamic batch and sequence sizes.")
@@ -115,6 +121,9 @@ def export_module(
     tidy(gm)
     dims = DimNames(bounds={n: hi for n, (_, hi) in ranges.now.items()}, static=static,
                     lows={n: lo for n, (lo, _) in ranges.now.items()}, retries=ranges.notes())
+    if deferred:
+        dims.retries.append(f"torch.export could not prove the guard {deferred} for every size; captured with it "
+                            "checked when the graph runs (a runtime assertion)")
     for node in gm.graph.nodes:
         if node.op == "placeholder" and node.name in inputs:
             val = node.meta.get("val")
@@ -139,15 +148,17 @@ def _next_bound(ranges: Ranges, fallback: list[int | None]) -> bool:
     return False
 
 
-def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, int | None]]):
-    """One torch.export attempt with each dynamic dim in its range (max None: no maximum)."""
+def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, int | None]], deferred: bool = False):
+    """One torch.export attempt with each dynamic dim in its range (max None: no maximum); `deferred`: guards
+    torch.export cannot prove become runtime assertions in the graph."""
     dim_objs = {n: Dim(n, min=lo, max=hi) if hi is not None else Dim(n, min=lo) for n, (lo, hi) in ranges.items()}
     shapes = {k: ({ax: dim_objs[n] for ax, n in dynamic[k].items()} if dynamic.get(k) else None) for k in inputs}
     kwargs = dict(inputs)
     for k, v in (extra_kwargs or {}).items():
         kwargs[k] = v
         shapes[k] = None
-    return torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False)
+    return torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False,
+                               prefer_deferred_runtime_asserts_over_guards=deferred)
 
 
 def seq_bound_note(dims: DimNames) -> str:

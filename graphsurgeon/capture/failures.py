@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import traceback
 
+from graphsurgeon.capture.ranges import unproven_guard
+
 # torch.export names the model line that raised: 'The following call raised this error:\n  File "…", line N, in f\n    code'
 _RAISED_AT = re.compile(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+), in (\w+)\s*\n\s*(.+)')
 _DATA_DEPENDENT = ("data-dependent", "DataDependent", "data dependent")
@@ -28,7 +30,7 @@ def explain_failure(err: BaseException, name: str, attn: str | None = None) -> s
         why = ("its code branches on (or sizes a tensor by) tensor values — data-dependent control flow, which "
                "torch.export cannot capture")
     elif "Constraints violated" in text:
-        why = f"no range of the batch and sequence sizes satisfies its code ({_guard(text)})"
+        why = f"no range of the batch and sequence sizes satisfies its code ({unproven_guard(text)})"
     else:
         why = first.rstrip(".")
     hint = ""
@@ -48,10 +50,3 @@ def _source_line(err: BaseException, text: str) -> tuple[str, int, str, str]:
                                                   and "graphsurgeon" not in frame.filename):
             return frame.filename, frame.lineno or 0, frame.name, (frame.line or "").strip()
     return "", 0, "", ""
-
-
-def _guard(text: str) -> str:
-    """The guard torch.export reports ("satisfy the generated guard 2 <= … <= 32"), shortened."""
-    m = re.search(r"satisfy the generated guard (.+)", text)
-    guard = m.group(1).strip() if m else "a guard torch.export could not satisfy"
-    return re.sub(r"L\['(\w+)'\]\.size\(\)\[(\d)\]", r"\1.shape[\2]", guard)[:160]

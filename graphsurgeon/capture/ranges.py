@@ -59,6 +59,11 @@ class Ranges:
                 self.why[name] = why
         return True
 
+    def reset(self) -> None:
+        """Back to the first ranges, none tried yet (for attempts of another kind)."""
+        self.now, self.why = dict(self.first), {}
+        self.tried = {self._key()}
+
     def notes(self) -> list[str]:
         """One line per dim whose range differs from the first one tried (what was refused, what was used, why)."""
         lines = []
@@ -99,3 +104,15 @@ def specialized(message: str, dynamic: dict) -> dict[str, int]:
                     del axes[axis]
                     fixed[dim_name] = int(value)
     return fixed
+
+
+def unproven_guard(message: str, ranges: dict | None = None) -> str:
+    """The guard torch.export reports it could not prove ("satisfy the generated guard …"), dims by name; with
+    `ranges` (the ranges tried), the first guard that is not a plain range of them."""
+    guards = [g.strip().rstrip(".") for g in re.findall(r"satisfy the generated guard (.+)", message)]
+    plain = re.compile(r"^[\d\s<=]*L\['\w+'\]\.size\(\)\[\d\]( <= \d+)?$|^\d+ <= L\['\w+'\]\.size\(\)\[\d\] and "
+                       r"L\['\w+'\]\.size\(\)\[\d\] <= \d+$")
+    if ranges is not None:
+        guards = [g for g in guards if not plain.match(g)] or guards
+    guard = guards[0] if guards else "on the batch and sequence sizes"
+    return re.sub(r"L\['(\w+)'\]\.size\(\)\[(\d)\]", r"\1.shape[\2]", guard)[:160]
