@@ -356,7 +356,7 @@ def run_all(types: list[str], jobs: int, timeout: float, log_path: Path, rows_pa
     return [rows[t] for t in types]
 
 
-def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int) -> str:
+def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int, not_run: list[str] = ()) -> str:
     """The README section: totals, the percentage exact, the table, the skipped types."""
     import transformers
 
@@ -376,6 +376,8 @@ def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int) 
         why = (r["reason"] or r.get("notes") or "").replace("|", "/").replace("\n", " ")[:200]
         lines.append(f"| {r['type']} | {r['class']} | {r['status']} | {num(r['b0'])} | {num(r['peft'])} | "
                      f"{num(r['export'])} | {r['columns']} | {r['seconds']:.0f} s | {why} |")
+    if not_run:
+        lines += ["", f"Not run yet ({len(not_run)}; `--rows` resumes): " + ", ".join(not_run) + "."]
     lines += ["", f"Skipped ({len(skipped)}): " + "; ".join(f"{t} ({why})" for t, why in sorted(skipped.items())) + "."]
     return "\n".join(lines)
 
@@ -407,15 +409,25 @@ def main(argv: list[str]) -> None:
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--rows", help="append each row to this JSON-lines file as it is done; rows already there are kept "
                                   "(a stopped run goes on where it stopped)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: the table of the rows already in --rows (types not run are counted as such)")
     p.add_argument("types", nargs="*", help="only these types (default: every text type)")
     args = p.parse_args(argv)
     types, skipped = text_types()
     if args.types:
         types = [t for t in types if t in args.types] + [t for t in args.types if t not in types and t not in skipped]
     start = time.perf_counter()
-    rows = run_all(types, args.jobs, args.timeout, Path(os.environ.get("COVERAGE_LOG", "/tmp/coverage-all.log")),
-                   Path(args.rows) if args.rows else None)
-    text = table(rows, skipped, (time.perf_counter() - start) / 60, args.jobs)
+    if args.report_only:
+        done = {}
+        for line in Path(args.rows).read_text(encoding="utf-8").splitlines():
+            done[json.loads(line)["type"]] = json.loads(line)
+        rows = [done[t] for t in types if t in done]
+        minutes = float(os.environ.get("COVERAGE_MINUTES", "0"))
+        text = table(rows, skipped, minutes, args.jobs, [t for t in types if t not in done])
+    else:
+        rows = run_all(types, args.jobs, args.timeout, Path(os.environ.get("COVERAGE_LOG", "/tmp/coverage-all.log")),
+                       Path(args.rows) if args.rows else None)
+        text = table(rows, skipped, (time.perf_counter() - start) / 60, args.jobs)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1), encoding="utf-8")

@@ -111,3 +111,28 @@ def test_eager_attention_is_suggested_only_inside_attention_code():
     assert "sdpa_attention.py:2" in inside and "--eager-attention" in inside
     assert "--eager-attention" not in explain_failure(failure("/x/transformers/integrations/sdpa_attention.py"), "m", "eager")
     assert "--eager-attention" not in explain_failure(failure("/x/transformers/models/m/modeling_m.py"), "m", "sdpa")
+
+
+class NoGradRegion(torch.nn.Module):
+    """A forward with a `torch.no_grad()` block (as DeepSeek-V3.2's indexer has): one flat graph after capture."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.score = torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        with torch.no_grad():
+            pick = self.score(x).squeeze(-1).softmax(-1)
+        return self.proj(x) * pick[..., None]
+
+
+def test_no_grad_region_is_inlined():
+    torch.manual_seed(0)
+    model = NoGradRegion().eval()
+    x = torch.randn(2, 5, 8)
+    cm = capture(model, example_inputs={"x": x})
+    assert not any("wrap_with_set_grad_enabled" in str(n.target) for n in cm.gm.graph.nodes)
+    assert any(n.meta.get("grad_enabled") is False for n in cm.gm.graph.nodes)
+    y = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        assert torch.equal(cm.run(x=y)["output"], model(y))

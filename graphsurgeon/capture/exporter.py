@@ -9,6 +9,7 @@ import torch
 from torch.export import Dim
 
 from graphsurgeon.capture.failures import explain_failure
+from graphsurgeon.capture.grad_regions import inline_grad_regions
 from graphsurgeon.capture.hf_conventions import (decoder_input_default, hf_loss_spec, mark_packed_sequences,
                                                  mark_position_ids_default, packs_sequences, record_train_dropout)
 from graphsurgeon.capture.ranges import Ranges, specialized, unproven_guard
@@ -118,6 +119,7 @@ def export_module(
     else:  # pragma: no cover - eight attempts without a capture
         raise CaptureError(f"torch.export could not capture {name} with dynamic batch and sequence sizes.")
     gm = ep.module()
+    inline_grad_regions(gm)
     tidy(gm)
     dims = DimNames(bounds={n: hi for n, (_, hi) in ranges.now.items()}, static=static,
                     lows={n: lo for n, (lo, _) in ranges.now.items()}, retries=ranges.notes())
