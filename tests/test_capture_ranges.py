@@ -132,7 +132,19 @@ def test_no_grad_region_is_inlined():
     x = torch.randn(2, 5, 8)
     cm = capture(model, example_inputs={"x": x})
     assert not any("wrap_with_set_grad_enabled" in str(n.target) for n in cm.gm.graph.nodes)
+    assert cm.notes == []  # nothing was refused
     assert any(n.meta.get("grad_enabled") is False for n in cm.gm.graph.nodes)
     y = torch.randn(3, 5, 8)
     with torch.no_grad():
         assert torch.equal(cm.run(x=y)["output"], model(y))
+
+
+def test_plain_module_capture_says_the_range_it_used():
+    class Short(torch.nn.Module):
+        def forward(self, x):
+            if x.shape[1] > 16:
+                raise ValueError("too long")
+            return x * 2
+
+    cm = capture(Short(), example_inputs={"x": torch.randn(2, 10)})
+    assert cm.notes == ["torch.export refused any seq; captured with seq ≤ 16, the range torch.export suggested"]

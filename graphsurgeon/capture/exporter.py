@@ -116,7 +116,7 @@ def export_module(
                 fallback = [max_seq - 1, None] if max_seq else []
                 continue
             raise CaptureError(explain_failure(err, name, _attn(model))) from err
-    else:  # pragma: no cover - eight attempts without a capture
+    else:  # pragma: no cover - twelve attempts without a capture
         raise CaptureError(f"torch.export could not capture {name} with dynamic batch and sequence sizes.")
     gm = ep.module()
     inline_grad_regions(gm)
