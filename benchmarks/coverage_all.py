@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import select
 import signal
 import subprocess
@@ -180,6 +181,7 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
     import torch
 
     from graphsurgeon.capture import capture
+    from graphsurgeon.errors import GraphsurgeonError
     from graphsurgeon.surgery import LoRAConfig, add_lora, resolve_targets
     from graphsurgeon.validate import validate_full
 
@@ -196,7 +198,16 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
     row["status"] = ""
     cm = capture(str(folder))
     row["notes"] = "; ".join(cm.notes)
-    targets = resolve_targets(cm, ("q", "v"), "all")
+    roles = ("q", "v")
+    try:
+        targets = resolve_targets(cm, roles, "all")
+    except GraphsurgeonError as err:  # no attention: the model's own targets, as the sentence names them
+        named = re.search(r"LoRA targets: ([\w, ]+) \(pass them", str(err))
+        if not named:
+            raise
+        roles = tuple(n.strip() for n in named.group(1).split(",") if n.strip() != "lm_head")[:2]
+        targets = resolve_targets(cm, roles, "all")
+        row["notes"] = "; ".join(filter(None, [row["notes"], f"no attention: LoRA on {', '.join(roles)}"]))
     reference = cls.from_pretrained(str(folder), attn_implementation=cm.attn_implementation).eval()
     try:
         truth = _truth(reference, model_type, cm, targets)
@@ -207,11 +218,9 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         truth, row["columns"] = None, f"unverified ({str(err)[:60]})"
     with torch.no_grad():
         original = first(reference(**cm.example_inputs))
-    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    add_lora(cm, roles, "all", LoRAConfig(r=2, alpha=4))
     problems = validate_full(cm)
     if problems:
-        from graphsurgeon.errors import GraphsurgeonError
-
         raise GraphsurgeonError(f"validation: {str(problems[0])[:200]}")
     with torch.no_grad():
         row["b0"] = (first(cm.run(**cm.example_inputs)) - original).abs().max().item()

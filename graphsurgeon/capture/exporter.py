@@ -30,10 +30,10 @@ def token_input_names(model: torch.nn.Module) -> list[str]:
     when its forward takes them (token_type_ids only when the model has a token-type embedding, whose default
     input is all zeros: BERT-family; GPT-2 takes token_type_ids too but adds nothing when they are absent)."""
     names = ["input_ids"]
-    if forward_accepts(model, "attention_mask"):
+    if forward_accepts(model, "attention_mask", named=True):  # FNet takes **kwargs but no mask
         names.append("attention_mask")
     cfg = getattr(model, "config", None)
-    if forward_accepts(model, "token_type_ids") and int(getattr(cfg, "type_vocab_size", 0) or 0) > 0:
+    if forward_accepts(model, "token_type_ids", named=True) and int(getattr(cfg, "type_vocab_size", 0) or 0) > 0:
         names.append("token_type_ids")
     return names
 
@@ -179,12 +179,13 @@ def _output_names(ep) -> list[str]:
     return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
 
 
-def forward_accepts(model: torch.nn.Module, arg: str) -> bool:
+def forward_accepts(model: torch.nn.Module, arg: str, named: bool = False) -> bool:
+    """Whether the forward takes `arg` (named: as a parameter of its own, not only through **kwargs)."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-    return arg in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    return arg in params or (not named and any(p.kind == p.VAR_KEYWORD for p in params.values()))
 
 
 def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config: dict | None,
