@@ -91,7 +91,7 @@ def refuses_sdpa(err: BaseException) -> bool:
 def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None = None, replicate: bool = True,
                    progress=None):
     """Capture any nn.Module called as module(**example_inputs)."""
-    from graphsurgeon.capture.exporter import capture_hf_model, export_module
+    from graphsurgeon.capture.exporter import capture_hf_model, export_module, seq_bound_note
     from graphsurgeon.errors import CaptureError
     from graphsurgeon.graph.captured import CapturedModel
 
@@ -103,8 +103,10 @@ def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None 
         raise CaptureError(f"capturing a plain {type(module).__name__} needs example_inputs={{name: tensor}}.")
     gm, dims, outputs = export_module(module, example_inputs, dynamic=dynamic, name=type(module).__name__)
     meta_dev = any(p.is_meta for p in module.parameters())
+    note = seq_bound_note(dims)  # a range torch.export refused, and the one used
     return CapturedModel(
         gm=gm, dims=dims, model_class=type(module).__name__, source_name="<module>",
         weights="meta" if meta_dev else "real", input_names=list(example_inputs), output_names=outputs,
         example_inputs=dict(example_inputs), module_classes={p: type(m).__name__ for p, m in module.named_modules()},
+        notes=[note] if note else [],
     )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
-import traceback
 
 import torch
 from torch.export import Dim
 
-from graphsurgeon.capture.hf_conventions import (hf_loss_spec, mark_packed_sequences, mark_position_ids_default,
-                                                 packs_sequences, record_train_dropout)
+from graphsurgeon.capture.failures import explain_failure
+from graphsurgeon.capture.grad_regions import inline_grad_regions
+from graphsurgeon.capture.hf_conventions import (decoder_input_default, hf_loss_spec, mark_packed_sequences,
+                                                 mark_position_ids_default, packs_sequences, record_train_dropout)
+from graphsurgeon.capture.ranges import Ranges, specialized, unproven_guard
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
@@ -29,10 +30,10 @@ def token_input_names(model: torch.nn.Module) -> list[str]:
     when its forward takes them (token_type_ids only when the model has a token-type embedding, whose default
     input is all zeros: BERT-family; GPT-2 takes token_type_ids too but adds nothing when they are absent)."""
     names = ["input_ids"]
-    if forward_accepts(model, "attention_mask"):
+    if forward_accepts(model, "attention_mask", named=True):  # FNet takes **kwargs but no mask
         names.append("attention_mask")
     cfg = getattr(model, "config", None)
-    if forward_accepts(model, "token_type_ids") and int(getattr(cfg, "type_vocab_size", 0) or 0) > 0:
+    if forward_accepts(model, "token_type_ids", named=True) and int(getattr(cfg, "type_vocab_size", 0) or 0) > 0:
         names.append("token_type_ids")
     return names
 
@@ -91,35 +92,40 @@ def export_module(
     """
     dynamic = default_dynamic(inputs) if dynamic is None else {k: dict(v) for k, v in dynamic.items()}
     _no_cache(model)
-    tried: list[int | None] = []
+    ranges = Ranges(dynamic, max_seq)
     static: dict[str, int] = {}
-    queue: list[int | None] = [max_seq, max_seq - 1, None] if max_seq else [None]
-    hi = queue.pop(0)
-    for _ in range(8):
+    fallback: list[int | None] = [max_seq - 1, None] if max_seq else []
+    deferred = ""  # a guard torch.export cannot prove for any range: checked when the graph runs instead
+    for _ in range(12):
         try:
-            ep, bounds = _export(model, inputs, dynamic, extra_kwargs, hi)
+            ep = _export(model, inputs, dynamic, extra_kwargs, ranges.now, bool(deferred))
             break
         except Exception as err:  # noqa: BLE001 - translated to one sentence
             text = str(err)
             if "Constraints violated" not in text:
-                raise CaptureError(_explain_failure(err, name)) from err
-            fixed = _specialized(text, dynamic)
+                raise CaptureError(explain_failure(err, name, _attn(model))) from err
+            fixed = specialized(text, dynamic)
             if fixed:  # the code fixes these dims: capture them at their example size
                 static.update(fixed)
                 continue
-            tried.append(hi)
-            suggested = _suggested_max(text)
-            options = [b for b in ([suggested] if suggested is not None else []) + queue if b not in tried]
-            if not options:
-                raise CaptureError(_explain_failure(err, name)) from err
-            hi = options[0]
-            queue = [b for b in queue if b != hi]
-    else:  # pragma: no cover - eight attempts without a capture
+            if ranges.suggest(text) or _next_bound(ranges, fallback):
+                continue
+            if not deferred:  # a guard it cannot prove for any range (Aria: seq*min(64, 64*seq) == 64*seq)
+                deferred = unproven_guard(text, ranges.now)
+                ranges.reset()  # the ranges are tried again, with that guard left to run time
+                fallback = [max_seq - 1, None] if max_seq else []
+                continue
+            raise CaptureError(explain_failure(err, name, _attn(model))) from err
+    else:  # pragma: no cover - twelve attempts without a capture
         raise CaptureError(f"torch.export could not capture {name} with dynamic batch and sequence sizes.")
     gm = ep.module()
+    inline_grad_regions(gm)
     tidy(gm)
-    dims = DimNames(bounds=bounds)
-    dims.static = static
+    dims = DimNames(bounds={n: hi for n, (_, hi) in ranges.now.items()}, static=static,
+                    lows={n: lo for n, (lo, _) in ranges.now.items()}, retries=ranges.notes())
+    if deferred:
+        dims.retries.append(f"torch.export could not prove the guard {deferred} for every size; captured with it "
+                            "checked when the graph runs (a runtime assertion)")
     for node in gm.graph.nodes:
         if node.op == "placeholder" and node.name in inputs:
             val = node.meta.get("val")
@@ -131,53 +137,37 @@ def export_module(
     return gm, dims, _output_names(ep)
 
 
-def _export(model, inputs, dynamic, extra_kwargs, seq_max: int | None):
-    """One torch.export attempt with sequence dims bounded by `seq_max` (None: no maximum)."""
-    dim_objs: dict[str, Dim] = {}
-    bounds: dict[str, int | None] = {}
-    for axes in dynamic.values():
-        for dim_name in axes.values():
-            if dim_name not in dim_objs:
-                hi = 4096 if "seq" not in dim_name else seq_max
-                bounds[dim_name] = hi
-                lo = 1 if dim_name == "batch" else 2
-                dim_objs[dim_name] = Dim(dim_name, min=lo, max=hi) if hi is not None else Dim(dim_name, min=lo)
+def _attn(model: torch.nn.Module) -> str | None:
+    """The attention implementation a Hugging Face model runs with (None for other modules)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+def _next_bound(ranges: Ranges, fallback: list[int | None]) -> bool:
+    """Bound the sequence dims at the next of `fallback` not tried yet (False: none left)."""
+    while fallback:
+        if ranges.widen_seq(fallback.pop(0)):
+            return True
+    return False
+
+
+def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, int | None]], deferred: bool = False):
+    """One torch.export attempt with each dynamic dim in its range (max None: no maximum); `deferred`: guards
+    torch.export cannot prove become runtime assertions in the graph."""
+    dim_objs = {n: Dim(n, min=lo, max=hi) if hi is not None else Dim(n, min=lo) for n, (lo, hi) in ranges.items()}
     shapes = {k: ({ax: dim_objs[n] for ax, n in dynamic[k].items()} if dynamic.get(k) else None) for k in inputs}
     kwargs = dict(inputs)
     for k, v in (extra_kwargs or {}).items():
         kwargs[k] = v
         shapes[k] = None
-    return torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False), bounds
+    return torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False,
+                               prefer_deferred_runtime_asserts_over_guards=deferred)
 
 
-def _specialized(message: str, dynamic: dict) -> dict[str, int]:
-    """Dims torch.export says the code fixes to a constant ("Suggested fixes: seq = 10"): removed from `dynamic`."""
-    fixed = {}
-    for dim_name, value in re.findall(r"^\s*(\w+) = (\d+)\s*$", message, re.M):
-        for axes in dynamic.values():
-            for axis, n in list(axes.items()):
-                if n == dim_name:
-                    del axes[axis]
-                    fixed[dim_name] = int(value)
-    return fixed
-
-
-def _suggested_max(message: str) -> int | None:
-    """The max torch.export suggests for a seq dim ("Suggested fixes: seq = Dim('seq', max=63)"), else None."""
-    m = re.search(r"Dim\('\w*seq\w*'[^)]*max=(\d+)", message)
-    return int(m.group(1)) if m else None
-
-
-def seq_bound_note(dims: DimNames, max_seq: int | None) -> str:
-    """One line when the sequence dims are not bounded by the model's position limit ("" when they are)."""
+def seq_bound_note(dims: DimNames) -> str:
+    """One line on the dims not captured as first tried: fixed by the model's code, or another range ("" if none)."""
     notes = [f"{n} is fixed at {v}: the model's code does not allow another {n} length"
              for n, v in getattr(dims, "static", {}).items()]
-    used = {n: b for n, b in dims.bounds.items() if "seq" in n}
-    if used and any(b != max_seq for b in used.values()):
-        bound = next(iter(used.values()))
-        why = f"torch.export refused seq ≤ {max_seq} (the model's position limit)"
-        notes.append(f"{why}; captured with seq ≤ {bound}" if bound is not None else f"{why}; captured with no maximum on seq")
-    return "; ".join(notes)
+    return "; ".join(notes + list(getattr(dims, "retries", [])))
 
 
 def _output_names(ep) -> list[str]:
@@ -189,30 +179,13 @@ def _output_names(ep) -> list[str]:
     return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
 
 
-def _explain_failure(err: BaseException, name: str) -> str:
-    """One sentence: where export failed (module class, op) and what to try."""
-    where = ""
-    for frame in reversed(traceback.extract_tb(err.__traceback__)):
-        if "/transformers/" in frame.filename or ("/torch/" not in frame.filename and "graphsurgeon" not in frame.filename):
-            module = frame.filename.rsplit("/", 1)[-1]
-            where = f" in {module}:{frame.lineno} ({frame.name}: `{(frame.line or '').strip()[:80]}`)"
-            break
-    msg = str(err).strip().splitlines()
-    first = msg[0][:200] if msg else type(err).__name__
-    missing = re.search(r"missing a required argument: '(\w+)'", first)
-    if missing:  # BLIP-2 needs pixel_values (and image tokens its processor writes into input_ids)
-        return (f"{name} needs the input {missing.group(1)!r}, which capture does not make up (it gives token inputs "
-                "only); capture it from Python: capture(model, example_inputs={...}).")
-    return (f"torch.export could not capture {name}{where}: {first}. "
-            "Try eager attention (--eager-attention), which spells attention out as matmul/softmax ops.")
-
-
-def forward_accepts(model: torch.nn.Module, arg: str) -> bool:
+def forward_accepts(model: torch.nn.Module, arg: str, named: bool = False) -> bool:
+    """Whether the forward takes `arg` (named: as a parameter of its own, not only through **kwargs)."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-    return arg in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    return arg in params or (not named and any(p.kind == p.VAR_KEYWORD for p in params.values()))
 
 
 def capture_hf_model(model: torch.nn.Module, *, name: str, weights: str, config: dict | None,
@@ -291,8 +264,9 @@ def _capture_whole(model: torch.nn.Module, *, name: str, weights: str, config: d
         attn_implementation=attn, materializer=materializer, notes=notes,
         optional_inputs={n: OPTIONAL_TOKEN_INPUTS[n] for n in inputs if n in OPTIONAL_TOKEN_INPUTS},
         hf_loss=hf_loss_spec(model, forward_accepts(model, "labels"), outputs),
+        decoder_default=decoder_input_default(model, inputs),
     )
-    note = seq_bound_note(dims, limit)
+    note = seq_bound_note(dims)
     if note:
         cm.notes.append(note)
     return cm

@@ -15,7 +15,10 @@ graph does not hold by itself are recorded next to it (node meta keys and reader
   and is exactly what the graph already computes; a generator writes
   `position_ids if position_ids is not None else <that value>`.
 * `CapturedModel.hf_loss`: which loss HF computes from `labels` (`ForCausalLM`, `ForMaskedLM`,
-  `ForSequenceClassification`, `ForTokenClassification`) with `num_labels` and `problem_type`, or None.
+  `ForSequenceClassification`, `ForTokenClassification`, `ForConditionalGeneration` for encoder-decoder LMs) with
+  `num_labels` and `problem_type`, or None.
+* `CapturedModel.decoder_default`: how an encoder-decoder derives `decoder_input_ids` when they are not given (a
+  right shift of `labels`, or of `input_ids` for BART-like models), found by running the model.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from torch.overrides import TorchFunctionMode
 from graphsurgeon.graph.hf_meta import DEFAULT_OF, PACKS_SEQUENCES, TRAIN_P, dropout_kind, dropout_nodes
 from graphsurgeon.graph.quiet import quiet_fake_kernels
 
-LOSSES = ("ForCausalLM", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
+SEQ2SEQ = "ForConditionalGeneration"  # an encoder-decoder LM's loss (a multimodal decoder's is ForCausalLM here)
+LOSSES = ("ForCausalLM", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", SEQ2SEQ)
 
 
 # ----------------------------------------------------------------------------- dropout in training
@@ -184,9 +188,66 @@ def hf_loss_spec(model: torch.nn.Module, takes_labels: bool, output_names: list[
     """
     if not takes_labels or "logits" not in output_names:
         return None
+    cfg = getattr(model, "config", None)
     loss_type = getattr(model, "loss_type", None) or "ForCausalLM"
+    if getattr(cfg, "is_encoder_decoder", False) and loss_type in ("ForCausalLM", "ForConditionalGeneration"):
+        loss_type = SEQ2SEQ  # T5, BART, Marian: cross-entropy over every label, no shift (the decoder input is shifted)
     if loss_type not in LOSSES:
         return None
-    cfg = getattr(model, "config", None)
     return {"loss_type": loss_type, "num_labels": int(getattr(cfg, "num_labels", 2) or 2),
             "problem_type": getattr(cfg, "problem_type", None)}
+
+
+# ----------------------------------------------------------------------------- decoder_input_ids default
+
+def decoder_input_default(model: torch.nn.Module, inputs: dict) -> dict | None:
+    """How HF derives an encoder-decoder's `decoder_input_ids` when they are not given: {"sources": inputs it
+    shifts right, in HF's order of preference ("labels", then "input_ids" for BART-like models), "start":
+    decoder_start_token_id, "pad": pad_token_id}, or None (none given: decoder_input_ids stay required).
+
+    Decided by running the model as a user would, without decoder_input_ids, with a hook on its decoder: a
+    source counts when the decoder received exactly `shift_right(source, start, pad)` (-100 read as pad). A model
+    on the meta device cannot run and keeps decoder_input_ids required.
+    """
+    cfg = getattr(model, "config", None)
+    ids = inputs.get("input_ids")
+    if not getattr(cfg, "is_encoder_decoder", False) or "decoder_input_ids" not in inputs or ids is None \
+            or ids.is_meta or not hasattr(model, "get_decoder"):
+        return None
+    start, pad = getattr(cfg, "decoder_start_token_id", None), getattr(cfg, "pad_token_id", None)
+    if not isinstance(start, int) or not isinstance(pad, int):
+        return None
+    vocab = int(getattr(cfg, "vocab_size", 0) or int(ids.max()) + 1)
+    probe = (torch.arange(6, device=ids.device)[None] * 7 + 3) % vocab
+    labels = (probe + 1) % vocab
+    labels[0, 2] = -100  # ignored by the loss, and read as pad by HF's shift
+    seen: list = []
+
+    def record(_module, args, kwargs):
+        seen.append(kwargs.get("input_ids", args[0] if args else None))
+
+    sources = []
+    hook = model.get_decoder().register_forward_pre_hook(record, with_kwargs=True)
+    training = model.training
+    try:
+        model.eval()
+        for source, given in (("labels", {"labels": labels}), ("input_ids", {})):
+            seen.clear()
+            try:
+                with torch.no_grad():
+                    model(input_ids=probe, **given)
+            except Exception:  # noqa: BLE001 - HF itself derives nothing from this source
+                continue
+            want = shift_right(labels if source == "labels" else probe, start, pad)
+            if seen and isinstance(seen[0], torch.Tensor) and torch.equal(seen[0], want):
+                sources.append(source)
+    finally:
+        hook.remove()
+        model.train(training)
+    return {"sources": sources, "start": start, "pad": pad} if sources else None
+
+
+def shift_right(ids: torch.Tensor, start: int, pad: int) -> torch.Tensor:
+    """HF's shift of labels / input_ids into decoder inputs: `start` first, the last token dropped, -100 -> pad."""
+    out = torch.cat([torch.full_like(ids[..., :1], start), ids[..., :-1]], -1)
+    return out.masked_fill(out == -100, pad)

@@ -1,7 +1,8 @@
 """The Hugging Face forward of model.py, for any code generator: signature, input defaults, outputs + loss.
 
 `forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, return_dict=None)`
-with the inputs the captured model has; each optional input defaults as Hugging Face defaults it; `loss` is added to the
+with the inputs the captured model has (encoder-decoders: decoder_input_ids after attention_mask); each optional
+input defaults as Hugging Face defaults it (decoder_input_ids: labels or input_ids shifted right); `loss` is added to the
 outputs when labels are given, by `hf_loss` of templates/hf_functions.py (pasted into model.py). A generator
 calls `signature`, writes `prologue` first and `epilogue` last, and writes the value tagged
 `meta["hf_default_of"] = "position_ids"` through `position_ids_expr` (see capture/hf_conventions.py).
@@ -13,12 +14,17 @@ import torch
 
 from graphsurgeon.graph.hf_meta import DEFAULT_OF, default_node, packs_sequences
 
-HF_ORDER = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "past_key_values", "labels", "use_cache")
+HF_ORDER = ("input_ids", "attention_mask", "decoder_input_ids", "token_type_ids", "position_ids", "past_key_values",
+            "labels", "use_cache")
+DECODER = "decoder_input_ids"
 
 
 def is_hf(cm) -> bool:
-    """Captured with Hugging Face token inputs (input_ids first, the others optional)."""
-    return bool(cm.input_names) and cm.input_names[0] == "input_ids" and set(cm.input_names[1:]) <= set(cm.optional_inputs)
+    """Captured with Hugging Face token inputs (input_ids first, the others optional: filled like input_ids, or an
+    encoder-decoder's decoder_input_ids that HF derives by a shift, capture/hf_conventions.decoder_input_default)."""
+    derived = {DECODER} if getattr(cm, "decoder_default", None) else set()
+    return bool(cm.input_names) and cm.input_names[0] == "input_ids" and \
+        set(cm.input_names[1:]) <= set(cm.optional_inputs) | derived
 
 
 def forward_inputs(cm, cached: bool = False) -> list[str]:
@@ -60,6 +66,9 @@ def prologue(cm, cached: bool = False) -> list[str]:
                   "for path, cache in zip(KV_LAYERS, caches or [None] * len(KV_LAYERS)):",
                   "    self.get_submodule(path).kv_cache = cache"]
     for name in cm.input_names[1:]:
+        if name == DECODER:
+            lines += _decoder_default(cm)
+            continue
         fill = cm.optional_inputs[name]
         if cached and name == "attention_mask":  # the mask covers the cached tokens too
             lines += [f"if {name} is None:", "    attention_mask = torch.ones(input_ids.shape[0], past_length + "
@@ -71,6 +80,22 @@ def prologue(cm, cached: bool = False) -> list[str]:
                   "    position_ids = torch.arange(past_length, past_length + input_ids.shape[1], "
                   "device=input_ids.device)[None]"]
     return lines
+
+
+def _decoder_default(cm) -> list[str]:
+    """decoder_input_ids as HF derives them: labels shifted right (BART-like models: input_ids when no labels)."""
+    spec = cm.decoder_default
+    sources = [s for s in spec["sources"] if s != "labels" or "labels" in forward_inputs(cm)]
+    shift = f"shift_right({{}}, start={spec['start']}, pad={spec['pad']})"
+    lines = [f"if {DECODER} is None:  # Hugging Face's default: " + " or ".join(sources) + " shifted right"]
+    if sources == ["labels", "input_ids"]:
+        return lines + [f"    {DECODER} = {shift.format('labels if labels is not None else input_ids')}"]
+    if sources == ["labels"]:
+        return lines + ["    if labels is None:",
+                        f'        raise ValueError("{cm.model_class} needs decoder_input_ids or labels (Hugging Face '
+                        'derives decoder_input_ids from labels only)")',
+                        f"    {DECODER} = {shift.format('labels')}"]
+    return lines + [f"    {DECODER} = {shift.format(sources[0])}"]
 
 
 def position_ids_expr(node: torch.fx.Node, default_expr: str) -> str:

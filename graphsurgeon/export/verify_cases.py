@@ -24,7 +24,7 @@ def _dim_sizes(cm, length: int) -> dict[str, int]:
             sizes[name] = BATCH
             continue
         hi = cm.dims.bounds.get(name) or math.inf
-        lo = 2
+        lo = getattr(cm.dims, "lows", {}).get(name, 2)  # the range capture used (capture/ranges.py)
         size = example - LENGTH_STEP if length == 0 else example + LENGTH_STEP
         sizes[name] = int(max(lo, min(hi, size)))
     return sizes

@@ -35,6 +35,7 @@ class CapturedModel:
     optional_inputs: dict[str, str] = field(default_factory=dict)  # input -> "ones"/"zeros" like the first input when omitted (HF)
     replicated: str = ""  # what capture replicated instead of tracing ("model.layers: 2 of 80 layers captured")
     hf_loss: dict | None = None  # {"loss_type", "num_labels", "problem_type"}: the loss HF computes from labels
+    decoder_default: dict | None = None  # {"sources", "start", "pad"}: HF's decoder_input_ids when not given
     version: int = 0  # bumped by every edit so derived views know they are stale
     _blocks: Any = field(default=None, repr=False)
     _semantics: Any = field(default=None, repr=False)

@@ -17,6 +17,8 @@ class DimNames:
     examples: dict[str, int] = field(default_factory=dict)  # dim name -> example size (batch 2, seq 10)
     bounds: dict[str, int | None] = field(default_factory=dict)  # dim name -> the max torch.export was given (None: open)
     static: dict[str, int] = field(default_factory=dict)  # dims the model's code fixes, captured at this size
+    lows: dict[str, int] = field(default_factory=dict)  # dim name -> the min torch.export was given
+    retries: list[str] = field(default_factory=list)  # how capture changed a range torch.export refused (notes)
 
     def text(self, dim) -> str:
         """A dim as text: 768, batch, batch*seq."""

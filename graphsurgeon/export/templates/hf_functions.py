@@ -38,12 +38,18 @@ def same_sequence(mask: torch.Tensor | None, packed_sequence_mask: torch.Tensor 
     return mask & same
 
 
+def shift_right(ids: torch.Tensor, start: int, pad: int) -> torch.Tensor:
+    """Hugging Face's decoder_input_ids from labels / input_ids: `start` first, the last token dropped, -100 -> pad."""
+    out = torch.cat([torch.full_like(ids[..., :1], start), ids[..., :-1]], -1)
+    return out.masked_fill(out == -100, pad)
+
+
 def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
             problem_type: str | None) -> torch.Tensor:
     """The loss Hugging Face computes from `logits` and `labels` (label -100 is ignored)."""
     if loss_type == "ForCausalLM":  # tokens < n predict token n: shift the labels left, the last one predicts nothing
         labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
-    if loss_type in ("ForCausalLM", "ForMaskedLM", "ForTokenClassification"):
+    if loss_type in ("ForCausalLM", "ForMaskedLM", "ForTokenClassification", "ForConditionalGeneration"):
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
                                ignore_index=-100)
     if problem_type is None:  # ForSequenceClassification: the problem follows num_labels and the labels' dtype

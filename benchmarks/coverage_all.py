@@ -1,0 +1,456 @@
+"""`coverage.py --all`: every text model type transformers ships, one subprocess-isolated run each.
+
+A type is a text type when transformers maps it to a seq2seq / causal / masked LM class whose config has no
+vision or audio part (those are listed as skipped: they need non-text inputs). Each gets a tiny config (the
+config class's defaults, size fields shrunk by name: tests/model_zoo.py, plus any other large width shrunk
+generically), and goes through what a user does: save_pretrained → capture the folder → LoRA (r=2) on q and v
+of every layer → export with the self-check → model.py, the graph and PEFT with the same random non-zero A, B
+compared at 1e-5. Classes:
+  exact          B=0 = the HF model, graph = PEFT, model.py = graph, all ≤ 1e-5
+  refused        graphsurgeon said no, in one sentence (the sentence is the row's reason)
+  not capturable torch.export cannot capture the HF model (its own limit; the reason names the line)
+  wrong          an export was handed over that differs (must be 0)
+  crash          a traceback from graphsurgeon (a bug), or the run timed out
+  HF limit       the HF model itself cannot be built or run with the tiny config (the benchmark's limit)
+Each worker process takes types one at a time; a type that hangs past --timeout kills its worker (a new one
+starts), so one hang cannot stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests"), str(Path(__file__).resolve().parent)]
+TAG = "@@coverage@@ "
+TOL = 1e-5
+MAX_PARAMS = 20_000_000  # a tiny config still this large is not tiny: skipped as the benchmark's limit
+NON_TEXT = ("vision_config", "audio_config", "speech_config", "image_config", "visual", "vision_tower_config",
+            "audio_encoder_config", "vq_config", "vision_encoder_config")
+CLASSES = ("exact", "refused", "not capturable", "wrong", "crash", "HF limit")
+
+
+def text_types() -> tuple[list[str], dict[str, str]]:
+    """(text model types, {skipped type: why}) from transformers' LM mappings."""
+    from transformers.models.auto import modeling_auto as auto
+
+    names = {}
+    for mapping in (auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                    auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+        names.update({t: True for t in mapping})
+    types, skipped = [], {}
+    import transformers as tf
+
+    for t in sorted(names):
+        if t not in tf.CONFIG_MAPPING:
+            skipped[t] = "no config class in this transformers"
+            continue
+        try:
+            cfg = tf.CONFIG_MAPPING[t]()
+        except Exception as err:  # noqa: BLE001 - a config that cannot be built with its defaults
+            skipped[t] = f"its config cannot be built with defaults ({type(err).__name__})"
+            continue
+        sub = [k for k in NON_TEXT if getattr(cfg, k, None) is not None]
+        if sub and t not in ("llama4",):  # llama4: its text model (model_zoo.TEXT_MODEL)
+            skipped[t] = f"needs non-text inputs ({sub[0]})"
+            continue
+        types.append(t)
+    return types, skipped
+
+
+# ----------------------------------------------------------------------------- one type (in a worker)
+
+def tiny_config(model_type: str, mha: bool = False):
+    """The type's config with small sizes: tests/model_zoo.py's named sizes, then generic rules for what those do
+    not name (expert counts and top-k, MLA head dims and ranks, other widths), and per-layer lists cut so that every
+    layer kind stays (a hybrid keeps one attention layer and one linear-attention layer). mha: as many key/value
+    heads as query heads (for models that refuse grouped-query attention)."""
+    import transformers as tf
+
+    import model_zoo
+
+    cls = tf.CONFIG_MAPPING[model_type]
+    default = cls()
+    kwargs = _generic(default, model_zoo._small(default, model_zoo.OVERRIDES.get(model_type, {})), mha)
+    for name in ("text_config", "decoder_config", "encoder_config"):
+        sub = getattr(default, name, None)
+        if isinstance(sub, tf.PretrainedConfig):
+            kwargs[name] = {**sub.to_dict(), **_generic(sub, model_zoo._small(sub, {}), mha)}
+    return cls(**kwargs)
+
+
+def model_class(model_type: str, cfg):
+    """The class a LoRA user fine-tunes (model_zoo's choice: seq2seq LM, masked LM, causal LM, base model)."""
+    import transformers as tf
+
+    import model_zoo
+
+    if model_type in model_zoo.TEXT_MODEL:
+        return getattr(tf, model_zoo.TEXT_MODEL[model_type])
+    auto = tf.models.auto.modeling_auto
+    order = ([auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES] if getattr(cfg, "is_encoder_decoder", False) else [])
+    order += [auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES, auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_MAPPING_NAMES]
+    for mapping in order:
+        cls = getattr(tf, mapping[model_type], None) if model_type in mapping else None
+        if cls is not None and issubclass(type(cfg), cls.config_class):
+            return cls
+    raise KeyError(f"no LM class of {model_type} takes its config")
+
+
+def _generic(cfg, kwargs: dict, mha: bool) -> dict:
+    """Add to `kwargs` the shrinking rules model_zoo's named sizes miss."""
+    fields = cfg.to_dict()
+    aliases = getattr(cfg, "attribute_map", {})
+    layers_key = aliases.get("num_hidden_layers", "num_hidden_layers")
+    n = fields.get(layers_key)
+    out = dict(kwargs)
+    rope = "qk_rope_head_dim" in fields
+    for key, value in fields.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value is None:
+            continue
+        low = key.lower()
+        if "per_tok" in low or low in ("top_k", "moe_k", "moe_topk", "num_selected_experts", "experts_per_token"):
+            out[key] = min(value, 2)
+        elif "expert" in low and "shared" not in low and value > 4:
+            out[key] = 4
+        elif low in ("n_group", "topk_group", "num_expert_group"):
+            out[key] = 1
+        elif "head_dim" in low and low not in ("head_dim",) or (low == "head_dim" and rope):
+            out[key] = 8 if ("rope" in low or "nope" in low or low == "head_dim") else 16
+        elif "lora_rank" in low and value > 32:
+            out[key] = 32
+        elif low.endswith("vocab_size") and value > 128:
+            out[key] = 128
+        elif any(w in low for w in ("hidden_size", "intermediate", "ffn", "d_model", "n_embd", "embed_dim")) \
+                and value > 256 and "max" not in low and "position" not in low and key not in out:
+            out[key] = 64
+        elif ("n_heads" in low or "num_heads" in low) and value > 4 and key not in out:
+            out[key] = 4
+    if rope:
+        out["qk_head_dim"] = 16
+    if (rope or mha) and "num_key_value_heads" in out:  # MLA's eager attention: one key/value head per query head
+        out["num_key_value_heads"] = out.get(aliases.get("num_attention_heads", "num_attention_heads"), 4)
+    lists = {k: v for k, v in fields.items() if isinstance(v, list) and n and len(v) == n}
+    if lists:  # one layer of each kind (in order), then the first layers up to model_zoo's count
+        kinds = [tuple(str(v[i]) for v in lists.values()) for i in range(n)]
+        keep = sorted({kinds.index(k) for k in kinds} | set(range(min(2, n))))
+        out[layers_key] = len(keep)
+        out.update({k: [v[i] for i in keep] for k, v in lists.items()})
+    return out
+
+
+def run_one(model_type: str, tmp: Path) -> dict:
+    """The row of one type: its class, what each step gave, and why it stopped."""
+    row = {"type": model_type, "class": "", "status": "", "reason": "", "b0": None, "peft": None, "export": None,
+           "columns": "", "seconds": 0.0, "notes": ""}
+    t0 = time.perf_counter()
+    try:
+        _steps(model_type, tmp, row)
+    except Exception as err:  # noqa: BLE001 - the row says which step failed and why
+        row["status"] = row["status"] or _classify(err)
+        text = str(err).strip().splitlines()
+        row["reason"] = (text[0] if text else type(err).__name__)[:300]
+        if row["status"] == "crash":
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            row["reason"] = f"{type(err).__name__}: {row['reason']} ({Path(frame.filename).name}:{frame.lineno})"
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def _classify(err: BaseException) -> str:
+    from graphsurgeon.errors import CaptureError, GraphsurgeonError
+
+    if isinstance(err, CaptureError) and str(err).startswith("torch.export could not capture"):
+        return "not capturable"
+    if isinstance(err, GraphsurgeonError):
+        return "refused"
+    return "crash"
+
+
+def _steps(model_type: str, tmp: Path, row: dict) -> None:
+    import torch
+
+    from graphsurgeon.capture import capture
+    from graphsurgeon.errors import GraphsurgeonError
+    from graphsurgeon.surgery import LoRAConfig, add_lora, resolve_targets
+    from graphsurgeon.validate import validate_full
+
+    from coverage import _peft, _truth, first
+    from surgery_models import randomize
+
+    folder = tmp / model_type
+    row["status"] = "HF limit"  # until the HF model is built and runs
+    try:
+        model, cfg, cls = _tiny_model(model_type, False, row)
+    except Exception:  # noqa: BLE001 - some models refuse grouped-query attention: once more with as many kv heads
+        model, cfg, cls = _tiny_model(model_type, True, row)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    row["status"] = ""
+    cm = capture(str(folder))
+    row["notes"] = "; ".join(cm.notes)
+    roles = ("q", "v")
+    try:
+        targets = resolve_targets(cm, roles, "all")
+    except GraphsurgeonError as err:  # no attention: the model's own targets, as the sentence names them
+        named = re.search(r"LoRA targets: ([\w, ]+) \(pass them", str(err))
+        if not named:
+            raise
+        roles = tuple(n.strip() for n in named.group(1).split(",") if n.strip() != "lm_head")[:2]
+        targets = resolve_targets(cm, roles, "all")
+        row["notes"] = "; ".join(filter(None, [row["notes"], f"no attention: LoRA on {', '.join(roles)}"]))
+    reference = cls.from_pretrained(str(folder), attn_implementation=cm.attn_implementation).eval()
+    try:
+        truth = _truth(reference, model_type, cm, targets)
+        exact = all(set(t.columns if t.columns is not None else range(t.out_features))
+                    == truth[(t.attention, t.role)][t.module.rsplit(".", 1)[-1]] for t in targets)
+        row["columns"] = "✓" if exact else "✗"
+    except Exception as err:  # noqa: BLE001 - marker rows need one attention call per graph attention
+        truth, row["columns"] = None, f"unverified ({str(err)[:60]})"
+    with torch.no_grad():
+        original = first(reference(**cm.example_inputs))
+    add_lora(cm, roles, "all", LoRAConfig(r=2, alpha=4))
+    problems = validate_full(cm)
+    if problems:
+        raise GraphsurgeonError(f"validation: {str(problems[0])[:200]}")
+    with torch.no_grad():
+        row["b0"] = (first(cm.run(**cm.example_inputs)) - original).abs().max().item()
+        randomize(cm, seed=3)
+        ours = first(cm.run(**cm.example_inputs))
+        row["peft"] = (ours - first(_peft(reference, cm, truth)(**cm.example_inputs))).abs().max().item()
+    row["export"] = _export(cm, tmp / f"{model_type}-out", ours)
+    bad = [k for k in ("b0", "peft", "export") if row[k] > TOL * (1 + ours.abs().max().item())] + \
+        (["columns"] if row["columns"] == "✗" else [])
+    row["status"] = "wrong" if bad else "exact"
+    if bad:
+        row["reason"] = "differs: " + ", ".join(f"{k} {row[k]:.1e}" if k != "columns" else "q/v columns" for k in bad)
+
+
+def _tiny_model(model_type: str, mha: bool, row: dict):
+    """(the tiny seeded model in eval mode, its config, its class), run once on token ids."""
+    import torch
+
+    cfg = tiny_config(model_type, mha)
+    cls = model_class(model_type, cfg)
+    row["class"] = cls.__name__
+    if not isinstance(cfg, cls.config_class):
+        cfg = cfg.text_config
+    with torch.device("meta"):
+        n = sum(p.numel() for p in cls._from_config(cfg, attn_implementation="eager").parameters())
+    if n > MAX_PARAMS:
+        raise RuntimeError(f"the tiny config still has {n / 1e6:.0f} M parameters")
+    torch.manual_seed(0)
+    model = cls._from_config(cfg, attn_implementation="eager").eval()
+    probe = {"input_ids": torch.randint(3, 100, (2, 8))}
+    if getattr(cfg, "is_encoder_decoder", False):
+        probe["decoder_input_ids"] = torch.randint(3, 100, (2, 5))
+    with torch.no_grad():
+        model(**probe)
+    return model, cfg, cls
+
+
+def _export(cm, out: Path, ours) -> float:
+    """Export (with the self-check) and run the written model.py in this process: max |model.py − graph|."""
+    import importlib.util
+
+    import torch
+
+    from graphsurgeon.export import export_folder
+
+    export_folder(cm, out)
+    spec = importlib.util.spec_from_file_location(f"exported_{out.name.replace('-', '_')}", out / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from coverage import first
+
+    with torch.no_grad():
+        got = first(mod.load_model(str(out)).eval()(**cm.example_inputs))
+    return (got - ours).abs().max().item()
+
+
+def worker() -> None:
+    """Read type names on stdin; print each row as one tagged JSON line."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="graphsurgeon-coverage-") as tmp:
+        for line in sys.stdin:
+            row = run_one(line.strip(), Path(tmp))
+            print(TAG + json.dumps(row), flush=True)
+
+
+# ----------------------------------------------------------------------------- the parent
+
+class _Worker:
+    def __init__(self, log) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
+
+    def run(self, model_type: str, timeout: float) -> dict | None:
+        self.proc.stdin.write(model_type + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                return None
+            line = self.proc.stdout.readline()
+            if not line:
+                return {"status": "crash", "reason": f"the worker died (exit {self.proc.wait()})"}
+            if line.startswith(TAG):
+                return json.loads(line[len(TAG):])
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def run_all(types: list[str], jobs: int, timeout: float, log_path: Path, rows_path: Path | None = None) -> list[dict]:
+    """Rows of every type, `jobs` workers at once; a type past `timeout` seconds is a crash row (timed out).
+    rows_path: each row is appended there as one JSON line when done, and rows already there are not run again."""
+    rows: dict[str, dict] = {}
+    if rows_path is not None and rows_path.exists():
+        for line in rows_path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["type"] in types:
+                rows[row["type"]] = row
+    todo: queue.Queue = queue.Queue()
+    for t in types:
+        if t not in rows:
+            todo.put(t)
+    lock = threading.Lock()
+
+    def slot() -> None:
+        with open(log_path, "a") as log:
+            w = _Worker(log)
+            while True:
+                try:
+                    t = todo.get_nowait()
+                except queue.Empty:
+                    break
+                t0 = time.perf_counter()
+                row = w.run(t, timeout)
+                if row is None or row.get("type") != t:
+                    w.kill()
+                    w = _Worker(log)
+                    why = f"timed out after {timeout:.0f} s" if row is None else row.get("reason", "")
+                    row = {"type": t, "class": "", "status": "crash", "reason": why, "b0": None, "peft": None,
+                           "export": None, "columns": "", "seconds": round(time.perf_counter() - t0, 1), "notes": ""}
+                with lock:
+                    rows[t] = row
+                    if rows_path is not None:
+                        with open(rows_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(row) + "\n")
+                    print(f"[{len(rows)}/{len(types)}] {t:28s} {row['status']:14s} {row['seconds']:6.1f} s "
+                          f"{row['reason'][:110]}", file=sys.stderr, flush=True)
+            w.kill()
+
+    threads = [threading.Thread(target=slot) for _ in range(jobs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return [rows[t] for t in types]
+
+
+def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int, not_run: list[str] = ()) -> str:
+    """The README section: totals, the percentage exact, the table, the skipped types."""
+    import transformers
+
+    def num(v):
+        return "" if v is None else f"{v:.0e}"
+
+    counts = {c: sum(r["status"] == c for r in rows) for c in CLASSES}
+    runnable = len(rows) - counts["HF limit"]
+    pct = 100.0 * counts["exact"] / max(1, runnable)
+    lines = [f"{len(rows)} text model types (transformers {transformers.__version__}); "
+             + ", ".join(f"{c}: {counts[c]}" for c in CLASSES)
+             + f". Exact: {pct:.0f} % of the {runnable} types whose HF model runs with the tiny config "
+             f"({100.0 * counts['exact'] / max(1, len(rows)):.0f} % of all). Run: {minutes:.1f} min, --jobs {jobs}.",
+             "", "| type | class | result | B=0 | PEFT | model.py | q/v columns | time | reason / notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        why = (r["reason"] or r.get("notes") or "").replace("|", "/").replace("\n", " ")[:200]
+        lines.append(f"| {r['type']} | {r['class']} | {r['status']} | {num(r['b0'])} | {num(r['peft'])} | "
+                     f"{num(r['export'])} | {r['columns']} | {r['seconds']:.0f} s | {why} |")
+    if not_run:
+        lines += ["", f"Not run yet ({len(not_run)}; `--rows` resumes): " + ", ".join(not_run) + "."]
+    lines += ["", f"Skipped ({len(skipped)}): " + "; ".join(f"{t} ({why})" for t, why in sorted(skipped.items())) + "."]
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- coverage --all: begin (generated by benchmarks/coverage.py --all) -->", "<!-- coverage --all: end -->"
+
+
+def write_readme(text: str, readme: Path) -> None:
+    """Replace the generated section between the markers (appended to the Coverage section the first time)."""
+    body = readme.read_text(encoding="utf-8")
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in body and END in body:
+        body = body[:body.index(BEGIN)] + block + body[body.index(END) + len(END):]
+    else:
+        body = body.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(readme)
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="coverage.py --all")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes at once")
+    p.add_argument("--timeout", type=float, default=180, help="seconds one type may take before its worker is killed")
+    p.add_argument("--readme", help="write the table into this README between the generated-section markers")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--rows", help="append each row to this JSON-lines file as it is done; rows already there are kept "
+                                  "(a stopped run goes on where it stopped)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: the table of the rows already in --rows (types not run are counted as such)")
+    p.add_argument("types", nargs="*", help="only these types (default: every text type)")
+    args = p.parse_args(argv)
+    types, skipped = text_types()
+    if args.types:
+        types = [t for t in types if t in args.types] + [t for t in args.types if t not in types and t not in skipped]
+    start = time.perf_counter()
+    if args.report_only:
+        done = {}
+        for line in Path(args.rows).read_text(encoding="utf-8").splitlines():
+            done[json.loads(line)["type"]] = json.loads(line)
+        rows = [done[t] for t in types if t in done]
+        minutes = float(os.environ.get("COVERAGE_MINUTES", "0"))
+        text = table(rows, skipped, minutes, args.jobs, [t for t in types if t not in done])
+    else:
+        rows = run_all(types, args.jobs, args.timeout, Path(os.environ.get("COVERAGE_LOG", "/tmp/coverage-all.log")),
+                       Path(args.rows) if args.rows else None)
+        text = table(rows, skipped, (time.perf_counter() - start) / 60, args.jobs)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1), encoding="utf-8")
+    if args.readme:
+        write_readme(text, Path(args.readme))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        worker()
+    else:
+        main(sys.argv[1:])
