@@ -9,6 +9,7 @@ same name (`torch.<op>` or a tensor method) when torch has one, else as `torch.o
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -221,8 +222,9 @@ def _cat(name: str) -> Callable:
 
 
 def _pow(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-    base = a.get("self")
-    return Expr(f"{ctx.arg(base, POW + 1)} ** {ctx.arg(a['exponent'], UNARY)}", POW)
+    base, exponent = ctx.arg(a.get("self"), POW + 1), ctx.arg(a["exponent"], UNARY)
+    simple = all(re.fullmatch(r"-?[\w.]+", t) for t in (base, exponent))  # `x**2` as ruff format writes it
+    return Expr(f"{base}**{exponent}" if simple else f"{base} ** {exponent}", POW)
 
 
 def _softmax(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
