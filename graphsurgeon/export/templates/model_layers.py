@@ -32,8 +32,9 @@ class LoRA(nn.Module):
 class LoRALinear(nn.Linear):
     """nn.Linear with a LoRA, as PEFT wraps it: base(x) + lora_B(lora_A(dropout(x))) * scaling."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, r: int, scaling: float,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, r: int, scaling: float, dropout: float = 0.0
+    ) -> None:
         super().__init__(in_features, out_features, bias)
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.lora_A = nn.Linear(in_features, r, bias=False)  # [r, in]
