@@ -84,17 +84,26 @@ def test_mask_and_rotary_groups_hold_no_projection(captured):
     assert mask_kind in kinds
 
 
-def test_display_names_are_the_models_and_unique_per_view(captured):
+def test_display_names_are_the_models_and_rebound_as_the_source_rebinds(captured):
+    """No fx names and no `_1` suffixes: a name several values carry is one the source rebinds
+    (`query_states = query_states.view(...).transpose(1, 2)`), each binding saying which it is in `step`."""
     _arch, _attn, _model, cm = captured
     bg = cm.blocks()
     for path in bg.paths():
         view = bg.view(path)
         by_name: dict[str, set[str]] = {}
+        steps: dict[str, str] = {}
         for b in view.blocks:
             for p in b.inputs + b.outputs:
-                assert not FX_NAME.search(p.name), (path, p.name, p.value)
+                assert not FX_NAME.search(p.name) and not re.search(r"_\d+$", p.name), (path, p.name, p.value)
                 by_name.setdefault(p.name, set()).add(p.value)
-        assert all(len(v) == 1 for v in by_name.values()), (path, {k: v for k, v in by_name.items() if len(v) > 1})
+                steps[p.value] = p.step
+        for name, values in by_name.items():
+            if len(values) == 1:
+                assert not steps[next(iter(values))]
+                continue
+            assert sorted(int(steps[v].split(", ")[1].split(" of ")[0]) for v in values) == list(
+                range(1, len(values) + 1)), (path, name, {v: steps[v] for v in values})
         assert [r.value for r in view.variables] == [p.value for b in view.blocks for p in b.outputs if p.meta]
 
 
@@ -110,6 +119,27 @@ def test_layers_are_one_stack(captured):
     arch, _attn, _model, cm = captured
     sem = cm.semantics()
     assert len(sem.stacks) == 1 and len(sem.stacks[0].runs) == 1 and len(sem.stacks[0].runs[0]) == 2
+
+
+def test_rebound_names_read_as_the_source_rebinds_them():
+    """GPT-2's attention: `query_states` is the split's part and, after `query_states = query_states.view(shape_q)
+    .transpose(1, 2)`, the transpose's result; its step names the line. Ops are subtitled in PyTorch's spelling."""
+    from surgery_models import shared
+
+    cm = shared("gpt2")
+    view, sem = cm.blocks().view("transformer.h.0.attn"), cm.semantics()
+    carrying = [(b.title, p) for b in view.blocks for p in b.outputs if p.name == "query_states"]
+    assert [t for t, _ in carrying] == ["split", "transpose"]
+    (_, first), (_, second) = carrying
+    assert first.step.startswith("query_states, 1 of 2: query_states, key_states, value_states = ")
+    assert second.step.startswith("query_states, 2 of 2: query_states = query_states.view(")
+    assert first.meta.shape_text != second.meta.shape_text
+    assert [b.subtitle for b in view.blocks if b.kind == "primitive"][:3] == ["Tensor.split", "Tensor.view",
+                                                                             "torch.transpose"]
+    assert not [b.subtitle for b in view.blocks if b.subtitle.startswith("aten.")]
+    rows = [r for r in view.variables if r.name == "query_states"]
+    assert [r.step for r in rows] == [first.step, second.step]
+    assert sem.statement(cm.blocks().nodes[second.value], "transformer.h.0.attn").startswith("query_states = ")
 
 
 def test_names_read_like_the_source():

@@ -112,7 +112,7 @@ def tree_rows(bg, max_depth: int) -> list[dict]:
 
 def deep_rows(bg, path: str):
     """Every data-carrying tensor inside the composite, at every depth (a primitive view of the subtree)."""
-    from graphsurgeon.graph.semantics import unique_names
+    from graphsurgeon.graph.semantics import rebound_steps
     from graphsurgeon.graph.view import VariableRow, op_name
 
     bg.view(path)  # validates the path
@@ -130,8 +130,9 @@ def deep_rows(bg, path: str):
         where = chain[-1] if chain else ""
         rows.append(VariableRow(bg.sem.name(node, scope), f"{op_name(node)} @ {where or '(root)'}", meta.shape_text,
                                 meta.example_text, meta.dtype, f"n:{node.name}", node.name))
-    for row, name in zip(rows, unique_names([r.name for r in rows])):
-        row.name = name
+    codes = [bg.sem.statement(bg.nodes[r.value], scope) for r in rows]
+    for row, step in zip(rows, rebound_steps([r.name for r in rows], codes)):  # names as the canvas shows them
+        row.step = step
     return rows
 
 

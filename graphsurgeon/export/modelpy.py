@@ -18,9 +18,11 @@ def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[st
     tensors: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}
     seen: dict[int, str] = {}
-    buffers = {n for n, _ in gm.named_buffers(remove_duplicate=False)}
-    items = list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))
     get_attrs = [n.target for n in gm.graph.nodes if n.op == "get_attr"]
+    read = set(get_attrs)  # a buffer the graph never reads (Llama's original_inv_freq) is neither written nor built
+    named_buffers = [(n, b) for n, b in gm.named_buffers(remove_duplicate=False) if n in read]
+    buffers = {n for n, _ in named_buffers}
+    items = list(gm.named_parameters(remove_duplicate=False)) + named_buffers
     names = {n for n, _ in items}
     for target in get_attrs:  # constants the graph reads that are neither parameters nor buffers
         if target not in names:

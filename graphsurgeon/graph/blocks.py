@@ -22,10 +22,12 @@ class Port:
     """An input or output of a block, carrying one value."""
 
     id: str
-    name: str  # display name of the value carried ("query_states", "attn_output"), unique within the view
+    name: str  # display name of the value carried ("query_states", "attn_output"), as the source names it: a
+    # name the source rebinds is carried by each value it is bound to, told apart by shape, position and `step`
     value: str  # the fx node name of the value carried (ids, tooltips, lookups)
     meta: TensorMeta | None
     label: str = ""  # for a primitive's input: what the argument means ("input", "weight", "mask", "residual")
+    step: str = ""  # for a rebound name: which binding ("query_states, 2 of 2: query_states = query_states.view(…)")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Block:
     id: str
     kind: str  # "composite", "primitive", "input" (view inputs), "output" (view outputs)
     title: str  # attribute name ("attn"), stack ("h.0 … h.11 ×12"), function group ("Causal mask") or op ("addmm")
-    subtitle: str  # class name ("GPT2Attention", "GELU (tanh)"), function ("create_causal_mask()") or op overload
+    subtitle: str  # class name ("GPT2Attention", "GELU (tanh)"), function ("create_causal_mask()") or op ("Tensor.view")
     inputs: list[Port] = field(default_factory=list)
     outputs: list[Port] = field(default_factory=list)
     static_inputs: list[StaticInput] = field(default_factory=list)
@@ -56,19 +58,21 @@ class Link:
     value: str  # fx node name of the value
     meta: TensorMeta | None
     name: str = ""  # display name of the value
+    step: str = ""  # which binding of a rebound name (Port.step)
 
 
 @dataclass
 class VariableRow:
     """A row of the shape table: a value carrying data in the view."""
 
-    name: str  # display name ("query_states"), unique within the view
+    name: str  # display name ("query_states"), as on the canvas (a rebound name on several rows)
     producer: str  # the op or block that produces it ("input" for a view input)
     shape: str  # "[batch, seq, 768]"
     example_shape: str  # "[2, 10, 768]"
     dtype: str
     port: str  # id of the port it leaves from
     value: str = ""  # the fx node name (for tooltips, --deep and JSON)
+    step: str = ""  # which binding of a rebound name (Port.step)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

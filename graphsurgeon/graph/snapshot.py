@@ -105,7 +105,7 @@ def _meta(d: dict | None) -> TensorMeta | None:
 
 
 def _port(d: dict) -> Port:
-    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]), d.get("label", ""))
+    return Port(d["id"], d["name"], d["value"], _meta(d["meta"]), d.get("label", ""), d.get("step", ""))
 
 
 def _view_from_dict(d: dict) -> CompositeView:

@@ -19,7 +19,7 @@ from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
 from graphsurgeon.graph.hierarchy import Hierarchy
 from graphsurgeon.graph.meta import TensorMeta, tensor_meta
-from graphsurgeon.graph.semantics import activation_title, unique_names
+from graphsurgeon.graph.semantics import activation_title, rebound_steps
 
 __all__ = ["Block", "BlockGraph", "CompositeView", "Link", "Port", "StaticInput", "VariableRow",
            "composite_id", "op_name", "primitive_id"]
@@ -46,6 +46,34 @@ def op_name(node: torch.fx.Node) -> str:
     if packet is not None:
         return packet.__name__
     return getattr(t, "__name__", str(t))
+
+
+_INDEXING = {"slice", "select", "index", "getitem"}  # written x[...]
+
+
+def pytorch_name(node: torch.fx.Node) -> str:
+    """An op in PyTorch's spelling, the subtitle of its block: the public callable that is the op itself —
+    `F.scaled_dot_product_attention`, `torch.transpose`, `Tensor.view`, `Tensor.split` (torch.split is Python sugar
+    over the method), `Tensor.__getitem__` for indexing; `aten.<op>.<overload>` only where PyTorch has none."""
+    import types
+
+    name = op_name(node)
+    if name == "sym_size":
+        return "Tensor.size"
+    if node.op != "call_function" or name.startswith("_"):
+        dunder = name.startswith("__") and name.endswith("__") and hasattr(torch.Tensor, name)
+        return f"Tensor.{name}" if node.op == "call_function" and dunder else str(node.target)
+    if name in _INDEXING:
+        return "Tensor.__getitem__"
+    if callable(getattr(torch.nn.functional, name, None)):
+        return f"F.{name}"
+    if isinstance(getattr(torch, name, None), types.BuiltinFunctionType):
+        return f"torch.{name}"
+    if callable(getattr(torch.Tensor, name, None)):
+        return f"Tensor.{name}"
+    if callable(getattr(torch, name, None)):
+        return f"torch.{name}"
+    return str(node.target)
 
 
 def _arg_names(node: torch.fx.Node) -> list[str]:
@@ -328,18 +356,21 @@ class BlockGraph:
         return CompositeView(path, cls, ordered, links, self._variables(ordered))
 
     def _name_values(self, blocks: list[Block], links: list[Link], scope: tuple[str, ...]) -> None:
-        """Give every port and link the display name of its value, unique within the view."""
+        """Give every port and link the display name of its value as the source writes it: a rebound name is
+        carried by each of its values, and `step` says which binding each is (tooltips)."""
         order: list[str] = []
         for b in blocks:
             for p in b.outputs + b.inputs:
                 if p.value not in order:
                     order.append(p.value)
-        names = dict(zip(order, unique_names([self.sem.name(self.nodes[v], scope) for v in order])))
+        shown = [self.sem.name(self.nodes[v], scope) for v in order]
+        steps = rebound_steps(shown, [self.sem.statement(self.nodes[v], scope) for v in order])
+        names, step = dict(zip(order, shown)), dict(zip(order, steps))
         for b in blocks:
             for p in b.inputs + b.outputs:
-                p.name = names[p.value]
+                p.name, p.step = names[p.value], step[p.value]
         for link in links:
-            link.name = names.get(link.value, link.value)
+            link.name, link.step = names.get(link.value, link.value), step.get(link.value, "")
 
     def _node_args(self, node: torch.fx.Node):
         names = _arg_names(node)
@@ -375,7 +406,7 @@ class BlockGraph:
         title = op_name(node)
         if node.op == "call_module":
             title = str(node.target).rsplit(".", 1)[-1]
-        return Block(bid, "primitive", title, str(node.target), module_path=chain[-1] if chain else "",
+        return Block(bid, "primitive", title, pytorch_name(node), module_path=chain[-1] if chain else "",
                      node=node.name, role=self.sem.role(node))
 
     def _variables(self, blocks: list[Block]) -> list[VariableRow]:
@@ -386,7 +417,7 @@ class BlockGraph:
                     continue
                 producer = "input" if b.kind == "input" else (b.title if b.kind == "primitive" else f"{b.title} ({b.subtitle})")
                 rows.append(VariableRow(p.name, producer, p.meta.shape_text, p.meta.example_text, p.meta.dtype, p.id,
-                                        p.value))
+                                        p.value, p.step))
         return rows
 
 

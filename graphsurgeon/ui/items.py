@@ -106,7 +106,8 @@ class BlockItem(QGraphicsItem):
         for side, ports in (("in", b.inputs), ("out", b.outputs)):
             for p in ports:
                 shape = f" {p.meta.shape_text} {p.meta.dtype}" if p.meta else ""
-                tip.append(f"{side}: {port_text(p)} = {p.value}{shape}")
+                step = f"  ({p.step})" if getattr(p, "step", "") else ""  # which binding of a rebound name
+                tip.append(f"{side}: {port_text(p)} = {p.value}{shape}{step}")
         if self.problem:
             tip.insert(0, f"⚠ {self.problem}")
         return "\n".join(tip)
@@ -332,6 +333,7 @@ class LinkItem(QGraphicsPathItem):
         m, name = self.link.meta, getattr(self.link, "name", None) or self.link.value
         text = f"{name}  (fx: {self.link.value})" if name != self.link.value else name
         text += f"\n{m.shape_text} {m.dtype}" if m else ""
+        text += f"\n{self.link.step}" if getattr(self.link, "step", "") else ""  # which binding of a rebound name
         return f"⚠ {self.problem}\n{text}" if self.problem else text
 
     def set_route(self, points: list[tuple[float, float]]) -> None:

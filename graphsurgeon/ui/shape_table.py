@@ -98,7 +98,8 @@ class ShapeTable(QWidget):
                 it.setData(i, ROW_ROLE)
                 it.setData(example_numel(text) if c == 3 else text.lower(), SORT_ROLE)
                 items.append(it)
-            items[0].setToolTip(f"{v.name}\nfx node: {fx}")
+            step = f"\n{v.step}" if getattr(v, "step", "") else ""  # which binding of a rebound name
+            items[0].setToolTip(f"{v.name}\nfx node: {fx}{step}")
             items[0].setData(" ".join((*texts, fx)).lower(), SEARCH_ROLE)
             self.model.appendRow(items)
         self._syncing = False

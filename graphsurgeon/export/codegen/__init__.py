@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from graphsurgeon.export.codegen import names
+from graphsurgeon.export.codegen import layout, names
 from graphsurgeon.export.codegen.classes import Model, is_causal_lm
 from graphsurgeon.export.codegen.scopes import lora_export_name
 from graphsurgeon.export.codegen.source import (TEMPLATES, Section, class_section, function_section, helpers_text,
@@ -63,6 +63,10 @@ def generate(cm) -> GeneratedModel:
     classes = [class_section(model, c) for c in model.classes]
     root = root_section(model)
     sections = functions + classes + [root]
+    for sec in sections:  # laid out as ruff format would (a long line split: each part keeps the line's blocks)
+        parts = layout.format_lines(sec.lines)
+        sec.blocks = [b for b, lines in zip(sec.blocks, parts) for _ in lines]
+        sec.lines = [line for lines in parts for line in lines]
     body = "\n\n\n".join(s.text for s in sections)
     loras = loras_table(cm)
     helpers = helpers_text(needed_helpers(body, loras))
@@ -77,7 +81,7 @@ def generate(cm) -> GeneratedModel:
     if model.kv_paths:  # a causal LM: its KV cache and generate()
         parts.insert(-2, (TEMPLATES / "model_generate.py").read_text(encoding="utf-8"))
         parts.append(f"{model.root.name}.generate = generate")
-    text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+    text = layout.format_source("\n\n\n".join(p.strip("\n") for p in parts) + "\n")
     gen = GeneratedModel(text, sections, model)
     for c, sec in zip(model.classes, classes):
         for s in c.instances:

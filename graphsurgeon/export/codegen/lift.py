@@ -9,6 +9,7 @@ same name (`torch.<op>` or a tensor method) when torch has one, else as `torch.o
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -182,8 +183,38 @@ def _split(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     return Expr(f"{ctx.arg(a['self'], CALL)}.split({ctx.arg(size)}, dim={dim})", CALL)
 
 
+def rotate_half_parts(node: torch.fx.Node) -> tuple[torch.fx.Node, tuple[torch.fx.Node, ...]] | None:
+    """(x, the slice and neg nodes) when `node` is Hugging Face's `rotate_half(x)`: torch.cat((-x2, x1), dim=-1) of
+    x's halves on its last dimension; else None."""
+    if node.op != "call_function" or op_key(node) != "cat" or len(node.args[0]) != 2:
+        return None
+    neg, x1 = node.args[0]
+    r = rank(node)
+    if (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % max(r, 1) != r - 1 \
+            or not isinstance(neg, torch.fx.Node) or op_key(neg) != "neg" or not isinstance(x1, torch.fx.Node):
+        return None
+    x2 = neg.args[0]
+    halves = []
+    for part in (x1, x2):
+        if not isinstance(part, torch.fx.Node) or op_key(part) != "slice" or len(part.args) < 4:
+            return None
+        halves.append(bound(part))
+    (a1, a2), x = halves, halves[0]["self"]
+    size = x.meta["val"].shape[-1] if isinstance(x, torch.fx.Node) and isinstance(x.meta.get("val"), torch.Tensor) \
+        else None
+    if size is None or a2["self"] is not x or any(h["dim"] % r != r - 1 or h["step"] != 1 for h in halves):
+        return None
+    if a1["start"] not in (None, 0) or a1["end"] != size // 2 or a2["start"] != size // 2 \
+            or not (a2["end"] is None or a2["end"] >= size):
+        return None
+    return x, (x1, x2, neg)
+
+
 def _cat(name: str) -> Callable:
     def render(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
+        found = rotate_half_parts(node) if name == "cat" else None
+        if found is not None:  # Hugging Face's helper, written as a call of it
+            return Expr(f"rotate_half({ctx.arg(found[0])})", CALL)
         dim = "" if "dim" in a["_defaults"] else f", dim={ctx.arg(a['dim'])}"
         return Expr(f"torch.{name}([{', '.join(ctx.arg(t) for t in a['tensors'])}]{dim})", CALL)
 
@@ -191,8 +222,9 @@ def _cat(name: str) -> Callable:
 
 
 def _pow(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
-    base = a.get("self")
-    return Expr(f"{ctx.arg(base, POW + 1)} ** {ctx.arg(a['exponent'], UNARY)}", POW)
+    base, exponent = ctx.arg(a.get("self"), POW + 1), ctx.arg(a["exponent"], UNARY)
+    simple = all(re.fullmatch(r"-?[\w.]+", t) for t in (base, exponent))  # `x**2` as ruff format writes it
+    return Expr(f"{base}**{exponent}" if simple else f"{base} ** {exponent}", POW)
 
 
 def _softmax(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:

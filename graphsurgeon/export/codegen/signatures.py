@@ -52,7 +52,11 @@ def as_declared(prog: Program, calls: list[Scope], inputs_of: Callable[[Scope], 
     for key, (ins, bound, declared) in found.items():
         if len(ins) == len(best[0]):
             bound, declared = best[1], best[2]
-        order = sorted(range(len(ins)), key=lambda i: (0, declared.index(bound[i]), i) if bound[i] else (1, 0, i))
+        taken = {b for b in bound if b}
+        free = next((declared.index(d) for d in declared if d not in taken), len(declared))  # an input the call
+        # passes under no name of its own is a part of the first parameter nothing else binds (LlamaAttention's
+        # cos and sin, of `position_embeddings`, come right after hidden_states, as HF declares them)
+        order = sorted(range(len(ins)), key=lambda i: (declared.index(bound[i]), 0, i) if bound[i] else (free, 1, i))
         out[key] = ([ins[i] for i in order], [bound[i] for i in order])
     return out
 

@@ -134,7 +134,7 @@ def _tied(model: Model) -> bool:
 
 
 def helpers_text(needed: set[str]) -> str:
-    """The helper layers and functions model.py uses (Conv1D, LoRA, LoRALinear, LoRAConv1D, grouped_mm), from the
+    """The helper layers and functions model.py uses (Conv1D, LoRA, LoRALinear, LoRAConv1D, grouped_mm, rotate_half), from the
     template."""
     text = (TEMPLATES / "model_layers.py").read_text(encoding="utf-8")
     chunks = re.split(r"\n(?=class |def )", text)
@@ -147,8 +147,8 @@ def helpers_text(needed: set[str]) -> str:
 
 
 def needed_helpers(code: str, loras: dict) -> set[str]:
-    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm")
-            if re.search(rf"\b{n}\(", code)}
+    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm", "rotate_half")
+            if re.search(rf"{n}\(", code)}
     kinds = {hp["kind"] for hp in loras.values()}
     need |= {"LoRA"} if "update" in kinds else set()
     need |= {"LoRALinear"} if "linear" in kinds else set()

@@ -49,6 +49,8 @@ class FunctionWriter(Statements, Sizes):
         self.count = 0
         self.at = 0  # statement being written
         self.pending: tuple = ()  # canvas blocks of values folded into the next statement
+        self.absorbed = self._absorb()
+        self.chained: set[int] = set()  # statements folding into a later reader, between one value and its reader  # ops written inside a helper's call (rotate_half's slices and neg)
         self.adds_onto = {st.lora_onto: st.node for st in self.stmts if st.lora_onto is not None}
 
     # ---- writing ---------------------------------------------------------------------------------
@@ -122,12 +124,29 @@ class FunctionWriter(Statements, Sizes):
             name = f"v_{name}"
         return name
 
+    def _absorb(self) -> set:
+        """The slices and neg of each `rotate_half(x)` read by nothing else: the call stands for them (they count as
+        read where the call is)."""
+        out = set()
+        for i, st in enumerate(self.stmts):
+            found = lift.rotate_half_parts(st.node) if st.node is not None and not st.loop else None
+            if found is None:
+                continue
+            x1, x2, neg = found[1]
+            if all(set(self.prog.users.get(p, [])) <= {st.node, neg} for p in (x1, x2, neg)) \
+                    and all(p in self.index for p in (x1, x2, neg)):
+                out.update((x1, x2, neg))
+                for p in (x1, x2, neg):
+                    self.index[p] = i
+        return out
+
     def _dead(self, value) -> bool:
-        """True when nothing after the current statement reads `value`."""
+        """True when nothing after the current statement of this function reads `value` (a reader outside the
+        function holds its own reference: the name may be rebound, as `hidden_states = self.dense(hidden_states)`)."""
         if value in self.scope.outputs:
             return False
         for u in self.prog.users.get(value, []):
-            if u.op == "output" or self.index.get(u, len(self.stmts)) > self.at:
+            if u.op == "output" or self.index.get(u, -1) > self.at:
                 return False
         return True
 
@@ -156,7 +175,8 @@ class FunctionWriter(Statements, Sizes):
                 or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
             return
         sem = self.prog.cm.semantics()
-        if any(sem.residual_operand(u) is old and u in self.index for u in self.prog.users.get(old, [])):  # an add
+        if any(u in self.index and self.prog.rep(sem.residual_operand(u), self.scope) is old
+               for u in self.prog.users.get(old, [])):  # an add
             # in this function (RMSNorm's caller adds the residual: no `residual = …` line inside the norm)
             self.lines.append(Line(f"residual = {name}"))
             self.bound["residual"], self.name_of[old] = old, "residual"
@@ -172,6 +192,9 @@ class FunctionWriter(Statements, Sizes):
             self.lines.append(Line(f"{k}, {v} = self.kv_cache.update({k}, {v})", depth=1))
         if st.loop:
             self._emit_loop(st)
+            return
+        if st.node is not None and st.node in self.absorbed:  # written as rotate_half(x) by its cat
+            self.pending += self._blocks(st)
             return
         expr = self._expr(st)
         blocks = self._blocks(st)
@@ -201,24 +224,50 @@ class FunctionWriter(Statements, Sizes):
         return [self.prog.rep(v, self.scope) for v in st.node.all_input_nodes]
 
     def _foldable(self, st: Stmt, expr: lift.Expr) -> bool:
-        if len(st.values) != 1 or st.values[0] is None or st.optional and st.scope is None:
+        if self.at in self.chained:
+            return True
+        reader = self._reader(self.at)
+        if reader is None:
             return False
+        if reader > self.at + 1:  # one source line's expression tree, `q * cos + rotate_half(q) * sin`: every
+            # statement up to its reader folds into it, so no name is rebound in between
+            within = range(self.at + 1, reader)
+            if len(expr.text) > LIMIT or any(self._reader(k) is None or self._reader(k) > reader for k in within):
+                return False
+            self.chained.update(within)
+            return True
+        if st.scope is not None and st.scope.kind == "lora":
+            return self.stmts[reader].lora_onto is not None  # the update is written inside its add
+        return len(expr.text) <= LIMIT
+
+    def _reader(self, i: int) -> int | None:
+        """The statement that reads statement i's one value, once, on the same source line (None: there is none,
+        or the value needs a name)."""
+        st = self.stmts[i]
+        if st.node is not None and st.node in self.absorbed:
+            return self.index[st.node]
+        if st.loop or len(st.values) != 1 or st.values[0] is None or st.optional and st.scope is None:
+            return None
         v = st.values[0]
         if v in self.pinned or v in self.scope.outputs or isinstance(v.meta.get("val"), (list, tuple)):
-            return False
+            return None
         users = self.prog.users.get(v, [])
-        nxt = self.at + 1
-        if not users or any(self.index.get(u) != nxt for u in users) or nxt >= len(self.stmts):
-            return False
-        reader = self.stmts[nxt]
+        readers = {self.index.get(u) for u in users}
+        if len(readers) != 1 or None in readers:
+            return None
+        j = readers.pop()
+        if j <= i or j >= len(self.stmts):
+            return None
+        reader = self.stmts[j]
         if reader.loop or (reader.node is not None and _uses(reader.node, v, self.prog) != 1):
-            return False
-        if st.scope is not None and st.scope.kind == "lora":
-            return reader.lora_onto is not None  # the update is written inside its add
+            return None
         if reader.scope is not None and reader.scope.kind == "lora":
-            return False
-        same_line = st.line is not None and st.line == reader.line
-        return same_line and len(expr.text) <= LIMIT
+            return None
+        if st.scope is not None and st.scope.kind == "lora":
+            return j if j == i + 1 else None
+        if j > i + 1 and (st.scope is not None or reader.lora_onto is not None):
+            return None  # a call folds only into the next statement
+        return j if st.line is not None and st.line == reader.line else None
 
     def _blocks(self, st: Stmt) -> tuple:
         if st.scope is not None:

@@ -26,8 +26,9 @@ def find_packed_sequence_indices(position_ids: torch.Tensor) -> torch.Tensor:
     return (step != 1).cumsum(-1)
 
 
-def same_sequence(mask: torch.Tensor | None, packed_sequence_mask: torch.Tensor | None,
-                  causal: bool = False) -> torch.Tensor | None:
+def same_sequence(
+    mask: torch.Tensor | None, packed_sequence_mask: torch.Tensor | None, causal: bool = False
+) -> torch.Tensor | None:
     """The attention mask limited to query/key pairs of one packed sequence (packed_sequence_mask None: unchanged).
     `mask` None is the mask builder's "nothing padded" (then `causal` says whether the model is causal)."""
     if packed_sequence_mask is None:
@@ -44,17 +45,24 @@ def shift_right(ids: torch.Tensor, start: int, pad: int) -> torch.Tensor:
     return out.masked_fill(out == -100, pad)
 
 
-def hf_loss(logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int,
-            problem_type: str | None) -> torch.Tensor:
+def hf_loss(
+    logits: torch.Tensor, labels: torch.Tensor, loss_type: str, num_labels: int, problem_type: str | None
+) -> torch.Tensor:
     """The loss Hugging Face computes from `logits` and `labels` (label -100 is ignored)."""
     if loss_type == "ForCausalLM":  # tokens < n predict token n: shift the labels left, the last one predicts nothing
         labels = F.pad(labels, (0, 1), value=-100)[..., 1:]
     if loss_type in ("ForCausalLM", "ForMaskedLM", "ForTokenClassification", "ForConditionalGeneration"):
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
-                               ignore_index=-100)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
+        )
     if problem_type is None:  # ForSequenceClassification: the problem follows num_labels and the labels' dtype
-        problem_type = ("regression" if num_labels == 1 else "single_label_classification"
-                        if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
+        problem_type = (
+            "regression"
+            if num_labels == 1
+            else "single_label_classification"
+            if labels.dtype in (torch.long, torch.int)
+            else "multi_label_classification"
+        )
     labels = labels.to(logits.device)
     if problem_type == "regression":
         return F.mse_loss(logits.squeeze(), labels.squeeze()) if num_labels == 1 else F.mse_loss(logits, labels)
@@ -84,18 +92,26 @@ def read_weights(path: str, expected: dict, device: str = "cpu") -> dict:
             raise ValueError(f"it has {size} bytes, its header needs {8 + header_len + end}")
         tensors = load_file(path, device=str(device))
     except Exception as err:  # noqa: BLE001 - any reader failure is one sentence
-        raise WeightsError(f"{path} is truncated or corrupt ({str(err).splitlines()[0][:200]}); "
-                           "copy it again or export the folder again.") from None
+        raise WeightsError(
+            f"{path} is truncated or corrupt ({str(err).splitlines()[0][:200]}); "
+            "copy it again or export the folder again."
+        ) from None
     missing = [name for name in expected if name not in tensors]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise WeightsError(f"{path} has no tensor {missing[0]!r}{more}, which model.py needs; "
-                           "use the model.safetensors this model.py was exported with.")
+        raise WeightsError(
+            f"{path} has no tensor {missing[0]!r}{more}, which model.py needs; "
+            "use the model.safetensors this model.py was exported with."
+        )
     for name, want in expected.items():
         if tuple(tensors[name].shape) != tuple(want.shape):
-            raise WeightsError(f"{path}: {name!r} has shape {list(tensors[name].shape)} but model.py needs "
-                               f"{list(want.shape)}; use the model.safetensors this model.py was exported with.")
+            raise WeightsError(
+                f"{path}: {name!r} has shape {list(tensors[name].shape)} but model.py needs "
+                f"{list(want.shape)}; use the model.safetensors this model.py was exported with."
+            )
         if tensors[name].is_floating_point() != want.is_floating_point():
-            raise WeightsError(f"{path}: {name!r} is {str(tensors[name].dtype)[6:]} but model.py needs "
-                               f"{str(want.dtype)[6:]}; use the model.safetensors this model.py was exported with.")
+            raise WeightsError(
+                f"{path}: {name!r} is {str(tensors[name].dtype)[6:]} but model.py needs "
+                f"{str(want.dtype)[6:]}; use the model.safetensors this model.py was exported with."
+            )
     return tensors

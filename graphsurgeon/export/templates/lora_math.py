@@ -73,9 +73,14 @@ def fold(weight: torch.Tensor, block: dict, fan_in_fan_out: bool) -> torch.Tenso
 
 
 # PEFT's task types by the loss Hugging Face computes (model.py's LOSS["loss_type"]; None: no head -> hidden states)
-TASK_TYPES = {"ForCausalLM": "CAUSAL_LM", "ForSequenceClassification": "SEQ_CLS",
-              "ForTokenClassification": "TOKEN_CLS", "ForQuestionAnswering": "QUESTION_ANS",
-              "ForConditionalGeneration": "SEQ_2_SEQ_LM", None: "FEATURE_EXTRACTION"}
+TASK_TYPES = {
+    "ForCausalLM": "CAUSAL_LM",
+    "ForSequenceClassification": "SEQ_CLS",
+    "ForTokenClassification": "TOKEN_CLS",
+    "ForQuestionAnswering": "QUESTION_ANS",
+    "ForConditionalGeneration": "SEQ_2_SEQ_LM",
+    None: "FEATURE_EXTRACTION",
+}
 
 
 def task_type(loss_type: str | None) -> str | None:
@@ -94,17 +99,38 @@ def trained_heads(model: torch.nn.Module, loss_type: str | None) -> list[str]:
     return [n for n, size in children if n != backbone and size]
 
 
-def peft_config(modules: dict[str, tuple[int, float]], dropout: float, fan_in_fan_out: bool,
-                base_model: str | None, *, task: str | None = None, modules_to_save: list[str] | None = None,
-                revision: str | None = None, peft_version: str | None = None) -> dict:
+def peft_config(
+    modules: dict[str, tuple[int, float]],
+    dropout: float,
+    fan_in_fan_out: bool,
+    base_model: str | None,
+    *,
+    task: str | None = None,
+    modules_to_save: list[str] | None = None,
+    revision: str | None = None,
+    peft_version: str | None = None,
+) -> dict:
     """adapter_config.json for `modules` = {module path: (rank, scaling)} (PEFT: scaling = alpha / r)."""
     ranks = {m: r for m, (r, _) in modules.items()}
     alphas = {m: s * r for m, (r, s) in modules.items()}
-    config = {"peft_type": "LORA", "task_type": task, "base_model_name_or_path": base_model, "revision": revision,
-              "r": next(iter(ranks.values()), 8), "lora_alpha": next(iter(alphas.values()), 8),
-              "lora_dropout": dropout, "bias": "none", "use_rslora": False, "fan_in_fan_out": fan_in_fan_out,
-              "target_modules": sorted(modules), "rank_pattern": ranks, "alpha_pattern": alphas,
-              "init_lora_weights": True, "modules_to_save": modules_to_save or None, "inference_mode": True}
+    config = {
+        "peft_type": "LORA",
+        "task_type": task,
+        "base_model_name_or_path": base_model,
+        "revision": revision,
+        "r": next(iter(ranks.values()), 8),
+        "lora_alpha": next(iter(alphas.values()), 8),
+        "lora_dropout": dropout,
+        "bias": "none",
+        "use_rslora": False,
+        "fan_in_fan_out": fan_in_fan_out,
+        "target_modules": sorted(modules),
+        "rank_pattern": ranks,
+        "alpha_pattern": alphas,
+        "init_lora_weights": True,
+        "modules_to_save": modules_to_save or None,
+        "inference_mode": True,
+    }
     if peft_version:
         config["peft_version"] = peft_version
     return config

@@ -25,8 +25,9 @@ def causal_rows(mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tenso
     return None
 
 
-def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-         top_p: float | None = None) -> torch.Tensor:
+def warp(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """Hugging Face's sampling processors in its order: temperature, top-k, top-p (tokens left out get -inf)."""
     if temperature != 1.0:
         logits = logits / temperature
@@ -42,9 +43,18 @@ def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
 
 
 @torch.no_grad()
-def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 20,
-             do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
+def generate(
+    self,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+) -> torch.Tensor:
     """`input_ids` followed by up to `max_new_tokens` tokens, as Hugging Face's generate() writes them: the argmax
     (greedy) or a sample after temperature, top-k and top-p; a batch padded on the left comes with its
     attention_mask; a row that wrote an eos token goes on with pad_token_id (default: the eos) until all have."""
@@ -73,6 +83,11 @@ def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None 
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
         position_ids = position_ids[:, -1:] + 1
         extra = {"position_ids": position_ids} if positions else {}
-        out = self(input_ids=next_token[:, None], attention_mask=attention_mask, past_key_values=out["past_key_values"],
-                   use_cache=True, **extra)
+        out = self(
+            input_ids=next_token[:, None],
+            attention_mask=attention_mask,
+            past_key_values=out["past_key_values"],
+            use_cache=True,
+            **extra,
+        )
     return tokens

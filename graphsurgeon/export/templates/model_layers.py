@@ -32,8 +32,9 @@ class LoRA(nn.Module):
 class LoRALinear(nn.Linear):
     """nn.Linear with a LoRA, as PEFT wraps it: base(x) + lora_B(lora_A(dropout(x))) * scaling."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, r: int, scaling: float,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, r: int, scaling: float, dropout: float = 0.0
+    ) -> None:
         super().__init__(in_features, out_features, bias)
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.lora_A = nn.Linear(in_features, r, bias=False)  # [r, in]
@@ -62,8 +63,17 @@ class LoRAConv1x1(nn.Conv1d):
     """A kernel-1 nn.Conv1d (channels first: [batch, in, seq]) with a LoRA over its channels, as PEFT wraps it:
     base(x) + lora_B(lora_A(dropout(x))) * scaling (PEFT's lora_A/lora_B are kernel-1 convs [r, in, 1]/[out, r, 1])."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, bias: bool = True, *, r: int,
-                 scaling: float, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        bias: bool = True,
+        *,
+        r: int,
+        scaling: float,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, bias=bias)
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.lora_A = nn.Linear(in_channels, r, bias=False)  # [r, in]
@@ -85,3 +95,10 @@ def grouped_mm(input: torch.Tensor, weight: torch.Tensor, offs: torch.Tensor) ->
             out[start:end] = input[start:end] @ weight[i]
         start = end
     return out
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Rotates half the hidden dims of the input (Hugging Face's helper of the rotary embedding)."""
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)

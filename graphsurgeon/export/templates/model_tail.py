@@ -12,7 +12,9 @@ def add_lora(model: nn.Module) -> None:
         elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
             parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
         elif hp["kind"] == "conv1x1" and type(have).__name__ != "LoRAConv1x1":
-            parent.add_module(name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, have.bias is not None, **lora))
+            parent.add_module(
+                name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, have.bias is not None, **lora)
+            )
 
 
 def tie_weights(model: nn.Module) -> None:
@@ -22,8 +24,18 @@ def tie_weights(model: nn.Module) -> None:
         setattr(model.get_submodule(owner), leaf, model.get_parameter(source))
 
 
-INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
-                  "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")  # what layers' reset_parameters call
+INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+)  # what layers' reset_parameters call
 
 
 def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:

@@ -24,6 +24,7 @@ sys.dont_write_bytecode = True  # never a __pycache__ in the export folder
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
 import inspect  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -32,18 +33,26 @@ import time  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-try:
-    from safetensors.torch import load_file, save_file  # noqa: F401  (weights are safetensors, never pickle)
-except ImportError:
-    raise ImportError("train.py needs the safetensors package: pip install safetensors") from None
+if importlib.util.find_spec("safetensors") is None:  # weights are safetensors, never pickle
+    raise ImportError("train.py needs the safetensors package: pip install safetensors")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import lora_math  # noqa: E402  (the LoRA column maths, next to this file)
 import model as exported  # noqa: E402  (model.py next to this file)
 import train_save as runs  # noqa: E402  (the run folder)
-from train_data import (_token_id, batch, check_labels, eval_batches, fail, load_examples, max_positions,  # noqa: E402
-                        special_ids, split_eval, vocab_size)
+from train_data import (
+    _token_id,
+    batch,
+    check_labels,
+    eval_batches,
+    fail,
+    load_examples,
+    max_positions,  # noqa: E402
+    special_ids,
+    split_eval,
+    vocab_size,
+)
 
 DEFAULT_LR = {"lora": 2e-4}  # per method, as PEFT's examples
 MAX_LR = 1.0  # AdamW moves every weight by about lr per step whatever the gradient: above 1 it can only diverge
@@ -57,8 +66,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser() -> OneLineParser:
-    p = OneLineParser(description="Train the LoRA weights of the exported model into runs/<name>/.",
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(
+        description="Train the LoRA weights of the exported model into runs/<name>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--synthetic", action="store_true", help="random token ids (a smoke test of the set-up)")
     p.add_argument("--data", help="a text file (.txt) or JSONL (.jsonl: input_ids or text, and label, per line)")
     p.add_argument("--eval-data", help="held-out data in the same formats")
@@ -68,26 +79,43 @@ def parser() -> OneLineParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--lr", type=float, default=DEFAULT_LR["lora"], help="peak learning rate (LoRA's, as PEFT's examples)")
+    p.add_argument(
+        "--lr", type=float, default=DEFAULT_LR["lora"], help="peak learning rate (LoRA's, as PEFT's examples)"
+    )
     p.add_argument("--warmup", type=float, default=0.03, help="linear warm-up: a fraction of --steps (< 1) or steps")
-    p.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine", help="decay after warm-up")
+    p.add_argument(
+        "--schedule", choices=("cosine", "linear", "constant"), default="cosine", help="decay after warm-up"
+    )
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--run-name", help="writes runs/<name>/ (default: run-<date>-<time>)")
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"), help="where run folders go")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its arguments, optimizer, step)")
     p.add_argument("--save-every", type=int, default=0, help="save the run every N steps (0: only at the end)")
-    p.add_argument("--num-labels", type=int, default=2, help="classes of the classification head (models without a head)")
-    p.add_argument("--mask-token-id", type=int, help="the [MASK] token id for masked-LM training (default: the tokenizer's)")
+    p.add_argument(
+        "--num-labels", type=int, default=2, help="classes of the classification head (models without a head)"
+    )
+    p.add_argument(
+        "--mask-token-id", type=int, help="the [MASK] token id for masked-LM training (default: the tokenizer's)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--bf16", action="store_true", help="autocast the forward to bfloat16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute each block's activations in backward")
-    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 (fully_shard per block) instead of DDP")
-    p.add_argument("--merge", action="store_true", help="after training, write runs/<name>/merged/ with the LoRA folded in")
-    p.add_argument("--merge-only", nargs="?", const="", metavar="RUN",
-                   help="only write merged/ from a run folder (no RUN: the export's own weights, into runs/export/)")
+    p.add_argument(
+        "--fsdp", action="store_true", help="under torchrun: shard with FSDP2 (fully_shard per block) instead of DDP"
+    )
+    p.add_argument(
+        "--merge", action="store_true", help="after training, write runs/<name>/merged/ with the LoRA folded in"
+    )
+    p.add_argument(
+        "--merge-only",
+        nargs="?",
+        const="",
+        metavar="RUN",
+        help="only write merged/ from a run folder (no RUN: the export's own weights, into runs/export/)",
+    )
     return p
 
 
@@ -108,14 +136,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 < args.lr < float("inf"):
         fail(f"--lr {args.lr} is not allowed: give a positive finite learning rate (e.g. {DEFAULT_LR['lora']}).")
     if args.lr > MAX_LR:
-        fail(f"--lr {args.lr:g} is above {MAX_LR:g}, where AdamW can only diverge; give at most {MAX_LR:g} "
-             f"(LoRA trains well at {DEFAULT_LR['lora']}).")
+        fail(
+            f"--lr {args.lr:g} is above {MAX_LR:g}, where AdamW can only diverge; give at most {MAX_LR:g} "
+            f"(LoRA trains well at {DEFAULT_LR['lora']})."
+        )
     if not 0 <= args.eval_split < 1:
         fail(f"--eval-split {args.eval_split} is not a fraction; give a number in [0, 1), e.g. 0.05.")
     if args.warmup < 0 or args.max_grad_norm < 0 or args.eval_every < 0 or args.save_every < 0:
         fail("--warmup, --max-grad-norm, --eval-every and --save-every take 0 or more.")
     if args.seq_len > max_positions():
-        fail(f"--seq-len {args.seq_len} is longer than the model's {max_positions()} positions; use at most {max_positions()}.")
+        fail(
+            f"--seq-len {args.seq_len} is longer than the model's {max_positions()} positions; use at most {max_positions()}."
+        )
     return args
 
 
@@ -137,6 +169,7 @@ def step_seed(args, step: int, micro: int, rank: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the task
+
 
 def loss_type() -> str | None:
     """The loss the exported model computes from labels (Hugging Face's), or None: no head, train one here."""
@@ -199,10 +232,16 @@ def evaluate(task: Task, examples, kind, special, args, device) -> dict:
 
 # ----------------------------------------------------------------------------- scaling
 
+
 def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks: children of a ModuleList that have a forward of their own."""
-    return [m for lst in model.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst
-            if type(m).forward is not torch.nn.Module.forward]
+    return [
+        m
+        for lst in model.modules()
+        if isinstance(lst, torch.nn.ModuleList)
+        for m in lst
+        if type(m).forward is not torch.nn.Module.forward
+    ]
 
 
 def checkpoint_blocks(model: torch.nn.Module) -> int:
@@ -227,7 +266,9 @@ def wrap(task: Task, args, device: torch.device, world: int) -> torch.nn.Module:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"FSDP2: {len(units)} blocks and the rest of the model sharded over {world} processes")
     elif world > 1:
-        task = torch.nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+        task = torch.nn.parallel.DistributedDataParallel(
+            task, device_ids=[device.index] if device.type == "cuda" else None
+        )
     return torch.compile(task) if args.compile else task
 
 
@@ -240,6 +281,7 @@ def mean_over_ranks(value: float, world: int, device: torch.device) -> float:
 
 
 # ----------------------------------------------------------------------------- training
+
 
 def pick_device(args) -> torch.device:
     want = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -267,10 +309,14 @@ def nonfinite(source: list[str], what: str, step: int, args, folder: str) -> Non
     """Stop: name the step and the likely cause (source weights that were never finite, else the learning rate)."""
     saved = f"{folder} keeps its last save" if os.path.isdir(folder) else "nothing was saved"
     if source:
-        fail(f"the {what} is not finite at step {step}: the source weights hold non-finite values ({source[0]}"
-             f"{f' and {len(source) - 1} more' if len(source) > 1 else ''}); fix model.safetensors; {saved}.")
-    fail(f"the {what} is not finite at step {step} (lr {lr_at(step, args):.3g} of --lr {args.lr:g}): the learning rate is likely too high, "
-         f"lower --lr (LoRA trains well at {DEFAULT_LR['lora']}); {saved}.")
+        fail(
+            f"the {what} is not finite at step {step}: the source weights hold non-finite values ({source[0]}"
+            f"{f' and {len(source) - 1} more' if len(source) > 1 else ''}); fix model.safetensors; {saved}."
+        )
+    fail(
+        f"the {what} is not finite at step {step} (lr {lr_at(step, args):.3g} of --lr {args.lr:g}): the learning rate is likely too high, "
+        f"lower --lr (LoRA trains well at {DEFAULT_LR['lora']}); {saved}."
+    )
 
 
 def main(argv=None) -> None:
@@ -288,14 +334,22 @@ def main(argv=None) -> None:
     kind = loss_type()
     heads = lora_math.trained_heads(model, kind)
     if args.merge_only is not None:
-        folder = os.path.abspath(args.merge_only) if args.merge_only else os.path.join(args.runs_dir, args.run_name or "export")
+        folder = (
+            os.path.abspath(args.merge_only)
+            if args.merge_only
+            else os.path.join(args.runs_dir, args.run_name or "export")
+        )
         steps = 0
         if args.merge_only:
             saved = runs.read_run(folder, for_resume=False)
-            runs.load_trainable(model, None, {k: v for k, v in saved["trainable"].items() if not k.startswith("head.")})
+            runs.load_trainable(
+                model, None, {k: v for k, v in saved["trainable"].items() if not k.startswith("head.")}
+            )
             steps = saved["state"].get("step", 0)
         runs.check_writable(folder)
-        print(f"merged model written to {runs.merge(model, folder, {'steps': steps, 'run': os.path.basename(folder)})}")
+        print(
+            f"merged model written to {runs.merge(model, folder, {'steps': steps, 'run': os.path.basename(folder)})}"
+        )
         return
     if world > 1:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -314,9 +368,13 @@ def main(argv=None) -> None:
     if kind == "ForMaskedLM":
         special["mask"] = special["mask"] if special["mask"] is not None else _token_id("mask")
         if special["mask"] is None:
-            fail("masked-LM training needs the [MASK] token id: put the tokenizer files next to model.py or pass --mask-token-id.")
+            fail(
+                "masked-LM training needs the [MASK] token id: put the tokenizer files next to model.py or pass --mask-token-id."
+            )
         if special["mask"] in special["never"] or not 0 <= special["mask"] < vocab:
-            fail(f"--mask-token-id {special['mask']} is padding, a special token or outside the vocabulary; give the [MASK] id.")
+            fail(
+                f"--mask-token-id {special['mask']} is padding, a special token or outside the vocabulary; give the [MASK] id."
+            )
     examples = load_examples(args, vocab)
     examples, held = split_eval(examples, args, vocab)
     classifier = kind is None or "Classification" in kind
@@ -338,7 +396,7 @@ def main(argv=None) -> None:
         print(f"trainable params: {n_train:,} || all params: {total:,} || trainable%: {100 * n_train / total:.4f}")
     if not named:
         fail("there are no LoRA weights to train in this model.")
-    names = {id(p): n[len("model."):] if n.startswith("model.") else n for n, p in named.items()}
+    names = {id(p): n[len("model.") :] if n.startswith("model.") else n for n, p in named.items()}
     if args.grad_checkpoint:
         found = checkpoint_blocks(model)
         if rank == 0:
@@ -365,15 +423,28 @@ def main(argv=None) -> None:
         if rank != 0:
             return plain
         adapter, config = runs.peft_adapter(plain, heads)
-        files = {"trainable.safetensors": trained, "optimizer.safetensors": moments, "metrics.jsonl": metrics,
-                 "args.json": {k: v for k, v in vars(args).items() if k != "saved"},
-                 "trainer_state.json": {"step": step, "export": runs.export_fingerprint(), "lr": lr_at(max(step, 1), args),
-                                        "schedule": args.schedule, "warmup": args.warmup, "steps": args.steps,
-                                        "world_size": world, "argv": sys.argv[1:] if argv is None else list(argv)}}
+        files = {
+            "trainable.safetensors": trained,
+            "optimizer.safetensors": moments,
+            "metrics.jsonl": metrics,
+            "args.json": {k: v for k, v in vars(args).items() if k != "saved"},
+            "trainer_state.json": {
+                "step": step,
+                "export": runs.export_fingerprint(),
+                "lr": lr_at(max(step, 1), args),
+                "schedule": args.schedule,
+                "warmup": args.warmup,
+                "steps": args.steps,
+                "world_size": world,
+                "argv": sys.argv[1:] if argv is None else list(argv),
+            },
+        }
         if adapter:
             files.update({"adapter_model.safetensors": adapter, "adapter_config.json": config})
         if head is not None:
-            files["classifier_head.safetensors"] = {k[len("head."):]: v for k, v in trained.items() if k.startswith("head.")}
+            files["classifier_head.safetensors"] = {
+                k[len("head.") :]: v for k, v in trained.items() if k.startswith("head.")
+            }
         runs.write_run(folder, files)
         return plain
 
@@ -417,13 +488,18 @@ def main(argv=None) -> None:
             eta = spent / max(1, step - first) * (args.steps - step)
             evals = "".join(f" {k} {v:.4f}" for k, v in row.items() if k.startswith("eval_"))
             done = int(20 * step / args.steps)
-            print(f"[{'#' * done:<20}] step {step}/{args.steps} loss {step_loss:.4f} lr {row['lr']:.2e} "
-                  f"tokens/s {rate} eta {eta:.0f}s{evals}", flush=True)
+            print(
+                f"[{'#' * done:<20}] step {step}/{args.steps} loss {step_loss:.4f} lr {row['lr']:.2e} "
+                f"tokens/s {rate} eta {eta:.0f}s{evals}",
+                flush=True,
+            )
         if args.save_every and step % args.save_every == 0 and step < args.steps:
             save(step)
     if history and rank == 0:
         k = max(1, min(5, len(history) // 2))
-        print(f"mean loss of the first {k} steps {sum(history[:k]) / k:.4f} -> last {k} steps {sum(history[-k:]) / k:.4f}")
+        print(
+            f"mean loss of the first {k} steps {sum(history[:k]) / k:.4f} -> last {k} steps {sum(history[-k:]) / k:.4f}"
+        )
     plain = save(max(step, first - 1))
     if rank == 0:
         print(f"saved: {folder}")

@@ -21,6 +21,7 @@ def fail(message: str) -> None:
 
 # ----------------------------------------------------------------------------- the folder
 
+
 def config() -> dict:
     path = os.path.join(HERE, "config.json")
     if not os.path.exists(path):
@@ -79,6 +80,7 @@ def special_ids() -> set[int]:
 
 # ----------------------------------------------------------------------------- data
 
+
 def _encode(text: str, tok) -> list[int]:
     encoded = tok.encode(text)
     return list(encoded.ids if hasattr(encoded, "ids") else encoded)
@@ -87,8 +89,10 @@ def _encode(text: str, tok) -> list[int]:
 def _need_tokenizer(path: str):
     tok = _tokenizer()
     if tok is None:
-        fail(f"there is no tokenizer in {HERE}, so {path} cannot be tokenized; give JSONL of token ids instead "
-             '({"input_ids": [...]} per line).')
+        fail(
+            f"there is no tokenizer in {HERE}, so {path} cannot be tokenized; give JSONL of token ids instead "
+            '({"input_ids": [...]} per line).'
+        )
     return tok
 
 
@@ -140,8 +144,10 @@ def read_jsonl(path: str, vocab: int) -> list[tuple[list[int], object]]:
             if isinstance(label, bool) or isinstance(label, list) and any(isinstance(x, bool) for x in label):
                 raise ValueError("its label is true/false; give the class number (0, 1, …)")
         except (ValueError, KeyError, TypeError, RecursionError) as err:
-            fail(f"{path} line {number} is malformed ({err}); each line must be like "
-                 '{"input_ids": [1, 2, 3]} or {"text": "..."} (optionally with "label": 0).')
+            fail(
+                f"{path} line {number} is malformed ({err}); each line must be like "
+                '{"input_ids": [1, 2, 3]} or {"text": "..."} (optionally with "label": 0).'
+            )
         examples.append((ids, label))
     if not examples:
         fail(f"{path} has no examples.")
@@ -171,12 +177,12 @@ def load_examples(args, vocab: int, path: str | None = None) -> list[tuple[list[
         rows = read_jsonl(path, vocab)
         if all(label is not None for _, label in rows):
             return [(ids[: args.seq_len], label) for ids, label in rows]
-        return [(ids[k:k + args.seq_len], None) for ids, _ in rows for k in range(0, len(ids), args.seq_len)]
+        return [(ids[k : k + args.seq_len], None) for ids, _ in rows for k in range(0, len(ids), args.seq_len)]
     stream = tokenize_text(path)
     n = len(stream) // args.seq_len
     if n == 0:
         fail(f"{path} has {len(stream)} tokens, fewer than one sequence of --seq-len {args.seq_len}.")
-    return [(stream[k * args.seq_len:(k + 1) * args.seq_len], None) for k in range(n)]
+    return [(stream[k * args.seq_len : (k + 1) * args.seq_len], None) for k in range(n)]
 
 
 def split_eval(examples: list, args, vocab: int) -> tuple[list, list]:
@@ -187,8 +193,10 @@ def split_eval(examples: list, args, vocab: int) -> tuple[list, list]:
         return examples, []
     held = max(1, round(len(examples) * args.eval_split))
     if held >= len(examples):
-        fail(f"--eval-split {args.eval_split} of {len(examples)} examples leaves none to train on; give more data or a "
-             "smaller --eval-split.")
+        fail(
+            f"--eval-split {args.eval_split} of {len(examples)} examples leaves none to train on; give more data or a "
+            "smaller --eval-split."
+        )
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
     return [examples[i] for i in order[held:]], [examples[i] for i in order[:held]]
 
@@ -199,12 +207,14 @@ def check_labels(rows: list, source, classifier: bool, args) -> None:
         return
     for number, (_, label) in enumerate(rows, 1):
         if label is None:
-            fail(f"{source} has rows without a label; this model trains a classifier, so give \"label\" on every line.")
+            fail(f'{source} has rows without a label; this model trains a classifier, so give "label" on every line.')
         classes = [label] if isinstance(label, int) else label if isinstance(label, list) else []
         single = args.num_labels > 1 and args.problem_type in (None, "single_label_classification")
         if single and any(isinstance(c, int) and c != -100 and not 0 <= c < args.num_labels for c in classes):
-            fail(f"{source} example {number} has label {label}, but the classifier has {args.num_labels} classes "
-                 f"(0 to {args.num_labels - 1}); fix the labels or pass --num-labels (models without a head).")
+            fail(
+                f"{source} example {number} has label {label}, but the classifier has {args.num_labels} classes "
+                f"(0 to {args.num_labels - 1}); fix the labels or pass --num-labels (models without a head)."
+            )
 
 
 def eval_batches(examples: list, size: int, kind: str | None, special: dict, seed: int):
@@ -231,8 +241,15 @@ def collate(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Ten
     return ids, mask
 
 
-def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, mask_id: int, never: set[int], vocab: int,
-                gen: torch.Generator, rate: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    mask_id: int,
+    never: set[int],
+    vocab: int,
+    gen: torch.Generator,
+    rate: float = 0.15,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked-LM inputs and labels as Hugging Face's collator makes them: `rate` of the real tokens (never padding
     or special tokens) are predicted; of those 80% become mask_id, 10% a random token, 10% stay."""
     allowed = attention.bool() & ~torch.isin(ids, torch.tensor(sorted(never), dtype=ids.dtype))

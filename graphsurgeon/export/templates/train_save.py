@@ -28,8 +28,16 @@ import lora_math
 import model as exported
 from train_data import HERE, fail
 
-SOURCE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                "vocab.txt", "tokenizer.model", "generation_config.json")
+SOURCE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
+    "generation_config.json",
+)
 RUN_FILES = ("trainable.safetensors", "optimizer.safetensors", "trainer_state.json", "args.json")
 
 
@@ -56,6 +64,7 @@ def export_fingerprint() -> str:
 
 # ----------------------------------------------------------------------------- the PEFT adapter
 
+
 def _recipe() -> dict:
     return _read_json(os.path.join(HERE, "surgery.json"))
 
@@ -68,8 +77,12 @@ def lora_path(block: dict) -> str:
 def _block(params: dict, block: dict) -> dict:
     """A block of surgery.json as lora_math reads it: its trained A, B, columns and scaling."""
     path = lora_path(block)
-    return {"A": params[path + ".lora_A.weight"], "B": params[path + ".lora_B.weight"],
-            "columns": block["target"]["columns"], "scaling": exported.LORAS[path]["scaling"]}
+    return {
+        "A": params[path + ".lora_A.weight"],
+        "B": params[path + ".lora_B.weight"],
+        "columns": block["target"]["columns"],
+        "scaling": exported.LORAS[path]["scaling"],
+    }
 
 
 def peft_adapter(model, heads: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -85,8 +98,9 @@ def peft_adapter(model, heads: list[str]) -> tuple[dict[str, torch.Tensor], dict
     for module, blocks in groups.items():
         kind, dropout = blocks[0]["target"]["kind"], blocks[0]["config"]["dropout"]
         w = params[module + ".weight"]
-        a, b, scaling = lora_math.peft_tensors([_block(params, blk) for blk in blocks],
-                                               w.shape[1] if kind == "conv1d" else w.shape[0])
+        a, b, scaling = lora_math.peft_tensors(
+            [_block(params, blk) for blk in blocks], w.shape[1] if kind == "conv1d" else w.shape[0]
+        )
         a, b = lora_math.peft_layout(a, b, w)
         tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(w.dtype)
         tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(w.dtype)
@@ -98,17 +112,26 @@ def peft_adapter(model, heads: list[str]) -> tuple[dict[str, torch.Tensor], dict
             tensors[f"base_model.model.{head}.{name}"] = t.detach().cpu().contiguous()
     known = os.path.join(HERE, "adapter_config.json")
     base = _read_json(known) if os.path.exists(known) else {}
-    config = lora_math.peft_config(modules, dropout, kind == "conv1d", base.get("base_model_name_or_path"),
-                                   task=base.get("task_type"), modules_to_save=heads, revision=base.get("revision"),
-                                   peft_version=base.get("peft_version"))
+    config = lora_math.peft_config(
+        modules,
+        dropout,
+        kind == "conv1d",
+        base.get("base_model_name_or_path"),
+        task=base.get("task_type"),
+        modules_to_save=heads,
+        revision=base.get("revision"),
+        peft_version=base.get("peft_version"),
+    )
     return tensors, config
 
 
 # ----------------------------------------------------------------------------- the run folder
 
+
 def trainable_tensors(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {n: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu().contiguous()
-            for n, t in named.items()}
+    return {
+        n: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu().contiguous() for n, t in named.items()
+    }
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
@@ -127,7 +150,7 @@ def load_optimizer(opt: torch.optim.Optimizer, params: dict[str, torch.nn.Parame
     state = opt.state_dict()
     order = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
     for name, p in params.items():
-        keys = {k[len(name) + 1:]: v for k, v in tensors.items() if k.rpartition(".")[0] == name}
+        keys = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.rpartition(".")[0] == name}
         if keys:
             state["state"][order[id(p)]] = {k: v.to(p.device) if k != "step" else v for k, v in keys.items()}
     opt.load_state_dict(state)
@@ -141,8 +164,10 @@ def check_writable(folder: str) -> None:
     try:
         tempfile.TemporaryFile(dir=parent).close()
     except OSError as err:
-        fail(f"cannot write the run folder {folder} ({err.strerror or err}); pass --runs-dir with a folder you can "
-             "write to (the export itself is never written to).")
+        fail(
+            f"cannot write the run folder {folder} ({err.strerror or err}); pass --runs-dir with a folder you can "
+            "write to (the export itself is never written to)."
+        )
 
 
 def write_run(folder: str, files: dict) -> None:
@@ -175,8 +200,10 @@ def write_run(folder: str, files: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.exists(old) and not os.path.exists(folder):
             os.rename(old, folder)
-        fail(f"cannot write the run folder {folder} ({err.strerror or err}); free some space or pass --runs-dir with "
-             "another folder.")
+        fail(
+            f"cannot write the run folder {folder} ({err.strerror or err}); free some space or pass --runs-dir with "
+            "another folder."
+        )
 
 
 def read_run(folder: str, *, for_resume: bool) -> dict:
@@ -187,13 +214,17 @@ def read_run(folder: str, *, for_resume: bool) -> dict:
     need = RUN_FILES if for_resume else ("trainable.safetensors", "trainer_state.json")
     missing = [f for f in need if not os.path.isfile(os.path.join(folder, f))]
     if missing:
-        fail(f"{folder} has no {missing[0]}, so it cannot be {'resumed' if for_resume else 'merged'}; copy the whole run "
-             "folder or start a new run.")
+        fail(
+            f"{folder} has no {missing[0]}, so it cannot be {'resumed' if for_resume else 'merged'}; copy the whole run "
+            "folder or start a new run."
+        )
     try:
         state = _read_json(os.path.join(folder, "trainer_state.json"))
         if state.get("export") != export_fingerprint():
-            fail(f"{folder} was trained from another export (its model or surgery differ from {HERE}); use it with "
-                 "the train.py of the export it came from.")
+            fail(
+                f"{folder} was trained from another export (its model or surgery differ from {HERE}); use it with "
+                "the train.py of the export it came from."
+            )
         run = {"state": state, "trainable": load_file(os.path.join(folder, "trainable.safetensors"))}
         if for_resume:
             run["args"] = _read_json(os.path.join(folder, "args.json"))
@@ -217,11 +248,15 @@ def load_trainable(model: torch.nn.Module, head, tensors: dict) -> None:
     with torch.no_grad():
         for name, t in tensors.items():
             if name.startswith("head.classifier.") and tuple(params[name].shape) != tuple(t.shape):
-                fail(f"the run's classification head has {t.shape[0]} labels; pass --num-labels {t.shape[0]} or start "
-                     "a new run.")
+                fail(
+                    f"the run's classification head has {t.shape[0]} labels; pass --num-labels {t.shape[0]} or start "
+                    "a new run."
+                )
             if tuple(params[name].shape) != tuple(t.shape):
-                fail(f"the run's {name} has shape {list(t.shape)}, the model's {list(params[name].shape)}; pass the "
-                     "--num-labels the run was trained with, or start a new run.")
+                fail(
+                    f"the run's {name} has shape {list(t.shape)}, the model's {list(params[name].shape)}; pass the "
+                    "--num-labels the run was trained with, or start a new run."
+                )
             params[name].copy_(t)
 
 
@@ -233,6 +268,7 @@ def plain_copy(model: torch.nn.Module, trained: dict) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- merged/
+
 
 def _hf_keys(config: dict) -> set[str] | None:
     """The keys transformers' from_pretrained expects for this config (persistent state only), or None without
@@ -254,19 +290,25 @@ def merge(model, folder: str, card: dict) -> str:
     """Write `folder`/merged/: config.json, model.safetensors with every LoRA folded into its base weight (only the
     keys from_pretrained expects), the source's tokenizer and generation_config.json, and a model card."""
     tied = getattr(exported, "TIED", {})
-    base = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
-            if k not in tied and ".lora_A." not in k and ".lora_B." not in k}
+    base = {
+        k: v.detach().cpu().clone().contiguous()
+        for k, v in model.state_dict().items()
+        if k not in tied and ".lora_A." not in k and ".lora_B." not in k
+    }
     recipe = _recipe()
     params = dict(model.named_parameters())
     unmergeable = [b["path"] for b in recipe["loras"] if not b.get("mergeable", True)]
     if unmergeable:
-        fail(f"{', '.join(unmergeable)} add their LoRA onto another value than their projection's output, so they "
-             "cannot be folded into a weight; nothing was merged (use model.py as it is).")
+        fail(
+            f"{', '.join(unmergeable)} add their LoRA onto another value than their projection's output, so they "
+            "cannot be folded into a weight; nothing was merged (use model.py as it is)."
+        )
     for block in recipe["loras"]:
         t = block["target"]
         try:
-            base[t["module"] + ".weight"] = lora_math.fold(base[t["module"] + ".weight"], _block(params, block),
-                                                           fan_in_fan_out=t["kind"] == "conv1d")
+            base[t["module"] + ".weight"] = lora_math.fold(
+                base[t["module"] + ".weight"], _block(params, block), fan_in_fan_out=t["kind"] == "conv1d"
+            )
         except ValueError:
             fail(f"the LoRA update of {lora_path(block)} has non-finite values; nothing was merged.")
     config = _read_json(os.path.join(HERE, "config.json"))
@@ -295,15 +337,19 @@ def _copier(src: str):
 
 def model_card(recipe: dict, config: dict, card: dict) -> str:
     """merged/README.md: the base model, the surgery (targets, r, alpha) and the training behind these weights."""
-    rows = "\n".join(f"| `{lora_path(b)}` | {b['config'].get('r')} | {b['config'].get('alpha')} | "
-                     f"{b['config'].get('dropout')} |" for b in recipe["loras"])
+    rows = "\n".join(
+        f"| `{lora_path(b)}` | {b['config'].get('r')} | {b['config'].get('alpha')} | {b['config'].get('dropout')} |"
+        for b in recipe["loras"]
+    )
     arch = (config.get("architectures") or ["?"])[0]
     known = os.path.join(HERE, "adapter_config.json")
     card = {"base_model": (_read_json(known) if os.path.exists(known) else {}).get("base_model_name_or_path"), **card}
-    return (f"---\nlibrary_name: transformers\nbase_model: {card.get('base_model') or recipe.get('source')}\n"
-            f"tags: [lora, graphsurgeon]\n---\n\n# {arch} with its LoRA merged\n\n"
-            f"Base model: `{card.get('base_model') or recipe.get('source')}`. The LoRA layers below were added with "
-            "graphsurgeon and folded into the base weights (no adapter needed): "
-            f"`AutoModel...from_pretrained(\"merged\")`.\n\n| target | r | alpha | dropout |\n|---|---|---|---|\n{rows}\n\n"
-            f"Training: {card.get('steps', 0)} steps of train.py (run `{card.get('run', '-')}`"
-            f"{', lr ' + str(card['lr']) if card.get('lr') else ''}).\n")
+    return (
+        f"---\nlibrary_name: transformers\nbase_model: {card.get('base_model') or recipe.get('source')}\n"
+        f"tags: [lora, graphsurgeon]\n---\n\n# {arch} with its LoRA merged\n\n"
+        f"Base model: `{card.get('base_model') or recipe.get('source')}`. The LoRA layers below were added with "
+        "graphsurgeon and folded into the base weights (no adapter needed): "
+        f'`AutoModel...from_pretrained("merged")`.\n\n| target | r | alpha | dropout |\n|---|---|---|---|\n{rows}\n\n'
+        f"Training: {card.get('steps', 0)} steps of train.py (run `{card.get('run', '-')}`"
+        f"{', lr ' + str(card['lr']) if card.get('lr') else ''}).\n"
+    )

@@ -26,14 +26,14 @@ import torch.fx
 
 from graphsurgeon.graph.semantics.dataflow import unchanged_graph
 from graphsurgeon.graph.semantics.groups import FunctionGroup, activation_title, find_groups
-from graphsurgeon.graph.semantics.names import Namer, unique_names
+from graphsurgeon.graph.semantics.names import Namer, rebound_steps, unique_names
 from graphsurgeon.graph.semantics.roles import Attention, Operand, Roles, find_roles
 from graphsurgeon.graph.semantics.source import (call_arguments, call_binding, called_function, def_parameters,
                                                  module_paths, required_parameters, scope_frames)
 from graphsurgeon.graph.semantics.stacks import LayerStack, find_stacks
 
 __all__ = ["Attention", "FunctionGroup", "LayerStack", "Operand", "Semantics", "activation_title", "module_paths",
-           "unique_names"]
+           "rebound_steps", "unique_names"]
 
 HIDDEN_OPS = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size", "sym_constrain_range",
               "_assert_async", "_guards_fn"}
@@ -84,6 +84,12 @@ class Semantics:
         if isinstance(scope, str):
             scope = self.scope(scope)
         return self._namer.name(node, scope)
+
+    def statement(self, node: torch.fx.Node, scope: tuple[str, ...] | str = ("",)) -> str | None:
+        """The source line of the module `scope` (a module chain, or a path) that computes `node`."""
+        if isinstance(scope, str):
+            scope = self.scope(scope)
+        return self._namer.statement(node, scope)
 
     def return_position(self, node: torch.fx.Node, path: str) -> int | None:
         """Where value `node` stands in what the forward of module `path` returns (None: not known)."""

@@ -14,7 +14,9 @@ transpose at the end of that line *is* ``query_states``. So names are asked for 
 4. Otherwise the value's role (``query``, ``attn_weights``, ``causal_mask``, ``cos`` …), the operand an attention
    core reads it as (``key``), the attribute name of the submodule that returned it (``gate_proj``), or the op
    (``view``).
-Names are made unique within a view by `unique_names`.
+A name the source rebinds (`query_states = query_states.view(...).transpose(1, 2)`) is the name of each value it
+is bound to; `rebound_steps` says which binding each one is. (`unique_names` suffixes names for lists that need them
+unique.)
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class Namer:
         if key not in self._cache:
             self._cache[key] = self._name(node, depth)
         return self._cache[key]
+
+    def statement(self, node: torch.fx.Node, scope: tuple[str, ...] = ("",)) -> str | None:
+        """The source line of the module with chain `scope` that computes `node` (None: not known)."""
+        depth = _common_depth(module_paths(node), scope)
+        frames = scope_frames(node) if node.op == "call_function" or node.op == "call_module" else ()
+        return frames[depth].code if depth < len(frames) and frames[depth] is not None else None
 
     # ---- rules --------------------------------------------------------------------------------
     def _name(self, node: torch.fx.Node, depth: int) -> str:
@@ -254,6 +262,24 @@ def _op_name(node: torch.fx.Node) -> str:
         return str(node.target).rsplit(".", 1)[-1]
     name = op_of(node).strip("_")
     return {"getitem": "part", "and": "and_", "or": "or_"}.get(name, name)
+
+
+def rebound_steps(names: list[str], statements: list[str | None]) -> list[str]:
+    """For values in order with their display names and source lines: "" for a name carried by one value, else which
+    binding of the name each is ("query_states, 2 of 2: query_states = query_states.view(…).transpose(1, 2)")."""
+    total: dict[str, int] = {}
+    for n in names:
+        total[n] = total.get(n, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for n, code in zip(names, statements):
+        seen[n] = seen.get(n, 0) + 1
+        if total[n] == 1:
+            out.append("")
+            continue
+        where = f": {code}" if code else ""
+        out.append(f"{n}, {seen[n]} of {total[n]}{where}")
+    return out
 
 
 def unique_names(names: list[str]) -> list[str]:
