@@ -153,24 +153,10 @@ class Model:
             f.body = forms.shorter(f.instances[0], f.body, fast) or f.body
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
-            c.init = self._attr_lines(c) + self._merged_init([s.path for s in c.instances] or [c.path])
+            c.init = self.config.init_lines([s.path for s in c.instances]) + self._merged_init([s.path for s in c.instances] or [c.path])
             if any(s.key in self.env.kv for s in c.instances):
                 c.init.append("self.kv_cache: KVCache | None = None  # its keys and values so far, while generating")
         self.root.init = self._merged_init([""])
-
-    def _attr_lines(self, c: ClassDef) -> list[str]:
-        """`self.head_dim = config.n_embd // config.n_head`: the config values its forward reads (set first)."""
-        attrs: dict[str, str] = {}
-        for s in c.instances:
-            for k, text in self.config.attrs.get(s.path, {}).items():
-                attrs.setdefault(k, text)
-        out: list[str] = []
-        for k, text in sorted(attrs.items(), key=lambda kv: -sum(kv[1] in t for t in attrs.values())):
-            for j, t in ((j, t) for j, t in attrs.items() if j != k and ("//" in t or t == f"config.{j}")
-                         and f"self.{j} =" in "".join(out)):
-                text = text.replace(f"({t})", f"self.{j}").replace(t, f"self.{j}")
-            out.append(f"self.{k} = {text}")
-        return out
 
     def _kv_layers(self) -> None:
         """A causal LM whose attentions are all SDPA calls gets a KV cache: env.kv, the module scope owning each

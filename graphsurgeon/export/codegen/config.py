@@ -14,6 +14,7 @@ has it: OPT's position offset 2, DistilBERT's eps 1e-12).
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import math
 import re
@@ -54,21 +55,11 @@ class ConfigSizes:
 
     # ---- the three models ----------------------------------------------------------------------------
     def _build(self) -> None:
-        import transformers
+        import json
 
-        cfg = dict(self.cm.config or {})
-        model_type = cfg.get("model_type")
-        cls = getattr(transformers, self.cm.model_class, None)
-        if model_type not in transformers.CONFIG_MAPPING or cls is None:
-            return
-        config_cls = transformers.CONFIG_MAPPING[model_type]
-        self.class_name = config_cls.__name__
-        self.aliases = dict(getattr(config_cls, "attribute_map", {}))
-        fields = {k: v for k, v in cfg.items() if k != "model_type"}
-        real = {k: v for k, v in fields.items() if _number(v)}
-        self.cfgs = [real] + [{**real, **probe_config(real, i)} for i in (0, 1)]
-        self.moved = set(probe_config(real, 0))  # the fields the probes move (the candidates)
-        self.models = [_meta_model(cls, config_cls(**{**fields, **c}), cfg) for c in self.cfgs]
+        built = _three_models(self.cm.model_class, json.dumps(self.cm.config or {}, sort_keys=True, default=str))
+        if built is not None:
+            self.class_name, self.aliases, self.cfgs, self.moved, self.models = built
 
     @property
     def active(self) -> bool:
@@ -139,8 +130,7 @@ class ConfigSizes:
         mods = self._modules(path)
         if mods is None:
             return set()
-        src = _source(type(mods[0]), method)
-        return {self.aliases.get(n, n) for n in re.findall(r"config\.(\w+)", src)}
+        return {self.aliases.get(n, n) for n in re.findall(r"config\.(\w+)", _source(type(mods[0]), method))}
 
     # ---- what classes write --------------------------------------------------------------------------
     def ctor(self, path: str, text: str) -> str:
@@ -230,6 +220,21 @@ class ConfigSizes:
                         return f"self.{hint}"
         return None
 
+    def init_lines(self, paths: list[str]) -> list[str]:
+        """`self.head_dim = config.n_embd // config.n_head`: what the forward of the modules at `paths` (one class)
+        reads, set first; a later one reads an earlier one (`self.scaling = self.head_dim ** -0.5`)."""
+        attrs: dict[str, str] = {}
+        for path in paths:
+            for k, text in self.attrs.get(path, {}).items():
+                attrs.setdefault(k, text)
+        out: list[str] = []
+        for k, text in sorted(attrs.items(), key=lambda kv: -sum(kv[1] in t for t in attrs.values())):
+            for j, t in attrs.items():
+                if j != k and ("//" in t or t == f"config.{j}") and f"self.{j} =" in "".join(out):
+                    text = text.replace(f"({t})", f"self.{j}").replace(t, f"self.{j}")
+            out.append(f"self.{k} = {text}")
+        return out
+
     def dataclass_text(self) -> str:
         """The config dataclass model.py builds from (the fields it reads, config.json's values as defaults)."""
         lines = ["@dataclass", f"class {self.class_name}:",
@@ -290,6 +295,28 @@ def _tensor(model, name: str):
     return t if isinstance(t, torch.Tensor) else None
 
 
+@functools.lru_cache(maxsize=4)  # the editor regenerates the code after every edit: build the models once
+def _three_models(model_class: str, config_json: str):
+    """(config class name, its attribute_map, the three configs' numeric fields, the fields the probes move, the
+    three models on the meta device), or None for a model transformers does not name."""
+    import json
+
+    import transformers
+
+    cfg = json.loads(config_json)
+    model_type = cfg.get("model_type")
+    cls = getattr(transformers, model_class, None)
+    if model_type not in transformers.CONFIG_MAPPING or cls is None:
+        return None
+    config_cls = transformers.CONFIG_MAPPING[model_type]
+    fields = {k: v for k, v in cfg.items() if k != "model_type"}
+    real = {k: v for k, v in fields.items() if _number(v)}
+    cfgs = [real] + [{**real, **probe_config(real, i)} for i in (0, 1)]
+    models = [_meta_model(cls, config_cls(**{**fields, **c}), cfg) for c in cfgs]
+    return (config_cls.__name__, dict(getattr(config_cls, "attribute_map", {})), cfgs, set(probe_config(real, 0)),
+            models)
+
+
 def _meta_model(cls, config, cfg: dict):
     import transformers
 
@@ -325,6 +352,7 @@ def _first(v):
     return v
 
 
+@functools.lru_cache(maxsize=256)
 def _source(cls, method: str) -> str:
     try:
         return inspect.getsource(getattr(cls, method))
