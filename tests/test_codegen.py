@@ -115,7 +115,8 @@ def test_lora_on_every_layer_is_built_in_init():
     cm = fresh("bert")
     add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
     text = model_source(cm)
-    assert "self.query = LoRALinear(64, 64, r=4, scaling=2.0)" in text and "self.key = nn.Linear(64, 64)" in text
+    assert "self.query = LoRALinear(config.hidden_size, config.hidden_size, r=4, scaling=2.0)" in text
+    assert "self.key = nn.Linear(config.hidden_size, config.hidden_size)" in text
     assert "class LoRALinear(nn.Linear)" in text and "class LoRA(" not in text
 
 
@@ -142,7 +143,7 @@ def test_code_view_maps_lines_and_blocks():
     mapped = set(view.block_lines)
     assert {b for b in shown if b.startswith("m:")} <= mapped  # every child module has its line
     split = next(b for b in shown if b.startswith("n:split"))
-    assert any(".split(64, dim=2)" in lines[i] for i in view.block_lines[split])
+    assert any(".split(self.split_size, dim=2)" in lines[i] for i in view.block_lines[split])
     group = "m:transformer.h.1.attn.attention_interface"  # a function group of the canvas is a function here
     assert group in shown and any("attention_interface(" in lines[i] for i in view.block_lines[group])
     inner = composite_code(cm, "transformer.h.1.attn.attention_interface")
@@ -192,7 +193,7 @@ def test_held_out_architectures(arch, tmp_path):
     text = (tmp_path / "out" / "model.py").read_text()
     assert aten_calls(text) == 0
     if arch == "falcon":
-        assert classes(text).count("FalconLinear") == 1 and "FalconLinear((256, 64))" in text
+        assert classes(text).count("FalconLinear") == 1 and "FalconLinear(config, (256, 64))" in text
     if arch == "t5-encoder":  # T5Attention computes the bias first but returns (attn_output, position_bias)
         assert "        return attn_output, position_bias\n" in text
         assert "attention_output, position_bias = self.SelfAttention(" in text

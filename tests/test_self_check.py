@@ -57,7 +57,7 @@ def test_the_success_line_says_what_was_checked(tmp_path, cache):
     ("llama", r"\* self\.inv_freq\.to\(torch\.float32\)  #", "* self.inv_freq.to(torch.float32) ** 1.1  #",
      "model.rotary_emb"),
     # 4 heads of 16 -> 2 heads of 32 in every projection's view: the same shapes outside the attention
-    ("gpt2", r"-1, 16\)\.transpose", "-1, 32).transpose", "transformer.h.0.attn"),
+    ("gpt2", r"-1, self\.head_dim\)\.transpose", "-1, self.head_dim * 2).transpose", "transformer.h.0.attn"),
     # cos and sin swapped where the rotary embedding is applied
     ("llama", r"= apply_rotary_pos_emb\((\w+), (\w+), cos, sin\)", r"= apply_rotary_pos_emb(\1, \2, sin, cos)",
      "model.layers.0.self_attn"),
@@ -102,7 +102,7 @@ def test_a_model_py_that_cannot_run_is_refused(old, new, message, tmp_path, cach
 
 
 def test_the_cli_exits_2_with_one_sentence_and_nothing_at_out(tmp_path, cache, monkeypatch, capsys):
-    edit_model_py(monkeypatch, r"-1, 16\)\.transpose", "-1, 32).transpose", count=3)
+    edit_model_py(monkeypatch, r"-1, self\.head_dim\)\.transpose", "-1, self.head_dim * 2).transpose", count=3)
     out = tmp_path / "out"
     assert main(["lora", "tiny-gpt2", "--targets", "q,v", "--out", str(out), "--random-weights"]) == 2
     err = capsys.readouterr().err

@@ -77,7 +77,9 @@ def generate(cm) -> GeneratedModel:
     else:
         tail = _lora_kinds_only(tail, {hp["kind"] for hp in loras.values()})
     hf = (TEMPLATES / "hf_functions.py").read_text(encoding="utf-8")
-    parts = [head] + ([helpers] if helpers else []) + [body, f"Model = {model.root.name}", hf, tail]
+    config = model.config.dataclass_text()
+    aliases = f"Model = {model.root.name}\nConfig = {model.config.class_name}"
+    parts = [head, config] + ([helpers] if helpers else []) + [body, aliases, hf, tail]
     if model.kv_paths:  # a causal LM: its KV cache and generate()
         parts.insert(-2, (TEMPLATES / "model_generate.py").read_text(encoding="utf-8"))
         parts.append(f"{model.root.name}.generate = generate")
@@ -217,7 +219,7 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
     ]
-    imports = ("import json\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
+    imports = ("import json\nimport os\nfrom dataclasses import dataclass, fields\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
                f"{SAFETENSORS_IMPORT.format(file='model.py', names='load_file')}")
     return doc + "\n\n" + imports + "\n\n" + "\n".join(consts)
 

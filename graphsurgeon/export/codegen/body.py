@@ -30,6 +30,7 @@ class Body:
     returns: list[str]  # returned expressions, in output order
     training: bool = False  # a function that needs `training` (it has a dropout)
     sizes: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)  # a function's parameters its module fills (`scaling`)
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Env:
         self.training: dict[str, bool] = {}  # function scope key -> needs `training`
         self.leaves: dict[str, object] = {}  # scope key -> Leaf
         self.kv: dict = {}  # module scope key -> (key, value) its attention reads: a KV cache goes in before
+        self.config = None  # ConfigSizes: numbers as expressions of the config (set by classes.py)
+        self.extras: dict[str, list] = {}  # function scope key -> [(parameter, value)] its callers pass (sizes.py)
         self.masks: dict = {}  # mask value read only by SDPA -> its form ("causal mask"): None when nothing is padded
 
     def attr(self, base: str, path: str) -> str:

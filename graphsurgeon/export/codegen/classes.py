@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from graphsurgeon.export.codegen import fastpath, forms
+from graphsurgeon.export.codegen.config import ConfigSizes
 from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
 from graphsurgeon.export.codegen.scopes import Scope
@@ -64,6 +65,7 @@ class Model:
         self.lists = {p for p, kids in self.children.items()
                       if p and kids and all(k.rpartition(".")[2].isdigit() for k in kids)}
         self.env = Env(self.prog, self.lists)
+        self.config = self.env.config = ConfigSizes(cm)  # sizes as expressions of the config
         self.calls: dict[str, list[Scope]] = {}  # module path -> the scopes calling it
         for s in self.prog.root.scopes():
             if s.kind in ("module", "lora"):
@@ -156,7 +158,7 @@ class Model:
             f.body = forms.shorter(f.instances[0], f.body, fast) or f.body
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
-            c.init = self._merged_init([s.path for s in c.instances] or [c.path])
+            c.init = self.config.init_lines([s.path for s in c.instances]) + self._merged_init([s.path for s in c.instances] or [c.path])
             if any(s.key in self.env.kv for s in c.instances):
                 c.init.append("self.kv_cache: KVCache | None = None  # its keys and values so far, while generating")
         self.root.init = self._merged_init([""])
@@ -269,22 +271,22 @@ class Model:
         """The constructor call that builds the module at `path` (key=True: with every tensor shape, for grouping)."""
         leaf = self.leaf_at(path)
         if leaf is not None:
-            return (leaf.base_ctor or leaf.ctor) if base else leaf.ctor
+            return self.config.ctor(path, (leaf.base_ctor or leaf.ctor) if base else leaf.ctor)
         layer = self._uncalled_layer(path)
         if layer is not None:
-            return layer
+            return layer if layer.startswith("LoRA(") else self.config.ctor(path, layer)
         if path in self.lists and path not in self.class_of_path:  # a list with a forward has its class
             kids = [self.ctor(k, base, key) for k in self.children[path]]
             if all(k == kids[0] for k in kids):
-                return f"nn.ModuleList([{kids[0]} for _ in range({len(kids)})])"
+                return f"nn.ModuleList([{kids[0]} for _ in range({self.config.count(path, len(kids))})])"
             return "nn.ModuleList([" + ", ".join(kids) + "])"
         c = self.class_of_path.get(path)
         if c is None:
             return "nn.Module()"
         own = self._own(path)
         if key:
-            return f"{c.name}({', '.join(f'{k}={tuple(t.shape)}' for k, t in own.items())})"
-        return f"{c.name}({', '.join(repr(tuple(own[k].shape)) for k in c.varying)})"
+            return f"{c.name}({', '.join(['config'] + [f'{k}={tuple(t.shape)}' for k, t in own.items()])})"
+        return f"{c.name}({', '.join(['config'] + [repr(tuple(own[k].shape)) for k in c.varying])})"
 
     def _own(self, path: str) -> dict[str, torch.Tensor]:
         """The tensors the module at `path` holds itself, by attribute name."""
@@ -325,12 +327,13 @@ class Model:
                 sub_leaf = self.leaf_at(sub)
                 if name in LORA_PARTS or sub_leaf is None or (base and sub_leaf.lora is not None):
                     continue
-                lines.append((f"self.{attr}.{name}", _assign(_attr("self", attr), name, sub_leaf.ctor)))
+                lines.append((f"self.{attr}.{name}",
+                              _assign(_attr("self", attr), name, self.config.ctor(sub, sub_leaf.ctor))))
         for name, t in self.tensors.items():
             owner, _, leaf_name = name.rpartition(".")
             if owner != path:
                 continue
-            shape = "(" + ", ".join(str(d) for d in t.shape) + ("," if t.dim() == 1 else "") + ")"
+            shape = "(" + ", ".join(self.config.shape(name, tuple(t.shape))) + ("," if t.dim() == 1 else "") + ")"
             if key or leaf_name in varying:
                 shape = f"{leaf_name}_shape"
             dtype = "" if t.dtype == torch.float32 else f", dtype={t.dtype}"

@@ -149,7 +149,7 @@ def _single(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
         if (w is not None and _param(prog, scope, w, "weight") is None) or \
                 (b is not None and _param(prog, scope, b, "bias") is None) or (w is None and b is not None):
             return None
-        extra = "" if a["eps"] == 1e-5 else f", eps={a['eps']!r}"
+        extra = f", eps={a['eps']!r}"  # the default left out by ConfigSizes.ctor unless the config has it
         extra += "" if w is not None else ", elementwise_affine=False"
         extra += "" if b is not None or w is None else ", bias=False"
         dims = shape[0] if len(shape) == 1 else tuple(shape)

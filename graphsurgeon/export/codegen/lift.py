@@ -128,12 +128,13 @@ def _scalar_tensor(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
 
 def _dropout(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     """Hugging Face's p in training (recorded at capture), nothing in eval."""
-    return Expr(f"F.dropout({ctx.arg(a['input'])}, {train_dropout_p(node)!r}, {ctx.training()})", CALL)
+    p = a.get("_dropout_p", train_dropout_p(node))  # marked by the writer: the module's attribute
+    return Expr(f"F.dropout({ctx.arg(a['input'])}, {ctx.arg(p)}, {ctx.training()})", CALL)
 
 
 def _sdpa(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     parts = [ctx.arg(a["query"]), ctx.arg(a["key"]), ctx.arg(a["value"])]
-    p = train_dropout_p(node)
+    p = a.get("_dropout_p", train_dropout_p(node))  # marked by the writer: the module's attribute
     mask = ctx.arg(a["attn_mask"]) if isinstance(a["attn_mask"], torch.fx.Node) else None
     q = parts[0]
     causal = mask is not None and mask.isidentifier() and ctx.mask_form(a["attn_mask"]) == "causal mask" \
@@ -141,7 +142,7 @@ def _sdpa(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     cached = ctx.kv_cache()  # keys may be longer than queries: one new token reads every earlier one
     for k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"):
         if k == "dropout_p" and p > 0:  # attention dropout: the eval graph has 0.0, training has HF's p
-            parts.append(f"dropout_p={p!r} if {ctx.training()} else 0.0")
+            parts.append(f"dropout_p={ctx.arg(p)} if {ctx.training()} else 0.0")
         elif k == "attn_mask" and mask is not None and causal and cached:  # the rows of the new tokens
             parts.append(f"attn_mask=causal_rows({mask}, {q}, {parts[1]})")
         elif k == "attn_mask" and mask is not None:
@@ -373,13 +374,14 @@ def is_noop_cast(node: torch.fx.Node) -> bool:
         and node.args[1:2] == (val_dtype(node.args[0]),)
 
 
-def render(ctx: Ctx, node: torch.fx.Node) -> Expr:
-    """The expression of one aten node (the table, else the public function of that name, else torch.ops.aten)."""
+def render(ctx: Ctx, node: torch.fx.Node, a: dict | None = None) -> Expr:
+    """The expression of one aten node (the table, else the public function of that name, else torch.ops.aten);
+    `a`: its bound arguments when the caller marked some (sizes read from the config)."""
     target = node.target
     key = op_key(node)
     if not isinstance(getattr(target, "_schema", None), torch._C.FunctionSchema):
         raise NotImplementedError(f"model.py codegen cannot write {node.format_node()}")
-    a = bound(node)
+    a = bound(node) if a is None else a
     if key in TABLE:
         return TABLE[key](ctx, node, a)
     return _fallback(ctx, node, a, key)

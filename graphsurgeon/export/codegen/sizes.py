@@ -1,5 +1,6 @@
 """Sizes in generated code: symbolic dims read from the inputs' shapes (`batch, seq = input_ids.shape`), size
-arithmetic as Python (`batch * seq`), a size no input has passed by the caller (a mixin of the FunctionWriter)."""
+arithmetic as Python (`batch * seq`), a size no input has passed by the caller, and a fixed size read from the config
+(`self.head_dim`) or, in a function, from an input's shape (a mixin of the FunctionWriter)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,113 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import lift
-from graphsurgeon.export.codegen.body import Line
+from graphsurgeon.export.codegen.body import Line, module_of
 from graphsurgeon.export.codegen.scopes import Program, is_symbolic
+from graphsurgeon.graph.hf_meta import train_dropout_p
+
+
+# where an op takes sizes (op -> argument names): the numbers there are the config's, or a literal of the model
+SIZE_ARGS = {
+    "view": ("size",), "_unsafe_view": ("size",), "reshape": ("shape",), "expand": ("size",), "split": ("split_size",),
+    "split_with_sizes": ("split_sizes",), "slice": ("start", "end"), "narrow": ("start", "length"),
+    "arange": ("start", "end"), "zeros": ("size",), "ones": ("size",), "empty": ("size",), "full": ("size",),
+    "new_zeros": ("size",), "new_ones": ("size",), "new_empty": ("size",), "new_full": ("size",),
+    "scaled_dot_product_attention": ("scale",), "layer_norm": ("eps",), "rms_norm": ("eps",),
+}
+SCALAR_ARGS = {"add": "other", "sub": "other", "mul": "other", "div": "other"}  # a float operand: eps, scaling
+
+
+class ConfigInt(int):
+    """A size in an op's arguments that the code reads from the config (`text`)."""
+
+    text: str
+
+
+class ConfigFloat(float):
+    text: str
+
+
+def _marked(value, text: str):
+    out = (ConfigFloat if isinstance(value, float) else ConfigInt)(value)
+    out.text = text
+    return out
+
+
+# a rate or scale an attention function takes from its module, under Hugging Face's names: argument -> (parameter,
+# the module's attribute when the module has no attribute of that value itself)
+FROM_MODULE = {"scale": ("scaling", None), "_dropout_p": ("dropout", "attention_dropout")}
 
 
 class Sizes:
+    def _config_args(self, node: torch.fx.Node) -> dict | None:
+        """The node's arguments with its fixed sizes marked by the expression that reads them (None: no change)."""
+        config = self.env.config
+        if config is None or not config.active or node.op != "call_function" or self.scope.kind == "lora" \
+                or not hasattr(node.target, "_schema"):
+            return None
+        a = lift.bound(node)
+        key = lift.op_key(node)
+        names_ = SIZE_ARGS.get(key, ())
+        if key in SCALAR_ARGS and isinstance(a.get(SCALAR_ARGS[key]), float):
+            names_ = (SCALAR_ARGS[key],)
+        if key in ("scaled_dot_product_attention", "dropout") and train_dropout_p(node) > 0:  # HF's rate in training
+            a["_dropout_p"], names_ = train_dropout_p(node), names_ + ("_dropout_p",)
+        own = a.get("self", a.get("input"))
+        changed = False
+        for name in names_:
+            v = a.get(name)
+            if isinstance(v, (list, tuple)):
+                new = [self._config_number(x, name, own) for x in v]
+                if any(n is not x for n, x in zip(new, v)):
+                    a[name], changed = type(v)(new), True
+            elif self._config_number(v, name, own) is not v:
+                a[name], changed = self._config_number(v, name, own), True
+        return a if changed else None
+
+    def _config_number(self, v, arg: str, own=None):
+        """`v` marked with the expression the code reads it from, or `v` itself (a literal of the model)."""
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v in (-1, 0, 1):
+            return v
+        if self.scope.kind == "function" and arg in FROM_MODULE:  # the caller passes its module's attribute
+            name = FROM_MODULE[arg][0]
+            self.__dict__.setdefault("extras", {})[name] = v
+            return _marked(v, name)
+        if self.scope.kind == "function":
+            text = self._input_size(v, own) if isinstance(v, int) else None
+        else:
+            hint = FROM_MODULE.get(arg, (None, None))[1]
+            text = self.env.config.attribute(module_of(self.scope).path, v, hint)
+        return _marked(v, text) if text else v
+
+    def _input_size(self, v: int, own=None) -> str | None:
+        """A function's fixed size as the feature size (last dim) of the tensor it shapes or of an input
+        (`cos.shape[-1]`), or half of one (`x.shape[-1] // 2`)."""
+        tensors = ([self.prog.rep(own, self.scope)] if isinstance(own, torch.fx.Node) else []) + list(self.scope.inputs)
+        tensors = [p for p in tensors if isinstance(p.meta.get("val"), torch.Tensor) and p in self.name_of
+                   and not self._may_be_none(p)]
+        for factor, suffix in ((1, ""), (2, " // 2")):  # a feature size itself first, then half of one (rotate_half)
+            for p in tensors:
+                last = p.meta["val"].shape[-1] if p.meta["val"].dim() else None
+                if isinstance(last, int) and last == factor * v:
+                    return f"{self.name_of[p]}.shape[-1]{suffix}"
+        return None
+
+    def _extra_params(self) -> list[str]:
+        """A function's parameters for what its module passes (`scaling`, `dropout`), recorded for its callers."""
+        extras = self.__dict__.get("extras", {})
+        if self.scope.kind == "function":
+            self.env.extras[self.scope.key] = list(extras.items())
+        return list(extras)
+
+    def _extra_args(self, child) -> list[str]:
+        """`scaling=self.scaling, dropout=self.attention_dropout`: what a call passes to a function's extras."""
+        out = []
+        for name, v in self.env.extras.get(child.key, []):
+            arg = next(k for k, (n, _) in FROM_MODULE.items() if n == name)
+            marked = self._config_number(v, arg) if self.scope.kind != "function" else v
+            out.append(f"{name}={self.arg(marked)}")
+        return out
+
     def _size_lines(self, params: list) -> None:
         need: list = []
         for n in self.scope.items:

@@ -45,7 +45,7 @@ def _body_lines(sec: Section, body: Body, indent: str) -> None:
 
 def function_section(f: FunctionDef) -> Section:
     sec = Section(f.name)
-    params = list(f.body.params) + (["training"] if f.body.training else [])
+    params = list(f.body.params) + (["training"] if f.body.training else []) + list(f.body.extras)
     sec.add(f"def {f.name}({', '.join(params)}):")
     _body_lines(sec, f.body, IND)
     return sec
@@ -60,13 +60,15 @@ def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, pro
     sec.add(f'{IND}"""{_doc(c, cls)}"""')
     sec.add("")
     args = "".join(f", {k}_shape: tuple" for k in c.varying)
-    sec.add(f"{IND}def __init__(self{args}) -> None:")
+    sec.add(f"{IND}def __init__(self, config{args}) -> None:")
     sec.add(f"{IND * 2}super().__init__()")
     base = c.path
     for line in list(c.init) + list(extra_init):
         attr = re.match(r"self\.([\w.]+) = |self\.(?:register_buffer|add_module)\(\"(\w+)\"", line)
         rel = (attr.group(1) or attr.group(2)) if attr else ""
-        sec.add(IND * 2 + line, (f"m:{base}.{rel}" if base else f"m:{rel}",) if rel else ())
+        path = f"{base}.{rel}" if base else rel
+        known = path in model.children or path in model.tensors
+        sec.add(IND * 2 + line, (f"m:{path}",) if rel and known else ())  # not `self.head_dim = …`
     if c.body is not None:
         sec.add("")
         params = ", ".join(["self"] + list(c.body.params)) if forward_sig is None else forward_sig
@@ -148,7 +150,7 @@ def helpers_text(needed: set[str]) -> str:
 
 def needed_helpers(code: str, loras: dict) -> set[str]:
     need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm", "rotate_half")
-            if re.search(rf"{n}\(", code)}
+            if re.search(rf"\b{n}\(", code)}
     kinds = {hp["kind"] for hp in loras.values()}
     need |= {"LoRA"} if "update" in kinds else set()
     need |= {"LoRALinear"} if "linear" in kinds else set()

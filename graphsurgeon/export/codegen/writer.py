@@ -21,7 +21,7 @@ import torch.fx
 from graphsurgeon.export.codegen import lift, names, packing
 from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
 from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
-from graphsurgeon.export.codegen.sizes import Sizes
+from graphsurgeon.export.codegen.sizes import ConfigFloat, ConfigInt, Sizes
 from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
 from graphsurgeon.graph.tidy import PRECISION
 
@@ -84,7 +84,7 @@ class FunctionWriter(Statements, Sizes):
             if st.optional is None:
                 base_count += 1
         returns = [self.arg(o) for o in self.scope.outputs]
-        return Body(plist, self.lines, returns, training)
+        return Body(plist, self.lines, returns, training, extras=self._extra_params())
 
     def param_names(self) -> list[str]:
         """The names this scope's inputs would get (before sizes), for choosing one name across calls."""
@@ -309,7 +309,7 @@ class FunctionWriter(Statements, Sizes):
         if node.op == "call_module":
             return lift.Expr(f"{self.env.attr(module_of(self.scope).path, str(node.target))}"
                              f"({', '.join(self.arg(a) for a in node.args)})", lift.CALL)
-        expr = lift.render(self, node)
+        expr = lift.render(self, node, self._config_args(node))
         if node in self.prog.defaults:  # Hugging Face's default of an optional input: the input when given
             given = self.arg(self.prog.defaults[node])
             expr = lift.Expr(f"{given} if {given} is not None else {expr.text}", 1)
@@ -322,6 +322,7 @@ class FunctionWriter(Statements, Sizes):
             args = [self.arg(a) for a in child.inputs] + [self._sym_key(k) for k in child.sizes]
             if self.env.training.get(child.key):
                 args.append(self.training())
+            args += self._extra_args(child)
             return packing.wrap(self, child, f"{self.env.function_names[child.key]}({', '.join(args)})")
         callee = self.env.attr(base, child.path)
         if leaf is not None:
@@ -395,6 +396,8 @@ class FunctionWriter(Statements, Sizes):
 
     # ---- lift.Ctx ------------------------------------------------------------------------------
     def arg(self, value, prec: int = 0) -> str:
+        if isinstance(value, (ConfigInt, ConfigFloat)):  # a size read from the config (sizes.py)
+            return value.text if prec <= lift.MUL or re.fullmatch(r"[\w.]+(\[-?\d+\])?", value.text) else f"({value.text})"
         if isinstance(value, torch.fx.Node):
             value = self.prog.rep(value, self.scope)
             if value in self.folded:

@@ -40,14 +40,16 @@ INIT_FUNCTIONS = (
 
 def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
     """The model with the weights of `folder`/model.safetensors, on `device` (default: the CPU), its floating tensors
-    in `dtype` (default: as saved; torch.bfloat16 / torch.float16 run as Hugging Face runs in them). WeightsError: one
-    sentence on what is wrong: a missing or truncated file, a tensor model.py needs that is not there."""
+    in `dtype` (default: as saved; torch.bfloat16 / torch.float16 run as Hugging Face runs in them), its sizes from
+    `folder`/config.json (Config). WeightsError: one sentence on what is wrong: a missing or truncated file, a tensor
+    model.py needs that is not there."""
+    config = Config.from_json(os.path.join(folder, "config.json"))
     skipped = {name: getattr(nn.init, name) for name in INIT_FUNCTIONS}
     for name in skipped:  # every tensor comes from the file: no random init (as transformers' no_init_weights)
         setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
     try:
         with torch.device("meta"):  # no memory either
-            model = Model()
+            model = Model(config)
     finally:
         for name, function in skipped.items():
             setattr(nn.init, name, function)

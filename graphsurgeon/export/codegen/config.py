@@ -1,0 +1,393 @@
+"""Sizes as expressions of the model's config: `nn.Linear(config.n_embd, 3 * config.n_embd)`, `range(config.n_layer)`,
+`self.head_dim = config.n_embd // config.n_head`.
+
+A number is matched to the config at three points: the Hugging Face model built (on the meta device) at its own
+config and at two probe configs whose size fields were moved apart (layers +1 / +2, heads ×6, key/value heads ×3,
+hidden ×12 / ×18 so head_dim ×2 / ×3, other widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, each rate
+and epsilon nudged by its own amount). The same constructor argument, module attribute or tensor dimension read in
+the three models gives three values; the config expression that gives all three is the one the code writes (a
+field, a quotient of fields such as head_dim, a small multiple, a half, a product, a sum). Ties go to the fields the
+Hugging Face class's own source reads. A number that matches no expression stays a literal (the model's own code
+has it: OPT's position offset 2, DistilBERT's eps 1e-12).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers", "decoder_layers",
+          "num_decoder_layers")
+HIDDEN = ("hidden_size", "n_embd", "d_model", "dim", "word_embed_proj_dim", "embedding_size")
+HEAD_DIMS = ("head_dim", "d_kv", "kv_channels", "rotary_dim")
+VOCAB = ("vocab_size",)
+POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")
+SKIP_ATTRS = {"training", "layer_idx"}
+
+
+@dataclass
+class Found:
+    text: str  # the expression ("config.n_embd // config.n_head")
+    fields: set[str] = field(default_factory=set)  # the config fields it reads
+
+
+class ConfigSizes:
+    """What model.py's classes write in place of numbers (nothing when the model has no Hugging Face config)."""
+
+    def __init__(self, cm) -> None:
+        self.cm = cm
+        self.used: dict[str, object] = {}  # config field -> its value (the dataclass's fields, in first-use order)
+        self.attrs: dict[str, dict[str, str]] = {}  # module path -> {attribute: expression} its __init__ sets
+        self.models: list = []  # the Hugging Face model at its config, then at each probe config (meta device)
+        self.cfgs: list[dict] = []  # their numeric fields
+        self.class_name = "Config"
+        self.aliases: dict[str, str] = {}
+        try:
+            self._build()
+        except Exception:  # noqa: BLE001 - no Hugging Face model to compare with: every number stays a literal
+            self.models = []
+
+    # ---- the three models ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        import json
+
+        built = _three_models(self.cm.model_class, json.dumps(self.cm.config or {}, sort_keys=True, default=str))
+        if built is not None:
+            self.class_name, self.aliases, self.cfgs, self.moved, self.models = built
+
+    @property
+    def active(self) -> bool:
+        return len(self.models) == 3
+
+    def _modules(self, path: str) -> list | None:
+        if not self.active:
+            return None
+        try:
+            return [m.get_submodule(path) for m in self.models]
+        except AttributeError:
+            return None
+
+    # ---- solving -------------------------------------------------------------------------------------
+    def solve(self, values: tuple, prefer: set[str] = frozenset()) -> Found | None:
+        """The config expression equal to values[i] at config i (the model's, then the probes')."""
+        if not self.active or len(values) != 3 or not all(_number(v) for v in values):
+            return None
+        for tier in self._tiers(isinstance(values[0], float)):
+            hits = [(t, f) for t, f, v in tier if all(_eq(a, b) for a, b in zip(v, values))]
+            if hits:
+                hits.sort(key=lambda h: (not (h[1] <= prefer), len(h[0])))
+                return self._use(*hits[0])
+        return None
+
+    def _use(self, text: str, fields: set[str]) -> Found:
+        for f in sorted(fields, key=text.index):
+            self.used.setdefault(f, self.cfgs[0][f])
+        return Found(text, set(fields))
+
+    def _tiers(self, floating: bool):
+        """Candidate expressions, simplest first: (text, fields, its value at each config)."""
+        cache = self.__dict__.setdefault("_tier_cache", {})
+        if floating in cache:
+            return cache[floating]
+        real = self.cfgs[0]
+
+        def at(k):
+            return tuple(c[k] for c in self.cfgs)
+
+        ints = [(f"config.{k}", {k}, at(k)) for k, v in real.items()
+                if isinstance(v, int) and v > 0 and k in self.moved]
+        quotients = [(f"{a} // {b}", fa | fb, tuple(x // y for x, y in zip(va, vb)))
+                     for a, fa, va in ints for b, fb, vb in ints
+                     if a != b and all(1 < y < x and x % y == 0 for x, y in zip(va, vb))]
+        atoms = ints + quotients
+        if floating:
+            floats = [(f"config.{k}", {k}, tuple(float(x) for x in at(k))) for k, v in real.items()
+                      if isinstance(v, float) and k in self.moved]
+            powers = [(f"{_paren(t)} ** {e}", f, tuple(x ** e for x in v)) for t, f, v in atoms for e in (-0.5, 0.5)]
+            tiers = [floats, powers]
+        else:
+            multiples = [(f"{k} * {_paren(t)}", f, tuple(k * x for x in v)) for t, f, v in atoms for k in range(2, 9)]
+            halves = [(f"{t} // {k}", f, tuple(x // k for x in v)) for t, f, v in atoms for k in (2, 4)
+                      if all(x % k == 0 for x in v)]
+            products = [(f"{a} * {_paren(b)}", fa | fb, tuple(x * y for x, y in zip(va, vb)))
+                        for a, fa, va in ints for b, fb, vb in atoms if a != b]
+            sums = [(f"{a} + {k} * {_paren(b)}" if k > 1 else f"{a} + {b}", fa | fb,
+                     tuple(x + k * y for x, y in zip(va, vb))) for a, fa, va in ints for b, fb, vb in atoms
+                    if a != b for k in (1, 2)]
+            offsets = [(f"{t} + {c}", f, tuple(x + c for x in v)) for t, f, v in ints for c in (1, 2)]
+            tiers = [ints, quotients, multiples, halves, products, sums, offsets]
+        cache[floating] = tiers
+        return tiers
+
+    def prefer(self, path: str, method: str = "__init__") -> set[str]:
+        """The config fields (own names) the Hugging Face class at `path` reads in `method`'s source."""
+        mods = self._modules(path)
+        if mods is None:
+            return set()
+        return {self.aliases.get(n, n) for n in re.findall(r"config\.(\w+)", _source(type(mods[0]), method))}
+
+    # ---- what classes write --------------------------------------------------------------------------
+    def ctor(self, path: str, text: str) -> str:
+        """A torch.nn layer's constructor (`nn.Linear(64, 192)`) with its sizes as config expressions: each number
+        is read as the layer's attribute of that parameter's name in the three models."""
+        mods = self._modules(path)
+        if mods is None:
+            return _drop_defaults(text)
+        try:
+            call = ast.parse(text, mode="eval").body
+        except SyntaxError:
+            return text
+        names = _param_names(type(mods[0]))
+        if not isinstance(call, ast.Call) or names is None:
+            return _drop_defaults(text)
+        prefer = self.prefer(path.rpartition(".")[0]) | self.prefer(path)
+        slots = [(names[i] if i < len(names) else None, a) for i, a in enumerate(call.args)]
+        slots += [(k.arg, k.value) for k in call.keywords]
+        changed = False
+        for name, node in slots:
+            if name is None or not isinstance(node, ast.Constant) or not _number(node.value):
+                continue
+            values = tuple(_first(getattr(m, name, None)) for m in mods)
+            if not _eq(values[0], node.value):
+                continue
+            found = self.solve(values, prefer)
+            if found is not None:
+                _replace(call, node, ast.parse(found.text, mode="eval").body)
+                changed = True
+        return _drop_defaults(ast.unparse(call) if changed else text)
+
+    def count(self, path: str, n: int) -> str:
+        """The length of the numbered layers at `path` (`config.n_layer`)."""
+        mods = self._modules(path)
+        if mods is None or len(mods[0]) != n:
+            return str(n)
+        found = self.solve(tuple(len(m) for m in mods), self.prefer(path.rpartition(".")[0]))
+        return found.text if found else str(n)
+
+    def shape(self, name: str, shape: tuple) -> list[str]:
+        """The dims of tensor `name` (a parameter or buffer a class holds itself)."""
+        tensors = [_tensor(m, name) for m in self.models] if self.active else [None]
+        if any(t is None for t in tensors) or tuple(tensors[0].shape) != tuple(shape) \
+                or len({t.dim() for t in tensors}) != 1:
+            return [str(d) for d in shape]
+        prefer = self.prefer(name.rpartition(".")[0])
+        out = []
+        for d, size in enumerate(shape):
+            found = self.solve(tuple(int(t.shape[d]) for t in tensors), prefer) if size > 1 else None
+            out.append(found.text if found else str(size))
+        return out
+
+    def attribute(self, path: str, value, hint: str | None = None) -> str | None:
+        """`self.<attr>` for a number the forward of the module at `path` reads, its __init__ line recorded in
+        `attrs`: the Hugging Face module's attribute of that value (`head_dim`, `scaling`, `embed_dim`), else the
+        rate of one of its dropout layers under HF's attribute name `hint` (`attention_dropout`)."""
+        mods = self._modules(path)
+        if mods is None:
+            return None
+        prefer = self.prefer(path)
+        src = _source(type(mods[0]), "forward")
+        own = [k for k, v in vars(mods[0]).items() if k not in SKIP_ATTRS and not k.startswith("_") and _number(v)]
+        own.sort(key=lambda k: f"self.{k}" not in src)
+        for k in own:
+            if _eq(getattr(mods[0], k), value):
+                found = self.solve(tuple(getattr(m, k, None) for m in mods), prefer)
+                if found is not None:
+                    self.attrs.setdefault(path, {})[k] = found.text
+                    return f"self.{k}"
+        multiples = []  # a small multiple of one (`3 * self.head_size`: GPT-NeoX's fused q/k/v per head)
+        for k in own:
+            v = getattr(mods[0], k)
+            if isinstance(v, int) and v > 1 and isinstance(value, int) and value % v == 0 and 2 <= value // v <= 4:
+                multiples.append((k, value // v))
+        if len(multiples) == 1:
+            k, times = multiples[0]
+            found = self.solve(tuple(getattr(m, k, None) for m in mods), prefer)
+            if found is not None:
+                self.attrs.setdefault(path, {})[k] = found.text
+                return f"{times} * self.{k}"
+        if hint is not None:  # a dropout layer the eval graph never calls: its rate under HF's attribute name
+            for name, child in mods[0].named_children():
+                if isinstance(child, torch.nn.Dropout) and _eq(child.p, value):
+                    found = self.solve(tuple(m.get_submodule(name).p for m in mods), prefer)
+                    if found is not None:
+                        self.attrs.setdefault(path, {})[hint] = found.text
+                        return f"self.{hint}"
+        return None
+
+    def init_lines(self, paths: list[str]) -> list[str]:
+        """`self.head_dim = config.n_embd // config.n_head`: what the forward of the modules at `paths` (one class)
+        reads, set first; a later one reads an earlier one (`self.scaling = self.head_dim ** -0.5`)."""
+        attrs: dict[str, str] = {}
+        for path in paths:
+            for k, text in self.attrs.get(path, {}).items():
+                attrs.setdefault(k, text)
+        out: list[str] = []
+        for k, text in sorted(attrs.items(), key=lambda kv: -sum(kv[1] in t for t in attrs.values())):
+            for j, t in attrs.items():
+                if j != k and ("//" in t or t == f"config.{j}") and f"self.{j} =" in "".join(out):
+                    text = text.replace(f"({t})", f"self.{j}").replace(t, f"self.{j}")
+            out.append(f"self.{k} = {text}")
+        return out
+
+    def dataclass_text(self) -> str:
+        """The config dataclass model.py builds from (the fields it reads, config.json's values as defaults)."""
+        lines = ["@dataclass", f"class {self.class_name}:",
+                 '    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the '
+                 'exported model\'s)."""', ""]
+        lines += [f"    {k}: {type(v).__name__} = {v!r}" for k, v in self.used.items()]
+        lines += ["", "    @classmethod", f'    def from_json(cls, path: str) -> "{self.class_name}":',
+                  '        """The fields of config.json this class has (a missing file or field: the default)."""',
+                  "        if not os.path.isfile(path):",
+                  "            return cls()",
+                  '        with open(path, encoding="utf-8") as fh:',
+                  "            data = json.load(fh)",
+                  "        names = {f.name for f in fields(cls)}",
+                  "        return cls(**{k: v for k, v in data.items() if k in names})"]
+        return "\n".join(lines)
+
+
+# the probes' moves: (layers +, heads ×, key/value heads ×, hidden ×, head_dim ×, other widths ×, vocab ×, positions ×)
+MOVES = ((1, 6, 3, 12, 2, 5, 7, 11), (2, 6, 3, 18, 3, 7, 11, 13))
+
+
+def probe_config(real: dict, which: int) -> dict:
+    """Probe `which`'s fields: sizes moved apart so each has a value of its own (see the module docstring)."""
+    layers, heads, kv, hidden, head_dim, widths, vocab, positions = MOVES[which]
+    out = {}
+    rates = 0
+    for k, v in real.items():
+        if k.endswith(("_token_id", "_token_ids")):
+            continue
+        if isinstance(v, int) and v > 0:
+            if k in LAYERS:
+                out[k] = v + layers
+            elif "head" in k and not any(w in k for w in ("dim", "size")):  # key/value heads divide the heads
+                out[k] = v * (kv if ("kv" in k or "key_value" in k) else heads)
+            elif k in HIDDEN:
+                out[k] = v * hidden
+            elif k in HEAD_DIMS:
+                out[k] = v * head_dim
+            elif k in VOCAB:
+                out[k] = v * vocab
+            elif k in POSITIONS:
+                out[k] = v * positions
+            elif re.search(r"size|dim|inner|ffn|d_ff|intermediate", k):
+                out[k] = v * widths
+        elif isinstance(v, float) and 0 <= v < 1 and k != "initializer_range":
+            rates += 1
+            step = rates * (which + 1)
+            out[k] = v * (1 + step / 64) if v > 0 else step / 1024
+    return out
+
+
+def _tensor(model, name: str):
+    owner, _, leaf = name.rpartition(".")
+    try:
+        t = getattr(model.get_submodule(owner), leaf, None)
+    except AttributeError:
+        return None
+    return t if isinstance(t, torch.Tensor) else None
+
+
+@functools.lru_cache(maxsize=4)  # the editor regenerates the code after every edit: build the models once
+def _three_models(model_class: str, config_json: str):
+    """(config class name, its attribute_map, the three configs' numeric fields, the fields the probes move, the
+    three models on the meta device), or None for a model transformers does not name."""
+    import json
+
+    import transformers
+
+    cfg = json.loads(config_json)
+    model_type = cfg.get("model_type")
+    cls = getattr(transformers, model_class, None)
+    if model_type not in transformers.CONFIG_MAPPING or cls is None:
+        return None
+    config_cls = transformers.CONFIG_MAPPING[model_type]
+    fields = {k: v for k, v in cfg.items() if k != "model_type"}
+    real = {k: v for k, v in fields.items() if _number(v)}
+    cfgs = [real] + [{**real, **probe_config(real, i)} for i in (0, 1)]
+    models = [_meta_model(cls, config_cls(**{**fields, **c}), cfg) for c in cfgs]
+    return (config_cls.__name__, dict(getattr(config_cls, "attribute_map", {})), cfgs, set(probe_config(real, 0)),
+            models)
+
+
+def _meta_model(cls, config, cfg: dict):
+    import transformers
+
+    attn = cfg.get("_attn_implementation") or "eager"
+    try:
+        config._attn_implementation = attn
+    except Exception:  # noqa: BLE001
+        pass
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with torch.device("meta"):
+            return cls(config)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _eq(a, b) -> bool:
+    if not _number(a) or not _number(b):
+        return False
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or a == b
+    return a == b
+
+
+def _first(v):
+    if isinstance(v, (tuple, list)) and len(v) == 1:
+        return v[0]
+    return v
+
+
+@functools.lru_cache(maxsize=256)
+def _source(cls, method: str) -> str:
+    try:
+        return inspect.getsource(getattr(cls, method))
+    except (OSError, TypeError, AttributeError):
+        return ""
+
+
+def _param_names(cls) -> list[str] | None:
+    try:
+        params = list(inspect.signature(cls.__init__).parameters)[1:]
+    except (TypeError, ValueError):
+        return None
+    return [p for p in params if p not in ("args", "kwargs")]
+
+
+def _drop_defaults(text: str) -> str:
+    """`nn.LayerNorm(config.n_embd, eps=1e-05)` -> `nn.LayerNorm(config.n_embd)`: a literal keyword at its default."""
+    m = re.match(r"nn\.(\w+)\(", text)
+    cls = getattr(torch.nn, m.group(1), None) if m else None
+    if cls is None:
+        return text
+    params = inspect.signature(cls.__init__).parameters
+    for name, p in params.items():
+        if p.default is not inspect.Parameter.empty and _number(p.default):
+            text = re.sub(rf", {name}=([-+.\deE]+)(?=[,)])",
+                          lambda mm: "" if _eq(float(mm.group(1)), p.default) else mm.group(0), text)
+    return text
+
+
+def _replace(call: ast.Call, old: ast.AST, new: ast.AST) -> None:
+    call.args = [new if a is old else a for a in call.args]
+    for k in call.keywords:
+        if k.value is old:
+            k.value = new
+
+
+def _paren(text: str) -> str:
+    return f"({text})" if "//" in text else text

@@ -1,0 +1,139 @@
+"""model.py builds from its config: a config dataclass read from config.json, `__init__(self, config)` in every
+class, sizes as expressions of the config. Checked the way a user would change it: model.py built at a second config
+(other hidden size, heads, head_dim, layers) equals the Hugging Face model at that config with the same weights, and
+no class body holds a literal equal to a config size (but where the Hugging Face class's own source has it)."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import inspect
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+
+from graphsurgeon.capture import capture
+from graphsurgeon.export import export_folder
+
+sys.path.insert(0, str(Path(__file__).parent))
+import model_zoo  # noqa: E402
+from surgery_models import build  # noqa: E402
+
+# the second config of each architecture: every size the first has, moved (head_dim too, so a head_dim written as a
+# number or as hidden // heads the wrong way round shows)
+SECOND = {
+    "gpt2": dict(n_embd=96, n_head=3, n_layer=3, n_positions=80, vocab_size=117),
+    "bert": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, intermediate_size=160,
+                 max_position_embeddings=80, vocab_size=117),
+    "distilbert": dict(dim=96, n_heads=3, n_layers=3, hidden_dim=160, max_position_embeddings=80, vocab_size=117),
+    "opt": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, ffn_dim=160, word_embed_proj_dim=96,
+                max_position_embeddings=80, vocab_size=117),
+    "llama": dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=3, head_dim=16, num_hidden_layers=3,
+                  intermediate_size=160, vocab_size=117),
+    "bigcode": dict(n_embd=96, n_head=12, n_layer=3, n_positions=80, vocab_size=117),
+    "gpt_neox": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, intermediate_size=160,
+                     max_position_embeddings=80, vocab_size=117),
+}
+ARCHS = list(SECOND)
+
+
+def hf_model(arch: str, **overrides) -> torch.nn.Module:
+    """The suite's tiny model of `arch` (tests/surgery_models.py; GPT-NeoX, the fused-interleaved type, from
+    tests/model_zoo.py), at its config with `overrides`."""
+    if arch != "gpt_neox":
+        return build(arch, **overrides)
+    torch.manual_seed(0)
+    cfg = model_zoo.tiny_config(arch)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return tf.GPTNeoXForCausalLM(cfg).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def exported(arch: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=f"gs-config-{arch}-")) / "out"
+    export_folder(capture(hf_model(arch)), folder)
+    return folder
+
+
+def module_of(folder: Path):
+    spec = importlib.util.spec_from_file_location(f"exported_config_{abs(hash(str(folder)))}", folder / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def inputs(seed: int = 3) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = {"input_ids": torch.randint(0, 101, (2, 9), generator=gen), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    x["attention_mask"][0, :3] = 0
+    return x
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_second_config_equals_hf_at_that_config(arch, tmp_path):
+    """config.json changed beside model.py (hidden, heads, head_dim, layers, vocab): model.py's model, random init
+    then HF's state dict loaded, equals HF at that config; the config dataclass read every changed field it has."""
+    folder = exported(arch)
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copy(folder / "model.py", second / "model.py")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(SECOND[arch])
+    (second / "config.json").write_text(json.dumps(cfg))
+    mod = module_of(second)
+    config = mod.Config.from_json(str(second / "config.json"))
+    fields = {f for f in vars(config)}
+    assert {k for k in SECOND[arch] if k in fields}, "the dataclass reads none of the sizes"
+    for k in fields & set(SECOND[arch]):
+        assert getattr(config, k) == SECOND[arch][k]
+    torch.manual_seed(1)
+    ours = mod.Model(config).eval()
+    hf = hf_model(arch, **SECOND[arch])
+    state = {**dict(hf.named_buffers()), **hf.state_dict()}  # rotary's inv_freq: model.py reads it as a weight
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    x = inputs()
+    keep = x["attention_mask"].bool()
+    with torch.no_grad():
+        want = hf(**x)[0]
+        got = ours(**x)[0]
+    assert got.shape == want.shape
+    assert (got[keep] - want[keep]).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_no_class_literal_equals_a_config_size(arch):
+    """An AST scan of every class model.py writes for a module: no number equal to one of the config's sizes (the
+    fields a second config moves, and floats such as eps and dropout rates), unless the Hugging Face class of that name
+    has that number in its own source (OPT's position offset 2). Numbers 0, 1, 2 are dims and indices everywhere and
+    are not scanned; nor is the factor of a config expression (`4 * config.n_embd`)."""
+    folder = exported(arch)
+    cfg = json.loads((folder / "config.json").read_text())
+    sizes = {v for k, v in cfg.items() if isinstance(v, int) and not isinstance(v, bool) and v > 2
+             and not k.endswith("_token_id")}
+    rates = {v for v in cfg.values() if isinstance(v, float) and 0 < v < 1}
+    tree = ast.parse((folder / "model.py").read_text())
+    hf_classes = {type(m).__name__: type(m) for m in hf_model(arch).modules()}
+    found = []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in hf_classes):
+        src = inspect.getsource(hf_classes[cls.name])
+        scaled = {id(c) for op in ast.walk(cls) if isinstance(op, ast.BinOp) and "config." in ast.unparse(op)
+                  for c in (op.left, op.right)}  # `4 * config.n_embd`: a multiple of a config size
+        for node in ast.walk(cls):
+            if id(node) in scaled:
+                continue
+            if not isinstance(node, ast.Constant) or isinstance(node.value, bool) \
+                    or not isinstance(node.value, (int, float)):
+                continue
+            v = node.value
+            if (v in sizes if isinstance(v, int) else v in rates) and repr(v) not in src:
+                found.append(f"{cls.name}: {ast.unparse(node)} (line {node.lineno})")
+    assert not found, found
