@@ -220,10 +220,16 @@ class _Template:
         self.layers, self.b, self.old = layers, b, f"{layers.stack}.{b}"
         self.refs = {a: layers.ref(a, b) for x in layers.nodes[b] for a in x.all_input_nodes}
         self.nodes = []
+        split: dict[tuple, list] = {}  # equal stacks (the ops of one module) share one split, so copies share a dict
         for x in layers.nodes[b]:
             meta = {k: v for k, v in x.meta.items() if k not in _MEMO_KEYS and k != "nn_module_stack"}
             stack = x.meta.get("nn_module_stack")
-            self.nodes.append((x, re.sub(r"_\d+$", "", x.name), meta, None if stack is None else self._split(stack)))
+            if stack is not None:
+                key = tuple((k, v[0], str(v[1])) for k, v in stack.items())
+                if key not in split:
+                    split[key] = self._split(stack)
+                stack = split[key]
+            self.nodes.append((x, re.sub(r"_\d+$", "", x.name), meta, stack))
         self.outputs = [layers.where[n][1] for n in layers.outputs[b]]
 
     def _split(self, nms: dict) -> list[tuple]:
@@ -243,6 +249,7 @@ class _Template:
         new = f"{self.layers.stack}.{i}"
         made: list[torch.fx.Node] = []
         refs = self.refs
+        stacks: dict[int, dict] = {}
 
         def arg(a: torch.fx.Node) -> torch.fx.Node:
             kind, what = refs[a]
@@ -260,16 +267,27 @@ class _Template:
                 # arguments set after creation: create_node would walk them through pytree (a check for raw SymInts
                 # the captured template already passed), the largest cost of a 5,000-layer copy
                 node = graph.create_node(x.op, x.target, name=name, type_expr=x.type)
-                if x.args:
-                    node.args = torch.fx.map_arg(x.args, arg)
-                if x.kwargs:
-                    node.kwargs = torch.fx.map_arg(x.kwargs, arg)
-            node.meta = dict(meta)
+                if x.args or x.kwargs:
+                    _set_args(node, torch.fx.map_arg(x.args, arg), torch.fx.map_arg(x.kwargs, arg))
+            node.meta.update(meta)  # not `node.meta = …`: Node.__setattr__ re-files the node in a lookup table
             if stack is not None:
-                node.meta["nn_module_stack"] = {(head + new + tail if moved else head): ((new + tail) if moved else tail, cls)
-                                                for head, tail, cls, moved in stack}
+                key = id(stack)
+                if key not in stacks:  # one dict per module path of this copy, shared by its ops
+                    stacks[key] = {(head + new + tail if moved else head): ((new + tail) if moved else tail, cls)
+                                   for head, tail, cls, moved in stack}
+                node.meta["nn_module_stack"] = stacks[key]
             made.append(node)
         return [made[k] for k in self.outputs]
+
+
+def _set_args(node: torch.fx.Node, args: tuple, kwargs: dict) -> None:
+    """node.args and node.kwargs at once, without Node.__setattr__ re-filing the node in the graph's (op, target)
+    lookup table twice; the same accounting of users as the property setters."""
+    update = getattr(node, "_update_args_kwargs", None)
+    if update is None:  # another torch: the public setters
+        node.args, node.kwargs = args, kwargs
+    else:
+        update(args, kwargs)
 
 
 def _order_and_bind(gm: torch.fx.GraphModule, model: torch.nn.Module) -> None:
