@@ -8,6 +8,7 @@ architecture, one warm process), and `inspect --meta --tree` of a 5,000-layer co
 
 Run: .venv/bin/python benchmarks/capture.py            (prints a table; targets in the last column)
      .venv/bin/python benchmarks/capture.py --depth    (the depth rows only)
+     .venv/bin/python benchmarks/capture.py --fake-cache   (the 2-layer 70B export with torch's fake-tensor cache on/off)
 """
 
 from __future__ import annotations
@@ -106,6 +107,38 @@ def _meta_llama(transformers, fields: dict, layers: int):
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**fields, "num_hidden_layers": layers})).eval()
 
 
+def fake_cache_rows(repeat: int = 3) -> list[tuple[str, str, str]]:
+    """The 2-layer twin of the Llama-3-70B architecture exported with dynamic (batch, seq) as capture exports it
+    (fake-tensor cache off) and with torch's default (cache on, the peer), alternately in this process; CPU s."""
+    import transformers
+
+    fields = {k: v for k, v in LLAMA3_70B.items() if k != "architectures"}
+    model = _meta_llama(transformers, fields, 2)
+    model.config.use_cache = False
+    ids = torch.zeros(2, 10, dtype=torch.long, device="meta")
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=2, max=8192)
+    dynamic = {k: {0: batch, 1: seq} for k in inputs}
+
+    def export(cache: bool) -> float:
+        t0 = time.process_time()
+        with torch._dynamo.config.patch(fake_tensor_cache_enabled=cache):
+            torch.export.export(model, (), inputs, dynamic_shapes=dynamic, strict=False)
+        return time.process_time() - t0
+
+    export(False)  # warm
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeat):
+        for cache in (True, False):
+            times[cache].append(export(cache))
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    return [
+        ("2-layer 70B twin export, fake-tensor cache on (torch default, peer)", f"{on:.2f} CPU s", "peer"),
+        ("2-layer 70B twin export, cache off (what capture does)", f"{off:.2f} CPU s", ""),
+        ("  ratio off / on", f"{off / on:.2f}x", ""),
+    ]
+
+
 def depth_rows() -> list[tuple[str, str, str]]:
     import tempfile
 
@@ -155,7 +188,10 @@ def main() -> None:
         inspect_child(sys.argv[2], sys.argv[3] == "1")
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--depth":
-        print_rows(depth_rows())
+        print_rows(fake_cache_rows() + depth_rows())
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--fake-cache":
+        print_rows(fake_cache_rows())
         return
     bare_export_gpt2(), ours_gpt2()  # warm both paths (imports, first-call caches)
     bare, ours = [], []

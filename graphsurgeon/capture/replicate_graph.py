@@ -21,6 +21,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.capture.replicate import NotReplicable, Stack
+from graphsurgeon.graph.stale_code import recompile_later
 
 _MEMO_KEYS = ("_graphsurgeon_module_paths",)  # derived caches in node.meta that a copy must not inherit
 Progress = Callable[[str], None]
@@ -132,14 +133,15 @@ def _same_args(x, y, layers: _Layers, a: int, b: int, what: str) -> None:
 
 def expand(gm: torch.fx.GraphModule, model: torch.nn.Module, stacks: list[Stack],
            progress: Progress | None = None) -> None:
-    """Grow `gm` (the twin's capture) in place to `model`'s depth, bound to `model`'s tensors; recompiles."""
+    """Grow `gm` (the twin's capture) in place to `model`'s depth, bound to `model`'s tensors; its Python code is
+    regenerated when first needed (graph/stale_code.py: ~0.8 s for 80 Llama layers, ~50 s for 5,000)."""
     graph = gm.graph
     for stack in stacks:
         if stack.length > stack.keep:
             _expand_stack(graph, stack, progress)
     _order_and_bind(gm, model)
     graph.lint()
-    gm.recompile()
+    recompile_later(gm)
 
 
 def _expand_stack(graph: torch.fx.Graph, stack: Stack, progress: Progress | None) -> None:
@@ -171,13 +173,14 @@ def _expand_stack(graph: torch.fx.Graph, stack: Stack, progress: Progress | None
     readers = {u for n in layers.outputs[last] for u in n.users if u not in layers.where}  # the final norm …
     anchor = layers.nodes[last][-1].next
     prev_out, prev_kind = list(layers.outputs[last]), kinds[last]
+    templates = {b: _Template(layers, b) for b in set(template.values())}
     tick = time.monotonic()
     with graph.inserting_before(anchor):
         for i in range(stack.keep, stack.length):
             b = template[kinds[i]]
             if len(layers.outputs[b - 1]) != len(prev_out) or (len(prev_out) > 1 and kinds[b - 1] != prev_kind):
                 raise NotReplicable(f"{stack.path}.{i} reads a layer of another kind than its template does")
-            prev_out = _copy_layer(graph, layers, b, i, prev_out)
+            prev_out = templates[b].copy(graph, i, prev_out)
             prev_kind = kinds[i]
             if progress is not None and time.monotonic() - tick > 0.5:
                 tick = time.monotonic()
@@ -208,33 +211,83 @@ def _downstream(graph: torch.fx.Graph, layers: _Layers) -> set[torch.fx.Node]:
     return out
 
 
-def _copy_layer(graph: torch.fx.Graph, layers: _Layers, b: int, i: int,
-                prev_out: list[torch.fx.Node]) -> list[torch.fx.Node]:
-    """Layer i as a copy of captured layer b, reading `prev_out` where b reads the layer before; its outputs."""
-    old, new = f"{layers.stack}.{b}", f"{layers.stack}.{i}"
-    made: list[torch.fx.Node] = []
+class _Template:
+    """What copying captured layer b needs, worked out once for all its copies: each node's op, target, fx name,
+    how its arguments read (layers.ref), its meta without derived caches, and its nn_module_stack split around
+    the layer's path (so a copy's stack is a string join, not a search)."""
 
-    def arg(a: torch.fx.Node) -> torch.fx.Node:
-        kind, what = layers.ref(a, b)
-        if kind == "own":
-            return made[what]
-        if kind == "previous":
-            return prev_out[what]
-        return a  # a value from outside the stack, or of a captured layer the template reads by index
+    def __init__(self, layers: _Layers, b: int) -> None:
+        self.layers, self.b, self.old = layers, b, f"{layers.stack}.{b}"
+        self.refs = {a: layers.ref(a, b) for x in layers.nodes[b] for a in x.all_input_nodes}
+        self.nodes = []
+        split: dict[tuple, list] = {}  # equal stacks (the ops of one module) share one split, so copies share a dict
+        for x in layers.nodes[b]:
+            meta = {k: v for k, v in x.meta.items() if k not in _MEMO_KEYS and k != "nn_module_stack"}
+            stack = x.meta.get("nn_module_stack")
+            if stack is not None:
+                key = tuple((k, v[0], str(v[1])) for k, v in stack.items())
+                if key not in split:
+                    split[key] = self._split(stack)
+                stack = split[key]
+            self.nodes.append((x, re.sub(r"_\d+$", "", x.name), meta, stack))
+        self.outputs = [layers.where[n][1] for n in layers.outputs[b]]
 
-    for x in layers.nodes[b]:
-        if x.op == "get_attr":
-            target = _swap_path(x.target, old, new)
-            node = graph.create_node("get_attr", target, name=graph._target_to_str(target))  # as Graph.get_attr names it
-        else:
-            node = graph.create_node(x.op, x.target, torch.fx.map_arg(x.args, arg), torch.fx.map_arg(x.kwargs, arg),
-                                     name=re.sub(r"_\d+$", "", x.name), type_expr=x.type)
-        meta = {k: v for k, v in x.meta.items() if k not in _MEMO_KEYS}
-        if "nn_module_stack" in meta:
-            meta["nn_module_stack"] = _swap_stack(meta["nn_module_stack"], old, new)
-        node.meta = meta
-        made.append(node)
-    return [made[layers.where[n][1]] for n in layers.outputs[b]]
+    def _split(self, nms: dict) -> list[tuple]:
+        """nn_module_stack entries as (key head, path tail, class, moved): a copy's key is head + new + tail."""
+        old, parts = self.old, []
+        for key, (path, cls) in nms.items():
+            if path == old or path.startswith(old + "."):
+                if not key.endswith(path):
+                    raise NotReplicable(f"an nn_module_stack key {key!r} does not end with its path")
+                parts.append((key[: len(key) - len(path)], path[len(old):], cls, True))
+            else:
+                parts.append((key, path, cls, False))
+        return parts
+
+    def copy(self, graph: torch.fx.Graph, i: int, prev_out: list[torch.fx.Node]) -> list[torch.fx.Node]:
+        """Layer i as a copy of captured layer b, reading `prev_out` where b reads the layer before; its outputs."""
+        new = f"{self.layers.stack}.{i}"
+        made: list[torch.fx.Node] = []
+        refs = self.refs
+        stacks: dict[int, dict] = {}
+
+        def arg(a: torch.fx.Node) -> torch.fx.Node:
+            kind, what = refs[a]
+            if kind == "own":
+                return made[what]
+            if kind == "previous":
+                return prev_out[what]
+            return a  # a value from outside the stack, or of a captured layer the template reads by index
+
+        for x, name, meta, stack in self.nodes:
+            if x.op == "get_attr":
+                target = _swap_path(x.target, self.old, new)
+                node = graph.create_node("get_attr", target, name=graph._target_to_str(target))  # as Graph.get_attr
+            else:
+                # arguments set after creation: create_node would walk them through pytree (a check for raw SymInts
+                # the captured template already passed), the largest cost of a 5,000-layer copy
+                node = graph.create_node(x.op, x.target, name=name, type_expr=x.type)
+                if x.args or x.kwargs:
+                    _set_args(node, torch.fx.map_arg(x.args, arg), torch.fx.map_arg(x.kwargs, arg))
+            node.meta.update(meta)  # not `node.meta = …`: Node.__setattr__ re-files the node in a lookup table
+            if stack is not None:
+                key = id(stack)
+                if key not in stacks:  # one dict per module path of this copy, shared by its ops
+                    stacks[key] = {(head + new + tail if moved else head): ((new + tail) if moved else tail, cls)
+                                   for head, tail, cls, moved in stack}
+                node.meta["nn_module_stack"] = stacks[key]
+            made.append(node)
+        return [made[k] for k in self.outputs]
+
+
+def _set_args(node: torch.fx.Node, args: tuple, kwargs: dict) -> None:
+    """node.args and node.kwargs at once, without Node.__setattr__ re-filing the node in the graph's (op, target)
+    lookup table twice; the same accounting of users as the property setters."""
+    update = getattr(node, "_update_args_kwargs", None)
+    if update is None:  # another torch: the public setters
+        node.args, node.kwargs = args, kwargs
+    else:
+        update(args, kwargs)
 
 
 def _order_and_bind(gm: torch.fx.GraphModule, model: torch.nn.Module) -> None:

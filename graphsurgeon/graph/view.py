@@ -98,6 +98,7 @@ class BlockGraph:
         self.nodes: dict[str, torch.fx.Node] = {}
         self.output_node: torch.fx.Node | None = None
         self.placeholders: list[torch.fx.Node] = []  # graph inputs: the root view's inputs
+        self._chains: dict[int, tuple] = {}  # id(nn_module_stack) -> (it, chain, classes): one read per stack
         for node in gm.graph.nodes:
             self.nodes[node.name] = node
             self._classify(node)
@@ -163,6 +164,8 @@ class BlockGraph:
         stack = node.meta.get("nn_module_stack") or {}
         memo = node.meta.get(_CHAIN_MEMO)
         if memo is None or memo[0] is not stack:
+            memo = self._chains.get(id(stack))  # replicated layers share one stack dict per module
+        if memo is None or memo[0] is not stack:
             chain, classes = [], []
             for path, cls in stack.values():
                 if not isinstance(path, str) or path == "" or path.startswith("_empty_nn_module_stack"):
@@ -172,6 +175,8 @@ class BlockGraph:
                 classes.append((path, cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))))
                 chain.append(path)
             memo = (stack, tuple(chain), tuple(classes))
+            self._chains[id(stack)] = memo
+        if node.meta.get(_CHAIN_MEMO) is not memo:
             node.meta[_CHAIN_MEMO] = memo
         for path, cls in memo[2]:
             if path not in self.classes:

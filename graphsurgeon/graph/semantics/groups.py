@@ -58,11 +58,12 @@ def find_groups(gm: torch.fx.GraphModule, roles, hidden: set) -> dict[str, Funct
     for node in gm.graph.nodes:
         if node.op == "call_function" and node not in hidden:
             direct[module_paths(node)[-1]] = direct.get(module_paths(node)[-1], 0) + 1
+    by_core = {a.core: a for a in reversed(roles.attentions)}  # the first attention of each core
     for (module, _file, _line), (fn, nodes) in calls.items():
         visible = [n for n in nodes if op_of(n) not in ("sym_size", "getitem")]
         if len(visible) < MIN_OPS:
             continue
-        kind, title = _describe(nodes, roles, fn)
+        kind, title = _describe(nodes, roles, fn, by_core)
         if kind == "function" and module and len(nodes) >= direct.get(module, 0) - 2:
             continue  # a helper that does nearly all its module's work (Gemma's RMSNorm._norm) adds nothing
         path = f"{module}.{fn}" if module else fn
@@ -183,12 +184,12 @@ def _module_at(node: torch.fx.Node, parent: str) -> str | None:
     return mods[i + 1] if i + 1 < len(mods) else ""
 
 
-def _describe(nodes: list[torch.fx.Node], roles, fn: str) -> tuple[str, str]:
-    """(kind, title) from the roles of the ops inside."""
-    inside = set(nodes)
-    cores = [a for a in roles.attentions if a.core in inside]
+def _describe(nodes: list[torch.fx.Node], roles, fn: str, by_core: dict) -> tuple[str, str]:
+    """(kind, title) from the roles of the ops inside (`by_core`: attention core node -> its Attention)."""
+    cores = [by_core[n] for n in nodes if n in by_core]
     if cores:
-        return "attention", "Scaled dot-product attention" if cores[0].kind == "sdpa" else "Eager attention"
+        first = min(cores, key=roles.attentions.index) if len(cores) > 1 else cores[0]
+        return "attention", "Scaled dot-product attention" if first.kind == "sdpa" else "Eager attention"
     if sum(n in roles.rotary for n in nodes) >= len(nodes) / 2:
         return "rotary", "Rotary embedding"
     if sum(n in roles.mask_builder for n in nodes) >= len(nodes) / 2:
