@@ -65,7 +65,8 @@ def test_numbered_children_sequential_and_lists_in_a_block(tmp_path_factory):
     code = (folder / "model.py").read_text()
     assert "self.ffn = nn.Sequential(LoRALinear(32, 64, r=2, scaling=2.0), nn.GELU(), nn.Linear(64, 32))" in code
     assert re.search(r"self\.qkv = nn\.ModuleList\(\[LoRALinear\(32, 32.*\), nn\.Linear\(32, 32\), LoRALinear", code)
-    assert re.search(r"class Gate\w*\(nn\.ModuleList\):", code) and "self.add_module(\"1\", nn.Linear(32, 32, bias=False))" in code
+    assert re.search(r"class Gate\w*\(nn\.ModuleList\):", code)
+    assert 'self.add_module("1", nn.Linear(32, 32, bias=False))' in code
     assert not re.search(r"self\.\d", code)
     model = load_exported(folder)
     keys = {k for k in model.state_dict() if "lora_" not in k}
@@ -90,7 +91,7 @@ def test_attention_cores_by_structure(block, tmp_path_factory):
 
 
 # model type -> (class, tiny config, the attributes its q, k, v projections have: the model's own names). T5's
-# `scores += position_bias` was recognised before (InPlaceAttention covers an in-place relative bias at a tenth the cost)
+# `scores += position_bias` was recognised before (InPlaceAttention covers an in-place relative bias, far cheaper)
 HF = {
     "xlm": ("XLMWithLMHeadModel", dict(n_layers=2, emb_dim=32, n_heads=4, vocab_size=50, max_position_embeddings=32),
             ("q_lin", "k_lin", "v_lin")),  # scores.masked_fill_(mask, min) between the products

@@ -327,8 +327,8 @@ class Model:
                 sub_leaf = self.leaf_at(sub)
                 if name in LORA_PARTS or sub_leaf is None or (base and sub_leaf.lora is not None):
                     continue
-                lines.append((f"self.{attr}.{name}",
-                              _assign(_attr("self", attr), name, self.config.ctor(sub, sub_leaf.ctor))))
+                owner = f"self[{attr}]" if attr.isdigit() else f"self.{attr}"
+                lines.append((f"self.{attr}.{name}", _assign(owner, name, self.config.ctor(sub, sub_leaf.ctor))))
         for name, t in self.tensors.items():
             owner, _, leaf_name = name.rpartition(".")
             if owner != path:
@@ -365,11 +365,6 @@ def is_causal_lm(cm) -> bool:
     """A model that predicts the next token (its logits read only earlier tokens)."""
     return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
         "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
-
-
-def _attr(owner: str, name: str) -> str:
-    """`owner.name`, or `owner[k]` for a numbered child (a name Python cannot spell after a dot)."""
-    return f"{owner}[{name}]" if name.isdigit() else f"{owner}.{name}"
 
 
 def _assign(owner: str, name: str, ctor: str) -> str:

@@ -29,6 +29,12 @@ class Leaf:
     lora: object = None  # the LoRABlock when the layer carries one
     channels_last: bool = False  # called on input.transpose(1, 2): a LoRA update of a slice of a kernel-1 Conv1d
 
+    def argument(self, x: str) -> str:
+        """What the layer is called with, given its input's expression `x`."""
+        if not self.channels_last:
+            return x
+        return f"{x if x.isidentifier() else f'({x})'}.transpose(1, 2)"  # [batch, in, seq] -> [batch, seq, in]
+
 
 def recognise(prog: Program, scope: Scope) -> Leaf | None:
     """The torch.nn layer a module / LoRA scope is, or None (it becomes a class of its own)."""

@@ -326,10 +326,7 @@ class FunctionWriter(Statements, Sizes):
             return packing.wrap(self, child, f"{self.env.function_names[child.key]}({', '.join(args)})")
         callee = self.env.attr(base, child.path)
         if leaf is not None:
-            x = self.arg(leaf.input)
-            if getattr(leaf, "channels_last", False):  # [batch, in, seq] -> [batch, seq, in]
-                x = f"{x if x.isidentifier() else f'({x})'}.transpose(1, 2)"
-            text = f"{callee}({x})"
+            text = f"{callee}({leaf.argument(self.arg(leaf.input))})"
             if child.kind == "lora":
                 text += self._lora_reshape(child, leaf)
             return text

@@ -12,9 +12,8 @@ def add_lora(model: nn.Module) -> None:
         elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
             parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
         elif hp["kind"] == "conv1x1" and type(have).__name__ != "LoRAConv1x1":
-            parent.add_module(
-                name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, have.bias is not None, **lora)
-            )
+            bias = have.bias is not None
+            parent.add_module(name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, bias, **lora))
 
 
 def tie_weights(model: nn.Module) -> None:
