@@ -25,6 +25,7 @@ from graphsurgeon.export import export_folder
 sys.path.insert(0, str(Path(__file__).parent))
 import model_zoo  # noqa: E402
 from surgery_models import build  # noqa: E402
+from test_modelpy_runtime import exported as runtime_exported  # noqa: E402  (one export per arch per session)
 
 # the second config of each architecture: every size the first has, moved (head_dim too, so a head_dim written as a
 # number or as hidden // heads the wrong way round shows)
@@ -58,6 +59,8 @@ def hf_model(arch: str, **overrides) -> torch.nn.Module:
 
 @functools.lru_cache(maxsize=None)
 def exported(arch: str) -> Path:
+    if arch != "gpt_neox":  # the same tiny model test_modelpy_runtime exports: shared
+        return runtime_exported(arch)
     folder = Path(tempfile.mkdtemp(prefix=f"gs-config-{arch}-")) / "out"
     export_folder(capture(hf_model(arch)), folder)
     return folder
