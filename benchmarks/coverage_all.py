@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import queue
 import re
 import select
@@ -375,10 +376,13 @@ def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int, 
     counts = {c: sum(r["status"] == c for r in rows) for c in CLASSES}
     runnable = len(rows) - counts["HF limit"]
     pct = 100.0 * counts["exact"] / max(1, runnable)
-    lines = [f"{len(rows)} text model types (transformers {transformers.__version__}); "
+    total = f"{len(rows)} of {len(rows) + len(not_run)}" if not_run else f"{len(rows)}"
+    lines = [f"{total} text model types run (transformers {transformers.__version__}); "
              + ", ".join(f"{c}: {counts[c]}" for c in CLASSES)
              + f". Exact: {pct:.0f} % of the {runnable} types whose HF model runs with the tiny config "
-             f"({100.0 * counts['exact'] / max(1, len(rows)):.0f} % of all). Run: {minutes:.1f} min, --jobs {jobs}.",
+             f"({100.0 * counts['exact'] / max(1, len(rows)):.0f} % of all). Run: {minutes:.1f} min with {jobs} worker "
+             f"processes; per type {statistics.median(r['seconds'] for r in rows):.0f} s median (its worker's wall time)."
+             if rows else "No rows.",
              "", "| type | class | result | B=0 | PEFT | model.py | q/v columns | time | reason / notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

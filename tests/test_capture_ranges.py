@@ -148,3 +148,20 @@ def test_plain_module_capture_says_the_range_it_used():
 
     cm = capture(Short(), example_inputs={"x": torch.randn(2, 10)})
     assert cm.notes == ["torch.export refused any seq; captured with seq ≤ 16, the range torch.export suggested"]
+
+
+class KwargsOnly(torch.nn.Module):
+    """HF-style forward taking **kwargs and no attention_mask (as FNet's does): captured with input_ids alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = GuardedConfig()
+        self.wte, self.head = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50)
+
+    def forward(self, input_ids, **kwargs):
+        return {"logits": self.head(self.wte(input_ids))}
+
+
+def test_mask_is_given_only_to_a_forward_that_names_it():
+    cm = capture(KwargsOnly().eval())
+    assert cm.input_names == ["input_ids"]
