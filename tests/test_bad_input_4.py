@@ -96,7 +96,9 @@ def test_a_folder_that_appears_meanwhile_is_never_replaced(force, gpt2_cm, tmp_p
     assert files_under(out) == {"mine.txt": b"the user's"}
 
 
-def test_a_killed_export_leaves_nothing_the_next_one_does_not_remove(tmp_path):
+def test_a_killed_export_leaves_nothing_the_next_one_does_not_remove(tmp_path, capsys):
+    """A real export process SIGKILLed mid-write; the next export (the same command, run in this process: it needs no
+    process of its own) removes what it left and says so."""
     out = tmp_path / "out"
     proc = _cli(*EXPORT, "--out", str(out))
     deadline = time.monotonic() + 300
@@ -106,8 +108,7 @@ def test_a_killed_export_leaves_nothing_the_next_one_does_not_remove(tmp_path):
     proc.wait(timeout=60)
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-"))
     assert len(left) == 1 and not out.exists(), sorted(p.name for p in tmp_path.iterdir())
-    done = _cli(*EXPORT, "--out", str(out))
-    code, stdout, err = done.wait(timeout=600), *done.communicate()
+    code, stdout, err = run_cli([*EXPORT, "--out", str(out)], capsys)
     assert code == 0 and f"note: removed {left[0]} beside {out}, left by an export that was stopped." in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

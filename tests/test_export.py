@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,14 +57,41 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+@pytest.fixture(scope="module")
+def qv_export(tmp_path_factory):
+    """arch -> (capture, folder): the tiny model with LoRA r=4 on q and v (PEFT's init, B = 0), exported once per
+    module. Tests read it; one that writes into an export (train.py's runs/, a tokenizer) works on a copy (`own_copy`)."""
+    made: dict[str, tuple] = {}
+
+    def get(arch: str) -> tuple:
+        if arch not in made:
+            cm = fresh(arch)
+            add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+            out = tmp_path_factory.mktemp(f"{arch}_qv") / "out"
+            export_folder(cm, out)
+            made[arch] = cm, out
+        return made[arch]
+    return get
+
+
+@pytest.fixture(scope="module")
+def gpt2_qv(qv_export):
+    return qv_export("gpt2")
+
+
+def own_copy(folder: Path, where: Path) -> Path:
+    return Path(shutil.copytree(folder, where / "out", ignore=shutil.ignore_patterns("__pycache__")))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("with_lora", [False, True], ids=["no-lora", "b-zero"])
-def test_model_py_matches_original(arch, with_lora, tmp_path):
-    cm = fresh(arch)
-    if with_lora:  # PEFT's init: B = 0, so nothing may move
-        add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
-    export_folder(cm, tmp_path / "out")
-    model, original = load_exported(tmp_path / "out"), build(arch)
+def test_model_py_matches_original(arch, with_lora, tmp_path, qv_export):
+    if with_lora:  # PEFT's init: B = 0, so nothing may move (the module's export, shared with the tests below)
+        cm, out = qv_export(arch)
+    else:
+        cm, out = fresh(arch), tmp_path / "out"
+        export_folder(cm, out)
+    model, original = load_exported(out), build(arch)
     x = inputs(arch)
     with torch.no_grad():
         got, want = model(**x), original(**x)
@@ -104,22 +132,20 @@ def test_lora_matches_editor_peft_and_merged(arch, tmp_path):
         assert max_diff(ours, merged(**x)[key]) <= 1e-5
 
 
-def test_slice_names_and_adapter_layout(tmp_path):
+def test_slice_names_and_adapter_layout(gpt2_qv):
     from safetensors.torch import load_file
 
-    cm = fresh("gpt2")
-    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
-    export_folder(cm, tmp_path / "out")
-    names = load_file(str(tmp_path / "out" / "model.safetensors"))
+    _, out = gpt2_qv
+    names = load_file(str(out / "model.safetensors"))
     assert names["transformer.h.0.attn.c_attn.q.lora_A.weight"].shape == (4, 64)
     assert names["transformer.h.1.attn.c_attn.v.lora_B.weight"].shape == (64, 4)
     assert "lm_head.weight" not in names and "transformer.wte.weight" in names  # tied: saved once
-    adapter = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    adapter = load_file(str(out / "adapter_model.safetensors"))
     b = adapter["base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"]
     assert b.shape == (192, 8) and b[64:128].abs().sum() == 0  # K rows are zero
-    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    config = json.loads((out / "adapter_config.json").read_text())
     assert config["fan_in_fan_out"] is True
-    model_py = (tmp_path / "out" / "model.py").read_text()
+    model_py = (out / "model.py").read_text()
     imports = set(re.findall(r"^(?:import|from) (\w+)", model_py, re.M))
     assert imports <= {"torch", "safetensors", "os", "json", "dataclasses"}
     assert "class LoRA(nn.Module)" in model_py and "# [batch, seq, 64]" in model_py
@@ -128,11 +154,8 @@ def test_slice_names_and_adapter_layout(tmp_path):
     assert "for layer in self.h:" in model_py
 
 
-def test_train_synthetic_lowers_loss_and_torchrun(tmp_path):
-    cm = fresh("gpt2")
-    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
-    out = tmp_path / "out"
-    export_folder(cm, out)
+def test_train_synthetic_lowers_loss_and_torchrun(gpt2_qv, tmp_path):
+    out = own_copy(gpt2_qv[1], tmp_path)
     before = (out / "adapter_model.safetensors").read_bytes()
     result = run_train(out, "--synthetic", "--steps", "30", "--lr", "1e-2", "--run-name", "one")
     assert result.returncode == 0, result.stderr
@@ -160,13 +183,11 @@ def test_train_synthetic_lowers_loss_and_torchrun(tmp_path):
     assert max_diff(ours, peft) <= 1e-5 and max_diff(ours, merged) <= 1e-5
 
 
-def test_bert_classifier_head_trains(tmp_path):
-    cm = fresh("bert")
-    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
-    export_folder(cm, tmp_path / "out")
+def test_bert_classifier_head_trains(qv_export, tmp_path):
+    out = own_copy(qv_export("bert")[1], tmp_path)
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps({"input_ids": [i % 7 + 1] * 5, "label": i % 2}) for i in range(8)))
-    result = run_train(tmp_path / "out", "--data", str(data), "--steps", "30", "--seq-len", "8", "--lr", "1e-2")
+    result = run_train(out, "--data", str(data), "--steps", "30", "--seq-len", "8", "--lr", "1e-2")
     assert result.returncode == 0, result.stderr
     first, last = map(float, re.search(r"first \d+ steps ([\d.]+) -> last \d+ steps ([\d.]+)", result.stdout).groups())
     assert last < first
@@ -246,13 +267,10 @@ def test_meta_capture_is_materialized(tmp_path):
     assert not cm.is_meta and max_diff(got, cm.run(**x)["logits"]) <= 1e-5
 
 
-def test_text_and_jsonl_data(tmp_path):
+def test_text_and_jsonl_data(gpt2_qv, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    cm = fresh("gpt2")
-    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
-    out = tmp_path / "out"
-    export_folder(cm, out)
+    out = own_copy(gpt2_qv[1], tmp_path)
     words = ["the", "cat", "sat", "on", "mat", "[UNK]"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,6 +44,18 @@ def export_from_folder(tmp: Path, arch: str, head: str | None, **config) -> Path
     return tmp / "out"
 
 
+@pytest.fixture(scope="module")
+def gpt2_export(tmp_path_factory) -> Path:
+    """The causal case exported once for the module (export_from_folder); a test copies it (`own_copy`) first."""
+    return export_from_folder(tmp_path_factory.mktemp("gpt2"), "gpt2", None)
+
+
+def own_copy(export: Path, where: Path) -> Path:
+    """A copy of the shared export at where/out, for a test that runs train.py in it (runs/, chmod, edits)."""
+    where.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(export, where / "out", ignore=shutil.ignore_patterns("__pycache__")))
+
+
 def with_run(folder: Path, run: Path):
     """model.py of `folder` with the run's trained tensors."""
     model = load_exported(folder)
@@ -64,14 +77,19 @@ def hashes(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_path):
+def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_path, request):
     import peft
 
     arch, head, task, auto, heads = CASES[case]
-    out = export_from_folder(tmp_path, arch, head, **({"num_labels": 3} if head == "ForSequenceClassification" else {}))
+    if case == "causal":  # the module's gpt2 export (the same export_from_folder call)
+        shared = request.getfixturevalue("gpt2_export")
+        out, source = own_copy(shared, tmp_path), shared.parent / "source"
+    else:
+        out = export_from_folder(tmp_path, arch, head, **({"num_labels": 3} if head == "ForSequenceClassification" else {}))
+        source = tmp_path / "source"
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["task_type"] == task and config["modules_to_save"] == heads
-    assert config["base_model_name_or_path"] == str((tmp_path / "source").resolve())
+    assert config["base_model_name_or_path"] == str(source.resolve())
     assert config["peft_version"] == peft.__version__ and "revision" in config
     x = inputs(arch)
     with torch.no_grad():
@@ -118,12 +136,12 @@ def test_base_model_is_the_hub_id_of_a_cache_snapshot_else_the_absolute_folder(t
     assert base_model("org/not-cached") == ("org/not-cached", None)
 
 
-def test_schedule_and_help(tmp_path, capsys):
+def test_schedule_and_help(gpt2_export, tmp_path, capsys):
     from argparse import Namespace
 
     from test_train_script import import_train
 
-    train = import_train(export_from_folder(tmp_path, "gpt2", None))
+    train = import_train(own_copy(gpt2_export, tmp_path))
     at = lambda schedule, warmup, step: train.lr_at(step, Namespace(lr=1.0, warmup=warmup, steps=20,  # noqa: E731
                                                                     schedule=schedule))
     assert [at("cosine", 4, s) for s in (1, 4, 12, 20)] == [0.25, 1.0, pytest.approx(0.5), pytest.approx(0.0)]
@@ -134,8 +152,8 @@ def test_schedule_and_help(tmp_path, capsys):
         assert shown in text, shown
 
 
-def test_runs_never_change_the_export_and_resume_is_bit_for_bit(tmp_path):
-    out = export_from_folder(tmp_path, "gpt2", None)
+def test_runs_never_change_the_export_and_resume_is_bit_for_bit(gpt2_export, tmp_path):
+    out = own_copy(gpt2_export, tmp_path)
     before = hashes(out)
     common = ("--synthetic", "--lr", "1e-2", "--schedule", "constant", "--warmup", "3", "--grad-accum", "2")
     whole = run_train(out, *common, "--steps", "20", "--run-name", "whole")
@@ -155,10 +173,10 @@ def test_runs_never_change_the_export_and_resume_is_bit_for_bit(tmp_path):
     assert hashes(out) == before
 
 
-def test_nonfinite_source_weights_stop_before_anything_is_saved(tmp_path):
+def test_nonfinite_source_weights_stop_before_anything_is_saved(gpt2_export, tmp_path):
     from safetensors.torch import save_file
 
-    out = export_from_folder(tmp_path, "gpt2", None)
+    out = own_copy(gpt2_export, tmp_path)
     tensors = load_file(str(out / "model.safetensors"))
     tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
     save_file(tensors, str(out / "model.safetensors"))
@@ -171,12 +189,12 @@ def test_nonfinite_source_weights_stop_before_anything_is_saved(tmp_path):
     assert not (out / "runs" / "x").exists() and hashes(out) == before
 
 
-def test_diverging_loss_stops_naming_the_step_and_the_learning_rate(tmp_path, monkeypatch, capsys):
+def test_diverging_loss_stops_naming_the_step_and_the_learning_rate(gpt2_export, tmp_path, monkeypatch, capsys):
     """A loss that turns infinite at step 6 (as a too-high learning rate makes it): the run stops there, its step-5
     save stays as it was, and the sentence blames the learning rate; --lr above the bound is refused."""
     from test_train_script import import_train, refused
 
-    out = export_from_folder(tmp_path, "gpt2", None)
+    out = own_copy(gpt2_export, tmp_path)
     train = import_train(out)
     forward, calls = train.Task.forward, []
 
@@ -196,7 +214,7 @@ def test_diverging_loss_stops_naming_the_step_and_the_learning_rate(tmp_path, mo
     assert "above 1, where AdamW can only diverge" in refused(out, "--synthetic", "--lr", "1e30", capsys=capsys)
 
 
-def test_bad_runs_are_one_sentence(tmp_path, monkeypatch, capsys):
+def test_bad_runs_are_one_sentence(gpt2_export, tmp_path, monkeypatch, capsys):
     """A run folder from another export, a run without its optimizer state, an existing run name, an eval file whose
     rows do not fit, a read-only export: one line each, exit status 2, the export unchanged."""
     import errno
@@ -205,7 +223,7 @@ def test_bad_runs_are_one_sentence(tmp_path, monkeypatch, capsys):
 
     from test_train_script import import_train, refused
 
-    out = export_from_folder(tmp_path / "a", "gpt2", None)
+    out = own_copy(gpt2_export, tmp_path / "a")
     other = tmp_path / "b"
     build("gpt2").save_pretrained(other / "source")
     cm = capture(str(other / "source"))

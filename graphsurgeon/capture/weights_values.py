@@ -5,9 +5,9 @@
   (transformers casts it without a word: a bool matrix becomes 0/1 weights); another float width (F16 for a float32
   model) is only noted, transformers converts it while loading.
 - `nonfinite(named_tensors)`: a streamed scan, one sum per tensor (no extra memory), for NaN / inf.
-- `FileScan(files)`: the same check of the files' tensors on a worker thread, started before the model loads and
-  joined after it (the load is Python work holding the GIL, the scan is numpy arithmetic releasing it), so that only
-  the tensors the load did not take unchanged from a file need a scan of their own afterwards (`unchecked`).
+- `FileScan(files)`: the same check of the files' tensors on worker threads, started before the model loads and
+  joined after it (the load is Python work holding the GIL, a torch sum releases it), so that only the tensors the
+  load did not take unchanged from a file need a scan of their own afterwards (`unchecked`).
 """
 
 from __future__ import annotations
