@@ -16,8 +16,8 @@ import torch
 from graphsurgeon.graph.hf_meta import DEFAULT_OF, default_node, packs_sequences
 from graphsurgeon.graph.semantics.dataflow import module_of
 
-HF_ORDER = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "past_key_values", "inputs_embeds", "labels",
-            "use_cache", "output_hidden_states", "logits_to_keep")
+HF_ORDER = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "past_key_values", "inputs_embeds",
+            "labels", "use_cache", "output_hidden_states", "logits_to_keep")
 
 
 def is_hf(cm) -> bool:
@@ -174,7 +174,8 @@ def _embeds_and_states(cm) -> list[str]:
         lines += ["if (input_ids is None) == (inputs_embeds is None):",
                   '    raise ValueError("You must specify exactly one of input_ids or inputs_embeds")',
                   "if input_ids is None:  # only the shape of input_ids is read below (-1: no token is looked up)",
-                  "    input_ids = torch.full(inputs_embeds.shape[:2], -1, dtype=torch.long, device=inputs_embeds.device)"]
+                  "    input_ids = torch.full(inputs_embeds.shape[:2], -1, dtype=torch.long, "
+                  "device=inputs_embeds.device)"]
         if adds_token_types(cm):
             table = "self." + module_of(embeds)[0]
             lines += ["if token_type_ids is not None:  # Hugging Face looks token types up in the token embedding",
