@@ -3,7 +3,7 @@
 1. A GPT-2 (random weights; timing does not depend on them; 6 layers by default) with LoRA r=8 on q and v of
    every layer, exported: time to write the folder (target ≤ 10 s).
 2. A training step (forward with labels → HF's causal-LM loss, backward, AdamW) of model.py vs PEFT with the same
-   LoRA (the equivalent adapter on c_attn): eager vs eager (target ≤ 1.0×); with --compile also compiled vs
+   LoRA (the equivalent adapter on c_attn): eager vs eager (target ≤ 0.95×); with --compile also compiled vs
    compiled (≤ 1.0×) and model.py compiled vs PEFT eager (≤ 0.9×).
 3. Inference (eval, no LoRA, `model(input_ids=x)`) of model.py vs the Hugging Face model (≤ 1.0×); and at one
    sequence of --long-seq tokens (512), where model.py's SDPA takes `is_causal=True` with no mask tensor (≤ 0.9×).
@@ -11,7 +11,7 @@
    calls left in model.py (goal 0), classes written.
 
 Run: .venv/bin/python benchmarks/export.py [--layers 6] [--seq 64] [--batch 4] [--long-seq 512] [--repeat 15]
-     [--compile]
+     [--compile] [--no-code]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import os
 import re
 import statistics
 import tempfile
@@ -117,7 +118,7 @@ def gpt2_rows(args) -> list[tuple]:
     ours.train(), peft.train()
     rows = [("export folder (s)", export_s, None, None, "≤ 10 s")]
     a, b, r = interleaved(train_step(ours, ids), train_step(peft, ids), args.repeat)
-    rows.append(("train step: model.py vs PEFT, eager (ms)", a, b, r, "≤ 1.0×"))
+    rows.append(("train step: model.py vs PEFT, eager (ms)", a, b, r, "≤ 0.95×"))
     if args.compile:
         ours_c, peft_c = torch.compile(ours), torch.compile(peft)
         a, b, r = interleaved(train_step(ours_c, ids), train_step(peft_c, ids), args.repeat)
@@ -159,16 +160,20 @@ def main() -> None:
     p.add_argument("--long-seq", type=int, default=512, help="the sequence length of the is_causal inference row")
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--compile", action="store_true", help="also compare torch.compile'd steps (slow to compile)")
+    p.add_argument("--no-code", action="store_true", help="leave out the per-architecture code table")
     args = p.parse_args()
     rows = gpt2_rows(args)
     print(f"GPT-2 {args.layers} layers (random weights) · LoRA q,v r=8 on every layer · batch {args.batch} × seq "
-          f"{args.seq} · {torch.get_num_threads()} threads · medians of {args.repeat} interleaved rounds")
+          f"{args.seq} · {torch.get_num_threads()} threads · medians of {args.repeat} interleaved rounds · load "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'measure':<56}{'model.py':>10}{'peer':>10}{'ratio':>9}{'target':>9}")
     for name, a, b, r, target in rows:
         if b is None:
             print(f"{name:<56}{a:>10.2f}{'':>10}{'':>9}{target:>9}")
         else:
             print(f"{name:<56}{1e3 * a:>10.1f}{1e3 * b:>10.1f}{r:>8.3f}×{target:>9}")
+    if args.no_code:
+        return
     print()
     print(f"{'arch':<11}{'model.py lines':>15}{'HF file lines':>15}  {'HF file':<24}{'aten calls':>11}  classes")
     for arch, lines, hf_lines, hf_name, aten, classes in code_rows():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import tempfile
 import time
@@ -50,7 +51,8 @@ def main() -> None:
     export_folder(capture(hf), folder)
     ours = load_exported(folder)
     print(f"GPT-2 {args.layers} layers (random weights) · greedy · prompt {args.prompt} · {args.new} new tokens · "
-          f"{torch.get_num_threads()} threads · medians of {args.repeat} interleaved rounds")
+          f"{torch.get_num_threads()} threads · medians of {args.repeat} interleaved rounds · load {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     print(f"{'batch':>5}{'model.py tok/s':>16}{'HF tok/s':>10}{'ratio':>8}{'target':>9}")
     for batch in (1, 8):
         ids = torch.randint(0, 50257, (batch, args.prompt), generator=torch.Generator().manual_seed(batch))

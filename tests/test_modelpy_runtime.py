@@ -161,3 +161,61 @@ def test_cache_and_eos():
     eos = int(greedy[0, 11])  # the third new token of the first row
     want = hf.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
     assert ours.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0).tolist() == want.tolist()
+
+
+def hf_pair(arch: str):
+    """The tiny HF model and model.py's, exported once per session: the causal LMs with lively weights (the
+    generate tests' models), the encoders as the suite builds them."""
+    if arch in ("gpt2", "opt", "bigcode", "llama"):
+        return lively(arch)
+    return build(arch), load_exported(exported(arch))
+
+
+def close(ours, theirs, keep: torch.Tensor, relative: bool = False) -> bool:
+    """Equal at 1e-5 at the positions that are not padding ([batch, seq, …]), or everywhere (pooler_output);
+    `relative`: 1e-5 of the largest value (a sum HF associates otherwise)."""
+    if ours.shape != theirs.shape:
+        return False
+    if ours.dim() >= 2 and ours.shape[:2] == keep.shape:
+        ours, theirs = ours[keep.bool()], theirs[keep.bool()]
+    scale = max(1.0, theirs.abs().max().item()) if relative else 1.0
+    return (ours.float() - theirs.float()).abs().max().item() < 1e-5 * scale
+
+
+# per arch: the extra inputs HF's forward takes that model.py must take too (position_ids where HF has it,
+# GPT-2's token_type_ids)
+FORWARD_INPUTS = {"gpt2": ("position_ids", "token_type_ids"), "bigcode": ("position_ids", "token_type_ids"),
+                  "opt": ("position_ids",), "llama": ("position_ids",), "bert": ("position_ids", "token_type_ids"),
+                  "roberta": ("position_ids", "token_type_ids"), "distilbert": ()}
+
+
+@pytest.mark.parametrize("arch", list(FORWARD_INPUTS))
+def test_forward_inputs_and_outputs_equal_hf(arch):
+    """model.py's forward takes HF's inputs_embeds, output_hidden_states, position_ids and GPT-2's token_type_ids,
+    and returns HF's outputs (logits or last_hidden_state and pooler_output, hidden_states when asked) under HF's
+    names and in its order, equal at 1e-5."""
+    hf, ours = hf_pair(arch)
+    gen = torch.Generator().manual_seed(11)
+    ids = torch.randint(3, 101, (2, 7), generator=gen)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, :2] = 0
+    embeds = hf.get_input_embeddings()(ids).detach()
+    extra = {"position_ids": torch.arange(3, 10)[None].expand(2, -1),
+             "token_type_ids": torch.randint(0, 2, (2, 7), generator=gen)}
+    cases = [dict(input_ids=ids, attention_mask=mask, output_hidden_states=True),
+             dict(inputs_embeds=embeds, attention_mask=mask),
+             dict(inputs_embeds=embeds, output_hidden_states=True)]
+    cases += [dict(input_ids=ids, attention_mask=mask, **{name: extra[name]}) for name in FORWARD_INPUTS[arch]]
+    for x in cases:
+        with torch.no_grad():
+            want, got = hf(**x, use_cache=False) if arch in ("gpt2", "opt", "bigcode", "llama") else hf(**x), ours(**x)
+        keep = x.get("attention_mask", torch.ones(2, 7))
+        names = [k for k, v in want.items() if v is not None]
+        assert list(got) == names, (arch, sorted(x))
+        for name in names:
+            if name == "hidden_states":
+                assert len(got[name]) == len(want[name]) == hf.config.num_hidden_layers + 1
+                assert all(close(a, b, keep) for a, b in zip(got[name], want[name])), (arch, sorted(x))
+            else:  # GPT-2's token types: model.py adds them to the embeddings before the positions, HF after
+                relative = "token_type_ids" in x and arch in ("gpt2", "bigcode")
+                assert close(got[name], want[name], keep, relative), (arch, name, sorted(x))

@@ -218,6 +218,8 @@ Parameters keep their Hugging Face state-dict names; LoRA weights are `<target>.
           if kv_paths else []),
         f"MLM = {cm.model_class.endswith('ForMaskedLM')!r}",
         f"LOSS = {hf_forward.constants(cm)['LOSS']!r}  # the loss Hugging Face computes from labels (hf_loss)",
+        *([f"HIDDEN_LAYERS = {hf_forward.constants(cm)['HIDDEN_LAYERS']!r}  # whose inputs and outputs are "
+           "hidden_states"] if "HIDDEN_LAYERS" in hf_forward.constants(cm) else []),
     ]
     imports = ("import json\nimport os\nfrom dataclasses import dataclass, fields\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
                f"{SAFETENSORS_IMPORT.format(file='model.py', names='load_file')}")

@@ -187,10 +187,14 @@ def build(cm) -> Program:
 
 def _optional_inputs(prog: Program) -> None:
     """An input the captured graph computes when it is not given (position_ids): every scope down to the value
-    HF computes as its default takes it, so the code can write `position_ids if position_ids is not None else …`."""
+    HF computes as its default takes it, so the code can write `position_ids if position_ids is not None else …`
+    (inputs_embeds: the token embedding's lookup, hf_forward.inputs_embeds_node)."""
+    from graphsurgeon.export.hf_forward import inputs_embeds_node
+
+    embeds = inputs_embeds_node(prog.cm)
     made: dict[str, torch.fx.Node] = {}
     for node, scope in list(prog.owner.items()):
-        name = node.meta.get(DEFAULT_OF)
+        name = "inputs_embeds" if node is embeds else node.meta.get(DEFAULT_OF)
         if not name:
             continue
         if name not in made:
@@ -198,6 +202,8 @@ def _optional_inputs(prog: Program) -> None:
         pseudo = made[name]
         prog.defaults[node] = pseudo
         prog.users.setdefault(pseudo, []).append(node)
+        if node is embeds and scope.items == [node]:  # an nn.Embedding: its caller writes the default
+            scope = scope.parent
         while scope is not None:
             if pseudo not in scope.inputs:
                 scope.inputs.append(pseudo)

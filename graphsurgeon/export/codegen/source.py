@@ -124,9 +124,22 @@ def root_section(model: Model) -> Section:
     root.body = body
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
     cached = bool(model.kv_paths)
+    if cached and "logits_to_keep" in hf_forward.forward_inputs(cm, cached):
+        _keep_logits(body, w.arg(hf_forward.lm_head_input(cm)))
     return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached)}",
                          prologue=hf_forward.prologue(cm, cached), epilogue=hf_forward.epilogue(cm, outs, cached),
                          extra_init=extra)
+
+
+def _keep_logits(body: Body, hidden: str) -> None:
+    """Hugging Face's `logits_to_keep`: the head reads the last positions only (0: all), as HF slices before its
+    lm_head (generate's prefill computes the next token's logits, not every position's)."""
+    for ln in body.lines:
+        call = re.search(rf"= (self\.[\w.]+)\({re.escape(hidden)}\)", ln.text)
+        if call and ln.depth == 0:
+            ln.text = ln.text.replace(call.group(0), f"= {call.group(1)}({hidden}[:, -logits_to_keep:])")
+            return
+    raise AssertionError(f"the LM head's call on {hidden} was not written at the top of the forward")
 
 
 def _tied(model: Model) -> bool:

@@ -303,13 +303,14 @@ class FunctionWriter(Statements, Sizes):
 
     # ---- expressions ---------------------------------------------------------------------------
     def _expr(self, st: Stmt) -> lift.Expr:
-        if st.scope is not None:
-            return lift.Expr(self._call(st.scope), lift.CALL)
-        node = st.node
-        if node.op == "call_module":
-            return lift.Expr(f"{self.env.attr(module_of(self.scope).path, str(node.target))}"
-                             f"({', '.join(self.arg(a) for a in node.args)})", lift.CALL)
-        expr = lift.render(self, node, self._config_args(node))
+        if st.scope is not None:  # a layer (nn.Embedding) may make a default: `inputs_embeds = self.wte(input_ids)`
+            expr = lift.Expr(self._call(st.scope), lift.CALL)
+            node = st.scope.outputs[0] if st.scope.key in self.env.leaves and len(st.scope.outputs) == 1 else None
+        elif st.node.op == "call_module":
+            return lift.Expr(f"{self.env.attr(module_of(self.scope).path, str(st.node.target))}"
+                             f"({', '.join(self.arg(a) for a in st.node.args)})", lift.CALL)
+        else:
+            expr, node = lift.render(self, st.node, self._config_args(st.node)), st.node
         if node in self.prog.defaults:  # Hugging Face's default of an optional input: the input when given
             given = self.arg(self.prog.defaults[node])
             expr = lift.Expr(f"{given} if {given} is not None else {expr.text}", 1)

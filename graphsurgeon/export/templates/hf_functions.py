@@ -20,6 +20,32 @@ class ModelOutput(dict):
         return tuple(self.values())
 
 
+class HiddenStates:
+    """Hugging Face's `hidden_states` (output_hidden_states=True), recorded by forward hooks while the model runs:
+    the first layer's input, every layer's output, the last one replaced by the final hidden state (the output of
+    the module that runs the layers, after its final norm where it has one)."""
+
+    def __init__(self, model: nn.Module, layers: list[str], final: str = "") -> None:
+        self.states: list[torch.Tensor] = []
+        self.final: torch.Tensor | None = None
+        self.hooks = [model.get_submodule(path).register_forward_hook(self._layer) for path in layers]
+        if final:
+            self.hooks.append(model.get_submodule(final).register_forward_hook(self._final))
+
+    def _layer(self, module: nn.Module, args: tuple, output) -> None:
+        if not self.states:
+            self.states.append(args[0])
+        self.states.append(output[0] if isinstance(output, tuple) else output)
+
+    def _final(self, module: nn.Module, args: tuple, output) -> None:
+        self.final = output[0] if isinstance(output, tuple) else output
+
+    def result(self, final: torch.Tensor | None = None) -> tuple:
+        for hook in self.hooks:
+            hook.remove()
+        return tuple(self.states[:-1]) + (self.final if final is None else final,)
+
+
 def find_packed_sequence_indices(position_ids: torch.Tensor) -> torch.Tensor:
     """[batch, seq] -> which packed sequence each token is in: a new one starts wherever positions do not go up by 1."""
     step = torch.diff(position_ids, prepend=position_ids[:, :1] - 1, dim=-1)

@@ -63,9 +63,10 @@ def generate(
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else eos[0] if eos else 0
     positions = "position_ids" in self.forward.__code__.co_varnames
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in self.forward.__code__.co_varnames else {}  # the last only
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # left padding: 0 first
     extra = {"position_ids": position_ids} if positions else {}
-    out = self(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
+    out = self(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra, **keep)
     tokens = input_ids
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for step in range(max_new_tokens):
@@ -89,5 +90,6 @@ def generate(
             past_key_values=out["past_key_values"],
             use_cache=True,
             **extra,
+            **keep,
         )
     return tokens
