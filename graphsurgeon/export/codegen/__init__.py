@@ -156,14 +156,24 @@ def _instance_lines(gen: GeneratedModel, path: str) -> list[tuple[str, tuple]]:
 
 def _align(lines: list[str], own: list[tuple[str, tuple]], blocks: list[tuple]) -> list[tuple]:
     """Give each line of the class text the blocks of the same line in one instance (in order)."""
-    out, j = list(blocks), 0
+    out, j, carry = list(blocks), 0, None
     for i, line in enumerate(lines):
-        text = line.split("  # ")[0].strip()
+        text = _squeeze(line.split("  # ")[0])
         for k in range(j, len(own)):
-            if own[k][0] == text:
+            mine = _squeeze(own[k][0])
+            if mine == text or (text[-1:] in ("(", "[", "{") and len(text) > 8 and mine.startswith(text)):
                 out[i], j = own[k][1], k + 1
+                carry = own[k][1] if mine != text else None  # a statement the layout split: its other lines too
                 break
+        else:
+            if carry is not None and not line.strip().startswith("#"):
+                out[i] = carry
     return out
+
+
+def _squeeze(text: str) -> str:
+    """A line compared whatever its layout: no whitespace, double quotes."""
+    return re.sub(r"\s+", "", text).replace("'", '"')
 
 
 def _first_path(gen: GeneratedModel, sec: Section) -> str | None:

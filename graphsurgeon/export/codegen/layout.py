@@ -74,7 +74,7 @@ def _double_quotes(line: str, tokens: list[tokenize.TokenInfo]) -> str:
 
 def _fit(line: str, tokens: list[tokenize.TokenInfo]) -> list[str]:
     """The statement on one line if it fits, else its comment above it and the code split at its last bracket."""
-    if len(line) <= LINE_LENGTH:
+    if len(line) <= LINE_LENGTH or tokens[0].type == tokenize.COMMENT:  # a comment line stays as it is
         return [line]
     indent = line[: len(line) - len(line.lstrip())]
     comment = next((t for t in tokens if t.type == tokenize.COMMENT), None)

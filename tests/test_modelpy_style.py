@@ -1,0 +1,136 @@
+"""model.py reads as HF's modeling code reads: pyflakes-clean, stable under `ruff format --line-length 119`
+(transformers' own line length), no machine names (`func`, `self_`, `mul`, `_2`) where HF's source has none, HF's
+helpers (`rotate_half`, `apply_rotary_pos_emb`), a name rebound the way HF rebinds it, no dead buffers. The files
+train.py copies into the folder are checked the same way."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pyflakes_api = pytest.importorskip("pyflakes.api")
+ruff_main = pytest.importorskip("ruff.__main__")
+
+from graphsurgeon.capture import capture  # noqa: E402
+from graphsurgeon.export.codegen import model_source  # noqa: E402
+from graphsurgeon.export.templates import __file__ as templates_init  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import model_zoo  # noqa: E402
+from surgery_models import ARCHS, shared  # noqa: E402
+
+SUITE = [a for a in ARCHS if a != "roberta"] + ["gpt_neox"]  # gpt_neox: a fused, per-head interleaved qkv
+TEMPLATES = Path(templates_init).parent
+COPIED = ["train.py", "train_data.py", "train_save.py", "lora_math.py"]  # written into the folder as they are
+MACHINE = re.compile(r"^(func|self_|mul|slice_|cat|neg|view|add|getitem)$|_\d+$")
+# known gaps, asserted exactly (a fix or a new machine name fails): OPT's default position ids (HF rebinds
+# position_ids inside `if position_ids is None:`, a block model.py does not write); GPT-NeoX's partial rotary (the
+# frames inside apply_rotary_pos_emb are lost at capture, so q_rot / q_pass have no source names)
+KNOWN_GAPS = {"opt": {"position_ids_2"}, "gpt_neox": {"add_2", "slice_", "slice__2", "slice__3", "slice__4"}}
+
+
+@functools.lru_cache(maxsize=None)
+def source_and_model(arch: str) -> tuple[str, type]:
+    if arch == "gpt_neox":
+        model = model_zoo.build("gpt_neox", attn="sdpa")
+        return model_source(capture(model)), type(model)
+    cm = shared(arch)
+    import surgery_models
+
+    return model_source(cm), getattr(__import__("transformers"), surgery_models.CONFIGS[arch][3])
+
+
+def hf_names(model_cls: type) -> set[str]:
+    """Every identifier in the Hugging Face modeling module of `model_cls` (and its base classes' modules)."""
+    out: set[str] = set()
+    for cls in model_cls.__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is None or not cls.__module__.startswith("transformers"):
+            continue
+        out |= set(re.findall(r"\b[A-Za-z_]\w*\b", inspect.getsource(module)))
+    return out
+
+
+def template_names() -> set[str]:
+    """Names the templates define (model.py's own helpers: generate, hf_loss, read_weights …)."""
+    out: set[str] = set()
+    for path in TEMPLATES.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                out.add(node.name)
+    return out
+
+
+def pyflakes_messages(text: str, name: str) -> list[str]:
+    from pyflakes.reporter import Reporter
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    pyflakes_api.check(text, name, Reporter(out, err))
+    return (out.getvalue() + err.getvalue()).splitlines()
+
+
+def ruff_format_diff(text: str, name: str) -> str:
+    """What ruff format would change ("" when the text is stable)."""
+    result = subprocess.run([ruff_main.find_ruff_bin(), "format", "--line-length", "119", "--diff",
+                             "--stdin-filename", name, "-"], input=text, capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stderr
+    return result.stdout if result.returncode else ""
+
+
+@pytest.mark.parametrize("arch", SUITE)
+def test_model_py_is_clean_formatted_and_named_as_hf_names(arch):
+    text, model_cls = source_and_model(arch)
+    assert pyflakes_messages(text, "model.py") == []
+    assert ruff_format_diff(text, "model.py") == ""
+    tree = ast.parse(text)
+    ours = template_names()
+    hf = hf_names(model_cls)
+    bad = set()
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name in ours:
+            continue
+        for sub in ast.walk(node):
+            names = []
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                names.append(sub.id)
+            elif isinstance(sub, ast.arg):
+                names.append(sub.arg)
+            elif isinstance(sub, ast.FunctionDef):
+                names.append(sub.name)
+            bad |= {n for n in names if MACHINE.search(n) and n not in hf}
+    assert bad == KNOWN_GAPS.get(arch, set()), f"{arch}: machine names in model.py: {sorted(bad)}"
+
+
+def test_llama_reads_as_hf_writes_it():
+    """HF's helpers under HF's names, forward parameters in HF's order, rebinding as HF rebinds, no dead buffer."""
+    text, _ = source_and_model("llama")
+    assert "def rotate_half(x" in text and "x1 = x[..., : x.shape[-1] // 2]" in text
+    assert "    query_states = query_states * cos + rotate_half(query_states) * sin" in text
+    assert re.search(r"^def apply_rotary_pos_emb\(query_states, key_states, cos, sin\):\n"
+                     r"    cos = cos\.unsqueeze\(1\)", text, re.M)
+    assert "    def forward(self, hidden_states, cos, sin, attention_mask):" in text  # LlamaAttention, as declared
+    assert ("        residual = hidden_states\n        hidden_states = self.input_layernorm(hidden_states)"
+            in text)
+    assert "        hidden_states = hidden_states.to(torch.float32)" in text  # RMSNorm rebinds its parameter
+    assert "original_inv_freq" not in text  # read by nothing: neither built nor saved
+
+
+def test_rebinding_and_no_dead_buffers_elsewhere():
+    bert, _ = source_and_model("bert")
+    assert "        hidden_states = self.dense(hidden_states)" in bert  # BertIntermediate: no hidden_states_2
+    assert '"token_type_ids"' not in bert.split("class BertEmbeddings")[1].split("def forward")[0]
+
+
+@pytest.mark.parametrize("name", COPIED)
+def test_copied_scripts_are_clean_and_formatted(name):
+    text = (TEMPLATES / name).read_text(encoding="utf-8")
+    assert pyflakes_messages(text, name) == []
+    assert ruff_format_diff(text, name) == ""
