@@ -186,7 +186,7 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
     from graphsurgeon.surgery import LoRAConfig, add_lora, resolve_targets
     from graphsurgeon.validate import validate_full
 
-    from coverage import _peft, _truth, first
+    from coverage import _peft, _truth, export_diff, first
     from surgery_models import randomize
 
     folder = tmp / model_type
@@ -228,7 +228,7 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         randomize(cm, seed=3)
         ours = first(cm.run(**cm.example_inputs))
         row["peft"] = (ours - first(_peft(reference, cm, truth)(**cm.example_inputs))).abs().max().item()
-    row["export"] = _export(cm, tmp / f"{model_type}-out", ours)
+    row["export"] = export_diff(cm, tmp / f"{model_type}-out", ours)
     bad = [k for k in ("b0", "peft", "export") if row[k] > TOL * (1 + ours.abs().max().item())] + \
         (["columns"] if row["columns"] == "✗" else [])
     row["status"] = "wrong" if bad else "exact"
@@ -257,25 +257,6 @@ def _tiny_model(model_type: str, mha: bool, row: dict):
     with torch.no_grad():
         model(**probe)
     return model, cfg, cls
-
-
-def _export(cm, out: Path, ours) -> float:
-    """Export (with the self-check) and run the written model.py in this process: max |model.py − graph|."""
-    import importlib.util
-
-    import torch
-
-    from graphsurgeon.export import export_folder
-
-    export_folder(cm, out)
-    spec = importlib.util.spec_from_file_location(f"exported_{out.name.replace('-', '_')}", out / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    from coverage import first
-
-    with torch.no_grad():
-        got = first(mod.load_model(str(out)).eval()(**cm.example_inputs))
-    return (got - ours).abs().max().item()
 
 
 def worker() -> None:

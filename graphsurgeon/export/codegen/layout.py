@@ -105,10 +105,10 @@ def _split(code: str, indent: str) -> list[str]:
     return [head] + [f"{inner}{item}," for item in items] + [indent + tail]
 
 
-def _last_close(code: str) -> int | None:
-    """Where the last closing bracket outside strings is."""
-    last, quote, i = None, None, 0
-    while i < len(code):
+def _outside_strings(code: str, stop: int | None = None):
+    """(index, character) of each character of `code` outside string literals, up to `stop` (inclusive)."""
+    quote, i, last = None, 0, len(code) - 1 if stop is None else stop
+    while i <= last:
         c = code[i]
         if quote:
             if c == "\\":
@@ -119,25 +119,21 @@ def _last_close(code: str) -> int | None:
         elif c in "'\"":
             quote = code[i : i + 3] if code[i : i + 3] in ("'''", '"""') else c
             i += len(quote) - 1
-        elif c in _CLOSE:
-            last = i
+        else:
+            yield i, c
         i += 1
-    return last
+
+
+def _last_close(code: str) -> int | None:
+    """Where the last closing bracket outside strings is."""
+    return max((i for i, c in _outside_strings(code) if c in _CLOSE), default=None)
 
 
 def _matching_open(code: str, close: int) -> int | None:
     """Where the bracket closed at `close` opens."""
-    quote, opens, i = None, [], 0
-    while i <= close:
-        c = code[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c in _OPEN:
+    opens = []
+    for i, c in _outside_strings(code, close):
+        if c in _OPEN:
             opens.append(i)
         elif c in _CLOSE:
             if not opens:
@@ -145,30 +141,20 @@ def _matching_open(code: str, close: int) -> int | None:
             start = opens.pop()
             if i == close:
                 return start
-        i += 1
     return None
 
 
 def _top_level_items(body: str) -> list[str]:
     """The comma-separated items of a bracket's contents (commas inside brackets and strings do not split)."""
-    items, depth, quote, start, i = [], 0, None, 0, 0
-    while i < len(body):
-        c = body[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c in _OPEN:
+    items, depth, start = [], 0, 0
+    for i, c in _outside_strings(body):
+        if c in _OPEN:
             depth += 1
         elif c in _CLOSE:
             depth -= 1
         elif c == "," and depth == 0:
             items.append(body[start:i].strip())
             start = i + 1
-        i += 1
     rest = body[start:].strip()
     if rest:
         items.append(rest)
