@@ -64,7 +64,9 @@ def test_numbered_children_sequential_and_lists_in_a_block(tmp_path_factory):
         f"layers.{i}.{m}" for i in range(2) for m in ("attn.qkv.0", "attn.qkv.2", "ffn.0"))
     code = (folder / "model.py").read_text()
     assert "self.ffn = nn.Sequential(LoRALinear(32, 64, r=2, scaling=2.0), nn.GELU(), nn.Linear(64, 32))" in code
-    assert re.search(r"self\.qkv = nn\.ModuleList\(\[LoRALinear\(32, 32.*\), nn\.Linear\(32, 32\), LoRALinear", code)
+    # (laid out over several lines as ruff format would: the list is longer than a line)
+    assert re.search(r"self\.qkv = nn\.ModuleList\(\s*\[LoRALinear\(32, 32.*?\), nn\.Linear\(32, 32\), LoRALinear", code,
+                     re.S)
     assert re.search(r"class Gate\w*\(nn\.ModuleList\):", code)
     assert 'self.add_module("1", nn.Linear(32, 32, bias=False))' in code
     assert not re.search(r"self\.\d", code)

@@ -103,7 +103,9 @@ def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None 
         raise CaptureError(f"capturing a plain {type(module).__name__} needs example_inputs={{name: tensor}}.")
     gm, dims, outputs = export_module(module, example_inputs, dynamic=dynamic, name=type(module).__name__)
     meta_dev = any(p.is_meta for p in module.parameters())
-    note = seq_bound_note(dims)  # a range torch.export refused, and the one used
+    # a range torch.export refused and the one used; a dim fixed by the code only where the caller named it dynamic
+    # (the guessed dims of a plain module's inputs, such as the features of a [batch, 4] input, are not news)
+    note = seq_bound_note(dims, fixed=dynamic is not None)
     return CapturedModel(
         gm=gm, dims=dims, model_class=type(module).__name__, source_name="<module>",
         weights="meta" if meta_dev else "real", input_names=list(example_inputs), output_names=outputs,

@@ -169,10 +169,11 @@ def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, i
                                    prefer_deferred_runtime_asserts_over_guards=deferred)
 
 
-def seq_bound_note(dims: DimNames) -> str:
-    """One line on the dims not captured as first tried: fixed by the model's code, or another range ("" if none)."""
+def seq_bound_note(dims: DimNames, fixed: bool = True) -> str:
+    """One line on the dims not captured as first tried: fixed by the model's code (when `fixed`), or another range
+    ("" if none)."""
     notes = [f"{n} is fixed at {v}: the model's code does not allow another {n} length"
-             for n, v in getattr(dims, "static", {}).items()]
+             for n, v in getattr(dims, "static", {}).items() if fixed]
     return "; ".join(notes + list(getattr(dims, "retries", [])))
 
 

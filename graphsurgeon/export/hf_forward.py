@@ -203,8 +203,9 @@ def _embeds_and_states(cm) -> list[str]:
         if adds_token_types(cm):
             table = "self." + module_of(embeds)[0]
             lines += ["if token_type_ids is not None:  # Hugging Face looks token types up in the token embedding",
-                      f"    inputs_embeds = ({table}(input_ids) if inputs_embeds is None else inputs_embeds) + "
-                      f"{table}(token_type_ids.view(input_ids.shape))"]
+                      "    if inputs_embeds is None:",
+                      f"        inputs_embeds = {table}(input_ids)",
+                      f"    inputs_embeds = inputs_embeds + {table}(token_type_ids.view(input_ids.shape))"]
     if hidden_layers(cm) is not None:
         final = hidden_layers(cm)[1]
         lines += [f"recorded = HiddenStates(self, HIDDEN_LAYERS, {final!r}) if output_hidden_states else None"]

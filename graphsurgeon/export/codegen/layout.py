@@ -10,6 +10,7 @@ a trailing comma. Statements already spread over several lines (docstrings, the 
 from __future__ import annotations
 
 import io
+import re
 import tokenize
 
 LINE_LENGTH = 119  # transformers' pyproject.toml: [tool.ruff] line-length = 119
@@ -29,8 +30,9 @@ def format_lines(lines: list[str]) -> list[list[str]]:
         if i not in single:
             out.append([line])
             continue
-        line = _double_quotes(line, single[i])
-        out.append(_fit(line, single[i]))
+        line = _hug_powers(_double_quotes(line, single[i]), single[i])
+        line = _space_slices_before_comment(line)
+        out.append(_fit(line, _line_tokens(line)))
     return out
 
 
@@ -72,6 +74,115 @@ def _double_quotes(line: str, tokens: list[tokenize.TokenInfo]) -> str:
     return line
 
 
+def _hug_powers(line: str, tokens: list[tokenize.TokenInfo]) -> str:
+    """`a ** b` -> `a**b` where both operands are simple (a name, a number or a dotted name, with an optional unary
+    minus), as ruff format writes powers."""
+    toks = [t for t in tokens if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT)]
+    for k in range(len(toks) - 2, 0, -1):
+        if toks[k].string != "**" or not (_simple_operand(toks, k, -1) and _simple_operand(toks, k, 1)):
+            continue
+        a, b = toks[k - 1].end[1], toks[k + 1].start[1]
+        line = line[:a] + "**" + line[b:]
+    return line
+
+
+def _line_tokens(line: str) -> list[tokenize.TokenInfo]:
+    """The tokens of one single-line statement (positions in `line`)."""
+    skip = (tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+    return [t for t in tokenize.generate_tokens(io.StringIO(line + "\n").readline) if t.type not in skip]
+
+
+def _space_slices_before_comment(line: str) -> str:
+    """The slices of the statement's code spaced as ruff spaces them (its comment left as written)."""
+    comment = next((t for t in _line_tokens(line) if t.type == tokenize.COMMENT), None)
+    code = line if comment is None else line[: comment.start[1]]
+    body = code.rstrip()
+    return _space_slices(body) + line[len(body):]
+
+
+def _space_slices(code: str) -> str:
+    """A slice's colons spaced as ruff spaces them: `x[a.b : c]`, `x[: n + 1]`, `x[f(1) :]` where a bound is more
+    than a name or a number (with its minus), `x[1:n]`, `x[:-1]` where every bound is one."""
+    out, i = [], 0
+    while i < len(code):
+        c = code[i]
+        if c in "'\"":
+            end = _string_end(code, i)
+            out.append(code[i:end])
+            i = end
+            continue
+        if c == "[":
+            close = _matching_close(code, i)
+            if close is None:
+                return "".join(out) + code[i:]
+            inner = _space_slices(code[i + 1 : close])
+            before = "".join(out).rstrip()[-1:]
+            if before and (before.isalnum() or before in "_)]\"'") and "lambda" not in inner:
+                inner = ", ".join(_spaced_slice(item) for item in _top_level_split(inner, ","))
+            out.append("[" + inner + "]")
+            i = close + 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _spaced_slice(item: str) -> str:
+    """One subscript item; a slice gets spaces around its colons when a bound is not simple."""
+    bounds = _top_level_split(item, ":")
+    if len(bounds) == 1 or all(not b or re.fullmatch(r"-?\w+(\.\d+)?", b) for b in bounds):
+        return ":".join(bounds)
+    text = bounds[0]
+    for b in bounds[1:]:
+        text = (text + " :" if text else ":") + (" " + b if b else "")
+    return text
+
+
+def _string_end(code: str, i: int) -> int:
+    """Where the string literal opening at `i` ends (just after its closing quote)."""
+    quote = code[i : i + 3] if code[i : i + 3] in ("'''", '"""') else code[i]
+    j = i + len(quote)
+    while j < len(code):
+        if code[j] == "\\":
+            j += 2
+        elif code.startswith(quote, j):
+            return j + len(quote)
+        else:
+            j += 1
+    return len(code)
+
+
+def _matching_close(code: str, open_: int) -> int | None:
+    """Where the bracket opened at `open_` closes."""
+    depth = 0
+    for i, c in _outside_strings(code):
+        if i < open_:
+            continue
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _simple_operand(toks: list[tokenize.TokenInfo], op: int, step: int) -> bool:
+    """Whether the operand on the `step` side (-1 left, 1 right) of the operator at `op` is a simple one."""
+    i = op + step
+    if step == 1 and toks[i].string == "-" and i + 1 < len(toks):
+        i += 1
+    while True:  # a dotted name, read away from the operator
+        if toks[i].type not in (tokenize.NAME, tokenize.NUMBER):
+            return False
+        nxt = i + step
+        if 0 <= nxt < len(toks) and toks[nxt].string == "." and 0 <= nxt + step < len(toks):
+            i = nxt + step
+            continue
+        after = toks[nxt].string if 0 <= nxt < len(toks) else ""
+        return after not in ((")", "]", ".") if step == -1 else ("(", "[", "."))
+
+
 def _fit(line: str, tokens: list[tokenize.TokenInfo]) -> list[str]:
     """The statement on one line if it fits, else its comment above it and the code split at its last bracket."""
     if len(line) <= LINE_LENGTH or tokens[0].type == tokenize.COMMENT:  # a comment line stays as it is
@@ -85,7 +196,35 @@ def _fit(line: str, tokens: list[tokenize.TokenInfo]) -> list[str]:
         above = [indent + comment.string]
     if len(code) <= LINE_LENGTH:
         return above + [code]
-    return above + _split(code, indent)
+    return above + (_split_chain(code, indent) or _split(code, indent))
+
+
+def _split_chain(code: str, indent: str) -> list[str] | None:
+    """`target = a(x).b(y).c(z)` (two or more calls chained after a bracket, nothing else at the top level) as ruff
+    writes it: the value in parentheses on its own line, or one link of the chain per line when that is too long."""
+    eq = next((i for i, c in _outside_strings(code) if c == "=" and code[i - 1] not in "=<>!+-*/%&|^@:"
+               and code[i + 1 : i + 2] != "="), None)
+    if eq is None or any(c in _OPEN for i, c in _outside_strings(code[:eq])):
+        return None
+    target, value = code[:eq].rstrip(), code[eq + 1 :].strip()
+    links, depth, start = [], 0, 0
+    for i, c in _outside_strings(value):
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+        elif depth == 0 and c == "." and value[i - 1] in _CLOSE:
+            links.append(value[start:i])
+            start = i
+        elif depth == 0 and (c in "+-*/%<>=!&|^@~," or c == " "):
+            return None  # an operator (or a keyword) at the top level: not a plain chain
+    links.append(value[start:])
+    if len(links) < 3:
+        return None
+    inner = indent + "    "
+    if len(inner) + len(value) <= LINE_LENGTH:
+        return [f"{target} = (", inner + value, indent + ")"]
+    return [f"{target} = ("] + [inner + link for link in links] + [indent + ")"]
 
 
 def _split(code: str, indent: str) -> list[str]:
@@ -146,16 +285,19 @@ def _matching_open(code: str, close: int) -> int | None:
 
 def _top_level_items(body: str) -> list[str]:
     """The comma-separated items of a bracket's contents (commas inside brackets and strings do not split)."""
-    items, depth, start = [], 0, 0
+    items = _top_level_split(body, ",")
+    return items[:-1] if items and not items[-1] else items
+
+
+def _top_level_split(body: str, sep: str) -> list[str]:
+    """`body` split at each `sep` outside brackets and strings, each part stripped."""
+    parts, depth, start = [], 0, 0
     for i, c in _outside_strings(body):
         if c in _OPEN:
             depth += 1
         elif c in _CLOSE:
             depth -= 1
-        elif c == "," and depth == 0:
-            items.append(body[start:i].strip())
+        elif c == sep and depth == 0:
+            parts.append(body[start:i].strip())
             start = i + 1
-    rest = body[start:].strip()
-    if rest:
-        items.append(rest)
-    return items
+    return parts + [body[start:].strip()]
