@@ -207,16 +207,12 @@ def _split_chain(code: str, indent: str) -> list[str] | None:
     if eq is None or any(c in _OPEN for i, c in _outside_strings(code[:eq])):
         return None
     target, value = code[:eq].rstrip(), code[eq + 1 :].strip()
-    links, depth, start = [], 0, 0
-    for i, c in _outside_strings(value):
-        if c in _OPEN:
-            depth += 1
-        elif c in _CLOSE:
-            depth -= 1
-        elif depth == 0 and c == "." and value[i - 1] in _CLOSE:
+    links, start = [], 0
+    for i, c in _top_level(value):
+        if c == "." and value[i - 1] in _CLOSE:
             links.append(value[start:i])
             start = i
-        elif depth == 0 and (c in "+-*/%<>=!&|^@~," or c == " "):
+        elif c in "+-*/%<>=!&|^@~, ":
             return None  # an operator (or a keyword) at the top level: not a plain chain
     links.append(value[start:])
     if len(links) < 3:
@@ -291,13 +287,21 @@ def _top_level_items(body: str) -> list[str]:
 
 def _top_level_split(body: str, sep: str) -> list[str]:
     """`body` split at each `sep` outside brackets and strings, each part stripped."""
-    parts, depth, start = [], 0, 0
-    for i, c in _outside_strings(body):
+    parts, start = [], 0
+    for i, c in _top_level(body):
+        if c == sep:
+            parts.append(body[start:i].strip())
+            start = i + 1
+    return parts + [body[start:].strip()]
+
+
+def _top_level(code: str):
+    """(index, character) of each character of `code` outside strings and brackets (brackets not included)."""
+    depth = 0
+    for i, c in _outside_strings(code):
         if c in _OPEN:
             depth += 1
         elif c in _CLOSE:
             depth -= 1
-        elif c == sep and depth == 0:
-            parts.append(body[start:i].strip())
-            start = i + 1
-    return parts + [body[start:].strip()]
+        elif depth == 0:
+            yield i, c
