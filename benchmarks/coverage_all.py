@@ -204,7 +204,7 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         targets = resolve_targets(cm, roles, "all")
     except GraphsurgeonError as err:  # no attention: the model's own targets, as the sentence names them
         named = re.search(r"LoRA targets: ([\w, ]+) \(pass them", str(err))
-        if not named:
+        if not named or " has no attention " not in str(err):  # an attention whose q/v cannot be adapted: refused
             raise
         roles = tuple(n.strip() for n in named.group(1).split(",") if n.strip() != "lm_head")[:2]
         targets = resolve_targets(cm, roles, "all")

@@ -76,8 +76,9 @@ class Stack(nn.Module):
 
 
 def build(block) -> nn.Module:
+    """`block` in a Stack (a class with `whole_model` set is the model itself), biases made non-zero."""
     torch.manual_seed(0)
-    model = Stack(block).eval()
+    model = (block() if getattr(block, "whole_model", False) else Stack(block)).eval()
     with torch.no_grad():  # biases non-zero: a bias lost or doubled shows
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -169,6 +170,43 @@ class BmmAttention(QKV):
         return torch.bmm(v.transpose(1, 2), probs.transpose(1, 2)).transpose(1, 2).reshape(b, h, t, d)
 
 
+class SinkAttention(QKV):
+    """A learnt sink score per head concatenated after the keys' scores (`cat`), the row maximum subtracted, the
+    sink's column sliced off the probabilities (MiMo-V2-Flash, GPT-OSS eager)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sinks = nn.Parameter(torch.randn(H))
+
+    def core(self, q, k, v):
+        b, _, t, _ = q.shape
+        scores = q @ k.transpose(2, 3) * (D // H) ** -0.5
+        scores = scores + torch.full((t, t), float("-inf"), device=q.device).triu(1)
+        scores = torch.cat([scores, self.sinks.reshape(1, -1, 1, 1).expand(b, -1, t, -1)], dim=-1)
+        probs = (scores - scores.max(dim=-1, keepdim=True).values).softmax(-1)
+        return probs[..., :-1] @ v
+
+
+class RoutedQAttention(QKV):
+    """q from a mixture of experts (JetMoE's mixture of attention heads): a router picks one expert per token, the
+    tokens sorted by expert go through that expert's weight, and their rows are summed back with index_add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = nn.Linear(D, 2)
+        self.experts = nn.Parameter(torch.randn(2, D, D) * D ** -0.5)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        flat = x.reshape(-1, D)
+        weight, top = self.router(flat).softmax(-1).topk(1, dim=-1)
+        order = top[:, 0].argsort()
+        rows = torch.einsum("nd,nod->no", flat[order], self.experts[top[order, 0]]) * weight[order]
+        q = heads(torch.zeros_like(flat).index_add(0, order, rows).view(b, t, D))
+        k, v = heads(self.k(x)), heads(self.v(x))
+        return x + self.o(merge(nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)))
+
+
 # ---- 3: projections that are 1×1 convolutions ----------------------------------------------------------------------
 class ConvAttention(nn.Module):
     """q, k, v as kernel-1 nn.Conv1d over [batch, channels, seq] (q grouped), as convolutional models write them."""
@@ -206,3 +244,54 @@ class FusedConvAttention(ConvAttention):
         q, k, v = (y.reshape(b, H, D // H, t).transpose(2, 3) for y in self.qkv(x.transpose(1, 2)).chunk(3, dim=1))
         o = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         return x + self.o(merge(o))
+
+
+# ---- 4: one module called with different code per call -------------------------------------------------------------
+class KindRotary(nn.Module):
+    """One rotary module for two kinds of layer: each call names its kind and reads that kind's own inv_freq
+    (Gemma 3, ModernBERT, LFM, MiMo: `self.rotary_emb(x, position_ids, layer_type)`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        half = torch.arange(0, D // H, 2, dtype=torch.float32) / (D // H)
+        self.register_buffer("local_inv_freq", 1.0 / 10.0 ** half, persistent=False)
+        self.register_buffer("global_inv_freq", 1.0 / 1000.0 ** half, persistent=False)
+
+    def forward(self, x, kind: str):
+        t = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
+        freqs = t[:, None] * getattr(self, f"{kind}_inv_freq")[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)  # [seq, head_dim]
+        return emb.cos(), emb.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([-b, a], dim=-1)
+
+
+class RotaryAttention(QKV):
+    """q and k rotated by the cos, sin its caller passes; SDPA."""
+
+    def forward(self, x, cos, sin):
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        return x + self.o(merge(nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)))
+
+
+class KindRotaryModel(nn.Module):
+    """Layer 0 local, layer 1 global: the one rotary module is called twice, each call reading other buffers."""
+
+    whole_model = True
+
+    def __init__(self, vocab: int = 50) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, D)
+        self.rotary = KindRotary()
+        self.layers = nn.ModuleList([RotaryAttention() for _ in range(2)])
+        self.head = nn.Linear(D, vocab)
+
+    def forward(self, input_ids):
+        x = self.emb(input_ids)
+        local, wide = self.rotary(x, "local"), self.rotary(x, "global")
+        x = self.layers[0](x, *local)
+        return self.head(self.layers[1](x, *wide))

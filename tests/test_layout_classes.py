@@ -79,17 +79,76 @@ def test_numbered_children_sequential_and_lists_in_a_block(tmp_path_factory):
         assert (out(model(**x)) - want).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("block", ["EinsumAttention", "InPlaceAttention", "BmmAttention"])
+@pytest.mark.parametrize("block", ["EinsumAttention", "InPlaceAttention", "BmmAttention", "SinkAttention"])
 def test_attention_cores_by_structure(block, tmp_path_factory):
     """einsum on both sides of the softmax; div_, += relative-position bias, masked_fill_ in the scores and mul_ on
-    the probabilities; bmm with the probabilities as the second operand: q, k and v are each the module the model
-    calls q, k, v (LoRA on all three), and model.py equals PEFT."""
+    the probabilities; bmm with the probabilities as the second operand; a sink column concatenated to the scores
+    and sliced off the probabilities: q, k and v are each the module the model calls q, k, v (LoRA on all three),
+    and model.py equals PEFT."""
     module, cm, folder = exported(block, ("q", "k", "v"), str(tmp_path_factory.mktemp(block)))
     assert sorted((b.target.role, b.target.module) for b in cm.loras.values()) == sorted(
         (r, f"layers.{i}.{r}") for i in range(2) for r in "qkv")
+    assert all(b.target.attention for b in cm.loras.values())  # found behind its attention, not by name
     x = ids(3, 7, 1)
     with torch.no_grad():
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_q_from_routed_experts_is_refused_with_its_reason():
+    """q summed back by index_add from the experts a router chose: no one weight holds its columns, and the sentence
+    says so (not "no projection feeds it"); k and v of the same attention are still found."""
+    from graphsurgeon.errors import GraphsurgeonError
+    from graphsurgeon.surgery import resolve_targets
+
+    cm = capture_module(lc.build(lc.RoutedQAttention), ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    with pytest.raises(GraphsurgeonError) as err:
+        resolve_targets(cm, ("q",), "all")
+    text = str(err.value)
+    assert "the q of its attention (layers.0) cannot be isolated: it is a mixture of experts" in text, text
+    assert "summed back by index_add" in text and "\n" not in text
+    assert [t.module for t in resolve_targets(cm, ("k", "v"), "all")] == [
+        f"layers.{i}.{r}" for i in range(2) for r in "kv"]
+
+
+def test_a_module_called_with_other_code_per_call(tmp_path_factory):
+    """One rotary module called once per layer kind, each call reading its own inv_freq (Gemma 3's layer_type): one
+    class cannot run both, so each call is written where it is called, reading that kind's buffer; model.py equals
+    PEFT (before: one class for both calls, every local layer rotated with the global frequencies)."""
+    module, cm, folder = exported("KindRotaryModel", ("q", "v"), str(tmp_path_factory.mktemp("kinds")))
+    code = (folder / "model.py").read_text()
+    assert "self.rotary.local_inv_freq" in code and "self.rotary.global_inv_freq" in code
+    assert not re.search(r"class KindRotary\d", code)
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_hf_rotary_per_layer_type_and_a_prediction_head(tmp_path):
+    """ModernBERT-decoder: one rotary module called once per layer type (its own theta each) and a causal LM whose
+    LM head is the last Linear after a prediction head (dense, norm): model.py equals PEFT (the HF model with the
+    same A, B), and `logits_to_keep=1` slices before the prediction head as HF does (it equals HF's)."""
+    import transformers as tf
+
+    from graphsurgeon.capture import capture
+
+    config = tf.ModernBertDecoderConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, vocab_size=64, max_position_embeddings=32,
+                                        layer_types=["full_attention", "sliding_attention"], local_attention=8,
+                                        pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
+    torch.manual_seed(0)
+    model = tf.ModernBertDecoderForCausalLM(config).eval()
+    cm = capture(model)
+    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    randomize(cm, seed=5)
+    export_folder(cm, tmp_path / "out")
+    code = (tmp_path / "out" / "model.py").read_text()
+    assert ".sliding_attention_inv_freq" in code and ".full_attention_inv_freq" in code
+    ours, by_peft = load_exported(tmp_path / "out"), lc.with_peft(model, cm)
+    x = ids(3, 11, 4)  # longer than the sliding window
+    with torch.no_grad():
+        assert (ours(**x).logits - by_peft(**x).logits).abs().max() <= TOL
+        last = ours(**x, logits_to_keep=1).logits
+        assert last.shape[1] == 1 and (last - by_peft(**x, logits_to_keep=1).logits).abs().max() <= TOL
 
 
 # model type -> (class, tiny config, the attributes its q, k, v projections have: the model's own names). T5's

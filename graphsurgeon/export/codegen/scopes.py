@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
-from graphsurgeon.export.codegen import fastpath, lift, names, packing, signatures
+from graphsurgeon.export.codegen import call_kinds, fastpath, lift, names, packing, signatures
 from graphsurgeon.graph.hf_meta import DEFAULT_OF
 from graphsurgeon.graph.tidy import PRECISION
 
@@ -179,6 +179,8 @@ def build(cm) -> Program:
         prog.users[node] = users
     for node in [n for n in prog.soft if n in prog.owner and not prog.users.get(n)]:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
+    for scope in call_kinds.unalike(prog):  # one module called with different code: written where it is called
+        _flatten(prog, scope)
     _settle(prog, prog.root)
     _optional_inputs(prog)
     packing.thread(prog)

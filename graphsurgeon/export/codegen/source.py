@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from graphsurgeon.export.codegen.classes import ClassDef, FunctionDef, Model
 from graphsurgeon.export.codegen.scopes import lora_export_name
 from graphsurgeon.export.codegen.body import Body
@@ -125,19 +127,36 @@ def root_section(model: Model) -> Section:
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
     cached = bool(model.kv_paths)
     if cached and "logits_to_keep" in hf_forward.forward_inputs(cm, cached):
-        _keep_logits(body, w.arg(hf_forward.lm_head_input(cm)))
+        _keep_logits(body, w.arg(_at_top(model, hf_forward.lm_head_input(cm))))
     return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached)}",
                          prologue=hf_forward.prologue(cm, cached), epilogue=hf_forward.epilogue(cm, outs, cached),
                          extra_init=extra)
+
+
+def _at_top(model: Model, hidden):
+    """The value the model's own forward passes on towards the LM head: `hidden` itself, or the input of the module
+    call it is made in (a prediction head whose last Linear is the LM head: ModernBERT-decoder's dense, norm)."""
+    hidden = model.prog.rep(hidden)
+    scope = model.prog.owner.get(hidden)
+    while scope is not None and scope.parent is not None and scope.parent.kind != "root":
+        scope = scope.parent
+    if scope is None or scope.kind == "root":
+        return hidden
+    return next((v for v in scope.inputs if _dims(v) == 3), hidden)  # none: the backbone itself made it
+
+
+def _dims(node) -> int:
+    val = node.meta.get("val")
+    return val.dim() if isinstance(val, torch.Tensor) else -1
 
 
 def _keep_logits(body: Body, hidden: str) -> None:
     """Hugging Face's `logits_to_keep`: the head reads the last positions only (0: all), as HF slices before its
     lm_head (generate's prefill computes the next token's logits, not every position's)."""
     for ln in body.lines:
-        call = re.search(rf"= (self\.[\w.]+)\({re.escape(hidden)}\)", ln.text)
+        call = re.search(rf"(self\.[\w.]+)\({re.escape(hidden)}\)", ln.text)
         if call and ln.depth == 0:
-            ln.text = ln.text.replace(call.group(0), f"= {call.group(1)}({hidden}[:, -logits_to_keep:])")
+            ln.text = ln.text.replace(call.group(0), f"{call.group(1)}({hidden}[:, -logits_to_keep:])")
             return
     raise AssertionError(f"the LM head's call on {hidden} was not written at the top of the forward")
 

@@ -19,13 +19,15 @@ SDPA = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
         "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu"}
 PRODUCTS = {"matmul", "bmm", "baddbmm", "einsum"}
 SOFTMAX = {"softmax", "_softmax", "_safe_softmax"}
-# between the QK product and softmax: masks, scale, soft-capping, relative-position terms (added, never gathered)
+# between the QK product and softmax: masks, scale, soft-capping, relative-position terms (added, never gathered),
+# attention sinks (a learnt score column concatenated to the keys' scores: `cat`)
 SCORE_OPS = {"add", "sub", "mul", "div", "masked_fill", "where", "to", "_to_copy", "type_as", "view", "reshape",
              "_unsafe_view", "expand", "clone", "contiguous", "tanh", "dropout", "neg", "float", "clamp",
-             "transpose", "permute"}
-# between softmax and the product with V: casts, dropout, head masks, reshapes
+             "transpose", "permute", "cat"}
+# between softmax and the product with V: casts, dropout, head masks, reshapes, the sink's column sliced off
 PROBS_OPS = {"to", "_to_copy", "type_as", "dropout", "view", "reshape", "_unsafe_view", "masked_fill", "where",
-             "mul", "div", "clone", "contiguous", "expand", "_assert_tensor_metadata", "transpose", "permute"}
+             "mul", "div", "clone", "contiguous", "expand", "_assert_tensor_metadata", "transpose", "permute",
+             "slice"}
 
 
 def step(node: torch.fx.Node) -> str:
@@ -84,7 +86,7 @@ def _scores_product(node, budget: int = 24):
             if op_of(n) in PRODUCTS and len(_shape(n)) >= 3 and operands(n) is not None:
                 return n
             if step(n) in SCORE_OPS:
-                nxt.extend(a for a in n.args if isinstance(a, torch.fx.Node))
+                nxt.extend(n.all_input_nodes)
         frontier = nxt
     return None
 

@@ -251,6 +251,8 @@ def why_untraced(node, lora_adds: set[str] = frozenset()) -> str:
     """Why `node` (an attention operand) has no projection columns of its own, as a clause for a sentence."""
     found, stop = sources(node, lambda n: projection(n) is not None, lora_adds)
     if not found:
+        if stop is not None and op_of(stop).rstrip("_") in SCATTER_ADDS:
+            return _scattered(stop)
         where = f" (it comes from {op_of(stop)} {stop.name})" if stop is not None else ""
         return f"no projection feeds it{where}"
     if len(found) > 1:
@@ -258,6 +260,24 @@ def why_untraced(node, lora_adds: set[str] = frozenset()) -> str:
         return f"it mixes {len(found)} projections ({', '.join(mods[:4])})"
     module = projection(next(iter(found)))["module"]
     return f"the columns of {module} it reads are computed on before they are separated, so no weight rows are its own"
+
+
+SCATTER_ADDS = {"index_add", "scatter_add", "index_put", "scatter_reduce"}  # rows summed back by index
+
+
+def _scattered(stop: torch.fx.Node, budget: int = 400) -> str:
+    """The clause for an operand summed back row by row by index: routed experts when a top-k chose the rows."""
+    seen, todo = set(), [stop]
+    while todo and len(seen) < budget:
+        n = todo.pop()
+        if n in seen or not isinstance(n, torch.fx.Node):
+            continue
+        seen.add(n)
+        if n.op == "call_function" and op_of(n) == "topk":
+            return (f"it is a mixture of experts (each token's rows computed by the experts a router chose, summed back "
+                    f"by {op_of(stop)}), so no one weight holds its columns")
+        todo += list(n.all_input_nodes)
+    return f"it is summed back row by row by {op_of(stop)} ({stop.name}), so no one weight holds its columns"
 
 
 def overlapping(hits: dict[str, dict | None]) -> dict[str, str]:
