@@ -265,11 +265,12 @@ def why_untraced(node, lora_adds: set[str] = frozenset()) -> str:
 SCATTER_ADDS = {"index_add", "scatter_add", "index_put", "scatter_reduce"}  # rows summed back by index
 
 
-def _scattered(stop: torch.fx.Node, budget: int = 400) -> str:
-    """The clause for an operand summed back row by row by index: routed experts when a top-k chose the rows."""
+def _scattered(stop: torch.fx.Node, budget: int = 80) -> str:
+    """The clause for an operand summed back row by row by index: routed experts when a top-k near it (breadth
+    first, a few ops back) chose the rows."""
     seen, todo = set(), [stop]
     while todo and len(seen) < budget:
-        n = todo.pop()
+        n = todo.pop(0)
         if n in seen or not isinstance(n, torch.fx.Node):
             continue
         seen.add(n)
