@@ -172,7 +172,8 @@ class BmmAttention(QKV):
 
 class SinkAttention(QKV):
     """A learnt sink score per head concatenated after the keys' scores (`cat`), the row maximum subtracted, the
-    sink's column sliced off the probabilities (MiMo-V2-Flash, GPT-OSS eager)."""
+    sink's column sliced off the probabilities (MiMo-V2-Flash, GPT-OSS eager); before that the scores are kept
+    above the dtype's minimum (XGLM's `torch.max(scores, finfo.min)`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -182,6 +183,7 @@ class SinkAttention(QKV):
         b, _, t, _ = q.shape
         scores = q @ k.transpose(2, 3) * (D // H) ** -0.5
         scores = scores + torch.full((t, t), float("-inf"), device=q.device).triu(1)
+        scores = torch.max(scores, torch.tensor(torch.finfo(scores.dtype).min, device=q.device))
         scores = torch.cat([scores, self.sinks.reshape(1, -1, 1, 1).expand(b, -1, t, -1)], dim=-1)
         probs = (scores - scores.max(dim=-1, keepdim=True).values).softmax(-1)
         return probs[..., :-1] @ v

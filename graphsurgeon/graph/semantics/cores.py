@@ -20,10 +20,11 @@ SDPA = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
 PRODUCTS = {"matmul", "bmm", "baddbmm", "einsum"}
 SOFTMAX = {"softmax", "_softmax", "_safe_softmax"}
 # between the QK product and softmax: masks, scale, soft-capping, relative-position terms (added, never gathered),
-# attention sinks (a learnt score column concatenated to the keys' scores: `cat`)
+# attention sinks (a learnt score column concatenated to the keys' scores: `cat`), scores kept above the dtype's
+# minimum (XGLM's `torch.max(scores, finfo.min)`)
 SCORE_OPS = {"add", "sub", "mul", "div", "masked_fill", "where", "to", "_to_copy", "type_as", "view", "reshape",
              "_unsafe_view", "expand", "clone", "contiguous", "tanh", "dropout", "neg", "float", "clamp",
-             "transpose", "permute", "cat"}
+             "transpose", "permute", "cat", "max", "maximum", "min", "minimum"}
 # between softmax and the product with V: casts, dropout, head masks, reshapes, the sink's column sliced off
 PROBS_OPS = {"to", "_to_copy", "type_as", "dropout", "view", "reshape", "_unsafe_view", "masked_fill", "where",
              "mul", "div", "clone", "contiguous", "expand", "_assert_tensor_metadata", "transpose", "permute",
