@@ -172,6 +172,7 @@ class FunctionWriter(Statements, Sizes):
         add (as the model's authors write it)."""
         old = self.bound.get(name)
         if self.at < 0 or old is None or self._dead(old) or not isinstance(old, torch.fx.Node) \
+                or self.index.get(old) == self.at \
                 or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
             return
         sem = self.prog.cm.semantics()
