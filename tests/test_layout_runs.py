@@ -58,13 +58,17 @@ def equals_peft(module, cm, folder: Path) -> None:
 def test_projections_reading_a_norm_that_ends_in_a_cast(tmp_path):
     """OLMo / Helium: the norm's last op is `.to(input dtype)`, a cast that changes nothing in float32, and q, v
     have no bias: each is still the wrapped layer (`LoRALinear(..., bias=False)`), not a class of its own that
-    `add_lora` cannot rebuild (before: "'LinearBlock' object has no attribute 'bias'" when model.py ran)."""
+    `add_lora` cannot rebuild (before: "'LinearBlock' object has no attribute 'bias'" when model.py ran), and the
+    norm's output is not returned by the layer as well."""
     module = lc.build(lr.CastNormAttention)
     cm, folder = export(module, ("q", "v"), tmp_path / "out")
     code = (folder / "model.py").read_text()
     assert "self.q = LoRALinear(32, 32, bias=False, r=2, scaling=2.0)" in code
     assert "self.k = nn.Linear(32, 32, bias=False)" in code and "class LinearBlock" not in code
     assert not re.search(r"^class \w+\(nn\.Module\):\n    \"\"\"\w+ \(layers\.0\)", code, re.MULTILINE)  # one layer class
+    layer = code[code.index("class CastNormAttention("):]
+    layer = layer[:layer.index("\n\n\nclass ")]  # the norm's output is no output of the layer (only its q, k, v read it)
+    assert re.search(r"\n        return \w+\Z", layer), layer
     equals_peft(module, cm, folder)
 
 
