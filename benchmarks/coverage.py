@@ -147,7 +147,12 @@ def _truth(reference, model_type: str, cm, targets) -> dict:
     names = PEFT_TARGETS.get(model_type, [])  # a type PEFT's table lacks: the leaf names of the targets found
     if not isinstance(names, str):
         names = list(dict.fromkeys(list(names) + [t.module.rsplit(".", 1)[-1] for t in targets]))
-    calls = row_sources(reference, names, inputs)
+    try:
+        calls = row_sources(reference, names, inputs)
+    except (IndexError, RuntimeError):  # a model that cannot run one token (Funnel pools the sequence): the
+        # capture's own example, its first row
+        inputs = {k: v[:1] for k, v in cm.example_inputs.items() if isinstance(v, torch.Tensor)}
+        calls = row_sources(reference, names, inputs)
     paths = [module_of(attn)[0] for attn, _ in attention_operands(cm.gm)]
     if len(calls) != len(paths):
         raise RuntimeError(f"the model ran {len(calls)} attention calls, the graph has {len(paths)} attention ops")

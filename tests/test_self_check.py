@@ -91,7 +91,7 @@ def test_a_difference_only_a_random_lora_shows_is_found(tmp_path, cache, monkeyp
     (r"        super\(\).__init__\(\)\n", "        super().__init__()\n        self.0 = nn.Linear(2, 2)\n",
      "model.py does not compile (invalid syntax"),
     (r"\* self\.inv_freq\.to\(torch\.float32\)  #", "* self.inv_freq.to(torch.float32)[None, None, :3]  #",
-     "model.py fails when it is run on its own: "),
+     "model.py fails when it is run on its own in the module model.layers.0.self_attn ("),
 ])
 def test_a_model_py_that_cannot_run_is_refused(old, new, message, tmp_path, cache, monkeypatch):
     edit_model_py(monkeypatch, old, new)

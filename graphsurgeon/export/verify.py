@@ -139,11 +139,22 @@ class _Runner:
         return self.proc.stdout.readline().strip()
 
     def failure(self) -> str:
-        """The last line of the runner's traceback."""
+        """How model.py failed: " in the module P (Class.forward, line N: `code`): Error: message" — the module
+        whose code raised (else model.py's function) and the last line of the traceback."""
         self.proc.wait(timeout=RUN_TIMEOUT_S)
         self.stderr.seek(0)
         lines = [ln.strip() for ln in self.stderr.read().splitlines() if ln.strip()]
-        return lines[-1] if lines else f"exit status {self.proc.returncode}"
+        error = f": {lines[-1] if lines else f'exit status {self.proc.returncode}'}"
+        try:
+            at = json.loads((self.work / "failure.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return error
+        if "line" not in at:  # not in model.py's own code (the runner)
+            return error
+        code = at.get("code", "")
+        code = code if len(code) <= 80 else code[:77] + "..."
+        place = f"{at['function']}, line {at['line']}: `{code}`"
+        return (f" in the module {at['module']} ({place}){error}" if at.get("module") else f" in {place}{error}")
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -177,7 +188,7 @@ def run_check(cm, folder: Path, runner: _Runner, *, what: str = "model.py") -> t
     runner.send("go")
     want = [_graph_outputs(cm, x, lora_graph if lora else None) for _, x, lora in all_cases]
     if runner.wait_line() != "ready":
-        refuse(folder, f"{what} fails when it is run on its own: {runner.failure()}", runner.work)
+        refuse(folder, f"{what} fails when it is run on its own{runner.failure()}", runner.work)
     got = load_file(str(runner.work / "outputs.safetensors"))
     nonfinite = NONFINITE_NOTE in (cm.weights_note or "")  # NaN / inf weights: which outputs they spoil is op order
     worst = 0.0

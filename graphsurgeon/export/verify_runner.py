@@ -6,7 +6,8 @@ still being written), imports FOLDER/model.py, builds the model with `load_model
 WORK/plan.json on WORK/inputs.safetensors — a case with `"lora": true` first loads WORK/lora.safetensors over the
 LoRA weights — writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
 case N again with a forward hook on every module and writes each module's first inputs and outputs to WORK/modules.safetensors
-(the order they ran in to WORK/modules.json). Any failure ends the process with its traceback on stderr.
+(the order they ran in to WORK/modules.json). Any failure ends the process with its traceback on stderr, and where in
+model.py it happened (module path, function, line) in WORK/failure.json.
 """
 
 import importlib.util
@@ -36,7 +37,7 @@ def _leaves(value):
     return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
 
-def main(folder: str, work: str) -> int:
+def main(folder: str, work: str, modules: dict | None = None) -> int:
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -48,6 +49,8 @@ def main(folder: str, work: str) -> int:
     sys.modules["model"] = module
     spec.loader.exec_module(module)
     model = module.load_model(folder).eval()
+    if modules is not None:  # for `where` if a module fails
+        modules.update({id(m): name for name, m in model.named_modules() if name})
     with open(os.path.join(work, "plan.json"), encoding="utf-8") as f:
         plan = json.load(f)
     inputs = load_file(os.path.join(work, "inputs.safetensors"))
@@ -95,5 +98,32 @@ def main(folder: str, work: str) -> int:
     return 0
 
 
+def where(err: BaseException, folder: str, modules: dict) -> dict:
+    """Where in model.py `err` was raised: the innermost frame of model.py (its function, line and code) and the
+    path of the innermost module whose code was running (`modules`: id -> path, once the model is built)."""
+    path = os.path.realpath(os.path.join(folder, "model.py"))
+    found: dict = {}
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if os.path.realpath(code.co_filename) == path:
+            found.update(function=getattr(code, "co_qualname", code.co_name), line=tb.tb_lineno)
+            owner = tb.tb_frame.f_locals.get("self")
+            if id(owner) in modules:
+                found["module"] = modules[id(owner)]
+        tb = tb.tb_next
+    if "line" in found:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        found["code"] = lines[found["line"] - 1].strip() if found["line"] <= len(lines) else ""
+    return found
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    MODULES: dict = {}
+    try:
+        sys.exit(main(sys.argv[1], sys.argv[2], MODULES))
+    except Exception as error:  # say where, then fail with the traceback on stderr
+        with open(os.path.join(sys.argv[2], "failure.json"), "w", encoding="utf-8") as out:
+            json.dump(where(error, sys.argv[1], MODULES), out)
+        raise

@@ -58,7 +58,7 @@ def generate(cm) -> GeneratedModel:
     from graphsurgeon.export.modelpy import export_tensors
 
     tensors, tied, buffers = export_tensors(cm)
-    model = Model(cm, tensors, set(buffers))
+    model = Model(cm, tensors, set(buffers), tied)
     functions = [function_section(f) for f in model.functions]
     classes = [class_section(model, c) for c in model.classes]
     root = root_section(model)

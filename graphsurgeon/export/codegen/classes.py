@@ -52,10 +52,14 @@ class FunctionDef:
 class Model:
     """The whole model as generated classes and functions (nothing here is text of the file yet)."""
 
-    def __init__(self, cm, tensors: dict[str, torch.Tensor], buffers: set[str]) -> None:
+    def __init__(self, cm, tensors: dict[str, torch.Tensor], buffers: set[str],
+                 tied: dict[str, str] | None = None) -> None:
         self.cm = cm
         self.prog = scopes_mod.build(cm)
         self.tensors, self.buffers = tensors, buffers
+        # tied name -> its tensor: a module holding only shared tensors (a head tied to the embedding) is built too,
+        # for tie_weights to share them into
+        self.tied = {name: tensors[source] for name, source in (tied or {}).items() if source in tensors}
         self.children: dict[str, list[str]] = {"": []}
         for path in self._paths():
             self._add_path(path)
@@ -103,7 +107,7 @@ class Model:
 
     # ---- module tree ---------------------------------------------------------------------------
     def _paths(self) -> list[str]:
-        out = [name.rpartition(".")[0] for name in self.tensors]
+        out = [name.rpartition(".")[0] for name in [*self.tensors, *self.tied]]
         out += [s.path for s in self.prog.root.scopes() if s.kind in ("module", "lora")]
         return out
 
@@ -303,7 +307,8 @@ class Model:
                 return f"LoRA({t.in_features}, {t.out_features}, r={c.r}, scaling={float(c.scaling)!r})"
         if self.children.get(path):
             return None
-        own = {n.rpartition(".")[2]: t for n, t in self.tensors.items() if n.rpartition(".")[0] == path}
+        own = {n.rpartition(".")[2]: t for n, t in [*self.tensors.items(), *self.tied.items()]
+               if n.rpartition(".")[0] == path}
         cls, w = self.cm.module_classes.get(path), own.get("weight")
         if w is None or w.dtype != torch.float32:
             return None

@@ -110,7 +110,7 @@ def _projection(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
         if w is None or w.dim() != 2 or (b is not None and _param(prog, scope, b, "bias") is None):
             return None
         bias = "" if b is not None else ", bias=False"
-        return Leaf(f"nn.Linear({w.shape[1]}, {w.shape[0]}{bias})", "", "linear", prog.rep(a["input"]))
+        return Leaf(f"nn.Linear({w.shape[1]}, {w.shape[0]}{bias})", "", "linear", prog.rep(a["input"], scope))
     if ops == ["conv1d"]:
         return _pointwise_conv(prog, scope, nodes[0])
     if len(ops) == 3 and ops[1] == "addmm" and ops[0] in ("view", "reshape") and ops[2] in ("view", "reshape"):
@@ -121,7 +121,7 @@ def _projection(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
             return None
         if "beta" not in a["_defaults"] or "alpha" not in a["_defaults"]:
             return None
-        return Leaf(f"Conv1D({w.shape[1]}, {w.shape[0]})", "", "conv1d", prog.rep(first.args[0]), {"Conv1D"})
+        return Leaf(f"Conv1D({w.shape[1]}, {w.shape[0]})", "", "conv1d", prog.rep(first.args[0], scope), {"Conv1D"})
     return None
 
 
@@ -135,7 +135,7 @@ def _pointwise_conv(prog: Program, scope: Scope, node) -> Leaf | None:
         return None
     g = int(a["groups"])
     extra = ("" if g == 1 else f", groups={g}") + ("" if b is not None else ", bias=False")
-    return Leaf(f"nn.Conv1d({w.shape[1] * g}, {w.shape[0]}, 1{extra})", "", "conv1x1", prog.rep(a["input"]))
+    return Leaf(f"nn.Conv1d({w.shape[1] * g}, {w.shape[0]}, 1{extra})", "", "conv1x1", prog.rep(a["input"], scope))
 
 
 def _single(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
@@ -148,7 +148,7 @@ def _single(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
         if w is None or a["scale_grad_by_freq"] or a["sparse"]:
             return None
         pad = "" if a["padding_idx"] == -1 else f", padding_idx={a['padding_idx']}"
-        return Leaf(f"nn.Embedding({w.shape[0]}, {w.shape[1]}{pad})", "", "embedding", prog.rep(a["indices"]))
+        return Leaf(f"nn.Embedding({w.shape[0]}, {w.shape[1]}{pad})", "", "embedding", prog.rep(a["indices"], scope))
     if op == "layer_norm":
         shape = list(a["normalized_shape"])
         w, b = a["weight"], a["bias"]
@@ -159,9 +159,9 @@ def _single(prog: Program, scope: Scope, nodes: list) -> Leaf | None:
         extra += "" if w is not None else ", elementwise_affine=False"
         extra += "" if b is not None or w is None else ", bias=False"
         dims = shape[0] if len(shape) == 1 else tuple(shape)
-        return Leaf(f"nn.LayerNorm({dims}{extra})", "", "layer_norm", prog.rep(a["input"]))
+        return Leaf(f"nn.LayerNorm({dims}{extra})", "", "layer_norm", prog.rep(a["input"], scope))
     if op == "dropout":  # Hugging Face's p in training (the eval graph's p can be 0)
-        return Leaf(f"nn.Dropout({train_dropout_p(node)!r})", "", "dropout", prog.rep(a["input"]))
+        return Leaf(f"nn.Dropout({train_dropout_p(node)!r})", "", "dropout", prog.rep(a["input"], scope))
     return None
 
 
@@ -240,6 +240,6 @@ def _lora_delta(prog: Program, scope: Scope, block) -> Leaf | None:
     if block is None:
         return None
     t = block.target
-    x = prog.rep(next(n for n in prog.cm.gm.graph.nodes if n.name == t.input_node))
+    x = prog.rep(next(n for n in prog.cm.gm.graph.nodes if n.name == t.input_node), scope)
     return Leaf(f"LoRA({t.in_features}, {t.out_features}, {_hp(block)})", "", "lora", x, {"LoRA"}, block,
                 channels_last=t.kind == "conv1x1")

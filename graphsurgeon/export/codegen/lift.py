@@ -387,6 +387,9 @@ def render(ctx: Ctx, node: torch.fx.Node, a: dict | None = None) -> Expr:
     return _fallback(ctx, node, a, key)
 
 
+SUBMODULES = ("fft", "linalg", "special")  # aten names their functions `<module>_<name>`
+
+
 def _fallback(ctx: Ctx, node: torch.fx.Node, a: dict, key: str) -> Expr:
     schema = node.target._schema
     pos = [x for x in schema.arguments if not x.kwarg_only]
@@ -394,9 +397,17 @@ def _fallback(ctx: Ctx, node: torch.fx.Node, a: dict, key: str) -> Expr:
     first = pos[0].name if pos else None
     if first == "self" and hasattr(torch.Tensor, key) and not key.startswith("_"):
         rest = [ctx.arg(a[x.name]) for x in pos[1:]] + [f"{x.name}={ctx.arg(a[x.name])}" for x in kw]
-        return Expr(f"{ctx.arg(a['self'], CALL)}.{key}({', '.join(rest)})", CALL)
+        if not callable(getattr(torch.Tensor, key)) and not rest:  # a property (`x.real`, `x.imag`): no call
+            return Expr(f"{ctx.arg(a['self'], CALL)}.{key}", CALL)
+        if callable(getattr(torch.Tensor, key)):
+            return Expr(f"{ctx.arg(a['self'], CALL)}.{key}({', '.join(rest)})", CALL)
+    while len(pos) > 1 and pos[-1].name in a["_defaults"]:  # trailing defaults left out: fftn(x, None, [1, 2])
+        pos = pos[:-1]
     args = [ctx.arg(a[x.name]) for x in pos] + [f"{x.name}={ctx.arg(a[x.name])}" for x in kw]
-    if hasattr(torch, key) and not key.startswith("_"):
+    space, _, name = key.partition("_")
+    if space in SUBMODULES and name and callable(getattr(getattr(torch, space), name, None)):
+        return Expr(f"torch.{space}.{name}({', '.join(args)})", CALL)  # aten's fft_fftn is torch.fft.fftn
+    if callable(getattr(torch, key, None)) and not key.startswith("_"):
         return Expr(f"torch.{key}({', '.join(args)})", CALL)
     if hasattr(torch.nn.functional, key) and not key.startswith("_"):
         return Expr(f"F.{key}({', '.join(args)})", CALL)

@@ -179,6 +179,9 @@ def build(cm) -> Program:
         prog.users[node] = users
     for node in [n for n in prog.soft if n in prog.owner and not prog.users.get(n)]:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
+        readers = prog.users.get(prog.rep(node.args[0]), [])
+        if node in readers:  # nor does anything read its input through it (no output of every scope around)
+            readers.remove(node)
     for scope in call_kinds.unalike(prog):  # one module called with different code: written where it is called
         _flatten(prog, scope)
     _settle(prog, prog.root)

@@ -170,8 +170,9 @@ class FunctionWriter(Statements, Sizes):
     def _keep_residual(self, name: str) -> None:
         """`residual = hidden_states` before `hidden_states` is rebound while the old value still feeds a residual
         add (as the model's authors write it)."""
-        old = self.bound.get(name)
+        old = self.bound.get(name)  # (a value of this very statement, `a, a_2 = f()`, is not yet bound: no alias)
         if self.at < 0 or old is None or self._dead(old) or not isinstance(old, torch.fx.Node) \
+                or self.index.get(old) == self.at \
                 or (name == "residual") or ("residual" in self.bound and not self._dead(self.bound["residual"])):
             return
         sem = self.prog.cm.semantics()
