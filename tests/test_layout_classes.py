@@ -35,9 +35,9 @@ def ids(batch: int, seq: int, seed: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def exported(block_name: str, roles: tuple, tmp: str):
+def exported(block_name: str, roles: tuple, tmp: str, stack: str = "Stack"):
     """(module, capture with LoRA on `roles` and random A, B, export folder); the oracles on the way."""
-    module = lc.build(getattr(lc, block_name))
+    module = lc.build(getattr(lc, block_name), getattr(lc, stack))
     x = ids(2, 10, 0)
     cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
     with torch.no_grad():
@@ -87,6 +87,69 @@ def test_attention_cores_by_structure(block, tmp_path_factory):
     module, cm, folder = exported(block, ("q", "k", "v"), str(tmp_path_factory.mktemp(block)))
     assert sorted((b.target.role, b.target.module) for b in cm.loras.values()) == sorted(
         (r, f"layers.{i}.{r}") for i in range(2) for r in "qkv")
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_layer_called_twice_shares_its_lora(tmp_path_factory):
+    """One layer's weights used by every layer (ALBERT): its q and v each get one LoRA that every call applies, as
+    PEFT adapts a shared module; model.py is valid Python (no `self.(lora_A)`), wraps the projections once
+    (LoRALinear) and equals PEFT with the same A, B."""
+    module, cm, folder = exported("SdpaAttention", ("q", "v"), str(tmp_path_factory.mktemp("shared")), "SharedStack")
+    assert sorted(b.target.module for b in cm.loras.values()) == ["layers.0.q", "layers.0.v"]
+    code = (folder / "model.py").read_text()
+    assert "self.q = LoRALinear(32, 32, r=2, scaling=2.0)" in code and "self.(" not in code
+    assert "class LinearBlock" not in code and "AddLoRALayer" not in code
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_two_attention_maps_over_one_projection(tmp_path_factory):
+    """q and k read by two attention calls, v split in halves between them (DiffLlama): one LoRA on the whole q and
+    one on the whole v per layer (the halves cover v), as PEFT adapts them; model.py equals PEFT."""
+    module, cm, folder = exported("TwoMapAttention", ("q", "v"), str(tmp_path_factory.mktemp("twomap")))
+    assert sorted((b.target.module, b.target.columns) for b in cm.loras.values()) == sorted(
+        (f"layers.{i}.{r}", None) for i in range(2) for r in "qv")
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_no_op_cast_crossing_modules(tmp_path_factory):
+    """A router returns `w.to(x.dtype).float()` (no-op casts) and a sibling module reads it (ErgoMoE): the cast and
+    its input are one value wherever it is read — model.py is written (no "read before it is written") and equals
+    PEFT."""
+    module, cm, folder = exported("RoutedBlock", ("q", "v"), str(tmp_path_factory.mktemp("routed")))
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_layer_peft_cannot_adapt_is_refused_in_one_sentence():
+    """q is a QuantLinear (not a torch.nn.Linear): exact here, but its adapter could never load in PEFT, so LoRA on
+    it is refused in one sentence naming the module and its class; v, an nn.Linear subclass, is adapted."""
+    from graphsurgeon.errors import GraphsurgeonError
+
+    module = lc.build(lc.QuantAttention)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    with pytest.raises(GraphsurgeonError) as err:
+        add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    text = str(err.value)
+    assert "layers.0.q is a QuantLinear, a layer class PEFT cannot adapt" in text and "\n" not in text
+    assert not cm.loras
+    add_lora(cm, ("v",), "all", LoRAConfig(r=2, alpha=4))
+    assert sorted(b.target.module for b in cm.loras.values()) == ["layers.0.v", "layers.1.v"]
+
+
+def test_a_kv_cache_after_a_no_op_cast(tmp_path_factory):
+    """A causal LM whose input, q and k are normalised by a module ending in `.type_as(x)` (NanoChat): the KV cache
+    keeps the key as the attention reads it (no KeyError), q and v are LoRALinear (not a class of their own), and
+    model.py equals PEFT."""
+    module, cm, folder = exported("NormedAttention", ("q", "v"), str(tmp_path_factory.mktemp("normed")), "TinyForCausalLM")
+    code = (folder / "model.py").read_text()
+    assert "self.kv_cache.update(" in code and "self.q = LoRALinear(32, 32, r=2, scaling=2.0)" in code
     x = ids(3, 7, 1)
     with torch.no_grad():
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
