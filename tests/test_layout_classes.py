@@ -145,11 +145,13 @@ def test_a_layer_peft_cannot_adapt_is_refused_in_one_sentence():
 
 def test_a_kv_cache_after_a_no_op_cast(tmp_path_factory):
     """A causal LM whose input, q and k are normalised by a module ending in `.type_as(x)` (NanoChat): the KV cache
-    keeps the key as the attention reads it (no KeyError), q and v are LoRALinear (not a class of their own), and
-    model.py equals PEFT."""
+    keeps the key as the attention reads it (no KeyError), q and v are LoRALinear (not a class of their own), a cast
+    nobody reads leaks no value out of its modules (the layers return only the hidden state: one loop), and model.py
+    equals PEFT."""
     module, cm, folder = exported("NormedAttention", ("q", "v"), str(tmp_path_factory.mktemp("normed")), "TinyForCausalLM")
     code = (folder / "model.py").read_text()
     assert "self.kv_cache.update(" in code and "self.q = LoRALinear(32, 32, r=2, scaling=2.0)" in code
+    assert re.search(r"for layer in self\.layers:\n\s+(\w+) = layer\(\1\)", code)
     x = ids(3, 7, 1)
     with torch.no_grad():
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL

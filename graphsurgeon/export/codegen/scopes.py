@@ -180,8 +180,11 @@ def build(cm) -> Program:
         prog.owner[node] = scope
     for node, users in _users(prog, live).items():
         prog.users[node] = users
-    for node in [n for n in prog.soft if n in prog.owner and not prog.users.get(n)]:
+    unread = {n for n in prog.soft if n in prog.owner and not prog.users.get(n)}
+    for node in unread:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
+    for readers in prog.users.values():  # and it reads nothing (else its input would leak out of every scope)
+        readers[:] = [u for u in readers if u not in unread]
     _settle(prog, prog.root)
     _optional_inputs(prog)
     packing.thread(prog)
