@@ -148,7 +148,8 @@ def test_a_kv_cache_after_a_no_op_cast(tmp_path_factory):
     keeps the key as the attention reads it (no KeyError), q and v are LoRALinear (not a class of their own), a cast
     nobody reads leaks no value out of its modules (the layers return only the hidden state: one loop), and model.py
     equals PEFT."""
-    module, cm, folder = exported("NormedAttention", ("q", "v"), str(tmp_path_factory.mktemp("normed")), "TinyForCausalLM")
+    tmp = str(tmp_path_factory.mktemp("normed"))
+    module, cm, folder = exported("NormedAttention", ("q", "v"), tmp, "TinyForCausalLM")
     code = (folder / "model.py").read_text()
     assert "self.kv_cache.update(" in code and "self.q = LoRALinear(32, 32, r=2, scaling=2.0)" in code
     assert re.search(r"for layer in self\.layers:\n\s+(\w+) = layer\(\1\)", code)

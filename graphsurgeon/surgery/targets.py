@@ -78,15 +78,21 @@ def _whole_when_split(targets: list[Target], hits_of: dict) -> list[Target]:
         groups.setdefault((t.attention, t.role, t.module), []).append(t)
     out: list[Target] = []
     for group in groups.values():
-        hits = [hits_of[t] for t in group]
-        columns = [c for t in group for c in (t.columns or ())]
-        full = hits[0].get("out_features")
-        if len(group) > 1 and hits[0]["kind"] != "conv1x1" and all(t.columns is not None for t in group) and len(set(columns)) == len(columns) \
-                and all(h["projection"] is hits[0]["projection"] for h in hits) and set(columns) == set(range(full or 0)):
-            whole = dict(hits[0], target=hits[0]["projection"], columns=None, width=full, layout=None)
+        if len(group) > 1 and _covers(group, [hits_of[t] for t in group]):
+            hit = hits_of[group[0]]
+            whole = dict(hit, target=hit["projection"], columns=None, width=hit["out_features"], layout=None)
             group = [_make(whole, group[0].role, group[0].attention)]
-        out += [t for t in group if t not in out]
+        out += group
     return out
+
+
+def _covers(group: list[Target], hits: list[dict]) -> bool:
+    """True when the targets are disjoint column sets of one Linear / Conv1D output that together are all of it."""
+    columns = [c for t in group for c in (t.columns or ())]
+    return hits[0]["kind"] != "conv1x1" and all(t.columns is not None for t in group) \
+        and all(h["projection"] is hits[0]["projection"] for h in hits) \
+        and len(set(columns)) == len(columns) == hits[0].get("out_features", -1) \
+        and set(columns) == set(range(len(columns)))
 
 
 def _make(hit: dict, role: str, attention: str | None) -> Target:

@@ -180,7 +180,7 @@ class Model:
                 scope = scope.parent
             if scope is None or scope.kind != "module" or scope.key in found:
                 return
-            found[scope.key] = (self.prog.rep(core.args[1], scope), self.prog.rep(core.args[2], scope))  # as it reads them
+            found[scope.key] = tuple(self.prog.rep(a, scope) for a in core.args[1:3])  # as that scope reads them
         self.env.kv = found
         self.kv_paths = [s.path for s in self.prog.root.scopes() if s.key in found]
 
