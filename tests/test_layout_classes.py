@@ -106,6 +106,30 @@ def test_a_layer_called_twice_shares_its_lora(tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
+def test_undo_and_redo_of_a_lora_on_a_layer_called_twice():
+    """Undo of LoRA on a shared layer removes every call's insertion and the LoRA module (the graph is the module
+    again); redo gives back the same weights at every call."""
+    from graphsurgeon.surgery.history import History
+    from graphsurgeon.surgery.history import add_lora as add_undoable
+
+    module = lc.build(lc.SdpaAttention, lc.SharedStack)
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    history, before = History(cm), len(cm.gm.graph.nodes)
+    add_undoable(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4), history=history)
+    randomize(cm, seed=3)
+    with torch.no_grad():
+        adapted = out(cm.run(**x))
+        history.undo()
+        assert not cm.loras and len(cm.gm.graph.nodes) == before
+        assert not [n for n, _ in cm.gm.named_modules() if "lora" in n]
+        cm.gm.graph.lint()
+        assert (out(cm.run(**x)) - module(**x)).abs().max() <= TOL
+        history.redo()
+        assert sorted(cm.loras) == ["layers.0.lora_q", "layers.0.lora_v"]
+        assert (out(cm.run(**x)) - adapted).abs().max() <= TOL
+
+
 def test_two_attention_maps_over_one_projection(tmp_path_factory):
     """q and k read by two attention calls, v split in halves between them (DiffLlama): one LoRA on the whole q and
     one on the whole v per layer (the halves cover v), as PEFT adapts them; model.py equals PEFT."""

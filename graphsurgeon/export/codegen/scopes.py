@@ -18,7 +18,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import fastpath, lift, names, packing, signatures
-from graphsurgeon.export.codegen.sites import lora_sites
+from graphsurgeon.surgery.sites import lora_sites
 from graphsurgeon.graph.hf_meta import DEFAULT_OF
 from graphsurgeon.graph.tidy import PRECISION
 

@@ -1,7 +1,8 @@
 """Every call of each LoRA: a LoRA on a module that runs more than once (one layer shared by the whole stack, as
 ALBERT's; a layer called twice in one forward) is inserted at each call under one path, with one pair of weights,
 and `cm.loras` holds one of those insertions. The others are found here by their module stack, each as a copy of
-the block with that call's nodes, so the code writes every call site as a call of the one LoRA module."""
+the block with that call's nodes, so the code writes every call site as a call of the one LoRA module, and removing the block's
+last insertion leaves the others (and the weights) in place."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def lora_sites(cm) -> list:
         if block.path in paths and len(under.get(block.path, ())) > len(block.nodes):
             out += _other_calls(block, under[block.path], by_name)
     return out
+
+
+def other_calls(cm, block) -> list:
+    """The copies of `block` for the other calls of its LoRA module (none for a module that runs once)."""
+    if block.kind != "add" or not block.add_node:
+        return []
+    nodes = [n for n in cm.gm.graph.nodes if block.path in (n.meta.get("nn_module_stack") or ())]
+    if len(nodes) <= len(block.nodes):
+        return []
+    return _other_calls(block, nodes, {n.name: n for n in nodes})
 
 
 def _other_calls(block, nodes: list[torch.fx.Node], by_name: dict) -> list:
