@@ -156,7 +156,13 @@ def _truth(reference, model_type: str, cm, targets) -> dict:
     paths = [module_of(attn)[0] for attn, _ in attention_operands(cm.gm)]
     if len(calls) != len(paths):
         raise RuntimeError(f"the model ran {len(calls)} attention calls, the graph has {len(paths)} attention ops")
-    return {(path, role): call[role] for path, call in zip(paths, calls) for role in "qkv"}
+    truth: dict = {}  # one attention module with several calls (DiffLlama's two maps): the rows all its calls read
+    for path, call in zip(paths, calls):
+        for role in "qkv":
+            have = truth.setdefault((path, role), {})
+            for leaf, rows in call[role].items():
+                have[leaf] = set(have.get(leaf, ())) | set(rows)
+    return truth
 
 
 def _peft(reference, cm, truth: dict):

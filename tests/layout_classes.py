@@ -75,10 +75,63 @@ class Stack(nn.Module):
         return self.head(x)
 
 
-def build(block) -> nn.Module:
-    """`block` in a Stack (a class with `whole_model` set is the model itself), biases made non-zero."""
+class SharedStack(Stack):
+    """One layer's weights shared by every layer, as ALBERT shares them: `block` called twice (a module called more
+    than once is one LoRA on its projection, applied at every call, as PEFT adapts it)."""
+
+    def __init__(self, block, vocab: int = 50) -> None:
+        super().__init__(block, vocab)
+        self.layers = nn.ModuleList([block()])
+
+    def forward(self, input_ids):
+        x = self.emb(input_ids)
+        for _ in range(2):
+            x = self.layers[0](x)
+        return self.head(x)
+
+
+# ---- 5: a dtype conversion that changes nothing, returned by one module and read by another ------------------------
+class Router(nn.Module):
+    """Returns its weights through `.to(x.dtype).float()` (no-op casts at float32), as ErgoTopkRouter does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(D, 4)
+
+    def forward(self, x):
+        w = self.linear(x).sigmoid() * 0.5
+        return x, w.to(x.dtype).float()
+
+
+class Experts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(D, D)
+
+    def forward(self, x, w):
+        return self.up(x) * w.mean(-1).unsqueeze(-1)
+
+
+class Routed(nn.Module):
+    """The router's weights go to a sibling module (ErgoMoE: gate -> experts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.experts = Router(), Experts()
+
+    def forward(self, x):
+        _, w = self.gate(x)
+        return self.experts(x, w) + x
+
+
+class TinyForCausalLM(Stack):
+    """A causal LM by its name (model.py gets a KV cache and generate())."""
+
+
+def build(block, stack=Stack) -> nn.Module:
+    """`block` in a `stack` (a class with `whole_model` set is the model itself), biases made non-zero."""
     torch.manual_seed(0)
-    model = (block() if getattr(block, "whole_model", False) else Stack(block)).eval()
+    model = (block() if getattr(block, "whole_model", False) else stack(block)).eval()
     with torch.no_grad():  # biases non-zero: a bias lost or doubled shows
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -129,6 +182,83 @@ class QKV(nn.Module):
     def forward(self, x):
         q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
         return x + self.o(merge(self.core(q, k, v)))
+
+
+class SdpaAttention(QKV):
+    """The core as one scaled_dot_product_attention call."""
+
+    def core(self, q, k, v):
+        return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class TwoMapAttention(QKV):
+    """Two attention maps from one q and k (DiffLlama): each reads half of v's heads, the second map's output is
+    subtracted from the first's."""
+
+    def core(self, q, k, v):
+        v1, v2 = (x.repeat(1, 2, 1, 1) for x in v.chunk(2, dim=1))
+        o1 = nn.functional.scaled_dot_product_attention(q, k, v1, is_causal=True)
+        o2 = nn.functional.scaled_dot_product_attention(q, k, v2, is_causal=True)
+        return o1 - 0.5 * o2
+
+
+class RoutedBlock(nn.Module):
+    """SDPA attention, then a routed MLP whose weights cross modules through no-op casts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.mlp = SdpaAttention(), Routed()
+
+    def forward(self, x):
+        x = self.attn(x)
+        return x + self.mlp(x)
+
+
+class QuantLinear(nn.Module):
+    """A projection that is not a torch.nn.Linear (I-BERT's QuantLinear with quantization off): F.linear on its
+    own weight and bias."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in) * n_in ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+class QuantAttention(SdpaAttention):
+    """q is a QuantLinear (PEFT cannot adapt it), v an nn.Linear subclass (PEFT adapts it, by isinstance)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.v = QuantLinear(D, D), type("TunedLinear", (nn.Linear,), {})(D, D)
+
+
+class Norm(nn.Module):
+    """RMS norm in float32, cast back with `.type_as(x)` on the line that spells `.float()` (a no-op cast the code
+    reads through at float32), as NanoChatRMSNorm writes it."""
+
+    def _norm(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    def forward(self, x):
+        return self._norm(x.float()).type_as(x)
+
+
+class NormedAttention(SdpaAttention):
+    """The input and q, k normalised by Norm modules (NanoChat): q, k, v read a no-op cast made in a sibling module,
+    and the key a KV cache keeps is one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.q_norm, self.k_norm = Norm(), Norm(), Norm()
+
+    def forward(self, x):
+        return super().forward(self.norm(x))
+
+    def core(self, q, k, v):
+        return super().core(self.q_norm(q), self.k_norm(k), v)
 
 
 class EinsumAttention(QKV):

@@ -35,9 +35,9 @@ def ids(batch: int, seq: int, seed: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def exported(block_name: str, roles: tuple, tmp: str):
+def exported(block_name: str, roles: tuple, tmp: str, stack: str = "Stack"):
     """(module, capture with LoRA on `roles` and random A, B, export folder); the oracles on the way."""
-    module = lc.build(getattr(lc, block_name))
+    module = lc.build(getattr(lc, block_name), getattr(lc, stack))
     x = ids(2, 10, 0)
     cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
     with torch.no_grad():
@@ -264,3 +264,93 @@ def test_slices_of_a_fused_pointwise_conv(tmp_path):
     with torch.no_grad():
         by_adapter = PeftModel.from_pretrained(copy.deepcopy(module), str(tmp_path / "out")).eval()
         assert (out(load_exported(tmp_path / "out")(**y)) - by_adapter.get_base_model()(**y)).abs().max() <= TOL
+
+
+def test_a_layer_called_twice_shares_its_lora(tmp_path_factory):
+    """One layer's weights used by every layer (ALBERT): its q and v each get one LoRA that every call applies, as
+    PEFT adapts a shared module; model.py is valid Python (no `self.(lora_A)`), wraps the projections once
+    (LoRALinear) and equals PEFT with the same A, B."""
+    module, cm, folder = exported("SdpaAttention", ("q", "v"), str(tmp_path_factory.mktemp("shared")), "SharedStack")
+    assert sorted(b.target.module for b in cm.loras.values()) == ["layers.0.q", "layers.0.v"]
+    code = (folder / "model.py").read_text()
+    assert "self.q = LoRALinear(32, 32, r=2, scaling=2.0)" in code and "self.(" not in code
+    assert "class LinearBlock" not in code and "AddLoRALayer" not in code
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_undo_and_redo_of_a_lora_on_a_layer_called_twice():
+    """Undo of LoRA on a shared layer removes every call's insertion and the LoRA module (the graph is the module
+    again); redo gives back the same weights at every call."""
+    from graphsurgeon.surgery.history import History
+    from graphsurgeon.surgery.history import add_lora as add_undoable
+
+    module = lc.build(lc.SdpaAttention, lc.SharedStack)
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    history, before = History(cm), len(cm.gm.graph.nodes)
+    add_undoable(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4), history=history)
+    randomize(cm, seed=3)
+    with torch.no_grad():
+        adapted = out(cm.run(**x))
+        history.undo()
+        assert not cm.loras and len(cm.gm.graph.nodes) == before
+        assert not [n for n, _ in cm.gm.named_modules() if "lora" in n]
+        cm.gm.graph.lint()
+        assert (out(cm.run(**x)) - module(**x)).abs().max() <= TOL
+        history.redo()
+        assert sorted(cm.loras) == ["layers.0.lora_q", "layers.0.lora_v"]
+        assert (out(cm.run(**x)) - adapted).abs().max() <= TOL
+
+
+def test_two_attention_maps_over_one_projection(tmp_path_factory):
+    """q and k read by two attention calls, v split in halves between them (DiffLlama): one LoRA on the whole q and
+    one on the whole v per layer (the halves cover v), as PEFT adapts them; model.py equals PEFT."""
+    module, cm, folder = exported("TwoMapAttention", ("q", "v"), str(tmp_path_factory.mktemp("twomap")))
+    assert sorted((b.target.module, b.target.columns) for b in cm.loras.values()) == sorted(
+        (f"layers.{i}.{r}", None) for i in range(2) for r in "qv")
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_no_op_cast_crossing_modules(tmp_path_factory):
+    """A router returns `w.to(x.dtype).float()` (no-op casts) and a sibling module reads it (ErgoMoE): the cast and
+    its input are one value wherever it is read — model.py is written (no "read before it is written") and equals
+    PEFT."""
+    module, cm, folder = exported("RoutedBlock", ("q", "v"), str(tmp_path_factory.mktemp("routed")))
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_layer_peft_cannot_adapt_is_refused_in_one_sentence():
+    """q is a QuantLinear (not a torch.nn.Linear): exact here, but its adapter could never load in PEFT, so LoRA on
+    it is refused in one sentence naming the module and its class; v, an nn.Linear subclass, is adapted."""
+    from graphsurgeon.errors import GraphsurgeonError
+
+    module = lc.build(lc.QuantAttention)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    with pytest.raises(GraphsurgeonError) as err:
+        add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    text = str(err.value)
+    assert "layers.0.q is a QuantLinear, a layer class PEFT cannot adapt" in text and "\n" not in text
+    assert not cm.loras
+    add_lora(cm, ("v",), "all", LoRAConfig(r=2, alpha=4))
+    assert sorted(b.target.module for b in cm.loras.values()) == ["layers.0.v", "layers.1.v"]
+
+
+def test_a_kv_cache_after_a_no_op_cast(tmp_path_factory):
+    """A causal LM whose input, q and k are normalised by a module ending in `.type_as(x)` (NanoChat): the KV cache
+    keeps the key as the attention reads it (no KeyError), q and v are LoRALinear (not a class of their own), a cast
+    nobody reads leaks no value out of its modules (the layers return only the hidden state: one loop), and model.py
+    equals PEFT."""
+    tmp = str(tmp_path_factory.mktemp("normed"))
+    module, cm, folder = exported("NormedAttention", ("q", "v"), tmp, "TinyForCausalLM")
+    code = (folder / "model.py").read_text()
+    assert "self.kv_cache.update(" in code and "self.q = LoRALinear(32, 32, r=2, scaling=2.0)" in code
+    assert re.search(r"for layer in self\.layers:\n\s+(\w+) = layer\(\1\)", code)
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL

@@ -94,6 +94,7 @@ def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None 
     from graphsurgeon.capture.exporter import capture_hf_model, export_module, seq_bound_note
     from graphsurgeon.errors import CaptureError
     from graphsurgeon.graph.captured import CapturedModel
+    from graphsurgeon.graph.peft_classes import not_for_peft
 
     if not example_inputs:
         if hasattr(module, "config"):
@@ -110,5 +111,6 @@ def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None 
         gm=gm, dims=dims, model_class=type(module).__name__, source_name="<module>",
         weights="meta" if meta_dev else "real", input_names=list(example_inputs), output_names=outputs,
         example_inputs=dict(example_inputs), module_classes={p: type(m).__name__ for p, m in module.named_modules()},
+        not_for_peft=not_for_peft(module),
         notes=[note] if note else [],
     )

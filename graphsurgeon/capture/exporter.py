@@ -16,6 +16,7 @@ from graphsurgeon.capture.ranges import Ranges, specialized, unproven_guard
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
+from graphsurgeon.graph.peft_classes import not_for_peft
 from graphsurgeon.graph.tidy import tidy
 
 EXAMPLE_BATCH, EXAMPLE_SEQ = 2, 10  # the walkthrough's example sizes
@@ -242,6 +243,7 @@ def _capture_replicated(model, *, progress, **kw) -> tuple[CapturedModel | None,
         return None, f"captured {depth} one by one: a layer could not be replicated ({why})"
     _no_cache(model)
     cm.module_classes = {p: type(m).__name__ for p, m in model.named_modules()}
+    cm.not_for_peft = not_for_peft(model)
     cm.replicated = the_plan.summary()
     return cm, ""
 
@@ -268,6 +270,7 @@ def _capture_whole(model: torch.nn.Module, *, name: str, weights: str, config: d
         gm=gm, dims=dims, model_class=type(model).__name__, source_name=name, weights=weights,
         input_names=list(inputs), output_names=outputs, example_inputs=inputs, config=config,
         module_classes={p: type(m).__name__ for p, m in model.named_modules()},
+        not_for_peft=not_for_peft(model),
         attn_implementation=attn, materializer=materializer, notes=notes,
         optional_inputs={n: OPTIONAL_TOKEN_INPUTS[n] for n in inputs if n in OPTIONAL_TOKEN_INPUTS},
         hf_loss=hf_loss_spec(model, forward_accepts(model, "labels"), outputs),

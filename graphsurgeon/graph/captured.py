@@ -25,6 +25,7 @@ class CapturedModel:
     example_inputs: dict[str, torch.Tensor]  # the inputs capture used (on the capture device)
     config: dict[str, Any] | None = None  # the Hugging Face config as a dict, when there is one
     module_classes: dict[str, str] = field(default_factory=dict)  # module path -> class name
+    not_for_peft: dict[str, str] = field(default_factory=dict)  # path -> class of a layer PEFT cannot adapt
     attn_implementation: str | None = None  # "sdpa" or "eager" when the source is Hugging Face
     materializer: Callable[[], torch.nn.Module] | None = None  # builds the model with weights, for meta captures
     loras: dict[str, Any] = field(default_factory=dict)  # LoRA block path -> surgery.spec.LoRABlock, in insertion order

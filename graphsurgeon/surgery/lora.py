@@ -23,6 +23,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.graph.stale_code import recompile_later
+from graphsurgeon.surgery.sites import other_calls
 from graphsurgeon.surgery.spec import LoRABlock, LoRAConfig, Target
 from graphsurgeon.validate.diagnostics import Diagnostic, ValidationError
 from graphsurgeon.validate.local import check_insertion
@@ -177,6 +178,7 @@ def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
     gm, graph = cm.gm, cm.gm.graph
     nodes = {n.name: n for n in graph.nodes}
+    others = other_calls(cm, block)  # a module that runs more than once: an insertion per call, one LoRA module
     if block.add_node:
         add = nodes[block.add_node]
         add.replace_all_uses_with(add.args[0])  # the value it added onto (another block's add when stacked)
@@ -187,8 +189,11 @@ def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
     _free_names(graph, set(block.nodes) | {block.add_node})
     container = gm.get_submodule(block.module_path)
     weights = (container.lora_A.weight.detach().clone(), container.lora_B.weight.detach().clone())
-    _delete_submodule(gm, block.module_path)
-    del cm.loras[path]
+    if others:  # the module's other calls keep the LoRA module and its weights
+        cm.loras[path] = others[-1]
+    else:
+        _delete_submodule(gm, block.module_path)
+        del cm.loras[path]
     _recompile(gm)
     cm.touch()
     return weights

@@ -44,6 +44,7 @@ def find_targets(cm, roles=ROLES) -> list[Target]:
 
 def _find(cm, roles, lora_adds) -> list[Target]:
     targets: list[Target] = []
+    hits_of: dict[Target, dict] = {}
     seen: set[tuple[str, str]] = set()
     attention = attention_operands(cm.gm)
     memo: dict = {}
@@ -57,6 +58,8 @@ def _find(cm, roles, lora_adds) -> list[Target]:
                 continue
             seen.add((hit["target"].name, role))
             targets.append(_make(hit, role, attn_path))
+            hits_of[targets[-1]] = hit
+    targets = _whole_when_split(targets, hits_of)
     if not targets and not attention:
         for t in projection_targets(cm):
             leaf = t.module.rsplit(".", 1)[-1]
@@ -64,6 +67,32 @@ def _find(cm, roles, lora_adds) -> list[Target]:
                 if leaf in _FALLBACK_NAMES.get(role, ()):
                     targets.append(Target(**{**t.as_dict(), "role": role}))
     return sorted(targets, key=lambda t: (t.layer if t.layer is not None else -1, ROLES.index(t.role) if t.role in ROLES else 9))
+
+
+def _whole_when_split(targets: list[Target], hits_of: dict) -> list[Target]:
+    """One attention module that reads a role's projection as parts, each in its own attention call (DiffLlama's
+    two halves of v, one per attention map): one target on the whole projection when the parts cover it, as PEFT
+    adapts it (one LoRA per block path: two parts would be two LoRAs on one path)."""
+    groups: dict[tuple, list[Target]] = {}
+    for t in targets:
+        groups.setdefault((t.attention, t.role, t.module), []).append(t)
+    out: list[Target] = []
+    for group in groups.values():
+        if len(group) > 1 and _covers(group, [hits_of[t] for t in group]):
+            hit = hits_of[group[0]]
+            whole = dict(hit, target=hit["projection"], columns=None, width=hit["out_features"], layout=None)
+            group = [_make(whole, group[0].role, group[0].attention)]
+        out += group
+    return out
+
+
+def _covers(group: list[Target], hits: list[dict]) -> bool:
+    """True when the targets are disjoint column sets of one Linear / Conv1D output that together are all of it."""
+    columns = [c for t in group for c in (t.columns or ())]
+    return hits[0]["kind"] != "conv1x1" and all(t.columns is not None for t in group) \
+        and all(h["projection"] is hits[0]["projection"] for h in hits) \
+        and len(set(columns)) == len(columns) == hits[0].get("out_features", -1) \
+        and set(columns) == set(range(len(columns)))
 
 
 def _make(hit: dict, role: str, attention: str | None) -> Target:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from graphsurgeon.graph.peft_classes import PEFT_NAMES
 from graphsurgeon.graph.semantics.dataflow import producer
 from graphsurgeon.validate.diagnostics import Diagnostic
 
@@ -47,6 +48,11 @@ def check_insertion(cm, target, config) -> list[Diagnostic]:
         if block.target.target_node == target.target_node:
             return [Diagnostic(tnode.name, f"{block.path} already adapts this tensor; change its r/alpha/dropout "
                                            "instead of adding a second LoRA.", "no LoRA", block.path)]
+    layer = getattr(cm, "not_for_peft", {}).get(target.module)
+    if layer is not None:  # exact here, but its adapter could never be loaded in PEFT
+        return [Diagnostic(tnode.name, f"{target.module} is a {layer}, a layer class PEFT cannot adapt (it adapts "
+                                       f"{PEFT_NAMES}), so its LoRA adapter could never be loaded in PEFT; adapt "
+                                       "other projections (--targets) or load the model with nn.Linear layers.")]
     t, x = tnode.meta.get("val"), xnode.meta.get("val")
     if not isinstance(t, torch.Tensor) or t.dim() == 0:
         return [Diagnostic(tnode.name, "a scalar cannot be adapted; pick a projection's output tensor.",

@@ -75,7 +75,7 @@ class Model:
             if s.kind in ("module", "lora"):
                 self.calls.setdefault(s.path, []).append(s)
                 leaf = leaves_mod.recognise(self.prog, s)
-                if leaf is not None and _leaf_fits(s, leaf):
+                if leaf is not None and _leaf_fits(self.prog, s, leaf):
                     self.env.leaves[s.key] = leaf
         for s in self.prog.root.scopes()[::-1]:  # children first: an nn.Sequential of torch.nn layers is one layer
             if s.path in self.lists and s.key not in self.env.leaves:
@@ -184,7 +184,7 @@ class Model:
                 scope = scope.parent
             if scope is None or scope.kind != "module" or scope.key in found:
                 return
-            found[scope.key] = (self.prog.rep(core.args[1]), self.prog.rep(core.args[2]))
+            found[scope.key] = tuple(self.prog.rep(a, scope) for a in core.args[1:3])  # as that scope reads them
         self.env.kv = found
         self.kv_paths = [s.path for s in self.prog.root.scopes() if s.key in found]
 
@@ -390,10 +390,11 @@ def _natural(path: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in path.split("."))
 
 
-def _leaf_fits(scope: Scope, leaf) -> bool:
-    """A leaf is called with one tensor and returns its last value."""
+def _leaf_fits(prog, scope: Scope, leaf) -> bool:
+    """A leaf is called with one tensor and returns its last value (its input seen as the scope reads it: a no-op
+    cast made in another scope is its input, NanoChat's `.type_as(x)` before q_proj)."""
     ins = [i for i in scope.inputs if i.op != "get_attr"]
-    return len(scope.outputs) == 1 and scope.outputs[0] is scope.items[-1] and ins == [leaf.input]
+    return len(scope.outputs) == 1 and scope.outputs[0] is scope.items[-1] and ins == [prog.rep(leaf.input, scope)]
 
 
 def _text(body: Body, base_only: bool = False) -> str:

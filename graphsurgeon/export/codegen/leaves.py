@@ -77,7 +77,7 @@ def sequential(scope: Scope, leaves: dict) -> Leaf | None:
 
 def _lora_in(prog: Program, scope: Scope):
     names = {n.name for n in scope.items if isinstance(n, torch.fx.Node)}
-    for block in prog.cm.loras.values():
+    for block in prog.loras:
         if block.add_node and (block.add_node in names or any(n in names for n in block.nodes)):
             return block
     return None

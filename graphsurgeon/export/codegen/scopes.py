@@ -18,6 +18,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import call_kinds, fastpath, lift, names, packing, signatures
+from graphsurgeon.surgery.sites import lora_sites
 from graphsurgeon.graph.hf_meta import DEFAULT_OF
 from graphsurgeon.graph.tidy import PRECISION
 
@@ -70,6 +71,7 @@ class Program:
     soft: dict = field(default_factory=dict)  # `.to(dtype)` of a tensor already of that dtype -> its input
     constants: dict = field(default_factory=dict)  # get_attr of a small lifted constant -> its tensor (a literal)
     packs: dict = field(default_factory=dict)  # key of a mask-builder function scope -> the packed-sequence input
+    loras: list = field(default_factory=list)  # every call of each LoRA block (sites.lora_sites)
 
     def rep(self, value, scope: Scope | None = None):
         """The value a node stands for after identity ops and CSE. Read from another scope than its own, a
@@ -131,7 +133,8 @@ def build(cm) -> Program:
     """Cut the captured graph into scopes (see the module docstring)."""
     graph = cm.gm.graph
     order = {n: i for i, n in enumerate(graph.nodes)}
-    chains, lora_of = _chains(cm)
+    loras = lora_sites(cm)
+    chains, lora_of = _chains(cm, loras)
     canon: dict = {}
     emitted = []
     for node in graph.nodes:
@@ -146,7 +149,7 @@ def build(cm) -> Program:
         emitted.append(node)
     canon.update(fastpath.repeat_kv(emitted, canon))
     soft = {n: n.args[0] for n in emitted if lift.is_noop_cast(n) and n.meta.get(PRECISION) != "follow"}
-    prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {}, soft=soft)
+    prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {}, soft=soft, loras=loras)
     _cse(prog, emitted, chains)
     live = _live(prog, emitted)
     aliases = tensor_aliases(cm.gm)
@@ -177,11 +180,11 @@ def build(cm) -> Program:
         prog.owner[node] = scope
     for node, users in _users(prog, live).items():
         prog.users[node] = users
-    for node in [n for n in prog.soft if n in prog.owner and not prog.users.get(n)]:
+    unread = {n for n in prog.soft if n in prog.owner and not prog.users.get(n)}
+    for node in unread:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
-        readers = prog.users.get(prog.rep(node.args[0]), [])
-        if node in readers:  # nor does anything read its input through it (no output of every scope around)
-            readers.remove(node)
+    for readers in prog.users.values():  # and it reads nothing (else its input would leak out of every scope)
+        readers[:] = [u for u in readers if u not in unread]
     for scope in call_kinds.unalike(prog):  # one module called with different code: written where it is called
         _flatten(prog, scope)
     _settle(prog, prog.root)
@@ -215,8 +218,9 @@ def _optional_inputs(prog: Program) -> None:
             scope = scope.parent
 
 
-def _chains(cm) -> dict:
-    """Every node's scope chain: (key, path, class, kind) from its module stack, function group, LoRA."""
+def _chains(cm, loras: list) -> tuple[dict, dict]:
+    """Every node's scope chain: (key, path, class, kind) from its module stack, function group, LoRA (each call
+    of a LoRA module its own scope)."""
     graph = cm.gm.graph
     groups = names.function_groups(cm)
     by_name = {n.name: n for n in graph.nodes}
@@ -228,7 +232,8 @@ def _chains(cm) -> dict:
             path, function, key = group
             chain.append((f"{key}|{chain[-1][0] if chain else ''}", path, function, "function"))
         chains[node] = chain
-    for block in cm.loras.values():
+    calls: dict[str, int] = {}
+    for block in loras:
         if not block.add_node:
             continue
         add = by_name.get(block.add_node)
@@ -247,9 +252,11 @@ def _chains(cm) -> dict:
             outer.pop()  # the LoRA module must be reachable from the scope that calls it
         chains[add] = outer
         tail = _after_lora_reshape(members)  # laying an interleaved column set out (a permute) stays in the caller
+        calls[export] = calls.get(export, 0) + 1
+        key = f"lora:{export}" + (f"@{calls[export] - 1}" if calls[export] > 1 else "")
         for n in members:
-            chains[n] = outer if n in tail else outer + [(f"lora:{export}", export, "LoRA", "lora")]
-        lora_of[f"lora:{export}"] = block
+            chains[n] = outer if n in tail else outer + [(key, export, "LoRA", "lora")]
+        lora_of[key] = block
     return chains, lora_of
 
 

@@ -16,7 +16,7 @@ from graphsurgeon.export.codegen.scopes import Program, Scope
 class Statements:
     def _statements(self) -> list[Stmt]:
         out: list[Stmt] = []
-        adds = {b.add_node: b for b in self.prog.cm.loras.values() if b.add_node}
+        adds = {b.add_node: b for b in self.prog.loras if b.add_node}
         for item in self.scope.items:
             if isinstance(item, Scope):
                 if not item.outputs:

@@ -414,6 +414,9 @@ class FunctionWriter(Statements, Sizes):
                     return (self.env.attr(base, owner) if owner != base else "self") + f".{leaf}"
             if is_symbolic(value):
                 return self._sym(value.meta["val"], prec)
+            same = self._same_value(value)
+            if same is not None:
+                return self.name_of[same]
             raise NotImplementedError(f"model.py codegen: {value.name} is read before it is written")
         if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
             return self._sym(value, prec)
@@ -428,6 +431,15 @@ class FunctionWriter(Statements, Sizes):
         if prec > lift.UNARY and text.startswith("-"):
             return f"({text})"
         return text
+
+    def _same_value(self, value: torch.fx.Node):
+        """A named value that is `value` itself: a `.to(dtype)` that changed nothing (prog.soft) and its input stand
+        for each other; which one a reader sees depends on its scope (a child returns the cast, its caller reads
+        the input: ErgoMoE's router weights)."""
+        soft = self.prog.soft
+        if soft.get(value) in self.name_of:
+            return soft[value]
+        return next((k for k in self.name_of if isinstance(k, torch.fx.Node) and soft.get(k) is value), None)
 
     def _literal(self, t: torch.Tensor) -> str:
         inferred = torch.bool if t.dtype == torch.bool else torch.int64 if not t.is_floating_point() \
