@@ -78,6 +78,8 @@ def generate(cm) -> GeneratedModel:
         tail = _lora_kinds_only(tail, {hp["kind"] for hp in loras.values()})
     hf = (TEMPLATES / "hf_functions.py").read_text(encoding="utf-8")
     config = model.config.dataclass_text()
+    if "field(default_factory" in config:  # a dict field (rope_parameters)
+        head = head.replace("import dataclass, fields", "import dataclass, field, fields")
     aliases = f"Model = {model.root.name}\nConfig = {model.config.class_name}"
     parts = [head, config] + ([helpers] if helpers else []) + [body, aliases, hf, tail]
     if model.kv_paths:  # a causal LM: its KV cache and generate()
