@@ -149,7 +149,8 @@ def test_slice_names_and_adapter_layout(gpt2_qv):
     imports = set(re.findall(r"^(?:import|from) (\w+)", model_py, re.M))
     assert imports <= {"torch", "safetensors", "os", "json", "dataclasses"}
     assert "class LoRA(nn.Module)" in model_py and "# [batch, seq, 64]" in model_py
-    assert "self.c_attn.q = LoRA(64, 64, r=4, scaling=2.0)" in model_py  # every layer has it: built in __init__
+    # every layer has it: built in __init__, sized by the config as the base layers are
+    assert "self.c_attn.q = LoRA(config.n_embd, config.n_embd, r=4, scaling=2.0)" in model_py
     assert model_py.count("class GPT2Block(") == 1 and "class GPT2Block2" not in model_py  # h.0, h.1 written once
     assert "for layer in self.h:" in model_py
 

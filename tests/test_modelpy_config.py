@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
+from safetensors.torch import load_file
 
 from graphsurgeon.capture import capture
 from graphsurgeon.export import export_folder
@@ -43,6 +44,10 @@ SECOND = {
                      max_position_embeddings=80, vocab_size=117),
 }
 ARCHS = list(SECOND)
+# the non-persistent buffers model.py computes from its config (init_buffers), as HF's __init__ does
+COMPUTED = {"bert": ["embeddings.position_ids"], "distilbert": ["embeddings.position_ids"],
+            "llama": ["model.rotary_emb.inv_freq"],
+            "gpt_neox": ["gpt_neox.rotary_emb.inv_freq"]}
 
 
 def hf_model(arch: str, **overrides) -> torch.nn.Module:
@@ -100,12 +105,16 @@ def test_second_config_equals_hf_at_that_config(arch, tmp_path):
     torch.manual_seed(1)
     ours = mod.Model(config).eval()
     hf = hf_model(arch, **SECOND[arch])
-    # HF's non-persistent buffers model.py reads (rotary's inv_freq: loaded as a weight); those it drops as dead
-    # (Llama's original_inv_freq, BERT's token_type_ids) are not offered
-    kept = dict(ours.named_buffers())
-    state = {**{k: v for k, v in hf.named_buffers() if k in kept}, **hf.state_dict()}
-    missing, unexpected = ours.load_state_dict(state, strict=False)
+    # HF's state dict and nothing else: the non-persistent buffers (rotary's inv_freq, BERT's position_ids) model.py
+    # computes in __init__ from the config, as HF does — equal to HF's at this config, and not in model.safetensors
+    missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)
     assert not missing and not unexpected, (missing, unexpected)
+    theirs = dict(hf.named_buffers())
+    computed = {k for k in dict(ours.named_buffers()) if k not in ours.state_dict()}
+    assert computed == set(COMPUTED.get(arch, ())), computed
+    for k in computed:
+        assert torch.equal(dict(ours.named_buffers())[k], theirs[k]), k
+    assert not computed & set(load_file(str(folder / "model.safetensors")))
     x = inputs()
     keep = x["attention_mask"].bool()
     with torch.no_grad():
@@ -143,3 +152,41 @@ def test_no_class_literal_equals_a_config_size(arch):
             if (v in sizes if isinstance(v, int) else v in rates) and repr(v) not in src:
                 found.append(f"{cls.name}: {ast.unparse(node)} (line {node.lineno})")
     assert not found, found
+
+
+ROPES = {  # rope_parameters of a tiny Llama: each type HF's modeling_rope_utils knows that model.py computes, and yarn
+    "default": {},
+    "linear": {"factor": 4.0},
+    "dynamic": {"factor": 2.0},
+    "llama3": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+    "yarn": {"factor": 4.0, "original_max_position_embeddings": 16},
+}
+
+
+@pytest.mark.parametrize("rope", ROPES)
+def test_rotary_inv_freq_is_computed_as_hf_computes_it(rope):
+    """The rope types model.py writes (default, linear, dynamic's start, llama3) give HF's inv_freq at the config and
+    at a second one (head_dim moved); a type it has no recipe for (yarn) stays in model.safetensors, saying why."""
+    from types import SimpleNamespace
+
+    from graphsurgeon.export.codegen.buffers import Buffers, _run
+    from graphsurgeon.export.codegen.config import ConfigSizes
+
+    params = {"rope_theta": 500.0, "rope_type": rope, **ROPES[rope]}
+    cfg = tf.LlamaConfig(num_hidden_layers=1, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=96, vocab_size=101, max_position_embeddings=64, rope_parameters=params)
+    inv_freq = tf.models.llama.modeling_llama.LlamaRotaryEmbedding(cfg).inv_freq
+    cm = SimpleNamespace(model_class="LlamaForCausalLM", config=cfg.to_dict())
+    sizes = ConfigSizes(cm)
+    name = "model.rotary_emb.inv_freq"
+    found = Buffers(cm, sizes, {name: inv_freq}, {name})
+    if rope == "yarn":
+        assert name not in found.computed and "rope type 'yarn'" in found.kept[name]
+        return
+    lines = found.computed[name]
+    assert lines[0] == 'base = config.rope_parameters["rope_theta"]' and lines[1] == "dim = config.head_dim"
+    assert torch.equal(_run(lines, "inv_freq", cm.config), inv_freq)
+    assert sizes.used["rope_parameters"] == cfg.rope_parameters
+    other = tf.LlamaConfig(**{**cm.config, "head_dim": 32})
+    want = tf.models.llama.modeling_llama.LlamaRotaryEmbedding(other).inv_freq
+    assert torch.equal(_run(lines, "inv_freq", other.to_dict()), want)

@@ -30,17 +30,21 @@ SUITE = [a for a in ARCHS if a != "roberta"] + ["gpt_neox"]  # gpt_neox: a fused
 TEMPLATES = Path(templates_init).parent
 COPIED = ["train.py", "train_data.py", "train_save.py", "lora_math.py"]  # written into the folder as they are
 MACHINE = re.compile(r"^(func|self_|mul|slice_|cat|neg|view|add|getitem)$|_\d+$")
-# known gaps, asserted exactly (a fix or a new machine name fails): OPT's default position ids (HF rebinds
-# position_ids inside `if position_ids is None:`, a block model.py does not write); GPT-NeoX's partial rotary (the
-# frames inside apply_rotary_pos_emb are lost at capture, so q_rot / q_pass have no source names)
-KNOWN_GAPS = {"opt": {"position_ids_2"}, "gpt_neox": {"add_2", "slice_", "slice__2", "slice__3", "slice__4"}}
+# known gaps, asserted exactly (a fix or a new machine name fails): none left (OPT's default position ids are written
+# in HF's `if position_ids is None:` block; GPT-NeoX's partial-rotary temporaries take the names of HF's
+# apply_rotary_pos_emb source although its frames are lost at capture)
+KNOWN_GAPS: dict[str, set[str]] = {}
 
 
 @functools.lru_cache(maxsize=None)
 def source_and_model(arch: str) -> tuple[str, type]:
-    if arch == "gpt_neox":
+    if arch == "gpt_neox":  # with LoRA on its fused, interleaved q and v: the LoRA helpers are checked too
+        from graphsurgeon.surgery import LoRAConfig, add_lora
+
         model = model_zoo.build("gpt_neox", attn="sdpa")
-        return model_source(capture(model)), type(model)
+        cm = capture(model)
+        add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+        return model_source(cm), type(model)
     cm = shared(arch)
     import surgery_models
 
@@ -121,6 +125,32 @@ def test_llama_reads_as_hf_writes_it():
             in text)
     assert "        hidden_states = hidden_states.to(torch.float32)" in text  # RMSNorm rebinds its parameter
     assert "original_inv_freq" not in text  # read by nothing: neither built nor saved
+    # inv_freq computed from the config as HF's default rope init does, not read from model.safetensors
+    assert ('        base = config.rope_parameters["rope_theta"]\n        dim = config.head_dim\n'
+            "        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))\n"
+            '        self.register_buffer("inv_freq", inv_freq, persistent=False)\n') in text
+    assert ("        if position_ids is None:\n"  # HF's block for the default position ids
+            "            position_ids = torch.arange(seq, device=input_ids.device)  # [seq] int64\n"
+            "            position_ids = position_ids.unsqueeze(0)  # [1, seq] int64\n") in text
+
+
+def test_gpt_neox_and_opt_read_as_hf_writes_them():
+    """GPT-NeoX's partial rotary under HF's names (q_rot, q_pass, q_embed) and its rotary dim from
+    partial_rotary_factor; OPT's default position ids in HF's `if position_ids is None:` block."""
+    neox, _ = source_and_model("gpt_neox")
+    assert "    q_rot = query_states[..., : cos.shape[-1]]" in neox
+    assert "    k_pass = key_states[..., cos.shape[-1] :]" in neox
+    assert "    q_embed = q_rot * cos + rotate_half(q_rot) * sin" in neox
+    assert "    query_states = torch.cat([q_embed, q_pass], dim=-1)" in neox
+    assert ("        head_dim = config.hidden_size // config.num_attention_heads\n"
+            '        dim = int(head_dim * config.rope_parameters["partial_rotary_factor"])\n') in neox
+    assert "// 4" not in neox
+    # the LoRA helper of a slice of the fused projection sized by the config, as the base layers are
+    assert "        self.query_key_value.q = LoRA(config.hidden_size, config.hidden_size, r=4, scaling=2.0)" in neox
+    opt, _ = source_and_model("opt")
+    assert ("        if position_ids is None:\n"
+            "            position_ids = attention_mask.cumsum(1)  # [batch, seq] int64\n"
+            "            position_ids = position_ids * attention_mask - 1  # [batch, seq] int64\n") in opt
 
 
 def test_rebinding_and_no_dead_buffers_elsewhere():

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.destination import Claim, DestinationError, claim
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
-from graphsurgeon.export.modelpy import TEMPLATES, export_tensors, model_source
+from graphsurgeon.export.modelpy import TEMPLATES, model_source, saved_tensors
 from graphsurgeon.export.verify import self_check
 from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
@@ -164,8 +164,7 @@ def _weights_text(cm) -> str:
 
 def _write(cm, folder: Path) -> None:
     (folder / "model.py").write_text(model_source(cm), encoding="utf-8")
-    tensors, _, _ = export_tensors(cm)
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    save_file({k: v.cpu() for k, v in saved_tensors(cm).items()}, str(folder / "model.safetensors"))
     if cm.loras:
         write_adapter(cm, folder)
     for script in ("train.py", "train_data.py", "train_save.py", "lora_math.py"):  # lora_math: the adapter and merge maths

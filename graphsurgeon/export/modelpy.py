@@ -45,6 +45,14 @@ def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[st
     return tensors, tied, sorted(b for b in buffers if b in tensors)
 
 
+def saved_tensors(cm) -> dict[str, torch.Tensor]:
+    """What model.safetensors holds: the exported tensors but the buffers model.py computes from its config."""
+    from graphsurgeon.export.codegen import generate
+
+    computed = generate(cm).model.recipes.computed
+    return {k: v for k, v in export_tensors(cm)[0].items() if k not in computed}
+
+
 def model_source(cm) -> str:
     """The full text of model.py."""
     from graphsurgeon.export.codegen import model_source as source

@@ -11,6 +11,7 @@ and LoRA updates as function bodies; CSE, DCE), `leaves` (torch.nn layers recogn
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ def generate(cm) -> GeneratedModel:
         tail = _lora_kinds_only(tail, {hp["kind"] for hp in loras.values()})
     hf = (TEMPLATES / "hf_functions.py").read_text(encoding="utf-8")
     config = model.config.dataclass_text()
+    if "field(default_factory" in config:  # a dict field (rope_parameters)
+        head = head.replace("import dataclass, fields", "import dataclass, field, fields")
     aliases = f"Model = {model.root.name}\nConfig = {model.config.class_name}"
     parts = [head, config] + ([helpers] if helpers else []) + [body, aliases, hf, tail]
     if model.kv_paths:  # a causal LM: its KV cache and generate()
@@ -240,7 +243,24 @@ def _table(name: str, table: dict, what: str) -> str:
     """A module-level dict, one entry per line when there are several."""
     if len(table) <= 1:
         return f"{name} = {table!r}  # {what}"
-    return "\n".join([f"{name} = {{  # {what}"] + [f"    {k!r}: {v!r}," for k, v in table.items()] + ["}"])
+    lines = [f"{name} = {{  # {what}"]
+    for k, v in table.items():  # as ruff format writes it: double quotes, an entry over 119 characters split
+        entry = f"    {_literal(k)}: {_literal(v)},"
+        if len(entry) > 119 and isinstance(v, dict):
+            parts = [f"        {_literal(a)}: {_literal(b)}," for a, b in v.items()]
+            lines += [f"    {_literal(k)}: {{", *parts, "    },"]
+        else:
+            lines.append(entry)
+    return "\n".join(lines + ["}"])
+
+
+def _literal(v) -> str:
+    """A Python literal of `v` with double-quoted strings."""
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_literal(a)}: {_literal(b)}" for a, b in v.items()) + "}"
+    return repr(v)
 
 
 def _lora_kinds_only(tail: str, kinds: set[str]) -> str:

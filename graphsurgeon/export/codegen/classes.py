@@ -6,7 +6,8 @@ a q/k/v slice) are left out of the comparison and written once, behind `if hasat
 has them, and a wrapped projection (`LoRALinear`) is compared as the layer it wraps; the model's `add_lora`
 builds what a class's `__init__` does not. `__init__` builds the module tree in the captured model's
 registration order: torch.nn layers, the generated classes, `nn.ModuleList` for numbered layers, and the
-module's own parameters and buffers (shapes from the captured tensors; values come from model.safetensors).
+module's own parameters and buffers (shapes from the captured tensors; values come from model.safetensors, but for
+the non-persistent buffers `init_buffers` computes from the config: codegen/buffers.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from graphsurgeon.export.codegen import fastpath, forms
+from graphsurgeon.export.codegen.buffers import Buffers
+from graphsurgeon.export.codegen.lora_sizes import lora_ctor
 from graphsurgeon.export.codegen.config import ConfigSizes
 from graphsurgeon.export.codegen import leaves as leaves_mod
 from graphsurgeon.export.codegen import scopes as scopes_mod
@@ -38,6 +41,7 @@ class ClassDef:
     key: tuple = ()  # what instances must share
     varying: list[str] = field(default_factory=list)  # own tensors whose shape differs by instance: __init__ args
     init: list[str] = field(default_factory=list)  # __init__ body lines
+    init_buffers: list[str] = field(default_factory=list)  # init_buffers' body: buffers computed from the config
     body: Body | None = None  # forward (None when never called)
 
 
@@ -70,6 +74,7 @@ class Model:
                       if p and kids and all(k.rpartition(".")[2].isdigit() for k in kids)}
         self.env = Env(self.prog, self.lists)
         self.config = self.env.config = ConfigSizes(cm)  # sizes as expressions of the config
+        self.recipes = Buffers(cm, self.config, tensors, buffers)  # buffers init_buffers computes, not saved
         self.calls: dict[str, list[Scope]] = {}  # module path -> the scopes calling it
         for s in self.prog.root.scopes():
             if s.kind in ("module", "lora"):
@@ -163,6 +168,7 @@ class Model:
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
             c.init = self.config.init_lines([s.path for s in c.instances]) + self._merged_init([s.path for s in c.instances] or [c.path])
+            c.init_buffers = self.recipes.lines_of(c.path)
             if any(s.key in self.env.kv for s in c.instances):
                 c.init.append("self.kv_cache: KVCache | None = None  # its keys and values so far, while generating")
         self.root.init = self._merged_init([""])
@@ -274,11 +280,15 @@ class Model:
     def ctor(self, path: str, base: bool = False, key: bool = False) -> str:
         """The constructor call that builds the module at `path` (key=True: with every tensor shape, for grouping)."""
         leaf = self.leaf_at(path)
+        if leaf is not None and leaf.kind == "lora":  # a slice's LoRA: no Hugging Face module at its path
+            return lora_ctor(self.config, leaf.lora.target, leaf.ctor)
         if leaf is not None:
             return self.config.ctor(path, (leaf.base_ctor or leaf.ctor) if base else leaf.ctor)
         layer = self._uncalled_layer(path)
         if layer is not None:
-            return layer if layer.startswith("LoRA(") else self.config.ctor(path, layer)
+            block = next((b for b in self.cm.loras.values() if scopes_mod.lora_export_name(b) == path), None)
+            return lora_ctor(self.config, block.target, layer) if layer.startswith("LoRA(") and block is not None \
+                else self.config.ctor(path, layer)
         if path in self.lists and path not in self.class_of_path:  # a list with a forward has its class
             kids = [self.ctor(k, base, key) for k in self.children[path]]
             if all(k == kids[0] for k in kids):
@@ -290,7 +300,9 @@ class Model:
         own = self._own(path)
         if key:
             return f"{c.name}({', '.join(['config'] + [f'{k}={tuple(t.shape)}' for k, t in own.items()])})"
-        return f"{c.name}({', '.join(['config'] + [repr(tuple(own[k].shape)) for k in c.varying])})"
+        shapes = [self.config.shape(f"{path}.{k}", tuple(own[k].shape)) for k in c.varying]  # config expressions
+        args = ["(" + ", ".join(d) + ("," if len(d) == 1 else "") + ")" for d in shapes]
+        return f"{c.name}({', '.join(['config'] + args)})"
 
     def _own(self, path: str) -> dict[str, torch.Tensor]:
         """The tensors the module at `path` holds itself, by attribute name."""
@@ -333,7 +345,9 @@ class Model:
                 if name in LORA_PARTS or sub_leaf is None or (base and sub_leaf.lora is not None):
                     continue
                 owner = f"self[{attr}]" if attr.isdigit() else f"self.{attr}"
-                lines.append((f"self.{attr}.{name}", _assign(owner, name, self.config.ctor(sub, sub_leaf.ctor))))
+                text = lora_ctor(self.config, sub_leaf.lora.target, sub_leaf.ctor) if sub_leaf.kind == "lora" \
+                    else self.config.ctor(sub, sub_leaf.ctor)
+                lines.append((f"self.{attr}.{name}", _assign(owner, name, text)))
         for name, t in self.tensors.items():
             owner, _, leaf_name = name.rpartition(".")
             if owner != path:
@@ -343,8 +357,13 @@ class Model:
                 shape = f"{leaf_name}_shape"
             dtype = "" if t.dtype == torch.float32 else f", dtype={t.dtype}"
             empty = f"torch.empty({shape}{dtype})"
-            if name in self.buffers:
-                lines.append((leaf_name, f'self.register_buffer("{leaf_name}", {empty})'))
+            if name in self.recipes.computed:  # one call computes the module's buffers (the recipes part of its key)
+                recipe = "; ".join(self.recipes.lines_of(path)) if key else ""
+                if "init_buffers" not in dict(lines):
+                    lines.append(("init_buffers", f"self.init_buffers(config){recipe}"))
+            elif name in self.buffers:
+                why = f"  # {self.recipes.kept[name]}" if name in self.recipes.kept else ""
+                lines.append((leaf_name, f'self.register_buffer("{leaf_name}", {empty}){why}'))
             else:
                 lines.append((leaf_name, f"self.{leaf_name} = nn.Parameter({empty})"))
         return lines

@@ -65,7 +65,8 @@ class ConfigSizes:
     def active(self) -> bool:
         return len(self.models) == 3
 
-    def _modules(self, path: str) -> list | None:
+    def modules(self, path: str) -> list | None:
+        """The module at `path` in the three Hugging Face models (None: no such module or no models)."""
         if not self.active:
             return None
         try:
@@ -127,7 +128,7 @@ class ConfigSizes:
 
     def prefer(self, path: str, method: str = "__init__") -> set[str]:
         """The config fields (own names) the Hugging Face class at `path` reads in `method`'s source."""
-        mods = self._modules(path)
+        mods = self.modules(path)
         if mods is None:
             return set()
         return {self.aliases.get(n, n) for n in re.findall(r"config\.(\w+)", _source(type(mods[0]), method))}
@@ -136,7 +137,7 @@ class ConfigSizes:
     def ctor(self, path: str, text: str) -> str:
         """A torch.nn layer's constructor (`nn.Linear(64, 192)`) with its sizes as config expressions: each number
         is read as the layer's attribute of that parameter's name in the three models."""
-        mods = self._modules(path)
+        mods = self.modules(path)
         if mods is None:
             return _drop_defaults(text)
         try:
@@ -164,7 +165,7 @@ class ConfigSizes:
 
     def count(self, path: str, n: int) -> str:
         """The length of the numbered layers at `path` (`config.n_layer`)."""
-        mods = self._modules(path)
+        mods = self.modules(path)
         if mods is None or len(mods[0]) != n:
             return str(n)
         found = self.solve(tuple(len(m) for m in mods), self.prefer(path.rpartition(".")[0]))
@@ -187,7 +188,7 @@ class ConfigSizes:
         """`self.<attr>` for a number the forward of the module at `path` reads, its __init__ line recorded in
         `attrs`: the Hugging Face module's attribute of that value (`head_dim`, `scaling`, `embed_dim`), else the
         rate of one of its dropout layers under HF's attribute name `hint` (`attention_dropout`)."""
-        mods = self._modules(path)
+        mods = self.modules(path)
         if mods is None:
             return None
         prefer = self.prefer(path)
@@ -240,7 +241,8 @@ class ConfigSizes:
         lines = ["@dataclass", f"class {self.class_name}:",
                  '    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the '
                  'exported model\'s)."""', ""]
-        lines += [f"    {k}: {type(v).__name__} = {v!r}" for k, v in self.used.items()]
+        lines += [f"    {k}: {type(v).__name__} = {v!r}" if not isinstance(v, dict)  # rope_parameters: a dict
+                  else f"    {k}: dict = field(default_factory=lambda: {v!r})" for k, v in self.used.items()]
         lines += ["", "    @classmethod", f'    def from_json(cls, path: str) -> "{self.class_name}":',
                   '        """The fields of config.json this class has (a missing file or field: the default)."""',
                   "        if not os.path.isfile(path):",

@@ -71,6 +71,13 @@ def class_section(model: Model, c: ClassDef, forward_sig: str | None = None, pro
         path = f"{base}.{rel}" if base else rel
         known = path in model.children or path in model.tensors
         sec.add(IND * 2 + line, (f"m:{path}",) if rel and known else ())  # not `self.head_dim = …`
+    if c.init_buffers:
+        sec.add("")
+        sec.add(f"{IND}def init_buffers(self, config) -> None:")
+        doc = '"""Non-persistent buffers, computed from the config (load_model calls it again after meta)."""'
+        sec.add(IND * 2 + doc)
+        for line in c.init_buffers:
+            sec.add(IND * 2 + line)
     if c.body is not None:
         sec.add("")
         params = ", ".join(["self"] + list(c.body.params)) if forward_sig is None else forward_sig

@@ -19,6 +19,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import lift, names, packing
+from graphsurgeon.export.codegen.defaults import hoist_defaults
 from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
 from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
 from graphsurgeon.export.codegen.sizes import ConfigFloat, ConfigInt, Sizes
@@ -84,7 +85,9 @@ class FunctionWriter(Statements, Sizes):
             if st.optional is None:
                 base_count += 1
         returns = [self.arg(o) for o in self.scope.outputs]
-        return Body(plist, self.lines, returns, training, extras=self._extra_params())
+        body = Body(plist, self.lines, returns, training, extras=self._extra_params())
+        hoist_defaults(body)  # `if position_ids is None:` as Hugging Face writes an input's default
+        return body
 
     def param_names(self) -> list[str]:
         """The names this scope's inputs would get (before sizes), for choosing one name across calls."""

@@ -57,5 +57,14 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
+    floating = dtype or next((v.dtype for v in tensors.values() if v.is_floating_point()), None)
+    for module in model.modules():  # buffers computed from the config (rotary's inv_freq): for real this time
+        if hasattr(module, "init_buffers"):
+            computed = [name for name, buffer in module.named_buffers(recurse=False) if buffer.is_meta]
+            module.init_buffers(config)
+            for name in computed:  # in the model's dtype, as the forward reads it (cos.to(self.inv_freq.dtype))
+                buffer = getattr(module, name)
+                cast = floating if buffer.is_floating_point() else None
+                setattr(module, name, buffer.to(device="cpu" if device is None else device, dtype=cast))
     tie_weights(model)
     return model

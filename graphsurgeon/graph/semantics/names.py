@@ -28,6 +28,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.graph.semantics.dataflow import op_of
+from graphsurgeon.graph.semantics.inlined import inlined_names
 from graphsurgeon.graph.semantics.source import assigned_names, module_paths, returned_names, scope_frames
 
 ROLE_NAMES = {
@@ -48,6 +49,7 @@ class Namer:
         self.roles = roles
         self._cache: dict[tuple[torch.fx.Node, int], str] = {}
         self._statements: dict[int, dict[tuple, list[torch.fx.Node]]] = {}
+        self._inlined_names: dict[tuple, dict[torch.fx.Node, str]] = {}  # statement -> names its callee gives
         self._returning: set[tuple[torch.fx.Node, int]] = set()  # return positions being worked out (no loops)
         self._operands = {op.node: op.role for a in getattr(roles, "attentions", []) for op in a.operands.values()
                           if op.node is not None}
@@ -112,7 +114,20 @@ class Namer:
         child = _child_attr(node, depth)
         if child:
             return child
-        return self._step_of(node, depth) or _op_name(node)
+        return self._inlined(node, depth) or self._step_of(node, depth) or _op_name(node)
+
+    def _inlined(self, node: torch.fx.Node, depth: int) -> str | None:
+        """A temporary of a function the line at `depth` calls whose own frames the capture lost (inlined.py)."""
+        frames = scope_frames(node)
+        if depth != len(frames) - 1 or frames[depth] is None:
+            return None
+        key = _statement_key(node, depth)
+        found = self._inlined_names.get(key)
+        if found is None:
+            frame = frames[depth]
+            found = self._inlined_names[key] = inlined_names(self._statement_index(depth).get(key, []), frame.file,
+                                                             frame.code)
+        return found.get(node)
 
     def _step_of(self, node: torch.fx.Node, depth: int) -> str | None:
         """`query_states.view` for a step inside `query_states = x.view(...).transpose(1, 2)` (one name assigned)."""
