@@ -83,16 +83,29 @@ def search_entries(bg) -> dict[str, tuple[str, str]]:
 
 def take_snapshot(cm) -> dict:
     """Every composite view of `cm` as JSON-ready data (ViewSnapshot(take_snapshot(cm)) reads it back)."""
+    *_, data = snapshot_steps(cm)
+    return data
+
+
+def snapshot_steps(cm):
+    """take_snapshot in small steps, for the editor to run between frames: yields None after each view, then the
+    snapshot's data."""
     bg = cm.blocks()
     paths = bg.paths()
-    return {
+    views = {}
+    for p in paths:
+        views[p] = view_dict(bg.view(p))
+        yield None
+    search = {k: list(v) for k, v in search_entries(bg).items()}
+    yield None
+    yield {
         "format": FORMAT,
         "model_class": cm.model_class,
         "source_name": cm.source_name,
         "children": {p: list(bg.children.get(p, [])) for p in paths},
         "crumbs": {p: [list(c) for c in bg.breadcrumbs(p)] for p in paths},
-        "search": {k: list(v) for k, v in search_entries(bg).items()},
-        "views": {p: view_dict(bg.view(p)) for p in paths},
+        "search": search,
+        "views": views,
     }
 
 

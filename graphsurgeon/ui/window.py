@@ -75,18 +75,20 @@ class MainWindow(QMainWindow):
         self.minimap = Minimap(self.view)
         self.crumb_buttons: list[QPushButton] = []
         self._crumbs = QHBoxLayout()
-        self.progress = QProgressBar()  # busy while a model is opened (ui/opening.py), with the stage beside it
-        self.progress.setRange(0, 0)
-        self.progress.setMaximumWidth(160)
-        self.progress.hide()
+        # in the status bar while a model is opened (ui/opening.py): the stage, a busy bar and Cancel
         self.progress_label = QLabel()  # the stage: importing, building on meta, torch.export, deriving views
         self.progress_label.setMaximumWidth(760)
         self.progress_label.hide()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setMaximumWidth(160)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")  # stops the open; what was shown before comes back
+        self.cancel_button.setToolTip("Stop opening this model; the model shown before stays")
+        self.cancel_button.hide()
         top = QHBoxLayout()
         top.addLayout(self._crumbs)
         top.addStretch(1)
-        top.addWidget(self.progress_label)
-        top.addWidget(self.progress)
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -106,8 +108,11 @@ class MainWindow(QMainWindow):
         self.notes_label.setMaximumWidth(620)
         self.notes_label.hide()
         self.statusBar().addPermanentWidget(self.notes_label)
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            self.statusBar().addPermanentWidget(w)
         self._syncing = False
         self.opener = Opener(self)
+        self.cancel_button.clicked.connect(self.opener.cancel)
         self._menus()
         self.scene.signals.unbox.connect(self.navigate)
         self.scene.selectionChanged.connect(self._scene_selection)
@@ -201,18 +206,21 @@ class MainWindow(QMainWindow):
             self.refresh()
 
     def _rebuild_crumbs(self) -> None:
-        for b in self.crumb_buttons:
-            self._crumbs.removeWidget(b)
-            b.hide()  # deleteLater waits for the event loop; a screenshot taken before it must not show stale crumbs
-            b.setParent(None)
-            b.deleteLater()
-        self.crumb_buttons = []
+        self.clear_crumbs()
         for i, (label, path) in enumerate(self.controller.breadcrumbs()):
             btn = QPushButton(("› " if i else "") + label)
             btn.setFlat(True)
             btn.clicked.connect(lambda _=False, p=path: self.navigate(p))
             self._crumbs.addWidget(btn)
             self.crumb_buttons.append(btn)
+
+    def clear_crumbs(self) -> None:
+        for b in self.crumb_buttons:
+            self._crumbs.removeWidget(b)
+            b.hide()  # deleteLater waits for the event loop; a screenshot taken before it must not show stale crumbs
+            b.setParent(None)
+            b.deleteLater()
+        self.crumb_buttons = []
 
     # --- table and selection ------------------------------------------------------------------
     def _fill_table(self) -> None:
