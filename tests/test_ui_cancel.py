@@ -82,3 +82,32 @@ def test_cancel_of_a_first_open_leaves_the_empty_window(qtbot, cache, held_captu
     assert win.table.rowCount() == 0 and win.windowTitle() == "graphsurgeon"
     assert not win.opener.cancel()  # nothing left to cancel
     assert not [p for p in cache.rglob("*") if p.is_file()]
+
+
+def test_export_runs_in_the_background_and_cancel_leaves_nothing(qtbot, cache, tmp_path, tiny_gpt2):
+    win = _window(qtbot, tiny_gpt2)
+    task = win.operate.export_task
+    task.dialogs = False
+    stages = []
+    task.signals.stage.connect(stages.append)
+    out = tmp_path / "exports" / "gpt2-lora"
+    out.parent.mkdir()
+    thread = task.start(out)
+    assert win.cancel_button.isVisible() and win.progress.isVisible() and "exporting" in win.progress_label.text()
+    assert not win.operate.live() and not win.operate.drop("n:anything", {"r": 8, "alpha": 16, "dropout": 0})
+    assert not win.operate.history_view.isEnabled() and not any(a.isEnabled() for a in win.operate.undo_actions)
+    qtbot.waitUntil(lambda: "self-check" in win.progress_label.text(), timeout=60000)
+    qtbot.mouseClick(win.cancel_button, Qt.LeftButton)
+    assert "cancelling" in win.progress_label.text()
+    thread.join(120)
+    qtbot.waitUntil(lambda: not task.running)
+    assert task.outcome == "cancelled" and "nothing was written" in win.operate.last_message
+    assert not win.cancel_button.isVisible() and not win.progress.isVisible()
+    assert list(out.parent.iterdir()) == []  # no folder, no temp folder, no lock left
+    assert win.operate.live() and win.operate.history_view.isEnabled()  # editing is back
+    thread = task.start(out)  # the same export, not cancelled: written
+    thread.join(120)
+    qtbot.waitUntil(lambda: not task.running)
+    assert task.outcome == "written" and (out / "model.py").is_file() and task.result.check
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    assert any("writing model.py" in s for s in stages) and any("moving the folder into place" in s for s in stages)

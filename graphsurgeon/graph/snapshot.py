@@ -66,19 +66,27 @@ def search_entries(bg) -> dict[str, tuple[str, str]]:
     """Find targets: label → (composite path to open, block id to select), for every module and op."""
     if isinstance(bg, ViewSnapshot):
         return dict(bg.search)
+    *_, out = _search_steps(bg)
+    return out
+
+
+def _search_steps(bg, every: int = 200):
+    """search_entries of a live BlockGraph in steps: None after every `every` ops, then the entries."""
     from graphsurgeon.graph.view import op_name  # a live BlockGraph: torch is loaded (a snapshot is read without it)
 
     out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
     for p in bg.paths():  # groups and stacks by their titles too: "Causal mask (transformer)"
         if p and p in bg.tree.titles:
             out.setdefault(f"{bg.tree.titles[p]} ({bg.parent(p) or 'root'})", (bg.parent(p) or "", f"m:{p}"))
-    for node, chain in bg.chain.items():
+    for i, (node, chain) in enumerate(bg.chain.items()):
         if node.op == "call_function" and node not in bg.hidden:
             where = chain[-1] if chain else ""
             out[f"{node.name} ({where or 'root'})"] = (where, f"n:{node.name}")
             named = bg.sem.name(node, bg.scope(where))  # the value's name as the code there reads it
             out.setdefault(f"{named} · {op_name(node)} ({where or 'root'})", (where, f"n:{node.name}"))
-    return out
+        if i % every == every - 1:
+            yield None
+    yield out
 
 
 def take_snapshot(cm) -> dict:
@@ -96,8 +104,10 @@ def snapshot_steps(cm):
     for p in paths:
         views[p] = view_dict(bg.view(p))
         yield None
-    search = {k: list(v) for k, v in search_entries(bg).items()}
-    yield None
+    for search in _search_steps(bg):
+        if search is None:
+            yield None
+    search = {k: list(v) for k, v in search.items()}
     yield {
         "format": FORMAT,
         "model_class": cm.model_class,

@@ -60,6 +60,7 @@ class Opener(QObject):
         self.thread: threading.Thread | None = None
         self._cancel = threading.Event()  # set by cancel(): the current worker stops at its next step
         self.stopped: list[int] = []  # numbers of the opens whose worker stopped because they were cancelled
+        self.active = False  # an open is in progress: its result has not been shown yet
         self._to_store: dict[int, str] = {}  # open number -> cache key its views are to be written under
         self.storing = None  # (open number, CapturedModel, key, steps) while its views are cached between frames
         self._before: tuple | None = None  # what was shown before a preview, restored if the capture fails
@@ -75,6 +76,7 @@ class Opener(QObject):
         number = self.number
         self._cancel.set()  # an open still running for an earlier number stops too: it was replaced
         self._cancel = threading.Event()
+        self.active = True
         key = cache_key(source, meta=meta, eager_attention=eager_attention)
         cached = load_views(key)
         known = known_tree(source) if cached is None else None
@@ -171,8 +173,9 @@ class Opener(QObject):
         """Stop the open in progress: what was shown before comes back now, the worker stops at its next step and
         caches nothing. False when nothing was being opened."""
         w = self.window
-        if not w.cancel_button.isVisibleTo(w):
+        if not self.active:
             return False
+        self.active = False
         self._cancel.set()
         self.number += 1  # whatever the worker still signals is dropped
         self._end()
@@ -229,6 +232,7 @@ class Opener(QObject):
     def _done(self, number: int, cm, path: str) -> None:
         if number != self.number:
             return
+        self.active = False
         self._end()
         self.showing = ""
         c = self.window.controller
@@ -280,6 +284,7 @@ class Opener(QObject):
     def _failed(self, number: int, message: str) -> None:
         if number != self.number:
             return
+        self.active = False
         self._end()
         self.window.statusBar().clearMessage()
         self._put_back()  # the previous model comes back, as if the preview never was

@@ -112,7 +112,7 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(w)
         self._syncing = False
         self.opener = Opener(self)
-        self.cancel_button.clicked.connect(self.opener.cancel)
+        self.cancel_button.clicked.connect(self.cancel_work)
         self._menus()
         self.scene.signals.unbox.connect(self.navigate)
         self.scene.selectionChanged.connect(self._scene_selection)
@@ -291,6 +291,10 @@ class MainWindow(QMainWindow):
     @property
     def capture_thread(self) -> threading.Thread | None:
         return self.opener.thread
+
+    def cancel_work(self) -> bool:
+        """The status bar's Cancel: stops the open or the export in progress (False: nothing was running)."""
+        return self.opener.cancel() or self.operate.export_task.cancel()
 
     def _open_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")
