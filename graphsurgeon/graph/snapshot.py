@@ -8,6 +8,7 @@ BlockGraph — view(path), paths(), parent(), breadcrumbs() — and nothing that
 from __future__ import annotations
 
 import difflib
+
 from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
 from graphsurgeon.graph.meta import TensorMeta

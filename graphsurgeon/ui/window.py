@@ -75,7 +75,7 @@ class MainWindow(QMainWindow):
         self.minimap = Minimap(self.view)
         self.crumb_buttons: list[QPushButton] = []
         self._crumbs = QHBoxLayout()
-        # in the status bar while a model is opened (ui/opening.py): the stage, a busy bar and Cancel
+        # in the status bar while a model is opened (ui/opening.py) or an export written: the stage, a busy bar, Cancel
         self.progress_label = QLabel()  # the stage: importing, building on meta, torch.export, deriving views
         self.progress_label.setMaximumWidth(760)
         self.progress_label.hide()
@@ -83,8 +83,9 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.setMaximumWidth(160)
         self.progress.hide()
-        self.cancel_button = QPushButton("Cancel")  # stops the open; what was shown before comes back
-        self.cancel_button.setToolTip("Stop opening this model; the model shown before stays")
+        self.cancel_button = QPushButton("Cancel")  # stops the open (what was shown before comes back) or the export
+        self.cancel_button.setToolTip("Stop opening the model (the one shown before stays) or writing the export "
+                                      "(nothing is left behind)")
         self.cancel_button.hide()
         top = QHBoxLayout()
         top.addLayout(self._crumbs)
