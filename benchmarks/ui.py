@@ -1,6 +1,7 @@
 """Editor benchmark (offscreen, 1600x1000): launch → first frame, cold and warm, for GPT-2 and a Llama-3-70B
-architecture on meta, launch → editable for Llama-3-70B and Llama-3.1-405B, against a bare torch.export of GPT-2 in the same run; frames while panning the 70B `model` view;
-frames of composite views and navigation.
+architecture on meta, against a bare torch.export of GPT-2 in the same run; launch → editable (drop allowed) for the
+Llama-3-70B and Llama-3.1-405B architectures; frames while panning the 70B `model` view; frames of composite views and
+navigation.
 
 Run: .venv/bin/python benchmarks/ui.py   (prints a table; targets in the last column)
 
