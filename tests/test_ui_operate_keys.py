@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QApplication, QUndoView
 
 from graphsurgeon.capture import capture
 from graphsurgeon.surgery.spec import LoRAConfig
-from graphsurgeon.ui.operate import window_ops
+from graphsurgeon.ui.operate import export_task, window_ops
 from graphsurgeon.ui.operate.session import autosave_path
 from test_ui_operate import BERT_ATTN, _drop, _inputs, _palette_mime, _window
 
@@ -71,6 +71,7 @@ class Dialogs:
 
         monkeypatch.setattr(window_ops, "QFileDialog", FileDialog)
         monkeypatch.setattr(window_ops, "QMessageBox", MessageBox)
+        monkeypatch.setattr(export_task, "QMessageBox", MessageBox)  # the export's result, when written in the background
 
 
 @pytest.fixture
@@ -234,6 +235,7 @@ def test_export_folder_writes_the_folder_and_says_how_to_train(qtbot, tmp_path, 
     dialogs.folder = out
     _menu_action(win, "Export folder…").trigger()
     assert dialogs.asked == ["Export into folder"]
+    qtbot.waitUntil(lambda: not win.operate.export_task.running, timeout=120000)  # written in the background
     files = {"model.py", "model.safetensors", "train.py", "surgery.json"}
     assert files <= {p.name for p in out.iterdir()}
     assert [(kind, title) for kind, title, _ in dialogs.messages] == [("information", "Exported")], dialogs.messages

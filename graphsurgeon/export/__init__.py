@@ -96,22 +96,28 @@ def check_export(cm, out_dir, *, force: bool = False, random_weights: bool = Fal
                           "model.safetensors.")
 
 
-def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = False) -> ExportResult:
+def export_folder(cm, out_dir, *, force: bool = False, random_weights: bool = False, progress=None) -> ExportResult:
     """Write the export folder `out_dir` atomically (temp folder next to it, renamed at the end).
 
     Random weights (a config-only source, a preset without cached weights) are refused unless random_weights:
     such a folder runs, but it is no trained model. README.md and surgery.json say which weights it holds.
-    An OS error (unwritable place, full disk) or SIGINT / SIGTERM / SIGHUP leaves nothing behind.
+    An OS error (unwritable place, full disk) or SIGINT / SIGTERM / SIGHUP leaves nothing behind; so does an
+    exception `progress` raises (called with one line of text before each step: the editor's Cancel).
     """
     start = time.perf_counter()
     out = Path(out_dir)
+    step = progress or (lambda text: None)
     with terminations_raise():
         try:
             with claim(out) as dest:  # one export at a time to `out`; leftovers of a stopped one removed
+                step(f"exporting to {out}: checking the destination and the edits")
                 check_export(cm, out, force=force, random_weights=random_weights)
+                step(f"exporting to {out}: loading the weights")
                 cm.materialize()
+                step(f"exporting to {out}: validating shapes")
                 _validate(cm)
-                check = _write_atomically(cm, dest, lambda: check_out_folder(out, force=force, source=cm.source_name))
+                check = _write_atomically(cm, dest, lambda: check_out_folder(out, force=force, source=cm.source_name),
+                                          step)
         except DestinationError as err:
             raise ExportError(str(err)) from None
         except OSError as err:
@@ -135,14 +141,17 @@ def _os_sentence(out: Path, err: BaseException) -> str:
     return f"cannot write the export to {out}: {what}; nothing was written, {todo}."
 
 
-def _write_atomically(cm, dest: Claim, still_free) -> str:
+def _write_atomically(cm, dest: Claim, still_free, step) -> str:
     """Write into a temp folder beside the destination, run model.py against the graph there (export/verify.py),
     then move it into place (`still_free`: the destination may still be replaced); anything stopped or refused
     removes the temp folder. Returns what the self-check checked."""
     tmp = dest.temp_folder()
     try:
         with self_check(cm, tmp) as checked:
+            step(f"exporting to {dest.out}: writing model.py, the weights, the adapter and train.py")
             _write(cm, tmp)
+            step(f"exporting to {dest.out}: self-check, running model.py against the graph")
+        step(f"exporting to {dest.out}: moving the folder into place")
         dest.move_into_place(tmp, check=still_free)
         return checked.text
     except BaseException:

@@ -31,8 +31,11 @@ class DimNames:
             return str(int(expr))
         import sympy
 
-        subs = {s: sympy.Symbol(self.names.get(str(s), str(s))) for s in expr.free_symbols}
-        return str(expr.xreplace(subs)).replace(" ", "")
+        memo = self._memo("text")
+        if expr not in memo:  # an 80-layer graph has thousands of values but a few dozen distinct dims
+            subs = {s: sympy.Symbol(self.names.get(str(s), str(s))) for s in expr.free_symbols}
+            memo[expr] = str(expr.xreplace(subs)).replace(" ", "")
+        return memo[expr]
 
     def example(self, dim) -> int:
         """A dim at the example sizes (batch 2, seq 10 by default)."""
@@ -43,8 +46,22 @@ class DimNames:
         expr = dim.node.expr if isinstance(dim, torch.SymInt) else dim
         if not getattr(expr, "free_symbols", None):
             return int(expr)
-        subs = {s: self.examples.get(self.names.get(str(s), str(s)), 1) for s in expr.free_symbols}
-        return int(expr.subs(subs))
+        memo = self._memo("example")
+        if expr not in memo:
+            subs = {s: self.examples.get(self.names.get(str(s), str(s)), 1) for s in expr.free_symbols}
+            memo[expr] = int(expr.subs(subs))
+        return memo[expr]
+
+    def _memo(self, kind: str) -> dict:
+        """Dims already read, per kind; forgotten when a name or an example size changes (not a dataclass field:
+        equality and copies ignore it)."""
+        key = (kind, tuple(self.names.items()), tuple(self.examples.items()))
+        memos = self.__dict__.setdefault("_memos", {})
+        if key not in memos:
+            if len(memos) > 8:
+                memos.clear()
+            memos[key] = {}
+        return memos[key]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ BlockGraph — view(path), paths(), parent(), breadcrumbs() — and nothing that
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict
 
 from graphsurgeon.errors import ViewError
 from graphsurgeon.graph.blocks import Block, CompositeView, Link, Port, StaticInput, VariableRow
@@ -68,34 +67,78 @@ def search_entries(bg) -> dict[str, tuple[str, str]]:
     """Find targets: label → (composite path to open, block id to select), for every module and op."""
     if isinstance(bg, ViewSnapshot):
         return dict(bg.search)
+    *_, out = _search_steps(bg)
+    return out
+
+
+def _search_steps(bg, every: int = 200):
+    """search_entries of a live BlockGraph in steps: None after every `every` ops, then the entries."""
     from graphsurgeon.graph.view import op_name  # a live BlockGraph: torch is loaded (a snapshot is read without it)
 
     out = {p: (bg.parent(p) or "", f"m:{p}") for p in bg.paths() if p}
     for p in bg.paths():  # groups and stacks by their titles too: "Causal mask (transformer)"
         if p and p in bg.tree.titles:
             out.setdefault(f"{bg.tree.titles[p]} ({bg.parent(p) or 'root'})", (bg.parent(p) or "", f"m:{p}"))
-    for node, chain in bg.chain.items():
+    for i, (node, chain) in enumerate(bg.chain.items()):
         if node.op == "call_function" and node not in bg.hidden:
             where = chain[-1] if chain else ""
             out[f"{node.name} ({where or 'root'})"] = (where, f"n:{node.name}")
             named = bg.sem.name(node, bg.scope(where))  # the value's name as the code there reads it
             out.setdefault(f"{named} · {op_name(node)} ({where or 'root'})", (where, f"n:{node.name}"))
-    return out
+        if i % every == every - 1:
+            yield None
+    yield out
 
 
 def take_snapshot(cm) -> dict:
     """Every composite view of `cm` as JSON-ready data (ViewSnapshot(take_snapshot(cm)) reads it back)."""
+    *_, data = snapshot_steps(cm)
+    return data
+
+
+def snapshot_steps(cm):
+    """take_snapshot in small steps, for the editor to run between frames: yields None after each view, then the
+    snapshot's data."""
     bg = cm.blocks()
     paths = bg.paths()
-    return {
+    views = {}
+    for p in paths:
+        views[p] = view_dict(bg.view(p))
+        yield None
+    for search in _search_steps(bg):
+        if search is None:
+            yield None
+    search = {k: list(v) for k, v in search.items()}
+    yield {
         "format": FORMAT,
         "model_class": cm.model_class,
         "source_name": cm.source_name,
         "children": {p: list(bg.children.get(p, [])) for p in paths},
         "crumbs": {p: [list(c) for c in bg.breadcrumbs(p)] for p in paths},
-        "search": {k: list(v) for k, v in search_entries(bg).items()},
-        "views": {p: asdict(bg.view(p)) for p in paths},
+        "search": search,
+        "views": views,
     }
+
+
+def _meta_dict(m: TensorMeta | None) -> dict | None:
+    return None if m is None else {"shape": list(m.shape), "example_shape": list(m.example_shape), "dtype": m.dtype}
+
+
+def _port_dict(p: Port) -> dict:
+    return {"id": p.id, "name": p.name, "value": p.value, "meta": _meta_dict(p.meta), "label": p.label, "step": p.step}
+
+
+def view_dict(v: CompositeView) -> dict:
+    """`dataclasses.asdict(v)`, written out: asdict's generic deep copy was most of a 405B snapshot's time."""
+    blocks = [{"id": b.id, "kind": b.kind, "title": b.title, "subtitle": b.subtitle,
+               "inputs": [_port_dict(p) for p in b.inputs], "outputs": [_port_dict(p) for p in b.outputs],
+               "static_inputs": [{"name": s.name, "text": s.text, "source": s.source} for s in b.static_inputs],
+               "module_path": b.module_path, "param_count": b.param_count, "node": b.node, "role": b.role,
+               "group": b.group} for b in v.blocks]
+    links = [{"id": l.id, "src": l.src, "dst": l.dst, "value": l.value, "meta": _meta_dict(l.meta), "name": l.name,
+              "step": l.step} for l in v.links]
+    return {"path": v.path, "class_name": v.class_name, "blocks": blocks, "links": links,
+            "variables": [dict(r.__dict__) for r in v.variables]}
 
 
 def _meta(d: dict | None) -> TensorMeta | None:

@@ -99,6 +99,7 @@ class BlockGraph:
         self.output_node: torch.fx.Node | None = None
         self.placeholders: list[torch.fx.Node] = []  # graph inputs: the root view's inputs
         self._chains: dict[int, tuple] = {}  # id(nn_module_stack) -> (it, chain, classes): one read per stack
+        self._members: dict[tuple[int, str], list[torch.fx.Node]] | None = None  # (depth - 1, path) -> its nodes
         for node in gm.graph.nodes:
             self.nodes[node.name] = node
             self._classify(node)
@@ -254,6 +255,19 @@ class BlockGraph:
         return self.sem.scope(p or "")
 
     # ---- views -------------------------------------------------------------------------------
+    def _nodes_in(self, path: str, depth: int):
+        """The graph's nodes, in graph order, whose chain holds `path` at `depth` (all of them for the root): indexed
+        once, so deriving every view of an 80-layer model costs the nodes inside each view, not the whole graph each."""
+        if depth == 0:
+            return self.captured.gm.graph.nodes
+        if self._members is None:
+            members: dict[tuple[int, str], list[torch.fx.Node]] = {}
+            for node in self.captured.gm.graph.nodes:
+                for i, p in enumerate(self.chain.get(node, ())):
+                    members.setdefault((i, p), []).append(node)
+            self._members = members
+        return self._members.get((depth - 1, path), ())
+
     def _rep(self, node: torch.fx.Node, path: str, depth: int) -> str | None:
         """The block representing `node` in the view of `path`, or None if node is outside it."""
         chain = self.chain.get(node)
@@ -302,7 +316,7 @@ class BlockGraph:
         boundary_in = Block(in_id, "input", "inputs", "view inputs", module_path=path)
         boundary_out = Block(out_id, "output", "outputs", "view outputs", module_path=path)
 
-        for node in self.captured.gm.graph.nodes:
+        for node in self._nodes_in(path, depth):
             if node in self.static or node in self.hidden or node.op in ("output", "placeholder") or node in self.folded:
                 continue
             rep = self._rep(node, path, depth)

@@ -7,28 +7,41 @@
    the window paints its module hierarchy (graph/module_tree) while torch.export runs. A known tree is checked
    against the one the worker derives and replaced if they differ; a folder's derived tree is cached for next time.
 4. The captured model replaces the preview, keeping the composite the user opened; editing starts.
+5. Then, between frames (slices of a few ms on the UI thread, so a drop is never held up by more than one), the views
+   are derived and cached for the next open of this model (capture/view_cache); an edit or another open first stops it.
+   On a 405B architecture this is ~2 s of work that used to come before editing could start.
 
-A progress bar and a stage line show what runs. A failure brings back what was shown before and says why in one
-sentence. Every open has a number: the signals of an open that a later open replaced are dropped, and captures run
-one at a time (torch.export is not safe to run in two threads at once), skipping an open already replaced.
+The status bar shows what runs (the stage, a busy bar) and a Cancel button. Cancel brings back what was shown before
+(or the empty window) at once; the worker stops at its next step (between stages, or at capture's next progress line:
+torch.export itself cannot be interrupted) and leaves nothing behind: no module tree or view snapshot is cached for an
+open that was cancelled. A failure brings back what was shown before and says why in one sentence. Every open has a
+number: the signals of an open that a later open replaced are dropped (its worker stops at its next step), and captures
+run one at a time (torch.export is not safe to run in two threads at once), skipping an open already replaced.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from graphsurgeon.errors import GraphsurgeonError
 
 _ONE_CAPTURE_AT_A_TIME = threading.Lock()
 
 
+class Cancelled(BaseException):
+    """Raised inside the worker at its next step after the user pressed Cancel; a BaseException, as Ctrl-C's
+    KeyboardInterrupt is, so capture's fallbacks (`except Exception`: capture every layer instead) let it through."""
+
+
 class _Signals(QObject):  # emitted from the worker thread, delivered on the UI thread; the int is the open's number
     stage = Signal(int, str)  # what the worker does now
     hierarchy = Signal(int, object, str)  # (graph.snapshot.ViewSnapshot of the modules, path)
     done = Signal(int, object, str)  # (CapturedModel, path)
+    views_stored = Signal(str)  # the cache key the views of the model just opened were written under
     failed = Signal(int, str)  # one sentence
 
 
@@ -45,6 +58,11 @@ class Opener(QObject):
         self.signals.failed.connect(self._failed)
         self.number = 0  # the current open; earlier opens' signals are ignored
         self.thread: threading.Thread | None = None
+        self._cancel = threading.Event()  # set by cancel(): the current worker stops at its next step
+        self.stopped: list[int] = []  # numbers of the opens whose worker stopped because they were cancelled
+        self.active = False  # an open is in progress: its result has not been shown yet
+        self._to_store: dict[int, str] = {}  # open number -> cache key its views are to be written under
+        self.storing = None  # (open number, CapturedModel, key, steps) while its views are cached between frames
         self._before: tuple | None = None  # what was shown before a preview, restored if the capture fails
         self.showing = ""  # what the preview is: "cached views", "shipped module tree", "cached module tree",
         # "module tree built on meta"
@@ -56,6 +74,9 @@ class Opener(QObject):
 
         self.number += 1
         number = self.number
+        self._cancel.set()  # an open still running for an earlier number stops too: it was replaced
+        self._cancel = threading.Event()
+        self.active = True
         key = cache_key(source, meta=meta, eager_attention=eager_attention)
         cached = load_views(key)
         known = known_tree(source) if cached is None else None
@@ -72,7 +93,7 @@ class Opener(QObject):
             whence = "shipped with graphsurgeon" if known[1] == SHIPPED else "as derived when its config last opened"
             self._stage(number, f"opening {source}: its modules, {whence}; importing torch and transformers to "
                                 "capture it …")
-        args = (number, source, meta, path, eager_attention, key, cached is None, shipped)
+        args = (number, source, meta, path, eager_attention, key, cached is None, shipped, self._cancel)
         self.thread = threading.Thread(target=self._work, args=args, daemon=True, name=f"open {source}")
         self.thread.start()
         return self.thread
@@ -84,8 +105,15 @@ class Opener(QObject):
                 self._capture(number, *args)
 
     def _capture(self, number: int, source, meta: bool, path: str, eager: bool, key, uncached: bool,
-                 shipped: dict | None) -> None:
-        emit = self._emit
+                 shipped: dict | None, cancel: threading.Event) -> None:
+        def emit(signal: str, *args) -> None:  # every step first checks Cancel
+            if cancel.is_set():
+                raise Cancelled
+            self._emit(signal, *args)
+
+        def progress(line: str) -> None:  # capture's own steps (torch.export, replicating layer i of n)
+            emit("stage", number, f"{line} …")
+
         try:
             model = None
             if uncached and isinstance(source, (str, os.PathLike)):  # the module hierarchy, derived (or checked)
@@ -104,6 +132,8 @@ class Opener(QObject):
 
                 model = build_model(source, meta=True, eager_attention=eager)
                 tree = module_tree_data(model, str(source))
+                if cancel.is_set():
+                    raise Cancelled
                 if tree != shipped:  # nothing shown yet, or another transformers builds other modules than known
                     emit("hierarchy", number, ViewSnapshot(tree), path)
                     from graphsurgeon.capture.module_trees import remember_tree
@@ -112,19 +142,24 @@ class Opener(QObject):
             emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
             from graphsurgeon.capture import capture
 
-            cm = capture(source, meta=meta, eager_attention=eager, model=model if meta else None)
+            cm = capture(source, meta=meta, eager_attention=eager, model=model if meta else None, progress=progress)
             emit("stage", number, f"deriving the views of {cm.model_class} …")
             cm.blocks().view(path)  # an unknown path fails here, before the window switches
-            if key is not None and uncached:  # ~0.2 s on gpt2; next time this model opens at once
-                from graphsurgeon.capture.view_cache import store_views
-                from graphsurgeon.graph.snapshot import take_snapshot
-
-                store_views(key, take_snapshot(cm))
+            if key is not None and uncached:  # cached after editing starts (_store_step); next time it opens at once
+                self._to_store[number] = key
             emit("done", number, cm, path)
+        except Cancelled:
+            self.stopped.append(number)
         except GraphsurgeonError as err:
-            emit("failed", number, str(err))
+            self._emit("failed", number, str(err))
         except Exception as err:  # noqa: BLE001 — shown to the user, never a crash of the window
-            emit("failed", number, f"capture failed: {err}")
+            self._emit("failed", number, f"capture failed: {err}")
+
+    def _write(self, key: str, data: dict) -> None:
+        from graphsurgeon.capture.view_cache import store_views
+
+        if store_views(key, data) is not None:
+            self._emit("views_stored", key)
 
     def _emit(self, signal: str, *args) -> None:
         """Emit from the worker; once the window is gone (the app quit mid-capture) there is no one to tell."""
@@ -134,6 +169,22 @@ class Opener(QObject):
             pass
 
     # ---- on the UI thread ------------------------------------------------------------------------------
+    def cancel(self) -> bool:
+        """Stop the open in progress: what was shown before comes back now, the worker stops at its next step and
+        caches nothing. False when nothing was being opened."""
+        w = self.window
+        if not self.active:
+            return False
+        self.active = False
+        self._cancel.set()
+        self.number += 1  # whatever the worker still signals is dropped
+        self._end()
+        self.showing = ""
+        self._put_back()
+        w.statusBar().showMessage("opening cancelled; " + ("the model shown before is back." if
+                                  w.controller.shown is not None else "no model is open."), 8000)
+        return True
+
     def _stage(self, number: int, text: str) -> None:
         if number != self.number:
             return
@@ -141,10 +192,27 @@ class Opener(QObject):
         w.progress.show()
         w.progress_label.setText(text)
         w.progress_label.show()
+        w.cancel_button.show()
 
     def _end(self) -> None:
         self.window.progress.hide()
         self.window.progress_label.hide()
+        self.window.cancel_button.hide()
+
+    def _put_back(self) -> None:
+        """The model shown before the preview (if a preview replaced it), as if the preview never was."""
+        if self._before is None:
+            return
+        c = self.window.controller
+        c.restore(self._before)
+        self._before = None
+        if c.shown is not None:
+            self.window.refresh()
+        else:  # no model was open: the empty window, no crumbs, no rows
+            self.window.scene.rebuild()
+            self.window.clear_crumbs()
+            self.window.table.fill([])
+            self.window.refresh_title()
 
     def _show_preview(self, snapshot, path: str, showing: str) -> None:
         c = self.window.controller
@@ -164,6 +232,7 @@ class Opener(QObject):
     def _done(self, number: int, cm, path: str) -> None:
         if number != self.number:
             return
+        self.active = False
         self._end()
         self.showing = ""
         c = self.window.controller
@@ -181,21 +250,44 @@ class Opener(QObject):
         notes = "".join(f" · note: {n}" for n in cm.notes)  # also kept in the status bar's notes label
         self.window.statusBar().showMessage(f"{cm.model_class} captured: {cm.weights_note or cm.weights}{notes}", 15000)
         self.window.model_ready.emit()
+        key = self._to_store.pop(number, None)
+        if key is not None:
+            from graphsurgeon.graph.snapshot import snapshot_steps
+
+            self.storing = (number, cm, key, snapshot_steps(cm))
+            QTimer.singleShot(0, self._store_step)
+
+    SLICE_S = 0.008  # views derived per turn of the event loop: at most this long plus one view
+
+    def _store_step(self) -> None:
+        """Derive views of the model just opened for a few ms; when all are done, write them (view_cache)."""
+        if self.storing is None:
+            return
+        number, cm, key, steps = self.storing
+        try:
+            gone = not self.window.isVisible() or self.window.controller.cm is not cm
+        except RuntimeError:  # the window was deleted
+            gone = True
+        if gone or number != self.number or cm.version != 0:
+            self.storing = None  # closed, edited, replaced or cancelled: a later open caches its unedited views
+            return
+        end = time.perf_counter() + self.SLICE_S
+        for data in steps:
+            if data is not None:  # written by a thread: json.dump yields the GIL between chunks, frames go on
+                self.storing = None
+                threading.Thread(target=self._write, args=(key, data), name="cache views").start()
+                return
+            if time.perf_counter() > end:
+                break
+        QTimer.singleShot(0, self._store_step)
 
     def _failed(self, number: int, message: str) -> None:
         if number != self.number:
             return
+        self.active = False
         self._end()
         self.window.statusBar().clearMessage()
-        if self._before is not None:  # the previous model comes back, as if the preview never was
-            c = self.window.controller
-            c.restore(self._before)
-            self._before = None
-            if c.shown is not None:
-                self.window.refresh()
-            else:
-                self.window.scene.rebuild()
-                self.window.refresh_title()
+        self._put_back()  # the previous model comes back, as if the preview never was
         self.window._error(message)
 
 

@@ -75,18 +75,21 @@ class MainWindow(QMainWindow):
         self.minimap = Minimap(self.view)
         self.crumb_buttons: list[QPushButton] = []
         self._crumbs = QHBoxLayout()
-        self.progress = QProgressBar()  # busy while a model is opened (ui/opening.py), with the stage beside it
-        self.progress.setRange(0, 0)
-        self.progress.setMaximumWidth(160)
-        self.progress.hide()
+        # in the status bar while a model is opened (ui/opening.py) or an export written: the stage, a busy bar, Cancel
         self.progress_label = QLabel()  # the stage: importing, building on meta, torch.export, deriving views
         self.progress_label.setMaximumWidth(760)
         self.progress_label.hide()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)
+        self.progress.setMaximumWidth(160)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")  # stops the open (what was shown before comes back) or the export
+        self.cancel_button.setToolTip("Stop opening the model (the one shown before stays) or writing the export "
+                                      "(nothing is left behind)")
+        self.cancel_button.hide()
         top = QHBoxLayout()
         top.addLayout(self._crumbs)
         top.addStretch(1)
-        top.addWidget(self.progress_label)
-        top.addWidget(self.progress)
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -106,8 +109,11 @@ class MainWindow(QMainWindow):
         self.notes_label.setMaximumWidth(620)
         self.notes_label.hide()
         self.statusBar().addPermanentWidget(self.notes_label)
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            self.statusBar().addPermanentWidget(w)
         self._syncing = False
         self.opener = Opener(self)
+        self.cancel_button.clicked.connect(self.cancel_work)
         self._menus()
         self.scene.signals.unbox.connect(self.navigate)
         self.scene.selectionChanged.connect(self._scene_selection)
@@ -201,18 +207,21 @@ class MainWindow(QMainWindow):
             self.refresh()
 
     def _rebuild_crumbs(self) -> None:
-        for b in self.crumb_buttons:
-            self._crumbs.removeWidget(b)
-            b.hide()  # deleteLater waits for the event loop; a screenshot taken before it must not show stale crumbs
-            b.setParent(None)
-            b.deleteLater()
-        self.crumb_buttons = []
+        self.clear_crumbs()
         for i, (label, path) in enumerate(self.controller.breadcrumbs()):
             btn = QPushButton(("› " if i else "") + label)
             btn.setFlat(True)
             btn.clicked.connect(lambda _=False, p=path: self.navigate(p))
             self._crumbs.addWidget(btn)
             self.crumb_buttons.append(btn)
+
+    def clear_crumbs(self) -> None:
+        for b in self.crumb_buttons:
+            self._crumbs.removeWidget(b)
+            b.hide()  # deleteLater waits for the event loop; a screenshot taken before it must not show stale crumbs
+            b.setParent(None)
+            b.deleteLater()
+        self.crumb_buttons = []
 
     # --- table and selection ------------------------------------------------------------------
     def _fill_table(self) -> None:
@@ -283,6 +292,10 @@ class MainWindow(QMainWindow):
     @property
     def capture_thread(self) -> threading.Thread | None:
         return self.opener.thread
+
+    def cancel_work(self) -> bool:
+        """The status bar's Cancel: stops the open or the export in progress (False: nothing was running)."""
+        return self.opener.cancel() or self.operate.export_task.cancel()
 
     def _open_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Hugging Face model folder")

@@ -50,6 +50,8 @@ class Namer:
         self._cache: dict[tuple[torch.fx.Node, int], str] = {}
         self._statements: dict[int, dict[tuple, list[torch.fx.Node]]] = {}
         self._inlined_names: dict[tuple, dict[torch.fx.Node, str]] = {}  # statement -> names its callee gives
+        self._iterations: dict[tuple, dict[str | None, list[torch.fx.Node]]] = {}  # (depth, key) -> call -> members
+        self._result_memo: dict[tuple, list[torch.fx.Node]] = {}  # (depth, key, call) -> _results
         self._returning: set[tuple[torch.fx.Node, int]] = set()  # return positions being worked out (no loops)
         self._operands = {op.node: op.role for a in getattr(roles, "attentions", []) for op in a.operands.values()
                           if op.node is not None}
@@ -164,11 +166,14 @@ class Namer:
 
     def _results(self, node: torch.fx.Node, depth: int) -> list[torch.fx.Node]:
         """The values of node's statement (at `depth`) that are read outside it, in LHS order."""
-        members = self._statement_index(depth).get(_statement_key(node, depth), [])
         key = _statement_key(node, depth)
         call = _looped_call(node, depth)
+        memo_key = (depth, key, call)
+        if memo_key in self._result_memo:  # the same for every value of one statement (and loop iteration)
+            return self._result_memo[memo_key]
+        members = self._statement_index(depth).get(key, [])
         if call is not None:  # a line in a loop over layers: each layer's call has its own results
-            members = [n for n in members if _looped_call(n, depth) in (call, None)]
+            members = self._iteration(depth, key, members, call)
         out = []
         for n in members:
             if n.op == "output":
@@ -178,7 +183,24 @@ class Namer:
                     out.append(n)
                     break
         positions = {n: self.return_position(n, depth) for n in out} if len(out) > 1 else {}
-        return sorted(out, key=_lhs_order(out, positions))
+        out = sorted(out, key=_lhs_order(out, positions))
+        if not self._returning:  # a result read inside the cycle guard of return_position may differ: not kept
+            self._result_memo[memo_key] = out
+        return out
+
+    def _iteration(self, depth: int, key, members: list[torch.fx.Node], call: str) -> list[torch.fx.Node]:
+        """The statement's members that ran in loop iteration `call` or outside any (graph order), grouped once per
+        statement: an 80-layer loop line has every layer's ops as members."""
+        groups = self._iterations.get((depth, key))
+        if groups is None:
+            groups = {}
+            for n in members:
+                groups.setdefault(_looped_call(n, depth), []).append(n)
+            self._iterations[(depth, key)] = groups
+        if None not in groups:
+            return groups.get(call, [])
+        order = {n: i for i, n in enumerate(members)}
+        return sorted(groups.get(call, []) + groups[None], key=order.__getitem__)
 
     def return_position(self, node: torch.fx.Node, depth: int) -> int | None:
         """Where `node` stands in the `return` of the module below `depth` that made it (None: not known)."""

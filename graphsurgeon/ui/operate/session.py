@@ -333,11 +333,12 @@ class EditSession:
         self._changed()
         return self.history.done[-1]
 
-    def export(self, out_dir, force: bool = False):
+    def export(self, out_dir, force: bool = False, progress=None):
+        """The export folder (export_folder); `progress` is told each step and may raise to stop it (nothing is left)."""
         from graphsurgeon.export import export_folder
 
         # the editor exports what it shows, random weights included; the dialog's notes say so (README.md too)
-        result = export_folder(self.cm, out_dir, force=force, random_weights=True)
+        result = export_folder(self.cm, out_dir, force=force, random_weights=True, progress=progress)
         if result.weights != "real":
             result.notes.insert(0, f"the weights are {'RANDOM' if result.weights == 'random' else 'partly random'}: "
                                    f"{result.weights_note}; this is no trained model.")

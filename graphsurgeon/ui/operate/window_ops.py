@@ -12,6 +12,7 @@ from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QListWidget, QListWidgetItem, QMessageBox, QUndoView
 
 from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.ui.operate.export_task import ExportTask
 from graphsurgeon.ui.operate.lora_panel import LoRAEditor
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
 
@@ -49,7 +50,8 @@ class Operate(QObject):
         self.palette = Palette()
         self._dock("Blocks", self.palette, Qt.LeftDockWidgetArea)
         self.stack = QUndoStack(self)
-        self._dock("History", QUndoView(self.stack), Qt.LeftDockWidgetArea)
+        self.history_view = QUndoView(self.stack)
+        self._dock("History", self.history_view, Qt.LeftDockWidgetArea)
         self.diagnostics = QListWidget()  # one wrapped row per problem, there until the problem is fixed
         self.diagnostics.setWordWrap(True)
         self.diagnostics.setTextElideMode(Qt.ElideNone)
@@ -73,9 +75,10 @@ class Operate(QObject):
         self._viewport = window.view.viewport()
         self._viewport.installEventFilter(self)
         window.installEventFilter(self)
-        undo = self.stack.createUndoAction(self, "Undo")
+        self.export_task = ExportTask(self)  # File → Export folder… in a thread, with the status bar's Cancel
+        self.undo_actions = (undo, redo) = (self.stack.createUndoAction(self, "Undo"),
+                                            self.stack.createRedoAction(self, "Redo"))
         undo.setShortcut(QKeySequence.Undo)
-        redo = self.stack.createRedoAction(self, "Redo")
         redo.setShortcut(QKeySequence(Qt.CTRL | Qt.SHIFT | Qt.Key_Z))
         for a in (undo, redo):
             window.edit_menu.addAction(a)
@@ -132,11 +135,22 @@ class Operate(QObject):
         return d
 
     def live(self) -> bool:
-        """True when a captured model is open; a preview shown while capturing cannot be edited (and says so)."""
+        """True when a captured model is open; a preview shown while capturing cannot be edited (and says so), nor a
+        model an export is reading."""
+        if self.export_task.running:
+            self.say("an export is being written from this model; edit when it is done (or press Cancel).")
+            return False
         if self.window.controller.cm is not None:
             return True
         self.say("the model is still being captured; editing starts when it is ready.")
         return False
+
+    def set_editable(self, on: bool) -> None:
+        """Undo / redo (keys, menu, the History list) off while an export reads the graph (edits ask `live()`)."""
+        self.history_view.setEnabled(on)
+        undo, redo = self.undo_actions
+        undo.setEnabled(on and self.stack.canUndo())
+        redo.setEnabled(on and self.stack.canRedo())
 
     @property
     def session(self):
@@ -211,6 +225,8 @@ class Operate(QObject):
     def drop(self, id: str | None, payload: dict, every_layer: bool = False) -> bool:
         """Insert at `id`; a refusal changes nothing and says why. True when something was inserted."""
         path = self.window.controller.path
+        if not self.live():
+            return False
         if id is None:
             self.say("drop onto a highlighted block or link (a Linear/Conv1D output, or GPT-2's q/v slice).")
             return False
@@ -374,6 +390,8 @@ class Operate(QObject):
         return self._run(lambda: self.session.delete(path))
 
     def _run(self, fn) -> bool:
+        if not self.live():
+            return False
         try:
             entry = fn()
         except (GraphsurgeonError, ValueError) as e:
@@ -422,16 +440,8 @@ class Operate(QObject):
         if not self.live():
             return
         folder = QFileDialog.getExistingDirectory(self.window, "Export into folder")
-        if not folder:
-            return
-        try:
-            r = self.export(folder)
-        except GraphsurgeonError as e:
-            QMessageBox.warning(self.window, "Export", str(e))
-            return
-        notes = "".join(f"\n\nNote: {n}" for n in r.notes)
-        QMessageBox.information(self.window, "Exported", f"Wrote to {r.folder}:\n" + "\n".join(r.files) +
-                                f"\n\n{r.check}.\n\nTrain: cd there && python train.py --synthetic --steps 50" + notes)
+        if folder:
+            self.export_task.start(folder)  # progress in the status bar with Cancel; the result in a message box
 
     def _confirm_close(self) -> bool:
         if self._session is not None:
