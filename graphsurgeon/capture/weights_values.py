@@ -5,7 +5,7 @@
   (transformers casts it without a word: a bool matrix becomes 0/1 weights); another float width (F16 for a float32
   model) is only noted, transformers converts it while loading.
 - `nonfinite(named_tensors)`: a streamed scan, one sum per tensor (no extra memory), for NaN / inf.
-- `FileScan(files)`: the same check of the files' tensors on worker threads, started before the model loads and
+- `FileScan(files)`: the same check of the files' bytes on worker threads, started before the model loads and
   joined after it (the load is Python work holding the GIL, a torch sum releases it), so that only the tensors the
   load did not take unchanged from a file need a scan of their own afterwards (`unchecked`).
 """
@@ -114,6 +114,7 @@ def nonfinite(named_tensors) -> dict[str, tuple[int, int]]:
 
 LOSSLESS = {("F16", "float32"), ("BF16", "float32"), ("F16", "float64"), ("BF16", "float64"), ("F32", "float64")}
 SCANNED = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+RUN_BYTES = 64 * 2**20  # a run of neighbouring tensors summed at once: few GIL round trips, still work for 4 workers
 
 
 class FileScan:
@@ -121,9 +122,12 @@ class FileScan:
 
     Start it before the load and call `unchecked(model, sources)` after: the load maps the files without reading them
     (transformers gives the parameters views of the file, and its own work is Python holding the GIL), so the scan
-    reads the same pages on other cores meanwhile (torch releases the GIL in a sum). One sum per tensor as in
-    `nonfinite`, each worker on one torch thread; one worker per spare core, at most 4. A tensor the scan could not
-    read (an odd header, a float8 dtype) is simply not vouched for: the scan after the load covers it.
+    reads the same pages on other cores meanwhile (torch releases the GIL in a sum). One sum per run of neighbouring
+    tensors of one dtype (≤ RUN_BYTES: one GIL round trip per run, not per tensor, so the load's Python cannot hold a
+    worker up 76 times), accumulated in float32, each worker on one torch thread; one worker per spare core, at most
+    4; each run's pages requested from disk at once (MADV_WILLNEED: a cold cache is read in large requests, not
+    fault by fault). Only a run whose sum is not finite is summed tensor by tensor. A tensor the scan could not read
+    (an odd header, a float8 dtype) is simply not vouched for: the scan after the load covers it.
     """
 
     def __init__(self, files: list[Path]):
@@ -150,17 +154,24 @@ class FileScan:
             t.start()
 
     def _plan(self, file: Path) -> None:
-        """Queue the float tensors of `file` (key, code, a read-only map of the file, byte offset, element count)."""
+        """Queue the float tensors of `file` as runs: neighbours in the file of one dtype, up to RUN_BYTES (a bigger
+        tensor alone), each run one sum, so a worker takes the GIL once per run, not once per tensor."""
         with file.open("rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(n))
             data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._maps.append(data)
-        for key, info in header.items():
-            code = info.get("dtype") if isinstance(info, dict) and key != "__metadata__" else None
-            if code in SCANNED:
-                start, end = (int(x) for x in info["data_offsets"])
-                self._work.put((key, code, data, 8 + n + start, end - start))
+        tensors = sorted((tuple(int(x) for x in info["data_offsets"]), key, info["dtype"]) for key, info in header.items()
+                         if key != "__metadata__" and isinstance(info, dict) and info.get("dtype") in SCANNED)
+        runs: list[list] = []  # [code, start, end, [(key, start, end), ...]]
+        for (start, end), key, code in tensors:
+            if runs and runs[-1][0] == code and runs[-1][2] == start and end - runs[-1][1] <= RUN_BYTES:
+                runs[-1][2] = end
+                runs[-1][3].append((key, start, end))
+            else:
+                runs.append([code, start, end, [(key, start, end)]])
+        for code, start, end, members in runs:
+            self._work.put((code, data, 8 + n, start, end, members))
 
     def _run(self) -> None:
         import queue
@@ -172,17 +183,25 @@ class FileScan:
         try:
             while not self._stop.is_set():
                 try:
-                    key, code, data, offset, size = self._work.get_nowait()
+                    code, data, base, start, end, members = self._work.get_nowait()
                 except queue.Empty:
                     return
                 dtype = getattr(torch, SCANNED[code])
+                _read_ahead(data, base + start, end - start)
                 with warnings.catch_warnings():  # a read-only buffer: nothing writes to it
                     warnings.simplefilter("ignore")
-                    values = torch.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset)
-                if _finite(values):
-                    self.codes[key] = code
-                else:
-                    self.bad.add(key)
+                    values = torch.frombuffer(data, dtype=dtype, count=(end - start) // dtype.itemsize,
+                                              offset=base + start)
+                if bool(torch.isfinite(values.sum(dtype=torch.float32))):  # NaN / inf propagate through the sum
+                    self.codes.update((key, code) for key, _, _ in members)
+                else:  # which tensors (or only large finite values whose sum overflowed)
+                    for key, a, b in members:
+                        part = values[(a - start) // dtype.itemsize:(b - start) // dtype.itemsize]
+                        if _finite(part):
+                            self.codes[key] = code
+                        else:
+                            self.bad.add(key)
+                        del part
                 del values
         except Exception:  # noqa: BLE001 - what was not checked is checked after the load
             self._stop.set()
@@ -222,11 +241,21 @@ class FileScan:
         return out
 
 
+def _read_ahead(data: mmap.mmap, offset: int, size: int) -> None:
+    """Ask the kernel to read a run from disk at once (a cold page cache: one large read instead of a fault per
+    readahead window); a no-op when the pages are cached, harmless where madvise is missing."""
+    start = offset - offset % mmap.PAGESIZE
+    try:
+        data.madvise(mmap.MADV_WILLNEED, start, offset + size - start)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def _finite(values) -> bool:
     """No NaN / inf in `values`: one sum (NaN and inf propagate), and a count only when the sum is not finite."""
     import torch
 
-    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+    return bool(torch.isfinite(values.sum(dtype=torch.float32))) or bool(torch.isfinite(values).all())
 
 
 def nonfinite_text(bad: dict[str, tuple[int, int]]) -> str:
