@@ -2,12 +2,13 @@
 
 What a user waits for when graphsurgeon opens a folder is `build_model(folder)`: config.json read, the model built
 on meta, the safetensors headers checked, transformers' `from_pretrained` (which maps the file lazily: no weight
-byte is read) and the NaN / inf check (capture/weights_values.py: `FileScan` on worker threads during the load, then
-a scan of what it cannot vouch for). The weight bytes are first read by the model's first forward, so the table also
+byte is read) and the NaN / inf check (capture/sources.py `_judge_values`: one sum per tensor of the loaded model, on
+one thread — the first read of the mapped bytes). Without the check the bytes are first read by the model's first
+forward, so the table also
 times load + one forward (1 × 16 tokens), and both with a cold page cache (the weight file evicted with
 posix_fadvise(DONTNEED) before each run). `--capture` adds load + capture (what `graphsurgeon inspect` does after
 its imports). Rows are medians of interleaved runs (the order alternates): without the check
-(GRAPHSURGEON_NO_SCAN=1), with it, and for reference a plain one-thread scan of every tensor after the load.
+(GRAPHSURGEON_NO_SCAN=1) and with it.
 Then the check's own throughput against plain reads of the same bytes (warm, already mapped, one thread).
 Wall seconds need idle cores to overlap the scan with the load; CPU seconds (process time, all threads) say what the
 check costs the machine. The load average is printed.
@@ -37,9 +38,8 @@ import torch
 import transformers
 
 from graphsurgeon.capture import build_model, capture
-from graphsurgeon.capture.weights_values import nonfinite
 
-MODES = ("without", "with", "after")
+MODES = ("without", "with")
 
 
 def _evict(folder: Path) -> None:
@@ -56,12 +56,9 @@ def _load(folder: Path, mode: str):
     if mode != "with":
         os.environ["GRAPHSURGEON_NO_SCAN"] = "1"
     try:
-        model = build_model(str(folder))
+        return build_model(str(folder))
     finally:
         os.environ.pop("GRAPHSURGEON_NO_SCAN", None)
-    if mode == "after":
-        nonfinite([*model.named_parameters(), *model.named_buffers()])
-    return model
 
 
 def _step(folder: Path, mode: str, what: str, ids) -> None:
@@ -143,18 +140,16 @@ def main() -> None:
     label = {"load": "load (build_model)", "forward": "load + first forward", "capture": "load + capture"}
     print(f"GPT-2 {args.layers} layers × {args.width}, {size / 1e6:.0f} MB of float32 weights; medians of interleaved "
           f"runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'step':<34}{'cache':<7}{'without':>9}{'with':>9}{'added':>9}{'/ step':>8}{'after':>9}{'/ step':>8}"
-          f"   (wall ms; then CPU ms)")
+    print(f"{'step':<34}{'cache':<7}{'without':>9}{'with':>9}{'added':>9}{'/ step':>8}   (ms)")
     for what in whats:
         for cold in (False, True):
             if (what, cold, "with") not in rows:
                 continue
             for i, unit in ((0, "wall"), (1, "cpu")):
                 m = {mode: statistics.median(t[i] for t in rows[(what, cold, mode)]) * 1e3 for mode in MODES}
-                add, after = m["with"] - m["without"], m["after"] - m["without"]
+                add = m["with"] - m["without"]
                 print(f"{label[what] + ' (' + unit + ')':<34}{'cold' if cold else 'warm':<7}{m['without']:>9.0f}"
-                      f"{m['with']:>9.0f}{add:>9.0f}{add / m['without']:>7.2f}×{after:>9.0f}"
-                      f"{after / m['without']:>7.2f}×")
+                      f"{m['with']:>9.0f}{add:>9.0f}{add / m['without']:>7.2f}×")
     print("target: added ≤ 0.10× of the step")
     print(f"\n{'one-thread pass over the same bytes (warm)':<52}{'wall GB/s':>10}{'CPU GB/s':>10}")
     for name, w, c in speed:
