@@ -80,8 +80,8 @@ def test_a_folder_that_appears_meanwhile_is_never_replaced(force, gpt2_cm, tmp_p
         export_folder(gpt2_cm, out)
     write = export._write
 
-    def users_folder_appears(cm, folder):  # the user's own folder made while the export is being written
-        write(cm, folder)
+    def users_folder_appears(cm, folder, *final):  # the user's own folder made while the export is being written
+        write(cm, folder, *final)
         if force:
             out.rename(tmp_path / "earlier")
         out.mkdir()

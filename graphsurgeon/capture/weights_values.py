@@ -99,8 +99,9 @@ def nonfinite(named_tensors) -> dict[str, tuple[int, int]]:
     torch.set_num_threads(1)
     try:
         for name, t in named_tensors:
-            if not t.is_floating_point() or t.device.type == "meta" or bool(
-                    torch.isfinite(t.detach().sum(dtype=torch.float32))):  # float32 sums: float16 values cannot overflow
+            if not t.is_floating_point() or t.device.type == "meta":
+                continue
+            if bool(torch.isfinite(t.detach().sum(dtype=torch.float32))):  # a float16 tensor's sum cannot overflow
                 continue
             nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
             if nan or inf:  # else: large finite values whose sum overflowed
