@@ -124,8 +124,8 @@ SLOW_EXPORT = textwrap.dedent("""
     import sys, time
     import graphsurgeon.export as export
     write = export._write
-    def slow_write(cm, folder):  # the files are written, the folder is not yet renamed: stop it here
-        write(cm, folder)
+    def slow_write(cm, folder, *final):  # the files are written, the folder is not yet renamed: stop it here
+        write(cm, folder, *final)
         print("written", flush=True)
         time.sleep(60)
     export._write = slow_write
@@ -161,8 +161,8 @@ def test_signal_delivered_during_export_in_process(sig, status, message, tmp_pat
 
     write = export._write
 
-    def write_then_signal(cm, folder):
-        write(cm, folder)
+    def write_then_signal(cm, folder, *final):
+        write(cm, folder, *final)
         assert any(folder.iterdir())
         os.kill(os.getpid(), sig)
 

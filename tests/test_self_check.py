@@ -33,8 +33,8 @@ def edit_model_py(monkeypatch, old: str, new: str, count: int = 1) -> None:
     """Every export from now on writes model.py with the regex `old` replaced by `new` (a code generator's bug)."""
     write = export._write
 
-    def edited(cm, folder):
-        write(cm, folder)
+    def edited(cm, folder, *final):
+        write(cm, folder, *final)
         text, n = re.subn(old, new, (folder / "model.py").read_text(), count=count)
         assert n, old
         (folder / "model.py").write_text(text)

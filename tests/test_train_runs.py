@@ -136,6 +136,33 @@ def test_base_model_is_the_hub_id_of_a_cache_snapshot_else_the_absolute_folder(t
     assert base_model("org/not-cached") == ("org/not-cached", None)
 
 
+def test_a_preset_with_random_weights_names_its_export_as_the_base_model(tmp_path, monkeypatch):
+    """A preset without published weights (or any export of random weights) has no folder or hub id PEFT could load
+    its base from: the adapter names the export folder itself (absolute), which AutoPeftModel loads offline."""
+    from peft import AutoPeftModelForCausalLM
+
+    from graphsurgeon.export.adapter import base_model
+
+    cm = capture("tiny-gpt2")
+    assert cm.weights == "random"
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+    randomize(cm)
+    monkeypatch.chdir(tmp_path)
+    export_folder(cm, Path("exp"), random_weights=True)  # typed relative: recorded absolute (PEFT resolves a relative one from the cwd)
+    config = json.loads((tmp_path / "exp" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tmp_path / "exp") and config["revision"] is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path.parent)
+    x = inputs("gpt2")
+    with torch.no_grad():
+        loaded = first(AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "exp")).eval()(**x))
+        ours = first(load_exported(tmp_path / "exp")(**x))
+    assert max_diff(ours, loaded) <= 1e-5
+    (tmp_path / "src").mkdir()  # a folder exported with random weights is not the base either: its weights are real
+    assert base_model(str(tmp_path / "src"), "random", tmp_path / "exp") == (str(tmp_path / "exp"), None)
+    assert base_model(str(tmp_path / "src"), "real", tmp_path / "exp") == (str(tmp_path / "src"), None)
+
+
 def test_schedule_and_help(gpt2_export, tmp_path, capsys):
     from argparse import Namespace
 

@@ -31,7 +31,6 @@ class ModelRecipe:
     note: str  # one line on where the weights come from
     _shapes: dict | None = field(default=None, repr=False)  # tensor name -> shape from the files' headers, read once
     _dtype_note: str = field(default="", repr=False)  # another float width in the file, converted while loading
-    _sources: dict | None = field(default=None, repr=False)  # model name -> file key (None: transformers converts)
 
     @property
     def architecture(self) -> str:
@@ -128,7 +127,6 @@ class ModelRecipe:
         if mismatch is not None and mismatch.dtypes.wrong:
             raise SourceError(mismatch.dtypes.sentence(self.name, self.weights_dir))
         self._dtype_note = mismatch.dtypes.note() if mismatch is not None else ""
-        self._sources = mismatch.sources if mismatch is not None else None
         return allowed
 
     def _judge(self, mismatch, allow_missing: bool):
@@ -167,15 +165,10 @@ class ModelRecipe:
         """
         config = self.hf_config(attn_implementation)
         cls = self.model_class()
-        scan = self._start_scan() if device != "meta" and self.weights_dir is not None else None  # runs meanwhile
-        try:
-            return self._build(cls, config, device, attn_implementation, allow_missing, allow_nonfinite, scan)
-        finally:
-            if scan is not None:
-                scan.stop()
+        return self._build(cls, config, device, attn_implementation, allow_missing, allow_nonfinite)
 
-    def _build(self, cls, config, device: str, attn_implementation: str, allow_missing: bool, allow_nonfinite: bool,
-               scan) -> torch.nn.Module:
+    def _build(self, cls, config, device: str, attn_implementation: str, allow_missing: bool,
+               allow_nonfinite: bool) -> torch.nn.Module:
         import torch
 
         meta_model = self._construct(cls, config, "meta", attn_implementation)
@@ -190,7 +183,7 @@ class ModelRecipe:
             model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, None)
             return model.eval()
         model = self._load(cls, config, attn_implementation, allow_missing, allowed)
-        self._judge_values(model, allow_nonfinite, scan)
+        self._judge_values(model, allow_nonfinite)
         return model.eval()
 
     def _load(self, cls, config, attn_implementation: str, allow_missing: bool, allowed):
@@ -213,31 +206,18 @@ class ModelRecipe:
         model._graphsurgeon_weights, model._graphsurgeon_note = self._outcome(model, allowed)
         return model
 
-    def _start_scan(self):
-        """The NaN / inf scan of the weight files, started on a worker thread to run while the model loads."""
-        from graphsurgeon.capture.weights_values import FileScan
-
-        if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py: the load without the check
-            return None
-        try:
-            files = weight_files(self.weights_dir)
-        except (OSError, ValueError):  # the header check says what is wrong; the scan vouches for nothing
-            files = []
-        return FileScan(files)
-
-    def _judge_values(self, model, allow_nonfinite: bool, scan) -> None:
+    def _judge_values(self, model, allow_nonfinite: bool) -> None:
         """NaN / inf in the loaded weights: refused in one sentence, or (allowed) said in the weights note.
 
-        The file scan (`scan`, run during the load) vouches for the tensors loaded unchanged from a file; the rest
-        (random ones, buffers the model computes, narrowing conversions) or, when the files hold NaN / inf or the
-        names do not map, every tensor is scanned here.
+        One scan of the model's tensors right after the load (weights_values.nonfinite), on this thread: it reads the
+        pages the load mapped, so the first forward finds them mapped (benchmarks/weights_scan.py; a scan of the files
+        on worker threads during the load cost more CPU and more wall time, warm or cold, on every machine measured).
         """
         from graphsurgeon.capture.weights_values import NONFINITE_NOTE, nonfinite, nonfinite_text
 
-        if scan is None:
+        if os.environ.get("GRAPHSURGEON_NO_SCAN") == "1":  # benchmarks/weights_scan.py: the load without the check
             return
-        rest = scan.unchecked(model, self._sources)
-        bad = nonfinite(rest if rest is not None else [*model.named_parameters(), *model.named_buffers()])
+        bad = nonfinite([*model.named_parameters(), *model.named_buffers()])
         if not bad:
             return
         if not allow_nonfinite:

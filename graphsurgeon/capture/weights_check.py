@@ -27,7 +27,6 @@ class WeightsMismatch:
     unexpected: dict[str, tuple] = field(default_factory=dict)  # key in the file the model does not use -> its shape
     wrong_shape: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)  # key -> (shape in file, shape expected)
     dtypes: object = None  # weights_values.DtypeReport: integer / bool storage of float parameters, float widths
-    sources: dict[str, str] = field(default_factory=dict)  # model-side name -> the file key loaded into it
     other_parts: dict[str, tuple] = field(default_factory=dict)  # not an error: tensors of whole submodules this class
     # does not have (bert-base-uncased's file is BertForPreTraining's: BertModel has no cls.*, BertForMaskedLM no
     # bert.pooler.* or cls.seq_relationship.*); transformers documents these as ignorable across tasks
@@ -268,7 +267,6 @@ def compare_headers(model, found: dict[str, tuple[int, ...]], codes: dict[str, s
                 out.unexpected[key] = shape
             continue
         seen.add(name)
-        out.sources[name] = key
         if codes and key in codes:
             stored[name] = codes[key]
         if tuple(shape) != expected[name]:

@@ -4,17 +4,13 @@
 - `dtype_problems(expected, found)`: a floating-point tensor of the model stored as an integer or bool type is wrong
   (transformers casts it without a word: a bool matrix becomes 0/1 weights); another float width (F16 for a float32
   model) is only noted, transformers converts it while loading.
-- `nonfinite(named_tensors)`: a streamed scan, one sum per tensor (no extra memory), for NaN / inf.
-- `FileScan(files)`: the same check of the files' tensors on worker threads, started before the model loads and
-  joined after it (the load is Python work holding the GIL, a torch sum releases it), so that only the tensors the
-  load did not take unchanged from a file need a scan of their own afterwards (`unchecked`).
+- `nonfinite(named_tensors)`: a streamed scan, one sum per tensor (no extra memory), for NaN / inf; run on the
+  loaded model (capture/sources.py), it is the first read of the bytes the load mapped.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +87,8 @@ def nonfinite(named_tensors) -> dict[str, tuple[int, int]]:
     """Tensor name -> (NaN count, inf count) for every floating-point tensor holding either.
 
     A streamed scan: one sum per tensor (NaN and inf propagate through it; no mask is allocated, about 30× faster
-    than isfinite on CPU); only a tensor whose sum is not finite (NaN, inf, or finite values overflowing) is counted.
+    than isfinite on CPU, and as fast as a plain read of the bytes: benchmarks/weights_scan.py); only a tensor whose
+    sum is not finite (NaN, inf, or finite values overflowing) is counted.
     One thread: a sum is bound by memory, and on a busy machine the thread pool's wake-ups cost 4× the arithmetic
     (benchmarks/weights_scan.py).
     """
@@ -102,7 +99,9 @@ def nonfinite(named_tensors) -> dict[str, tuple[int, int]]:
     torch.set_num_threads(1)
     try:
         for name, t in named_tensors:
-            if not t.is_floating_point() or t.device.type == "meta" or bool(torch.isfinite(t.detach().sum())):
+            if not t.is_floating_point() or t.device.type == "meta":
+                continue
+            if bool(torch.isfinite(t.detach().sum(dtype=torch.float32))):  # a float16 tensor's sum cannot overflow
                 continue
             nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
             if nan or inf:  # else: large finite values whose sum overflowed
@@ -110,123 +109,6 @@ def nonfinite(named_tensors) -> dict[str, tuple[int, int]]:
     finally:
         torch.set_num_threads(threads)
     return bad
-
-
-LOSSLESS = {("F16", "float32"), ("BF16", "float32"), ("F16", "float64"), ("BF16", "float64"), ("F32", "float64")}
-SCANNED = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-
-
-class FileScan:
-    """The floating-point tensors of safetensors `files` checked for NaN / inf on worker threads, during the load.
-
-    Start it before the load and call `unchecked(model, sources)` after: the load maps the files without reading them
-    (transformers gives the parameters views of the file, and its own work is Python holding the GIL), so the scan
-    reads the same pages on other cores meanwhile (torch releases the GIL in a sum). One sum per tensor as in
-    `nonfinite`, each worker on one torch thread; one worker per spare core, at most 4. A tensor the scan could not
-    read (an odd header, a float8 dtype) is simply not vouched for: the scan after the load covers it.
-    """
-
-    def __init__(self, files: list[Path]):
-        import os
-        import queue
-
-        import torch
-
-        self.codes: dict[str, str] = {}  # file key -> dtype code, for every tensor found finite
-        self.bad: set[str] = set()  # file keys holding NaN or inf (or an unreadable entry)
-        self._stop = threading.Event()
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._maps = []
-        for f in files:
-            try:
-                self._plan(f)
-            except (OSError, ValueError, TypeError, KeyError):
-                continue  # the header check has refused such a file, or the tensors stay unchecked
-        self._threads_before = torch.get_num_threads()  # also settles this thread's own count before workers change it
-        workers = max(1, min(4, (os.cpu_count() or 2) - 1))
-        self._threads = [threading.Thread(target=self._run, name="graphsurgeon-weights-scan", daemon=True)
-                         for _ in range(workers)]
-        for t in self._threads:
-            t.start()
-
-    def _plan(self, file: Path) -> None:
-        """Queue the float tensors of `file` (key, code, a read-only map of the file, byte offset, element count)."""
-        with file.open("rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(n))
-            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self._maps.append(data)
-        for key, info in header.items():
-            code = info.get("dtype") if isinstance(info, dict) and key != "__metadata__" else None
-            if code in SCANNED:
-                start, end = (int(x) for x in info["data_offsets"])
-                self._work.put((key, code, data, 8 + n + start, end - start))
-
-    def _run(self) -> None:
-        import queue
-        import warnings
-
-        import torch
-
-        torch.set_num_threads(1)  # this thread's sums (a team per worker would fight the load for the cores)
-        try:
-            while not self._stop.is_set():
-                try:
-                    key, code, data, offset, size = self._work.get_nowait()
-                except queue.Empty:
-                    return
-                dtype = getattr(torch, SCANNED[code])
-                with warnings.catch_warnings():  # a read-only buffer: nothing writes to it
-                    warnings.simplefilter("ignore")
-                    values = torch.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset)
-                if _finite(values):
-                    self.codes[key] = code
-                else:
-                    self.bad.add(key)
-                del values
-        except Exception:  # noqa: BLE001 - what was not checked is checked after the load
-            self._stop.set()
-        finally:
-            torch.set_num_threads(self._threads_before)
-
-    def stop(self) -> None:
-        """End the scan (early when the load failed); returns when the workers have."""
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-        for data in self._maps:
-            try:
-                data.close()
-            except BufferError:  # a tensor of a failed worker still views it: closed when collected
-                pass
-        self._maps = []
-
-    def unchecked(self, model, sources: dict[str, str] | None) -> list | None:
-        """The model's (name, tensor) pairs this scan did not vouch for, or None when it cannot vouch per tensor.
-
-        `sources` maps the model's names to the file keys loaded into them (the header check's; None when
-        transformers converts tensors while loading). A tensor is vouched for when its file tensor was found finite
-        and converting it to the model's dtype cannot overflow. None (scan everything) when the files hold NaN / inf
-        or a worker failed: the full scan names the model's tensors and counts their values.
-        """
-        for t in self._threads:
-            t.join()
-        if sources is None or self.bad or self._stop.is_set():
-            return None
-        out = []
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            code = self.codes.get(sources.get(name, ""))
-            want = str(t.dtype).removeprefix("torch.")
-            if code is None or (TORCH_CODES.get(want) != code and (code, want) not in LOSSLESS):
-                out.append((name, t))
-        return out
-
-
-def _finite(values) -> bool:
-    """No NaN / inf in `values`: one sum (NaN and inf propagate), and a count only when the sum is not finite."""
-    import torch
-
-    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
 def nonfinite_text(bad: dict[str, tuple[int, int]]) -> str:

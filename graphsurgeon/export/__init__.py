@@ -149,7 +149,7 @@ def _write_atomically(cm, dest: Claim, still_free, step) -> str:
     try:
         with self_check(cm, tmp) as checked:
             step(f"exporting to {dest.out}: writing model.py, the weights, the adapter and train.py")
-            _write(cm, tmp)
+            _write(cm, tmp, dest.out)
             step(f"exporting to {dest.out}: self-check, running model.py against the graph")
         step(f"exporting to {dest.out}: moving the folder into place")
         dest.move_into_place(tmp, check=still_free)
@@ -171,11 +171,12 @@ def _weights_text(cm) -> str:
     return f"**Weights:** {cm.weights_note or 'the weights of the captured model'}."
 
 
-def _write(cm, folder: Path) -> None:
+def _write(cm, folder: Path, final: Path | None = None) -> None:
+    """The export's files into `folder`, which will be moved to `final` (default: stays where it is)."""
     (folder / "model.py").write_text(model_source(cm), encoding="utf-8")
     save_file({k: v.cpu() for k, v in saved_tensors(cm).items()}, str(folder / "model.safetensors"))
     if cm.loras:
-        write_adapter(cm, folder)
+        write_adapter(cm, folder, final or folder)
     for script in ("train.py", "train_data.py", "train_save.py", "lora_math.py"):  # lora_math: the adapter and merge maths
         shutil.copy(TEMPLATES / script, folder / script)
     source = Path(cm.source_name)

@@ -26,8 +26,9 @@ def lora_blocks(cm, blocks) -> list[dict]:
     return out
 
 
-def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors under PEFT keys, adapter_config dict). Per-block scalings are folded into B when they differ."""
+def adapter_tensors(cm, export_dir: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors under PEFT keys, adapter_config dict). Per-block scalings are folded into B when they differ.
+    `export_dir`: the export's final folder, named as the base model when the source cannot give its weights."""
     by_module: dict[str, list] = {}
     for block in cm.loras.values():
         if block.mergeable:  # a bare LoRA Layer wired elsewhere is no ΔW of a weight: PEFT cannot hold it
@@ -53,18 +54,31 @@ def adapter_tensors(cm) -> tuple[dict[str, torch.Tensor], dict]:
     for head in heads:  # PEFT's modules_to_save: the head's weights under base_model.model.<head>.<name>
         for name, t in cm.gm.get_submodule(head).state_dict().items():
             tensors[f"base_model.model.{head}.{name}"] = t.detach().cpu().contiguous()
-    base, revision = base_model(cm.source_name)
+    base, revision = base_model(cm.source_name, cm.weights, export_dir)
     config = lora_math.peft_config(modules, next(iter(dropouts), 0.0), kinds == {"conv1d"}, base,
                                    task=lora_math.task_type(loss), modules_to_save=heads, revision=revision,
                                    peft_version=_peft_version())
     return tensors, config
 
 
-def base_model(source: str) -> tuple[str | None, str | None]:
+def base_model(source: str, weights: str = "real", export_dir: Path | None = None) -> tuple[str | None, str | None]:
     """(base_model_name_or_path, revision) PEFT loads the base model from: a folder as its absolute path (a Hugging
-    Face cache snapshot as its hub id and commit), a hub id or preset name as it is; None for an nn.Module."""
+    Face cache snapshot as its hub id and commit), a hub id as it is, a preset as its hub id; None for an nn.Module.
+
+    When the exported weights are not the source's (`weights` "random" or "partial") or a preset has no hub id, the
+    source cannot give the base model: the export folder itself can (config.json + model.safetensors, which
+    transformers loads, model.py's LoRA keys aside), named by its absolute path because PEFT resolves a relative one
+    from the working directory; a moved export then needs its new path (`AutoModelFor….from_pretrained(folder)` and
+    `PeftModel.from_pretrained(base, folder)`)."""
     if not source or source.startswith("<"):
         return None, None
+    from graphsurgeon.capture.presets import is_preset, load_preset
+
+    preset = is_preset(source) and load_preset(source)
+    if export_dir is not None and (weights in ("random", "partial") or (preset and not preset.hub_id)):
+        return str(Path(export_dir).expanduser().resolve()), None
+    if preset and preset.hub_id:
+        return preset.hub_id, _cached_revision(preset.hub_id)
     path = Path(source).expanduser()
     if path.is_dir():
         path = path.resolve()
@@ -102,10 +116,11 @@ def adapter_notes(cm) -> list[str]:
             "and the LoRA cannot be merged into a weight." for b in cm.loras.values() if not b.mergeable]
 
 
-def write_adapter(cm, folder: Path) -> None:
-    """adapter_model.safetensors + adapter_config.json for every block PEFT can hold (none: no files)."""
+def write_adapter(cm, folder: Path, final: Path | None = None) -> None:
+    """adapter_model.safetensors + adapter_config.json for every block PEFT can hold (none: no files); `final`: where
+    `folder` will be moved (the base model when the source cannot give it; default `folder`)."""
     if not any(b.mergeable for b in cm.loras.values()):
         return
-    tensors, config = adapter_tensors(cm)
+    tensors, config = adapter_tensors(cm, final or folder)
     save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
