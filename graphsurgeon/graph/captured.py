@@ -55,9 +55,12 @@ class CapturedModel:
         if self._blocks is None:
             from graphsurgeon.graph.view import BlockGraph
 
-            derived = self._state()
-            if "blocks" not in derived:
-                derived["blocks"] = BlockGraph(self)
+            from graphsurgeon.graph.gc_pause import paused_gc
+
+            with paused_gc():  # millions of long-lived objects at 5,000 layers: see graph/gc_pause.py
+                derived = self._state()
+                if "blocks" not in derived:
+                    derived["blocks"] = BlockGraph(self)
             self._blocks = derived["blocks"]
         return self._blocks
 
@@ -66,9 +69,12 @@ class CapturedModel:
         if self._semantics is None:
             from graphsurgeon.graph.semantics import Semantics
 
-            derived = self._state()
-            if "semantics" not in derived:
-                derived["semantics"] = Semantics(self)
+            from graphsurgeon.graph.gc_pause import paused_gc
+
+            with paused_gc():
+                derived = self._state()
+                if "semantics" not in derived:
+                    derived["semantics"] = Semantics(self)
             self._semantics = derived["semantics"]
         return self._semantics
 
