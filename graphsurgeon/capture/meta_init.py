@@ -23,7 +23,10 @@ _SAVED: list[tuple[object, str, object]] = []
 def _patch_targets() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(modules holding torch's init functions by name, the functions' names), as transformers patches them."""
     try:
-        from transformers.initialization import TORCH_INIT_FUNCTIONS, TORCH_MODULES_TO_PATCH
+        from transformers.initialization import (
+            TORCH_INIT_FUNCTIONS,
+            TORCH_MODULES_TO_PATCH,
+        )
 
         return tuple(TORCH_MODULES_TO_PATCH), tuple(TORCH_INIT_FUNCTIONS)
     except ImportError:  # another transformers: torch.nn.init and the modules that import from it

@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import torch
 
+from graphsurgeon.capture.meta_init import skip_meta_init
 from graphsurgeon.capture.tree_depth import COUNT_FIELD as _COUNT_FIELD
 
 MIN_GAIN = 1  # replicate only when at least this many layers are saved
@@ -198,8 +199,6 @@ def build_twin(model: torch.nn.Module, the_plan: Plan) -> torch.nn.Module:
         raise NotReplicable(f"{hooked or 'the model'} has forward hooks, which a twin built from the config would not have")
     attn = getattr(model, "_graphsurgeon_attn", None) or getattr(model.config, "_attn_implementation", None)
     cls = type(model)
-    from graphsurgeon.capture.meta_init import skip_meta_init
-
     try:
         with torch.device("meta"), skip_meta_init():
             if hasattr(cls, "_from_config"):

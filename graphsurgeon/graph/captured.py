@@ -53,9 +53,8 @@ class CapturedModel:
     def blocks(self):
         """The block view of the current graph (cached until the next `touch`)."""
         if self._blocks is None:
-            from graphsurgeon.graph.view import BlockGraph
-
             from graphsurgeon.graph.gc_pause import paused_gc
+            from graphsurgeon.graph.view import BlockGraph
 
             with paused_gc():  # millions of long-lived objects at 5,000 layers: see graph/gc_pause.py
                 derived = self._state()
@@ -67,9 +66,8 @@ class CapturedModel:
     def semantics(self):
         """Roles, display names, function groups and layer stacks of the current graph (cached until `touch`)."""
         if self._semantics is None:
-            from graphsurgeon.graph.semantics import Semantics
-
             from graphsurgeon.graph.gc_pause import paused_gc
+            from graphsurgeon.graph.semantics import Semantics
 
             with paused_gc():
                 derived = self._state()
