@@ -113,10 +113,11 @@ def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, g
 
 @pytest.fixture
 def tiny_gpt2_folder(tmp_path):
-    """tiny-gpt2 with 3 layers in a local folder: a model without a shipped module tree (no preset has its config)."""
+    """tiny-gpt2 with 3 layers and a wider MLP in a local folder: a model without a shipped module tree (no preset
+    has its config, at any depth)."""
     folder = tmp_path / "my-gpt2"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({**load_preset("tiny-gpt2").config, "n_layer": 3}))
+    (folder / "config.json").write_text(json.dumps({**load_preset("tiny-gpt2").config, "n_layer": 3, "n_inner": 96}))
     return str(folder)
 
 

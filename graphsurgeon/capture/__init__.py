@@ -58,6 +58,15 @@ def capture(source, *, meta: bool = False, eager_attention: bool = False,
     replicate: capture two layers of each layer kind and replicate the rest (False: trace every layer).
     progress: called with a line of text on what runs (the CLI prints it on stderr).
     """
+    from graphsurgeon.graph.gc_pause import paused_gc
+
+    with paused_gc():  # millions of long-lived objects at 5,000 layers: see graph/gc_pause.py
+        return _capture(source, meta, eager_attention, example_inputs, dynamic, allow_missing_weights,
+                        allow_nonfinite, model, replicate, progress)
+
+
+def _capture(source, meta, eager_attention, example_inputs, dynamic, allow_missing_weights, allow_nonfinite, model,
+             replicate, progress):
     import torch
 
     from graphsurgeon.capture.exporter import capture_hf_model

@@ -3,7 +3,8 @@
 A model's module tree (graph/module_tree) follows from its config.json and transformers' modeling code alone, so it is
 found by the config's digest, with no torch: a preset's is shipped (capture/preset_trees); a local folder whose
 config describes a preset's model (the same config but for metadata such as transformers_version) paints that
-preset's shipped tree; any other folder (or hub id in the local Hugging Face cache) paints the tree the editor
+preset's shipped tree, and one that differs from a preset's only in its layer count paints that tree with its stack
+resized (capture/tree_depth); any other folder (or hub id in the local Hugging Face cache) paints the tree the editor
 derived the last time a model with that config was opened (per user, $GRAPHSURGEON_CACHE_DIR/trees, keyed by the
 config and the torch / transformers / graphsurgeon versions).
 Either way the editor's worker derives the tree again from the model it builds and repaints when they differ.
@@ -28,6 +29,9 @@ MAX_TREE_BYTES = 256 * 2**20  # a 5,000-layer module tree is a few MB
 
 METADATA_KEYS = {"transformers_version", "_name_or_path", "torch_dtype", "dtype"}  # written by save_pretrained; no module depends on them
 SHIPPED, CACHED = "shipped module tree", "cached module tree"  # how the tree painted first was known
+RESIZED = "shipped module tree at the folder's depth"  # a preset's config but for the layer count (capture/tree_depth)
+WHENCE = {SHIPPED: "shipped with graphsurgeon", CACHED: "as derived when its config last opened",
+          RESIZED: "a preset's shipped modules at its number of layers"}
 
 
 def model_digest(config: dict) -> str:
@@ -55,7 +59,22 @@ def known_tree(source) -> tuple[dict, str] | None:
             if tree is not None:
                 return {**tree, "source_name": name}, SHIPPED
     tree = _read(_cache_file(digest))
-    return ({**tree, "source_name": name}, CACHED) if tree is not None else None
+    if tree is not None:
+        return {**tree, "source_name": name}, CACHED
+    return _other_depth(config, name)
+
+
+def _other_depth(config: dict, name: str) -> tuple[dict, str] | None:
+    """A preset's shipped tree resized to the folder's layer count, when that is all their configs differ in."""
+    from graphsurgeon.capture.tree_depth import depth_change, resize_tree
+
+    for preset in preset_names():
+        change = depth_change(load_preset(preset).config, config, METADATA_KEYS)
+        tree = preset_trees.shipped_tree(preset) if change is not None else None
+        resized = resize_tree(tree, change[1], change[2]) if tree is not None else None
+        if resized is not None:
+            return {**resized, "source_name": name}, RESIZED
+    return None
 
 
 def remember_tree(source, tree: dict) -> Path | None:

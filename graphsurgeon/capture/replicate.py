@@ -22,8 +22,12 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
+
+from graphsurgeon.capture.meta_init import skip_meta_init
+from graphsurgeon.capture.tree_depth import COUNT_FIELD as _COUNT_FIELD
 
 MIN_GAIN = 1  # replicate only when at least this many layers are saved
 
@@ -58,7 +62,6 @@ class Plan:
 
 
 _LAYER_INDEX_ATTR = re.compile(r"(^|_)(layer_?(idx|id|index|number|num)|idx)$")
-_COUNT_FIELD = re.compile(r"(^|_)(n_)?layers?$|^num_.*layers$|^n_layer$")
 
 
 def find_stacks(model: torch.nn.Module) -> dict[str, torch.nn.ModuleList]:
@@ -78,12 +81,17 @@ def layer_signature(layer: torch.nn.Module) -> tuple:
     items = []
     for path, m in layer.named_modules():
         attrs = tuple(sorted((k, v) for k, v in vars(m).items()
-                             if not k.startswith("_") and k != "training" and not _LAYER_INDEX_ATTR.search(k)
-                             and isinstance(v, (bool, int, float, str, type(None)))))
-        tensors = tuple((n, tuple(t.shape), t.dtype) for n, t in [*m.named_parameters(recurse=False),
-                                                                    *m.named_buffers(recurse=False)] if t is not None)
+                             if _kind_attr(k) and isinstance(v, (bool, int, float, str, type(None)))))
+        tensors = tuple((n, tuple(t.shape), t.dtype) for n, t in [*m._parameters.items(), *m._buffers.items()]
+                        if t is not None)  # what named_parameters / named_buffers(recurse=False) list, read directly
         items.append((path, type(m).__qualname__, attrs, tensors))
     return tuple(items)
+
+
+@lru_cache(maxsize=4096)
+def _kind_attr(name: str) -> bool:
+    """Whether a plain attribute of that name tells layer kinds apart (not private, not the layer's own index)."""
+    return not name.startswith("_") and name != "training" and not _LAYER_INDEX_ATTR.search(name)
 
 
 def _configs(config) -> list:
@@ -192,7 +200,7 @@ def build_twin(model: torch.nn.Module, the_plan: Plan) -> torch.nn.Module:
     attn = getattr(model, "_graphsurgeon_attn", None) or getattr(model.config, "_attn_implementation", None)
     cls = type(model)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), skip_meta_init():
             if hasattr(cls, "_from_config"):
                 twin = cls._from_config(the_plan.config, attn_implementation=attn)
             else:

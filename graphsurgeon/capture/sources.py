@@ -96,10 +96,14 @@ class ModelRecipe:
 
     def _construct(self, cls, config, device: str, attn_implementation: str) -> torch.nn.Module:
         """The model from its config on `device`, without weights; a config the model rejects is blamed on config.json."""
+        import contextlib
+
         import torch
 
+        from graphsurgeon.capture.meta_init import skip_meta_init
+
         try:
-            with torch.device(device):
+            with torch.device(device), (skip_meta_init() if device == "meta" else contextlib.nullcontext()):
                 if hasattr(cls, "_from_config"):
                     return cls._from_config(config, attn_implementation=attn_implementation)
                 return cls(config)

@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         return _say("interrupted.", 130)
     try:
         with terminations_raise():
-            return _main(sys.argv[1:] if argv is None else argv)
+            return _main(sys.argv[1:] if argv is None else argv, exiting=argv is None)
     except KeyboardInterrupt:
         return _say("interrupted; nothing was left half-written.", 130)
     except Terminated as err:
         return _say(f"{err}; nothing was left half-written.", err.exit_status)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], exiting: bool = False) -> int:
     _plain_output()
     try:
         _quiet_transformers()
@@ -79,6 +79,7 @@ def _main(argv: list[str]) -> int:
         if sys.stdout is None and args.command != "edit":  # started with stdout closed (`>&-`): refuse before any work
             return _say("standard output is closed, so what graphsurgeon prints would be lost; run it again with the "
                         "output redirected (> out.txt, or > /dev/null to discard it). Nothing was done.", 2)
+        args.exiting = exiting  # the process ends after this command (the console entry point, not main([...]))
         status = int(args.run(args) or 0)
         if sys.stdout is not None:
             sys.stdout.flush()  # a closed pipe shows here, where it is caught, not in Python's exit

@@ -60,6 +60,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from graphsurgeon.graph.gc_pause import paused_gc
+
+    with paused_gc(exiting=getattr(args, "exiting", False)):  # capture, views and tables in one pause
+        return _run(args)
+
+
+def _run(args) -> int:
     cm = capture_args(args)
     args.progress(f"deriving the block view of {len(cm.gm.graph.nodes):,} nodes")
     try:

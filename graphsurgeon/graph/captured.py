@@ -54,22 +54,26 @@ class CapturedModel:
     def blocks(self):
         """The block view of the current graph (cached until the next `touch`)."""
         if self._blocks is None:
+            from graphsurgeon.graph.gc_pause import paused_gc
             from graphsurgeon.graph.view import BlockGraph
 
-            derived = self._state()
-            if "blocks" not in derived:
-                derived["blocks"] = BlockGraph(self)
+            with paused_gc():  # millions of long-lived objects at 5,000 layers: see graph/gc_pause.py
+                derived = self._state()
+                if "blocks" not in derived:
+                    derived["blocks"] = BlockGraph(self)
             self._blocks = derived["blocks"]
         return self._blocks
 
     def semantics(self):
         """Roles, display names, function groups and layer stacks of the current graph (cached until `touch`)."""
         if self._semantics is None:
+            from graphsurgeon.graph.gc_pause import paused_gc
             from graphsurgeon.graph.semantics import Semantics
 
-            derived = self._state()
-            if "semantics" not in derived:
-                derived["semantics"] = Semantics(self)
+            with paused_gc():
+                derived = self._state()
+                if "semantics" not in derived:
+                    derived["semantics"] = Semantics(self)
             self._semantics = derived["semantics"]
         return self._semantics
 

@@ -68,7 +68,7 @@ class Opener(QObject):
         # "module tree built on meta"
 
     def open(self, source, *, meta: bool, path: str = "", eager_attention: bool = False) -> threading.Thread:
-        from graphsurgeon.capture.module_trees import SHIPPED, known_tree
+        from graphsurgeon.capture.module_trees import WHENCE, known_tree
         from graphsurgeon.capture.view_cache import cache_key, load_views
         from graphsurgeon.graph.snapshot import ViewSnapshot
 
@@ -90,9 +90,8 @@ class Opener(QObject):
                                 "editing starts when the capture is in …")
         elif known is not None:
             self._show_preview(ViewSnapshot(shipped), path, known[1])
-            whence = "shipped with graphsurgeon" if known[1] == SHIPPED else "as derived when its config last opened"
-            self._stage(number, f"opening {source}: its modules, {whence}; importing torch and transformers to "
-                                "capture it …")
+            self._stage(number, f"opening {source}: its modules, {WHENCE[known[1]]}; importing torch and transformers "
+                                "to capture it …")
         args = (number, source, meta, path, eager_attention, key, cached is None, shipped, self._cancel)
         self.thread = threading.Thread(target=self._work, args=args, daemon=True, name=f"open {source}")
         self.thread.start()
@@ -225,7 +224,9 @@ class Opener(QObject):
     def _hierarchy(self, number: int, snapshot, path: str) -> None:
         if number != self.number:
             return
-        if self.showing in ("shipped module tree", "cached module tree"):  # replaced: stay where the user went
+        from graphsurgeon.capture.module_trees import WHENCE
+
+        if self.showing in WHENCE:  # a known tree replaced: stay where the user went
             path = self.window.controller.path
         self._show_preview(snapshot, path, "module tree built on meta")
 

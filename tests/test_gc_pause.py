@@ -1,0 +1,47 @@
+"""graph/gc_pause: the collector is off inside nested and concurrent pauses and comes back only as it was."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+from graphsurgeon.graph.gc_pause import paused_gc
+
+
+def test_nested_and_threaded_pauses_restore_the_collector():
+    assert gc.isenabled()
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def worker():
+        with paused_gc():
+            inside.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=worker)
+    with paused_gc():
+        t.start()
+        inside.wait(10)
+        with paused_gc():
+            assert not gc.isenabled()
+    assert not gc.isenabled()  # the worker's pause still holds
+    leave.set()
+    t.join(10)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # off before: stays off
+    finally:
+        gc.enable()
+
+
+def test_a_command_that_exits_freezes_what_it_made():
+    made = [[] for _ in range(3)]
+    try:
+        with paused_gc(exiting=True):
+            made.append(made)  # a cycle made inside the pause
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
