@@ -72,22 +72,23 @@ def text_types() -> tuple[list[str], dict[str, str]]:
 
 # ----------------------------------------------------------------------------- one type (in a worker)
 
-def tiny_config(model_type: str, mha: bool = False):
+def tiny_config(model_type: str, mha: bool = False, per_kind: int = 1):
     """The type's config with small sizes: tests/model_zoo.py's named sizes, then generic rules for what those do
     not name (expert counts and top-k, MLA head dims and ranks, other widths), and per-layer lists cut so that every
     layer kind stays (a hybrid keeps one attention layer and one linear-attention layer). mha: as many key/value
-    heads as query heads (for models that refuse grouped-query attention)."""
+    heads as query heads (for models that refuse grouped-query attention). per_kind: layers kept of each kind (Zamba ties
+    its shared transformer across its hybrid layers, so it needs two of them)."""
     import transformers as tf
 
     import model_zoo
 
     cls = tf.CONFIG_MAPPING[model_type]
     default = cls()
-    kwargs = _generic(default, model_zoo._small(default, model_zoo.OVERRIDES.get(model_type, {})), mha)
+    kwargs = _generic(default, model_zoo._small(default, model_zoo.OVERRIDES.get(model_type, {})), mha, per_kind)
     for name in ("text_config", "decoder_config", "encoder_config"):
         sub = getattr(default, name, None)
         if isinstance(sub, tf.PretrainedConfig):
-            kwargs[name] = {**sub.to_dict(), **_generic(sub, model_zoo._small(sub, {}), mha)}
+            kwargs[name] = {**sub.to_dict(), **_generic(sub, model_zoo._small(sub, {}), mha, per_kind)}
     return cls(**kwargs)
 
 
@@ -112,7 +113,7 @@ def model_class(model_type: str, cfg):
     raise KeyError(f"no LM class of {model_type} takes its config")
 
 
-def _generic(cfg, kwargs: dict, mha: bool) -> dict:
+def _generic(cfg, kwargs: dict, mha: bool, per_kind: int = 1) -> dict:
     """Add to `kwargs` the shrinking rules model_zoo's named sizes miss."""
     fields = cfg.to_dict()
     aliases = getattr(cfg, "attribute_map", {})
@@ -120,6 +121,9 @@ def _generic(cfg, kwargs: dict, mha: bool) -> dict:
     n = fields.get(layers_key)
     out = dict(kwargs)
     rope = "qk_rope_head_dim" in fields
+    hidden_key = aliases.get("hidden_size", "hidden_size")
+    hidden, small = fields.get(hidden_key), out.get(hidden_key, 64)
+    hidden = hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else None
     for key, value in fields.items():
         if not isinstance(value, int) or isinstance(value, bool) or value is None:
             continue
@@ -138,7 +142,8 @@ def _generic(cfg, kwargs: dict, mha: bool) -> dict:
             out[key] = 128
         elif any(w in low for w in ("hidden_size", "intermediate", "ffn", "d_model", "n_embd", "embed_dim")) \
                 and value > 256 and "max" not in low and "position" not in low and key not in out:
-            out[key] = 64
+            ratio = value / hidden if hidden and "hidden_size" in low else 0  # another hidden size k × the model's
+            out[key] = int(ratio) * small if ratio in (2, 3, 4) else 64  # stays k × (Zamba's attention_hidden_size)
         elif ("n_heads" in low or "num_heads" in low) and value > 4 and key not in out:
             out[key] = 4
     if rope:
@@ -148,7 +153,8 @@ def _generic(cfg, kwargs: dict, mha: bool) -> dict:
     lists = {k: v for k, v in fields.items() if isinstance(v, list) and n and len(v) == n}
     if lists:  # one layer of each kind (in order), then the first layers up to model_zoo's count
         kinds = [tuple(str(v[i]) for v in lists.values()) for i in range(n)]
-        keep = sorted({kinds.index(k) for k in kinds} | set(range(min(2, n))))
+        keep = sorted({i for k in set(kinds) for i in [j for j, x in enumerate(kinds) if x == k][:per_kind]}
+                      | set(range(min(2, n))))
         out[layers_key] = len(keep)
         out.update({k: [v[i] for i in keep] for k, v in lists.items()})
     return out
@@ -225,7 +231,10 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         try:
             model, cfg, cls = _tiny_model(model_type, False, row)
         except Exception:  # noqa: BLE001 - some models refuse grouped-query attention: once more with as many kv heads
-            model, cfg, cls = _tiny_model(model_type, True, row)
+            try:
+                model, cfg, cls = _tiny_model(model_type, True, row)
+            except Exception:  # noqa: BLE001 - and some need two layers of each kind (Zamba's tied shared layers)
+                model, cfg, cls = _tiny_model(model_type, False, row, per_kind=2)
     with phase("save"):
         model.save_pretrained(str(folder), safe_serialization=True)
     row["status"] = ""
@@ -277,11 +286,11 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         row["reason"] = "differs: " + ", ".join(f"{k} {row[k]:.1e}" if k != "columns" else "q/v columns" for k in bad)
 
 
-def _tiny_model(model_type: str, mha: bool, row: dict):
+def _tiny_model(model_type: str, mha: bool, row: dict, per_kind: int = 1):
     """(the tiny seeded model in eval mode, its config, its class), run once on token ids."""
     import torch
 
-    cfg = tiny_config(model_type, mha)
+    cfg = tiny_config(model_type, mha, per_kind)
     cls = model_class(model_type, cfg)
     row["class"] = cls.__name__
     if not isinstance(cfg, cls.config_class) and isinstance(getattr(cfg, "text_config", None), cls.config_class):
