@@ -252,10 +252,29 @@ def main(types: list[str]) -> None:
               f"max {max(cold):.1f} ms (target ≤ 5 ms per model)")
 
 
+def parse(argv: list[str]) -> list[str]:
+    """The model types of the PEFT-table mode (`coverage.py [type ...]`); --help and unknown options are options,
+    never model types (argparse: usage and exit 2)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="coverage.py", description="Coverage matrix of PEFT's default LoRA target table "
+                                "(tiny models, capture → LoRA on q, v → validate → export). `coverage.py --all --help`: "
+                                "every text model type transformers ships.")
+    p.add_argument("--all", action="store_true", help="every text model type transformers ships, in worker processes "
+                   "(see `coverage.py --all --help`)")
+    p.add_argument("types", nargs="*", help="only these model types (default: every type of PEFT's table)")
+    args = p.parse_args(argv)
+    unknown = [t for t in args.types if t not in transformers.CONFIG_MAPPING]
+    if unknown:
+        p.error(f"{', '.join(unknown)} is not a model type of transformers {transformers.__version__}; "
+                "name types as config.json's model_type spells them (e.g. llama, gpt2)")
+    return args.types
+
+
 if __name__ == "__main__":
     if "--all" in sys.argv[1:]:  # every text model type transformers ships, each in a worker process
         import coverage_all
 
         coverage_all.main(sys.argv[1:])
     else:
-        main(sys.argv[1:])
+        main(parse(sys.argv[1:]))

@@ -18,6 +18,7 @@ starts), so one hang cannot stop the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -71,22 +72,23 @@ def text_types() -> tuple[list[str], dict[str, str]]:
 
 # ----------------------------------------------------------------------------- one type (in a worker)
 
-def tiny_config(model_type: str, mha: bool = False):
+def tiny_config(model_type: str, mha: bool = False, per_kind: int = 1):
     """The type's config with small sizes: tests/model_zoo.py's named sizes, then generic rules for what those do
     not name (expert counts and top-k, MLA head dims and ranks, other widths), and per-layer lists cut so that every
     layer kind stays (a hybrid keeps one attention layer and one linear-attention layer). mha: as many key/value
-    heads as query heads (for models that refuse grouped-query attention)."""
+    heads as query heads (for models that refuse grouped-query attention). per_kind: layers kept of each kind (Zamba ties
+    its shared transformer across its hybrid layers, so it needs two of them)."""
     import transformers as tf
 
     import model_zoo
 
     cls = tf.CONFIG_MAPPING[model_type]
     default = cls()
-    kwargs = _generic(default, model_zoo._small(default, model_zoo.OVERRIDES.get(model_type, {})), mha)
+    kwargs = _generic(default, model_zoo._small(default, model_zoo.OVERRIDES.get(model_type, {})), mha, per_kind)
     for name in ("text_config", "decoder_config", "encoder_config"):
         sub = getattr(default, name, None)
         if isinstance(sub, tf.PretrainedConfig):
-            kwargs[name] = {**sub.to_dict(), **_generic(sub, model_zoo._small(sub, {}), mha)}
+            kwargs[name] = {**sub.to_dict(), **_generic(sub, model_zoo._small(sub, {}), mha, per_kind)}
     return cls(**kwargs)
 
 
@@ -101,14 +103,17 @@ def model_class(model_type: str, cfg):
     auto = tf.models.auto.modeling_auto
     order = ([auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES] if getattr(cfg, "is_encoder_decoder", False) else [])
     order += [auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES, auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, auto.MODEL_MAPPING_NAMES]
-    for mapping in order:
-        cls = getattr(tf, mapping[model_type], None) if model_type in mapping else None
-        if cls is not None and issubclass(type(cfg), cls.config_class):
+    classes = [getattr(tf, m[model_type], None) for m in order if model_type in m]
+    classes = [c for c in classes if c is not None]
+    for cls in classes:
+        if issubclass(type(cfg), cls.config_class):
             return cls
+    if classes:  # a type served by another type's classes (sarvam_mla: DeepseekV3ForCausalLM), as the auto classes do
+        return classes[0]
     raise KeyError(f"no LM class of {model_type} takes its config")
 
 
-def _generic(cfg, kwargs: dict, mha: bool) -> dict:
+def _generic(cfg, kwargs: dict, mha: bool, per_kind: int = 1) -> dict:
     """Add to `kwargs` the shrinking rules model_zoo's named sizes miss."""
     fields = cfg.to_dict()
     aliases = getattr(cfg, "attribute_map", {})
@@ -116,6 +121,9 @@ def _generic(cfg, kwargs: dict, mha: bool) -> dict:
     n = fields.get(layers_key)
     out = dict(kwargs)
     rope = "qk_rope_head_dim" in fields
+    hidden_key = aliases.get("hidden_size", "hidden_size")
+    hidden, small = fields.get(hidden_key), out.get(hidden_key, 64)
+    hidden = hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else None
     for key, value in fields.items():
         if not isinstance(value, int) or isinstance(value, bool) or value is None:
             continue
@@ -134,7 +142,8 @@ def _generic(cfg, kwargs: dict, mha: bool) -> dict:
             out[key] = 128
         elif any(w in low for w in ("hidden_size", "intermediate", "ffn", "d_model", "n_embd", "embed_dim")) \
                 and value > 256 and "max" not in low and "position" not in low and key not in out:
-            out[key] = 64
+            ratio = value / hidden if hidden and "hidden_size" in low else 0  # another hidden size k × the model's
+            out[key] = int(ratio) * small if ratio in (2, 3, 4) else 64  # stays k × (Zamba's attention_hidden_size)
         elif ("n_heads" in low or "num_heads" in low) and value > 4 and key not in out:
             out[key] = 4
     if rope:
@@ -144,7 +153,8 @@ def _generic(cfg, kwargs: dict, mha: bool) -> dict:
     lists = {k: v for k, v in fields.items() if isinstance(v, list) and n and len(v) == n}
     if lists:  # one layer of each kind (in order), then the first layers up to model_zoo's count
         kinds = [tuple(str(v[i]) for v in lists.values()) for i in range(n)]
-        keep = sorted({kinds.index(k) for k in kinds} | set(range(min(2, n))))
+        keep = sorted({i for k in set(kinds) for i in [j for j, x in enumerate(kinds) if x == k][:per_kind]}
+                      | set(range(min(2, n))))
         out[layers_key] = len(keep)
         out.update({k: [v[i] for i in keep] for k, v in lists.items()})
     return out
@@ -154,7 +164,7 @@ def run_one(model_type: str, tmp: Path) -> dict:
     """The row of one type: its class, what each step gave, and why it stopped."""
     row = {"type": model_type, "class": "", "status": "", "reason": "", "b0": None, "peft": None, "export": None,
            "columns": "", "seconds": 0.0, "notes": ""}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     try:
         _steps(model_type, tmp, row)
     except Exception as err:  # noqa: BLE001 - the row says which step failed and why
@@ -165,6 +175,7 @@ def run_one(model_type: str, tmp: Path) -> dict:
             frame = traceback.extract_tb(err.__traceback__)[-1]
             row["reason"] = f"{type(err).__name__}: {row['reason']} ({Path(frame.filename).name}:{frame.lineno})"
     row["seconds"] = round(time.perf_counter() - t0, 1)
+    row["cpu"] = round(cpu_seconds() - c0, 1)  # this worker's and its children's CPU seconds: the machine's share
     return row
 
 
@@ -176,6 +187,30 @@ def _classify(err: BaseException) -> str:
     if isinstance(err, GraphsurgeonError):
         return "refused"
     return "crash"
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the self-check's model.py runner)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class _Phases:
+    """CPU seconds per step of one type (this process + its finished children; wall time means little on a loaded
+    machine), kept in the row's "phases": `with phase("capture"): ...`."""
+
+    def __init__(self, row: dict) -> None:
+        self.row = row
+        row["phases"] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t = cpu_seconds()
+        try:
+            yield
+        finally:
+            spent = self.row["phases"].get(name, 0.0) + cpu_seconds() - t
+            self.row["phases"][name] = round(spent, 2)
 
 
 def _steps(model_type: str, tmp: Path, row: dict) -> None:
@@ -190,45 +225,60 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
     from surgery_models import randomize
 
     folder = tmp / model_type
+    phase = _Phases(row)
     row["status"] = "HF limit"  # until the HF model is built and runs
-    try:
-        model, cfg, cls = _tiny_model(model_type, False, row)
-    except Exception:  # noqa: BLE001 - some models refuse grouped-query attention: once more with as many kv heads
-        model, cfg, cls = _tiny_model(model_type, True, row)
-    model.save_pretrained(str(folder), safe_serialization=True)
+    with phase("build"):
+        try:
+            model, cfg, cls = _tiny_model(model_type, False, row)
+        except Exception:  # noqa: BLE001 - some models refuse grouped-query attention: once more with as many kv heads
+            try:
+                model, cfg, cls = _tiny_model(model_type, True, row)
+            except Exception:  # noqa: BLE001 - and some need two layers of each kind (Zamba's tied shared layers)
+                model, cfg, cls = _tiny_model(model_type, False, row, per_kind=2)
+    with phase("save"):
+        model.save_pretrained(str(folder), safe_serialization=True)
     row["status"] = ""
-    cm = capture(str(folder))
+    with phase("capture"):
+        cm = capture(str(folder))
     row["notes"] = "; ".join(cm.notes)
     roles = ("q", "v")
-    try:
-        targets = resolve_targets(cm, roles, "all")
-    except GraphsurgeonError as err:  # no attention: the model's own targets, as the sentence names them
-        named = re.search(r"LoRA targets: ([\w, ]+) \(pass them", str(err))
-        if not named or " has no attention " not in str(err):  # an attention whose q/v cannot be adapted: refused
-            raise
-        roles = tuple(n.strip() for n in named.group(1).split(",") if n.strip() != "lm_head")[:2]
-        targets = resolve_targets(cm, roles, "all")
-        row["notes"] = "; ".join(filter(None, [row["notes"], f"no attention: LoRA on {', '.join(roles)}"]))
-    reference = cls.from_pretrained(str(folder), attn_implementation=cm.attn_implementation).eval()
-    try:
-        truth = _truth(reference, model_type, cm, targets)
-        exact = all(set(t.columns if t.columns is not None else range(t.out_features))
-                    == truth[(t.attention, t.role)][t.module.rsplit(".", 1)[-1]] for t in targets)
-        row["columns"] = "✓" if exact else "✗"
-    except Exception as err:  # noqa: BLE001 - marker rows need one attention call per graph attention
-        truth, row["columns"] = None, f"unverified ({str(err)[:60]})"
-    with torch.no_grad():
+    with phase("targets"):
+        try:
+            targets = resolve_targets(cm, roles, "all")
+        except GraphsurgeonError as err:  # no attention: the model's own targets, as the sentence names them
+            named = re.search(r"LoRA targets: ([\w, ]+) \(pass them", str(err))
+            if not named or " has no attention " not in str(err):  # an attention whose q/v cannot be adapted: refused
+                raise
+            roles = tuple(n.strip() for n in named.group(1).split(",") if n.strip() != "lm_head")[:2]
+            targets = resolve_targets(cm, roles, "all")
+            row["notes"] = "; ".join(filter(None, [row["notes"], f"no attention: LoRA on {', '.join(roles)}"]))
+    with phase("reference"):
+        reference = cls.from_pretrained(str(folder), attn_implementation=cm.attn_implementation).eval()
+    with phase("truth"):
+        try:
+            truth = _truth(reference, model_type, cm, targets)
+            exact = all(set(t.columns if t.columns is not None else range(t.out_features))
+                        == truth[(t.attention, t.role)][t.module.rsplit(".", 1)[-1]] for t in targets)
+            row["columns"] = "✓" if exact else "✗"
+        except Exception as err:  # noqa: BLE001 - marker rows need one attention call per graph attention
+            truth, row["columns"] = None, f"unverified ({str(err)[:60]})"
+    with phase("hf run"), torch.no_grad():
         original = first(reference(**cm.example_inputs))
-    add_lora(cm, roles, "all", LoRAConfig(r=2, alpha=4))
-    problems = validate_full(cm)
+    with phase("lora"):
+        add_lora(cm, roles, "all", LoRAConfig(r=2, alpha=4))
+    with phase("validate"):
+        problems = validate_full(cm)
     if problems:
         raise GraphsurgeonError(f"validation: {str(problems[0])[:200]}")
     with torch.no_grad():
-        row["b0"] = (first(cm.run(**cm.example_inputs)) - original).abs().max().item()
-        randomize(cm, seed=3)
-        ours = first(cm.run(**cm.example_inputs))
-        row["peft"] = (ours - first(_peft(reference, cm, truth)(**cm.example_inputs))).abs().max().item()
-    row["export"] = export_diff(cm, tmp / f"{model_type}-out", ours)
+        with phase("graph run"):
+            row["b0"] = (first(cm.run(**cm.example_inputs)) - original).abs().max().item()
+            randomize(cm, seed=3)
+            ours = first(cm.run(**cm.example_inputs))
+        with phase("peft"):
+            row["peft"] = (ours - first(_peft(reference, cm, truth)(**cm.example_inputs))).abs().max().item()
+    with phase("export"):
+        row["export"] = export_diff(cm, tmp / f"{model_type}-out", ours)
     bad = [k for k in ("b0", "peft", "export") if row[k] > TOL * (1 + ours.abs().max().item())] + \
         (["columns"] if row["columns"] == "✗" else [])
     row["status"] = "wrong" if bad else "exact"
@@ -236,14 +286,14 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         row["reason"] = "differs: " + ", ".join(f"{k} {row[k]:.1e}" if k != "columns" else "q/v columns" for k in bad)
 
 
-def _tiny_model(model_type: str, mha: bool, row: dict):
+def _tiny_model(model_type: str, mha: bool, row: dict, per_kind: int = 1):
     """(the tiny seeded model in eval mode, its config, its class), run once on token ids."""
     import torch
 
-    cfg = tiny_config(model_type, mha)
+    cfg = tiny_config(model_type, mha, per_kind)
     cls = model_class(model_type, cfg)
     row["class"] = cls.__name__
-    if not isinstance(cfg, cls.config_class):
+    if not isinstance(cfg, cls.config_class) and isinstance(getattr(cfg, "text_config", None), cls.config_class):
         cfg = cfg.text_config
     with torch.device("meta"):
         n = sum(p.numel() for p in cls._from_config(cfg, attn_implementation="eager").parameters())
@@ -263,6 +313,12 @@ def worker() -> None:
     """Read type names on stdin; print each row as one tagged JSON line."""
     import tempfile
 
+    import peft  # noqa: F401 - imported once per worker, before its first type, so no row's time holds them
+    import transformers  # noqa: F401
+
+    import coverage  # noqa: F401 - graphsurgeon's capture, surgery, validate and export with it
+    import graphsurgeon.export  # noqa: F401
+
     with tempfile.TemporaryDirectory(prefix="graphsurgeon-coverage-") as tmp:
         for line in sys.stdin:
             row = run_one(line.strip(), Path(tmp))
@@ -273,7 +329,7 @@ def worker() -> None:
 
 class _Worker:
     def __init__(self, log) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
 
@@ -363,7 +419,7 @@ def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int, 
              + f". Exact: {pct:.0f} % of the {runnable} types whose HF model runs with the tiny config "
              f"({100.0 * counts['exact'] / max(1, len(rows)):.0f} % of all). Run: {minutes:.1f} min with {jobs} worker "
              f"processes; per type {statistics.median(r['seconds'] for r in rows):.0f} s median (its worker's wall time)."
-             if rows else "No rows.",
+             + _cpu_text(rows) if rows else "No rows.",
              "", "| type | class | result | B=0 | PEFT | model.py | q/v columns | time | reason / notes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -374,6 +430,15 @@ def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int, 
         lines += ["", f"Not run yet ({len(not_run)}; `--rows` resumes): " + ", ".join(not_run) + "."]
     lines += ["", f"Skipped ({len(skipped)}): " + "; ".join(f"{t} ({why})" for t, why in sorted(skipped.items())) + "."]
     return "\n".join(lines)
+
+
+def _cpu_text(rows: list[dict]) -> str:
+    """The CPU seconds the rows took (worker + its self-check processes): the run's floor on an idle machine."""
+    cpu = [r["cpu"] for r in rows if r.get("cpu") is not None]
+    if not cpu:
+        return ""
+    return (f" CPU: {sum(cpu) / 60:.1f} min in all over {len(cpu)} types ({statistics.median(cpu):.1f} s median per type)"
+            f", so ≥ {sum(cpu) / 120:.1f} min of wall time on 2 idle cores.")
 
 
 BEGIN, END = "<!-- coverage --all: begin (generated by benchmarks/coverage.py --all) -->", "<!-- coverage --all: end -->"
@@ -409,6 +474,15 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     types, skipped = text_types()
     if args.types:
+        import transformers
+
+        unknown = [t for t in args.types if t not in transformers.CONFIG_MAPPING and t not in skipped]
+        if unknown:
+            p.error(f"{', '.join(unknown)} is not a model type of transformers {transformers.__version__}; name types "
+                    "as config.json's model_type spells them (e.g. llama, gpt2)")
+        for t in args.types:
+            if t in skipped:
+                print(f"{t}: skipped ({skipped[t]})", file=sys.stderr)
         types = [t for t in types if t in args.types] + [t for t in args.types if t not in types and t not in skipped]
     start = time.perf_counter()
     if args.report_only:

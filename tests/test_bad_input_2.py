@@ -243,3 +243,12 @@ def test_editor_panel_and_recipe_replay_go_through_lora_config():
         with pytest.raises(GraphsurgeonError, match=message):
             s.edit("encoder.layer.0.attention.self.lora_q", **change)
     assert cm.gm.code == code and len(s.history.done) == 1
+
+
+def test_architectures_of_another_type_that_transformers_itself_maps_there():
+    """sarvam_mla's config.json names DeepseekV3ForCausalLM (transformers' auto mapping for the type), which is no
+    mismatch; a class the mappings never give the type still is."""
+    from graphsurgeon.capture.sources import _auto_maps
+
+    assert _auto_maps("sarvam_mla", "DeepseekV3ForCausalLM") and _auto_maps("llama", "LlamaForCausalLM")
+    assert not _auto_maps("gpt2", "BertModel")

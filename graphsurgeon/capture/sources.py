@@ -77,7 +77,8 @@ class ModelRecipe:
         wanted = getattr(cls, "config_class", None)
         model_type = self.config.get("model_type")
         given = transformers.CONFIG_MAPPING[model_type] if model_type in transformers.CONFIG_MAPPING else None
-        if isinstance(wanted, type) and given is not None and not issubclass(given, wanted):
+        if isinstance(wanted, type) and given is not None and not issubclass(given, wanted) \
+                and not _auto_maps(model_type, arch):
             raise SourceError(f"{self.name}: config.json names {arch} (a {wanted.model_type!r} model) but its model_type "
                               f"is {model_type!r}; make architectures and model_type agree.")
         return cls
@@ -398,3 +399,12 @@ def _from_hub(hub_id: str, may_download: bool) -> ModelRecipe:
             raise SourceError(f"{hub_id} is not in the local Hugging Face cache.")
         folder = download(hub_id)
     return _from_folder(folder, hub_id)
+
+
+def _auto_maps(model_type: str, arch: str) -> bool:
+    """True when transformers' own auto mappings serve `model_type` with the class `arch` (sarvam_mla's config is
+    no DeepseekV3Config, yet AutoModelForCausalLM builds DeepseekV3ForCausalLM for it)."""
+    from transformers.models.auto import modeling_auto
+
+    return any(isinstance(m, dict) and m.get(model_type) == arch
+               for name, m in vars(modeling_auto).items() if name.endswith("_MAPPING_NAMES"))

@@ -7,7 +7,9 @@ shape is compared with the recorded `meta["val"]` symbol for symbol. Recorded me
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
+import weakref
 
 import torch
 import torch.fx
@@ -113,9 +115,54 @@ class _Stop(Exception):
     pass
 
 
+_LAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # gm -> (its fingerprint, its graph diagnostics)
+
+
 def validate_full(cm) -> list[Diagnostic]:
-    """Every diagnostic of the whole graph (empty = valid): lint, then fake-tensor propagation."""
-    gm = cm.gm
+    """Every diagnostic of the whole graph (empty = valid): lint, then fake-tensor propagation. A graph whose
+    fingerprint (every node, argument, recorded shape and tensor it reads) is the one last validated is not
+    propagated again (validate, then export: once)."""
+    key = fingerprint(cm.gm)
+    last = _LAST.get(cm.gm)
+    if last is not None and last[0] == key:
+        return list(last[1]) + unconnected_blocks(cm)
+    found = _graph_diagnostics(cm.gm)
+    _LAST[cm.gm] = (key, tuple(found))
+    return found + unconnected_blocks(cm)
+
+
+def fingerprint(gm: torch.fx.GraphModule) -> tuple:
+    """What full validation reads, as one comparable value: each node (name, op, target, arguments, recorded
+    shape and dtype) in graph order, and the shape, dtype and device of every tensor the graph reads."""
+    def arg(a):
+        if isinstance(a, torch.fx.Node):
+            return ("%", a.name)
+        return ("T", _sig(a)) if isinstance(a, torch.Tensor) else a
+
+    nodes = []
+    for n in gm.graph.nodes:
+        val = n.meta.get("val")
+        recorded = _sig(val) if isinstance(val, torch.Tensor) else repr(type(val))
+        owned = _sig(_attr(gm, n.target)) if n.op == "get_attr" else None
+        nodes.append((n.name, n.op, str(n.target), repr(torch.fx.node.map_aggregate(n.args, arg)),
+                      repr(torch.fx.node.map_aggregate(n.kwargs, arg)), recorded, owned))
+    tensors = tuple((k, _sig(t)) for k, t in itertools.chain(gm.named_parameters(), gm.named_buffers()))
+    return tuple(nodes), tensors
+
+
+def _sig(t) -> tuple | None:
+    return (tuple(str(d) for d in t.shape), str(t.dtype), str(t.device)) if isinstance(t, torch.Tensor) else None
+
+
+def _attr(gm: torch.fx.GraphModule, target: str):
+    obj = gm
+    for part in str(target).split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _graph_diagnostics(gm: torch.fx.GraphModule) -> list[Diagnostic]:
+    """lint, then fake-tensor propagation compared with the recorded meta."""
     try:
         gm.graph.lint()
     except Exception as err:  # noqa: BLE001
@@ -129,7 +176,7 @@ def validate_full(cm) -> list[Diagnostic]:
             checker.run(*_placeholder_vals(gm))
     except _Stop:
         pass
-    return checker.diagnostics + unconnected_blocks(cm)
+    return checker.diagnostics
 
 
 def unconnected_blocks(cm) -> list[Diagnostic]:

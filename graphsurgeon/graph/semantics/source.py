@@ -131,6 +131,23 @@ def _parsed(file: str) -> ast.Module | None:
         return None
 
 
+@lru_cache(maxsize=64)
+def _index(file: str) -> tuple[dict[int, list[ast.Call]], list[ast.FunctionDef | ast.AsyncFunctionDef]] | None:
+    """({line: the calls starting there}, every function) of `file`, each in ast.walk order: one walk per file
+    instead of one per question (a model's file is asked about dozens of lines)."""
+    tree = _parsed(file)
+    if tree is None:
+        return None
+    calls: dict[int, list[ast.Call]] = {}
+    functions = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            calls.setdefault(node.lineno, []).append(node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions.append(node)
+    return calls, functions
+
+
 def _name(expr: ast.expr) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
@@ -183,10 +200,10 @@ def call_binding(file: str, line: int, callee: str, params: tuple[str, ...], loo
 
 
 def _call_at(file: str, line: int, callee: str, loose: bool = False) -> ast.Call | None:
-    tree = _parsed(file)
-    if tree is None:
+    index = _index(file)
+    if index is None:
         return None
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.lineno == line]
+    calls = index[0].get(line, [])
     named = [c for c in calls if _calls(c.func, callee)]
     if named:
         return named[0]
@@ -195,12 +212,12 @@ def _call_at(file: str, line: int, callee: str, loose: bool = False) -> ast.Call
 
 
 def _function_around(file: str, line: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    tree = _parsed(file)
-    if tree is None:
+    index = _index(file)
+    if index is None:
         return None
     around = None
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= (node.end_lineno or 0):
+    for node in index[1]:
+        if node.lineno <= line <= (node.end_lineno or 0):
             if around is None or node.lineno > around.lineno:
                 around = node
     return around
@@ -213,11 +230,11 @@ def call_arguments(file: str, line: int, callee: str) -> tuple[str | None, ...]:
 
     `callee` is what the caller calls: a function name (`attention_interface`) or a submodule's attribute
     (`SelfAttention`, `layer` for `self.layer[0](…)`); () when no such call starts on that line."""
-    tree = _parsed(file)
-    if tree is None:
+    index = _index(file)
+    if index is None:
         return ()
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or node.lineno != line or not _calls(node.func, callee):
+    for node in index[0].get(line, []):
+        if not _calls(node.func, callee):
             continue
         args = [_name(a) for a in node.args if not isinstance(a, ast.Starred)]
         args += [_name(k.value) for k in node.keywords if k.arg is not None]
