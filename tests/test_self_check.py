@@ -19,7 +19,7 @@ from graphsurgeon.export.verify import SelfCheckError, undefined_names
 from graphsurgeon.surgery import LoRAConfig, add_lora
 
 sys.path.insert(0, str(Path(__file__).parent))
-from surgery_models import fresh  # noqa: E402
+from surgery_models import fresh, randomize  # noqa: E402
 from test_export import load_exported  # noqa: E402
 
 
@@ -74,6 +74,20 @@ def test_an_edited_model_py_is_refused_naming_the_module(arch, old, new, module,
     kept = Path(re.search(r"kept for a bug report in (\S+)\.$", text).group(1))
     assert kept.parent == cache / "failed-exports" and re.search(old, (kept / "model.py").read_text()) is None
     assert (kept / "self-check" / "refusal.txt").is_file() and (kept / "self-check" / "inputs.safetensors").is_file()
+
+
+def test_a_trained_lora_does_not_name_its_projection(tmp_path, cache, monkeypatch):
+    """Exported with non-zero B (a trained LoRA): q_proj's output in model.py holds the update that the graph adds
+    next to it, so the wrapped projection is not compared and the module that differs is named (before: q_proj,
+    the first LoRA-wrapped module, whatever differed)."""
+    cm = fresh("llama")
+    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
+    randomize(cm, seed=3)
+    edit_model_py(monkeypatch, r"= apply_rotary_pos_emb\((\w+), (\w+), cos, sin\)",
+                  r"= apply_rotary_pos_emb(\1, \2, sin, cos)", count=3)
+    with pytest.raises(SelfCheckError) as err:
+        export_folder(cm, tmp_path / "out")
+    assert "differs from the captured graph from the module model.layers.0.self_attn " in str(err.value), err.value
 
 
 def test_a_difference_only_a_random_lora_shows_is_found(tmp_path, cache, monkeypatch):

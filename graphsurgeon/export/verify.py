@@ -275,8 +275,8 @@ def _graph_outputs(cm, inputs: dict, lora: dict | None) -> dict[str, torch.Tenso
 def _first_differing_module(cm, runner: _Runner, case: int, inputs: dict, lora: dict | None, tol: float) -> str:
     """The module of model.py where the difference starts, "" when none can be named: the first module (in the
     order modules finish) whose output matches no output of the graph's module of that path — or, when its inputs
-    already differ, the module whose own code computed them (its nearest caller). Modules wrapped by a random LoRA
-    are not compared."""
+    already differ, the module whose own code computed them (its nearest caller). Modules wrapped by a LoRA whose
+    update is not zero (random, or exported with non-zero B) are not compared."""
     from graphsurgeon.export.verify_cases import graph_module_values
 
     runner.send(f"hooks {case}")
@@ -289,8 +289,8 @@ def _first_differing_module(cm, runner: _Runner, case: int, inputs: dict, lora: 
     with torch.no_grad(), _one_thread(), _lora_weights(cm, lora):
         graph = graph_module_values(cm, inputs)
     skip = set()
-    if lora:  # a LoRA-wrapped projection adds its update in model.py's module but next to it in the graph
-        for b in cm.loras.values():
+    for b in cm.loras.values():  # a LoRA-wrapped projection adds its update in model.py's module but next to it in
+        if lora or _nonzero_update(cm, b):  # the graph: compared only where the update is zero (B = 0 as exported)
             skip |= {lora_export_name(b), b.target.module, b.path}
 
     def differs(path: str, side: str) -> bool:
@@ -310,6 +310,12 @@ def _first_differing_module(cm, runner: _Runner, case: int, inputs: dict, lora: 
         callers = [p for p in counts if path.startswith(p + ".")]
         return max(callers, key=len) if callers else path
     return ""
+
+
+def _nonzero_update(cm, block) -> bool:
+    """Whether the LoRA `block` holds non-zero weights in every factor (its update can be non-zero)."""
+    params = list(cm.gm.get_submodule(block.module_path).parameters())
+    return bool(params) and all(bool(p.detach().ne(0).any()) for p in params)
 
 
 def refuse(folder: Path, what: str, work: Path | None = None) -> None:
