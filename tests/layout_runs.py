@@ -1,5 +1,6 @@
 """Hand-written nn.Modules for the layouts whose generated model.py compiled but failed when run (issue 20, the
-coverage run's olmo / helium, luke / mobilebert / neomme, fnet and funnel), checked by tests/test_layout_runs.py
+coverage run's olmo / helium, luke / mobilebert / neomme, fnet and funnel) or differed from the graph (mt5's
+gelu_new) or lost an output's name (xlnet's `mems` tuple), checked by tests/test_layout_runs.py
 against the modules themselves and PEFT (tests/layout_classes.py's oracles). None uses graphsurgeon's analysis."""
 
 from __future__ import annotations
@@ -123,6 +124,50 @@ class TwoStatesModel(nn.Module):
 
     def forward(self, input_ids):
         return self.head(self.base(input_ids))
+
+
+class TanhGELU(nn.Module):
+    """HF's NewGELUActivation (gelu_new): the tanh GELU written as eight ops, which round otherwise than the fused
+    F.gelu(approximate="tanh") by an ulp here and there."""
+
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class GatedTanhGELUModel(nn.Module):
+    """mT5's layout: an attention, a gated MLP through gelu_new (wi_0, wi_1, wo) and an untied head whose logits
+    are large (tens), so an ulp of the activation grows past 1e-5 · (1 + |logit|) where logits cancel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, D)
+        self.attn = CastNormAttention()
+        self.wi_0, self.wi_1 = nn.Linear(D, 4 * D, bias=False), nn.Linear(D, 4 * D, bias=False)
+        self.wo = nn.Linear(4 * D, D, bias=False)
+        self.act = TanhGELU()
+        self.head = nn.Linear(D, VOCAB, bias=False)
+
+    def forward(self, input_ids):
+        x = self.attn(self.emb(input_ids))
+        x = x + self.wo(self.act(self.wi_0(x)) * self.wi_1(x))
+        return self.head(x)
+
+
+class WithMems(nn.Module):
+    """XLNet's output: a dict whose `logits` is one tensor and whose `mems` is a tuple of every layer's input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, D)
+        self.layers = nn.ModuleList([CastNormAttention() for _ in range(2)])
+        self.head = nn.Linear(D, VOCAB)
+
+    def forward(self, input_ids):
+        x, mems = self.emb(input_ids), []
+        for layer in self.layers:
+            mems.append(x)
+            x = layer(x)
+        return {"logits": self.head(x), "mems": tuple(mems)}
 
 
 def seeded(cls) -> nn.Module:

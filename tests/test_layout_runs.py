@@ -1,5 +1,5 @@
 """Layouts whose generated model.py compiled but failed when run (issue 20: olmo / helium, luke / mobilebert /
-neomme, fnet, funnel), each on a tiny hand-written module (tests/layout_runs.py) whose own outputs are the ground
+neomme, fnet, funnel) or that differed from the graph (mt5) or named its outputs otherwise (xlnet), each on a tiny hand-written module (tests/layout_runs.py) whose own outputs are the ground
 truth: B = 0 equals the module, random non-zero A, B equal PEFT with the same A, B (1e-5), and the exported
 model.py (self-checked) equals PEFT at another batch and length."""
 
@@ -112,3 +112,42 @@ def test_two_states_of_one_call_under_one_name(tmp_path, monkeypatch):
     code = (folder / "model.py").read_text()
     assert "encoder_outputs, encoder_outputs_2 = self.encoder(" in code and "residual = encoder_outputs" not in code
     equals_peft(module, cm, folder)
+
+
+def test_an_activation_written_as_ops_stays_its_ops(tmp_path):
+    """mT5: gelu_new's eight ops are no nn.GELU(approximate="tanh") (close, not equal: an ulp that large logits
+    grew to 1.6e-5 and the self-check refused); model.py writes the ops, and its activation equals the module's
+    bit for bit; the export's self-check passes on logits of tens."""
+    module = lr.seeded(lr.GatedTanhGELUModel)
+    with torch.no_grad():
+        module.head.weight.mul_(40.0)
+        module.emb.weight.mul_(20.0)
+        assert module(**ids(2, 10, 0)).abs().max() > 10
+    cm, folder = export(module, ("q", "v", "wi_0"), tmp_path / "out")
+    code = (folder / "model.py").read_text()
+    assert "nn.GELU" not in code and "torch.tanh(" in code
+    probe = torch.linspace(-8.0, 8.0, 2001)
+    with torch.no_grad():
+        assert torch.equal(load_exported(folder).act(probe), module.act(probe))
+    equals_peft(module, cm, folder)
+
+
+def test_outputs_under_one_key_keep_their_names(tmp_path):
+    """XLNet: {"logits": tensor, "mems": (tensor, tensor)} — the graph's outputs are named logits, mems_0, mems_1
+    (before: output0…2, and the self-check found no 'logits' in model.py); model.py returns them under those names,
+    equal to the module's."""
+    module = lr.seeded(lr.WithMems)
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    assert cm.output_names == ["logits", "mems_0", "mems_1"]
+    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4))
+    randomize(cm, seed=3)
+    result = export_folder(cm, tmp_path / "out")
+    assert result.check.startswith("model.py checked against the graph: 2 lengths, random LoRA")
+    y = ids(3, 7, 1)
+    with torch.no_grad():
+        got, want = load_exported(tmp_path / "out")(**y), lc.with_peft(module, cm)(**y)
+    assert sorted(got.keys()) == ["logits", "mems_0", "mems_1"]
+    assert (got["logits"] - want["logits"]).abs().max() <= TOL
+    for i in range(2):
+        assert (got[f"mems_{i}"] - want["mems"][i]).abs().max() <= TOL

@@ -179,11 +179,19 @@ def seq_bound_note(dims: DimNames, fixed: bool = True) -> str:
 
 
 def _output_names(ep) -> list[str]:
+    """One name per output tensor: the output's key ("logits"); under a key that holds several tensors, the key and
+    the position (XLNet's `mems`: "mems_0", "mems_1"), so "logits" keeps its name; else output0, output1, …"""
     spec = ep.call_spec.out_spec
     ctx = getattr(spec, "context", None)
     n = spec.num_leaves
-    if isinstance(ctx, (list, tuple)) and len(ctx) == n and all(isinstance(c, str) for c in ctx):
-        return list(ctx)
+    if isinstance(ctx, (list, tuple)) and all(isinstance(c, str) for c in ctx):
+        if len(ctx) == n:
+            return list(ctx)
+        children = spec.children()
+        if len(children) == len(ctx):
+            names = [k if c.is_leaf() else f"{k}_{i}" for k, c in zip(ctx, children) for i in range(c.num_leaves)]
+            if len(set(names)) == n and all(k.isidentifier() for k in names):
+                return names
     return ["output"] if n == 1 else [f"output{i}" for i in range(n)]
 
 
