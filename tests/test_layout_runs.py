@@ -1,7 +1,8 @@
 """Layouts whose generated model.py compiled but failed when run (issue 20: olmo / helium, luke / mobilebert /
-neomme, fnet, funnel) or that differed from the graph (mt5) or named its outputs otherwise (xlnet), each on a tiny hand-written module (tests/layout_runs.py) whose own outputs are the ground
-truth: B = 0 equals the module, random non-zero A, B equal PEFT with the same A, B (1e-5), and the exported
-model.py (self-checked) equals PEFT at another batch and length."""
+neomme, fnet, funnel), differed from the graph (mt5) or named its outputs otherwise (xlnet), each on a tiny
+hand-written module (tests/layout_runs.py) whose own outputs are the ground truth: B = 0 equals the module, random
+non-zero A, B equal PEFT with the same A, B (1e-5), and the exported model.py (self-checked) equals PEFT at another
+batch and length."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ A module call whose ops are exactly one `linear` on its own weight is an `nn.Lin
 on a weight stored [in, out] is GPT-2's `Conv1D`; one `embedding`, `layer_norm` or `dropout` is the nn layer;
 a parameter-free element-wise function of one tensor is the activation it equals bit for bit on a probe in the
 graph's dtype (`nn.GELU()` for F.gelu; `gelu_new`'s eight ops round otherwise than the fused tanh GELU, so they
-stay a class of their own: model.py computes what the graph computes, op for op). A projection with a LoRA added onto its whole output is the
-wrapped layer (`LoRALinear`, `LoRAConv1D`), a LoRA update on its own is `LoRA`.
+stay a class of their own: model.py computes what the graph computes, op for op). A projection with a LoRA added
+onto its whole output is the wrapped layer (`LoRALinear`, `LoRAConv1D`), a LoRA update on its own is `LoRA`.
 """
 
 from __future__ import annotations
