@@ -272,3 +272,25 @@ def test_load_model_refuses_missing_key_and_truncated_file(tmp_path):
         with pytest.raises(module.WeightsError, match="truncated or corrupt") as err:
             module.load_model(str(broken))
         assert "\n" not in str(err.value) and err.value.__suppress_context__  # no chained reader traceback
+
+
+def test_a_loss_hf_does_not_compute_is_not_written():
+    """XLNetLMHeadModel is named for no loss and computes its own (cross-entropy without the causal shift): it gets
+    no HF loss, not the causal-LM fallback, which would shift; classes named for a loss or calling
+    `self.loss_function` keep theirs."""
+    import transformers as tf
+
+    from graphsurgeon.capture.hf_conventions import hf_loss_spec
+
+    xlnet = tf.XLNetLMHeadModel(tf.XLNetConfig(d_model=32, n_layer=1, n_head=2, d_inner=64, vocab_size=50))
+    assert hf_loss_spec(xlnet, True, ["logits", "mems_0"]) is None
+    gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, bos_token_id=0,
+                                            eos_token_id=0))
+    assert hf_loss_spec(gpt2, True, ["logits"])["loss_type"] == "ForCausalLM"  # calls self.loss_function
+    bert = tf.BertForMaskedLM(tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=64, vocab_size=50))
+    assert hf_loss_spec(bert, True, ["logits"])["loss_type"] == "ForMaskedLM"  # its own loss, named by its class
+    labels = torch.randint(0, 50, (1, 6))
+    with torch.no_grad():  # why: HF's XLNet loss is the unshifted cross-entropy
+        out = xlnet.eval()(input_ids=labels, labels=labels)
+        assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits.view(-1, 50), labels.view(-1)))

@@ -184,18 +184,30 @@ def hf_loss_spec(model: torch.nn.Module, takes_labels: bool, output_names: list[
     """{"loss_type", "num_labels", "problem_type"} of the loss HF computes from labels, or None.
 
     HF picks the loss by the class name (PreTrainedModel.loss_type) and falls back to the causal-LM loss
-    (GPT2LMHeadModel); only models whose forward takes labels and returns `logits` get one here.
+    (GPT2LMHeadModel); only models whose forward takes labels and returns `logits` get one here. That fallback is
+    trusted only where the forward calls `self.loss_function`: a class named for no loss that computes its own
+    (XLNetLMHeadModel: cross-entropy without the causal shift) gets none, rather than a loss HF does not compute.
     """
     if not takes_labels or "logits" not in output_names:
         return None
     cfg = getattr(model, "config", None)
     loss_type = getattr(model, "loss_type", None) or "ForCausalLM"
+    named = any(type(model).__name__.endswith(kind) for kind in LOSSES)
+    if not named and "loss_function" not in _forward_source(model):
+        return None
     if getattr(cfg, "is_encoder_decoder", False) and loss_type in ("ForCausalLM", "ForConditionalGeneration"):
         loss_type = SEQ2SEQ  # T5, BART, Marian: cross-entropy over every label, no shift (the decoder input is shifted)
     if loss_type not in LOSSES:
         return None
     return {"loss_type": loss_type, "num_labels": int(getattr(cfg, "num_labels", 2) or 2),
             "problem_type": getattr(cfg, "problem_type", None)}
+
+
+def _forward_source(model: torch.nn.Module) -> str:
+    try:
+        return inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return ""
 
 
 # ----------------------------------------------------------------------------- decoder_input_ids default
