@@ -152,8 +152,8 @@ def export_module(
                     if dim_name in multiples:
                         _multiple_range(dims, dim_name, size, ep.range_constraints)
                 dims.examples[dim_name] = int(inputs[node.name].shape[axis])
-    for name, (m, guard) in multiples.items():
-        dims.retries.append(f"{name} is a multiple of {m} ({dims.lows[name]} ≤ {name} ≤ {dims.bounds[name] or '∞'}): the "
+    for dim, (m, guard) in multiples.items():
+        dims.retries.append(f"{dim} is a multiple of {m} ({dims.lows[dim]} ≤ {dim} ≤ {dims.bounds[dim] or '∞'}): the "
                             f"model's code cuts it into windows of {m} and guards {guard}, which no range can prove")
     return gm, dims, _output_names(ep)
 
