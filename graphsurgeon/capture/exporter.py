@@ -89,6 +89,8 @@ def export_module(
     name: str = "<module>",
 ) -> tuple[torch.fx.GraphModule, DimNames, list[str]]:
     """Export `model(**inputs, **extra_kwargs)`; returns the unlifted GraphModule, dim names, output names.
+    A dim the model's code cuts into windows of m is captured as a multiple of m: `inputs` is updated in place to
+    example sizes that are multiples of m.
 
     Sequence dims are bounded by `max_seq`. When torch.export finds the model cannot take that many
     positions (GPT-Neo slices a causal buffer with `[:key_length]`, so seq must stay below its length),
