@@ -150,14 +150,25 @@ def _generic(cfg, kwargs: dict, mha: bool, per_kind: int = 1) -> dict:
         out["qk_head_dim"] = 16
     if (rope or mha) and "num_key_value_heads" in out:  # MLA's eager attention: one key/value head per query head
         out["num_key_value_heads"] = out.get(aliases.get("num_attention_heads", "num_attention_heads"), 4)
-    lists = {k: v for k, v in fields.items() if isinstance(v, list) and n and len(v) == n}
-    if lists:  # one layer of each kind (in order), then the first layers up to model_zoo's count
-        kinds = [tuple(str(v[i]) for v in lists.values()) for i in range(n)]
+    indices = {k: v for k, v in fields.items() if _layer_indices(k.lower(), v, n)}  # Llama 4's moe_layers: [0, 1, …, 47]
+    lists = {k: v for k, v in fields.items() if isinstance(v, list) and n and len(v) == n and k not in indices}
+    if lists or indices:  # one layer of each kind (in order), then the first layers up to model_zoo's count
+        kinds = [tuple(str(v[i]) for v in lists.values()) + tuple(i in v for v in indices.values()) for i in range(n)]
         keep = sorted({i for k in set(kinds) for i in [j for j, x in enumerate(kinds) if x == k][:per_kind]}
                       | set(range(min(2, n))))
         out[layers_key] = len(keep)
         out.update({k: [v[i] for i in keep] for k, v in lists.items()})
+        out.update({k: [keep.index(i) for i in v if i in keep] for k, v in indices.items()})
     return out
+
+
+def _layer_indices(key: str, value, n: int | None) -> bool:
+    """Whether a config field lists layer indices (named so; strictly increasing ints below the layer count), not one
+    value per layer (SeamlessM4T's resblock_kernel_sizes [3, 7, 11] are no layers): a layer's kind is whether it is
+    listed, and the list is renumbered for the layers kept."""
+    return (isinstance(value, list) and bool(n) and len(value) > 2 and any(w in key for w in ("layer", "idx", "ids"))
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+            and value == sorted(set(value)) and value[-1] < n)
 
 
 def run_one(model_type: str, tmp: Path) -> dict:

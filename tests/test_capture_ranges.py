@@ -165,3 +165,47 @@ class KwargsOnly(torch.nn.Module):
 def test_mask_is_given_only_to_a_forward_that_names_it():
     cm = capture(KwargsOnly().eval())
     assert cm.input_names == ["input_ids"]
+
+
+class Windowed(torch.nn.Module):
+    """HF-style: the sequence cut into windows of 4 tokens, the incomplete last one dropped (as DeepSeek-V4's
+    compressors do: `kv[:, :(seq // 4) * 4].view(batch, seq // 4, 4, -1)`); torch.export guards `seq` on being a
+    multiple of 4, which no range can prove."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = GuardedConfig()
+        self.wte, self.head = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50)
+
+    def forward(self, input_ids, attention_mask=None):
+        seq = input_ids.shape[1]
+        h = self.wte(input_ids)
+        windows = h[:, :(seq // 4) * 4].view(h.shape[0], seq // 4, 4, -1).mean(2)
+        return {"logits": self.head(h + windows.mean(1, keepdim=True))}
+
+
+def test_a_sequence_cut_into_windows_is_captured_as_a_multiple_of_the_window():
+    from graphsurgeon.capture.ranges import divisor_guard
+    from graphsurgeon.export.verify_cases import _dim_sizes
+
+    torch.manual_seed(0)
+    model = Windowed().eval()
+    cm = capture(model)
+    assert cm.dims.multiples == {"seq": 4} and cm.example_inputs["input_ids"].shape[1] == 12
+    note = next(n for n in cm.notes if "multiple of 4" in n)
+    assert note.startswith(f"seq is a multiple of 4 ({cm.dims.lows['seq']} ≤ seq ≤ 64)") and "windows of 4" in note
+    assert not any("runtime assertion" in n for n in cm.notes)
+    sizes = [_dim_sizes(cm, length)["seq"] for length in (0, 1)]  # the self-check's two lengths
+    assert all(s % 4 == 0 for s in sizes) and len(set(sizes)) == 2
+    with torch.no_grad():
+        for seq in sizes + [64]:
+            ids = torch.randint(0, 50, (3, seq))
+            assert torch.equal(cm.run(input_ids=ids)["logits"], model(ids)["logits"])
+        with pytest.raises(Exception, match="Guard failed"):  # a length the note does not allow is refused
+            cm.run(input_ids=torch.randint(0, 50, (3, 13)))
+    text = ("  - Not all values of seq = L['input_ids'].size()[1] in the specified range seq <= 64 satisfy the generated "
+            "guard (16*L['input_ids'].size()[1]) != (64*(L['input_ids'].size()[1] // 4)).\n  - Not all values of seq = "
+            "L['input_ids'].size()[1] in the specified range seq <= 64 satisfy the generated guard 8 <= "
+            "L['input_ids'].size()[1] and L['input_ids'].size()[1] <= 11\n")  # DeepSeek-V4's, verbatim
+    assert divisor_guard(text, {"batch", "seq"}) == ("seq", 4, "(16*seq) != (64*(seq // 4))")
+    assert divisor_guard(text.replace("// 4", "+ 4"), {"batch", "seq"}) is None

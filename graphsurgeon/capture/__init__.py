@@ -111,6 +111,7 @@ def capture_module(module, example_inputs: dict | None, *, dynamic: dict | None 
                                     attn=getattr(module.config, "_attn_implementation", None), replicate=replicate,
                                     progress=progress)
         raise CaptureError(f"capturing a plain {type(module).__name__} needs example_inputs={{name: tensor}}.")
+    example_inputs = dict(example_inputs)  # the caller's dict stays as given (capture may round a dim up to a multiple)
     gm, dims, outputs = export_module(module, example_inputs, dynamic=dynamic, name=type(module).__name__)
     meta_dev = any(p.is_meta for p in module.parameters())
     # a range torch.export refused and the one used; a dim fixed by the code only where the caller named it dynamic

@@ -12,7 +12,7 @@ from graphsurgeon.capture.failures import explain_failure
 from graphsurgeon.capture.grad_regions import inline_grad_regions
 from graphsurgeon.capture.hf_conventions import (decoder_input_default, hf_loss_spec, mark_packed_sequences,
                                                  mark_position_ids_default, packs_sequences, record_train_dropout)
-from graphsurgeon.capture.ranges import Ranges, specialized, unproven_guard
+from graphsurgeon.capture.ranges import Ranges, divisor_guard, specialized, unproven_guard
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.captured import CapturedModel
 from graphsurgeon.graph.meta import DimNames
@@ -89,6 +89,8 @@ def export_module(
     name: str = "<module>",
 ) -> tuple[torch.fx.GraphModule, DimNames, list[str]]:
     """Export `model(**inputs, **extra_kwargs)`; returns the unlifted GraphModule, dim names, output names.
+    A dim the model's code cuts into windows of m is captured as a multiple of m: `inputs` is updated in place to
+    example sizes that are multiples of m.
 
     Sequence dims are bounded by `max_seq`. When torch.export finds the model cannot take that many
     positions (GPT-Neo slices a causal buffer with `[:key_length]`, so seq must stay below its length),
@@ -102,9 +104,10 @@ def export_module(
     static: dict[str, int] = {}
     fallback: list[int | None] = [max_seq - 1, None] if max_seq else []
     deferred = ""  # a guard torch.export cannot prove for any range: checked when the graph runs instead
+    multiples: dict[str, tuple[int, str]] = {}  # dim -> (m, the guard): captured as m × another dim
     for _ in range(12):
         try:
-            ep = _export(model, inputs, dynamic, extra_kwargs, ranges.now, bool(deferred))
+            ep = _export(model, inputs, dynamic, extra_kwargs, ranges.now, bool(deferred), multiples)
             break
         except Exception as err:  # noqa: BLE001 - translated to one sentence
             text = str(err)
@@ -113,6 +116,14 @@ def export_module(
             fixed = specialized(text, dynamic)
             if fixed:  # the code fixes these dims: capture them at their example size
                 static.update(fixed)
+                continue
+            window = divisor_guard(text, set(ranges.now) - set(multiples))
+            if window:  # the code cuts the dim into windows of m: a multiple of m, an example size that is one
+                multiples[window[0]] = window[1:]
+                ranges.scale[window[0]] = window[1]
+                _round_up(inputs, dynamic, window[0], window[1])
+                ranges.reset()
+                fallback = [max_seq - 1, None] if max_seq else []
                 continue
             if ranges.suggest(text) or _next_bound(ranges, fallback):
                 continue
@@ -128,7 +139,8 @@ def export_module(
     inline_grad_regions(gm)
     tidy(gm)
     dims = DimNames(bounds={n: hi for n, (_, hi) in ranges.now.items()}, static=static,
-                    lows={n: lo for n, (lo, _) in ranges.now.items()}, retries=ranges.notes())
+                    lows={n: lo for n, (lo, _) in ranges.now.items()}, retries=ranges.notes(),
+                    multiples={n: m for n, (m, _) in multiples.items()})
     if deferred:
         dims.retries.append(f"torch.export could not prove the guard {deferred} for every size; captured with it "
                             "checked when the graph runs (a runtime assertion)")
@@ -139,8 +151,37 @@ def export_module(
                 size = val.shape[axis]
                 if isinstance(size, torch.SymInt):
                     dims.names[str(size.node.expr)] = dim_name
+                    if dim_name in multiples:
+                        _multiple_range(dims, dim_name, size, ep.range_constraints)
                 dims.examples[dim_name] = int(inputs[node.name].shape[axis])
+    for dim, (m, guard) in multiples.items():
+        dims.retries.append(f"{dim} is a multiple of {m} ({dims.lows[dim]} ≤ {dim} ≤ {dims.bounds[dim] or '∞'}): the "
+                            f"model's code cuts it into windows of {m} and guards {guard}, which no range can prove")
     return gm, dims, _output_names(ep)
+
+
+def _round_up(inputs: dict[str, torch.Tensor], dynamic: dict, name: str, m: int) -> None:
+    """Make dim `name` of every example input a multiple of `m` (the next one up; its first values repeated)."""
+    for key, axes in dynamic.items():
+        for axis, dim_name in axes.items():
+            if dim_name == name and key in inputs:
+                size = inputs[key].shape[axis]
+                new = -(-size // m) * m
+                index = torch.arange(new, device=inputs[key].device) % size
+                inputs[key] = inputs[key].index_select(axis, index)
+
+
+def _multiple_range(dims: DimNames, name: str, size: torch.SymInt, constraints: dict) -> None:
+    """The range of a dim captured as m × another dim, from torch.export's range of that other dim (it narrows the
+    range it was given where the code needs it, e.g. at least three windows)."""
+    m = dims.multiples[name]
+    for symbol in size.node.expr.free_symbols:
+        vr = constraints.get(symbol)
+        if vr is not None:
+            dims.lows[name] = max(dims.lows.get(name, 2), m * int(vr.lower))
+            if vr.upper.is_finite and int(vr.upper) < 10**9:
+                hi = m * int(vr.upper)
+                dims.bounds[name] = min(dims.bounds[name], hi) if dims.bounds.get(name) else hi
 
 
 def _attn(model: torch.nn.Module) -> str | None:
@@ -156,10 +197,11 @@ def _next_bound(ranges: Ranges, fallback: list[int | None]) -> bool:
     return False
 
 
-def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, int | None]], deferred: bool = False):
+def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, int | None]], deferred: bool = False,
+            multiples: dict | None = None):
     """One torch.export attempt with each dynamic dim in its range (max None: no maximum); `deferred`: guards
-    torch.export cannot prove become runtime assertions in the graph."""
-    dim_objs = {n: Dim(n, min=lo, max=hi) if hi is not None else Dim(n, min=lo) for n, (lo, hi) in ranges.items()}
+    torch.export cannot prove become runtime assertions in the graph; `multiples`: dims captured as m × a dim."""
+    dim_objs = {n: _dim(n, lo, hi, (multiples or {}).get(n, (1,))[0]) for n, (lo, hi) in ranges.items()}
     shapes = {k: ({ax: dim_objs[n] for ax, n in dynamic[k].items()} if dynamic.get(k) else None) for k in inputs}
     kwargs = dict(inputs)
     for k, v in (extra_kwargs or {}).items():
@@ -168,6 +210,14 @@ def _export(model, inputs, dynamic, extra_kwargs, ranges: dict[str, tuple[int, i
     with torch._dynamo.config.patch(fake_tensor_cache_enabled=False):  # see FAKE_TENSOR_CACHE
         return torch.export.export(model, (), kwargs, dynamic_shapes=shapes, strict=False,
                                    prefer_deferred_runtime_asserts_over_guards=deferred)
+
+
+def _dim(name: str, lo: int, hi: int | None, m: int = 1):
+    """Dim(name, min=lo, max=hi); with m > 1, m × Dim('_name') over the multiples of m in [lo, hi]."""
+    if m == 1:
+        return Dim(name, min=lo, max=hi) if hi is not None else Dim(name, min=lo)
+    k_lo = max(1, -(-lo // m))
+    return m * (Dim(f"_{name}", min=k_lo, max=hi // m) if hi is not None else Dim(f"_{name}", min=k_lo))
 
 
 def seq_bound_note(dims: DimNames, fixed: bool = True) -> str:

@@ -27,6 +27,7 @@ class Ranges:
         self.now = dict(self.first)
         self.why: dict[str, str] = {}  # dim -> how its range was chosen, for the note
         self.tried: set[tuple] = {self._key()}
+        self.scale: dict[str, int] = {}  # dim -> m for dims captured as m × `_dim` (torch.export suggests `_dim`'s range)
 
     def _key(self) -> tuple:
         return tuple(sorted(self.now.items(), key=lambda kv: kv[0]))
@@ -36,6 +37,9 @@ class Ranges:
         fixes = suggested_ranges(message)
         new = dict(self.now)
         for name, (lo, hi) in fixes.items():
+            if name not in new and name[1:] in self.scale:  # the range of `_seq` in seq = 4*_seq
+                m, name = self.scale[name[1:]], name[1:]
+                lo, hi = lo * m if lo is not None else None, hi * m if hi is not None else None
             if name not in new:
                 continue
             old_lo, old_hi = new[name]
@@ -116,3 +120,18 @@ def unproven_guard(message: str, ranges: dict | None = None) -> str:
         guards = [g for g in guards if not plain.match(g)] or guards
     guard = guards[0] if guards else "on the batch and sequence sizes"
     return re.sub(r"L\['(\w+)'\]\.size\(\)\[(\d)\]", r"\1.shape[\2]", guard)[:160]
+
+
+_GUARD_OF = re.compile(r"values of (\w+) = L\['\w+'\]\.size\(\)\[\d\] in the specified range .*? satisfy the "
+                       r"generated guard (.+)")
+
+
+def divisor_guard(message: str, names: set[str]) -> tuple[str, int, str] | None:
+    """(dim name, m, the guard) for a guard on whether a dim is a multiple of m — `seq != 4*(seq // 4)`, as code that
+    cuts a sequence into windows of m tokens writes it (DeepSeek-V4's compressors slice `[:(seq // 4) * 4]`). No range
+    can prove it; capturing the dim as m × another dim can. None when the message has no such guard."""
+    for name, guard in _GUARD_OF.findall(message):
+        floors = {int(m) for m in re.findall(r"\d+\*\(L\['\w+'\]\.size\(\)\[\d\] // (\d+)\)", guard)}
+        if name in names and len(floors) == 1 and (m := floors.pop()) > 1:  # k*(seq // m): a multiple of m
+            return name, m, re.sub(r"L\['\w+'\]\.size\(\)\[\d\]", name, guard.strip().rstrip("."))[:160]
+    return None

@@ -26,6 +26,10 @@ def _dim_sizes(cm, length: int) -> dict[str, int]:
         hi = cm.dims.bounds.get(name) or math.inf
         lo = getattr(cm.dims, "lows", {}).get(name, 2)  # the range capture used (capture/ranges.py)
         size = example - LENGTH_STEP if length == 0 else example + LENGTH_STEP
+        m = getattr(cm.dims, "multiples", {}).get(name, 1)  # a dim captured as a multiple of m (capture/ranges.py)
+        if m > 1:
+            size, lo, hi = m * round(size / m), -(-lo // m) * m, hi // m * m if hi != math.inf else hi
+            size = size if size != example else size + (m if length else -m)
         sizes[name] = int(max(lo, min(hi, size)))
     return sizes
 

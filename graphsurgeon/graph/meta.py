@@ -19,6 +19,7 @@ class DimNames:
     static: dict[str, int] = field(default_factory=dict)  # dims the model's code fixes, captured at this size
     lows: dict[str, int] = field(default_factory=dict)  # dim name -> the min torch.export was given
     retries: list[str] = field(default_factory=list)  # how capture changed a range torch.export refused (notes)
+    multiples: dict[str, int] = field(default_factory=dict)  # dim name -> m: captured as a multiple of m
 
     def text(self, dim) -> str:
         """A dim as text: 768, batch, batch*seq."""
