@@ -23,7 +23,7 @@ import torch
 import torch.fx
 
 from graphsurgeon.graph.stale_code import recompile_later
-from graphsurgeon.surgery.sites import other_calls
+from graphsurgeon.graph.lora_sites import other_calls
 from graphsurgeon.surgery.spec import LoRABlock, LoRAConfig, Target
 from graphsurgeon.validate.diagnostics import Diagnostic, ValidationError
 from graphsurgeon.validate.local import check_insertion

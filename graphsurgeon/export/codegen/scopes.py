@@ -18,8 +18,8 @@ import torch
 import torch.fx
 
 from graphsurgeon.export.codegen import call_kinds, fastpath, lift, names, packing, signatures
-from graphsurgeon.surgery.sites import lora_sites
 from graphsurgeon.graph.hf_meta import DEFAULT_OF
+from graphsurgeon.graph.lora_sites import lora_sites
 from graphsurgeon.graph.tidy import PRECISION
 
 ROOT = ""
@@ -71,7 +71,7 @@ class Program:
     soft: dict = field(default_factory=dict)  # `.to(dtype)` of a tensor already of that dtype -> its input
     constants: dict = field(default_factory=dict)  # get_attr of a small lifted constant -> its tensor (a literal)
     packs: dict = field(default_factory=dict)  # key of a mask-builder function scope -> the packed-sequence input
-    loras: list = field(default_factory=list)  # every call of each LoRA block (sites.lora_sites)
+    loras: list = field(default_factory=list)  # every call of each LoRA block (graph/lora_sites.py)
 
     def rep(self, value, scope: Scope | None = None):
         """The value a node stands for after identity ops and CSE. Read from another scope than its own, a
