@@ -290,6 +290,11 @@ def test_a_loss_hf_does_not_compute_is_not_written():
     bert = tf.BertForMaskedLM(tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                             intermediate_size=64, vocab_size=50))
     assert hf_loss_spec(bert, True, ["logits"])["loss_type"] == "ForMaskedLM"  # its own loss, named by its class
+    marian = tf.MarianMTModel(tf.MarianConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                              vocab_size=50, decoder_vocab_size=50, pad_token_id=0,
+                                              decoder_start_token_id=0))
+    assert hf_loss_spec(marian, True, ["logits"]) is not None  # an encoder-decoder's own loss: unshifted, as SEQ2SEQ
     labels = torch.randint(0, 50, (1, 6))
     with torch.no_grad():  # why: HF's XLNet loss is the unshifted cross-entropy
         out = xlnet.eval()(input_ids=labels, labels=labels)

@@ -193,9 +193,10 @@ def hf_loss_spec(model: torch.nn.Module, takes_labels: bool, output_names: list[
     cfg = getattr(model, "config", None)
     loss_type = getattr(model, "loss_type", None) or "ForCausalLM"
     named = any(type(model).__name__.endswith(kind) for kind in LOSSES)
-    if not named and "loss_function" not in _forward_source(model):
+    seq2seq = getattr(cfg, "is_encoder_decoder", False)  # its own loss is the unshifted one too (MarianMTModel)
+    if not (named or seq2seq) and "loss_function" not in _forward_source(model):
         return None
-    if getattr(cfg, "is_encoder_decoder", False) and loss_type in ("ForCausalLM", "ForConditionalGeneration"):
+    if seq2seq and loss_type in ("ForCausalLM", "ForConditionalGeneration"):
         loss_type = SEQ2SEQ  # T5, BART, Marian: cross-entropy over every label, no shift (the decoder input is shifted)
     if loss_type not in LOSSES:
         return None

@@ -181,6 +181,8 @@ def _decoder_default(cm) -> list[str]:
     lines = [f"if {DECODER} is None:  # Hugging Face's default: " + " or ".join(sources) + " shifted right"]
     if sources == ["labels", "input_ids"]:
         return lines + [f"    {DECODER} = {shift.format('labels if labels is not None else input_ids')}"]
+    if not sources:  # HF derives them from labels only, and this forward takes none
+        return [f"if {DECODER} is None:", f'    raise ValueError("{cm.model_class} needs decoder_input_ids")']
     if sources == ["labels"]:
         return lines + ["    if labels is None:",
                         f'        raise ValueError("{cm.model_class} needs decoder_input_ids or labels (Hugging Face '

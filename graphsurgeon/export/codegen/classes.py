@@ -167,7 +167,8 @@ class Model:
             f.body = forms.shorter(f.instances[0], f.body, fast) or f.body
         for c in self.classes:
             c.body = _merge(self._variants(c)) if c.instances else None
-            c.init = self.config.init_lines([s.path for s in c.instances]) + self._merged_init([s.path for s in c.instances] or [c.path])
+            paths = [s.path for s in c.instances]
+            c.init = self.config.init_lines(paths) + self._merged_init(paths or [c.path])
             c.init_buffers = self.recipes.lines_of(c.path)
             if any(s.key in self.env.kv for s in c.instances):
                 c.init.append("self.kv_cache: KVCache | None = None  # its keys and values so far, while generating")

@@ -131,6 +131,7 @@ def root_section(model: Model) -> Section:
     body.returns = []
     outs = {name: (w.arg(v) if v is not None else "None") for name, v in zip(cm.output_names, flat)}
     root.body = body
+    root.init = model.config.init_lines([""]) + list(root.init)  # numbers its forward reads (Cohere's logit_scale)
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
     cached = bool(model.kv_paths)
     if cached and "logits_to_keep" in hf_forward.forward_inputs(cm, cached):
