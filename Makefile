@@ -29,8 +29,10 @@ system-check:
 run: system-check setup
 	$(VENV)/bin/graphsurgeon $(ARGS)
 
+# a crash of pytest itself (a signal, exit >= 128) names the test that was running
 test: setup
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen GRAPHSURGEON_LAST_TEST=$(VENV)/last-test $(PY) -m pytest -q $(PYTEST_ARGS) || { s=$$?; \
+	  [ $$s -lt 128 ] || echo "pytest died of signal $$((s - 128)) while running $$(cat $(VENV)/last-test)"; exit $$s; }
 
 # The newest versions pyproject.toml allows (torch stays the pinned CPU build), in $(LATEST), then the suite.
 test-latest:

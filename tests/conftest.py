@@ -8,7 +8,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRAPHSURGEON_STRICT", "1")  # the semantic layer re-raises instead of falling back
 
+import faulthandler  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -29,3 +32,37 @@ def tiny_bert():
     from graphsurgeon.capture import capture
 
     return capture("tiny-bert")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """A crash dumps the thread that crashed only, so the end of a CI log names the test (all threads push it out)."""
+    if faulthandler.is_enabled():  # on a copy of the real stderr, as pytest's own: tests capture fd 2
+        config.crash_fd = os.dup(sys.stderr.fileno())
+        faulthandler.enable(file=config.crash_fd, all_threads=False)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """The test now running, in the file `make test` names when pytest dies of a signal (a crash prints no name)."""
+    path = os.environ.get("GRAPHSURGEON_LAST_TEST")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(nodeid)
+
+
+@pytest.fixture(autouse=True)
+def each_test_ends_its_workers_and_windows():
+    """The editor's workers (open, export, view cache) end within their test, and its closed windows are deleted: a
+    worker left running would go on beside the next test (two torch.export at once), a window's timers would fire
+    into it."""
+    yield
+    for thread in threading.enumerate():
+        if not thread.name.startswith("graphsurgeon "):  # a library's own (tqdm's monitor) lives on by design
+            continue
+        thread.join(120)
+        assert not thread.is_alive(), f"the thread {thread.name!r} this test started still runs 120 s after it"
+    if "PySide6.QtCore" in sys.modules:  # the windows pytest-qt closed (deleteLater) go now, on this thread: none
+        from PySide6.QtCore import QCoreApplication, QEvent  # keeps its timers firing into the next test
+
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

@@ -28,6 +28,7 @@ import time
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.ui.worker_inbox import Inbox
 
 _ONE_CAPTURE_AT_A_TIME = threading.Lock()
 
@@ -37,7 +38,7 @@ class Cancelled(BaseException):
     KeyboardInterrupt is, so capture's fallbacks (`except Exception`: capture every layer instead) let it through."""
 
 
-class _Signals(QObject):  # emitted from the worker thread, delivered on the UI thread; the int is the open's number
+class _Signals(QObject):  # the worker's messages, emitted on the UI thread (worker_inbox); the int is the open's number
     stage = Signal(int, str)  # what the worker does now
     hierarchy = Signal(int, object, str)  # (graph.snapshot.ViewSnapshot of the modules, path)
     done = Signal(int, object, str)  # (CapturedModel, path)
@@ -51,7 +52,8 @@ class Opener(QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
-        self.signals = _Signals()
+        self.signals = _Signals(self)
+        self.inbox = Inbox(self, self.signals)
         self.signals.stage.connect(self._stage)
         self.signals.hierarchy.connect(self._hierarchy)
         self.signals.done.connect(self._done)
@@ -93,8 +95,7 @@ class Opener(QObject):
             self._stage(number, f"opening {source}: its modules, {WHENCE[known[1]]}; importing torch and transformers "
                                 "to capture it …")
         args = (number, source, meta, path, eager_attention, key, cached is None, shipped, self._cancel)
-        self.thread = threading.Thread(target=self._work, args=args, daemon=True, name=f"open {source}")
-        self.thread.start()
+        self.thread = self.inbox.start(self._work, args, f"open {source}")
         return self.thread
 
     # ---- the worker thread -----------------------------------------------------------------------------
@@ -161,11 +162,8 @@ class Opener(QObject):
             self._emit("views_stored", key)
 
     def _emit(self, signal: str, *args) -> None:
-        """Emit from the worker; once the window is gone (the app quit mid-capture) there is no one to tell."""
-        try:
-            getattr(self.signals, signal).emit(*args)
-        except RuntimeError:  # the signals' QObject was deleted with the window
-            pass
+        """From the worker: the UI thread emits it (worker_inbox); the worker never calls Qt."""
+        self.inbox.post(signal, *args)
 
     # ---- on the UI thread ------------------------------------------------------------------------------
     def cancel(self) -> bool:
@@ -276,7 +274,7 @@ class Opener(QObject):
         for data in steps:
             if data is not None:  # written by a thread: json.dump yields the GIL between chunks, frames go on
                 self.storing = None
-                threading.Thread(target=self._write, args=(key, data), name="cache views").start()
+                self.inbox.start(self._write, (key, data), "cache views")
                 return
             if time.perf_counter() > end:
                 break

@@ -11,9 +11,10 @@ from PySide6.QtWidgets import QMessageBox
 
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.ui.opening import Cancelled
+from graphsurgeon.ui.worker_inbox import Inbox
 
 
-class _Signals(QObject):  # emitted from the export thread, delivered on the UI thread
+class _Signals(QObject):  # the export thread's messages, emitted on the UI thread (worker_inbox)
     stage = Signal(str)
     finished = Signal(object, str)  # (ExportResult, "") when written; (None, why) when not: "cancelled" or a sentence
 
@@ -24,7 +25,8 @@ class ExportTask(QObject):
     def __init__(self, ops) -> None:
         super().__init__(ops)
         self.ops = ops
-        self.signals = _Signals()
+        self.signals = _Signals(self)
+        self.inbox = Inbox(self, self.signals)
         self.signals.stage.connect(self._stage)
         self.signals.finished.connect(self._finished)
         self.running = False
@@ -42,9 +44,8 @@ class ExportTask(QObject):
         self.running, self._cancel, self._out = True, threading.Event(), str(out_dir)
         self.ops.set_editable(False)
         self._stage(f"exporting to {out_dir} …")
-        thread = threading.Thread(target=self._work, args=(out_dir, self._cancel), name="export", daemon=True)
-        thread.start()
-        return thread
+        args = (self.ops.session, out_dir, self._cancel)
+        return self.inbox.start(self._work, args, "export")
 
     def cancel(self) -> bool:
         """Stop the export at its next step (it then removes what it wrote); False when none runs."""
@@ -54,14 +55,14 @@ class ExportTask(QObject):
         self._stage("cancelling the export at its next step; nothing will be left behind …")
         return True
 
-    def _work(self, out_dir, cancel: threading.Event) -> None:
+    def _work(self, session, out_dir, cancel: threading.Event) -> None:
         def progress(text: str) -> None:
             if cancel.is_set():
                 raise Cancelled
             self._emit("stage", f"{text} …")
 
         try:
-            result = self.ops.session.export(out_dir, progress=progress)
+            result = session.export(out_dir, progress=progress)
         except Cancelled:
             self._emit("finished", None, "cancelled")
         except GraphsurgeonError as err:
@@ -72,10 +73,7 @@ class ExportTask(QObject):
             self._emit("finished", result, "")
 
     def _emit(self, signal: str, *args) -> None:
-        try:
-            getattr(self.signals, signal).emit(*args)
-        except RuntimeError:  # the window is gone
-            pass
+        self.inbox.post(signal, *args)  # emitted on the UI thread (worker_inbox); the worker never calls Qt
 
     # ---- on the UI thread ----------------------------------------------------------------------------
     def _stage(self, text: str) -> None:
