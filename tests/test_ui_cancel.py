@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 
 import graphsurgeon.capture
 from graphsurgeon.capture import capture as real_capture
-from graphsurgeon.ui.window import MainWindow
+from ui_windows import shown_window
 
 
 @pytest.fixture
@@ -30,15 +30,6 @@ def held_capture(monkeypatch):
 
     monkeypatch.setattr(graphsurgeon.capture, "capture", capture)
     return entered, gate
-
-
-def _window(qtbot, cm=None):
-    win = MainWindow(cm)
-    qtbot.addWidget(win)
-    win.operate.ask = lambda *a: True
-    win.show()
-    qtbot.waitExposed(win)
-    return win
 
 
 def _cancel_during_capture(qtbot, win, held):
@@ -65,7 +56,7 @@ def _cancel_during_capture(qtbot, win, held):
 
 
 def test_cancel_brings_back_the_model_shown_before(qtbot, cache, held_capture, tiny_bert):
-    win = _window(qtbot, tiny_bert)
+    win = shown_window(qtbot, tiny_bert)
     shown = lambda: (win.windowTitle(), win.table.rowCount(), sorted(win.scene.blocks),  # noqa: E731
                      [b.text() for b in win.crumb_buttons])
     before = shown()
@@ -76,7 +67,7 @@ def test_cancel_brings_back_the_model_shown_before(qtbot, cache, held_capture, t
 
 
 def test_cancel_of_a_first_open_leaves_the_empty_window(qtbot, cache, held_capture):
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     _cancel_during_capture(qtbot, win, held_capture)
     assert win.controller.shown is None and not win.scene.items() and not win.crumb_buttons
     assert win.table.rowCount() == 0 and win.windowTitle() == "graphsurgeon"
@@ -95,7 +86,7 @@ def test_export_runs_in_the_background_and_cancel_leaves_nothing(qtbot, cache, t
         return real_check(folder)
 
     monkeypatch.setattr(verify, "static_check", held_check)
-    win = _window(qtbot, tiny_gpt2)
+    win = shown_window(qtbot, tiny_gpt2)
     task = win.operate.export_task
     task.dialogs = False
     stages = []

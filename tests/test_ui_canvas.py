@@ -13,6 +13,7 @@ from graphsurgeon.ui.items import TITLE_MIN_PX
 from graphsurgeon.ui.operate.palette import MIME_TYPE
 from graphsurgeon.ui.window import MainWindow
 from surgery_models import shared
+from ui_windows import shown_window
 
 ATTN = "transformer.h.0.attn"
 
@@ -23,12 +24,7 @@ def _cache_dir(tmp_path, monkeypatch):
 
 
 def _window(qtbot, cm, path: str = "") -> MainWindow:
-    win = MainWindow(cm, path)
-    qtbot.addWidget(win)
-    win.operate.ask = lambda *a: True  # closing at teardown must not block on a modal box
-    win.resize(1600, 1000)
-    win.show()
-    qtbot.waitExposed(win)
+    win = shown_window(qtbot, cm, path)
     win.view.fit()
     return win
 
@@ -195,7 +191,7 @@ def test_diagnostics_mark_the_block_wrap_stay_and_navigate(qtbot):
     win.navigate(ATTN)  # marks come back with the rebuilt items, the row stays
     assert win.scene.blocks[bare.block_id].problem and win.operate.diagnostics.count() == len(problems)
     row = win.operate.diagnostics.item(0)
-    win.operate._jump(row)
+    win.operate.diagnostics.jump(row)
     node = row.data(Qt.UserRole)
     assert win.controller.path != ATTN
     sel = win.scene.selected_ids()

@@ -12,13 +12,11 @@ from PySide6.QtTest import QTest  # noqa: E402
 from graphsurgeon.capture import capture  # noqa: E402
 from graphsurgeon.surgery import LoRAConfig, add_lora  # noqa: E402
 from graphsurgeon.ui.window import MainWindow  # noqa: E402
+from ui_windows import shown_window  # noqa: E402
 
 
 def make(qtbot, cm, path: str) -> MainWindow:
-    win = MainWindow(cm, path)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
+    win = shown_window(qtbot, cm, path)
     win.code_dock.raise_()  # its tab in front (the block panel is, by default)
     qtbot.waitUntil(lambda: win.code_panel.code is not None and win.code_panel.code.path == path, timeout=10000)
     return win
@@ -35,10 +33,7 @@ def line_of(panel, text: str) -> int:
 def test_hidden_tab_costs_nothing(qtbot):
     """Behind its tab the panel writes no code; brought to the front it shows the open composite."""
     cm = capture("tiny-gpt2")
-    win = MainWindow(cm, "transformer.h.0.mlp")
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
+    win = shown_window(qtbot, cm, "transformer.h.0.mlp")
     qtbot.wait(300)
     assert win.code_panel.code is None and not win.code_panel.shown()
     win.code_dock.raise_()

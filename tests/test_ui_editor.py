@@ -13,14 +13,11 @@ from PySide6.QtTest import QTest  # noqa: E402
 
 from graphsurgeon.ui.items import KIND_COLOURS, dash_pattern  # noqa: E402
 from graphsurgeon.ui.window import MainWindow  # noqa: E402
+from ui_windows import shown_window  # noqa: E402
 
 
 def make(qtbot, cm, path: str = "") -> MainWindow:
-    win = MainWindow(cm, path)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
+    return shown_window(qtbot, cm, path)
 
 
 def click_unbox(qtbot, win: MainWindow, block_id: str) -> None:

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from arch_configs import LLAMA31_405B  # noqa: E402  (the benchmark's Llama-3.1-405B config.json: one source)
 
-from graphsurgeon.ui.window import MainWindow  # noqa: E402
+from ui_windows import shown_window  # noqa: E402
 
 BUDGET_S = 120  # CI noise; benchmarks/ui.py measures the real figure
 
@@ -20,11 +20,7 @@ def test_llama31_405b_architecture_becomes_editable(qtbot, tmp_path, monkeypatch
     folder = tmp_path / "llama-3.1-405b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA31_405B))
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.operate.ask = lambda *a: True
-    win.show()
-    qtbot.waitExposed(win)
+    win = shown_window(qtbot)
     started = time.monotonic()
     with qtbot.waitSignal(win.model_ready, timeout=BUDGET_S * 1000):
         win.open_model(str(folder), meta=True)

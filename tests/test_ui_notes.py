@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from graphsurgeon.capture import capture
-from graphsurgeon.ui.window import MainWindow, capture_notes
+from graphsurgeon.ui.window import capture_notes
 from model_zoo import save
+from ui_windows import shown_window
 
 BLOOM_NOTE = "eager attention: transformers does not support SDPA for BloomForCausalLM"
 
@@ -17,18 +18,9 @@ def _dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _window(qtbot, cm=None) -> MainWindow:
-    win = MainWindow(cm)
-    qtbot.addWidget(win)
-    win.operate.ask = lambda *a: True
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
-
 def test_eager_fallback_note_is_shown_when_the_model_is_ready(qtbot, tmp_path):
     folder = save("bloom", tmp_path / "bloom")  # BLOOM has no SDPA path: captured with eager attention
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     assert win.notes_label.isHidden()
     win.open_model(folder, meta=False)
     qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=180_000)
@@ -46,7 +38,7 @@ def test_eager_fallback_note_is_shown_when_the_model_is_ready(qtbot, tmp_path):
 
 
 def test_random_weights_note_and_a_model_without_notes(qtbot, tiny_gpt2):
-    win = _window(qtbot, tiny_gpt2)  # a preset without published weights: random
+    win = shown_window(qtbot, tiny_gpt2)  # a preset without published weights: random
     assert capture_notes(tiny_gpt2) == [tiny_gpt2.weights_note] and "random weights" in tiny_gpt2.weights_note
     assert win.notes_label.isVisible() and "random weights" in win.notes_label.text()
     import torch

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 from graphsurgeon.capture import capture
 from graphsurgeon.surgery import find_targets
 from graphsurgeon.ui.operate.palette import MIME_TYPE as MIME
-from graphsurgeon.ui.window import MainWindow
+from ui_windows import shown_window
 
 BERT_ATTN = "encoder.layer.0.attention.self"
 
@@ -19,14 +19,6 @@ BERT_ATTN = "encoder.layer.0.attention.self"
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def _window(qtbot, cm, path):
-    win = MainWindow(cm, path)
-    qtbot.addWidget(win)
-    win.operate.ask = lambda *a: True  # closing at teardown must not block on a modal box
-    win.show()
-    return win
 
 
 def _palette_mime(qtbot, win, row=0, every_layer=False, r=8):
@@ -78,7 +70,7 @@ def _inputs(cm):
 def test_bert_drop_query_and_value_updates_graph_table_budget(qtbot):
     cm = capture("tiny-bert")
     before = cm.run(**_inputs(cm))
-    win = _window(qtbot, cm, BERT_ATTN)
+    win = shown_window(qtbot, cm, BERT_ATTN)
     ops = win.operate
     budget0 = ops.budget_label.text()
     rows0 = win.table.rowCount()
@@ -108,7 +100,7 @@ def test_gpt2_every_layer_on_q_slice_one_undo(qtbot):
     cm = capture("tiny-gpt2")
     original = cm.gm.code
     t0 = find_targets(cm)[0]
-    win = _window(qtbot, cm, t0.attention)
+    win = shown_window(qtbot, cm, t0.attention)
     ops = win.operate
     cand = ops.session.candidates(t0.attention)
     q_link = next(i for i, t in cand.items() if "->" in i and t.role == "q" and t.is_slice and win.scene.item(i))
@@ -123,7 +115,7 @@ def test_gpt2_every_layer_on_q_slice_one_undo(qtbot):
 def test_invalid_drops_change_nothing_and_say_why(qtbot):
     cm = capture("tiny-bert")
     original = cm.gm.code
-    win = _window(qtbot, cm, "")
+    win = shown_window(qtbot, cm, "")
     mime = _palette_mime(qtbot, win)
     link = next(l.id for l in win.controller.view.links if l.value == "input_ids" and win.scene.item(l.id))
     _drop(win, mime, link)
@@ -137,7 +129,7 @@ def test_invalid_drops_change_nothing_and_say_why(qtbot):
 
 def test_edit_r_in_side_panel_revalidates_and_refuses_bad_values(qtbot):
     cm = capture("tiny-bert")
-    win = _window(qtbot, cm, BERT_ATTN)
+    win = shown_window(qtbot, cm, BERT_ATTN)
     ops = win.operate
     _drop(win, _palette_mime(qtbot, win, r=4), f"m:{BERT_ATTN}.query")
     path = f"{BERT_ATTN}.lora_q"
@@ -160,12 +152,12 @@ def test_edit_r_in_side_panel_revalidates_and_refuses_bad_values(qtbot):
 def test_recipe_save_new_window_open_gives_same_graph(qtbot, tmp_path):
     cm = capture("tiny-gpt2")
     t0 = find_targets(cm)[0]
-    win = _window(qtbot, cm, t0.attention)
+    win = shown_window(qtbot, cm, t0.attention)
     cand = win.operate.session.candidates(t0.attention)
     v = next(i for i, t in cand.items() if t.role == "v" and t.is_slice and win.scene.item(i))
     _drop(win, _palette_mime(qtbot, win, every_layer=True, r=2), v)
     win.operate.session.save_recipe(tmp_path / "r.json")
-    win2 = _window(qtbot, capture("tiny-gpt2"), t0.attention)
+    win2 = shown_window(qtbot, capture("tiny-gpt2"), t0.attention)
     win2.operate.open_recipe(tmp_path / "r.json")
     assert win2.controller.cm.gm.code == cm.gm.code
     assert sorted(win2.scene.blocks) == sorted(win.scene.blocks)
@@ -174,7 +166,7 @@ def test_recipe_save_new_window_open_gives_same_graph(qtbot, tmp_path):
 def test_export_from_window_runs(qtbot, tmp_path):
     cm = capture("tiny-bert")
     before = cm.run(**_inputs(cm))
-    win = _window(qtbot, cm, BERT_ATTN)
+    win = shown_window(qtbot, cm, BERT_ATTN)
     _drop(win, _palette_mime(qtbot, win), f"m:{BERT_ATTN}.query")
     result = win.operate.export(tmp_path / "out")
     assert "model.py" in result.files
@@ -199,7 +191,7 @@ def test_autosave_of_one_model_is_offered_for_that_model_only(qtbot, tmp_path):
     saved = autosave_path(crashed.cm)
     assert saved.is_relative_to(tmp_path / "cache") and saved.exists()
 
-    win = _window(qtbot, capture("tiny-gpt2"), "transformer.h.0.attn")
+    win = shown_window(qtbot, capture("tiny-gpt2"), "transformer.h.0.attn")
     ops = win.operate
     recover = next(a for a in win.file_menu.actions() if a.text() == "Recover autosaved session")
     assert ops.recovery is None and not recover.isVisible() and "recover" not in ops.last_message.lower()
@@ -219,7 +211,7 @@ def test_autosave_of_one_model_is_offered_for_that_model_only(qtbot, tmp_path):
 
 
 def test_undo_while_inside_the_lora_block_shows_its_parent(qtbot):
-    win = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win = shown_window(qtbot, capture("tiny-bert"), BERT_ATTN)
     _drop(win, _palette_mime(qtbot, win), f"m:{BERT_ATTN}.query")
     win.navigate(f"{BERT_ATTN}.lora_q.lora")
     assert any(b.title == "lora_A" for b in win.controller.view.blocks)

@@ -22,7 +22,8 @@ from graphsurgeon.capture import capture
 from graphsurgeon.surgery.spec import LoRAConfig
 from graphsurgeon.ui.operate import export_task, window_ops
 from graphsurgeon.ui.operate.session import autosave_path
-from test_ui_operate import BERT_ATTN, _drop, _inputs, _palette_mime, _window
+from test_ui_operate import BERT_ATTN, _drop, _inputs, _palette_mime
+from ui_windows import shown_window
 
 LORA_Q = f"{BERT_ATTN}.lora_q"
 CTRL_SHIFT = Qt.ControlModifier | Qt.ShiftModifier
@@ -131,7 +132,7 @@ def _bert_with_lora_q(qtbot):
     cm = capture("tiny-bert")
     inputs = _inputs(cm)
     original = _outputs(cm, inputs)
-    win = _window(qtbot, cm, BERT_ATTN)
+    win = shown_window(qtbot, cm, BERT_ATTN)
     state = {"code": cm.gm.code, "budget": win.operate.budget_label.text(), "outputs": original}
     _drop(win, _palette_mime(qtbot, win, r=4), f"m:{BERT_ATTN}.query")
     assert sorted(cm.loras) == [LORA_Q]
@@ -205,7 +206,7 @@ def test_save_recipe_then_open_it_in_a_new_window_gives_the_same_graph(qtbot, tm
     data = json.loads((tmp_path / "surgery.json").read_text())
     assert data["format"] == "graphsurgeon-recipe" and len(data["steps"]) == 1
 
-    win2 = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win2 = shown_window(qtbot, capture("tiny-bert"), BERT_ATTN)
     dialogs.open_name = tmp_path / "surgery.json"
     _menu_action(win2, "Open recipe…").trigger()
     cm2 = win2.controller.cm
@@ -275,7 +276,7 @@ def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot
 
 
 def test_close_without_edits_does_not_ask(qtbot):
-    win = _window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win = shown_window(qtbot, capture("tiny-bert"), BERT_ATTN)
     win.operate.ask = lambda *a: pytest.fail("asked although nothing was edited")
     assert win.close() and not win.isVisible()
 
@@ -300,7 +301,7 @@ def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dia
     """File → Open recipe on a fresh model: every step in, one History row, the usual validation; Ctrl+Z takes it
     all back and Ctrl+Shift+Z brings it back."""
     cm = capture("tiny-bert")
-    win = _window(qtbot, cm, BERT_ATTN)
+    win = shown_window(qtbot, cm, BERT_ATTN)
     code = cm.gm.code
     change = _step("change", "q", 1, config=LoRAConfig(r=3, alpha=6.0, dropout=0.1).as_dict())
     dialogs.open_name = _recipe(tmp_path, [_insert("q", 0), _insert("v", 0), _insert("q", 1), change])
@@ -330,7 +331,7 @@ def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dia
 ])
 def test_open_recipe_refused_warns_in_one_sentence_and_changes_nothing(qtbot, tmp_path, dialogs, steps, says):
     cm = capture("tiny-bert")
-    win = _window(qtbot, cm, BERT_ATTN)
+    win = shown_window(qtbot, cm, BERT_ATTN)
     code, blocks = cm.gm.code, sorted(win.scene.blocks)
     dialogs.open_name = (_recipe(tmp_path, [_insert("q", 0)], model_class=steps) if isinstance(steps, str)
                          else _recipe(tmp_path, steps))

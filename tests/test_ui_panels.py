@@ -8,7 +8,8 @@ from PySide6.QtWidgets import QApplication, QDockWidget, QHeaderView
 
 from graphsurgeon.capture import capture
 from graphsurgeon.ui.shape_table import OP, example_numel
-from test_ui_operate import _drop, _palette_mime, _window
+from test_ui_operate import _drop, _palette_mime
+from ui_windows import shown_window
 from test_ui_operate_keys import _click_block
 
 ATTN = "transformer.h.0.attn"
@@ -30,7 +31,7 @@ def _shown(panel) -> tuple:
 
 def test_lora_panel_works_inside_the_block_follows_undo_and_panels_keep_their_widths(qtbot):
     cm = capture("tiny-gpt2")
-    win = _window(qtbot, cm, ATTN)
+    win = shown_window(qtbot, cm, ATTN)
     win.resize(1600, 1000)
     qtbot.waitExposed(win)
     ops, panel = win.operate, win.operate.editor
@@ -83,7 +84,7 @@ def _columns_fill(table) -> bool:
 
 def test_shape_table_all_rows_sort_filter_selection_both_ways_and_stretch(qtbot):
     cm = capture("tiny-gpt2")
-    win = _window(qtbot, cm, ATTN)
+    win = shown_window(qtbot, cm, ATTN)
     win.resize(1600, 1000)
     qtbot.waitExposed(win)
     table, view = win.table, win.controller.view
@@ -138,7 +139,7 @@ def _view_center(win) -> QPointF:
 
 
 def test_minimap_shows_only_when_the_view_does_not_fit_and_pans_by_click_and_drag(qtbot, tiny_gpt2):
-    win = _window(qtbot, tiny_gpt2, ATTN)
+    win = shown_window(qtbot, tiny_gpt2, ATTN)
     win.resize(1600, 1000)
     qtbot.waitExposed(win)
     mini, view = win.minimap, win.view

@@ -20,6 +20,7 @@ from graphsurgeon.graph.module_tree import module_tree_data
 from graphsurgeon.graph.snapshot import take_snapshot
 from graphsurgeon.ui.window import MainWindow
 from test_ui_operate import _palette_mime
+from ui_windows import shown_window
 
 ATTN = "transformer.h.0.attn"
 
@@ -44,15 +45,6 @@ def gated_capture(monkeypatch):
     return gate, state
 
 
-def _window(qtbot, cm=None, path=""):
-    win = MainWindow(cm, path)
-    qtbot.addWidget(win)
-    win.operate.ask = lambda *a: True
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
-
 def _warm_cache():
     cm = real_capture("tiny-gpt2", meta=True)
     store_views(cache_key("tiny-gpt2", meta=True), take_snapshot(cm))
@@ -62,7 +54,7 @@ def _warm_cache():
 def test_preview_paints_at_once_is_read_only_then_goes_live(qtbot, gated_capture):
     gate, _ = gated_capture
     live_twin = _warm_cache()
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0")
     c = win.controller
     assert c.cm is None and c.preview is not None and "capturing" in win.windowTitle()
@@ -97,7 +89,7 @@ def test_capture_failing_under_a_preview_brings_back_the_previous_model(qtbot, g
     monkeypatch.setattr("graphsurgeon.ui.window.QMessageBox.warning", lambda *a: shown.append(a[2]))
     if cache == "warm":
         _warm_cache()
-    win = _window(qtbot, tiny_bert, "encoder")
+    win = shown_window(qtbot, tiny_bert, "encoder")
     thread = win.open_model("tiny-gpt2", meta=True)
     qtbot.waitUntil(lambda: win.controller.preview is not None, timeout=60000)
     assert win.controller.path == "" and win.controller.preview.modules_only == (cache == "cold")
@@ -127,7 +119,7 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     same composite."""
     gate, _ = gated_capture
     assert load_views(cache_key(tiny_gpt2_folder, meta=True)) is None and shipped_tree(tiny_gpt2_folder) is None
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     thread = win.open_model(tiny_gpt2_folder, meta=True, path="transformer.h.0")
     c = win.controller
     assert c.preview is None  # nothing to paint until the model is built
@@ -164,7 +156,7 @@ def test_a_folder_with_a_presets_config_paints_the_shipped_tree_at_once(qtbot, g
     folder = tmp_path / "saved-gpt2"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**load_preset("tiny-gpt2").config, "transformers_version": "5.0"}))
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     thread = win.open_model(str(folder), meta=True, path="transformer.h.0")
     c = win.controller
     preview = c.preview
@@ -182,7 +174,7 @@ def test_a_preset_paints_its_shipped_module_tree_before_the_worker_runs(qtbot, g
     """A built-in preset's module tree ships with it: painted by open() itself, before torch is imported; the worker
     derives the same tree from the model it builds and leaves the painting alone."""
     gate, _ = gated_capture
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0")
     c = win.controller
     shipped = c.preview
@@ -204,7 +196,7 @@ def test_a_shipped_tree_that_differs_from_the_model_built_is_replaced(qtbot, gat
     wrong = shipped_tree("tiny-gpt2")
     wrong["views"]["transformer.h.0"]["blocks"].pop()  # the shipped tree lacks h.0's mlp
     monkeypatch.setattr("graphsurgeon.capture.preset_trees.shipped_tree", lambda source: wrong)
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     thread = win.open_model("tiny-gpt2", meta=True)
     c = win.controller
     assert win.opener.showing == "shipped module tree"
@@ -219,7 +211,7 @@ def test_a_shipped_tree_that_differs_from_the_model_built_is_replaced(qtbot, gat
 
 def test_a_later_open_wins_over_an_earlier_one(qtbot, gated_capture):
     gate, _ = gated_capture
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     first = win.open_model("tiny-gpt2", meta=True)
     second = win.open_model("tiny-bert", meta=True)
     gate.set()
@@ -233,7 +225,7 @@ def test_a_later_open_wins_over_an_earlier_one(qtbot, gated_capture):
 def test_first_open_writes_the_cache_the_next_open_paints(qtbot):
     key = cache_key("tiny-bert", meta=True)
     assert load_views(key) is None
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     win.open_model("tiny-bert", meta=True).join()
     qtbot.waitUntil(lambda: win.controller.cm is not None, timeout=60000)
     qtbot.waitUntil(lambda: load_views(key) is not None)  # written between frames once editing has started
@@ -264,7 +256,7 @@ def test_edit_prepare_fills_the_cache_the_window_then_paints(qtbot, capsys):
     key = cache_key("tiny-bert", meta=True)
     assert main(["edit", "tiny-bert", "--meta", "--prepare"]) == 0
     assert "cached in" in capsys.readouterr().out
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     thread = win.open_model("tiny-bert", meta=True)
     assert win.controller.preview is not None and win.scene.blocks  # painted from the cache at once
     assert win.opener.showing == "cached views" and not win.controller.preview.modules_only
@@ -277,7 +269,7 @@ def test_an_uncached_hub_id_says_it_downloads_and_fails_in_one_sentence_offline(
     (this suite's setting) the download is refused in one sentence and nothing else happens."""
     shown, stages = [], []
     monkeypatch.setattr("graphsurgeon.ui.window.QMessageBox.warning", lambda *a: shown.append(a[2]))
-    win = _window(qtbot)
+    win = shown_window(qtbot)
     win.opener.signals.stage.connect(lambda n, text: stages.append(text))
     thread = win.open_model("tiny-org/not-cached", meta=True)
     qtbot.waitUntil(lambda: bool(shown), timeout=30000)

@@ -53,11 +53,8 @@ class Opener(QObject):
         super().__init__(window)
         self.window = window
         self.signals = _Signals(self)
-        self.inbox = Inbox(self, self.signals)
-        self.signals.stage.connect(self._stage)
-        self.signals.hierarchy.connect(self._hierarchy)
-        self.signals.done.connect(self._done)
-        self.signals.failed.connect(self._failed)
+        self.inbox = Inbox(self, self.signals, stage=self._stage, hierarchy=self._hierarchy, done=self._done,
+                           failed=self._failed)
         self.number = 0  # the current open; earlier opens' signals are ignored
         self.thread: threading.Thread | None = None
         self._cancel = threading.Event()  # set by cancel(): the current worker stops at its next step
@@ -175,7 +172,7 @@ class Opener(QObject):
         self.active = False
         self._cancel.set()
         self.number += 1  # whatever the worker still signals is dropped
-        self._end()
+        self.window.show_work(None)
         self.showing = ""
         self._put_back()
         w.statusBar().showMessage("opening cancelled; " + ("the model shown before is back." if
@@ -185,16 +182,7 @@ class Opener(QObject):
     def _stage(self, number: int, text: str) -> None:
         if number != self.number:
             return
-        w = self.window
-        w.progress.show()
-        w.progress_label.setText(text)
-        w.progress_label.show()
-        w.cancel_button.show()
-
-    def _end(self) -> None:
-        self.window.progress.hide()
-        self.window.progress_label.hide()
-        self.window.cancel_button.hide()
+        self.window.show_work(text)
 
     def _put_back(self) -> None:
         """The model shown before the preview (if a preview replaced it), as if the preview never was."""
@@ -232,7 +220,7 @@ class Opener(QObject):
         if number != self.number:
             return
         self.active = False
-        self._end()
+        self.window.show_work(None)
         self.showing = ""
         c = self.window.controller
         preview = c.preview if c.cm is None else None
@@ -284,7 +272,7 @@ class Opener(QObject):
         if number != self.number:
             return
         self.active = False
-        self._end()
+        self.window.show_work(None)
         self.window.statusBar().clearMessage()
         self._put_back()  # the previous model comes back, as if the preview never was
         self.window._error(message)

@@ -293,6 +293,13 @@ class MainWindow(QMainWindow):
     def capture_thread(self) -> threading.Thread | None:
         return self.opener.thread
 
+    def show_work(self, stage: str | None) -> None:
+        """The status bar's work in progress (an open or an export): its stage, a busy bar and Cancel; None hides them."""
+        if stage is not None:
+            self.progress_label.setText(stage)
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            w.setVisible(stage is not None)
+
     def cancel_work(self) -> bool:
         """The status bar's Cancel: stops the open or the export in progress (False: nothing was running)."""
         return self.opener.cancel() or self.operate.export_task.cancel()

@@ -18,8 +18,11 @@ class Inbox:
 
     INTERVAL_MS = 15
 
-    def __init__(self, owner: QObject, signals: QObject) -> None:
+    def __init__(self, owner: QObject, signals: QObject, **handlers) -> None:
+        """`handlers`: signal name -> the owner's method it is connected to (called on the UI thread)."""
         self._signals = signals
+        for signal, handler in handlers.items():
+            getattr(signals, signal).connect(handler)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._timer = QTimer(owner)

@@ -1,5 +1,6 @@
-"""The editor's operate gesture: Qt-free edit session (session.py), the block palette (palette.py) and the
-window wiring (window_ops.py). MainWindow calls `install(window)` at the end of its __init__."""
+"""The editor's operate gesture: Qt-free edit session (session.py), the block palette (palette.py), the diagnostics
+dock (diagnostics.py) and the window wiring (window_ops.py). MainWindow calls `install(window)` at the end of its
+__init__."""
 
 
 def install(window):

@@ -26,9 +26,7 @@ class ExportTask(QObject):
         super().__init__(ops)
         self.ops = ops
         self.signals = _Signals(self)
-        self.inbox = Inbox(self, self.signals)
-        self.signals.stage.connect(self._stage)
-        self.signals.finished.connect(self._finished)
+        self.inbox = Inbox(self, self.signals, stage=self._stage, finished=self._finished)
         self.running = False
         self.dialogs = True  # the result or the refusal in a message box (tests turn this off: offscreen it blocks)
         self.result = None  # the last ExportResult
@@ -77,16 +75,12 @@ class ExportTask(QObject):
 
     # ---- on the UI thread ----------------------------------------------------------------------------
     def _stage(self, text: str) -> None:
-        w = self.ops.window
-        w.progress_label.setText(text)
-        for widget in (w.progress_label, w.progress, w.cancel_button):
-            widget.show()
+        self.ops.window.show_work(text)
 
     def _finished(self, result, why: str) -> None:
         w = self.ops.window
         self.running = False
-        for widget in (w.progress_label, w.progress, w.cancel_button):
-            widget.hide()
+        w.show_work(None)
         self.ops.set_editable(True)
         self.result, self.outcome = result, why or "written"
         if why == "cancelled":

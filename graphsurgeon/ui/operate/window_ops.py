@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QListWidget, QListWidgetItem, QMessageBox, QUndoView
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMessageBox, QUndoView
 
 from graphsurgeon.errors import GraphsurgeonError
+from graphsurgeon.ui.operate.diagnostics import ProblemList
 from graphsurgeon.ui.operate.export_task import ExportTask
 from graphsurgeon.ui.operate.lora_panel import LoRAEditor
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
@@ -45,19 +46,13 @@ class Operate(QObject):
         self._session = None  # session.EditSession of the model shown
         self._candidates: dict = {}
         self.validated_version: int | None = None  # cm.version the diagnostics panel shows
-        self.problems: list = []
         self.last_message = ""
         self.palette = Palette()
         self._dock("Blocks", self.palette, Qt.LeftDockWidgetArea)
         self.stack = QUndoStack(self)
         self.history_view = QUndoView(self.stack)
         self._dock("History", self.history_view, Qt.LeftDockWidgetArea)
-        self.diagnostics = QListWidget()  # one wrapped row per problem, there until the problem is fixed
-        self.diagnostics.setWordWrap(True)
-        self.diagnostics.setTextElideMode(Qt.ElideNone)
-        self.diagnostics.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.diagnostics.setResizeMode(QListWidget.Adjust)
-        self.diagnostics.itemClicked.connect(self._jump)
+        self.diagnostics = ProblemList(window)  # one wrapped row per problem, there until the problem is fixed
         self._dock("Diagnostics", self.diagnostics, Qt.BottomDockWidgetArea)
         self.editor = LoRAEditor(self)
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
@@ -67,7 +62,6 @@ class Operate(QObject):
         window.model_ready.connect(self.offer_recovery)
         window.scene.signals.wire_started.connect(self.wire_started)
         window.scene.signals.wire.connect(self.wire)
-        window.scene.signals.rebuilt.connect(self.mark_problems)
         self.budget_label = QLabel()
         window.statusBar().addPermanentWidget(self.budget_label)
         window.view.setAcceptDrops(True)
@@ -307,59 +301,10 @@ class Operate(QObject):
         if self.window.controller.cm is None:  # a preview replaced the model before this ran
             return []
         cm = self.session.cm
-        if self.validated_version == cm.version:
-            return self.problems
-        self.problems = self.session.diagnostics() if cm.loras else []
-        self.validated_version = cm.version
-        self.diagnostics.clear()
-        for d in self.problems:
-            it = QListWidgetItem(str(d))
-            it.setData(Qt.UserRole, d.node)
-            it.setToolTip(str(d))
-            self.diagnostics.addItem(it)
-        self.mark_problems()
-        return self.problems
-
-    def mark_problems(self) -> None:
-        """Red outline and a warning icon (tooltip = the message) on every block and link of the view a problem is in."""
-        c = self.window.controller
-        if c.cm is None:
-            return
-        bg = c.cm.blocks()
-        blocks: dict[str, str] = {}
-        links: dict[str, str] = {}
-        for d in self.problems:
-            node = bg.nodes.get(d.node)
-            if node is None:
-                continue
-            chain = set(bg.chain.get(node, ()))
-            for b in c.view.blocks:
-                if b.node == d.node or (b.kind == "composite" and b.module_path in chain):
-                    blocks.setdefault(b.id, d.message)
-            for link in c.view.links:
-                if link.value == d.node:
-                    links.setdefault(link.id, d.message)
-        self.window.scene.set_problems(blocks, links)
-
-    def _jump(self, item) -> None:
-        """Open the composite the problem's node is drawn in and select its block."""
-        node = item.data(Qt.UserRole)
-        c = self.window.controller
-        if not node or c.cm is None:
-            return
-        bg = c.cm.blocks()
-        n = bg.nodes.get(node)
-        if n is None:
-            return
-        chain = bg.chain.get(n, ())
-        path = chain[-1] if chain else ""
-        self.window.navigate(path)
-        bid = f"n:{node}" if f"n:{node}" in self.window.scene.blocks else None
-        if bid is None:  # a node folded into its producer (a getitem): select the block its link leaves
-            bid = next((l.src.rsplit("/out/", 1)[0] for l in c.view.links if l.value == node), None)
-        if bid is not None:
-            self.window.scene.select([bid])
-            self.window.view.centerOn(self.window.scene.blocks[bid])
+        if self.validated_version != cm.version:
+            self.diagnostics.show_problems(self.session.diagnostics() if cm.loras else [])
+            self.validated_version = cm.version
+        return self.diagnostics.problems
 
     def say(self, text: str) -> None:
         self.last_message = text
