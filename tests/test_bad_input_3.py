@@ -20,7 +20,7 @@ from bad_input_helpers import files_under, gpt2_folder, one_line, refused_unchan
 from graphsurgeon.capture import resolve
 from graphsurgeon.capture.presets import PRESET_DIR, is_preset
 from graphsurgeon.cli import main
-from graphsurgeon.export import EXPORT_FILES, TRAINING_PRODUCTS, check_out_folder
+from graphsurgeon.export import EXPORT_FILES, SCRIPTS, TRAINING_PRODUCTS, check_out_folder
 from graphsurgeon.surgery.recipe import load_recipe
 from graphsurgeon.surgery.spec import LoRAConfig
 
@@ -172,7 +172,7 @@ TRAIN = [  # (train.py arguments, data file to write, what the one line must say
 def test_train_py_bad_arguments_in_one_line(export, capsys):
     """In-process (train.main), each: exit status 2, one line; one real process checks the user's view."""
     sys.path.insert(0, str(export))
-    for name in ("train", "train_data", "train_save", "lora_math", "model"):
+    for name in ("model", *(script.removesuffix(".py") for script in SCRIPTS)):
         sys.modules.pop(name, None)
     try:
         import train

@@ -19,6 +19,7 @@ pyflakes_api = pytest.importorskip("pyflakes.api")
 ruff_main = pytest.importorskip("ruff.__main__")
 
 from graphsurgeon.capture import capture  # noqa: E402
+from graphsurgeon.export import SCRIPTS  # noqa: E402
 from graphsurgeon.export.codegen import model_source  # noqa: E402
 from graphsurgeon.export.templates import __file__ as templates_init  # noqa: E402
 
@@ -28,7 +29,7 @@ from surgery_models import ARCHS, shared  # noqa: E402
 
 SUITE = [a for a in ARCHS if a != "roberta"] + ["gpt_neox"]  # gpt_neox: a fused, per-head interleaved qkv
 TEMPLATES = Path(templates_init).parent
-COPIED = ["train.py", "train_data.py", "train_save.py", "lora_math.py"]  # written into the folder as they are
+COPIED = SCRIPTS  # written into the folder as they are
 MACHINE = re.compile(r"^(func|self_|mul|slice_|cat|neg|view|add|getitem)$|_\d+$")
 # known gaps, asserted exactly (a fix or a new machine name fails): none left (OPT's default position ids are written
 # in HF's `if position_ids is None:` block; GPT-NeoX's partial-rotary temporaries take the names of HF's

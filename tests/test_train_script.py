@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from graphsurgeon.capture import capture
-from graphsurgeon.export import export_folder
+from graphsurgeon.export import SCRIPTS, export_folder
 from graphsurgeon.surgery import LoRAConfig, add_lora
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,7 +44,7 @@ def bert(tmp_path_factory) -> Path:
 
 def import_train(folder: Path):
     """train.py of `folder` as a module (its model.py, not another folder's)."""
-    for name in ("train", "train_data", "train_save", "lora_math", "model"):
+    for name in ("model", *(script.removesuffix(".py") for script in SCRIPTS)):
         sys.modules.pop(name, None)
     sys.path.insert(0, str(folder))
     try:

@@ -23,10 +23,13 @@ from graphsurgeon.validate import validate_full
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "vocab.txt", "tokenizer.model", "generation_config.json")  # the source's, copied on to merged/
 
+# the training scripts, copied from templates/ as they are (lora_math: the adapter and merge maths graphsurgeon uses too)
+SCRIPTS = ("train.py", "train_args.py", "train_data.py", "train_save.py", "lora_math.py")
+
 # Everything an export folder may hold that graphsurgeon or the folder's own scripts wrote: --force replaces such a
 # folder whole, so anything else in it (the user's data, notes) makes --force refuse rather than delete it.
-EXPORT_FILES = ("model.py", "model.safetensors", "adapter_config.json", "adapter_model.safetensors", "train.py",
-                "train_data.py", "train_save.py", "lora_math.py", "config.json", "surgery.json", "README.md", *TOKENIZER_FILES)
+EXPORT_FILES = ("model.py", "model.safetensors", "adapter_config.json", "adapter_model.safetensors", *SCRIPTS,
+                "config.json", "surgery.json", "README.md", *TOKENIZER_FILES)
 TRAINING_PRODUCTS = ("merged", "classifier_head.safetensors", "__pycache__", "model.safetensors.tmp",
                      "classifier_head.safetensors.tmp")
 
@@ -177,7 +180,7 @@ def _write(cm, folder: Path, final: Path | None = None) -> None:
     save_file({k: v.cpu() for k, v in saved_tensors(cm).items()}, str(folder / "model.safetensors"))
     if cm.loras:
         write_adapter(cm, folder, final or folder)
-    for script in ("train.py", "train_data.py", "train_save.py", "lora_math.py"):  # lora_math: the adapter and merge maths
+    for script in SCRIPTS:
         shutil.copy(TEMPLATES / script, folder / script)
     source = Path(cm.source_name)
     if source.is_dir():  # the tokenizer travels with the model so train.py can read text files
