@@ -37,7 +37,8 @@ from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPP
 
 from graphsurgeon.capture import capture  # noqa: E402
 from graphsurgeon.graph.semantics import columns  # noqa: E402
-from graphsurgeon.graph.semantics.dataflow import attention_operands, layer_index, module_of  # noqa: E402
+from graphsurgeon.graph.semantics.cores import attention_operands  # noqa: E402
+from graphsurgeon.graph.semantics.dataflow import layer_index, module_of  # noqa: E402
 from graphsurgeon.surgery import LoRAConfig, add_lora, find_targets, lora_weights, resolve_targets  # noqa: E402
 from graphsurgeon.validate import validate_full  # noqa: E402
 from layout_truth import row_sources  # noqa: E402

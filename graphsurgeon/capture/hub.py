@@ -145,10 +145,10 @@ def _sentence(hub_id: str, err: Exception, endpoint: str, cache: Path, started: 
     try:  # huggingface_hub's HTTP client (a connection refused or broken off is its TransportError)
         from httpx2 import TransportError
     except ImportError:
-        TransportError = OSError  # noqa: N806
+        TransportError = OSError
 
     chain = _chain(err)
-    find = lambda *kinds: next((e for e in chain if isinstance(e, kinds)), None)  # noqa: E731
+    find = lambda *kinds: next((e for e in chain if isinstance(e, kinds)), None)
     url = f"{endpoint}/{hub_id}"
     if find(hub_errors.GatedRepoError):
         return (f"{hub_id} is a gated repository: accept its conditions on {url} and log in (`hf auth login`, or "

@@ -6,16 +6,19 @@ model can be built on the meta device first and given weights only when somethin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphsurgeon.capture.presets import is_preset, load_preset, preset_names
 from graphsurgeon.capture.weights_check import read_header, weight_files
 from graphsurgeon.errors import SourceError
 from graphsurgeon.jsondata import DataError, read_json
+
+if TYPE_CHECKING:  # annotations only: torch is imported when a model is built
+    import torch
 
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json with a 1,000-label map is ~60 KB
 MAX_CONFIG_DEPTH = 32  # multimodal configs nest ~5 deep

@@ -9,8 +9,9 @@ import re
 import weakref
 
 from graphsurgeon.errors import GraphsurgeonError
-from graphsurgeon.graph.semantics.dataflow import (attention_operands, layer_index, module_of, overlapping,  # noqa: F401
-                                                   producer, projection, trace_back, why_untraced)
+from graphsurgeon.graph.semantics.cores import attention_operands
+from graphsurgeon.graph.semantics.dataflow import (layer_index, module_of, overlapping, projection, trace_back,
+                                                   why_untraced)
 from graphsurgeon.surgery.spec import Target
 
 ROLES = ("q", "k", "v")

@@ -45,7 +45,7 @@ class CodePanel(QPlainTextEdit):
     def schedule(self) -> None:
         self._timer.start(DELAY_MS)
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name; painted = brought to the front of its tabs
+    def paintEvent(self, event) -> None:  # Qt's name; painted = brought to the front of its tabs
         super().paintEvent(event)
         c = self.window.controller
         if c.cm is not None and self._key != (id(c.cm), c.cm.version, c.path) and not self._timer.isActive():

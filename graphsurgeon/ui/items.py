@@ -14,8 +14,8 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGrap
 
 from graphsurgeon.graph.meta import TensorMeta
 from graphsurgeon.graph.blocks import Block, Link
-from graphsurgeon.ui.geometry import (  # noqa: F401  (TITLE_PX, TITLE_MIN_PX, geometry: also read from here)
-    HEADER_H, LABEL_MIN_PX, PAD, PORT_PX, ROW_H, SUB_PX, TITLE_MIN_PX, TITLE_PX, Geometry, font, geometry, port_text,
+from graphsurgeon.ui.geometry import (  # TITLE_PX, TITLE_MIN_PX, geometry: also read from here
+    LABEL_MIN_PX, PAD, PORT_PX, ROW_H, SUB_PX, TITLE_MIN_PX, TITLE_PX, Geometry, font, geometry, port_text,
     shows_input_labels, text_width)
 
 KIND_COLOURS = {"int": "#3b82f6", "float": "#b04fc8", "bool": "#f59e0b", "complex": "#10b981"}

@@ -17,9 +17,13 @@ import torch.fx
 
 from graphsurgeon.graph.hf_meta import train_dropout_p
 from graphsurgeon.graph.tidy import PRECISION
-from graphsurgeon.export.codegen.exprs import (ADD, ATOM, BAND, BOR, CALL, CMP, INT_MAX, MUL, POW, UNARY, XOR,  # noqa: F401
+from graphsurgeon.export.codegen.exprs import (ADD, ATOM, BAND, BOR, CALL, CMP, INT_MAX, MUL, POW, UNARY, XOR,
                                                Ctx, Expr, _identity, bound, constant, function, infix,
                                                method, rank, torch_fn, unary, val_dtype)
+
+# what the other codegen modules read as `lift.<name>` (the expression vocabulary of exprs, passed on, and lift's own)
+__all__ = ["ADD", "ATOM", "CALL", "IMPURE", "MUL", "SKIP", "UNARY", "Ctx", "Expr", "bound", "constant", "is_identity",
+           "is_noop_cast", "op_key", "render", "rotate_half_parts"]
 
 
 # ---------------------------------------------------------------------------------------------- special forms

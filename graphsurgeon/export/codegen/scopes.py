@@ -445,5 +445,5 @@ def _flatten(prog: Program, scope: Scope) -> None:
             item.parent = parent
         else:
             prog.owner[item] = parent
-    first = lambda item: prog.order[item.nodes()[0] if isinstance(item, Scope) else item]  # noqa: E731
+    first = lambda item: prog.order[item.nodes()[0] if isinstance(item, Scope) else item]
     parent.items.sort(key=first)  # its ops go back between the parent's calls, in the order they run

@@ -23,8 +23,7 @@ from contextlib import contextmanager
 import torch
 import torch.fx
 
-from graphsurgeon.graph.semantics.columns import LAYOUT, Columns, op_of, sources, trace_columns  # noqa: F401
-from graphsurgeon.graph.semantics.cores import SDPA, attention_operands  # noqa: F401
+from graphsurgeon.graph.semantics.columns import LAYOUT, op_of, sources, trace_columns
 
 aten = torch.ops.aten
 

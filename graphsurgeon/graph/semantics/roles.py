@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
-from graphsurgeon.graph.semantics.dataflow import (SDPA, SHAPE_ONLY, attention_operands, is_float, module_of, op_of,
-                                                   projection, tensor_args, trace_back)
+from graphsurgeon.graph.semantics.cores import SDPA, attention_operands
+from graphsurgeon.graph.semantics.dataflow import (SHAPE_ONLY, is_float, module_of, op_of, projection, tensor_args,
+                                                   trace_back)
 from graphsurgeon.graph.semantics.layer_roles import (mark_embeddings, mark_heads, mark_mlps, mark_norms_and_activations,
                                                       mark_residuals)
 

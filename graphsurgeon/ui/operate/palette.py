@@ -54,7 +54,7 @@ class _BlockList(QListWidget):
         self.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.setSpacing(2)
 
-    def startDrag(self, supported_actions) -> None:  # noqa: N802 - Qt override
+    def startDrag(self, supported_actions) -> None:  # Qt override
         item = self.currentItem()
         if item is None:
             return
