@@ -322,13 +322,13 @@ def _tiny_model(model_type: str, mha: bool, row: dict, per_kind: int = 1):
 
 def worker() -> None:
     """Read type names on stdin; print each row as one tagged JSON line."""
+    import importlib
     import tempfile
 
-    import peft  # noqa: F401 - imported once per worker, before its first type, so no row's time holds them
-    import transformers  # noqa: F401
-
-    import coverage  # noqa: F401 - graphsurgeon's capture, surgery, validate and export with it
-    import graphsurgeon.export  # noqa: F401
+    # imported once per worker, before its first type, so no row's time holds them (coverage: graphsurgeon's
+    # capture, surgery, validate and export with it)
+    for name in ("peft", "transformers", "coverage", "graphsurgeon.export"):
+        importlib.import_module(name)
 
     with tempfile.TemporaryDirectory(prefix="graphsurgeon-coverage-") as tmp:
         for line in sys.stdin:
