@@ -71,10 +71,10 @@ def _run(args) -> int:
     args.progress(f"deriving the block view of {len(cm.gm.graph.nodes):,} nodes")
     try:
         bg = cm.blocks()
-        bg.sem.problems
+        problems = bg.sem.problems  # the semantic analyses run here, while the progress line shows
     finally:
         args.progress.done()
-    for problem in bg.sem.problems:
+    for problem in problems:
         print(f"note: names and groups are partial ({problem})", file=sys.stderr)
     if args.path is not None or not args.tree:
         path = args.path or ""
