@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from itertools import pairwise
 
 import torch
 import torch.fx
@@ -333,7 +334,7 @@ def _sum_value(tval: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
 def _falling(t: torch.Tensor) -> bool:
     """Strides strictly decreasing and every size > 1, read at the example sizes (no guard on the shape env)."""
     sizes, strides = [_example(s) for s in t.shape], [_example(s) for s in t.stride()]
-    return None not in sizes + strides and all(s > 1 for s in sizes) and all(a > b for a, b in zip(strides, strides[1:]))
+    return None not in sizes + strides and all(s > 1 for s in sizes) and all(a > b for a, b in pairwise(strides))
 
 
 def _example(v) -> int | None:
