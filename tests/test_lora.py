@@ -14,6 +14,14 @@ def test_branch_is_a_low_rank_weight_update(arch):
     add_lora(cm, ("q", "k", "v"), config=LoRAConfig(r=2, alpha=6))
     cm.gm.graph.lint()
     assert len(cm.loras) == 6
+    nodes = {n.name: n for n in cm.gm.graph.nodes}
+    for block in cm.loras.values():  # each add's value is what the fake add gives (insert_lora may make it directly)
+        add = nodes[block.add_node]
+        target, branch = (a.meta["val"] for a in add.args)
+        with target.fake_mode:
+            want = target + branch
+        got = add.meta["val"]
+        assert (got.shape, got.stride(), got.dtype, got.device) == (want.shape, want.stride(), want.dtype, want.device)
     assert torch.equal(first_output(cm), before)  # B = 0 right after insertion: outputs unchanged
     _randomize(cm)
     edited = first_output(cm)

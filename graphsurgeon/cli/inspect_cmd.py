@@ -68,6 +68,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     cm = capture_args(args)
+    cm.recall = False  # nothing is edited here: no state to come back to
     args.progress(f"deriving the block view of {len(cm.gm.graph.nodes):,} nodes")
     try:
         bg = cm.blocks()

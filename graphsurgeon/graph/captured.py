@@ -38,6 +38,8 @@ class CapturedModel:
     hf_loss: dict | None = None  # {"loss_type", "num_labels", "problem_type"}: the loss HF computes from labels
     decoder_default: dict | None = None  # {"sources", "start", "pad"}: HF's decoder_input_ids when not given
     version: int = 0  # bumped by every edit so derived views know they are stale
+    recall: bool = True  # keep the derived views of the last few states for an undo (graph/recall.py); a one-shot
+    # command that never edits turns it off: the fingerprint of a 5,000-layer graph costs ~1.6 CPU s
     _blocks: Any = field(default=None, repr=False)
     _semantics: Any = field(default=None, repr=False)
     _derived: dict | None = field(default=None, repr=False)  # derived views of the current graph state
@@ -79,6 +81,8 @@ class CapturedModel:
 
     def _state(self) -> dict:
         """Where the current graph state's derived views live: an identical earlier state's, or a new entry."""
+        if self._derived is None and not self.recall:
+            self._derived = {}
         if self._derived is None:
             from graphsurgeon.graph.recall import Recall, fingerprint
 

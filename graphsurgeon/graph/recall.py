@@ -17,6 +17,8 @@ import torch.fx
 Node = torch.fx.Node
 
 _PLAIN = (int, float, bool, str, type(None))
+_MEMO = "_graphsurgeon_fingerprint"  # node.meta key: a node's entry, kept while the node, its arguments (immutable in
+# fx: a change replaces the tuple), target, value and module stack are the same objects — an edit touches few nodes
 
 
 def fingerprint(captured) -> tuple:
@@ -37,9 +39,18 @@ def fingerprint(captured) -> tuple:
 
     nodes = []
     for n in captured.gm.graph.nodes:
-        val, stack = n.meta.get("val"), n.meta.get("nn_module_stack")
+        meta = n.meta
+        val, stack, memo = meta.get("val"), meta.get("nn_module_stack"), meta.get(_MEMO)
+        args, kwargs, target = n.args, n.kwargs, n.target
+        if memo is None or memo[0] is not n or memo[1] is not args or memo[2] is not kwargs or memo[3] is not target \
+                or memo[4] is not val or memo[5] is not stack or memo[6][1] != n.op:
+            start = len(keep)
+            entry = (n, n.op, key(target), key(args), key(kwargs), id(val), id(stack))
+            memo = meta[_MEMO] = (n, args, kwargs, target, val, stack, entry, tuple(keep[start:]))
+        else:
+            keep.extend(memo[7])
         keep.extend((val, stack))
-        nodes.append((n, n.op, key(n.target), key(n.args), key(n.kwargs), id(val), id(stack)))
+        nodes.append(memo[6])
     loras = tuple((p, b.kind, b.add_node, tuple(b.nodes), b.wired_to, b.module_path, tuple(sorted(b.config.as_dict().items())))
                   for p, b in captured.loras.items())
     keep.append(captured.gm)

@@ -65,7 +65,8 @@ def find_stacks(gm: torch.fx.GraphModule) -> list[LayerStack]:
         layers.sort(key=_index)
         if len(layers) < 2 or [_index(p) for p in layers] != list(range(_index(layers[0]), _index(layers[-1]) + 1)):
             continue
-        sigs = [_cached_signature(p, by_layer[p]) for p in layers]
+        memo: dict = {}  # what layers share (values, module stacks, op names), for this call only
+        sigs = [_cached_signature(p, by_layer[p], memo) for p in layers]
         runs: list[list[str]] = []
         for path, sig in zip(layers, sigs):
             if runs and sigs[layers.index(runs[-1][0])] == sig:
@@ -81,7 +82,7 @@ def find_stacks(gm: torch.fx.GraphModule) -> list[LayerStack]:
 _SIGNATURES: dict[tuple, tuple[list, int]] = {}  # (layer, ids of its nodes/args) -> (those objects, signature)
 
 
-def _cached_signature(layer: str, nodes: list[torch.fx.Node]) -> int:
+def _cached_signature(layer: str, nodes: list[torch.fx.Node], memo: dict | None = None) -> int:
     """A layer's signature, recomputed only when one of its nodes or their arguments changed (an edit).
 
     The entry keeps the objects it was computed from alive, so their ids cannot be reused meanwhile.
@@ -91,15 +92,22 @@ def _cached_signature(layer: str, nodes: list[torch.fx.Node]) -> int:
     if key not in _SIGNATURES:
         if len(_SIGNATURES) > 1024:
             _SIGNATURES.clear()
-        _SIGNATURES[key] = (parts, _signature(layer, nodes))
+        _SIGNATURES[key] = (parts, _signature(layer, nodes, memo))
     return _SIGNATURES[key][1]
 
 
-def _signature(layer: str, nodes: list[torch.fx.Node]) -> int:
-    """A hash of the layer's ops, argument structure, shapes and relative module paths (not its weights)."""
+def _signature(layer: str, nodes: list[torch.fx.Node], memo: dict | None = None) -> int:
+    """A hash of the layer's ops, argument structure, shapes and relative module paths (not its weights).
+
+    memo: caches keyed by the identity of what replicated layers share — a node's value (`meta["val"]`), its module
+    paths (one tuple per module stack), its op — valid while those objects live: one `find_stacks` call.
+    """
+    memo = {} if memo is None else memo
+    shapes, names = memo.setdefault("shapes", {}), memo.setdefault("names", {})
     local = {n: i for i, n in enumerate(nodes)}
     outside: dict[torch.fx.Node, int] = {}
     prefix = layer + "."
+    rels: dict[int, tuple] = {}  # id(module paths) -> those paths relative to this layer
 
     def arg(a):
         if isinstance(a, torch.fx.Node):
@@ -107,7 +115,7 @@ def _signature(layer: str, nodes: list[torch.fx.Node]) -> int:
                 return ("n", local[a])
             if a.op == "get_attr":
                 target = str(a.target)
-                return ("p", target[len(prefix):] if target.startswith(prefix) else target, _shape(a))
+                return ("p", target[len(prefix):] if target.startswith(prefix) else target, shape(a))
             return ("x", outside.setdefault(a, len(outside)))
         if isinstance(a, (list, tuple)):
             return tuple(arg(x) for x in a)
@@ -115,13 +123,29 @@ def _signature(layer: str, nodes: list[torch.fx.Node]) -> int:
             return tuple(sorted((k, arg(v)) for k, v in a.items()))
         return repr(a)
 
+    def shape(n):
+        val = n.meta.get("val")
+        key = id(val)
+        if key not in shapes:
+            shapes[key] = (_shape(n), val)  # the value held: its id stays its own
+        return shapes[key][0]
+
     parts = []
     for n in nodes:
-        rel = tuple(p[len(prefix):] if p.startswith(prefix) else "" for p in module_paths(n) if p.startswith(layer))
-        target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+        mods = module_paths(n)
+        rel = rels.get(id(mods))
+        if rel is None:
+            rel = rels[id(mods)] = tuple(p[len(prefix):] if p.startswith(prefix) else "" for p in mods
+                                         if p.startswith(layer))
         if n.op == "call_module":
             target = str(n.target)[len(prefix):] if str(n.target).startswith(prefix) else str(n.target)
-        parts.append((n.op, str(target), rel, arg(n.args), arg(n.kwargs), _shape(n)))
+        else:
+            name = names.get(id(n.target))
+            if name is None:
+                t = n.target
+                name = names[id(n.target)] = (str(t if isinstance(t, str) else getattr(t, "__name__", str(t))), t)
+            target = name[0]
+        parts.append((n.op, target, rel, arg(n.args), arg(n.kwargs), shape(n)))
     return hash(tuple(parts))
 
 
