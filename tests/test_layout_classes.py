@@ -315,6 +315,42 @@ def test_two_attention_maps_over_one_projection(tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
+def test_a_projection_called_twice_in_one_attention(tmp_path_factory):
+    """q, k, v each run on the tokens and on global states within one attention call (PegasusX): one LoRA per
+    projection, whole (no columns), applied at both calls as PEFT adapts it; model.py equals PEFT."""
+    module, cm, folder = exported("GlobalLocalAttention", ("q", "k", "v"), str(tmp_path_factory.mktemp("twice")))
+    assert sorted((b.target.module, b.target.columns) for b in cm.loras.values()) == sorted(
+        (f"layers.{i}.{r}", None) for i in range(2) for r in "qkv")
+    code = (folder / "model.py").read_text()
+    assert "class LinearBlock" not in code
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_lora_on_one_call_of_a_bias_free_projection(tmp_path):
+    """A LoRA inserted on one of two calls of a bias-free q (the editor's drop on one call): the calls differ, so
+    they are written inline in the attention, q is built as LoRALinear without a bias by model.py's add_lora, and
+    model.py equals the module with B·A·x added at that call only (a hook on the module)."""
+    from graphsurgeon.surgery import find_targets, insert_lora, lora_weights
+
+    module = lc.build(lc.BiasFreeGlobalLocal)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    token_q = [t for t in find_targets(cm) if t.module == "layers.0.q" and t.input_node == "embedding"]
+    assert len(token_q) == 1
+    block = insert_lora(cm, token_q[0], LoRAConfig(r=2, alpha=4))
+    randomize(cm, seed=3)
+    a, b = lora_weights(cm, block.path)
+    truth = lc.with_first_call_delta(module, "layers.0.q", a.weight.detach(), b.weight.detach(), 2.0)
+    export_folder(cm, tmp_path / "one-call")
+    code = (tmp_path / "one-call" / "model.py").read_text()
+    assert "self.lora_q" not in code and "self.q.lora_A(" in code  # the LoRA read at its exported place
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(cm.run(**x)) - truth(**x)).abs().max() <= TOL
+        assert (out(load_exported(tmp_path / "one-call")(**x)) - truth(**x)).abs().max() <= TOL
+
+
 def test_a_no_op_cast_crossing_modules(tmp_path_factory):
     """A router returns `w.to(x.dtype).float()` (no-op casts) and a sibling module reads it (ErgoMoE): the cast and
     its input are one value wherever it is read — model.py is written (no "read before it is written") and equals

@@ -105,6 +105,14 @@ def lora_export_name(block) -> str:
     return f"{t.module}.{t.role}" if t.is_slice else t.module
 
 
+def export_path(blocks, name: str) -> str:
+    """A graph name under a LoRA's module (`layers.0.lora_q.lora.lora_A`) at its exported place (`layers.0.q.lora_A`)."""
+    for b in blocks:
+        if name.startswith(b.module_path + "."):
+            return lora_export_name(b) + name[len(b.module_path):]
+    return name
+
+
 def is_symbolic(node: torch.fx.Node) -> bool:
     """Sizes and size arithmetic (SymInt values): written as expressions of the dims, never as statements."""
     val = node.meta.get("val")
