@@ -96,8 +96,9 @@ def _every_call(cm, targets: list[Target]) -> list[Target]:
     have = {t.target_node for t in targets}
     extra = []
     for node in cm.gm.graph.nodes:
-        if node.op != "call_function" or node.name in have:
-            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        if node.op != "call_function" or node.name in have or not stack or list(stack.values())[-1][0] not in whole:
+            continue  # a projection's output sits in its module's call
         hit = projection(node)
         t = whole.get(hit["module"]) if hit is not None else None
         if t is not None and hit["kind"] == t.kind:
