@@ -468,3 +468,29 @@ class KindRotaryModel(nn.Module):
         local, wide = self.rotary(x, "local"), self.rotary(x, "global")
         x = self.layers[0](x, *local)
         return self.head(self.layers[1](x, *wide))
+
+
+class CastKindRotary(nn.Module):
+    """One rotary module for two kinds of layer reading one buffer through a no-op `.to(float32)` (DeepSeek V4's
+    compressor rotary): tracing gives the second call the first call's cast, and only the global call scales it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        half = torch.arange(0, D // H, 2, dtype=torch.float32) / (D // H)
+        self.register_buffer("inv_freq", 1.0 / 10.0 ** half, persistent=False)
+
+    def forward(self, x, kind: str):
+        t = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
+        freq = self.inv_freq.to(torch.float32)
+        freqs = t[:, None] * (freq if kind == "local" else freq * 0.25)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos(), emb.sin()
+
+
+class CastKindRotaryModel(KindRotaryModel):
+    """KindRotaryModel with CastKindRotary."""
+
+    def __init__(self, vocab: int = 50) -> None:
+        super().__init__(vocab)
+        self.rotary = CastKindRotary()
+

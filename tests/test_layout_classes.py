@@ -123,6 +123,16 @@ def test_a_module_called_with_other_code_per_call(tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
+def test_a_no_op_cast_read_by_two_calls_written_inline(tmp_path_factory):
+    """A rotary module called once per layer kind (its calls written inline) whose buffer is read through a no-op
+    `.to(float32)`: the second call reads the first call's cast (as tracing records it), and model.py writes it
+    (was "read before it is written"); model.py equals PEFT."""
+    module, cm, folder = exported("CastKindRotaryModel", ("q", "v"), str(tmp_path_factory.mktemp("castkinds")))
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
 def test_hf_rotary_per_layer_type_and_a_prediction_head(tmp_path):
     """ModernBERT-decoder: one rotary module called once per layer type (its own theta each) and a causal LM whose
     LM head is the last Linear after a prediction head (dense, norm): model.py equals PEFT (the HF model with the

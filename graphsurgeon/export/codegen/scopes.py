@@ -186,6 +186,10 @@ def build(cm) -> Program:
             scope = scopes[key]
         scope.items.append(node)
         prog.owner[node] = scope
+    # one module called with different code: written where it is called, before the reads are counted (a no-op cast
+    # read from another call's scope is its input there, but itself once both calls are in one scope: DeepSeek V4)
+    for scope in call_kinds.unalike(prog):
+        _flatten(prog, scope)
     for node, users in _users(prog, live).items():
         prog.users[node] = users
     unread = {n for n in prog.soft if n in prog.owner and not prog.users.get(n)}
@@ -193,8 +197,6 @@ def build(cm) -> Program:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
     for readers in prog.users.values():  # and it reads nothing (else its input would leak out of every scope)
         readers[:] = [u for u in readers if u not in unread]
-    for scope in call_kinds.unalike(prog):  # one module called with different code: written where it is called
-        _flatten(prog, scope)
     _settle(prog, prog.root)
     _optional_inputs(prog)
     packing.thread(prog)
