@@ -202,6 +202,47 @@ class TwoMapAttention(QKV):
         return o1 - 0.5 * o2
 
 
+class GlobalLocalAttention(QKV):
+    """q, k, v each called twice in one forward, on the tokens and on learned global states (PegasusX's
+    global-local attention): the tokens attend to the global and token keys, the globals to the tokens; one LoRA per
+    projection applies at both of its calls, as PEFT adapts it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.globals = nn.Parameter(torch.randn(1, 2, D))
+
+    def forward(self, x):
+        g = self.globals.expand(x.shape[0], -1, -1)
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        gq, gk, gv = heads(self.q(g)), heads(self.k(g)), heads(self.v(g))
+        local = nn.functional.scaled_dot_product_attention(q, torch.cat([gk, k], 2), torch.cat([gv, v], 2))
+        pooled = nn.functional.scaled_dot_product_attention(gq, k, v)
+        return x + self.o(merge(local)) + self.o(merge(pooled)).mean(1, keepdim=True)
+
+
+class BiasFreeGlobalLocal(GlobalLocalAttention):
+    """GlobalLocalAttention whose q has no bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(D, D, bias=False)
+
+
+def with_first_call_delta(model: nn.Module, module: str, a: torch.Tensor, b: torch.Tensor, scaling: float):
+    """A copy of `model` whose `module` adds B·A·x·scaling at its first call of each forward only (a forward hook
+    counting calls, reset by a hook on the model)."""
+    model = copy.deepcopy(model)
+    calls = [0]
+    model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, 0))
+
+    def hook(_, args, output):
+        calls[0] += 1
+        return output + (args[0] @ a.T @ b.T) * scaling if calls[0] == 1 else output
+
+    model.get_submodule(module).register_forward_hook(hook)
+    return model
+
+
 class RoutedBlock(nn.Module):
     """SDPA attention, then a routed MLP whose weights cross modules through no-op casts."""
 
@@ -427,3 +468,29 @@ class KindRotaryModel(nn.Module):
         local, wide = self.rotary(x, "local"), self.rotary(x, "global")
         x = self.layers[0](x, *local)
         return self.head(self.layers[1](x, *wide))
+
+
+class CastKindRotary(nn.Module):
+    """One rotary module for two kinds of layer reading one buffer through a no-op `.to(float32)` (DeepSeek V4's
+    compressor rotary): tracing gives the second call the first call's cast, and only the global call scales it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        half = torch.arange(0, D // H, 2, dtype=torch.float32) / (D // H)
+        self.register_buffer("inv_freq", 1.0 / 10.0 ** half, persistent=False)
+
+    def forward(self, x, kind: str):
+        t = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
+        freq = self.inv_freq.to(torch.float32)
+        freqs = t[:, None] * (freq if kind == "local" else freq * 0.25)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos(), emb.sin()
+
+
+class CastKindRotaryModel(KindRotaryModel):
+    """KindRotaryModel with CastKindRotary."""
+
+    def __init__(self, vocab: int = 50) -> None:
+        super().__init__(vocab)
+        self.rotary = CastKindRotary()
+

@@ -216,3 +216,16 @@ def test_size_expressions_are_python():
     seq = sympy.Symbol("s1", integer=True, positive=True)
     assert sym_text(sympy.Max(0, 64 - seq), {"s1": "seq"})[0] == "max(0, 64 - seq)"
     assert sym_text(sympy.Min(seq, 8), {"s1": "seq"})[0] in ("min(8, seq)", "min(seq, 8)")
+
+
+def test_a_size_read_from_a_multiple_of_it():
+    """A dim captured as a multiple (DeepSeek V4's seq = 4·s9, its compressors' windows of 4): the size the code
+    needs is that dim // 4; other expressions of the size are not multiples of it."""
+    import sympy
+
+    from graphsurgeon.export.codegen.sizes import multiple_of
+
+    s9, s4 = sympy.Symbol("s9", integer=True, positive=True), sympy.Symbol("s4", integer=True, positive=True)
+    assert multiple_of(s9, "s9") == 1 and multiple_of(4 * s9, "s9") == 4
+    assert multiple_of(s9 + 1, "s9") is None and multiple_of(s4 * s9, "s9") is None
+    assert multiple_of(sympy.Rational(1, 2) * s9, "s9") is None and multiple_of(4 * s4, "s9") is None

@@ -123,6 +123,16 @@ def test_a_module_called_with_other_code_per_call(tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
+def test_a_no_op_cast_read_by_two_calls_written_inline(tmp_path_factory):
+    """A rotary module called once per layer kind (its calls written inline) whose buffer is read through a no-op
+    `.to(float32)`: the second call reads the first call's cast (as tracing records it), and model.py writes it
+    (was "read before it is written"); model.py equals PEFT."""
+    module, cm, folder = exported("CastKindRotaryModel", ("q", "v"), str(tmp_path_factory.mktemp("castkinds")))
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
 def test_hf_rotary_per_layer_type_and_a_prediction_head(tmp_path):
     """ModernBERT-decoder: one rotary module called once per layer type (its own theta each) and a causal LM whose
     LM head is the last Linear after a prediction head (dense, norm): model.py equals PEFT (the HF model with the
@@ -280,18 +290,21 @@ def test_a_layer_called_twice_shares_its_lora(tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
-def test_undo_and_redo_of_a_lora_on_a_layer_called_twice():
-    """Undo of LoRA on a shared layer removes every call's insertion and the LoRA module (the graph is the module
-    again); redo gives back the same weights at every call."""
+@pytest.mark.parametrize("block, stack", [("SdpaAttention", "SharedStack"), ("GlobalLocalAttention", "Stack")])
+def test_undo_and_redo_of_a_lora_on_a_layer_called_twice(block, stack):
+    """Undo of LoRA on a shared layer (ALBERT), or on projections called twice in one attention (PegasusX), removes
+    every call's insertion and the LoRA module (the graph is the module again); redo gives back the same weights
+    at every call."""
     from graphsurgeon.surgery.history import History
     from graphsurgeon.surgery.history import add_lora as add_undoable
 
-    module = lc.build(lc.SdpaAttention, lc.SharedStack)
+    module = lc.build(getattr(lc, block), getattr(lc, stack))
     x = ids(2, 10, 0)
     cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
     history, before = History(cm), len(cm.gm.graph.nodes)
     add_undoable(cm, ("q", "v"), "all", LoRAConfig(r=2, alpha=4), history=history)
     randomize(cm, seed=3)
+    paths = sorted(cm.loras)
     with torch.no_grad():
         adapted = out(cm.run(**x))
         history.undo()
@@ -300,7 +313,7 @@ def test_undo_and_redo_of_a_lora_on_a_layer_called_twice():
         cm.gm.graph.lint()
         assert (out(cm.run(**x)) - module(**x)).abs().max() <= TOL
         history.redo()
-        assert sorted(cm.loras) == ["layers.0.lora_q", "layers.0.lora_v"]
+        assert sorted(cm.loras) == paths and "layers.0.lora_v" in paths
         assert (out(cm.run(**x)) - adapted).abs().max() <= TOL
 
 
@@ -313,6 +326,42 @@ def test_two_attention_maps_over_one_projection(tmp_path_factory):
     x = ids(3, 7, 1)
     with torch.no_grad():
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_projection_called_twice_in_one_attention(tmp_path_factory):
+    """q, k, v each run on the tokens and on global states within one attention call (PegasusX): one LoRA per
+    projection, whole (no columns), applied at both calls as PEFT adapts it; model.py equals PEFT."""
+    module, cm, folder = exported("GlobalLocalAttention", ("q", "k", "v"), str(tmp_path_factory.mktemp("twice")))
+    assert sorted((b.target.module, b.target.columns) for b in cm.loras.values()) == sorted(
+        (f"layers.{i}.{r}", None) for i in range(2) for r in "qkv")
+    code = (folder / "model.py").read_text()
+    assert "class LinearBlock" not in code
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
+
+
+def test_a_lora_on_one_call_of_a_bias_free_projection(tmp_path):
+    """A LoRA inserted on one of two calls of a bias-free q (the editor's drop on one call): the calls differ, so
+    they are written inline in the attention, q is built as LoRALinear without a bias by model.py's add_lora, and
+    model.py equals the module with B·A·x added at that call only (a hook on the module)."""
+    from graphsurgeon.surgery import find_targets, insert_lora, lora_weights
+
+    module = lc.build(lc.BiasFreeGlobalLocal)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    token_q = [t for t in find_targets(cm) if t.module == "layers.0.q" and t.input_node == "embedding"]
+    assert len(token_q) == 1
+    block = insert_lora(cm, token_q[0], LoRAConfig(r=2, alpha=4))
+    randomize(cm, seed=3)
+    a, b = lora_weights(cm, block.path)
+    truth = lc.with_first_call_delta(module, "layers.0.q", a.weight.detach(), b.weight.detach(), 2.0)
+    export_folder(cm, tmp_path / "one-call")
+    code = (tmp_path / "one-call" / "model.py").read_text()
+    assert "self.lora_q" not in code and "self.q.lora_A(" in code  # the LoRA read at its exported place
+    x = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(cm.run(**x)) - truth(**x)).abs().max() <= TOL
+        assert (out(load_exported(tmp_path / "one-call")(**x)) - truth(**x)).abs().max() <= TOL
 
 
 def test_a_no_op_cast_crossing_modules(tmp_path_factory):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from graphsurgeon.export.codegen.scopes import inline_constant, lora_export_name
+from graphsurgeon.export.codegen.scopes import export_path, inline_constant
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -14,7 +14,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
     """(tensors by exported name, tied name -> source name, buffer names). LoRA weights get export names."""
     gm = cm.gm
-    lora_mods = {b.module_path: lora_export_name(b) for b in cm.loras.values()}
+    blocks = list(cm.loras.values())
     tensors: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}
     seen: dict[int, str] = {}
@@ -32,10 +32,7 @@ def export_tensors(cm) -> tuple[dict[str, torch.Tensor], dict[str, str], list[st
                 items.append((target, value))
                 buffers.add(target)
     for name, t in items:
-        for mod, out in lora_mods.items():
-            if name.startswith(mod + "."):
-                name = out + name[len(mod):]
-                break
+        name = export_path(blocks, name)
         key = id(t)
         if key in seen:
             tied[name] = seen[key]

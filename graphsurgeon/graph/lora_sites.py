@@ -10,6 +10,8 @@ import dataclasses
 
 import torch.fx
 
+aten = torch.ops.aten
+
 
 def lora_sites(cm) -> list:
     """The blocks of `cm.loras`, each followed by a copy per other call of its LoRA module."""
@@ -41,16 +43,10 @@ def other_calls(cm, block) -> list:
 
 def _other_calls(block, nodes: list[torch.fx.Node], by_name: dict) -> list:
     own = set(block.nodes) | {block.add_node}
-    calls: dict[tuple, list[torch.fx.Node]] = {}
-    for n in nodes:
-        if n.name in own:
-            continue
-        stack = n.meta["nn_module_stack"]
-        outer = tuple(str(k) for k in stack if k != block.path and not str(k).startswith(block.path + "."))
-        calls.setdefault(outer, []).append(n)  # grouped by the module call the insertion sits in
-    mine = [by_name[name] for name in block.nodes if name in by_name]
+    mine = _steps([by_name[name] for name in block.nodes if name in by_name])
     out = []
-    for found in calls.values():
+    for every in _insertions([n for n in nodes if n.name not in own], block.path):
+        found = _steps(every)
         if [(n.op, n.target) for n in found] != [(n.op, n.target) for n in mine]:
             continue  # not an insertion of this block (an edited graph): left as it is
         twin = dict(zip(mine, found))
@@ -59,8 +55,24 @@ def _other_calls(block, nodes: list[torch.fx.Node], by_name: dict) -> list:
         if x is None or not isinstance(add.args[0], torch.fx.Node):
             continue
         target = dataclasses.replace(block.target, target_node=add.args[0].name, input_node=x.name)
-        out.append(dataclasses.replace(block, target=target, nodes=[n.name for n in found], add_node=add.name))
+        out.append(dataclasses.replace(block, target=target, nodes=[n.name for n in every], add_node=add.name))
     return out
+
+
+def _insertions(nodes: list[torch.fx.Node], path: str) -> list[list[torch.fx.Node]]:
+    """The other insertions, in graph order: each one's nodes are consecutive and end with its add (two calls in one
+    module call, PegasusX's q_proj on the tokens and on the global states, are told apart by their adds)."""
+    out: list[list[torch.fx.Node]] = [[]]
+    for n in nodes:
+        out[-1].append(n)
+        if n.target is aten.add.Tensor and list(n.meta["nn_module_stack"])[-1] == path:  # the add sits in the block
+            out.append([])
+    return [found for found in out if found]
+
+
+def _steps(nodes: list[torch.fx.Node]) -> list[torch.fx.Node]:
+    """An insertion's nodes without its size reads (a call on fixed-length states reads fewer sizes)."""
+    return [n for n in nodes if n.target is not aten.sym_size.int]
 
 
 def _counterpart(mine: list, found: list, name: str) -> torch.fx.Node | None:

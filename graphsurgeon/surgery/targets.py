@@ -60,7 +60,7 @@ def _find(cm, roles, lora_adds) -> list[Target]:
             seen.add((hit["target"].name, role))
             targets.append(_make(hit, role, attn_path))
             hits_of[targets[-1]] = hit
-    targets = _whole_when_split(targets, hits_of)
+    targets = _every_call(cm, _whole_when_split(targets, hits_of))
     if not targets and not attention:
         for t in projection_targets(cm):
             leaf = t.module.rsplit(".", 1)[-1]
@@ -85,6 +85,26 @@ def _whole_when_split(targets: list[Target], hits_of: dict) -> list[Target]:
             group = [_make(whole, group[0].role, group[0].attention)]
         out += group
     return out
+
+
+def _every_call(cm, targets: list[Target]) -> list[Target]:
+    """A whole projection traced from one of its calls gets a target at every call of its module (PegasusX's q_proj
+    on the tokens and on the global states, whose keys reach the attention through a concatenation): one LoRA that
+    every call applies, as PEFT adapts the module."""
+    whole = {t.module: t for t in targets if t.columns is None}
+    if not whole:
+        return targets
+    have = {t.target_node for t in targets}
+    extra = []
+    for node in cm.gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        if node.op != "call_function" or node.name in have or not stack or list(stack.values())[-1][0] not in whole:
+            continue  # a projection's output sits in its module's call
+        hit = projection(node)
+        t = whole.get(hit["module"]) if hit is not None else None
+        if t is not None and hit["kind"] == t.kind:
+            extra.append(_make(dict(hit, target=node, columns=None, width=hit["out_features"]), t.role, t.attention))
+    return targets + extra
 
 
 def _covers(group: list[Target], hits: list[dict]) -> bool:

@@ -26,6 +26,8 @@ def unalike(prog) -> list:
             calls.setdefault(s.path, []).append(s)
     out = []
     for scopes in calls.values():
+        if all(s.lora is not None for s in scopes):
+            continue  # a LoRA-wrapped projection: every call runs the wrapper's one forward (on any length)
         if len(scopes) > 1 and len({code_key(prog, s) for s in scopes}) > 1:
             out += scopes
     return out

@@ -105,6 +105,14 @@ def lora_export_name(block) -> str:
     return f"{t.module}.{t.role}" if t.is_slice else t.module
 
 
+def export_path(blocks, name: str) -> str:
+    """A graph name under a LoRA's module (`layers.0.lora_q.lora.lora_A`) at its exported place (`layers.0.q.lora_A`)."""
+    for b in blocks:
+        if name.startswith(b.module_path + "."):
+            return lora_export_name(b) + name[len(b.module_path):]
+    return name
+
+
 def is_symbolic(node: torch.fx.Node) -> bool:
     """Sizes and size arithmetic (SymInt values): written as expressions of the dims, never as statements."""
     val = node.meta.get("val")
@@ -178,6 +186,10 @@ def build(cm) -> Program:
             scope = scopes[key]
         scope.items.append(node)
         prog.owner[node] = scope
+    # one module called with different code: written where it is called, before the reads are counted (a no-op cast
+    # read from another call's scope is its input there, but itself once both calls are in one scope: DeepSeek V4)
+    for scope in call_kinds.unalike(prog):
+        _flatten(prog, scope)
     for node, users in _users(prog, live).items():
         prog.users[node] = users
     unread = {n for n in prog.soft if n in prog.owner and not prog.users.get(n)}
@@ -185,8 +197,6 @@ def build(cm) -> Program:
         prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
     for readers in prog.users.values():  # and it reads nothing (else its input would leak out of every scope)
         readers[:] = [u for u in readers if u not in unread]
-    for scope in call_kinds.unalike(prog):  # one module called with different code: written where it is called
-        _flatten(prog, scope)
     _settle(prog, prog.root)
     _optional_inputs(prog)
     packing.thread(prog)

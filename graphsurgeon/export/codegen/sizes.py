@@ -179,12 +179,22 @@ class Sizes:
                 return
             if isinstance(val, torch.Tensor) and not self._may_be_none(v):
                 for d, size in enumerate(val.shape):
-                    if isinstance(size, torch.SymInt) and str(size.node.expr) == key:
+                    times = multiple_of(size.node.expr, key) if isinstance(size, torch.SymInt) else None
+                    if times is not None:  # the size itself, or a multiple of it (seq = 4·s9: windows of 4)
                         self.sizes[key] = self._size_name(key)
-                        self.lines.append(Line(f"{self.sizes[key]} = {name}.size({d})"))
+                        whole = f"{name}.size({d})" + (f" // {times}" if times > 1 else "")
+                        self.lines.append(Line(f"{self.sizes[key]} = {whole}"))
                         return
         raise NotImplementedError(f"model.py codegen: the size {self.dims.names.get(key, key)} is not the size of "
                                   f"any tensor {self.scope.path or 'forward'} can see")
+
+
+def multiple_of(expr, key: str) -> int | None:
+    """n when the size expression `expr` is n·`key` (n a positive integer), else None."""
+    if str(expr) == key:
+        return 1
+    coeff, rest = expr.as_coeff_Mul()
+    return int(coeff) if str(rest) == key and coeff.is_Integer and coeff > 0 else None
 
 
 def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:

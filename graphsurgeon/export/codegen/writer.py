@@ -21,7 +21,7 @@ import torch.fx
 from graphsurgeon.export.codegen import lift, names, packing
 from graphsurgeon.export.codegen.defaults import hoist_defaults
 from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
-from graphsurgeon.export.codegen.scopes import Program, Scope, is_symbolic, owns, reads  # noqa: F401
+from graphsurgeon.export.codegen.scopes import Program, Scope, export_path, is_symbolic, owns, reads  # noqa: F401
 from graphsurgeon.export.codegen.sizes import ConfigFloat, ConfigInt, Sizes
 from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
 from graphsurgeon.graph.tidy import PRECISION
@@ -311,7 +311,8 @@ class FunctionWriter(Statements, Sizes):
             expr = lift.Expr(self._call(st.scope), lift.CALL)
             node = st.scope.outputs[0] if st.scope.key in self.env.leaves and len(st.scope.outputs) == 1 else None
         elif st.node.op == "call_module":
-            return lift.Expr(f"{self.env.attr(module_of(self.scope).path, str(st.node.target))}"
+            target = export_path(self.prog.loras, str(st.node.target))  # a LoRA's layer written inline
+            return lift.Expr(f"{self.env.attr(module_of(self.scope).path, target)}"
                              f"({', '.join(self.arg(a) for a in st.node.args)})", lift.CALL)
         else:
             expr, node = lift.render(self, st.node, self._config_args(st.node)), st.node

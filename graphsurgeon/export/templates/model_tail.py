@@ -1,18 +1,19 @@
 def add_lora(model: nn.Module) -> None:
-    """Build each LoRA of LORAS that the classes above leave out (layers that differ), the way PEFT injects them."""
+    """Build each LoRA of LORAS that the classes above leave out (layers that differ, or a projection whose calls
+    are written where they are called: then `have` only holds its tensors), the way PEFT injects them."""
     for path, hp in LORAS.items():
         parent_path, _, name = path.rpartition(".")
         parent = model.get_submodule(parent_path)
         have = getattr(parent, name, None)
         lora = dict(r=hp["r"], scaling=hp["scaling"], dropout=hp["dropout"])
+        bias = getattr(have, "bias", None) is not None  # a holder of a bias-free projection has no .bias
         if hp["kind"] == "update" and not isinstance(have, LoRA):
             parent.add_module(name, LoRA(hp["in_features"], hp["out_features"], **lora))
         elif hp["kind"] == "linear" and type(have).__name__ != "LoRALinear":
-            parent.add_module(name, LoRALinear(hp["in_features"], hp["out_features"], have.bias is not None, **lora))
+            parent.add_module(name, LoRALinear(hp["in_features"], hp["out_features"], bias, **lora))
         elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
             parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
         elif hp["kind"] == "conv1x1" and type(have).__name__ != "LoRAConv1x1":
-            bias = have.bias is not None
             parent.add_module(name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, bias, **lora))
 
 
