@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,11 @@ from safetensors.torch import load_file
 
 from graphsurgeon.capture import capture
 from graphsurgeon.export import export_folder
+from graphsurgeon.surgery import LoRAConfig, add_lora, lora_weights
 
 sys.path.insert(0, str(Path(__file__).parent))
 import model_zoo  # noqa: E402
-from surgery_models import build  # noqa: E402
+from surgery_models import build, randomize, with_delta  # noqa: E402
 from test_modelpy_runtime import exported as runtime_exported  # noqa: E402  (one export per arch per session)
 
 # the second config of each architecture: every size the first has, moved (head_dim too, so a head_dim written as a
@@ -124,36 +126,6 @@ def test_second_config_equals_hf_at_that_config(arch, tmp_path):
     assert (got[keep] - want[keep]).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_no_class_literal_equals_a_config_size(arch):
-    """An AST scan of every class model.py writes for a module: no number equal to one of the config's sizes (the
-    fields a second config moves, and floats such as eps and dropout rates), unless the Hugging Face class of that name
-    has that number in its own source (OPT's position offset 2). Numbers 0, 1, 2 are dims and indices everywhere and
-    are not scanned; nor is the factor of a config expression (`4 * config.n_embd`)."""
-    folder = exported(arch)
-    cfg = json.loads((folder / "config.json").read_text())
-    sizes = {v for k, v in cfg.items() if isinstance(v, int) and not isinstance(v, bool) and v > 2
-             and not k.endswith("_token_id")}
-    rates = {v for v in cfg.values() if isinstance(v, float) and 0 < v < 1}
-    tree = ast.parse((folder / "model.py").read_text())
-    hf_classes = {type(m).__name__: type(m) for m in hf_model(arch).modules()}
-    found = []
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in hf_classes):
-        src = inspect.getsource(hf_classes[cls.name])
-        scaled = {id(c) for op in ast.walk(cls) if isinstance(op, ast.BinOp) and "config." in ast.unparse(op)
-                  for c in (op.left, op.right)}  # `4 * config.n_embd`: a multiple of a config size
-        for node in ast.walk(cls):
-            if id(node) in scaled:
-                continue
-            if not isinstance(node, ast.Constant) or isinstance(node.value, bool) \
-                    or not isinstance(node.value, (int, float)):
-                continue
-            v = node.value
-            if (v in sizes if isinstance(v, int) else v in rates) and repr(v) not in src:
-                found.append(f"{cls.name}: {ast.unparse(node)} (line {node.lineno})")
-    assert not found, found
-
-
 ROPES = {  # rope_parameters of a tiny Llama: each type HF's modeling_rope_utils knows that model.py computes, and yarn
     "default": {},
     "linear": {"factor": 4.0},
@@ -190,3 +162,110 @@ def test_rotary_inv_freq_is_computed_as_hf_computes_it(rope):
     other = tf.LlamaConfig(**{**cm.config, "head_dim": 32})
     want = tf.models.llama.modeling_llama.LlamaRotaryEmbedding(other).inv_freq
     assert torch.equal(_run(lines, "inv_freq", other.to_dict()), want)
+
+
+# fused q/k/v layouts with LoRA on q and v (the update reshaped to the slice it is added to), at a second config:
+# Falcon's grouped [kv, heads/kv + 2, head_dim] (its fused weight (heads + 2·kv)·head_dim rows), GPT-NeoX's
+# interleaved [heads, 3·head_dim], GPTBigCode's multi-query [hidden + 2·head_dim]
+FUSED = {
+    "falcon": dict(hidden_size=96, num_attention_heads=6, num_kv_heads=3, num_hidden_layers=3, ffn_hidden_size=160,
+                   vocab_size=117),
+    "gpt_neox": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, intermediate_size=160,
+                     vocab_size=117),
+    "gpt_bigcode": dict(n_embd=96, n_head=12, n_layer=3, vocab_size=117),
+}
+
+
+def fused_model(model_type: str, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = model_zoo.tiny_config(model_type)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return model_zoo.model_class(model_type)(cfg).eval()
+
+
+def with_lora(model: torch.nn.Module):
+    cm = capture(model)
+    add_lora(cm, ("q", "v"), "all", LoRAConfig(r=8, alpha=16))
+    return cm
+
+
+@functools.lru_cache(maxsize=None)
+def fused_exported(model_type: str) -> Path:
+    cm = with_lora(fused_model(model_type))
+    randomize(cm)
+    folder = Path(tempfile.mkdtemp(prefix=f"gs-config-{model_type}-")) / "out"
+    export_folder(cm, folder)
+    return folder
+
+
+@pytest.mark.parametrize("model_type", FUSED)
+def test_fused_lora_layouts_at_a_second_config(model_type, tmp_path):
+    """model.py of a fused q/k/v projection with LoRA q, v, built at a second config (hidden, heads, key/value
+    heads, layers moved): with random non-zero A, B it equals the Hugging Face model at that config whose fused
+    weight got B·A·scaling on the q and v rows (the rows as the second config lays them out)."""
+    folder = fused_exported(model_type)
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copy(folder / "model.py", second / "model.py")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(FUSED[model_type])
+    (second / "config.json").write_text(json.dumps(cfg))
+    mod = module_of(second)
+    torch.manual_seed(1)
+    ours = mod.Model(mod.Config.from_json(str(second / "config.json"))).eval()
+    hf = fused_model(model_type, **FUSED[model_type])
+    missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)
+    assert not unexpected and missing and all(".lora_" in k for k in missing), (missing, unexpected)
+    cm = with_lora(fused_model(model_type, **FUSED[model_type]))  # where q and v sit in the second config's rows
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for path, block in cm.loras.items():  # "….self_attention.lora_q" is model.py's "….query_key_value.q"
+            a, b = lora_weights(cm, path)
+            mine = ours.get_submodule(f"{block.target.module}.{path.rpartition('.lora_')[2]}")
+            for theirs, own in ((a, mine.lora_A), (b, mine.lora_B)):
+                own.weight.copy_(torch.randn(own.weight.shape, generator=gen) * 0.2)
+                theirs.weight.copy_(own.weight)
+    x = inputs()
+    keep = x["attention_mask"].bool()
+    with torch.no_grad():
+        base = hf(**x)[0]
+        want = with_delta(hf, cm)(**x)[0]  # (in place)
+        got = ours(**x)[0]
+    assert (want[keep] - base[keep]).abs().max().item() > 1e-3  # the update is real
+    assert (got[keep] - want[keep]).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS + [f"{t}+lora" for t in FUSED])
+def test_no_class_literal_equals_a_config_size(arch):
+    """An AST scan of every class model.py writes for a module, its forward included (with LoRA q, v for the fused
+    q/k/v layouts: the update's reshape): no number equal to one of the config's sizes (the fields a second config
+    moves, and floats such as eps and dropout rates), unless the Hugging Face class of that name has that number in
+    its own source (OPT's position offset 2). Numbers 0, 1, 2 are dims and indices everywhere and are not scanned;
+    nor is the factor of a config expression (`4 * config.n_embd`)."""
+    lora = arch.endswith("+lora")
+    arch = arch.removesuffix("+lora")
+    folder = fused_exported(arch) if lora else exported(arch)
+    cfg = json.loads((folder / "config.json").read_text())
+    sizes = {v for k, v in cfg.items() if isinstance(v, int) and not isinstance(v, bool) and v > 2
+             and not k.endswith("_token_id")}
+    rates = {v for v in cfg.values() if isinstance(v, float) and 0 < v < 1}
+    tree = ast.parse((folder / "model.py").read_text())
+    model = fused_model(arch) if lora else hf_model(arch)
+    hf_classes = {type(m).__name__: type(m) for m in model.modules()}
+    found = []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in hf_classes):
+        own = {n.value for n in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(hf_classes[cls.name]))))
+               if isinstance(n, ast.Constant)}  # the numbers HF's class writes itself
+        scaled = {id(c) for op in ast.walk(cls) if isinstance(op, ast.BinOp) and "config." in ast.unparse(op)
+                  for c in (op.left, op.right)}  # `4 * config.n_embd`: a multiple of a config size
+        for node in ast.walk(cls):
+            if id(node) in scaled:
+                continue
+            if not isinstance(node, ast.Constant) or isinstance(node.value, bool) \
+                    or not isinstance(node.value, (int, float)):
+                continue
+            v = node.value
+            if (v in sizes if isinstance(v, int) else v in rates) and v not in own:
+                found.append(f"{cls.name}: {ast.unparse(node)} (line {node.lineno})")
+    assert not found, found

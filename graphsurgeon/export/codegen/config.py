@@ -6,9 +6,9 @@ config and at two probe configs whose size fields were moved apart (layers +1 / 
 hidden ×12 / ×18 so head_dim ×2 / ×3, other widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, each rate
 and epsilon nudged by its own amount). The same constructor argument, module attribute or tensor dimension read in
 the three models gives three values; the config expression that gives all three is the one the code writes (a
-field, a quotient of fields such as head_dim, a small multiple, a half, a product, a sum). Ties go to the fields the
-Hugging Face class's own source reads. A number that matches no expression stays a literal (the model's own code
-has it: OPT's position offset 2, DistilBERT's eps 1e-12).
+field, a quotient of fields such as head_dim, a small multiple, a half, a product, a sum, heads of two kinds times
+head_dim). Ties go to the fields the Hugging Face class's own source reads. A number that matches no expression
+stays a literal (the model's own code has it: OPT's position offset 2, DistilBERT's eps 1e-12).
 """
 
 from __future__ import annotations
@@ -122,7 +122,12 @@ class ConfigSizes:
                      tuple(x + k * y for x, y in zip(va, vb))) for a, fa, va in ints for b, fb, vb in atoms
                     if a != b for k in (1, 2)]
             offsets = [(f"{t} + {c}", f, tuple(x + c for x in v)) for t, f, v in ints for c in (1, 2)]
-            tiers = [ints, quotients, multiples, halves, products, sums, offsets]
+            # heads of each kind times head_dim: Falcon's fused q/k/v, `(heads + 2 * kv_heads) * head_dim`
+            per_head = [(f"({a} + {k} * {b}) * ({q})", fa | fb | fq,
+                         tuple((x + k * y) * z for x, y, z in zip(va, vb, vq)))
+                        for a, fa, va in ints for b, fb, vb in ints if a != b for k in (1, 2)
+                        for q, fq, vq in quotients]
+            tiers = [ints, quotients, multiples, halves, products, sums, offsets, per_head]
         cache[floating] = tiers
         return tiers
 

@@ -4,7 +4,8 @@ leave as it is, without needing ruff.
 The writer's lines are single statements; this pass gives them the formatter's spelling: double-quoted strings, a
 trailing comment that does not fit moved onto its own line above the statement, and a statement longer than the
 limit split at its last bracket, its contents on one indented line when they fit there, else one item per line with
-a trailing comma. Statements already spread over several lines (docstrings, the templates) are left as written.
+a trailing comma (an item that still does not fit split again, at its operators or its last bracket). Statements
+already spread over several lines (docstrings, the templates) are left as written.
 """
 
 from __future__ import annotations
@@ -237,7 +238,39 @@ def _split(code: str, indent: str) -> list[str]:
     magic = body.rstrip().endswith(",")
     if not magic and len(inner) + len(body) <= LINE_LENGTH:
         return [head, inner + body, indent + tail]
-    return [head] + [f"{inner}{item}," for item in items] + [indent + tail]
+    if len(items) == 1 and not magic:  # one argument that does not fit: split it in turn, no comma added
+        return [head] + _part(items[0], inner, "") + [indent + tail]
+    return [head] + [line for item in items for line in _part(item, inner, ",")] + [indent + tail]
+
+
+def _part(item: str, indent: str, end: str) -> list[str]:
+    """An item of a split bracket on its own line, `end` after it; one that does not fit is split again as ruff
+    splits it: a binary expression before each operator of its loosest kind, else at its last bracket."""
+    if len(indent) + len(item) + len(end) <= LINE_LENGTH:
+        return [indent + item + end]
+    operands = _operands(item)
+    if len(operands) > 1:
+        return [indent + o for o in operands[:-1]] + [indent + operands[-1] + end]
+    if item.endswith(tuple(_CLOSE)):
+        lines = _split(indent + item, indent)
+        lines[-1] += end
+        return lines
+    return [indent + item + end]
+
+
+def _operands(item: str) -> list[str]:
+    """`a + b * c` -> [`a`, `+ b * c`]: the item cut before each top-level arithmetic operator of the loosest kind
+    it has ([item] when it has none, or has a comparison, a boolean or a conditional that binds looser)."""
+    top = {i for i, _ in _top_level(item)}
+    if any(f" {w} " in item for w in ("and", "or", "if", "not", "in", "is", "lambda")) or \
+            any(c in "=<>" for i, c in _top_level(item)):
+        return [item]
+    for ops in (("+", "-"), ("*", "//", "/", "%", "@")):
+        cuts = [i for i in sorted(top) if item[i] == " " and any(
+            item.startswith(f" {o} ", i) and i + len(o) + 1 in top for o in ops)]
+        if cuts:
+            return [item[: cuts[0]]] + [item[a + 1 : b] for a, b in zip(cuts, cuts[1:] + [len(item)])]
+    return [item]
 
 
 def _outside_strings(code: str, stop: int | None = None):

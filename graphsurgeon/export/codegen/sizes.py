@@ -117,6 +117,41 @@ class Sizes:
             out.append(f"{name}={self.arg(marked)}")
         return out
 
+    def _lora_reshape(self, child, leaf) -> str:
+        """A LoRA update computed as [..., out]; reshaped when its target has another shape."""
+        out = child.outputs[0].meta.get("val")
+        x = leaf.input.meta.get("val")
+        if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
+            return ""
+        natural = [self.dims.text(d) for d in x.shape[:-1]] + [str(leaf.lora.target.out_features)]
+        if [self.dims.text(d) for d in out.shape] == natural:
+            return ""
+        like = self._added_to(child.outputs[0])
+        if like is not None:  # shaped as the slice of the fused output it is added to: `query + lora(x).view_as(query)`
+            return f".view_as({like})"
+        dims = [d if not isinstance(d, int) or d < 2 else self._config_number(d, "shape") for d in out.shape]
+        fixed = [i for i, d in enumerate(dims) if isinstance(d, int) and d >= 2]
+        loose = [i for i in fixed if not isinstance(dims[i], ConfigInt)]
+        if fixed and len(loose) <= 1:  # the heads (or the one size with no config expression): -1, as HF's views
+            dims[(loose or fixed)[0]] = -1
+        return f".reshape({', '.join(self.arg(d) for d in dims)})"
+
+    def _added_to(self, update: torch.fx.Node) -> str | None:
+        """The name of the tensor a reshaped LoRA update is added to, when the add is its only reader and the two have
+        one shape (the update then takes that tensor's shape at any config), else None."""
+        users = list(update.users)
+        if len(users) != 1 or users[0].op != "call_function" or lift.op_key(users[0]) != "add":
+            return None
+        other = next((a for a in users[0].args[:2] if a is not update), None)
+        if not isinstance(other, torch.fx.Node):
+            return None
+        other = self.prog.rep(other, self.scope)
+        a, b = other.meta.get("val"), update.meta.get("val")
+        if other in self.folded or other not in self.name_of or not isinstance(a, torch.Tensor) \
+                or [self.dims.text(d) for d in a.shape] != [self.dims.text(d) for d in b.shape]:
+            return None
+        return self.name_of[other]
+
     def _size_lines(self, params: list) -> None:
         need: list = []
         for n in self.scope.items:

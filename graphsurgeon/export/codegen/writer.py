@@ -344,17 +344,6 @@ class FunctionWriter(Statements, Sizes):
             self._late_size(key)
         return self.sizes[key]
 
-    def _lora_reshape(self, child: Scope, leaf) -> str:
-        """A LoRA update computed as [..., out]; reshaped when its target has another shape."""
-        out = child.outputs[0].meta.get("val")
-        x = leaf.input.meta.get("val")
-        if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
-            return ""
-        natural = [self.dims.text(d) for d in x.shape[:-1]] + [str(leaf.lora.target.out_features)]
-        if [self.dims.text(d) for d in out.shape] == natural:
-            return ""
-        return f".reshape({', '.join(self.arg(d) for d in out.shape)})"
-
     def _emit_loop(self, st: Stmt) -> None:
         scopes = st.loop
         first, last = scopes[0], scopes[-1]
