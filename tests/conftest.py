@@ -7,6 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRAPHSURGEON_STRICT", "1")  # the semantic layer re-raises instead of falling back
+# torch on one thread, here and in every process a test starts (train.py, the self-check's runner, the editor), as
+# torchrun and the self-check's runner already set it: on the tiny models two threads only spin against each other
+# (a 20-step train.py: 3.5 CPU s on one thread, 9-10 on two) and against the other processes of a busy machine
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import faulthandler  # noqa: E402
 import sys  # noqa: E402
@@ -32,6 +36,49 @@ def tiny_bert():
     from graphsurgeon.capture import capture
 
     return capture("tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def qv_export(tmp_path_factory):
+    """arch -> (capture, folder): the tiny model (surgery_models) with LoRA r=4 on q and v (PEFT's init, B = 0),
+    exported once per session (test_export, test_train_script). Tests read it; one that writes into an export
+    (train.py's runs/, a tokenizer) works on a copy (`own_copy`)."""
+    from surgery_models import fresh
+
+    from graphsurgeon.export import export_folder
+    from graphsurgeon.surgery import LoRAConfig, add_lora
+
+    made: dict[str, tuple] = {}
+
+    def get(arch: str) -> tuple:
+        if arch not in made:
+            cm = fresh(arch)
+            add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+            out = tmp_path_factory.mktemp(f"{arch}_qv") / "out"
+            export_folder(cm, out)
+            made[arch] = cm, out
+        return made[arch]
+    return get
+
+
+@pytest.fixture(scope="session")
+def plain_export(tmp_path_factory):
+    """arch -> (capture, folder): the tiny model (surgery_models) exported without a LoRA, once per session
+    (test_export, test_codegen). Read only: a test that writes works on a copy."""
+    from surgery_models import fresh
+
+    from graphsurgeon.export import export_folder
+
+    made: dict[str, tuple] = {}
+
+    def get(arch: str) -> tuple:
+        if arch not in made:
+            cm = fresh(arch)
+            out = tmp_path_factory.mktemp(f"{arch}_plain") / "out"
+            export_folder(cm, out)
+            made[arch] = cm, out
+        return made[arch]
+    return get
 
 
 @pytest.hookimpl(trylast=True)

@@ -318,29 +318,71 @@ def test_a_deeply_nested_config_is_one_sentence(gpt2_folder, tmp_path, capsys):
 
 
 # ---- the editor obeys signals ----------------------------------------------------------------------------
-@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
-                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
-def test_an_idle_editor_obeys_signals(signum, status, tmp_path):
+SIGNALS = {"SIGTERM": (signal.SIGTERM, 143), "SIGINT": (signal.SIGINT, 130), "SIGHUP": (signal.SIGHUP, 129)}
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory, tiny_gpt2):
+    """Real editor processes (offscreen Qt, tiny preset, a cache folder each), all started at once and each sent its
+    signal when it is idle: one per signal (idle once its capture's views are cached), and "recipe", given an edit to
+    replay (`--recipe`) and sent SIGTERM once the edit is autosaved. Each runs as it would alone; their start-ups and
+    exits overlap instead of following one another. name -> (alive when signalled, exit status, stderr, cache)."""
+    import json
+
+    from graphsurgeon.ui.operate.session import autosave_path
+
+    started = {}
+    for name in [*SIGNALS, "recipe"]:
+        folder = tmp_path_factory.mktemp(f"editor-{name}")
+        cache, args = folder / "cache", ["edit", "tiny-gpt2"]
+        if name == "recipe":
+            (folder / "recipe.json").write_text(json.dumps(_autosave(tiny_gpt2)["recipe"]), encoding="utf-8")
+            args += ["--recipe", str(folder / "recipe.json")]
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("GRAPHSURGEON_CACHE_DIR", str(cache))
+                path = autosave_path(tiny_gpt2)
+            ready, settle, signum = path.exists, 0.5, signal.SIGTERM  # the edit is autosaved once the capture is live
+        else:  # the capture is done when its views are cached; then the loop waits
+            ready, settle, signum = (lambda c=cache: bool(list(c.glob("views/*.json")))), 1.0, SIGNALS[name][0]
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "GRAPHSURGEON_CACHE_DIR": str(cache)}
+        started[name] = _cli(*args, env=env), ready, settle, signum, cache
+    alive = {}
+    try:
+        for name, (proc, ready, settle, signum, _) in started.items():
+            deadline = time.monotonic() + 300
+            while not ready() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(settle)
+            alive[name] = proc.poll() is None
+            if alive[name]:
+                proc.send_signal(signum)
+        results = {}
+        for name, (proc, *_, cache) in started.items():
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code = None
+            results[name] = alive[name], code, proc.communicate()[1] if code is not None else "", cache
+    finally:
+        for proc, *_ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results
+
+
+@pytest.mark.parametrize("name", list(SIGNALS))
+def test_an_idle_editor_obeys_signals(name, signalled):
     """A real editor process (offscreen Qt, tiny preset), idle in Qt's event loop once its capture is cached; before,
     only SIGKILL ended it. The sentence is the editor's own (not the start-up path's "terminated by …")."""
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "GRAPHSURGEON_CACHE_DIR": str(tmp_path / "cache")}
-    proc = _cli("edit", "tiny-gpt2", env=env)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "cache").glob("views/*.json")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the capture is done when its views are cached; then the loop waits
-    time.sleep(1.0)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signum)
-    try:
-        code = proc.wait(timeout=30)
-    finally:
-        proc.kill()
-    _, err = proc.communicate()
+    signum, status = SIGNALS[name]
+    alive, code, err, _ = signalled[name]
+    assert alive, err
     lines = [line for line in err.splitlines() if "propagateSizeHints" not in line]  # the offscreen plugin's note
     assert code == status and lines == [f"graphsurgeon: {signal.Signals(signum).name}, the editor closed."], err
 
 
-def test_an_edit_survives_sigterm_in_the_autosave_and_is_offered_next(tiny_gpt2, tmp_path, monkeypatch):
+def test_an_edit_survives_sigterm_in_the_autosave_and_is_offered_next(signalled, tiny_gpt2, monkeypatch):
     """A real editor process given an edit (`--recipe`, replayed once the capture is live), then SIGTERM: exit 143,
     the line says the edits were kept, the autosave on disk holds the recipe's step (a clean close would have removed
     it), and the next start on this model offers it (read_recovery: what the window asks when a model is ready)."""
@@ -348,24 +390,11 @@ def test_an_edit_survives_sigterm_in_the_autosave_and_is_offered_next(tiny_gpt2,
 
     from graphsurgeon.ui.operate.session import autosave_path, read_recovery
 
-    cache = tmp_path / "cache"
+    alive, code, err, cache = signalled["recipe"]
+    assert alive, err
     monkeypatch.setenv("GRAPHSURGEON_CACHE_DIR", str(cache))
     recipe = _autosave(tiny_gpt2)["recipe"]
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
     path = autosave_path(tiny_gpt2)
-    proc = _cli("edit", "tiny-gpt2", "--recipe", str(tmp_path / "recipe.json"),
-                env={"QT_QPA_PLATFORM": "offscreen", "GRAPHSURGEON_CACHE_DIR": str(cache)})
-    deadline = time.monotonic() + 300
-    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the recipe is replayed when the capture is live; the edit is then autosaved
-    time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=30)
-    finally:
-        proc.kill()
-    _, err = proc.communicate()
     lines = [line for line in err.splitlines() if "propagateSizeHints" not in line]
     said = "graphsurgeon: SIGTERM, the editor closed (edits kept in the autosave: File → Recover autosaved session)."
     assert code == 143 and lines == [said], err

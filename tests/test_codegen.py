@@ -5,6 +5,7 @@ computes what the captured graph computes, LoRA on some layers included. Also th
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,16 +69,17 @@ def test_mask_builder_is_short_and_right():
               "Embedding(101, 64, padding_idx=0)", "(intermediate_act_fn): GELU(approximate='none')",
               "(layer): ModuleList("]),
 ])
-def test_runs_alone_and_prints_like_hf(arch, expected, tmp_path):
-    """model.py in a clean process that cannot import graphsurgeon: print(model) shows torch.nn layers."""
-    export_folder(fresh(arch), tmp_path / "out")
+def test_runs_alone_and_prints_like_hf(arch, expected, plain_export, tmp_path):
+    """model.py in a clean process that cannot import graphsurgeon: print(model) shows torch.nn layers (the session's
+    export of the tiny model, copied: the process may write its __pycache__)."""
+    out = Path(shutil.copytree(plain_export(arch)[1], tmp_path / "out"))
     code = ("import sys; sys.modules['graphsurgeon'] = None\n"
             "import torch, model\n"
             "m = model.load_model('.').eval()\n"
             "print(m)\n"
             "out = m(input_ids=torch.randint(0, 101, (2, 9)))\n"
             "print(sorted(out), tuple(next(iter(out.values())).shape))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "out", env=clean_env(),
+    result = subprocess.run([sys.executable, "-c", code], cwd=out, env=clean_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     for text in expected:

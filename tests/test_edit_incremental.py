@@ -11,6 +11,7 @@ checked here to be the same objects and, like every other state, equal to a fres
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -68,11 +69,24 @@ def _inputs(cm) -> dict:
     return dict(cm.example_inputs)
 
 
+_FRESH: dict[str, tuple[dict, dict]] = {}  # (arch, recipe) -> a fresh derivation and its outputs (nothing live)
+
+
+def _fresh(arch: str, steps: dict) -> tuple[dict, dict]:
+    """A new capture of `arch` with `steps` replayed: what it derives and outputs, computed once per recipe (the
+    states after insert, redo and undoing every-layer share one recipe; the unedited ones another)."""
+    key = arch + json.dumps(steps, sort_keys=True, default=repr)
+    if key not in _FRESH:
+        fresh = capture(build(arch))
+        if steps["steps"]:
+            replay(fresh, steps)
+        _FRESH[key] = derived(fresh), fresh.run(**_inputs(fresh))
+    return _FRESH[key]
+
+
 def _assert_same(live, arch: str, steps: dict, what: str) -> None:
-    fresh = capture(build(arch))
-    if steps["steps"]:
-        replay(fresh, steps)
-    got, want = derived(live), derived(fresh)
+    want, ref = _fresh(arch, steps)
+    got = derived(live)
     for key in want:
         if key == "views":
             assert got[key].keys() == want[key].keys(), f"{what}: composite paths differ"
@@ -80,7 +94,7 @@ def _assert_same(live, arch: str, steps: dict, what: str) -> None:
                 assert got[key][path] == want[key][path], f"{what}: view {path!r} differs from a fresh derivation"
         else:
             assert got[key] == want[key], f"{what}: {key} differs from a fresh derivation"
-    out, ref = live.run(**_inputs(live)), fresh.run(**_inputs(fresh))
+    out = live.run(**_inputs(live))
     for k in ref:
         torch.testing.assert_close(out[k], ref[k])
 

@@ -48,30 +48,33 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def run_train(folder: Path, *args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+def start_train(folder: Path, *args: str, torchrun: bool = False) -> subprocess.Popen:
+    """train.py of `folder` started as a user starts it (its own process, graphsurgeon not on the path)."""
     cmd = ([str(TORCHRUN), "--nproc_per_node", "2"] if torchrun else [sys.executable]) + ["train.py", *args]
-    return subprocess.run(cmd, cwd=folder, env=clean_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, cwd=folder, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    """What a started train.py printed and its exit status, once it ends (killed after 300 s)."""
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def run_train(folder: Path, *args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    return finish(start_train(folder, *args, torchrun=torchrun))
+
+
+def run_trains(folder: Path, *runs: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Independent train.py runs of `folder` at once (each with its own --run-name): their start-ups overlap."""
+    return [finish(proc) for proc in [start_train(folder, *args) for args in runs]]
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
-
-
-@pytest.fixture(scope="module")
-def qv_export(tmp_path_factory):
-    """arch -> (capture, folder): the tiny model with LoRA r=4 on q and v (PEFT's init, B = 0), exported once per
-    module. Tests read it; one that writes into an export (train.py's runs/, a tokenizer) works on a copy (`own_copy`)."""
-    made: dict[str, tuple] = {}
-
-    def get(arch: str) -> tuple:
-        if arch not in made:
-            cm = fresh(arch)
-            add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
-            out = tmp_path_factory.mktemp(f"{arch}_qv") / "out"
-            export_folder(cm, out)
-            made[arch] = cm, out
-        return made[arch]
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +88,9 @@ def own_copy(folder: Path, where: Path) -> Path:
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("with_lora", [False, True], ids=["no-lora", "b-zero"])
-def test_model_py_matches_original(arch, with_lora, tmp_path, qv_export):
-    if with_lora:  # PEFT's init: B = 0, so nothing may move (the module's export, shared with the tests below)
-        cm, out = qv_export(arch)
-    else:
-        cm, out = fresh(arch), tmp_path / "out"
-        export_folder(cm, out)
+def test_model_py_matches_original(arch, with_lora, qv_export, plain_export):
+    # the session's exports, shared with the tests below (B-zero: PEFT's init, B = 0, so nothing may move)
+    cm, out = qv_export(arch) if with_lora else plain_export(arch)
     model, original = load_exported(out), build(arch)
     x = inputs(arch)
     with torch.no_grad():
@@ -194,7 +194,7 @@ def test_bert_classifier_head_trains(qv_export, tmp_path):
     assert last < first
 
 
-def test_bad_input(tmp_path):
+def test_bad_input(tmp_path, capsys):
     cm = fresh("gpt2")
     add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=2, alpha=4))
     out = tmp_path / "out"
@@ -216,16 +216,15 @@ def test_bad_input(tmp_path):
     assert not (out / "merged").exists() and (out / "model.py").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
 
+    from test_train_script import refused  # main() in-process: exit 2, one line
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input_ids": [1, 2, 3]}\n{"input_ids": [4, 5\n')
-    result = run_train(out, "--data", str(bad), "--steps", "1")
-    assert result.returncode == 2 and "line 2" in result.stderr
-    result = run_train(out, "--data", str(tmp_path / "missing.jsonl"), "--steps", "1")
-    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "line 2" in refused(out, "--data", str(bad), "--steps", "1", capsys=capsys)
+    assert "does not exist" in refused(out, "--data", str(tmp_path / "missing.jsonl"), "--steps", "1", capsys=capsys)
     text = tmp_path / "notes.txt"
     text.write_text("hello world")
-    result = run_train(out, "--data", str(text), "--steps", "1")
-    assert result.returncode == 2 and "no tokenizer" in result.stderr
+    assert "no tokenizer" in refused(out, "--data", str(text), "--steps", "1", capsys=capsys)
 
 
 def test_refuses_invalid_graph(tmp_path):
@@ -278,10 +277,10 @@ def test_text_and_jsonl_data(gpt2_qv, tmp_path):
     tok.save(str(out / "tokenizer.json"))
     text = tmp_path / "corpus.txt"
     text.write_text("the cat sat on the mat " * 40)
-    result = run_train(out, "--data", str(text), "--steps", "3", "--seq-len", "8")
-    assert result.returncode == 0, result.stderr
     rows = tmp_path / "ids.jsonl"
     rows.write_text("\n".join(json.dumps({"input_ids": list(range(i, i + 9))}) for i in range(10)))
-    result = run_train(out, "--data", str(rows), "--steps", "3", "--seq-len", "8")
-    assert result.returncode == 0, result.stderr
-    assert "step 3/3" in result.stdout
+    from_text, from_rows = run_trains(out, ("--data", str(text), "--steps", "3", "--seq-len", "8", "--run-name", "text"),
+                                      ("--data", str(rows), "--steps", "3", "--seq-len", "8", "--run-name", "rows"))
+    assert from_text.returncode == 0, from_text.stderr
+    assert from_rows.returncode == 0, from_rows.stderr
+    assert "step 3/3" in from_rows.stdout

@@ -37,6 +37,7 @@ DROPOUTS = {
 }
 VOCAB = 101
 CAPTURES = {}  # arch -> the CapturedModel the folder was exported from (the editor's graph)
+FOLDERS = {}  # arch -> the export folder
 
 
 def export(model, folder: Path):
@@ -51,7 +52,8 @@ def pair(request, tmp_path_factory):
     """(arch, HF model, exported model.py model), one export per architecture."""
     arch = request.param
     hf = build(arch, **DROPOUTS[arch])
-    cm, ours = export(build(arch, **DROPOUTS[arch]), tmp_path_factory.mktemp(arch) / "out")
+    FOLDERS[arch] = tmp_path_factory.mktemp(arch) / "out"
+    cm, ours = export(build(arch, **DROPOUTS[arch]), FOLDERS[arch])
     CAPTURES[arch] = cm
     return arch, hf, ours
 
@@ -250,15 +252,17 @@ def test_train_mode_dropout_places_and_p(pair):
     assert in_eval.places == []
 
 
-def test_load_model_refuses_missing_key_and_truncated_file(tmp_path):
-    export(build("gpt2"), tmp_path / "out")
-    weights = tmp_path / "out" / "model.safetensors"
-    spec = importlib.util.spec_from_file_location("exported_refusals", tmp_path / "out" / "model.py")
+@pytest.mark.parametrize("pair", ["gpt2"], indirect=True)
+def test_load_model_refuses_missing_key_and_truncated_file(pair, tmp_path):
+    """The module's GPT-2 export (read only: the tests break a copy of it)."""
+    out = FOLDERS[pair[0]]
+    weights = out / "model.safetensors"
+    spec = importlib.util.spec_from_file_location("exported_refusals", out / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
     broken = tmp_path / "missing"
-    shutil.copytree(tmp_path / "out", broken)
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("__pycache__"))
     tensors = load_file(str(weights))
     del tensors["transformer.h.1.mlp.c_fc.weight"]
     save_file(tensors, str(broken / "model.safetensors"))

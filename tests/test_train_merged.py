@@ -18,7 +18,7 @@ from graphsurgeon.surgery import LoRAConfig, add_lora
 
 sys.path.insert(0, str(Path(__file__).parent))
 from surgery_models import build, randomize  # noqa: E402
-from test_export import max_diff, run_train  # noqa: E402
+from test_export import finish, max_diff, start_train  # noqa: E402
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat"]
 CASES = {  # pipeline task -> (arch, head, input)
@@ -47,18 +47,31 @@ def source_folder(folder: Path, arch: str, head: str | None) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def merged_runs(tmp_path_factory) -> dict:
+    """task -> (its folder, train.py's run): every case's source folder captured, LoRA on q and v with random A and B,
+    exported; then the three `train.py --merge` runs started at once (each a process of its own, as a user runs it)."""
+    folders = {}
+    for task, (arch, head, _) in CASES.items():
+        tmp = tmp_path_factory.mktemp(task)
+        cm = capture(str(source_folder(tmp / "source", arch, head)))
+        add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
+        randomize(cm)
+        export_folder(cm, tmp / "out")
+        folders[task] = tmp
+    procs = {task: start_train(tmp / "out", "--synthetic", "--steps", "3", "--merge", "--run-name", "r",
+                               *(("--mask-token-id", "4") if CASES[task][1] == "ForMaskedLM" else ()))
+             for task, tmp in folders.items()}
+    return {task: (folders[task], finish(proc)) for task, proc in procs.items()}
+
+
 @pytest.mark.parametrize("task", list(CASES))
-def test_pipeline_on_merged_runs_without_a_warning(task, tmp_path):
+def test_pipeline_on_merged_runs_without_a_warning(task, merged_runs):
     from transformers import AutoConfig, pipeline
 
     arch, head, text = CASES[task]
-    source = source_folder(tmp_path / "source", arch, head)
-    cm = capture(str(source))
-    add_lora(cm, roles=("q", "v"), config=LoRAConfig(r=4, alpha=8))
-    randomize(cm)
-    export_folder(cm, tmp_path / "out")
-    extra = ("--mask-token-id", "4") if head == "ForMaskedLM" else ()
-    result = run_train(tmp_path / "out", "--synthetic", "--steps", "3", "--merge", "--run-name", "r", *extra)
+    tmp_path, result = merged_runs[task]
+    source = tmp_path / "source"
     assert result.returncode == 0, result.stderr
     merged = tmp_path / "out" / "runs" / "r" / "merged"
     for name in ("tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors", "README.md"):

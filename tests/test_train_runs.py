@@ -20,7 +20,15 @@ from graphsurgeon.surgery import LoRAConfig, add_lora
 
 sys.path.insert(0, str(Path(__file__).parent))
 from surgery_models import build, randomize  # noqa: E402
-from test_export import inputs, load_exported, max_diff, run_train  # noqa: E402
+from test_export import (  # noqa: E402
+    finish,
+    inputs,
+    load_exported,
+    max_diff,
+    run_train,
+    run_trains,
+    start_train,
+)
 
 CASES = {  # name -> (arch, head, PEFT task type, AutoPeftModel class, trained heads)
     "causal": ("gpt2", None, "CAUSAL_LM", "AutoPeftModelForCausalLM", None),
@@ -76,17 +84,37 @@ def hashes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and "runs" not in p.relative_to(folder).parts}
 
 
+def _head_config(head: str | None) -> dict:
+    return {"num_labels": 3} if head == "ForSequenceClassification" else {}
+
+
+@pytest.fixture(scope="module")
+def exported_and_trained(gpt2_export, tmp_path_factory) -> dict:
+    """case -> (export, its source folder, train.py's run, the --merge-only run): every case exported (causal: a copy
+    of the module's gpt2 export), then the three train.py runs started at once, then the three merges at once (each
+    a process of its own, as a user runs it; they only write under runs/r)."""
+    outs = {}
+    for case, (arch, head, *_) in CASES.items():
+        tmp = tmp_path_factory.mktemp(case)
+        if case == "causal":  # the module's gpt2 export (the same export_from_folder call)
+            outs[case] = own_copy(gpt2_export, tmp), gpt2_export.parent / "source"
+        else:
+            outs[case] = export_from_folder(tmp, arch, head, **_head_config(head)), tmp / "source"
+    runs = {case: start_train(out, "--synthetic", "--steps", "4", "--lr", "1e-2", "--run-name", "r", "--eval-split",
+                              "0.25", "--eval-every", "2") for case, (out, _) in outs.items()}
+    runs = {case: finish(proc) for case, proc in runs.items()}
+    merges = {case: start_train(out, "--merge-only", str(out / "runs" / "r")) for case, (out, _) in outs.items()
+              if runs[case].returncode == 0}
+    merges = {case: finish(proc) for case, proc in merges.items()}
+    return {case: (*outs[case], runs[case], merges.get(case)) for case in CASES}
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_path, request):
+def test_auto_peft_model_equals_model_py_before_and_after_training(case, exported_and_trained):
     import peft
 
     arch, head, task, auto, heads = CASES[case]
-    if case == "causal":  # the module's gpt2 export (the same export_from_folder call)
-        shared = request.getfixturevalue("gpt2_export")
-        out, source = own_copy(shared, tmp_path), shared.parent / "source"
-    else:
-        out = export_from_folder(tmp_path, arch, head, **({"num_labels": 3} if head == "ForSequenceClassification" else {}))
-        source = tmp_path / "source"
+    out, source, result, merge = exported_and_trained[case]  # runs write runs/ only, never the export (tested below)
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["task_type"] == task and config["modules_to_save"] == heads
     assert config["base_model_name_or_path"] == str(source.resolve())
@@ -97,8 +125,6 @@ def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_pat
         loaded = first(getattr(peft, auto).from_pretrained(str(out)).eval()(**x))
         assert max_diff(ours, loaded) <= 1e-5
         assert max_diff(ours, first(build(arch, head, **({"num_labels": 3} if head else {})).eval()(**x))) > 1e-3
-    result = run_train(out, "--synthetic", "--steps", "4", "--lr", "1e-2", "--run-name", "r", "--eval-split", "0.25",
-                       "--eval-every", "2")
     assert result.returncode == 0, result.stderr
     run = out / "runs" / "r"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -110,7 +136,6 @@ def test_auto_peft_model_equals_model_py_before_and_after_training(case, tmp_pat
         loaded = first(getattr(peft, auto).from_pretrained(str(run)).eval()(**x))
     assert max_diff(trained, ours) > 1e-4  # training moved the LoRA (and the head)
     assert max_diff(trained, loaded) <= 1e-5
-    merge = run_train(out, "--merge-only", str(run))
     assert merge.returncode == 0, merge.stderr
     with torch.no_grad():
         merged = type(build(arch, head, **({"num_labels": 3} if head else {}))).from_pretrained(str(run / "merged"))
@@ -183,9 +208,9 @@ def test_runs_never_change_the_export_and_resume_is_bit_for_bit(gpt2_export, tmp
     out = own_copy(gpt2_export, tmp_path)
     before = hashes(out)
     common = ("--synthetic", "--lr", "1e-2", "--schedule", "constant", "--warmup", "3", "--grad-accum", "2")
-    whole = run_train(out, *common, "--steps", "20", "--run-name", "whole")
+    whole, half = run_trains(out, (*common, "--steps", "20", "--run-name", "whole"),
+                             (*common, "--steps", "10", "--run-name", "half"))
     assert whole.returncode == 0, whole.stderr
-    half = run_train(out, *common, "--steps", "10", "--run-name", "half")
     assert half.returncode == 0, half.stderr
     assert hashes(out) == before and not (out / "__pycache__").exists()
     again = run_train(out, "--resume", str(out / "runs" / "half"), "--steps", "20")
@@ -200,18 +225,17 @@ def test_runs_never_change_the_export_and_resume_is_bit_for_bit(gpt2_export, tmp
     assert hashes(out) == before
 
 
-def test_nonfinite_source_weights_stop_before_anything_is_saved(gpt2_export, tmp_path):
+def test_nonfinite_source_weights_stop_before_anything_is_saved(gpt2_export, tmp_path, capsys):
     from safetensors.torch import save_file
+    from test_train_script import refused  # main() in-process: exit 2, one line
 
     out = own_copy(gpt2_export, tmp_path)
     tensors = load_file(str(out / "model.safetensors"))
     tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
     save_file(tensors, str(out / "model.safetensors"))
     before = hashes(out)
-    result = run_train(out, "--synthetic", "--steps", "30", "--run-name", "x")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and "not finite at step 1" in line and "nothing was saved" in line
+    line = refused(out, "--synthetic", "--steps", "30", "--run-name", "x", capsys=capsys)
+    assert "not finite at step 1" in line and "nothing was saved" in line
     assert "source weights" in line and "c_fc.weight" in line
     assert not (out / "runs" / "x").exists() and hashes(out) == before
 
