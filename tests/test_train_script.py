@@ -134,7 +134,7 @@ def test_masked_lm_uses_the_mask_token_never_padding(tmp_path, capsys):
     folder = exported(build("bert", "ForMaskedLM"), tmp_path / "out")
     assert "--mask-token-id" in refused(folder, "--synthetic", "--steps", "2", capsys=capsys)
     assert "padding" in refused(folder, "--synthetic", "--steps", "2", "--mask-token-id", "0", capsys=capsys)  # [PAD]
-    train = import_train(folder)
+    import_train(folder)  # its train_data module with it
     ids = torch.randint(5, 100, (4, 12), generator=torch.Generator().manual_seed(1))
     attention = torch.ones_like(ids)
     attention[:, 8:] = 0
