@@ -6,14 +6,15 @@ def add_lora(model: nn.Module) -> None:
         parent = model.get_submodule(parent_path)
         have = getattr(parent, name, None)
         lora = dict(r=hp["r"], scaling=hp["scaling"], dropout=hp["dropout"])
-        bias = getattr(have, "bias", None) is not None  # a holder of a bias-free projection has no .bias
         if hp["kind"] == "update" and not isinstance(have, LoRA):
             parent.add_module(name, LoRA(hp["in_features"], hp["out_features"], **lora))
         elif hp["kind"] == "linear" and type(have).__name__ != "LoRALinear":
+            bias = getattr(have, "bias", None) is not None  # a holder of a bias-free projection has no .bias
             parent.add_module(name, LoRALinear(hp["in_features"], hp["out_features"], bias, **lora))
         elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
             parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
         elif hp["kind"] == "conv1x1" and type(have).__name__ != "LoRAConv1x1":
+            bias = getattr(have, "bias", None) is not None
             parent.add_module(name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, bias, **lora))
 
 
