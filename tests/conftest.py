@@ -108,6 +108,8 @@ def each_test_ends_its_workers_and_windows():
             continue
         thread.join(120)
         assert not thread.is_alive(), f"the thread {thread.name!r} this test started still runs 120 s after it"
+    if "graphsurgeon.ui.ui_gc" in sys.modules:  # a window turned automatic collection off: collect what is due here
+        sys.modules["graphsurgeon.ui.ui_gc"].collect_due()
     if "PySide6.QtCore" in sys.modules:  # the windows pytest-qt closed (deleteLater) go now, on this thread: none
         from PySide6.QtCore import QCoreApplication, QEvent  # keeps its timers firing into the next test
 

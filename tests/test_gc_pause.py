@@ -9,7 +9,8 @@ from graphsurgeon.graph.gc_pause import paused_gc
 
 
 def test_nested_and_threaded_pauses_restore_the_collector():
-    assert gc.isenabled()
+    was = gc.isenabled()  # off once an editor window collects on its UI thread (ui/ui_gc)
+    gc.enable()
     inside = threading.Event()
     leave = threading.Event()
 
@@ -34,10 +35,12 @@ def test_nested_and_threaded_pauses_restore_the_collector():
             pass
         assert not gc.isenabled()  # off before: stays off
     finally:
-        gc.enable()
+        (gc.enable if was else gc.disable)()
 
 
 def test_a_command_that_exits_freezes_what_it_made():
+    was = gc.isenabled()
+    gc.enable()
     made = [[] for _ in range(3)]
     try:
         with paused_gc(exiting=True):
@@ -45,3 +48,4 @@ def test_a_command_that_exits_freezes_what_it_made():
         assert gc.isenabled() and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+        (gc.enable if was else gc.disable)()

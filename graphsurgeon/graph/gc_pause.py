@@ -19,6 +19,11 @@ _DEPTH = 0
 _WAS_ENABLED = False
 
 
+def pausing() -> bool:
+    """A pause is in progress (in any thread)."""
+    return _DEPTH > 0
+
+
 @contextmanager
 def paused_gc(exiting: bool = False):
     """No cyclic garbage collection inside this block (reference counting still frees memory).

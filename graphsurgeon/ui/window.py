@@ -18,6 +18,7 @@ from graphsurgeon.ui.code_panel import install as install_code_panel
 from graphsurgeon.ui.operate import install as install_operate
 from graphsurgeon.ui.scene import GraphScene, port_block
 from graphsurgeon.ui.shape_table import ShapeTable
+from graphsurgeon.ui.ui_gc import collect_on_ui_thread
 
 PRESETS = ["gpt2", "bert-base-uncased", "tiny-gpt2", "tiny-bert"]
 SHAPES_HEIGHT = 290  # the shape table's dock: ~11 rows at 1600×1000 (it was 190: ~5 rows)
@@ -68,6 +69,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, cm=None, path: str = "") -> None:
         super().__init__()
+        collect_on_ui_thread()  # Qt objects in reference cycles are freed on this thread, never a worker's
         self.resize(1600, 1000)
         self.controller = Controller(cm, path)
         self.scene = GraphScene(self.controller)
