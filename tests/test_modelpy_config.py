@@ -87,18 +87,23 @@ def inputs(seed: int = 3) -> dict[str, torch.Tensor]:
     return x
 
 
+def at_second_config(folder, changes: dict, tmp_path):
+    """model.py beside its config.json with `changes`, in a folder of its own: (that folder, model.py imported)."""
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copy(folder / "model.py", second / "model.py")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (second / "config.json").write_text(json.dumps(cfg))
+    return second, module_of(second)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_second_config_equals_hf_at_that_config(arch, tmp_path):
     """config.json changed beside model.py (hidden, heads, head_dim, layers, vocab): model.py's model, random init
     then HF's state dict loaded, equals HF at that config; the config dataclass read every changed field it has."""
     folder = exported(arch)
-    second = tmp_path / "second"
-    second.mkdir()
-    shutil.copy(folder / "model.py", second / "model.py")
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(SECOND[arch])
-    (second / "config.json").write_text(json.dumps(cfg))
-    mod = module_of(second)
+    second, mod = at_second_config(folder, SECOND[arch], tmp_path)
     config = mod.Config.from_json(str(second / "config.json"))
     fields = {f for f in vars(config)}
     assert {k for k in SECOND[arch] if k in fields}, "the dataclass reads none of the sizes"
@@ -205,13 +210,7 @@ def test_fused_lora_layouts_at_a_second_config(model_type, tmp_path):
     heads, layers moved): with random non-zero A, B it equals the Hugging Face model at that config whose fused
     weight got B·A·scaling on the q and v rows (the rows as the second config lays them out)."""
     folder = fused_exported(model_type)
-    second = tmp_path / "second"
-    second.mkdir()
-    shutil.copy(folder / "model.py", second / "model.py")
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(FUSED[model_type])
-    (second / "config.json").write_text(json.dumps(cfg))
-    mod = module_of(second)
+    second, mod = at_second_config(folder, FUSED[model_type], tmp_path)
     torch.manual_seed(1)
     ours = mod.Model(mod.Config.from_json(str(second / "config.json"))).eval()
     hf = fused_model(model_type, **FUSED[model_type])
