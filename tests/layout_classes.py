@@ -228,20 +228,20 @@ class BiasFreeGlobalLocal(GlobalLocalAttention):
         self.q = nn.Linear(D, D, bias=False)
 
 
-def with_first_call_delta(model: nn.Module, module: str, a: torch.Tensor, b: torch.Tensor, scaling: float):
-    """A copy of `model` whose `module` adds B·A·x·scaling at its first call of each forward only (a forward hook
-    counting calls, reset by a hook on the model)."""
-    model = copy.deepcopy(model)
-    calls = [0]
-    model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, 0))
 
-    def hook(_, args, output):
-        calls[0] += 1
-        return output + (args[0] @ a.T @ b.T) * scaling if calls[0] == 1 else output
+class FusedTwice(nn.Module):
+    """A fused qkv projection split for the attention, and called a second time on learned global states whose
+    output is used whole (no q/k/v columns at that call): a LoRA on q's columns cannot apply at both calls."""
 
-    model.get_submodule(module).register_forward_hook(hook)
-    return model
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.o = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.globals = nn.Parameter(torch.randn(1, 2, 3 * D // 3))
 
+    def forward(self, x):
+        q, k, v = (heads(t) for t in self.qkv(x).split(D, -1))
+        pooled = self.qkv(self.globals).mean(-1, keepdim=True)  # [1, 2, 1]: the whole output, no split
+        return x + self.o(merge(nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))) + pooled.mean(1)
 
 class RoutedBlock(nn.Module):
     """SDPA attention, then a routed MLP whose weights cross modules through no-op casts."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 import sys
 from pathlib import Path
@@ -341,27 +342,114 @@ def test_a_projection_called_twice_in_one_attention(tmp_path_factory):
         assert (out(load_exported(folder)(**x)) - lc.with_peft(module, cm)(**x)).abs().max() <= TOL
 
 
-def test_a_lora_on_one_call_of_a_bias_free_projection(tmp_path):
-    """A LoRA inserted on one of two calls of a bias-free q (the editor's drop on one call): the calls differ, so
-    they are written inline in the attention, q is built as LoRALinear without a bias by model.py's add_lora, and
-    model.py equals the module with B·A·x added at that call only (a hook on the module)."""
-    from graphsurgeon.surgery import find_targets, insert_lora, lora_weights
+def test_a_lora_dropped_on_one_call_is_added_at_every_call(tmp_path):
+    """A LoRA dropped in the editor on one of the two calls of a bias-free q (on the global states, not the tokens):
+    a LoRA belongs to its module, so both calls carry it, one lora_A/lora_B, as PEFT and the merged weights apply
+    it: the graph, model.py (self-checked) and the merged weights equal PEFT with the same A, B; the status text
+    says so; undo removes both calls (the module again), redo brings both back; deleting it at one call deletes
+    both; the recipe records one step and replays to the same graph."""
+    from peft import PeftModel
+
+    from graphsurgeon.surgery import lora_weights
+    from graphsurgeon.surgery.recipe import recipe_dict, replay
+    from graphsurgeon.ui.operate.session import EditSession
+    from graphsurgeon.export.templates import lora_math
 
     module = lc.build(lc.BiasFreeGlobalLocal)
-    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
-    token_q = [t for t in find_targets(cm) if t.module == "layers.0.q" and t.input_node == "embedding"]
-    assert len(token_q) == 1
-    block = insert_lora(cm, token_q[0], LoRAConfig(r=2, alpha=4))
+    x = ids(2, 10, 0)
+    cm = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    session, before = EditSession(cm), cm.gm.code
+    ids_of = {i: t for i, t in session.candidates("layers.0").items()
+              if t.module == "layers.0.q" and t.input_node != "embedding"}  # q's call on the global states
+    assert ids_of, session.candidates("layers.0")
+    entry = session.drop("layers.0", next(iter(ids_of)), config=LoRAConfig(r=2, alpha=4))
+    assert entry.text.endswith("q runs 2 times per forward: LoRA added at both calls — one adapter, as PEFT and "
+                               "merged weights apply it")
+    assert list(cm.loras) == ["layers.0.lora_q"]
+    adds = [n for n in cm.gm.graph.nodes if n.target is torch.ops.aten.add.Tensor
+            and list(n.meta["nn_module_stack"])[-1] == "layers.0.lora_q"]
+    assert len(adds) == 2  # one insertion per call, one LoRA module
+    assert [n for n, _ in cm.gm.named_modules() if n.endswith("lora_A")] == ["layers.0.lora_q.lora.lora_A"]
     randomize(cm, seed=3)
-    a, b = lora_weights(cm, block.path)
-    truth = lc.with_first_call_delta(module, "layers.0.q", a.weight.detach(), b.weight.detach(), 2.0)
-    export_folder(cm, tmp_path / "one-call")
-    code = (tmp_path / "one-call" / "model.py").read_text()
-    assert "self.lora_q" not in code and "self.q.lora_A(" in code  # the LoRA read at its exported place
-    x = ids(3, 7, 1)
+    y = ids(3, 7, 1)
     with torch.no_grad():
-        assert (out(cm.run(**x)) - truth(**x)).abs().max() <= TOL
-        assert (out(load_exported(tmp_path / "one-call")(**x)) - truth(**x)).abs().max() <= TOL
+        peft = lc.with_peft(module, cm)
+        adapted = out(cm.run(**y))
+        assert (adapted - out(peft(**y))).abs().max() <= TOL and (adapted - module(**y)).abs().max() > 1e-3
+        result = export_folder(cm, tmp_path / "out")
+        assert result.check.startswith("model.py checked against the graph: 2 lengths, random LoRA")
+        assert (out(load_exported(tmp_path / "out")(**y)) - out(peft(**y))).abs().max() <= TOL
+        by_adapter = PeftModel.from_pretrained(copy.deepcopy(module), str(tmp_path / "out")).eval()
+        assert (out(by_adapter.get_base_model()(**y)) - out(peft(**y))).abs().max() <= TOL
+    blocks = json.loads((tmp_path / "out" / "surgery.json").read_text())["loras"]
+    assert [b["target"]["module"] for b in blocks] == ["layers.0.q"]  # folded once, as train.py's merge reads it
+    a, b = (w.weight.detach().clone() for w in lora_weights(cm, "layers.0.lora_q"))
+    merged = lora_math.fold(module.state_dict()["layers.0.q.weight"], {"A": a, "B": b, "columns": None,
+                                                                      "scaling": cm.loras["layers.0.lora_q"].config.scaling},
+                            fan_in_fan_out=False)
+    want = copy.deepcopy(peft).merge_and_unload().state_dict()["layers.0.q.weight"]
+    assert (merged - want).abs().max() <= TOL and (merged - module.state_dict()["layers.0.q.weight"]).abs().max() > 1e-4
+
+    recipe = recipe_dict(session.history)
+    assert [s["op"] for s in recipe["steps"]] == ["insert"]  # recorded once
+    edited = cm.gm.code
+    session.undo()
+    cm.gm.graph.lint()
+    assert not cm.loras and cm.gm.code == before and not [n for n, _ in cm.gm.named_modules() if "lora" in n]
+    with torch.no_grad():
+        assert (out(cm.run(**y)) - module(**y)).abs().max() <= TOL
+    session.redo()
+    assert cm.gm.code == edited and torch.equal(lora_weights(cm, "layers.0.lora_q")[1].weight, b)
+    with torch.no_grad():
+        assert (out(cm.run(**y)) - adapted).abs().max() <= TOL
+    deleted = session.delete("layers.0.lora_q")
+    assert "LoRA removed at both calls" in deleted.text
+    assert not cm.loras and cm.gm.code == before
+    session.undo()
+    assert cm.gm.code == edited
+    with torch.no_grad():
+        assert (out(cm.run(**y)) - adapted).abs().max() <= TOL
+
+    again = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    replay(again, recipe)
+    assert again.gm.code == edited and list(again.loras) == ["layers.0.lora_q"]
+    with torch.no_grad():
+        for w, want_w in zip(lora_weights(again, "layers.0.lora_q"), (a, b)):
+            w.weight.copy_(want_w)
+        assert (out(again.run(**y)) - adapted).abs().max() <= TOL
+
+
+def test_a_call_that_cannot_take_the_lora_refuses_it_at_every_call():
+    """A fused qkv called twice, split into q/k/v at one call only: a LoRA on q's columns is refused in one sentence
+    naming the module and the other call (never a LoRA on one call only), the graph unchanged; the whole qkv
+    dropped on its second call in the editor is added at both calls."""
+    from graphsurgeon.graph.lora_sites import lora_sites
+    from graphsurgeon.surgery import find_targets, insert_lora
+    from graphsurgeon.ui.operate.session import EditSession
+    from graphsurgeon.validate.diagnostics import ValidationError
+
+    module = lc.build(lc.FusedTwice)
+    cm = capture_module(module, ids(2, 10, 0), dynamic={"input_ids": {0: "batch", 1: "seq"}})
+    code = cm.gm.code
+    q = next(t for t in find_targets(cm) if t.role == "q" and t.layer == 0)
+    with pytest.raises(ValidationError) as info:
+        insert_lora(cm, q, LoRAConfig(r=2))
+    message = str(info.value)
+    assert "layers.0.qkv runs 2 times per forward" in message and "its call 2 (linear_1)" in message, message
+    assert message.endswith("adapt the whole projection (--targets qkv) instead.") and message.count(". ") == 0
+    with pytest.raises(ValidationError, match="layers.0.qkv runs 2 times per forward"):
+        add_lora(cm, ("q",), "all", LoRAConfig(r=2))
+    assert not cm.loras and cm.gm.code == code
+    session = EditSession(cm)
+    entry = session.drop("layers.0", "m:layers.0.qkv/out/linear_1", config=LoRAConfig(r=2))  # the globals' call
+    assert "qkv runs 2 times per forward: LoRA added at both calls" in entry.text
+    assert sorted(b.target.target_node for b in lora_sites(cm)) == ["linear", "linear_1"]
+    randomize(cm, seed=3)
+    y = ids(3, 7, 1)
+    with torch.no_grad():
+        assert (out(cm.run(**y)) - out(lc.with_peft(module, cm)(**y))).abs().max() <= TOL
+    session.undo()
+    assert cm.gm.code == code
 
 
 def test_a_no_op_cast_crossing_modules(tmp_path_factory):

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from graphsurgeon.surgery.lora import batched, block_path, connect_lora, disconnect_lora, insert_lora, reinsert, remove_lora
+from graphsurgeon.surgery.lora import (batched, block_path, connect_lora, disconnect_lora, first_call, insert_lora, lora_calls,
+                                      reinsert, remove_lora)
 from graphsurgeon.surgery.spec import LoRAConfig, Target
 
 
@@ -47,6 +48,16 @@ def _describe(target: Target, config: LoRAConfig) -> str:
     return f"{where} {target.role}, r={config.r}"
 
 
+def every_call_text(target: Target, calls: int, done: str = "added") -> str:
+    """The sentence an edit of a LoRA on a module that runs more than once adds to its text ("" when it runs once)."""
+    if calls < 2:
+        return ""
+    leaf = target.module.rsplit(".", 1)[-1]
+    where = "both calls" if calls == 2 else f"all {calls} calls"
+    return f" — {leaf} runs {calls} times per forward: LoRA {done} at {where} — one adapter, as PEFT and merged " \
+           "weights apply it"
+
+
 class InsertLoRA(Command):
     """Add one LoRA block on `target`: an Add LoRA Layer, or with bare=True the LoRA Layer alone (unconnected)."""
 
@@ -58,6 +69,8 @@ class InsertLoRA(Command):
 
     def apply(self, cm) -> Record:
         insert_lora(cm, self.target, self.config, weights=self.weights, bare=self.bare)
+        if not self.bare:  # inserted at every call of its module: said in the edit's text (status bar, undo list)
+            self.text = self.text.split(" — ")[0] + every_call_text(self.target, lora_calls(cm, self.path))
         return Record(added=[self.path])
 
     def revert(self, cm) -> Record:
@@ -104,8 +117,10 @@ class RemoveLoRA(Command):
 
             raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
         self.path = path
+        self.block = first_call(cm, path)  # removed at every call of its module; inserted again from its first call
         self.weights: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.text = f"Remove LoRA Layer from {_describe(self.block.target, self.block.config)}"
+        self.text = f"Remove LoRA Layer from {_describe(self.block.target, self.block.config)}" + \
+            every_call_text(self.block.target, lora_calls(cm, path), "removed")
 
     def apply(self, cm) -> Record:
         self.weights = remove_lora(cm, self.path)
@@ -148,7 +163,7 @@ class ChangeLoRA(Command):
             cm.loras = saved
         if problems:
             raise ValidationError(problems)
-        self.block = cm.loras[self.path]  # its current kind and connection are kept
+        self.block = first_call(cm, self.path)  # its current kind and connection are kept, at every call
         self.old_weights = remove_lora(cm, self.path)
         weights = self.new_weights
         if weights is None and self.new.r == self.old.r:
@@ -157,7 +172,7 @@ class ChangeLoRA(Command):
         return Record(changed=[self.path])
 
     def revert(self, cm) -> Record:
-        self.block = cm.loras[self.path]
+        self.block = first_call(cm, self.path)
         self.new_weights = remove_lora(cm, self.path)
         reinsert(cm, self.block, self.old, self.old_weights)
         return Record(changed=[self.path])

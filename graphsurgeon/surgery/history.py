@@ -63,10 +63,10 @@ class History:
 
 def lora_command(cm, roles=("q", "v"), layers="all", config: LoRAConfig | None = None) -> Compound:
     """The compound command adding a LoRA block on every resolved target (not applied yet)."""
-    from graphsurgeon.surgery.targets import resolve_targets
+    from graphsurgeon.surgery.targets import per_module, resolve_targets
 
     config = config or LoRAConfig()
-    targets = resolve_targets(cm, roles, layers)
+    targets = per_module(resolve_targets(cm, roles, layers))  # each inserted at every call of its module
     text = f"Add LoRA Layer ({'+'.join(r.upper() if len(r) == 1 else r for r in roles)}, r={config.r}) " \
            f"to {len({t.layer for t in targets})} layer(s)"
     return Compound(text, [InsertLoRA(t, config) for t in targets])

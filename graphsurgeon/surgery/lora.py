@@ -17,6 +17,7 @@ holds an interleaved column set in another layout (GPT-NeoX's heads before seq),
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from itertools import pairwise
 
@@ -30,6 +31,7 @@ from graphsurgeon.validate.diagnostics import Diagnostic, ValidationError
 from graphsurgeon.validate.local import check_insertion
 
 aten = torch.ops.aten
+_SUFFIXED = re.compile(r"^(.*?)_(\d+)$")  # an fx node name with the suffix fx adds to a name already used
 
 
 _BATCHED: set[int] = set()  # id(gm) of graphs inside `batched`: code marked stale once at the end
@@ -79,15 +81,63 @@ def _stack(node: torch.fx.Node) -> dict:
 def insert_lora(cm, target: Target, config: LoRAConfig,
                 weights: tuple[torch.Tensor, torch.Tensor] | None = None, check: bool = True,
                 bare: bool = False) -> LoRABlock:
-    """Insert one Add LoRA Layer on `target`; refused (nothing changed) with a ValidationError on a bad edit.
+    """Insert an Add LoRA Layer on `target` and at every other call of its module; refused (nothing changed) with
+    a ValidationError on a bad edit, or when one of the calls cannot take it (never a LoRA on some calls only).
 
-    bare=True inserts the "LoRA Layer" alone: the same branch reading the projection's input, its output
-    left unconnected until `connect_lora` adds it onto a value the user picks.
+    A LoRA belongs to its module: a module that runs N > 1 times per forward (PegasusX's q on the tokens and on
+    the global states, a shared layer) gets one LoRA module, one pair of weights, applied at every call, as PEFT's
+    adapter and the merged weights apply it (`lora_calls` counts them). bare=True inserts the "LoRA Layer" alone at
+    this call: the same branch reading the projection's input, its output left unconnected until `connect_lora`
+    adds it onto a value the user picks.
     """
+    from graphsurgeon.surgery.targets import TargetError, calls_of
+
+    try:
+        calls = [target] if bare else calls_of(cm, target)
+    except TargetError as err:
+        raise ValidationError([Diagnostic(target.target_node, str(err))]) from None
     if check:
-        problems = check_insertion(cm, target, config)
+        problems = _call_problems(cm, calls, target, config)
         if problems:
             raise ValidationError(problems)
+    with batched(cm):  # in graph order: the first call makes the LoRA module, the others read it
+        block = _insert_at(cm, calls[0], config, weights, bare)
+        for call in calls[1:]:  # the module's other calls read the same LoRA module
+            block = _insert_at(cm, call, config, None, bare, shared=True)
+    return block
+
+
+def _call_problems(cm, calls: list[Target], given: Target, config: LoRAConfig) -> list[Diagnostic]:
+    """check_insertion at each call; a refused other call than `given` is named (module, call number, node)."""
+    held = cm.loras.get(block_path(given))
+    if len(calls) > 1 and held is not None and held.kind == "add":
+        return [Diagnostic(given.target_node, f"{held.path} already adapts {given.module} at every one of its "
+                                              f"{len(calls)} calls; change its r/alpha/dropout instead of adding a "
+                                              "second LoRA.", "no LoRA", held.path)]
+    number = {t.target_node: i for i, t in enumerate(calls, 1)}  # calls are in graph order
+    for call in sorted(calls, key=lambda t: t is not given):  # the given call's own problems first
+        problems = check_insertion(cm, call, config)
+        if problems and call is not given:
+            reason = problems[0].message.rstrip(".")
+            return [Diagnostic(call.target_node, f"{given.module} runs {len(calls)} times per forward and its LoRA "
+                                                 "applies at every call (one adapter, as PEFT and merged weights "
+                                                 f"apply it), but its call {number[call.target_node]} "
+                                                 f"({call.target_node}) cannot take it: {reason}; nothing was added.",
+                               problems[0].expected, problems[0].found)]
+        if problems:
+            return problems
+    return []
+
+
+def lora_calls(cm, path: str) -> int:
+    """How many calls of its module the Add LoRA Layer at `path` is inserted at (1 for a module that runs once)."""
+    block = cm.loras.get(path)
+    return 0 if block is None else 1 + len(other_calls(cm, block))
+
+
+def _insert_at(cm, target: Target, config: LoRAConfig, weights: tuple[torch.Tensor, torch.Tensor] | None,
+               bare: bool, shared: bool = False) -> LoRABlock:
+    """Insert the block at one call of `target`'s module; shared=True reads the LoRA module an earlier call made."""
     gm, graph = cm.gm, cm.gm.graph
     nodes = {n.name: n for n in graph.nodes}
     tnode, xnode = nodes[target.target_node], nodes[target.input_node]
@@ -97,18 +147,19 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
     fake = tval.fake_mode
     dtype, device = _weight_placement(gm, target, tval)
 
-    lora_A = torch.nn.Linear(target.in_features, config.r, bias=False, device=device, dtype=dtype)
-    lora_B = torch.nn.Linear(config.r, target.out_features, bias=False, device=device, dtype=dtype)
-    if weights is not None:
-        with torch.no_grad():
-            lora_A.weight.copy_(weights[0])
-            lora_B.weight.copy_(weights[1])
-    else:
-        init_weights(lora_A, lora_B, config)
-    container = torch.nn.Module()
-    container.add_module("lora_A", lora_A)
-    container.add_module("lora_B", lora_B)
-    gm.add_submodule(mod_path, container)
+    if not shared:
+        lora_A = torch.nn.Linear(target.in_features, config.r, bias=False, device=device, dtype=dtype)
+        lora_B = torch.nn.Linear(config.r, target.out_features, bias=False, device=device, dtype=dtype)
+        if weights is not None:
+            with torch.no_grad():
+                lora_A.weight.copy_(weights[0])
+                lora_B.weight.copy_(weights[1])
+        else:
+            init_weights(lora_A, lora_B, config)
+        container = torch.nn.Module()
+        container.add_module("lora_A", lora_A)
+        container.add_module("lora_B", lora_B)
+        gm.add_submodule(mod_path, container)
 
     consumer = _consumer_stack(tnode, path.rpartition(".")[0])
     branch_stack = ({**consumer, path: (path, "LoRALayer")} if bare else
@@ -173,12 +224,29 @@ def insert_lora(cm, target: Target, config: LoRAConfig,
 
 
 def remove_lora(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Remove the block at `path`; returns its (A, B) weights so the removal can be reverted exactly."""
+    """Remove the block at `path` from every call of its module; returns its (A, B) weights so the removal can be
+    reverted exactly (`first_call` gives the insertion to insert again)."""
     from graphsurgeon.errors import GraphsurgeonError
 
-    block = cm.loras.get(path)
-    if block is None:
+    if path not in cm.loras:
         raise GraphsurgeonError(f"there is no LoRA block at {path!r}; existing: {', '.join(cm.loras) or 'none'}.")
+    with batched(cm):
+        while path in cm.loras:
+            weights = _remove_one(cm, path)
+    return weights
+
+
+def first_call(cm, path: str) -> LoRABlock:
+    """The insertion of the block at `path` made first (its nodes' names carry no fx suffix; the first call in graph
+    order): inserting it again inserts every call in the order and under the names they had."""
+    block = cm.loras[path]
+    calls = [block] + other_calls(cm, block)
+    return min(calls, key=lambda b: (len(b.add_node), b.add_node))
+
+
+def _remove_one(cm, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove the block's insertion `cm.loras[path]`; the module's other calls keep the LoRA module and weights."""
+    block = cm.loras[path]
     gm, graph = cm.gm, cm.gm.graph
     nodes = {n.name: n for n in graph.nodes}
     others = other_calls(cm, block)  # a module that runs more than once: an insertion per call, one LoRA module
@@ -299,6 +367,15 @@ def _free_names(graph: torch.fx.Graph, names: set[str]) -> None:
     used.difference_update(names)
     for obj in [o for o, n in owners.items() if n in names]:
         del owners[obj]
+    counts = getattr(ns, "_base_count", None)  # the last suffix per base: wound back to the highest still used
+    if isinstance(counts, dict):
+        for name in names:
+            base = _SUFFIXED.match(name).group(1) if _SUFFIXED.match(name) else name
+            n = counts.get(base, 0)
+            while n > 0 and f"{base}_{n}" not in used:
+                n -= 1
+            if base in counts:
+                counts[base] = n
 
 
 def _delete_submodule(gm: torch.nn.Module, path: str) -> None:

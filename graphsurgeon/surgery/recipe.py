@@ -195,14 +195,17 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
         raise RecipeError(f"this recipe was made on {made_on}{f' ({example}, …)' if example else ''}, not on this "
                           f"{cm.model_class}; replay it on a {made_on}, or map its steps by role and layer "
                           "(--map-by-role) and check what it adapts.")
-    available = {(t.role, t.layer): t for t in find_targets(cm)}
+    found = find_targets(cm)
+    available = {(t.role, t.layer): t for t in found}
     available.update({(t.role, t.layer): t for t in projection_targets(cm) if (t.role, t.layer) not in available})
+    on_module = {(t.role, t.layer, t.module): t for t in reversed(found)}  # the step's own module first (an encoder's and a
+    # decoder's layer 0 share a role and a layer); its first call: the insert adds it at every call of the module
     history = history or History(cm)
     commands: list[Command] = []
     notes: list[str] = []
     for i, step in enumerate(data["steps"]):
         key = (step["role"], step["layer"])
-        target = available.get(key)
+        target = on_module.get((*key, step["module"])) or available.get(key)
         if target is None and isinstance(key[0], str) and (key[0].lower(), key[1]) in available:
             raise RecipeError(f"step {i + 1} names the role {key[0]!r}, and roles are lower case: write "
                               f"{key[0].lower()!r} in the recipe.")

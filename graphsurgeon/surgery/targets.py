@@ -95,16 +95,64 @@ def _every_call(cm, targets: list[Target]) -> list[Target]:
     if not whole:
         return targets
     have = {t.target_node for t in targets}
-    extra = []
+    extra = [call for t in whole.values() for call in _whole_calls(cm, t) if call.target_node not in have]
+    return targets + extra
+
+
+def _whole_calls(cm, target: Target) -> list[Target]:
+    """A target on the whole output of `target.module` at each of its calls, in graph order (the rule of one LoRA
+    per module: every call of a projection's module applies its LoRA)."""
+    out = []
     for node in cm.gm.graph.nodes:
         stack = node.meta.get("nn_module_stack") or {}
-        if node.op != "call_function" or node.name in have or not stack or list(stack.values())[-1][0] not in whole:
+        if node.op != "call_function" or not stack or list(stack.values())[-1][0] != target.module:
             continue  # a projection's output sits in its module's call
         hit = projection(node)
-        t = whole.get(hit["module"]) if hit is not None else None
-        if t is not None and hit["kind"] == t.kind:
-            extra.append(_make(dict(hit, target=node, columns=None, width=hit["out_features"]), t.role, t.attention))
-    return targets + extra
+        if hit is not None and hit["module"] == target.module and hit["kind"] == target.kind:
+            out.append(_make(dict(hit, target=node, columns=None, width=hit["out_features"]), target.role,
+                             target.attention))
+    return out
+
+
+def calls_of(cm, target: Target) -> list[Target]:
+    """`target` at every call of its module, in graph order (the same graph whichever call the LoRA was dropped on):
+    a LoRA belongs to its module, so PEFT's adapter and the merged weights apply it wherever the module runs. A call where the same
+    columns cannot be found (a fused projection whose slice is traced at one call only) raises one TargetError
+    naming the module and the call."""
+    if target.columns is None:
+        calls = _whole_calls(cm, target)
+    else:  # a slice of a fused projection: the same columns traced at every call
+        whole = _whole_calls(cm, Target(**{**target.as_dict(), "columns": None}))
+        if len(whole) < 2:
+            return [target]  # the module runs once (traced again only when it runs more often)
+        calls = [t for t in find_targets(cm) if t.module == target.module and t.role == target.role
+                 and t.columns == target.columns]
+        traced = {t.input_node for t in calls}
+        missing = next(((i, t) for i, t in enumerate(whole, 1) if t.input_node not in traced), None)
+        if missing is not None:
+            raise TargetError(f"{target.module} runs {len(whole)} times per forward and a LoRA applies at every call "
+                              f"of it (as PEFT and merged weights do), but its call {missing[0]} "
+                              f"({missing[1].target_node}) has no {target.role} columns {target.column_text} to "
+                              f"adapt as this call has; adapt the whole projection "
+                              f"(--targets {projection_name(target.module)}) instead.")
+    given = [t for t in calls if t.target_node == target.target_node] or \
+        [t for t in calls if t.input_node == target.input_node]
+    if len(given) != 1:
+        return [target]  # not found among its module's calls (an edited graph): the target alone, as given
+    return [target if t is given[0] else t for t in calls]
+
+
+def per_module(targets: list[Target]) -> list[Target]:
+    """One target per LoRA (module, role, columns): a LoRA inserted on it is inserted at every call of its module
+    (`calls_of`), so the other calls' targets would adapt the same module twice."""
+    seen: set[tuple] = set()
+    out = []
+    for t in targets:
+        key = (t.module, t.role, t.columns)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
 
 
 def _covers(group: list[Target], hits: list[dict]) -> bool:

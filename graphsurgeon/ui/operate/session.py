@@ -15,6 +15,7 @@ from graphsurgeon.cache_dir import cache_root
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import ChangeLoRA, Compound, ConnectLoRA, History, InsertLoRA, LoRAConfig, RemoveLoRA, Target
 from graphsurgeon.surgery import find_targets, projection_targets, resolve_targets
+from graphsurgeon.surgery.targets import per_module
 from graphsurgeon.surgery.history import Entry
 
 KINDS = ("add_lora", "lora")
@@ -183,8 +184,8 @@ class EditSession:
             raise OperateError(self.why_not(path, id))
         bare = kind == "lora"  # the LoRA Layer alone: its output is wired by the user (connect)
         if every_layer:
-            targets = [t for t in resolve_targets(self.cm, (target.role,), "all")
-                       if t.layer is not None or t.target_node == target.target_node]
+            targets = per_module([t for t in resolve_targets(self.cm, (target.role,), "all")
+                                  if t.layer is not None or t.module == target.module])
             what = "bare LoRA Layer" if bare else "LoRA Layer"
             text = f"Add {what} ({target.role}, r={config.r}) to {len(targets)} layer(s)"
             command = Compound(text, [InsertLoRA(t, config, bare=bare) for t in targets])
