@@ -409,6 +409,15 @@ def test_a_lora_dropped_on_one_call_is_added_at_every_call(tmp_path):
     assert cm.gm.code == edited
     with torch.no_grad():
         assert (out(cm.run(**y)) - adapted).abs().max() <= TOL
+    session.edit("layers.0.lora_q", r=4)  # a new r: new A, B (B = 0) at both calls, one LoRA module
+    cm.gm.graph.lint()
+    assert [n.meta["val"].shape[-1] for n in cm.gm.graph.nodes if n.name.startswith("layers_0_lora_q_A")] == [4, 4]
+    with torch.no_grad():
+        assert (out(cm.run(**y)) - module(**y)).abs().max() <= TOL
+    session.undo()
+    assert cm.gm.code == edited
+    with torch.no_grad():
+        assert (out(cm.run(**y)) - adapted).abs().max() <= TOL
 
     again = capture_module(module, x, dynamic={"input_ids": {0: "batch", 1: "seq"}})
     replay(again, recipe)
