@@ -38,7 +38,8 @@ def test_pegasus_x_drop_on_one_call_of_q_adds_it_at_every_call(tmp_path):
     order = [n.name for n in cm.gm.graph.nodes if n.name in calls]
     entry = session.drop(path, calls[order[-1]])  # on the later call only
     assert "q_proj runs 2 times per forward: LoRA added at both calls" in entry.text
-    assert sorted(b.target.target_node for b in lora_sites(cm)) == sorted(calls) and list(cm.loras) == [f"{path}.lora_q"]
+    assert sorted(b.target.target_node for b in lora_sites(cm)) == sorted(calls)
+    assert list(cm.loras) == [f"{path}.lora_q"]  # one LoRA module
     randomize(cm, seed=3)
     with torch.no_grad():  # a q LoRA moves only the attention's softmax: large enough to show in the logits
         lora_weights(cm, f"{path}.lora_q")[1].weight.mul_(20)

@@ -384,9 +384,8 @@ def test_a_lora_dropped_on_one_call_is_added_at_every_call(tmp_path):
     blocks = json.loads((tmp_path / "out" / "surgery.json").read_text())["loras"]
     assert [b["target"]["module"] for b in blocks] == ["layers.0.q"]  # folded once, as train.py's merge reads it
     a, b = (w.weight.detach().clone() for w in lora_weights(cm, "layers.0.lora_q"))
-    merged = lora_math.fold(module.state_dict()["layers.0.q.weight"], {"A": a, "B": b, "columns": None,
-                                                                      "scaling": cm.loras["layers.0.lora_q"].config.scaling},
-                            fan_in_fan_out=False)
+    block = {"A": a, "B": b, "columns": None, "scaling": cm.loras["layers.0.lora_q"].config.scaling}
+    merged = lora_math.fold(module.state_dict()["layers.0.q.weight"], block, fan_in_fan_out=False)
     want = copy.deepcopy(peft).merge_and_unload().state_dict()["layers.0.q.weight"]
     assert (merged - want).abs().max() <= TOL and (merged - module.state_dict()["layers.0.q.weight"]).abs().max() > 1e-4
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from graphsurgeon.surgery.lora import (batched, block_path, connect_lora, disconnect_lora, first_call, insert_lora, lora_calls,
-                                      reinsert, remove_lora)
+from graphsurgeon.surgery.lora import (batched, block_path, connect_lora, disconnect_lora, first_call, insert_lora,
+                                      lora_calls, reinsert, remove_lora)
 from graphsurgeon.surgery.spec import LoRAConfig, Target
 
 

@@ -370,7 +370,8 @@ def _free_names(graph: torch.fx.Graph, names: set[str]) -> None:
     counts = getattr(ns, "_base_count", None)  # the last suffix per base: wound back to the highest still used
     if isinstance(counts, dict):
         for name in names:
-            base = _SUFFIXED.match(name).group(1) if _SUFFIXED.match(name) else name
+            suffixed = _SUFFIXED.match(name)
+            base = suffixed.group(1) if suffixed else name
             n = counts.get(base, 0)
             while n > 0 and f"{base}_{n}" not in used:
                 n -= 1

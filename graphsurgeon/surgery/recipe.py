@@ -198,8 +198,9 @@ def replay(cm, data: dict, history=None, *, map_by_role: bool = False) -> Compou
     found = find_targets(cm)
     available = {(t.role, t.layer): t for t in found}
     available.update({(t.role, t.layer): t for t in projection_targets(cm) if (t.role, t.layer) not in available})
-    on_module = {(t.role, t.layer, t.module): t for t in reversed(found)}  # the step's own module first (an encoder's and a
-    # decoder's layer 0 share a role and a layer); its first call: the insert adds it at every call of the module
+    # the step's own module first (an encoder's and a decoder's layer 0 share a role and a layer), at its first call:
+    # the insert adds it at every call of the module
+    on_module = {(t.role, t.layer, t.module): t for t in reversed(found)}
     history = history or History(cm)
     commands: list[Command] = []
     notes: list[str] = []

@@ -116,9 +116,9 @@ def _whole_calls(cm, target: Target) -> list[Target]:
 
 def calls_of(cm, target: Target) -> list[Target]:
     """`target` at every call of its module, in graph order (the same graph whichever call the LoRA was dropped on):
-    a LoRA belongs to its module, so PEFT's adapter and the merged weights apply it wherever the module runs. A call where the same
-    columns cannot be found (a fused projection whose slice is traced at one call only) raises one TargetError
-    naming the module and the call."""
+    a LoRA belongs to its module, so PEFT's adapter and the merged weights apply it wherever the module runs. A call
+    where the same columns cannot be found (a fused projection whose slice is traced at one call only) raises one
+    TargetError naming the module and the call."""
     if target.columns is None:
         calls = _whole_calls(cm, target)
     else:  # a slice of a fused projection: the same columns traced at every call
