@@ -228,7 +228,6 @@ class BiasFreeGlobalLocal(GlobalLocalAttention):
         self.q = nn.Linear(D, D, bias=False)
 
 
-
 class FusedTwice(nn.Module):
     """A fused qkv projection split for the attention, and called a second time on learned global states whose
     output is used whole (no q/k/v columns at that call): a LoRA on q's columns cannot apply at both calls."""
@@ -236,12 +235,13 @@ class FusedTwice(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.qkv, self.o = nn.Linear(D, 3 * D), nn.Linear(D, D)
-        self.globals = nn.Parameter(torch.randn(1, 2, 3 * D // 3))
+        self.globals = nn.Parameter(torch.randn(1, 2, D))
 
     def forward(self, x):
         q, k, v = (heads(t) for t in self.qkv(x).split(D, -1))
         pooled = self.qkv(self.globals).mean(-1, keepdim=True)  # [1, 2, 1]: the whole output, no split
         return x + self.o(merge(nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))) + pooled.mean(1)
+
 
 class RoutedBlock(nn.Module):
     """SDPA attention, then a routed MLP whose weights cross modules through no-op casts."""
