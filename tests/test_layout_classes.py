@@ -349,11 +349,11 @@ def test_a_lora_dropped_on_one_call_is_added_at_every_call(tmp_path):
     says so; undo removes both calls (the module again), redo brings both back; deleting it at one call deletes
     both; the recipe records one step and replays to the same graph."""
     from peft import PeftModel
+    from safetensors.torch import load_file
 
     from graphsurgeon.surgery import lora_weights
     from graphsurgeon.surgery.recipe import recipe_dict, replay
     from graphsurgeon.ui.operate.session import EditSession
-    from graphsurgeon.export.templates import lora_math
 
     module = lc.build(lc.BiasFreeGlobalLocal)
     x = ids(2, 10, 0)
@@ -384,8 +384,11 @@ def test_a_lora_dropped_on_one_call_is_added_at_every_call(tmp_path):
     blocks = json.loads((tmp_path / "out" / "surgery.json").read_text())["loras"]
     assert [b["target"]["module"] for b in blocks] == ["layers.0.q"]  # folded once, as train.py's merge reads it
     a, b = (w.weight.detach().clone() for w in lora_weights(cm, "layers.0.lora_q"))
-    block = {"A": a, "B": b, "columns": None, "scaling": cm.loras["layers.0.lora_q"].config.scaling}
-    merged = lora_math.fold(module.state_dict()["layers.0.q.weight"], block, fan_in_fan_out=False)
+    from test_train_script import import_train  # train.py --merge-only of a plain nn.Module's export (no config.json)
+
+    import_train(tmp_path / "out").main(["--merge-only"])
+    merged = load_file(tmp_path / "out" / "runs" / "export" / "merged" / "model.safetensors")["layers.0.q.weight"]
+    assert not (tmp_path / "out" / "runs" / "export" / "merged" / "config.json").exists()
     want = copy.deepcopy(peft).merge_and_unload().state_dict()["layers.0.q.weight"]
     assert (merged - want).abs().max() <= TOL and (merged - module.state_dict()["layers.0.q.weight"]).abs().max() > 1e-4
 

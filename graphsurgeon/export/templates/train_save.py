@@ -311,15 +311,17 @@ def merge(model, folder: str, card: dict) -> str:
             )
         except ValueError:
             fail(f"the LoRA update of {lora_path(block)} has non-finite values; nothing was merged.")
-    config = _read_json(os.path.join(HERE, "config.json"))
-    expected = _hf_keys(config)
+    known = os.path.join(HERE, "config.json")  # none when the source was a plain nn.Module: model.py's own keys
+    config = _read_json(known) if os.path.exists(known) else {}
+    expected = _hf_keys(config) if config else None
     if expected is not None:
         base = {k: v for k, v in base.items() if k in expected}
 
     def write(path: str) -> None:
         os.makedirs(path)
         save_file(base, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-        _write_json(os.path.join(path, "config.json"), config)
+        if config:
+            _write_json(os.path.join(path, "config.json"), config)
         for name in SOURCE_FILES:
             if os.path.isfile(os.path.join(HERE, name)):
                 shutil.copy(os.path.join(HERE, name), os.path.join(path, name))
@@ -341,7 +343,12 @@ def model_card(recipe: dict, config: dict, card: dict) -> str:
         f"| `{lora_path(b)}` | {b['config'].get('r')} | {b['config'].get('alpha')} | {b['config'].get('dropout')} |"
         for b in recipe["loras"]
     )
-    arch = (config.get("architectures") or ["?"])[0]
+    arch = (config.get("architectures") or [recipe.get("model_class") or "model"])[0]
+    load = (
+        'AutoModel...from_pretrained("merged")'
+        if config
+        else f'{arch}().load_state_dict(safetensors.torch.load_file("merged/model.safetensors"))'
+    )
     known = os.path.join(HERE, "adapter_config.json")
     card = {"base_model": (_read_json(known) if os.path.exists(known) else {}).get("base_model_name_or_path"), **card}
     return (
@@ -349,7 +356,7 @@ def model_card(recipe: dict, config: dict, card: dict) -> str:
         f"tags: [lora, graphsurgeon]\n---\n\n# {arch} with its LoRA merged\n\n"
         f"Base model: `{card.get('base_model') or recipe.get('source')}`. The LoRA layers below were added with "
         "graphsurgeon and folded into the base weights (no adapter needed): "
-        f'`AutoModel...from_pretrained("merged")`.\n\n| target | r | alpha | dropout |\n|---|---|---|---|\n{rows}\n\n'
+        f"`{load}`.\n\n| target | r | alpha | dropout |\n|---|---|---|---|\n{rows}\n\n"
         f"Training: {card.get('steps', 0)} steps of train.py (run `{card.get('run', '-')}`"
         f"{', lr ' + str(card['lr']) if card.get('lr') else ''}).\n"
     )
