@@ -22,6 +22,7 @@ from graphsurgeon.export.codegen import lift, names, packing
 from graphsurgeon.export.codegen.defaults import hoist_defaults
 from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
 from graphsurgeon.export.codegen.scopes import Program, Scope, export_path, is_symbolic, owns, reads  # noqa: F401
+from graphsurgeon.export.codegen.recipes import Recipes
 from graphsurgeon.export.codegen.sizes import ConfigFloat, ConfigInt, Sizes
 from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
 from graphsurgeon.graph.tidy import PRECISION
@@ -31,7 +32,7 @@ LIMIT = 96  # the longest expression written by folding values into their reader
 # names model.py itself uses
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "math", "training", "layer", "os"}
 
-class FunctionWriter(Statements, Sizes):
+class FunctionWriter(Statements, Sizes, Recipes):
     def __init__(self, env: Env, scope: Scope, canonical: bool = False) -> None:
         self.env, self.prog, self.scope, self.canonical = env, env.prog, scope, canonical
         self.dims = self.prog.cm.dims
@@ -314,8 +315,8 @@ class FunctionWriter(Statements, Sizes):
             target = export_path(self.prog.loras, str(st.node.target))  # a LoRA's layer written inline
             return lift.Expr(f"{self.env.attr(module_of(self.scope).path, target)}"
                              f"({', '.join(self.arg(a) for a in st.node.args)})", lift.CALL)
-        else:
-            expr, node = lift.render(self, st.node, self._config_args(st.node)), st.node
+        else:  # a constant folded from a config size: the code that computes it (recipes.py)
+            expr, node = self._recipe(st.node) or lift.render(self, st.node, self._config_args(st.node)), st.node
         if node in self.prog.defaults:  # Hugging Face's default of an optional input: the input when given
             given = self.arg(self.prog.defaults[node])
             expr = lift.Expr(f"{given} if {given} is not None else {expr.text}", 1)
