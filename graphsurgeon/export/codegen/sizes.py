@@ -83,7 +83,7 @@ class Sizes:
             return _marked(v, name)
         if self.scope.kind == "function":
             text = self._input_size(v, own) if isinstance(v, int) else None
-            if text is None and isinstance(v, int):
+            if text is None and isinstance(v, int) and v > 2:  # (2 is a dim, a half, a pair far more often)
                 text = self._caller_attribute(v)
         else:
             hint = FROM_MODULE.get(arg, (None, None))[1]
@@ -255,11 +255,12 @@ def multiple_of(expr, key: str) -> int | None:
 
 def sym_text(expr, sizes: dict[str, str], coefficient=None) -> tuple[str, int]:
     """Python text of a sympy size expression over the dims' variables (`batch * seq`), with its precedence; an
-    integer factor `coefficient` knows the config expression of is written as that (`batch * self.num_heads`)."""
+    integer factor above 2 `coefficient` knows the config expression of is written as that (`batch * self.num_heads`;
+    2 stays a literal: a pair or a doubling far more often than a size that happens to be 2)."""
     import sympy
 
     factor = coefficient(int(expr.args[0])) if coefficient is not None and isinstance(expr, sympy.Mul) \
-        and isinstance(expr.args[0], sympy.Integer) and int(expr.args[0]) >= 2 else None
+        and isinstance(expr.args[0], sympy.Integer) and int(expr.args[0]) > 2 else None
     if factor:
         rest, p = sym_text(sympy.Mul(*expr.args[1:]), sizes, coefficient)
         return f"{rest if p >= lift.MUL else f'({rest})'} * {factor if '+' not in factor else f'({factor})'}", lift.MUL
