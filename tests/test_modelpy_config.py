@@ -178,6 +178,8 @@ FUSED = {
     "gpt_neox": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, intermediate_size=160,
                      vocab_size=117),
     "gpt_bigcode": dict(n_embd=96, n_head=12, n_layer=3, vocab_size=117),
+    # Bloom's fused [heads, 3, head_dim], and its ALiBi: 6 heads, not a power of 2 (the slopes' second series)
+    "bloom": dict(hidden_size=96, n_head=6, n_layer=3, vocab_size=117),
 }
 
 
@@ -207,8 +209,9 @@ def fused_exported(model_type: str) -> Path:
 @pytest.mark.parametrize("model_type", FUSED)
 def test_fused_lora_layouts_at_a_second_config(model_type, tmp_path):
     """model.py of a fused q/k/v projection with LoRA q, v, built at a second config (hidden, heads, key/value
-    heads, layers moved): with random non-zero A, B it equals the Hugging Face model at that config whose fused
-    weight got B·A·scaling on the q and v rows (the rows as the second config lays them out)."""
+    heads, layers moved): with B zero it equals the Hugging Face model at that config; with random non-zero A, B it
+    equals that model whose fused weight got B·A·scaling on the q and v rows (the rows as the second config lays
+    them out)."""
     folder = fused_exported(model_type)
     second, mod = at_second_config(folder, FUSED[model_type], tmp_path)
     torch.manual_seed(1)
@@ -229,19 +232,44 @@ def test_fused_lora_layouts_at_a_second_config(model_type, tmp_path):
     keep = x["attention_mask"].bool()
     with torch.no_grad():
         base = hf(**x)[0]
+        bs = {k: v.clone() for k, v in ours.state_dict().items() if ".lora_B." in k}
+        for k in bs:
+            ours.get_parameter(k).zero_()
+        assert (ours(**x)[0][keep] - base[keep]).abs().max().item() < 1e-5  # no update: HF at that config
+        for k, v in bs.items():
+            ours.get_parameter(k).copy_(v)
         want = with_delta(hf, cm)(**x)[0]  # (in place)
         got = ours(**x)[0]
     assert (want[keep] - base[keep]).abs().max().item() > 1e-3  # the update is real
     assert (got[keep] - want[keep]).abs().max().item() < 1e-5
 
 
+TEMPLATES = Path(__file__).parent.parent / "graphsurgeon" / "export" / "templates"
+# the helpers model.py copies from its templates (hand-written, the same at every config): not scanned
+HELPERS = {n.name for f in TEMPLATES.glob("*.py") for n in ast.parse(f.read_text()).body
+           if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+def hf_source(name: str, model: torch.nn.Module) -> str:
+    """The Hugging Face source of what model.py's class or function `name` writes: the class of that name in the
+    model, else the function of that name in its modeling module or a method of that name of one of its classes."""
+    classes = {type(m).__name__: type(m) for m in model.modules()}
+    if name in classes:
+        return inspect.getsource(classes[name])
+    found = getattr(sys.modules[type(model).__module__], name, None)
+    if found is None:
+        found = next((getattr(c, name) for c in classes.values() if callable(getattr(c, name, None))), None)
+    return inspect.getsource(found) if inspect.isfunction(found) else ""
+
+
 @pytest.mark.parametrize("arch", ARCHS + [f"{t}+lora" for t in FUSED])
 def test_no_class_literal_equals_a_config_size(arch):
     """An AST scan of every class model.py writes for a module, its forward included (with LoRA q, v for the fused
-    q/k/v layouts: the update's reshape): no number equal to one of the config's sizes (the fields a second config
-    moves, and floats such as eps and dropout rates), unless the Hugging Face class of that name has that number in
-    its own source (OPT's position offset 2). Numbers 0, 1, 2 are dims and indices everywhere and are not scanned;
-    nor is the factor of a config expression (`4 * config.n_embd`)."""
+    q/k/v layouts: the update's reshape), and of every module-level function it writes (build_alibi_tensor,
+    apply_rotary_pos_emb; not the helpers it copies from its templates): no number equal to one of the config's
+    sizes (the fields a second config moves, and floats such as eps and dropout rates), unless the Hugging Face class
+    or function of that name has that number in its own source (OPT's position offset 2). Numbers 0, 1, 2 are dims
+    and indices everywhere and are not scanned; nor is the factor of a config expression (`4 * config.n_embd`)."""
     lora = arch.endswith("+lora")
     arch = arch.removesuffix("+lora")
     folder = fused_exported(arch) if lora else exported(arch)
@@ -251,11 +279,15 @@ def test_no_class_literal_equals_a_config_size(arch):
     rates = {v for v in cfg.values() if isinstance(v, float) and 0 < v < 1}
     tree = ast.parse((folder / "model.py").read_text())
     model = fused_model(arch) if lora else hf_model(arch)
-    hf_classes = {type(m).__name__: type(m) for m in model.modules()}
+    hf_classes = {type(m).__name__ for m in model.modules()}
+    written = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in hf_classes
+               or isinstance(n, ast.FunctionDef) and n.name not in HELPERS]
+    assert any(isinstance(n, ast.FunctionDef) for n in written) or arch in ("gpt2", "distilbert", "bert", "opt"), \
+        "no module-level function scanned"
     found = []
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in hf_classes):
-        own = {n.value for n in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(hf_classes[cls.name]))))
-               if isinstance(n, ast.Constant)}  # the numbers HF's class writes itself
+    for cls in written:
+        own = {n.value for n in ast.walk(ast.parse(textwrap.dedent(hf_source(cls.name, model))))
+               if isinstance(n, ast.Constant)}  # the numbers HF's class or function writes itself
         scaled = {id(c) for op in ast.walk(cls) if isinstance(op, ast.BinOp) and "config." in ast.unparse(op)
                   for c in (op.left, op.right)}  # `4 * config.n_embd`: a multiple of a config size
         for node in ast.walk(cls):
@@ -268,3 +300,15 @@ def test_no_class_literal_equals_a_config_size(arch):
             if (v in sizes if isinstance(v, int) else v in rates) and v not in own:
                 found.append(f"{cls.name}: {ast.unparse(node)} (line {node.lineno})")
     assert not found, found
+
+
+def test_alibi_slopes_helper_equals_hf_at_every_head_count():
+    """model.py's `_get_alibi_slopes` (templates/model_layers.py, what the trace's constant slopes become) gives
+    Hugging Face's slopes bit for bit at 1–64 heads: powers of 2 and the heads beyond one (a second series)."""
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    names = {"torch": torch, "nn": torch.nn}
+    exec((TEMPLATES / "model_layers.py").read_text(), names)
+    cpu = torch.device("cpu")
+    for n in range(1, 65):
+        assert torch.equal(names["_get_alibi_slopes"](n, cpu), _get_alibi_slopes(n, cpu)), n

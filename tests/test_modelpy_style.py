@@ -165,3 +165,25 @@ def test_copied_scripts_are_clean_and_formatted(name):
     text = (TEMPLATES / name).read_text(encoding="utf-8")
     assert pyflakes_messages(text, name) == []
     assert ruff_format_diff(text, name) == ""
+
+
+def test_layout_of_operator_chains_and_exponents_is_ruffs():
+    """Statement shapes the writer emits, laid out by codegen/layout.py, are what ruff format leaves as it is (ruff
+    itself the oracle): a value with two or more operators of its loosest kind goes in parentheses, on one line or
+    one operand per line (Bloom's gelu); one operator, split at its last bracket; a float's exponent as `e38`."""
+    from graphsurgeon.export.codegen.exprs import constant
+    from graphsurgeon.export.codegen.layout import format_source
+
+    long = "torch.tanh(hidden_states * 0.79788456 * (hidden_states * 0.044715 * hidden_states + 1))"
+    body = [
+        f"        hidden_states = hidden_states * 0.5 * ({long} + 1.0)",  # one operand per line
+        f"        hidden_states = hidden_states * 0.5 * (torch.tanh(hidden_states * 0.79788456) + {'1' * 40})",
+        f"        hidden_states = hidden_states + ({long} + torch.tanh(hidden_states))",  # one operator
+        f"        mask = torch.where(mask_expand, torch.zeros((), device=attention_mask.device), {constant(-3.4e38)})",
+        f"        mask = torch.where(mask_expand, torch.zeros((), device=attention_mask.device), {constant(-3.4e38)}) "
+        "# a comment long enough to move",
+    ]
+    text = "class A:\n    def f(self, hidden_states, mask_expand, attention_mask):\n" + "\n".join(body) + "\n"
+    laid = format_source(text)
+    assert laid != text and "e+" not in laid
+    assert ruff_format_diff(laid, "layout.py") == ""

@@ -149,7 +149,7 @@ def constant(value) -> str | None:
             return 'float("inf")' if value > 0 else 'float("-inf")'
         if math.isnan(value):
             return 'float("nan")'
-        return repr(value)
+        return repr(value).replace("e+", "e")  # 1e38, as ruff format writes it
     if isinstance(value, int):
         return repr(value)
     if isinstance(value, str):

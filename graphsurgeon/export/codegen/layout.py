@@ -197,17 +197,39 @@ def _fit(line: str, tokens: list[tokenize.TokenInfo]) -> list[str]:
         above = [indent + comment.string]
     if len(code) <= LINE_LENGTH:
         return above + [code]
-    return above + (_split_chain(code, indent) or _split(code, indent))
+    return above + (_split_operators(code, indent) or _split_chain(code, indent) or _split(code, indent))
+
+
+def _assignment(code: str) -> tuple[str, str] | None:
+    """(target, value) of `target = value` with a plain name or attribute as its target, else None."""
+    eq = next((i for i, c in _outside_strings(code) if c == "=" and code[i - 1] not in "=<>!+-*/%&|^@:"
+               and code[i + 1 : i + 2] != "="), None)
+    if eq is None or any(c in _OPEN for i, c in _outside_strings(code[:eq])):
+        return None
+    return code[:eq].rstrip(), code[eq + 1 :].strip()
+
+
+def _split_operators(code: str, indent: str) -> list[str] | None:
+    """`target = a * b * (c)` (two or more operators of the loosest kind at the top level of the value) as ruff writes
+    it: the value in parentheses on its own line, or one operand per line when that is too long."""
+    if _assignment(code) is None:
+        return None
+    target, value = _assignment(code)
+    operands = _operands(value)
+    if len(operands) < 3:
+        return None
+    inner = indent + "    "
+    if len(inner) + len(value) <= LINE_LENGTH:
+        return [f"{target} = (", inner + value, indent + ")"]
+    return [f"{target} = ("] + [line for o in operands for line in _part(o, inner, "")] + [indent + ")"]
 
 
 def _split_chain(code: str, indent: str) -> list[str] | None:
     """`target = a(x).b(y).c(z)` (two or more calls chained after a bracket, nothing else at the top level) as ruff
     writes it: the value in parentheses on its own line, or one link of the chain per line when that is too long."""
-    eq = next((i for i, c in _outside_strings(code) if c == "=" and code[i - 1] not in "=<>!+-*/%&|^@:"
-               and code[i + 1 : i + 2] != "="), None)
-    if eq is None or any(c in _OPEN for i, c in _outside_strings(code[:eq])):
+    if _assignment(code) is None:
         return None
-    target, value = code[:eq].rstrip(), code[eq + 1 :].strip()
+    target, value = _assignment(code)
     links, start = [], 0
     for i, c in _top_level(value):
         if c == "." and value[i - 1] in _CLOSE:

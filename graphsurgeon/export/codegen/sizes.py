@@ -21,7 +21,7 @@ SIZE_ARGS = {
     "split_with_sizes": ("split_sizes",), "slice": ("start", "end"), "narrow": ("start", "length"),
     "arange": ("start", "end"), "zeros": ("size",), "ones": ("size",), "empty": ("size",), "full": ("size",),
     "new_zeros": ("size",), "new_ones": ("size",), "new_empty": ("size",), "new_full": ("size",),
-    "scaled_dot_product_attention": ("scale",), "layer_norm": ("eps",), "rms_norm": ("eps",),
+    "scaled_dot_product_attention": ("scale",), "layer_norm": ("eps",), "rms_norm": ("eps",), "baddbmm": ("alpha",),
 }
 SCALAR_ARGS = {"add": "other", "sub": "other", "mul": "other", "div": "other"}  # a float operand: eps, scaling
 
@@ -83,6 +83,8 @@ class Sizes:
             return _marked(v, name)
         if self.scope.kind == "function":
             text = self._input_size(v, own) if isinstance(v, int) else None
+            if text is None and isinstance(v, int) and v > 2:  # (2 is a dim, a half, a pair far more often)
+                text = self._caller_attribute(v)
         else:
             hint = FROM_MODULE.get(arg, (None, None))[1]
             text = self.env.config.attribute(module_of(self.scope).path, v, hint)
@@ -101,6 +103,16 @@ class Sizes:
                     return f"{self.name_of[p]}.shape[-1]{suffix}"
         return None
 
+    def _caller_attribute(self, v: int) -> str | None:
+        """A function's fixed size as a parameter its module passes from its own attribute of that value (Bloom's
+        `build_alibi_tensor(attention_mask, num_heads)` called with `self.num_heads`), else None."""
+        attr = self.env.config.attribute(module_of(self.scope).path, v)
+        name = attr.removeprefix("self.") if attr else ""
+        if not name.isidentifier() or name in self.__dict__.get("extras", {}) and self.extras[name] != v:
+            return None
+        self.__dict__.setdefault("extras", {})[name] = v
+        return name
+
     def _extra_params(self) -> list[str]:
         """A function's parameters for what its module passes (`scaling`, `dropout`), recorded for its callers."""
         extras = self.__dict__.get("extras", {})
@@ -112,8 +124,11 @@ class Sizes:
         """`scaling=self.scaling, dropout=self.attention_dropout`: what a call passes to a function's extras."""
         out = []
         for name, v in self.env.extras.get(child.key, []):
-            arg = next(k for k, (n, _) in FROM_MODULE.items() if n == name)
-            marked = self._config_number(v, arg) if self.scope.kind != "function" else v
+            arg = next((k for k, (n, _) in FROM_MODULE.items() if n == name), None)
+            if arg is None:  # a size the function takes from its module's attribute `name` (_caller_attribute)
+                marked = self._config_number(v, "shape")
+            else:
+                marked = self._config_number(v, arg) if self.scope.kind != "function" else v
             out.append(f"{name}={self.arg(marked)}")
         return out
 
@@ -202,8 +217,14 @@ class Sizes:
         for s in expr.free_symbols:
             if str(s) not in self.sizes:
                 self._late_size(str(s))
-        text, p = sym_text(expr, self.sizes)
+        text, p = sym_text(expr, self.sizes, self._coefficient)
         return text if p >= prec else f"({text})"
+
+    def _coefficient(self, c: int) -> str | None:
+        """The config expression of a size's integer factor (`batch * self.num_heads`: Bloom's heads folded into the
+        batch), or None (a literal of the model)."""
+        marked = self._config_number(c, "shape")
+        return marked.text if isinstance(marked, ConfigInt) else None
 
     def _late_size(self, key: str) -> None:
         """A size no input has: read it from a value computed earlier in the function."""
@@ -232,17 +253,24 @@ def multiple_of(expr, key: str) -> int | None:
     return int(coeff) if str(rest) == key and coeff.is_Integer and coeff > 0 else None
 
 
-def sym_text(expr, sizes: dict[str, str]) -> tuple[str, int]:
-    """Python text of a sympy size expression over the dims' variables (`batch * seq`), with its precedence."""
+def sym_text(expr, sizes: dict[str, str], coefficient=None) -> tuple[str, int]:
+    """Python text of a sympy size expression over the dims' variables (`batch * seq`), with its precedence; an
+    integer factor above 2 `coefficient` knows the config expression of is written as that (`batch * self.num_heads`;
+    2 stays a literal: a pair or a doubling far more often than a size that happens to be 2)."""
     import sympy
 
+    factor = coefficient(int(expr.args[0])) if coefficient is not None and isinstance(expr, sympy.Mul) \
+        and isinstance(expr.args[0], sympy.Integer) and int(expr.args[0]) > 2 else None
+    if factor:
+        rest, p = sym_text(sympy.Mul(*expr.args[1:]), sizes, coefficient)
+        return f"{rest if p >= lift.MUL else f'({rest})'} * {factor if '+' not in factor else f'({factor})'}", lift.MUL
     if isinstance(expr, sympy.Symbol):
         return sizes.get(str(expr), str(expr)), lift.ATOM
     if isinstance(expr, sympy.Integer):
         v = int(expr)
         return str(v), lift.ATOM if v >= 0 else lift.UNARY
     if isinstance(expr, sympy.Add):
-        parts = [sym_text(a, sizes) for a in expr.args]
+        parts = [sym_text(a, sizes, coefficient) for a in expr.args]
         text = parts[0][0]
         for t, _ in parts[1:]:
             text += f" - {t[1:]}" if t.startswith("-") else f" + {t}"

@@ -189,7 +189,8 @@ def helpers_text(needed: set[str]) -> str:
 
 
 def needed_helpers(code: str, loras: dict) -> set[str]:
-    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm", "rotate_half")
+    need = {n for n in ("Conv1D", "LoRA", "LoRALinear", "LoRAConv1D", "LoRAConv1x1", "grouped_mm", "rotate_half",
+            "_get_alibi_slopes")
             if re.search(rf"\b{n}\(", code)}
     kinds = {hp["kind"] for hp in loras.values()}
     need |= {"LoRA"} if "update" in kinds else set()

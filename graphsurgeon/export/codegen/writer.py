@@ -20,10 +20,12 @@ import torch.fx
 
 from graphsurgeon.export.codegen import lift, names, packing
 from graphsurgeon.export.codegen.defaults import hoist_defaults
+from graphsurgeon.export.codegen.loops import Loops
 from graphsurgeon.export.codegen.body import Body, Env, Line, Stmt, module_of, scope_depth  # noqa: F401
 from graphsurgeon.export.codegen.scopes import Program, Scope, export_path, is_symbolic, owns, reads  # noqa: F401
+from graphsurgeon.export.codegen.recipes import Recipes
 from graphsurgeon.export.codegen.sizes import ConfigFloat, ConfigInt, Sizes
-from graphsurgeon.export.codegen.statements import Statements, _carry, _stmt_nodes
+from graphsurgeon.export.codegen.statements import Statements, _stmt_nodes
 from graphsurgeon.graph.tidy import PRECISION
 
 LIMIT = 96  # the longest expression written by folding values into their reader
@@ -31,7 +33,7 @@ LIMIT = 96  # the longest expression written by folding values into their reader
 # names model.py itself uses
 RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "torch", "nn", "F", "math", "training", "layer", "os"}
 
-class FunctionWriter(Statements, Sizes):
+class FunctionWriter(Statements, Sizes, Recipes, Loops):
     def __init__(self, env: Env, scope: Scope, canonical: bool = False) -> None:
         self.env, self.prog, self.scope, self.canonical = env, env.prog, scope, canonical
         self.dims = self.prog.cm.dims
@@ -314,8 +316,8 @@ class FunctionWriter(Statements, Sizes):
             target = export_path(self.prog.loras, str(st.node.target))  # a LoRA's layer written inline
             return lift.Expr(f"{self.env.attr(module_of(self.scope).path, target)}"
                              f"({', '.join(self.arg(a) for a in st.node.args)})", lift.CALL)
-        else:
-            expr, node = lift.render(self, st.node, self._config_args(st.node)), st.node
+        else:  # a constant folded from a config size: the code that computes it (recipes.py)
+            expr, node = self._recipe(st.node) or lift.render(self, st.node, self._config_args(st.node)), st.node
         if node in self.prog.defaults:  # Hugging Face's default of an optional input: the input when given
             given = self.arg(self.prog.defaults[node])
             expr = lift.Expr(f"{given} if {given} is not None else {expr.text}", 1)
@@ -343,48 +345,6 @@ class FunctionWriter(Statements, Sizes):
         if key not in self.sizes:
             self._late_size(key)
         return self.sizes[key]
-
-    def _emit_loop(self, st: Stmt) -> None:
-        scopes = st.loop
-        first, last = scopes[0], scopes[-1]
-        carry = _carry(first, scopes[1])
-        container, _, i0 = first.path.rpartition(".")
-        base = module_of(self.scope).path
-        seq = self.env.attr(base, container)
-        n = len(self.prog.cm.gm.get_submodule(container)._modules) if container else 0
-        lo, hi = int(i0), int(last.path.rpartition(".")[2]) + 1
-        if (lo, hi) != (0, n):
-            seq += f"[{lo}:{hi}]"
-        args, targets = [], [None] * len(last.outputs)
-        for j, v in enumerate(first.inputs):
-            k = next((k for jj, k in carry if jj == j), None)
-            if k is None:
-                args.append(self.arg(v))
-                continue
-            name = self.name_of.get(v) or self.arg(v)
-            want = self._sanitize(self._want(last.outputs[k]))  # what the loop makes (`hidden_states`), as HF
-            # writes `hidden_states = inputs_embeds` before its loop
-            if not self._dead_after_loop(v, first) or (name != want and not self.canonical):
-                fresh = self._take(object(), want)
-                self.lines.append(Line(f"{fresh} = {name}"))
-                name = fresh
-            args.append(name)
-            targets[k] = name
-        args += [self._sym_key(k) for k in first.sizes]
-        for k, o in enumerate(last.outputs):
-            if targets[k] is None:
-                targets[k] = self._take(o, self._want(o))
-            else:
-                self.bound[targets[k]] = o
-                self.name_of[o] = targets[k]
-        var = "layer"
-        self.lines.append(Line(f"for {var} in {seq}:", blocks=self._blocks(st)))
-        self.lines.append(Line(f"{', '.join(targets)} = {var}({', '.join(args)})", depth=1, comment=self._comment(st),
-                               blocks=self._blocks(st)))
-
-    def _dead_after_loop(self, v, first: Scope) -> bool:
-        inside = set(first.nodes())
-        return v not in self.scope.outputs and all(u in inside for u in self.prog.users.get(v, []))
 
     # ---- lift.Ctx ------------------------------------------------------------------------------
     def arg(self, value, prec: int = 0) -> str:

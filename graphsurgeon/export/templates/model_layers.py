@@ -102,3 +102,18 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1 = x[..., : x.shape[-1] // 2]
     x2 = x[..., x.shape[-1] // 2 :]
     return torch.cat((-x2, x1), dim=-1)
+
+
+def _get_alibi_slopes(num_heads: int, device: torch.device) -> torch.Tensor:
+    """ALiBi's slope per head, as Hugging Face's Bloom computes it: the powers of 2^(-8/n) for the n heads of the
+    largest power of 2 <= num_heads, then odd powers of 2^(-4/n) for the rest."""
+    closest_power_of_2 = 2 ** (num_heads.bit_length() - 1)
+    base = torch.full((), 2 ** (-8 / closest_power_of_2), device=device, dtype=torch.float32)
+    powers = torch.arange(1, 1 + closest_power_of_2, device=device, dtype=torch.int32)
+    slopes = torch.pow(base, powers)
+    if closest_power_of_2 != num_heads:
+        extra_base = torch.full((), 2 ** (-4 / closest_power_of_2), device=device, dtype=torch.float32)
+        num_remaining_heads = min(closest_power_of_2, num_heads - closest_power_of_2)
+        extra_powers = torch.arange(1, 1 + 2 * num_remaining_heads, 2, device=device, dtype=torch.int32)
+        slopes = torch.cat([slopes, torch.pow(extra_base, extra_powers)], dim=0)
+    return slopes
