@@ -43,7 +43,8 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
     """The model with the weights of `folder`/model.safetensors, on `device` (default: the CPU), its floating tensors
     in `dtype` (default: as saved; torch.bfloat16 / torch.float16 run as Hugging Face runs in them), its sizes from
     `folder`/config.json (Config). WeightsError: one sentence on what is wrong: a missing or truncated file, a tensor
-    model.py needs that is not there."""
+    model.py needs that is not there. The model is in eval mode, as `from_pretrained` returns one (`.train()` for
+    dropout)."""
     config = Config.from_json(os.path.join(folder, "config.json"))
     skipped = {name: getattr(nn.init, name) for name in INIT_FUNCTIONS}
     for name in skipped:  # every tensor comes from the file: no random init (as transformers' no_init_weights)
@@ -69,4 +70,4 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
                 cast = floating if buffer.is_floating_point() else None
                 setattr(module, name, buffer.to(device="cpu" if device is None else device, dtype=cast))
     tie_weights(model)
-    return model
+    return model.eval()
