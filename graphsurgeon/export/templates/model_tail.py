@@ -25,6 +25,18 @@ def tie_weights(model: nn.Module) -> None:
         setattr(model.get_submodule(owner), leaf, model.get_parameter(source))
 
 
+def generation_defaults(folder: str) -> dict:
+    """The token ids Hugging Face's generate() stops and pads with when none are given: generation_config.json's,
+    else config.json's (as transformers' GenerationConfig.from_model_config reads them)."""
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            return {key: data.get(key) for key in ("eos_token_id", "pad_token_id")}
+    return {}
+
+
 INIT_FUNCTIONS = (
     "uniform_",
     "normal_",
@@ -70,4 +82,6 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
                 cast = floating if buffer.is_floating_point() else None
                 setattr(module, name, buffer.to(device="cpu" if device is None else device, dtype=cast))
     tie_weights(model)
+    if hasattr(model, "generate"):
+        model.generation_config = generation_defaults(folder)
     return model.eval()
