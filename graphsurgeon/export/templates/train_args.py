@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.resume:  # the run's own arguments, with what is given now on top (e.g. more --steps)
         args.saved = runs.read_run(args.resume, for_resume=True)
-        p.set_defaults(**{k: v for k, v in args.saved["args"].items() if k not in ("resume", "run_name", "runs_dir")})
+        own = ("resume", "run_name", "runs_dir", "fsdp")  # this invocation's: an --fsdp run resumes under DDP
+        p.set_defaults(**{k: v for k, v in args.saved["args"].items() if k not in own})
         saved, args = args.saved, p.parse_args(argv)
         args.saved = saved
     for name in ("batch_size", "seq_len", "num_labels", "grad_accum"):
