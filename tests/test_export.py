@@ -26,11 +26,13 @@ ARCHS = ["gpt2", "bert", "bigcode"]  # Conv1D fused QKV, separate Linears, uneve
 
 
 def load_exported(folder: Path):
-    """Import folder/model.py under a unique name and build the model (eval mode)."""
+    """Import folder/model.py under a unique name and build the model: in eval mode, as from_pretrained returns it."""
     spec = importlib.util.spec_from_file_location(f"exported_{abs(hash(str(folder)))}", folder / "model.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.load_model(str(folder)).eval()
+    model = mod.load_model(str(folder))
+    assert not model.training, "load_model must return the model in eval mode (dropout off), as from_pretrained does"
+    return model
 
 
 def inputs(arch: str, batch: int = 3, seq: int = 7) -> dict[str, torch.Tensor]:

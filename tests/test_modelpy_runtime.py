@@ -4,6 +4,8 @@ float32 capture), the fast attention path with and without padding, generation w
 from __future__ import annotations
 
 import functools
+import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -134,13 +136,13 @@ def test_greedy_generate_equals_hf(arch):
     mask = torch.ones(3, 7, dtype=torch.long)
     mask[0, :2] = mask[1, :1] = 0
     for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
-        want = hf.generate(**x, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+        want = hf.generate(**x, max_new_tokens=12, do_sample=False)  # both with their eos / pad defaults
         got = ours.generate(**x, max_new_tokens=12)
         assert got.tolist() == want.tolist()
         assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
 
 
-def test_cache_and_eos():
+def test_cache_and_eos(tmp_path):
     """The forward with past_key_values gives the logits of the full sequence; a row that writes the eos token goes
     on with the pad token as HF's generate does."""
     hf, ours = lively("llama")
@@ -156,6 +158,12 @@ def test_cache_and_eos():
     eos = int(greedy[0, 11])  # the third new token of the first row
     want = hf.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
     assert ours.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0).tolist() == want.tolist()
+    # none given: the folder's eos / pad, as HF's generate() takes its generation_config's (config.json's without one)
+    assert ours.generation_config == {"eos_token_id": hf.generation_config.eos_token_id,
+                                      "pad_token_id": hf.generation_config.pad_token_id}
+    folder = Path(shutil.copytree(Path(type(ours).forward.__code__.co_filename).parent, tmp_path / "out"))
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": eos, "pad_token_id": 0}))
+    assert load_exported(folder).generate(ids, max_new_tokens=6).tolist() == want.tolist()
 
 
 def hf_pair(arch: str):

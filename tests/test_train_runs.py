@@ -303,6 +303,8 @@ def test_bad_runs_are_one_sentence(gpt2_export, tmp_path, monkeypatch, capsys):
     }
     for args, why in cases.items():
         assert why in refused(out, *args, "--steps", "3", capsys=capsys), args
+    assert "has already trained 2 steps, so --steps 2 continues nothing" in refused(
+        out, "--resume", str(out / "runs" / "r"), "--steps", "2", capsys=capsys)  # never rewrites the finished run
     if os.geteuid() == 0:  # root writes through chmod: the file system's answer is given instead
         def read_only(*a, **k):
             raise OSError(errno.EROFS, "Read-only file system")

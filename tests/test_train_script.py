@@ -177,6 +177,8 @@ def test_fsdp_under_torchrun_saves_the_trained_lora(gpt2, capsys):
     assert max_diff(ours, build("gpt2")(**x).logits) > 1e-4  # trained: B moved off zero
     assert max_diff(ours, peft) <= 1e-5 and max_diff(ours, merged) <= 1e-5
     assert "torchrun" in refused(gpt2, "--synthetic", "--steps", "1", "--fsdp", capsys=capsys)
+    resumed = run_train(gpt2, "--resume", str(run), "--steps", "5")  # one process: FSDP's run resumes without it
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout, resumed.stderr
 
 
 def test_bad_input_is_one_sentence(gpt2, tmp_path, capsys):

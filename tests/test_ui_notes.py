@@ -29,9 +29,8 @@ def test_eager_fallback_note_is_shown_when_the_model_is_ready(qtbot, tmp_path):
     assert BLOOM_NOTE in win.statusBar().currentMessage()  # the "captured" message says it on model ready
     assert win.notes_label.isVisible() and win.notes_label.text().startswith("note: eager attention")
     assert f"note: {BLOOM_NOTE}" in win.notes_label.toolTip().splitlines()
-    win.scene.select([])
-    win._show_panel([])
-    assert BLOOM_NOTE in win.panel.toPlainText()  # nothing selected: the side panel lists the notes
+    assert not win.scene.selected_ids()
+    assert BLOOM_NOTE in win.panel.toPlainText()  # nothing selected when the model is ready: the panel lists the notes
     block = next(iter(win.controller.blocks()))
     win._show_panel([block])
     assert BLOOM_NOTE not in win.panel.toPlainText()  # a selected block's details replace them
@@ -41,10 +40,11 @@ def test_random_weights_note_and_a_model_without_notes(qtbot, tiny_gpt2):
     win = shown_window(qtbot, tiny_gpt2)  # a preset without published weights: random
     assert capture_notes(tiny_gpt2) == [tiny_gpt2.weights_note] and "random weights" in tiny_gpt2.weights_note
     assert win.notes_label.isVisible() and "random weights" in win.notes_label.text()
+    assert "random weights" in win.panel.toPlainText()  # the first screen's side panel says it, nothing selected
     import torch
 
     plain = capture(torch.nn.Sequential(torch.nn.Linear(4, 4)), example_inputs={"input": torch.randn(2, 4)})
     assert capture_notes(plain) == []
     win.controller.set_model(plain)
     win.refresh()
-    assert win.notes_label.isHidden() and win.notes_label.toolTip() == ""
+    assert win.notes_label.isHidden() and win.notes_label.toolTip() == "" and win.panel.toPlainText() == ""

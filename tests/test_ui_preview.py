@@ -18,6 +18,7 @@ from graphsurgeon.capture.view_cache import cache_key, load_views, store_views
 from graphsurgeon.errors import CaptureError
 from graphsurgeon.graph.module_tree import module_tree_data
 from graphsurgeon.graph.snapshot import take_snapshot
+from graphsurgeon.ui.layout import layered
 from graphsurgeon.ui.window import MainWindow
 from test_ui_operate import _palette_mime
 from ui_windows import shown_window
@@ -143,6 +144,8 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     assert c.preview is None and c.path == ATTN and not win.progress.isVisible()
     assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
     assert win.table.rowCount() == len(c.cm.blocks().view(ATTN).variables) > 0
+    fresh = layered(win.scene.boxes, list(win.scene.wires.values()), c.viewport).positions  # the hierarchy's places
+    assert {i: tuple(b.pos().toTuple()) for i, b in win.scene.blocks.items()} == fresh  # had no links: not kept
     qtbot.waitUntil(lambda: load_views(cache_key(tiny_gpt2_folder, meta=True)) is not None)  # cached after editing
     # starts (between frames): the next open paints the full views at once
     derived = module_tree_data(build_model(tiny_gpt2_folder, meta=True), tiny_gpt2_folder)

@@ -31,10 +31,12 @@ class Controller:
     def set_model(self, cm, path: str = "") -> None:
         """Show a live model; when it replaces the preview of the same model, keep the path and hand-placed blocks."""
         same = self.cm is None and self.preview is not None and self.preview.source_name == cm.source_name
+        hierarchy = same and self.preview.modules_only  # its places were laid out without links: lay out afresh
         self.cm, self.preview = cm, None
         if not same:
             self.path, self.history = path, []
             self.manual.clear()
+        if not same or hierarchy:
             self._placed.clear()
             self._routes.clear()
             self._sizes.clear()

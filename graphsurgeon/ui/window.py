@@ -162,6 +162,7 @@ class MainWindow(QMainWindow):
         self._rebuild_crumbs()
         self._fill_table()
         self.scene.select([i for i in selected if self.scene.item(i) is not None])
+        self._show_panel(self.scene.selected_ids())  # also when the selection did not change (none: the notes)
         self.refresh_title()
         if fit:
             self.view.fit(min_scale=READABLE_SCALE)

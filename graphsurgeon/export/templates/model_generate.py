@@ -57,7 +57,11 @@ def generate(
 ) -> torch.Tensor:
     """`input_ids` followed by up to `max_new_tokens` tokens, as Hugging Face's generate() writes them: the argmax
     (greedy) or a sample after temperature, top-k and top-p; a batch padded on the left comes with its
-    attention_mask; a row that wrote an eos token goes on with pad_token_id (default: the eos) until all have."""
+    attention_mask; a row that wrote an eos token goes on with pad_token_id (default: the eos) until all have.
+    eos_token_id / pad_token_id default as Hugging Face's do: the folder's (load_model reads them)."""
+    defaults = getattr(self, "generation_config", {})
+    eos_token_id = defaults.get("eos_token_id") if eos_token_id is None else eos_token_id
+    pad_token_id = defaults.get("pad_token_id") if pad_token_id is None else pad_token_id
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)

@@ -25,6 +25,18 @@ def tie_weights(model: nn.Module) -> None:
         setattr(model.get_submodule(owner), leaf, model.get_parameter(source))
 
 
+def generation_defaults(folder: str) -> dict:
+    """The token ids Hugging Face's generate() stops and pads with when none are given: generation_config.json's,
+    else config.json's (as transformers' GenerationConfig.from_model_config reads them)."""
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            return {key: data.get(key) for key in ("eos_token_id", "pad_token_id")}
+    return {}
+
+
 INIT_FUNCTIONS = (
     "uniform_",
     "normal_",
@@ -43,7 +55,8 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
     """The model with the weights of `folder`/model.safetensors, on `device` (default: the CPU), its floating tensors
     in `dtype` (default: as saved; torch.bfloat16 / torch.float16 run as Hugging Face runs in them), its sizes from
     `folder`/config.json (Config). WeightsError: one sentence on what is wrong: a missing or truncated file, a tensor
-    model.py needs that is not there."""
+    model.py needs that is not there. The model is in eval mode, as `from_pretrained` returns one (`.train()` for
+    dropout)."""
     config = Config.from_json(os.path.join(folder, "config.json"))
     skipped = {name: getattr(nn.init, name) for name in INIT_FUNCTIONS}
     for name in skipped:  # every tensor comes from the file: no random init (as transformers' no_init_weights)
@@ -69,4 +82,6 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
                 cast = floating if buffer.is_floating_point() else None
                 setattr(module, name, buffer.to(device="cpu" if device is None else device, dtype=cast))
     tie_weights(model)
-    return model
+    if hasattr(model, "generate"):
+        model.generation_config = generation_defaults(folder)
+    return model.eval()

@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.resume:  # the run's own arguments, with what is given now on top (e.g. more --steps)
         args.saved = runs.read_run(args.resume, for_resume=True)
-        p.set_defaults(**{k: v for k, v in args.saved["args"].items() if k not in ("resume", "run_name", "runs_dir")})
+        own = ("resume", "run_name", "runs_dir", "fsdp")  # this invocation's: an --fsdp run resumes under DDP
+        p.set_defaults(**{k: v for k, v in args.saved["args"].items() if k not in own})
         saved, args = args.saved, p.parse_args(argv)
         args.saved = saved
     for name in ("batch_size", "seq_len", "num_labels", "grad_accum"):
@@ -89,6 +90,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             fail(f"--{name.replace('_', '-')} must be at least {least} (got {getattr(args, name)}).")
     if args.steps < 0:
         fail(f"--steps {args.steps} is not allowed: give 0 or more (0: no training, e.g. with --merge).")
+    done = args.saved["state"]["step"] if args.resume else 0
+    if args.resume and args.steps <= done:  # nothing to train: the run is kept as it is
+        fail(
+            f"{args.resume} has already trained {done} steps, so --steps {args.steps} continues nothing; give more "
+            f"steps (e.g. --steps {2 * done}), or merge it with --merge-only {args.resume}."
+        )
     if not 0 < args.lr < float("inf"):
         fail(f"--lr {args.lr} is not allowed: give a positive finite learning rate (e.g. {DEFAULT_LR['lora']}).")
     if args.lr > MAX_LR:
