@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from graphsurgeon.graph.gc_pause import paused_gc
+from graphsurgeon.graph.gc_pause import keep_off, paused_gc
 
 
 def test_nested_and_threaded_pauses_restore_the_collector():
@@ -48,4 +48,17 @@ def test_a_command_that_exits_freezes_what_it_made():
         assert gc.isenabled() and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+        (gc.enable if was else gc.disable)()
+
+
+def test_kept_off_during_a_pause_stays_off_after_it():
+    """The editor turns automatic collection off for good (ui/ui_gc) while a pause that began before its window
+    (a capture) is in progress: the pause's end must not turn it back on."""
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        with paused_gc():
+            keep_off()
+        assert not gc.isenabled()
+    finally:
         (gc.enable if was else gc.disable)()

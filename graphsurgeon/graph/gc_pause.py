@@ -24,6 +24,15 @@ def pausing() -> bool:
     return _DEPTH > 0
 
 
+def keep_off() -> None:
+    """Automatic collection off from now on, also when the pauses in progress end (the editor collects on its UI
+    thread: ui/ui_gc.py)."""
+    global _WAS_ENABLED
+    with _LOCK:
+        _WAS_ENABLED = False
+        gc.disable()
+
+
 @contextmanager
 def paused_gc(exiting: bool = False):
     """No cyclic garbage collection inside this block (reference counting still frees memory).
