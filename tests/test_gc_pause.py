@@ -62,3 +62,16 @@ def test_kept_off_during_a_pause_stays_off_after_it():
         assert not gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_the_first_capture_freezes_what_is_alive_once(monkeypatch):
+    """freeze_once (called by the editor's open once torch and transformers are imported) freezes on its first call
+    only: a later open's previous model must stay collectable."""
+    import graphsurgeon.graph.gc_pause as gc_pause
+
+    monkeypatch.setattr(gc_pause, "_FROZE", False)
+    frozen = []
+    monkeypatch.setattr(gc_pause.gc, "freeze", lambda: frozen.append(1))
+    gc_pause.freeze_once()
+    gc_pause.freeze_once()
+    assert frozen == [1]

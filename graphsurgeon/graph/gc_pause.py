@@ -33,6 +33,21 @@ def keep_off() -> None:
         gc.disable()
 
 
+_FROZE = False
+
+
+def freeze_once() -> None:
+    """Once per process, when the first capture has imported torch and transformers: everything alive is moved out of
+    the collector's generations (`gc.freeze`). Those million objects live as long as the process; without this, the
+    first collections after a paused open walked them all on the editor's UI thread (~2 s while a drop waited, on a
+    loaded machine), and every full collection after that walked them again. Garbage in cycles made before it is kept."""
+    global _FROZE
+    with _LOCK:
+        if not _FROZE:
+            _FROZE = True
+            gc.freeze()
+
+
 @contextmanager
 def paused_gc(exiting: bool = False):
     """No cyclic garbage collection inside this block (reference counting still frees memory).

@@ -143,6 +143,9 @@ class Opener(QObject):
                     remember_tree(source, tree)  # a local folder's next first frame needs no torch
             emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
             from graphsurgeon.capture import capture
+            from graphsurgeon.graph.gc_pause import freeze_once
+
+            freeze_once()  # torch and transformers, imported by now, out of every later collection
 
             cm = capture(source, meta=meta, eager_attention=eager, model=model if meta else None, progress=progress)
             emit("stage", number, f"deriving the views of {cm.model_class} …")
