@@ -119,7 +119,8 @@ def _say(message: str, status: int) -> int:
 
 def _end_now(status: int) -> None:
     """Exit without the interpreter's teardown: freeing torch's, transformers' and the graph's million objects one by
-    one (~0.2 CPU s after `inspect --meta` of a 70B architecture). Only after a command that writes no file."""
+    one (~0.2 CPU s after `inspect --meta` of a 70B architecture). Only after a command that leaves nothing to clean
+    up: `inspect` writes no file of its own (a hub download it made is complete and in place by then)."""
     try:
         if sys.stderr is not None:
             sys.stderr.flush()

@@ -99,9 +99,9 @@ class Opener(QObject):
     def _work(self, number: int, *args) -> None:
         from graphsurgeon.graph.gc_pause import paused_gc
 
-        # the collector paused for the whole open, its imports too: they make a million long-lived objects, and each
-        # collection the UI thread's timer ran meanwhile walked them (the full one ~0.3 s, the young ones most of
-        # another 0.5 s of a GPT-2 launch); capture() alone paused only its own part
+        # the collector paused for the whole open, its imports too: they make a million long-lived objects, and the
+        # collections the UI thread's timer ran meanwhile walked them (1.3-1.8 s of a GPT-2 launch's wall time at
+        # load ~6, one full collection 0.5 s of it); capture() alone paused only its own part
         with _ONE_CAPTURE_AT_A_TIME, paused_gc():
             if number == self.number:  # not replaced by a later open while it waited
                 self._capture(number, *args)
