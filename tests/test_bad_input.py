@@ -107,3 +107,16 @@ def test_uncapturable_model_names_the_place_and_why():
     assert "test_bad_input.py" in msg and "forward" in msg
     assert "data-dependent control flow" in msg
     assert "--eager-attention" not in msg  # eager attention cannot help a branch on tensor values
+
+
+def test_inspect_ends_the_process_at_once_after_its_output_errors_still_return(monkeypatch, capsys):
+    """`graphsurgeon inspect` as a process (exiting=True) leaves through os._exit once its table is printed and
+    flushed (no interpreter teardown); a refusal returns its status as before (one sentence, exit 2)."""
+    from graphsurgeon import cli
+
+    ended = []
+    monkeypatch.setattr(cli.os, "_exit", lambda status: ended.append((status, capsys.readouterr().out)))
+    assert cli._main(["inspect", "tiny-gpt2", "--meta"], exiting=True) == 0
+    assert len(ended) == 1 and ended[0][0] == 0 and "GPT2LMHeadModel" in ended[0][1]  # printed before it ended
+    assert cli._main(["inspect", ""], exiting=True) == 2 and len(ended) == 1
+    assert "the model name is empty" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from graphsurgeon.graph.gc_pause import paused_gc
+from graphsurgeon.graph.gc_pause import keep_off, paused_gc
 
 
 def test_nested_and_threaded_pauses_restore_the_collector():
@@ -49,3 +49,29 @@ def test_a_command_that_exits_freezes_what_it_made():
     finally:
         gc.unfreeze()
         (gc.enable if was else gc.disable)()
+
+
+def test_kept_off_during_a_pause_stays_off_after_it():
+    """The editor turns automatic collection off for good (ui/ui_gc) while a pause that began before its window
+    (a capture) is in progress: the pause's end must not turn it back on."""
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        with paused_gc():
+            keep_off()
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_the_first_capture_freezes_what_is_alive_once(monkeypatch):
+    """freeze_once (called by the editor's open once torch and transformers are imported) freezes on its first call
+    only: a later open's previous model must stay collectable."""
+    import graphsurgeon.graph.gc_pause as gc_pause
+
+    monkeypatch.setattr(gc_pause, "_FROZE", False)
+    frozen = []
+    monkeypatch.setattr(gc_pause.gc, "freeze", lambda: frozen.append(1))
+    gc_pause.freeze_once()
+    gc_pause.freeze_once()
+    assert frozen == [1]

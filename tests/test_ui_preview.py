@@ -16,6 +16,7 @@ from graphsurgeon.capture.preset_trees import shipped_tree
 from graphsurgeon.capture.presets import load_preset
 from graphsurgeon.capture.view_cache import cache_key, load_views, store_views
 from graphsurgeon.errors import CaptureError
+from graphsurgeon.graph.gc_pause import pausing
 from graphsurgeon.graph.module_tree import module_tree_data
 from graphsurgeon.graph.snapshot import take_snapshot
 from graphsurgeon.ui.layout import layered
@@ -126,6 +127,7 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     assert c.preview is None  # nothing to paint until the model is built
     qtbot.waitUntil(lambda: c.preview is not None, timeout=60000)  # the hierarchy, while the capture waits
     assert c.cm is None and c.preview.modules_only and c.path == "transformer.h.0" and thread.is_alive()
+    assert pausing()  # the whole open (imports, build, capture) runs with the collector paused: graph/gc_pause
     assert win.opener.showing == "module tree built on meta"
     assert set(win.scene.blocks) == {f"m:transformer.h.0.{m}" for m in ("ln_1", "attn", "ln_2", "mlp")}
     shown = win.view.mapToScene(win.view.viewport().rect()).boundingRect()
@@ -141,6 +143,7 @@ def test_cold_open_paints_the_module_hierarchy_while_the_capture_is_held_back(qt
     gate.set()
     qtbot.waitUntil(lambda: c.cm is not None, timeout=60000)
     thread.join()
+    assert not pausing()
     assert c.preview is None and c.path == ATTN and not win.progress.isVisible()
     assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
     assert win.table.rowCount() == len(c.cm.blocks().view(ATTN).variables) > 0

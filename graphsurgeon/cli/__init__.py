@@ -83,6 +83,8 @@ def _main(argv: list[str], exiting: bool = False) -> int:
         status = int(args.run(args) or 0)
         if sys.stdout is not None:
             sys.stdout.flush()  # a closed pipe shows here, where it is caught, not in Python's exit
+        if exiting and getattr(args, "ends_at_once", False):  # a command that wrote all it writes: the interpreter's
+            _end_now(status)  # teardown is skipped
         return status
     except _UsageError as err:
         return _say(str(err), 2)
@@ -113,6 +115,18 @@ def _say(message: str, status: int) -> int:
     except (OSError, ValueError):
         pass
     return status
+
+
+def _end_now(status: int) -> None:
+    """Exit without the interpreter's teardown: freeing torch's, transformers' and the graph's million objects one by
+    one (~0.2 CPU s after `inspect --meta` of a 70B architecture). Only after a command that leaves nothing to clean
+    up: `inspect` writes no file of its own (a hub download it made is complete and in place by then)."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(status)
 
 
 def _drop_stdout() -> None:

@@ -56,7 +56,7 @@ def register(sub) -> None:
     p.add_argument("--path", default=None, help="a composite's module path, e.g. transformer.h.0.attn")
     p.add_argument("--deep", action="store_true", help="with --path: list every tensor inside, at every depth")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, ends_at_once=True)  # nothing to clean up after it printed: cli._end_now
 
 
 def run(args) -> int:

@@ -24,6 +24,30 @@ def pausing() -> bool:
     return _DEPTH > 0
 
 
+def keep_off() -> None:
+    """Automatic collection off from now on, also when the pauses in progress end (the editor collects on its UI
+    thread: ui/ui_gc.py)."""
+    global _WAS_ENABLED
+    with _LOCK:
+        _WAS_ENABLED = False
+        gc.disable()
+
+
+_FROZE = False
+
+
+def freeze_once() -> None:
+    """Once per process, when the first capture has imported torch and transformers: everything alive is moved out of
+    the collector's generations (`gc.freeze`). Those million objects live as long as the process; without this, the
+    first collections after a paused open walked them all on the editor's UI thread (~2 s while a drop waited, on a
+    loaded machine), and every full collection after that walked them again. Garbage in cycles made before it is kept."""
+    global _FROZE
+    with _LOCK:
+        if not _FROZE:
+            _FROZE = True
+            gc.freeze()
+
+
 @contextmanager
 def paused_gc(exiting: bool = False):
     """No cyclic garbage collection inside this block (reference counting still frees memory).

@@ -97,7 +97,12 @@ class Opener(QObject):
 
     # ---- the worker thread -----------------------------------------------------------------------------
     def _work(self, number: int, *args) -> None:
-        with _ONE_CAPTURE_AT_A_TIME:
+        from graphsurgeon.graph.gc_pause import paused_gc
+
+        # the collector paused for the whole open, its imports too: they make a million long-lived objects, and the
+        # collections the UI thread's timer ran meanwhile walked them (1.3-1.8 s of a GPT-2 launch's wall time at
+        # load ~6, one full collection 0.5 s of it); capture() alone paused only its own part
+        with _ONE_CAPTURE_AT_A_TIME, paused_gc():
             if number == self.number:  # not replaced by a later open while it waited
                 self._capture(number, *args)
 
@@ -138,6 +143,9 @@ class Opener(QObject):
                     remember_tree(source, tree)  # a local folder's next first frame needs no torch
             emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
             from graphsurgeon.capture import capture
+            from graphsurgeon.graph.gc_pause import freeze_once
+
+            freeze_once()  # torch and transformers, imported by now, out of every later collection
 
             cm = capture(source, meta=meta, eager_attention=eager, model=model if meta else None, progress=progress)
             emit("stage", number, f"deriving the views of {cm.model_class} …")

@@ -13,7 +13,7 @@ import gc
 
 from PySide6.QtCore import QCoreApplication, QTimer
 
-from graphsurgeon.graph.gc_pause import pausing
+from graphsurgeon.graph.gc_pause import keep_off, pausing
 
 INTERVAL_MS = 250
 _timer: QTimer | None = None
@@ -24,7 +24,7 @@ def collect_on_ui_thread() -> None:
     global _timer
     if _timer is not None:
         return
-    gc.disable()
+    keep_off()  # also when a pause that began before the window ends
     _timer = QTimer(QCoreApplication.instance())
     _timer.setInterval(INTERVAL_MS)
     _timer.timeout.connect(collect_due)
