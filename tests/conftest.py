@@ -25,17 +25,18 @@ os.environ["GRAPHSURGEON_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphsurgeon-tes
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    """tiny-gpt2 captured once per session: copy it (`fresh_capture`) before editing."""
-    from graphsurgeon.capture import capture
+    """tiny-gpt2 for the session, read only: a test that edits takes its own copy (`shared_captures.captured`)."""
+    from shared_captures import captured
 
-    return capture("tiny-gpt2")
+    return captured("tiny-gpt2")
 
 
 @pytest.fixture(scope="session")
 def tiny_bert():
-    from graphsurgeon.capture import capture
+    """tiny-bert for the session, read only (as tiny_gpt2)."""
+    from shared_captures import captured
 
-    return capture("tiny-bert")
+    return captured("tiny-bert")
 
 
 @pytest.fixture(scope="session")

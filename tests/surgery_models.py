@@ -9,6 +9,7 @@ import transformers as tf
 
 from graphsurgeon.capture import capture
 from graphsurgeon.surgery import lora_weights
+from shared_captures import copy_of
 
 SMALL = dict(vocab_size=101, max_position_embeddings=64)
 
@@ -48,8 +49,8 @@ ARCHS = ["bert", "roberta", "distilbert", "gpt2", "bigcode", "opt", "llama"]
 
 
 def fresh(arch: str):
-    """A new capture of the tiny `arch` model (safe to edit)."""
-    return capture(build(arch))
+    """A capture of the tiny `arch` model, safe to edit: a copy of one capture per session (shared_captures)."""
+    return copy_of(("surgery_models", arch), lambda: capture(build(arch)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -231,10 +231,10 @@ def test_layers_beyond_a_model_without_repeated_layers():
 
 
 def test_editor_panel_and_recipe_replay_go_through_lora_config():
-    from graphsurgeon.capture import capture
+    from shared_captures import captured
     from graphsurgeon.ui.operate.session import EditSession
 
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     s = EditSession(cm)
     s.drop("encoder.layer.0.attention.self", "m:encoder.layer.0.attention.self.query", config=LoRAConfig(r=4))
     code = cm.gm.code

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.surgery import (ChangeLoRA, History, InsertLoRA, LoRAConfig, RemoveLoRA, add_lora, find_targets,
                                   lora_weights)
 from graphsurgeon.validate.diagnostics import ValidationError
@@ -24,7 +24,7 @@ def _bump(cm, seed):
 
 
 def test_every_layer_is_one_undo_and_undo_restores_code():
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     code0, out0 = cm.gm.code, _out(cm)
     history = History(cm)
     entry = add_lora(cm, ("q", "v"), "all", LoRAConfig(r=8, alpha=16), history=history)
@@ -44,7 +44,7 @@ def test_every_layer_is_one_undo_and_undo_restores_code():
 
 
 def test_change_r_recreates_weights_and_reverts():
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     history = History(cm)
     add_lora(cm, ("q",), "0", history=history)
     path = "encoder.layer.0.attention.self.lora_q"
@@ -64,7 +64,7 @@ def test_change_r_recreates_weights_and_reverts():
 
 
 def test_refused_compound_changes_nothing():
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     code0 = cm.gm.code
     t = find_targets(cm, ("q",))[1]
     History(cm).do(InsertLoRA(t, LoRAConfig(r=4)))
@@ -113,7 +113,7 @@ def test_random_edit_sequences_match_the_delta_w_oracle():
 
 
 def test_random_edit_sequences_keep_lint_and_outputs():
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     code0, out0 = cm.gm.code, _out(cm)
     targets = find_targets(cm)
     rng = random.Random(1234)
@@ -133,10 +133,10 @@ def test_random_edit_sequences_keep_lint_and_outputs():
 
 def test_redo_gives_byte_identical_code():
     """fx never frees an erased node's name; surgery does, so a redo rebuilds exactly the same code."""
-    from graphsurgeon.capture import capture
+    from shared_captures import captured
     from graphsurgeon.surgery import ChangeLoRA, History, InsertLoRA, LoRAConfig, find_targets
 
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     h = History(cm)
     targets = [t for t in find_targets(cm) if t.role in ("q", "v")]
     codes = []

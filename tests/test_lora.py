@@ -48,9 +48,9 @@ def test_equals_peft_on_bert_query_value():
 
 
 def test_view_unboxes_into_primitives():
-    from graphsurgeon.capture import capture
+    from shared_captures import captured
 
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     block = insert_lora(cm, find_targets(cm, ("q",))[0], LoRAConfig(r=8))
     assert block.path == "transformer.h.0.attn.lora_q" and cm.loras[block.path] is block
     bg = cm.blocks()
@@ -69,9 +69,9 @@ def test_view_unboxes_into_primitives():
 
 
 def test_init_dtype_device_and_rslora():
-    from graphsurgeon.capture import capture
+    from shared_captures import captured
 
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     ts = find_targets(cm, ("q", "v"))
     insert_lora(cm, ts[0], LoRAConfig(r=4, alpha=8, use_rslora=True))
     insert_lora(cm, ts[1], LoRAConfig(r=4, init="gaussian"))

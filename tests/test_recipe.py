@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.surgery import ChangeLoRA, History, LoRAConfig, add_lora
 from graphsurgeon.surgery.recipe import RecipeError, load_recipe, replay, save_recipe
 from surgery_models import fresh
 
 
 def test_save_and_replay_on_other_weights(tmp_path):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     history = History(cm)
     add_lora(cm, ("q", "v"), "all", LoRAConfig(r=4, alpha=8, dropout=0.05), history=history)
     history.do(ChangeLoRA(cm, "transformer.h.1.attn.lora_v", r=2))
@@ -22,7 +22,7 @@ def test_save_and_replay_on_other_weights(tmp_path):
     assert data["steps"][0] == {"op": "insert", "role": "q", "layer": 0, "module": "transformer.h.0.attn.c_attn",
                                 "config": LoRAConfig(r=4, alpha=8, dropout=0.05).as_dict()}
 
-    other = capture("tiny-gpt2")
+    other = captured("tiny-gpt2")
     with torch.no_grad():
         for p in other.gm.parameters():
             p.add_(0.01)  # same architecture, other weights
@@ -36,7 +36,7 @@ def test_save_and_replay_on_other_weights(tmp_path):
 
 
 def test_missing_target_fails_clearly_and_changes_nothing(tmp_path):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     history = History(cm)
     add_lora(cm, ("q", "v"), "all", history=history)
     save_recipe(history, tmp_path / "r.json")
@@ -55,7 +55,7 @@ def test_missing_target_fails_clearly_and_changes_nothing(tmp_path):
 def test_not_a_recipe(tmp_path):
     (tmp_path / "x.json").write_text("{\"steps\": []}")
     with pytest.raises(RecipeError, match="not a graphsurgeon recipe"):
-        replay(capture("tiny-gpt2"), load_recipe(tmp_path / "x.json"))
+        replay(captured("tiny-gpt2"), load_recipe(tmp_path / "x.json"))
     (tmp_path / "y.json").write_text("not json")
     with pytest.raises(RecipeError, match="cannot read the recipe"):
         load_recipe(tmp_path / "y.json")

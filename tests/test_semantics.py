@@ -16,7 +16,7 @@ from graphsurgeon.capture import capture
 from graphsurgeon.graph.semantics import Semantics
 from graphsurgeon.graph.semantics.source import assigned_names, called_function
 from graphsurgeon.surgery import History, LoRAConfig, add_lora
-from surgery_models import ARCHS, build
+from surgery_models import ARCHS, build, fresh
 
 # arch -> the HF attribute paths of layer 0's q, k, v projections (a fused one: the module and its column ranges)
 GROUND_TRUTH = {
@@ -143,7 +143,7 @@ def test_rebound_names_read_as_the_source_rebinds_them():
 
 
 def test_names_read_like_the_source():
-    cm = capture(build("gpt2"))
+    cm = fresh("gpt2")
     view = cm.blocks().view("transformer.h.0.attn")
     split = next(b for b in view.blocks if b.title == "split")
     assert [p.name for p in split.outputs] == ["query_states", "key_states", "value_states"]
@@ -160,7 +160,7 @@ def test_names_read_like_the_source():
 
 
 def test_llama_rotary_and_positions():
-    cm = capture(build("llama"))
+    cm = fresh("llama")
     bg = cm.blocks()
     top = bg.view("model")
     assert [b.title for b in top.blocks] == ["inputs", "embed_tokens", "Position ids", "Causal mask", "rotary_emb",
@@ -174,7 +174,7 @@ def test_llama_rotary_and_positions():
 
 
 def test_lora_values_are_named_by_step():
-    cm = capture(build("gpt2"))
+    cm = fresh("gpt2")
     add_lora(cm, roles=("q",), layers=[0], config=LoRAConfig(r=2, alpha=4))
     bg = cm.blocks()
     inner = bg.view("transformer.h.0.attn.lora_q.lora")
@@ -204,7 +204,7 @@ def test_stacks_split_where_layers_differ_and_undo_restores_one():
 
 
 def test_constants_and_port_labels_read_humanly():
-    cm = capture(build("bert"))
+    cm = fresh("bert")
     emb = cm.blocks().view("embeddings")
     statics = {s.name: s.text for b in emb.blocks for s in b.static_inputs}
     assert "9223372036854775807" not in statics.values()

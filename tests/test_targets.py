@@ -43,8 +43,9 @@ def test_qkv_found_by_dataflow(arch):
 
 def test_eager_attention_pattern_gives_the_same_targets():
     from graphsurgeon.capture import capture
+    from shared_captures import captured
 
-    sdpa, eager = find_targets(capture("tiny-gpt2")), find_targets(capture("tiny-gpt2", eager_attention=True))
+    sdpa, eager = find_targets(captured("tiny-gpt2")), find_targets(capture("tiny-gpt2", eager_attention=True))
     assert [(t.layer, t.role, t.module, t.columns) for t in sdpa] == [(t.layer, t.role, t.module, t.columns) for t in eager]
 
 

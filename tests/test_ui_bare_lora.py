@@ -6,7 +6,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from test_bare_lora import fused_output
 from test_ui_operate import _drop, _palette_mime
 from ui_windows import shown_window
@@ -43,7 +43,7 @@ def _draw_wire(win, from_port: str, to_item: str) -> None:
 
 
 def test_drop_bare_lora_then_wire_its_output_onto_q(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = shown_window(qtbot, cm, ATTN)
     session = win.operate.session
     q_link = next(i for i, t in session.candidates(ATTN).items() if t.role == "q" and i in win.scene.links)
@@ -80,7 +80,7 @@ def test_drop_bare_lora_then_wire_its_output_onto_q(qtbot):
 
 
 def test_wire_from_an_ordinary_output_says_why(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = shown_window(qtbot, cm, ATTN)
     split = win.controller.view.find("split")
     target = next(l for l in win.controller.view.links if l.src != split.outputs[0].id)

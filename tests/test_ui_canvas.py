@@ -8,7 +8,7 @@ from PySide6.QtCore import QPoint, QPointF, QRectF, Qt
 from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDragMoveEvent, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.ui.items import TITLE_MIN_PX
 from graphsurgeon.ui.operate.palette import MIME_TYPE
 from graphsurgeon.ui.window import MainWindow
@@ -151,7 +151,7 @@ def _sizes(win) -> dict[str, tuple[float, float]]:
 
 
 def test_insert_undo_redo_keep_every_other_block_still_and_the_view_put(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = _window(qtbot, cm, ATTN)
     before, sizes = _positions(win), _sizes(win)
     centre = win.view.mapToScene(win.view.viewport().rect().center())
@@ -179,7 +179,7 @@ def test_insert_undo_redo_keep_every_other_block_still_and_the_view_put(qtbot):
 
 
 def test_diagnostics_mark_the_block_wrap_stay_and_navigate(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = _window(qtbot, cm, ATTN)
     payload = {"kind": "lora", "r": 8, "alpha": 16.0, "dropout": 0.0}  # a bare LoRA Layer, not wired yet
     assert win.operate.drop(_slice_link(win, "getitem"), payload)

@@ -9,7 +9,7 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
-from graphsurgeon.capture import capture  # noqa: E402
+from shared_captures import captured  # noqa: E402
 from graphsurgeon.surgery import LoRAConfig, add_lora  # noqa: E402
 from graphsurgeon.ui.window import MainWindow  # noqa: E402
 from ui_windows import shown_window  # noqa: E402
@@ -32,7 +32,7 @@ def line_of(panel, text: str) -> int:
 
 def test_hidden_tab_costs_nothing(qtbot):
     """Behind its tab the panel writes no code; brought to the front it shows the open composite."""
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = shown_window(qtbot, cm, "transformer.h.0.mlp")
     qtbot.wait(300)
     assert win.code_panel.code is None and not win.code_panel.shown()
@@ -42,7 +42,7 @@ def test_hidden_tab_costs_nothing(qtbot):
 
 
 def test_shows_the_composite_and_follows_selection_both_ways(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = make(qtbot, cm, "transformer.h.0.attn")
     panel = win.code_panel
     text = panel.toPlainText()
@@ -67,7 +67,7 @@ def test_shows_the_composite_and_follows_selection_both_ways(qtbot):
 
 
 def test_an_edit_shows_in_the_code(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = make(qtbot, cm, "transformer.h.0.attn")
     panel = win.code_panel
     assert "self.c_attn.q" not in panel.toPlainText()

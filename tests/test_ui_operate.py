@@ -8,7 +8,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.surgery import find_targets
 from graphsurgeon.ui.operate.palette import MIME_TYPE as MIME
 from ui_windows import shown_window
@@ -68,7 +68,7 @@ def _inputs(cm):
 
 
 def test_bert_drop_query_and_value_updates_graph_table_budget(qtbot):
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     before = cm.run(**_inputs(cm))
     win = shown_window(qtbot, cm, BERT_ATTN)
     ops = win.operate
@@ -97,7 +97,7 @@ def test_bert_drop_query_and_value_updates_graph_table_budget(qtbot):
 
 
 def test_gpt2_every_layer_on_q_slice_one_undo(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     original = cm.gm.code
     t0 = find_targets(cm)[0]
     win = shown_window(qtbot, cm, t0.attention)
@@ -113,7 +113,7 @@ def test_gpt2_every_layer_on_q_slice_one_undo(qtbot):
 
 
 def test_invalid_drops_change_nothing_and_say_why(qtbot):
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     original = cm.gm.code
     win = shown_window(qtbot, cm, "")
     mime = _palette_mime(qtbot, win)
@@ -128,7 +128,7 @@ def test_invalid_drops_change_nothing_and_say_why(qtbot):
 
 
 def test_edit_r_in_side_panel_revalidates_and_refuses_bad_values(qtbot):
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     win = shown_window(qtbot, cm, BERT_ATTN)
     ops = win.operate
     _drop(win, _palette_mime(qtbot, win, r=4), f"m:{BERT_ATTN}.query")
@@ -150,21 +150,21 @@ def test_edit_r_in_side_panel_revalidates_and_refuses_bad_values(qtbot):
 
 
 def test_recipe_save_new_window_open_gives_same_graph(qtbot, tmp_path):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     t0 = find_targets(cm)[0]
     win = shown_window(qtbot, cm, t0.attention)
     cand = win.operate.session.candidates(t0.attention)
     v = next(i for i, t in cand.items() if t.role == "v" and t.is_slice and win.scene.item(i))
     _drop(win, _palette_mime(qtbot, win, every_layer=True, r=2), v)
     win.operate.session.save_recipe(tmp_path / "r.json")
-    win2 = shown_window(qtbot, capture("tiny-gpt2"), t0.attention)
+    win2 = shown_window(qtbot, captured("tiny-gpt2"), t0.attention)
     win2.operate.open_recipe(tmp_path / "r.json")
     assert win2.controller.cm.gm.code == cm.gm.code
     assert sorted(win2.scene.blocks) == sorted(win.scene.blocks)
 
 
 def test_export_from_window_runs(qtbot, tmp_path):
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     before = cm.run(**_inputs(cm))
     win = shown_window(qtbot, cm, BERT_ATTN)
     _drop(win, _palette_mime(qtbot, win), f"m:{BERT_ATTN}.query")
@@ -186,12 +186,12 @@ def test_autosave_of_one_model_is_offered_for_that_model_only(qtbot, tmp_path):
     capture in the worker) offers it; File → Recover replays it as one undoable edit."""
     from graphsurgeon.ui.operate.session import EditSession, autosave_path
 
-    crashed = EditSession(capture("tiny-bert"))
+    crashed = EditSession(captured("tiny-bert"))
     crashed.drop(BERT_ATTN, f"m:{BERT_ATTN}.query")  # autosaves; never closed cleanly
     saved = autosave_path(crashed.cm)
     assert saved.is_relative_to(tmp_path / "cache") and saved.exists()
 
-    win = shown_window(qtbot, capture("tiny-gpt2"), "transformer.h.0.attn")
+    win = shown_window(qtbot, captured("tiny-gpt2"), "transformer.h.0.attn")
     ops = win.operate
     recover = next(a for a in win.file_menu.actions() if a.text() == "Recover autosaved session")
     assert ops.recovery is None and not recover.isVisible() and "recover" not in ops.last_message.lower()
@@ -211,7 +211,7 @@ def test_autosave_of_one_model_is_offered_for_that_model_only(qtbot, tmp_path):
 
 
 def test_undo_while_inside_the_lora_block_shows_its_parent(qtbot):
-    win = shown_window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win = shown_window(qtbot, captured("tiny-bert"), BERT_ATTN)
     _drop(win, _palette_mime(qtbot, win), f"m:{BERT_ATTN}.query")
     win.navigate(f"{BERT_ATTN}.lora_q.lora")
     assert any(b.title == "lora_A" for b in win.controller.view.blocks)

@@ -18,7 +18,7 @@ from PySide6.QtGui import QCloseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QUndoView
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.surgery.spec import LoRAConfig
 from graphsurgeon.ui.operate import export_task, window_ops
 from graphsurgeon.ui.operate.session import autosave_path
@@ -129,7 +129,7 @@ def _assert_same(a: dict, b: dict) -> None:
 
 def _bert_with_lora_q(qtbot):
     """tiny-bert open at layer 0's self-attention, "Add LoRA Layer" dropped on query, B set non-zero."""
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     inputs = _inputs(cm)
     original = _outputs(cm, inputs)
     win = shown_window(qtbot, cm, BERT_ATTN)
@@ -206,7 +206,7 @@ def test_save_recipe_then_open_it_in_a_new_window_gives_the_same_graph(qtbot, tm
     data = json.loads((tmp_path / "surgery.json").read_text())
     assert data["format"] == "graphsurgeon-recipe" and len(data["steps"]) == 1
 
-    win2 = shown_window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win2 = shown_window(qtbot, captured("tiny-bert"), BERT_ATTN)
     dialogs.open_name = tmp_path / "surgery.json"
     _menu_action(win2, "Open recipe…").trigger()
     cm2 = win2.controller.cm
@@ -276,7 +276,7 @@ def test_close_with_unsaved_edits_asks_and_keeps_the_autosave_when_refused(qtbot
 
 
 def test_close_without_edits_does_not_ask(qtbot):
-    win = shown_window(qtbot, capture("tiny-bert"), BERT_ATTN)
+    win = shown_window(qtbot, captured("tiny-bert"), BERT_ATTN)
     win.operate.ask = lambda *a: pytest.fail("asked although nothing was edited")
     assert win.close() and not win.isVisible()
 
@@ -300,7 +300,7 @@ def _insert(role, layer, r=2):
 def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dialogs):
     """File → Open recipe on a fresh model: every step in, one History row, the usual validation; Ctrl+Z takes it
     all back and Ctrl+Shift+Z brings it back."""
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     win = shown_window(qtbot, cm, BERT_ATTN)
     code = cm.gm.code
     change = _step("change", "q", 1, config=LoRAConfig(r=3, alpha=6.0, dropout=0.1).as_dict())
@@ -330,7 +330,7 @@ def test_open_recipe_replays_as_one_edit_that_ctrl_z_undoes(qtbot, tmp_path, dia
     ("GPT2LMHeadModel", "this recipe was made on GPT2LMHeadModel"),
 ])
 def test_open_recipe_refused_warns_in_one_sentence_and_changes_nothing(qtbot, tmp_path, dialogs, steps, says):
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     win = shown_window(qtbot, cm, BERT_ATTN)
     code, blocks = cm.gm.code, sorted(win.scene.blocks)
     dialogs.open_name = (_recipe(tmp_path, [_insert("q", 0)], model_class=steps) if isinstance(steps, str)

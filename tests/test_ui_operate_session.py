@@ -11,6 +11,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
 
 from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.surgery import LoRAConfig, find_targets
 from graphsurgeon.ui.operate.session import EditSession, pending_recovery
@@ -38,7 +39,7 @@ def _peft_count(r: int, modules: list[str], layers: int = 1) -> int:
 
 
 def test_bert_drop_query_block_and_value_link():
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     s = EditSession(cm)
     before = cm.run(**_inputs(cm))
     base = s.budget().trainable
@@ -65,7 +66,7 @@ def _inputs(cm) -> dict:
 
 
 def test_gpt2_every_layer_on_q_slice_one_undo():
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     s = EditSession(cm)
     original = cm.gm.code
     t0 = find_targets(cm)[0]
@@ -83,7 +84,7 @@ def test_gpt2_every_layer_on_q_slice_one_undo():
 
 @pytest.mark.parametrize("where,name", [("link", "input_ids"), ("block", "LayerNorm")])
 def test_invalid_drop_changes_nothing_and_says_why(where, name):
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     s = EditSession(cm)
     original = cm.gm.code
     if where == "link":
@@ -100,7 +101,7 @@ def test_invalid_drop_changes_nothing_and_says_why(where, name):
 
 
 def test_edit_r_revalidates_and_changes_budget():
-    cm = capture("tiny-bert")
+    cm = captured("tiny-bert")
     s = EditSession(cm)
     s.drop(BERT_ATTN, f"m:{BERT_ATTN}.query", config=LoRAConfig(r=4))
     path = f"{BERT_ATTN}.lora_q"
@@ -119,20 +120,20 @@ def test_edit_r_revalidates_and_changes_budget():
 
 
 def test_unknown_palette_kind_refused_clearly():
-    s = EditSession(capture("tiny-bert"))
+    s = EditSession(captured("tiny-bert"))
     with pytest.raises(GraphsurgeonError, match="unknown palette block"):
         s.drop(BERT_ATTN, f"m:{BERT_ATTN}.query", kind="conv")
 
 
 def test_recipe_roundtrip_on_fresh_capture(tmp_path):
-    s = EditSession(capture("tiny-gpt2"))
+    s = EditSession(captured("tiny-gpt2"))
     t0 = find_targets(s.cm)[0]
     cand = s.candidates(t0.attention)
     v_port = next(i for i, t in cand.items() if "->" not in i and t.role == "v" and t.is_slice)
     s.drop(t0.attention, v_port, every_layer=True, config=LoRAConfig(r=2))
     s.save_recipe(tmp_path / "r.json")
     assert not s.dirty
-    s2 = EditSession(capture("tiny-gpt2"))
+    s2 = EditSession(captured("tiny-gpt2"))
     s2.open_recipe(tmp_path / "r.json")
     assert s2.cm.gm.code == s.cm.gm.code and sorted(s2.cm.loras) == sorted(s.cm.loras)
 
@@ -154,9 +155,9 @@ def test_autosave_recovered_after_kill_for_the_same_model_only(tmp_path, monkeyp
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [p.parent.name for p in (tmp_path / "crash").rglob("*.json")] == ["autosave"]
 
-    for other in (capture("tiny-gpt2"), capture("tiny-bert", meta=True), capture("tiny-bert", eager_attention=True)):
+    for other in (captured("tiny-gpt2"), capture("tiny-bert", meta=True), capture("tiny-bert", eager_attention=True)):
         assert pending_recovery(other) is None, (other.source_name, other.is_meta, other.attn_implementation)
-    s = EditSession(capture("tiny-bert"))
+    s = EditSession(captured("tiny-bert"))
     data = pending_recovery(s.cm)
     assert data is not None and data["source"] == "tiny-bert" and len(data["recipe"]["steps"]) == 1
     entry = s.recover(data)
@@ -169,7 +170,7 @@ def test_autosave_recovered_after_kill_for_the_same_model_only(tmp_path, monkeyp
 
 
 def test_every_layer_refusal_is_all_or_nothing_and_redo():
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     s = EditSession(cm)
     targets = [t for t in find_targets(cm) if t.role == "q"]
     link1 = next(i for i, t in s.candidates(targets[1].attention).items() if "->" in i and t.role == "q")
@@ -190,7 +191,7 @@ def test_every_layer_refusal_is_all_or_nothing_and_redo():
 
 
 def test_export_writes_folder_and_clears_dirty(tmp_path):
-    s = EditSession(capture("tiny-bert"))
+    s = EditSession(captured("tiny-bert"))
     s.drop(BERT_ATTN, f"m:{BERT_ATTN}.query", config=LoRAConfig(r=2))
     assert s.dirty
     result = s.export(tmp_path / "out")

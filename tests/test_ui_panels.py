@@ -6,7 +6,7 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication, QDockWidget, QHeaderView
 
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.ui.shape_table import OP, example_numel
 from test_ui_operate import _drop, _palette_mime
 from ui_windows import shown_window
@@ -30,7 +30,7 @@ def _shown(panel) -> tuple:
 
 
 def test_lora_panel_works_inside_the_block_follows_undo_and_panels_keep_their_widths(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = shown_window(qtbot, cm, ATTN)
     win.resize(1600, 1000)
     qtbot.waitExposed(win)
@@ -83,7 +83,7 @@ def _columns_fill(table) -> bool:
 
 
 def test_shape_table_all_rows_sort_filter_selection_both_ways_and_stretch(qtbot):
-    cm = capture("tiny-gpt2")
+    cm = captured("tiny-gpt2")
     win = shown_window(qtbot, cm, ATTN)
     win.resize(1600, 1000)
     qtbot.waitExposed(win)

@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from graphsurgeon.capture import capture
+from shared_captures import captured
 from graphsurgeon.surgery import LoRAConfig, find_targets, insert_lora
 from graphsurgeon.validate import ValidationError, check_insertion, validate_full
 from graphsurgeon.validate.full import bare_fake_prop
@@ -11,7 +11,7 @@ from graphsurgeon.validate.full import bare_fake_prop
 
 @pytest.fixture
 def gpt2():
-    return capture("tiny-gpt2")
+    return captured("tiny-gpt2")
 
 
 def _refused(cm, target, config, match):
