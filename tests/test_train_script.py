@@ -159,6 +159,16 @@ def test_scaling_flags_run_on_cpu(gpt2):
     assert "step 2/2" in compiled.stdout
 
 
+def test_model_py_compiles_to_one_graph(gpt2):
+    """torch.compile (train.py --compile) sees the training forward as one graph: the mask builder's "nothing is
+    padded" test is data-dependent, so under compile it is skipped and the mask built, as HF does (it broke the graph
+    in four)."""
+    model = load_exported(gpt2).train()
+    x = inputs("gpt2")
+    explained = torch._dynamo.explain(model)(**x, labels=x["input_ids"])
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+
+
 def test_fsdp_under_torchrun_saves_the_trained_lora(gpt2, capsys):
     from peft import PeftModel
 

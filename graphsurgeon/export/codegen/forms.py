@@ -15,8 +15,9 @@ import torch
 
 from graphsurgeon.export.codegen.body import Body, Line
 
-FAST = [  # the first lines of a form read only by SDPA: no padding, no mask tensor
-    "if {m}.all():  # nothing is padded: SDPA runs without a mask tensor",
+FAST = [  # the first lines of a form read only by SDPA: no padding, no mask tensor; under torch.compile the mask is
+    # always built, as HF does, so the data-dependent test does not break the compiled graph in two
+    "if not torch.compiler.is_compiling() and {m}.all():  # nothing is padded: no mask tensor",
     "    return None",
 ]
 # name -> body (the mask argument is {m}); each returns what the group returned
