@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import inspect
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -204,6 +205,19 @@ def fused_exported(model_type: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f"gs-config-{model_type}-")) / "out"
     export_folder(cm, folder)
     return folder
+
+
+def test_a_lora_inside_a_line_leaves_its_names_where_hf_puts_them():
+    """A LoRA on one of Bloom's fused slices inside `query_layer = fused_qkv[..., 0, :].transpose(1, 2)` (the line
+    goes on after the slice): the line's results keep HF's names in order — they were shifted by one (`key_layer =
+    query_layer.transpose(1, 2)`) when the adapted slice counted as a result of the line."""
+    code = (fused_exported("bloom") / "model.py").read_text()
+    first: dict[str, str] = {}
+    for m in re.finditer(r"^ +(query_layer|key_layer|value_layer) = (.*)$", code, re.M):
+        first.setdefault(m[1], m[2])
+    assert first["query_layer"].startswith("query.transpose(1, 2)"), first
+    assert first["key_layer"].startswith("view[:, :, :, 1].transpose(1, 2)"), first
+    assert first["value_layer"].startswith("value.transpose(1, 2)"), first
 
 
 @pytest.mark.parametrize("model_type", FUSED)

@@ -155,6 +155,10 @@ class Namer:
         names = [n for n in assigned_names(frame.code)]
         if not names:
             return None
+        if len(names) > 1:  # lined up by position: a step a LoRA adapts inside the line is no result of it
+            results = [r for r in results if not self._adapted_inside(r, depth)]
+            if node not in results:
+                return None
         if len(names) == len(results) or (len(names) > len(results) and len(results) == 1):
             pick = names[results.index(node)] if len(names) == len(results) else names[0]
         elif len(names) == 1:
@@ -163,6 +167,15 @@ class Namer:
         else:
             pick = names[results.index(node)] if results.index(node) < len(names) else None
         return pick if pick and pick != "_" else None
+
+    def _adapted_inside(self, node: torch.fx.Node, depth: int) -> bool:
+        """Whether `node` is a step of its line that a LoRA adapts and the line goes on from (a LoRA on one of Bloom's
+        fused q/k/v slices, transposed after it): read outside the line only by the LoRA, whose sum the line reads."""
+        key = _statement_key(node, depth)
+        outside = [u for u in node.users if u.op == "output" or _statement_key(u, depth) != key]
+        if not outside or not all(u.name in self._lora or u.name in self._sums for u in outside):
+            return False
+        return any(_statement_key(v, depth) == key for u in outside if u.name in self._sums for v in u.users)
 
     def _results(self, node: torch.fx.Node, depth: int) -> list[torch.fx.Node]:
         """The values of node's statement (at `depth`) that are read outside it, in LHS order."""
