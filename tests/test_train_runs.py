@@ -213,7 +213,7 @@ def test_runs_never_change_the_export_and_resume_is_bit_for_bit(gpt2_export, tmp
     assert whole.returncode == 0, whole.stderr
     assert half.returncode == 0, half.stderr
     assert hashes(out) == before and not (out / "__pycache__").exists()
-    again = run_train(out, "--resume", str(out / "runs" / "half"), "--steps", "20")
+    again = run_train(out, "--resume", "half", "--steps", "20")  # a run's name finds its folder under runs/
     assert again.returncode == 0 and "resumed" in again.stdout, again.stderr
     a, b = (load_file(str(out / "runs" / r / "trainable.safetensors")) for r in ("whole", "half"))
     assert set(a) == set(b) and max(max_diff(a[k], b[k]) for k in a) <= 1e-6

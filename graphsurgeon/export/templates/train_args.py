@@ -46,7 +46,11 @@ def parser() -> OneLineParser:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--run-name", help="writes runs/<name>/ (default: run-<date>-<time>)")
     p.add_argument("--runs-dir", default=os.path.join(HERE, "runs"), help="where run folders go")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its arguments, optimizer, step)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue this run (its folder, or its --run-name): its arguments, optimizer, step",
+    )
     p.add_argument("--save-every", type=int, default=0, help="save the run every N steps (0: only at the end)")
     p.add_argument(
         "--num-labels", type=int, default=2, help="classes of the classification head (models without a head)"
@@ -70,19 +74,27 @@ def parser() -> OneLineParser:
         nargs="?",
         const="",
         metavar="RUN",
-        help="only write merged/ from a run folder (no RUN: the export's own weights, into runs/export/)",
+        help="only write merged/ from a run (its folder or name; no RUN: the export's own weights, into runs/export/)",
     )
     return p
 
 
+def _named_runs(args: argparse.Namespace) -> argparse.Namespace:
+    """--resume and --merge-only take a run folder or a run's name under --runs-dir."""
+    for name in ("resume", "merge_only"):
+        if getattr(args, name):
+            setattr(args, name, runs.run_folder(getattr(args, name), args.runs_dir))
+    return args
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = parser()
-    args = p.parse_args(argv)
+    args = _named_runs(p.parse_args(argv))
     if args.resume:  # the run's own arguments, with what is given now on top (e.g. more --steps)
-        args.saved = runs.read_run(args.resume, for_resume=True)
+        saved = runs.read_run(args.resume, for_resume=True)
         own = ("resume", "run_name", "runs_dir", "fsdp")  # this invocation's: an --fsdp run resumes under DDP
-        p.set_defaults(**{k: v for k, v in args.saved["args"].items() if k not in own})
-        saved, args = args.saved, p.parse_args(argv)
+        p.set_defaults(**{k: v for k, v in saved["args"].items() if k not in own})
+        args = _named_runs(p.parse_args(argv))
         args.saved = saved
     for name in ("batch_size", "seq_len", "num_labels", "grad_accum"):
         least = 2 if name == "seq_len" else 1

@@ -206,6 +206,13 @@ def write_run(folder: str, files: dict) -> None:
         )
 
 
+def run_folder(name: str, runs_dir: str) -> str:
+    """A run named on the command line: the folder as given, else the run of that name under --runs-dir (as
+    --run-name names it), so `--resume a` continues `--run-name a`."""
+    under = os.path.join(runs_dir, name)
+    return os.path.abspath(under if not os.path.isdir(name) and os.path.isdir(under) else name)
+
+
 def read_run(folder: str, *, for_resume: bool) -> dict:
     """The saved run: {"state", "args", "trainable", "optimizer", "metrics"}; one sentence when it is not a whole
     run of this export."""
