@@ -12,6 +12,7 @@ add LoRA (r=2, alpha=4) on every layer, validate, export. Reported per type:
   PEFT      max |graph − PEFT| with random A, B; fused targets use the rank-Σr adapter built here from the
             ground-truth column sets (B's rows scattered over them)
   export    the folder is written and its model.py gives the graph's output (max diff)
+  generate  (--all) a causal LM's model.py generate() writes HF's greedy tokens (8 new, LoRA included)
 and the exact reason when a step fails. Run: .venv/bin/python benchmarks/coverage.py [type ...]
 `--all [--jobs N] [--readme README.md]`: every text model type transformers ships (benchmarks/coverage_all.py).
 """
@@ -196,19 +197,44 @@ def _peft(reference, cm, truth: dict):
     return model
 
 
-def export_diff(cm, out: Path, ours: torch.Tensor) -> float:
-    """Export (with the self-check) and run the written model.py in this process: max |model.py − graph|."""
+def exported_model(out: Path) -> torch.nn.Module:
+    """The model of the written model.py, loaded in this process as a user loads it."""
     import importlib.util
 
-    from graphsurgeon.export import export_folder
-
-    export_folder(cm, out)
     spec = importlib.util.spec_from_file_location(f"exported_{out.name.replace('-', '_')}", out / "model.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod.load_model(str(out)).eval()
+
+
+def export_diff(cm, out: Path, ours: torch.Tensor) -> float:
+    """Export (with the self-check) and run the written model.py in this process: max |model.py − graph|."""
+    from graphsurgeon.export import export_folder
+
+    export_folder(cm, out)
     with torch.no_grad():
-        got = first(mod.load_model(str(out)).eval()(**cm.example_inputs))
+        got = first(exported_model(out)(**cm.example_inputs))
     return (got - ours).abs().max().item()
+
+
+def generate_check(ours: torch.nn.Module, theirs: torch.nn.Module, inputs: dict, new: int = 8) -> str:
+    """model.py's greedy generate() against Hugging Face's generate() of the same weights (each with its own eos
+    and pad defaults): "✓", "✗ at new token k", "HF: <error>" when HF's cannot run, "" when model.py has none."""
+    if not hasattr(ours, "generate"):
+        return ""
+    x = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+    try:
+        with torch.no_grad():
+            want = theirs.generate(**x, max_new_tokens=new, do_sample=False)
+    except Exception as err:  # noqa: BLE001 - HF's generate of this type needs more than token ids
+        return f"HF: {type(err).__name__}"
+    got = ours.generate(**x, max_new_tokens=new)
+    if got.shape == want.shape and torch.equal(got, want):
+        return "✓"
+    start = x["input_ids"].shape[1]
+    width = min(got.shape[1], want.shape[1])
+    differ = (got[:, :width] != want[:, :width]).any(0).nonzero()
+    return f"✗ at new token {int(differ[0]) - start + 1 if len(differ) else width - start + 1}"
 
 
 def passed(row: dict) -> bool:

@@ -174,7 +174,7 @@ def _layer_indices(key: str, value, n: int | None) -> bool:
 def run_one(model_type: str, tmp: Path) -> dict:
     """The row of one type: its class, what each step gave, and why it stopped."""
     row = {"type": model_type, "class": "", "status": "", "reason": "", "b0": None, "peft": None, "export": None,
-           "columns": "", "seconds": 0.0, "notes": ""}
+           "columns": "", "generate": "", "seconds": 0.0, "notes": ""}
     t0, c0 = time.perf_counter(), cpu_seconds()
     try:
         _steps(model_type, tmp, row)
@@ -232,7 +232,7 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
     from graphsurgeon.surgery import LoRAConfig, add_lora, resolve_targets
     from graphsurgeon.validate import validate_full
 
-    from coverage import _peft, _truth, export_diff, first
+    from coverage import _peft, _truth, export_diff, exported_model, first, generate_check
     from surgery_models import randomize
 
     folder = tmp / model_type
@@ -287,14 +287,19 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
             randomize(cm, seed=3)
             ours = first(cm.run(**cm.example_inputs))
         with phase("peft"):
-            row["peft"] = (ours - first(_peft(reference, cm, truth)(**cm.example_inputs))).abs().max().item()
+            peft_model = _peft(reference, cm, truth)
+            row["peft"] = (ours - first(peft_model(**cm.example_inputs))).abs().max().item()
     with phase("export"):
         row["export"] = export_diff(cm, tmp / f"{model_type}-out", ours)
+    with phase("generate"):
+        row["generate"] = generate_check(exported_model(tmp / f"{model_type}-out"), peft_model, cm.example_inputs)
     bad = [k for k in ("b0", "peft", "export") if row[k] > TOL * (1 + ours.abs().max().item())] + \
-        (["columns"] if row["columns"] == "✗" else [])
+        (["columns"] if row["columns"] == "✗" else []) + (["generate"] if row["generate"].startswith("✗") else [])
     row["status"] = "wrong" if bad else "exact"
     if bad:
-        row["reason"] = "differs: " + ", ".join(f"{k} {row[k]:.1e}" if k != "columns" else "q/v columns" for k in bad)
+        row["reason"] = "differs: " + ", ".join(
+            f"{k} {row[k]:.1e}" if k in ("b0", "peft", "export") else "q/v columns" if k == "columns"
+            else f"generate {row[k]}" for k in bad)
 
 
 def _tiny_model(model_type: str, mha: bool, row: dict, per_kind: int = 1):
@@ -431,12 +436,12 @@ def table(rows: list[dict], skipped: dict[str, str], minutes: float, jobs: int, 
              f"({100.0 * counts['exact'] / max(1, len(rows)):.0f} % of all). Run: {minutes:.1f} min with {jobs} worker "
              f"processes; per type {statistics.median(r['seconds'] for r in rows):.0f} s median (its worker's wall time)."
              + _cpu_text(rows) if rows else "No rows.",
-             "", "| type | class | result | B=0 | PEFT | model.py | q/v columns | time | reason / notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| type | class | result | B=0 | PEFT | model.py | q/v columns | generate | time | reason / notes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         why = (r["reason"] or r.get("notes") or "").replace("|", "/").replace("\n", " ")[:200]
         lines.append(f"| {r['type']} | {r['class']} | {r['status']} | {num(r['b0'])} | {num(r['peft'])} | "
-                     f"{num(r['export'])} | {r['columns']} | {r['seconds']:.0f} s | {why} |")
+                     f"{num(r['export'])} | {r['columns']} | {r.get('generate', '')} | {r['seconds']:.0f} s | {why} |")
     if not_run:
         lines += ["", f"Not run yet ({len(not_run)}; `--rows` resumes): " + ", ".join(not_run) + "."]
     lines += ["", f"Skipped ({len(skipped)}): " + "; ".join(f"{t} ({why})" for t, why in sorted(skipped.items())) + "."]

@@ -142,6 +142,36 @@ def test_greedy_generate_equals_hf(arch):
         assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
 
 
+@pytest.mark.parametrize("arch", ["bloom", "gpt2-eager"])
+def test_generate_without_a_cache_equals_hf(arch):
+    """A causal LM whose attention is not SDPA's (Bloom's baddbmm with ALiBi, GPT-2 captured with eager attention)
+    has no KV cache in model.py, yet generates: the whole sequence read again per token, HF's greedy tokens for one
+    prompt and a left-padded batch."""
+    from graphsurgeon.capture import capture
+
+    if arch == "bloom":
+        import model_zoo
+
+        torch.manual_seed(0)
+        config = model_zoo.tiny_config("bloom")
+        config.initializer_range = 0.5
+        hf = model_zoo.model_class("bloom")(config).eval()
+    else:
+        hf = build("gpt2", initializer_range=0.5, attn_implementation="eager")
+    folder = Path(tempfile.mkdtemp(prefix=f"gs-generate-{arch}-")) / "out"
+    export_folder(capture(hf), folder)
+    ours = load_exported(folder)
+    assert "use_cache" not in type(ours).forward.__code__.co_varnames  # the path without a cache
+    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :2] = mask[1, :1] = 0
+    for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
+        want = hf.generate(**x, max_new_tokens=10, do_sample=False)
+        got = ours.generate(**x, max_new_tokens=10)
+        assert got.tolist() == want.tolist()
+        assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
+
+
 def test_cache_and_eos(tmp_path):
     """The forward with past_key_values gives the logits of the full sequence; a row that writes the eos token goes
     on with the pad token as HF's generate does."""

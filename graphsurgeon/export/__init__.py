@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.destination import Claim, DestinationError, claim
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
-from graphsurgeon.export.modelpy import TEMPLATES, model_source, saved_tensors
+from graphsurgeon.export.modelpy import TEMPLATES, generation_text, model_source, saved_tensors
 from graphsurgeon.export.verify import self_check
 from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
@@ -195,6 +195,9 @@ def _write(cm, folder: Path, final: Path | None = None) -> None:
          "loras": [b.as_dict() for b in cm.loras.values()]}, indent=2), encoding="utf-8")
     readme = (TEMPLATES / "README.md").read_text(encoding="utf-8").format(model_class=cm.model_class, n=len(cm.loras),
                                                          weights=_weights_text(cm))
+    generating = generation_text(cm)
+    if generating:
+        readme += "\n## Generating text\n\n" + generating + "\n"
     notes = adapter_notes(cm)
     if notes:
         readme += "\n## Not in the PEFT adapter\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"

@@ -50,6 +50,21 @@ def saved_tensors(cm) -> dict[str, torch.Tensor]:
     return {k: v for k, v in export_tensors(cm)[0].items() if k not in computed}
 
 
+def generation_text(cm) -> str:
+    """How model.py generates, for the export's README ("" when it does not: not a causal LM with HF's inputs)."""
+    from graphsurgeon.export.codegen import generate
+
+    model = generate(cm).model
+    if not model.generates:
+        return ""
+    how = ("with a KV cache per attention layer" if model.kv_paths else "without a KV cache (this model's attention "
+           "is not SDPA's): each new token reads the whole sequence again, the same tokens, slower on long outputs")
+    return ("`m.generate(input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0, "
+            "top_k=None, top_p=None, eos_token_id=None)` writes Hugging Face's greedy tokens (or samples after its "
+            "temperature, top-k and top-p), a batch padded on the left included, stopping at this folder's eos "
+            f"token; {how}.")
+
+
 def model_source(cm) -> str:
     """The full text of model.py."""
     from graphsurgeon.export.codegen import model_source as source

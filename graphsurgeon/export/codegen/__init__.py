@@ -83,7 +83,9 @@ def generate(cm) -> GeneratedModel:
         head = head.replace("import dataclass, fields", "import dataclass, field, fields")
     aliases = f"Model = {model.root.name}\nConfig = {model.config.class_name}"
     parts = [head, config] + ([helpers] if helpers else []) + [body, aliases, hf, tail]
-    if model.kv_paths:  # a causal LM: its KV cache and generate()
+    if model.kv_paths:  # a causal LM whose attentions are SDPA's: its KV cache
+        parts.insert(-2, (TEMPLATES / "model_kvcache.py").read_text(encoding="utf-8"))
+    if model.generates:  # any causal LM with HF's inputs: generate() (without a cache, slower but the same tokens)
         parts.insert(-2, (TEMPLATES / "model_generate.py").read_text(encoding="utf-8"))
         parts.append(f"{model.root.name}.generate = generate")
     text = layout.format_source("\n\n\n".join(p.strip("\n") for p in parts) + "\n")

@@ -90,6 +90,7 @@ class Model:
         self._sizes()
         self.functions: list[FunctionDef] = []
         self.kv_paths: list[str] = []  # the modules that keep a KV cache, in the order they run
+        self.generates = False  # a causal LM taking HF's inputs: model.py has generate()
         self.classes: list[ClassDef] = []
         self.class_of_path: dict[str, ClassDef] = {}
         self._build()
@@ -179,7 +180,8 @@ class Model:
         attention -> the key and value it reads (those of earlier tokens are put in front of them)."""
         from graphsurgeon.export.hf_forward import is_hf
 
-        if not is_causal_lm(self.cm) or not is_hf(self.cm):  # generate() passes HF's keyword inputs
+        self.generates = is_causal_lm(self.cm) and is_hf(self.cm)  # generate() passes HF's keyword inputs
+        if not self.generates:
             return
         found = {}
         for att in self.cm.semantics().attentions:

@@ -1,30 +1,6 @@
 # ----------------------------------------------------------------------------- generation
 
 
-class KVCache:
-    """One attention layer's keys and values of the tokens seen so far: `update` puts them before the new ones."""
-
-    def __init__(self, past: tuple | None = None) -> None:
-        self.key, self.value = past if past is not None else (None, None)
-
-    def update(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.key is not None:  # [batch, heads, past + new, head_dim]
-            key, value = torch.cat([self.key, key], dim=2), torch.cat([self.value, value], dim=2)
-        self.key, self.value = key, value
-        return key, value
-
-
-def causal_rows(mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor | None:
-    """The causal mask of the new tokens (its last rows) when keys of cached tokens come first; None where SDPA needs
-    none (no padding: is_causal without a cache, and one new token reads every key)."""
-    q, k = query.shape[2], key.shape[2]
-    if mask is not None:
-        return mask[:, :, -q:]
-    if 1 < q < k:  # several new tokens after cached ones: each reads the cached ones and the new ones up to itself
-        return torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)
-    return None
-
-
 def warp(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> torch.Tensor:
@@ -58,7 +34,8 @@ def generate(
     """`input_ids` followed by up to `max_new_tokens` tokens, as Hugging Face's generate() writes them: the argmax
     (greedy) or a sample after temperature, top-k and top-p; a batch padded on the left comes with its
     attention_mask; a row that wrote an eos token goes on with pad_token_id (default: the eos) until all have.
-    eos_token_id / pad_token_id default as Hugging Face's do: the folder's (load_model reads them)."""
+    eos_token_id / pad_token_id default as Hugging Face's do: the folder's (load_model reads them). A model whose
+    forward keeps no cache (its attention is not SDPA's) reads the whole sequence again for each new token."""
     defaults = getattr(self, "generation_config", {})
     eos_token_id = defaults.get("eos_token_id") if eos_token_id is None else eos_token_id
     pad_token_id = defaults.get("pad_token_id") if pad_token_id is None else pad_token_id
@@ -66,11 +43,13 @@ def generate(
         attention_mask = torch.ones_like(input_ids)
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else eos[0] if eos else 0
-    positions = "position_ids" in self.forward.__code__.co_varnames
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in self.forward.__code__.co_varnames else {}  # the last only
+    takes = self.forward.__code__.co_varnames
+    positions = "position_ids" in takes
+    cache = {"use_cache": True} if "use_cache" in takes else {}  # none: the attention keeps no cache
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}  # the last only
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # left padding: 0 first
     extra = {"position_ids": position_ids} if positions else {}
-    out = self(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra, **keep)
+    out = self(input_ids=input_ids, attention_mask=attention_mask, **extra, **keep, **cache)
     tokens = input_ids
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for step in range(max_new_tokens):
@@ -86,14 +65,12 @@ def generate(
         if step == max_new_tokens - 1 or not unfinished.any():
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=-1)
-        position_ids = position_ids[:, -1:] + 1
-        extra = {"position_ids": position_ids} if positions else {}
-        out = self(
-            input_ids=next_token[:, None],
-            attention_mask=attention_mask,
-            past_key_values=out["past_key_values"],
-            use_cache=True,
-            **extra,
-            **keep,
-        )
+        position_ids = torch.cat([position_ids, position_ids[:, -1:] + 1], dim=-1)
+        if cache:  # the new token after the cached ones
+            inputs = {"input_ids": next_token[:, None], "past_key_values": out["past_key_values"]}
+            extra = {"position_ids": position_ids[:, -1:]} if positions else {}
+        else:  # the whole sequence again
+            inputs = {"input_ids": tokens}
+            extra = {"position_ids": position_ids} if positions else {}
+        out = self(**inputs, attention_mask=attention_mask, **extra, **keep, **cache)
     return tokens
