@@ -46,8 +46,8 @@ def test_the_success_line_says_what_was_checked(tmp_path, cache):
     cm = fresh("gpt2")
     add_lora(cm, roles=("q", "v"), layers="0", config=LoRAConfig(r=4, alpha=8))
     result = export_folder(cm, tmp_path / "out")
-    assert re.fullmatch(r"model\.py checked against the graph: 2 lengths, random LoRA, max diff \de[-+]\d\d",
-                        result.check), result.check
+    assert re.fullmatch(r"model\.py checked against the graph: 2 lengths, random LoRA, KV cache, max diff "
+                        r"\de[-+]\d\d", result.check), result.check
     assert not (cache / "failed-exports").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary folder left beside it
 
@@ -127,7 +127,17 @@ def test_the_cli_exits_2_with_one_sentence_and_nothing_at_out(tmp_path, cache, m
 
 def test_the_cli_prints_the_check(tmp_path, cache, capsys):
     assert main(["lora", "tiny-gpt2", "--targets", "q,v", "--out", str(tmp_path / "out"), "--random-weights"]) == 0
-    assert "model.py checked against the graph: 2 lengths, random LoRA, max diff " in capsys.readouterr().out
+    assert "model.py checked against the graph: 2 lengths, random LoRA, KV cache, max diff " in capsys.readouterr().out
+
+
+def test_a_kv_cache_that_puts_new_keys_first_is_refused(tmp_path, cache, monkeypatch):
+    """The full forward is right, the cached path is not (new keys put before the cached ones): found by the tokens
+    fed after cached ones, as generate() feeds them."""
+    edit_model_py(monkeypatch, r"torch\.cat\(\[self\.key, key\], dim=2\)", "torch.cat([key, self.key], dim=2)")
+    with pytest.raises(SelfCheckError, match=r"model\.py's KV cache differs from the captured graph \(logits of tokens "
+                                              r"fed after cached ones"):
+        export_folder(fresh("llama"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_undefined_names_against_python_itself():

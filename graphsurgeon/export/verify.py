@@ -182,8 +182,9 @@ def run_check(cm, folder: Path, runner: _Runner, *, what: str = "model.py") -> t
               str(runner.work / "inputs.safetensors"))
     if lora_export:
         save_file({k: v.contiguous() for k, v in lora_export.items()}, str(runner.work / "lora.safetensors"))
+    cached = _cached_case(cm, all_cases)
     (runner.work / "plan.json").write_text(json.dumps({
-        "outputs": list(cm.output_names),
+        "outputs": list(cm.output_names), "cached": cached,
         "cases": [{"label": label, "inputs": list(x), "lora": lora} for label, x, lora in all_cases]}), encoding="utf-8")
     runner.send("go")
     want = [_graph_outputs(cm, x, lora_graph if lora else None) for _, x, lora in all_cases]
@@ -204,11 +205,31 @@ def run_check(cm, folder: Path, runner: _Runner, *, what: str = "model.py") -> t
                 where = f"from the module {module}" if module else f"in its output {name!r}"
                 refuse(folder, f"{what} differs from the captured graph {where} (max diff {diff:.1e} on {name!r}, "
                                f"{_case_text(label, lora)}, tolerance {tol:g})", runner.work)
+    if cached is not None:  # the tokens fed after cached ones give the logits of the whole sequence
+        label, _, lora = all_cases[cached]
+        diff, ok = compare(got["cached.logits"], want[cached]["logits"], tol, finite_only=nonfinite)
+        worst = max(worst, diff)
+        if not ok:
+            refuse(folder, f"{what}'s KV cache differs from the captured graph (logits of tokens fed after cached "
+                           f"ones, max diff {diff:.1e}, {_case_text(label, lora)}, tolerance {tol:g})", runner.work)
     runner.send("quit")
     lengths = f"{len(plan)} lengths" if len(plan) > 1 else "1 length (the model fixes it)"
     lora_text = ", random LoRA" if lora_graph else ", no LoRA"
+    cache_text = ", KV cache" if cached is not None else ""
     spoilt = " (outputs the NaN / inf weights make non-finite not compared)" if nonfinite else ""
-    return f"{what} checked against the graph: {lengths}{lora_text}, max diff {worst:.0e}{spoilt}", worst
+    return f"{what} checked against the graph: {lengths}{lora_text}{cache_text}, max diff {worst:.0e}{spoilt}", worst
+
+
+def _cached_case(cm, all_cases: list) -> int | None:
+    """The case model.py also runs through its KV cache (the last one without padding: random LoRA where there is
+    one); None when model.py keeps no cache or no case has four tokens to cut."""
+    from graphsurgeon.export.codegen import generate
+
+    if not generate(cm).model.kv_paths or "logits" not in cm.output_names:
+        return None
+    fits = [i for i, (_, x, _) in enumerate(all_cases) if "input_ids" in x and x["input_ids"].dim() == 2
+            and x["input_ids"].shape[1] >= 4 and bool(x.get("attention_mask", x["input_ids"].new_ones(1)).all())]
+    return fits[-1] if fits else None
 
 
 def _case_text(label: str, lora: bool) -> str:

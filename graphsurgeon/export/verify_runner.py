@@ -4,7 +4,8 @@ Executed as a script in a fresh process (`python -I verify_runner.py FOLDER WORK
 torch and safetensors, as the folder does. It imports torch at once, then waits for "go" on stdin (the folder is
 still being written), imports FOLDER/model.py, builds the model with `load_model(FOLDER)` and runs every case of
 WORK/plan.json on WORK/inputs.safetensors — a case with `"lora": true` first loads WORK/lora.safetensors over the
-LoRA weights — writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
+LoRA weights — and, where plan.json names a `cached` case, that case again in three parts through model.py's KV
+cache (as generate() feeds it), writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
 case N again with a forward hook on every module and writes each module's first inputs and outputs to WORK/modules.safetensors
 (the order they ran in to WORK/modules.json). Any failure ends the process with its traceback on stderr, and where in
 model.py it happened (module path, function, line) in WORK/failure.json.
@@ -35,6 +36,26 @@ def _leaves(value):
     from torch.utils._pytree import tree_leaves
 
     return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def _in_parts(model, inputs: dict):
+    """The logits of `inputs` computed as generate() does: all tokens but the last three, then two more after the
+    cached ones, then the last; each input with a sequence axis is cut there (attention_mask: up to the part's end)."""
+    import torch
+
+    seq = inputs["input_ids"].shape[1]
+    cuts = [0, seq - 3, seq - 1, seq]
+    cache, logits = None, []
+    with torch.no_grad():
+        for a, b in zip(cuts, cuts[1:]):
+            part = {}
+            for name, t in inputs.items():
+                along = t.dim() >= 2 and t.shape[1] == seq
+                part[name] = t[:, :b] if along and name == "attention_mask" else t[:, a:b] if along else t
+            out = model(**part, past_key_values=cache, use_cache=True)
+            cache = out["past_key_values"]
+            logits.append(out["logits"])
+    return torch.cat(logits, dim=1)
 
 
 def main(folder: str, work: str, modules: dict | None = None) -> int:
@@ -73,6 +94,11 @@ def main(folder: str, work: str, modules: dict | None = None) -> int:
     for i in range(len(plan["cases"])):
         for name, t in _tensors(run(i), plan["outputs"]).items():
             outputs[f"{i}.{name}"] = t.detach().contiguous().clone()
+    if plan.get("cached") is not None:  # the KV cache: the case's logits again, its tokens fed in three parts
+        i = plan["cached"]
+        run(i)  # its LoRA weights in place
+        x = {n: inputs[f"{i}.{n}"] for n in plan["cases"][i]["inputs"]}
+        outputs["cached.logits"] = _in_parts(model, x).contiguous()
     save_file(outputs, os.path.join(work, "outputs.safetensors"))
     print("ready", flush=True)
     line = sys.stdin.readline().split()
