@@ -293,6 +293,8 @@ def _steps(model_type: str, tmp: Path, row: dict) -> None:
         row["export"] = export_diff(cm, tmp / f"{model_type}-out", ours)
     with phase("generate"):
         row["generate"] = generate_check(exported_model(tmp / f"{model_type}-out"), peft_model, cm.example_inputs)
+    if cm.kv_cache_off:  # the self-check wrote model.py again without its KV cache
+        row["notes"] = "; ".join(filter(None, [row["notes"], f"generate() keeps no KV cache: with one, {cm.kv_cache_off}"]))
     bad = [k for k in ("b0", "peft", "export") if row[k] > TOL * (1 + ours.abs().max().item())] + \
         (["columns"] if row["columns"] == "✗" else []) + (["generate"] if row["generate"].startswith("✗") else [])
     row["status"] = "wrong" if bad else "exact"

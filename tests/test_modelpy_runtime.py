@@ -132,6 +132,7 @@ def lively(arch: str):
 def test_greedy_generate_equals_hf(arch):
     """model.generate (KV cache) writes HF's greedy tokens, one prompt and a left-padded batch."""
     hf, ours = lively(arch)
+    assert "use_cache" in type(ours).forward.__code__.co_varnames  # the self-check kept its cache
     ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
     mask = torch.ones(3, 7, dtype=torch.long)
     mask[0, :2] = mask[1, :1] = 0

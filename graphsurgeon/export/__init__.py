@@ -15,7 +15,7 @@ from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.destination import Claim, DestinationError, claim
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, generation_text, model_source, saved_tensors
-from graphsurgeon.export.verify import self_check
+from graphsurgeon.export.verify import KVCacheRefused, self_check
 from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
 
@@ -148,18 +148,26 @@ def _write_atomically(cm, dest: Claim, still_free, step) -> str:
     """Write into a temp folder beside the destination, run model.py against the graph there (export/verify.py),
     then move it into place (`still_free`: the destination may still be replaced); anything stopped or refused
     removes the temp folder. Returns what the self-check checked."""
-    tmp = dest.temp_folder()
-    try:
-        with self_check(cm, tmp) as checked:
-            step(f"exporting to {dest.out}: writing model.py, the weights, the adapter and train.py")
-            _write(cm, tmp, dest.out)
-            step(f"exporting to {dest.out}: self-check, running model.py against the graph")
-        step(f"exporting to {dest.out}: moving the folder into place")
-        dest.move_into_place(tmp, check=still_free)
-        return checked.text
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    while True:
+        tmp = dest.temp_folder()
+        try:
+            with self_check(cm, tmp) as checked:
+                step(f"exporting to {dest.out}: writing model.py, the weights, the adapter and train.py")
+                _write(cm, tmp, dest.out)
+                step(f"exporting to {dest.out}: self-check, running model.py against the graph")
+            step(f"exporting to {dest.out}: moving the folder into place")
+            dest.move_into_place(tmp, check=still_free)
+            off = f"; generate() keeps no KV cache: with one, {cm.kv_cache_off}" if cm.kv_cache_off else ""
+            return checked.text + off
+        except KVCacheRefused as err:  # once: model.py again, generating without a cache (and checked again)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if cm.kv_cache_off:
+                raise
+            cm.kv_cache_off = str(err)
+            cm._codegen = None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _weights_text(cm) -> str:

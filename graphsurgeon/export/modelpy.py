@@ -57,8 +57,9 @@ def generation_text(cm) -> str:
     model = generate(cm).model
     if not model.generates:
         return ""
-    how = ("with a KV cache per attention layer" if model.kv_paths else "without a KV cache (this model's attention "
-           "is not SDPA's): each new token reads the whole sequence again, the same tokens, slower on long outputs")
+    why = f"with one, {cm.kv_cache_off}" if cm.kv_cache_off else "this model's attention is not SDPA's"
+    how = ("with a KV cache per attention layer" if model.kv_paths else f"without a KV cache ({why}): each new token "
+           "reads the whole sequence again, the same tokens, slower on long outputs")
     return ("`m.generate(input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0, "
             "top_k=None, top_p=None, eos_token_id=None)` writes Hugging Face's greedy tokens (or samples after its "
             "temperature, top-k and top-p), a batch padded on the left included, stopping at this folder's eos "

@@ -196,6 +196,7 @@ def twin_check(cm, folder: Path) -> tuple[str, float]:
 
     why = why_twin(cm)
     twin, config = build_twin(cm)
+    twin.kv_cache_off = cm.kv_cache_off  # written as model.py itself is
     twin_folder = Path(tempfile.mkdtemp(prefix="graphsurgeon-twin-export-"))
     runner = _start_runner(twin_folder)
     try:

@@ -5,7 +5,7 @@ torch and safetensors, as the folder does. It imports torch at once, then waits 
 still being written), imports FOLDER/model.py, builds the model with `load_model(FOLDER)` and runs every case of
 WORK/plan.json on WORK/inputs.safetensors — a case with `"lora": true` first loads WORK/lora.safetensors over the
 LoRA weights — and, where plan.json names a `cached` case, that case again in three parts through model.py's KV
-cache (as generate() feeds it), writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
+cache (as generate() feeds it; an error there goes to WORK/cached_error.txt), writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
 case N again with a forward hook on every module and writes each module's first inputs and outputs to WORK/modules.safetensors
 (the order they ran in to WORK/modules.json). Any failure ends the process with its traceback on stderr, and where in
 model.py it happened (module path, function, line) in WORK/failure.json.
@@ -98,7 +98,11 @@ def main(folder: str, work: str, modules: dict | None = None) -> int:
         i = plan["cached"]
         run(i)  # its LoRA weights in place
         x = {n: inputs[f"{i}.{n}"] for n in plan["cases"][i]["inputs"]}
-        outputs["cached.logits"] = _in_parts(model, x).contiguous()
+        try:
+            outputs["cached.logits"] = _in_parts(model, x).contiguous()
+        except Exception as err:  # noqa: BLE001 - said to the check, which writes model.py again without a cache
+            with open(os.path.join(work, "cached_error.txt"), "w", encoding="utf-8") as f:
+                f.write(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
     save_file(outputs, os.path.join(work, "outputs.safetensors"))
     print("ready", flush=True)
     line = sys.stdin.readline().split()

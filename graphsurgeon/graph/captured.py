@@ -37,6 +37,7 @@ class CapturedModel:
     replicated: str = ""  # what capture replicated instead of tracing ("model.layers: 2 of 80 layers captured")
     hf_loss: dict | None = None  # {"loss_type", "num_labels", "problem_type"}: the loss HF computes from labels
     decoder_default: dict | None = None  # {"sources", "start", "pad"}: HF's decoder_input_ids when not given
+    kv_cache_off: str = ""  # why model.py keeps no KV cache: its cached path failed the export's self-check
     version: int = 0  # bumped by every edit so derived views know they are stale
     recall: bool = True  # keep the derived views of the last few states for an undo (graph/recall.py); a one-shot
     # command that never edits turns it off: the fingerprint of a 5,000-layer graph costs ~1.6 CPU s

@@ -180,8 +180,9 @@ class Model:
         attention -> the key and value it reads (those of earlier tokens are put in front of them)."""
         from graphsurgeon.export.hf_forward import is_hf
 
-        self.generates = is_causal_lm(self.cm) and is_hf(self.cm)  # generate() passes HF's keyword inputs
-        if not self.generates:
+        # generate() passes HF's keyword inputs and feeds one more token each step
+        self.generates = is_causal_lm(self.cm) and is_hf(self.cm) and _grows(self.cm)
+        if not self.generates or self.cm.kv_cache_off:
             return
         found = {}
         for att in self.cm.semantics().attentions:
@@ -389,9 +390,19 @@ class Model:
 
 
 def is_causal_lm(cm) -> bool:
-    """A model that predicts the next token (its logits read only earlier tokens)."""
+    """A model that predicts the next token (its logits read only earlier tokens). XLM's and Flaubert's
+    `…WithLMHeadModel` are masked LMs (HF's generate() appends their mask token to predict it)."""
+    if cm.model_class.endswith("WithLMHeadModel"):
+        return False
     return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
         "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
+
+
+def _grows(cm) -> bool:
+    """Whether the captured model takes token ids of any length (a sequence fixed at capture cannot grow)."""
+    ids = next((n for n in cm.gm.graph.nodes if n.op == "placeholder" and n.name == "input_ids"), None)
+    val = ids.meta.get("val") if ids is not None else None
+    return isinstance(val, torch.Tensor) and val.dim() == 2 and isinstance(val.shape[1], torch.SymInt)
 
 
 def _assign(owner: str, name: str, ctor: str) -> str:

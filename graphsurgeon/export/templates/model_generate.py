@@ -44,7 +44,8 @@ def generate(
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     pad = pad_token_id if pad_token_id is not None else eos[0] if eos else 0
     takes = self.forward.__code__.co_varnames
-    positions = "position_ids" in takes
+    # a padded batch gets each row's positions (HF's, from the mask); else the forward's own 0, 1, … (after the cache)
+    positions = "position_ids" in takes and not bool(attention_mask.all())
     cache = {"use_cache": True} if "use_cache" in takes else {}  # none: the attention keeps no cache
     keep = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}  # the last only
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # left padding: 0 first
