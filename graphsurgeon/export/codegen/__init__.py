@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 
 from graphsurgeon.export.codegen import layout, names
-from graphsurgeon.export.codegen.classes import Model, is_causal_lm
+from graphsurgeon.export.codegen.classes import Model
+from graphsurgeon.export.codegen.fastpath import is_causal_lm
 from graphsurgeon.export.codegen.scopes import lora_export_name
 from graphsurgeon.export.codegen.source import (TEMPLATES, Section, class_section, function_section, helpers_text,
                                                 loras_table, needed_helpers, root_section)

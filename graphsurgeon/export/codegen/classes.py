@@ -178,10 +178,7 @@ class Model:
     def _kv_layers(self) -> None:
         """A causal LM whose attentions are all SDPA calls gets a KV cache: env.kv, the module scope owning each
         attention -> the key and value it reads (those of earlier tokens are put in front of them)."""
-        from graphsurgeon.export.hf_forward import is_hf
-
-        # generate() passes HF's keyword inputs and feeds one more token each step
-        self.generates = is_causal_lm(self.cm) and is_hf(self.cm) and _grows(self.cm)
+        self.generates = fastpath.generates(self.cm)
         if not self.generates or self.cm.kv_cache_off:
             return
         found = {}
@@ -387,22 +384,6 @@ class Model:
             elif k in base:
                 out.append(base[k])
         return out
-
-
-def is_causal_lm(cm) -> bool:
-    """A model that predicts the next token (its logits read only earlier tokens). XLM's and Flaubert's
-    `…WithLMHeadModel` are masked LMs (HF's generate() appends their mask token to predict it)."""
-    if cm.model_class.endswith("WithLMHeadModel"):
-        return False
-    return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
-        "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
-
-
-def _grows(cm) -> bool:
-    """Whether the captured model takes token ids of any length (a sequence fixed at capture cannot grow)."""
-    ids = next((n for n in cm.gm.graph.nodes if n.op == "placeholder" and n.name == "input_ids"), None)
-    val = ids.meta.get("val") if ids is not None else None
-    return isinstance(val, torch.Tensor) and val.dim() == 2 and isinstance(val.shape[1], torch.SymInt)
 
 
 def _assign(owner: str, name: str, ctor: str) -> str:

@@ -1,6 +1,6 @@
 """The fast attention path, read from the graph: which masks only SDPA reads (the mask builder may then return None
-when nothing is padded, and SDPA runs with `is_causal` and no mask tensor), and grouped-query attention's repeated
-keys and values (SDPA reads the unrepeated ones with `enable_gqa=True`)."""
+when nothing is padded, and SDPA runs with `is_causal` and no mask tensor), grouped-query attention's repeated
+keys and values (SDPA reads the unrepeated ones with `enable_gqa=True`), and which models generate."""
 
 from __future__ import annotations
 
@@ -50,3 +50,27 @@ def repeat_kv(emitted: list, canon: dict) -> dict:
             if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 and y.dim() == 4:
                 out[r] = u.args[0]
     return out
+
+
+def generates(cm) -> bool:
+    """Whether model.py has generate(): a causal LM that takes HF's keyword inputs and token ids of any length (each
+    step feeds one more token)."""
+    from graphsurgeon.export.hf_forward import is_hf
+
+    return is_causal_lm(cm) and is_hf(cm) and _grows(cm)
+
+
+def is_causal_lm(cm) -> bool:
+    """A model that predicts the next token (its logits read only earlier tokens). XLM's and Flaubert's
+    `…WithLMHeadModel` are masked LMs (HF's generate() appends their mask token to predict it)."""
+    if cm.model_class.endswith("WithLMHeadModel"):
+        return False
+    return cm.model_class.endswith(("LMHeadModel", "ForCausalLM")) or (
+        "logits" in cm.output_names and bool(cm.config and cm.config.get("is_decoder", False)))
+
+
+def _grows(cm) -> bool:
+    """Whether the captured model takes token ids of any length (a sequence fixed at capture cannot grow)."""
+    ids = next((n for n in cm.gm.graph.nodes if n.op == "placeholder" and n.name == "input_ids"), None)
+    val = ids.meta.get("val") if ids is not None else None
+    return isinstance(val, torch.Tensor) and val.dim() == 2 and isinstance(val.shape[1], torch.SymInt)

@@ -133,10 +133,10 @@ def root_section(model: Model) -> Section:
     root.body = body
     root.init = model.config.init_lines([""]) + list(root.init)  # numbers its forward reads (Cohere's logit_scale)
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
-    cached = bool(model.kv_paths)
-    if cached and "logits_to_keep" in hf_forward.forward_inputs(cm, cached):
+    cached, generating = bool(model.kv_paths), model.generates
+    if "logits_to_keep" in hf_forward.forward_inputs(cm, cached, generating):
         _keep_logits(body, w.arg(_at_top(model, hf_forward.lm_head_input(cm))))
-    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached)}",
+    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached, generating)}",
                          prologue=hf_forward.prologue(cm, cached), epilogue=hf_forward.epilogue(cm, outs, cached),
                          extra_init=extra)
 
