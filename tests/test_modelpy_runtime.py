@@ -117,6 +117,26 @@ def test_fast_attention_path_matches_hf(arch, causal, padded):
         assert gqa == (True if arch == "llama" else None)
 
 
+def test_bloom_in_bf16_matches_hf_in_bf16(tmp_path):
+    """Eager attention and ALiBi in half precision: Bloom's ALiBi built in the activations' dtype (a function with no
+    floating input takes it from its caller, `build_alibi_tensor(attention_mask, num_heads, dtype)`) and the
+    softmax's float32 cast back (`F.softmax(…, dtype=torch.float32).to(value_layer.dtype)`, one line that spells
+    both dtypes): model.py in bf16 differs from HF in bf16 by no more than HF in bf16 differs from HF in float32 —
+    it crashed before (`baddbmm` of a float32 ALiBi with bf16 queries)."""
+    import model_zoo
+    from graphsurgeon.capture import capture
+
+    hf = model_zoo.build("bloom")
+    export_folder(capture(hf), tmp_path / "out")
+    text = (tmp_path / "out" / "model.py").read_text()
+    assert "build_alibi_tensor(attention_mask, num_heads=self.num_heads, dtype=hidden_states.dtype)" in text
+    x = batch(padded=True)
+    reference = logits(hf, x)
+    drift = (logits(hf.to(torch.bfloat16), x) - reference).abs().max().item()
+    ours = logits(load_exported(tmp_path / "out").to(torch.bfloat16), x)
+    assert drift > 0 and (ours - logits(hf, x)).abs().max().item() <= drift
+
+
 @functools.lru_cache(maxsize=None)
 def lively(arch: str):
     """A tiny `arch` model with larger weights (its greedy tokens vary instead of repeating one), and its export."""

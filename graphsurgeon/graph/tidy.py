@@ -24,6 +24,9 @@ _CONVERSIONS = {aten.to.dtype, aten.to.device, aten.to.dtype_layout, aten.to.oth
 PRECISION = "precision_cast"  # node.meta key of a kept float conversion: "fixed" or "follow"
 _FIXED = re.compile(r"\.(float|double|half|bfloat16)\(\)|torch\.(float|float32|float64|double|float16|half|bfloat16)\b")
 _FOLLOW = re.compile(r"dtype|type_as\(")
+# on a line with both (`F.softmax(x, dim=-1, dtype=torch.float32).to(query.dtype)`), the conversion is the `.to`
+_FIXED_CONVERSION = re.compile(r"\.(float|double|half|bfloat16)\(\)|\.to\(\s*(dtype=)?torch\.")
+_FOLLOW_CONVERSION = re.compile(r"\.to\(\s*(dtype=)?[\w.]*dtype\s*\)|type_as\(")
 
 
 def tidy(gm: torch.fx.GraphModule) -> None:
@@ -50,6 +53,8 @@ def precision(node: torch.fx.Node) -> str | None:
         return None
     frames = node_frames(node)
     code = frames[-1].code if frames else ""
+    if _FOLLOW_CONVERSION.search(code) and not _FIXED_CONVERSION.search(code):
+        return "follow"
     if _FIXED.search(code):
         return "fixed"
     if _FOLLOW.search(code):

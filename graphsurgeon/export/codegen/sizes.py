@@ -124,6 +124,9 @@ class Sizes:
         """`scaling=self.scaling, dropout=self.attention_dropout`: what a call passes to a function's extras."""
         out = []
         for name, v in self.env.extras.get(child.key, []):
+            if name == "dtype":  # the activations' dtype, as the caller knows it (`hidden_states.dtype`, as HF)
+                out.append(f"dtype={self._activations_dtype()}")
+                continue
             arg = next((k for k, (n, _) in FROM_MODULE.items() if n == name), None)
             if arg is None:  # a size the function takes from its module's attribute `name` (_caller_attribute)
                 marked = self._config_number(v, "shape")
@@ -131,6 +134,14 @@ class Sizes:
                 marked = self._config_number(v, arg) if self.scope.kind != "function" else v
             out.append(f"{name}={self.arg(marked)}")
         return out
+
+    def _activations_dtype(self) -> str:
+        """The dtype of the last activation named so far in this scope, else the scope's own (writer.dtype)."""
+        for v, name in reversed(list(self.name_of.items())):
+            val = v.meta.get("val") if isinstance(v, torch.fx.Node) and v.op != "get_attr" else None
+            if isinstance(val, torch.Tensor) and val.is_floating_point() and val.dim() >= 2 and name.isidentifier():
+                return f"{name}.dtype"
+        return self.dtype()
 
     def _lora_reshape(self, child, leaf) -> str:
         """A LoRA update computed as [..., out]; reshaped when its target has another shape."""

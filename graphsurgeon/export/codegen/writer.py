@@ -436,7 +436,10 @@ class FunctionWriter(Statements, Sizes, Recipes, Loops):
                 val = p.meta.get("val")
                 if owns(module_of(self.scope), names_) and isinstance(val, torch.Tensor) and val.is_floating_point():
                     return f"{self.arg(p)}.dtype"
-        return "torch.get_default_dtype()"
+            return "torch.get_default_dtype()"
+        # a function with no floating input: its caller passes the activations' dtype (Bloom's build_alibi_tensor)
+        self.__dict__.setdefault("extras", {})["dtype"] = None
+        return "dtype"
 
     def _dtype_line(self, params: list) -> None:
         """`input_dtype = hidden_states.dtype` before a body that casts back to it (RMSNorm's float32 detour)."""
