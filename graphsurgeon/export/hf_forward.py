@@ -30,10 +30,10 @@ def is_hf(cm) -> bool:
         set(cm.input_names[1:]) <= set(cm.optional_inputs) | derived
 
 
-def forward_inputs(cm, cached: bool = False, generating: bool = False) -> list[str]:
+def forward_inputs(cm, cached: bool = False, keeps_logits: bool = False) -> list[str]:
     """The forward's parameters in Hugging Face's order: captured inputs, position_ids, inputs_embeds, labels,
     output_hidden_states; GPT-2's token_type_ids; `cached` (a causal LM with a KV cache): past_key_values and
-    use_cache; `cached` or `generating` (a causal LM with generate()): logits_to_keep."""
+    use_cache; `keeps_logits` (its head can read the last positions only, see codegen/source.py): logits_to_keep."""
     if not is_hf(cm):
         return list(cm.input_names)
     names = set(cm.input_names) | ({"past_key_values", "use_cache"} if cached else set())
@@ -47,15 +47,15 @@ def forward_inputs(cm, cached: bool = False, generating: bool = False) -> list[s
         names.add("labels")
     if hidden_layers(cm) is not None:
         names.add("output_hidden_states")
-    if (cached or generating) and lm_head_input(cm) is not None:
+    if keeps_logits:
         names.add("logits_to_keep")
     return [n for n in HF_ORDER if n in names]
 
 
-def signature(cm, cached: bool = False, generating: bool = False) -> str:
+def signature(cm, cached: bool = False, keeps_logits: bool = False) -> str:
     """`input_ids, attention_mask=None, …` (a plain module's inputs are all required; input_ids is optional where
     inputs_embeds may stand for it)."""
-    names = forward_inputs(cm, cached, generating)
+    names = forward_inputs(cm, cached, keeps_logits)
     if not is_hf(cm):
         return ", ".join(names)
     first = "input_ids=None" if "inputs_embeds" in names else "input_ids"

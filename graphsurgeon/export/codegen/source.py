@@ -133,10 +133,9 @@ def root_section(model: Model) -> Section:
     root.body = body
     root.init = model.config.init_lines([""]) + list(root.init)  # numbers its forward reads (Cohere's logit_scale)
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
-    cached, generating = bool(model.kv_paths), model.generates
-    if "logits_to_keep" in hf_forward.forward_inputs(cm, cached, generating):
-        _keep_logits(body, w.arg(_at_top(model, hf_forward.lm_head_input(cm))))
-    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached, generating)}",
+    cached = bool(model.kv_paths)
+    keeps = model.generates and hf_forward.lm_head_input(cm) is not None and _keep_logits(body, w, model)
+    return class_section(model, root, forward_sig=f"self, {hf_forward.signature(cm, cached, keeps)}",
                          prologue=hf_forward.prologue(cm, cached), epilogue=hf_forward.epilogue(cm, outs, cached),
                          extra_init=extra)
 
@@ -158,15 +157,22 @@ def _dims(node) -> int:
     return val.dim() if isinstance(val, torch.Tensor) else -1
 
 
-def _keep_logits(body: Body, hidden: str) -> None:
+def _keep_logits(body: Body, w: FunctionWriter, model: Model) -> bool:
     """Hugging Face's `logits_to_keep`: the head reads the last positions only (0: all), as HF slices before its
-    lm_head (generate's prefill computes the next token's logits, not every position's)."""
+    lm_head (generate's prefill computes the next token's logits, not every position's). False when the head's
+    input has no name at the top of the forward (a cast written inside the head's call): no logits_to_keep."""
+    from graphsurgeon.export import hf_forward
+
+    try:
+        hidden = w.arg(_at_top(model, hf_forward.lm_head_input(model.cm)))
+    except NotImplementedError:
+        return False
     for ln in body.lines:
         call = re.search(rf"(self\.[\w.]+)\({re.escape(hidden)}\)", ln.text)
         if call and ln.depth == 0:
             ln.text = ln.text.replace(call.group(0), f"{call.group(1)}({hidden}[:, -logits_to_keep:])")
-            return
-    raise AssertionError(f"the LM head's call on {hidden} was not written at the top of the forward")
+            return True
+    return False
 
 
 def _tied(model: Model) -> bool:
