@@ -5,9 +5,10 @@ torch and safetensors, as the folder does. It imports torch at once, then waits 
 still being written), imports FOLDER/model.py, builds the model with `load_model(FOLDER)` and runs every case of
 WORK/plan.json on WORK/inputs.safetensors — a case with `"lora": true` first loads WORK/lora.safetensors over the
 LoRA weights — and, where plan.json names a `cached` case, that case again in three parts through model.py's KV
-cache (as generate() feeds it; an error there goes to WORK/cached_error.txt), writes the outputs to WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs
-case N again with a forward hook on every module and writes each module's first inputs and outputs to WORK/modules.safetensors
-(the order they ran in to WORK/modules.json). Any failure ends the process with its traceback on stderr, and where in
+cache (as generate() feeds it; an error there goes to WORK/cached_error.txt), writes the outputs to
+WORK/outputs.safetensors and prints "ready". A following "hooks N" line runs case N again with a forward hook on
+every module and writes each module's first inputs and outputs to WORK/modules.safetensors (the order they ran in
+to WORK/modules.json). Any failure ends the process with its traceback on stderr, and where in
 model.py it happened (module path, function, line) in WORK/failure.json.
 """
 

@@ -35,7 +35,7 @@ def generate(
     (greedy) or a sample after temperature, top-k and top-p; a batch padded on the left comes with its
     attention_mask; a row that wrote an eos token goes on with pad_token_id (default: the eos) until all have.
     eos_token_id / pad_token_id default as Hugging Face's do: the folder's (load_model reads them). A model whose
-    forward keeps no cache (its attention is not SDPA's) reads the whole sequence again for each new token."""
+    forward keeps no cache (see the folder's README) reads the whole sequence again for each new token."""
     defaults = getattr(self, "generation_config", {})
     eos_token_id = defaults.get("eos_token_id") if eos_token_id is None else eos_token_id
     pad_token_id = defaults.get("pad_token_id") if pad_token_id is None else pad_token_id
