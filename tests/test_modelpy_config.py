@@ -40,7 +40,8 @@ SECOND = {
     "distilbert": dict(dim=96, n_heads=3, n_layers=3, hidden_dim=160, max_position_embeddings=80, vocab_size=117),
     "opt": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, ffn_dim=160, word_embed_proj_dim=96,
                 max_position_embeddings=80, vocab_size=117),
-    "llama": dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=3, head_dim=16, num_hidden_layers=3,
+    # head_dim apart from hidden / heads (6 × 24 ≠ 96): q_proj's rows are heads × head_dim, not hidden
+    "llama": dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=3, head_dim=24, num_hidden_layers=3,
                   intermediate_size=160, vocab_size=117),
     "bigcode": dict(n_embd=96, n_head=12, n_layer=3, n_positions=80, vocab_size=117),
     "gpt_neox": dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, intermediate_size=160,
@@ -255,6 +256,47 @@ def test_fused_lora_layouts_at_a_second_config(model_type, tmp_path):
         want = with_delta(hf, cm)(**x)[0]  # (in place)
         got = ours(**x)[0]
     assert (want[keep] - base[keep]).abs().max().item() > 1e-3  # the update is real
+    assert (got[keep] - want[keep]).abs().max().item() < 1e-5
+
+
+# Gemma 2's layers alternate sliding-window and full attention (config.layer_types); its window cut short (3) so the
+# two masks differ on the test's 9 tokens. The second config: 4 layers, head_dim apart from hidden / heads (its eager
+# attention helper still spells the head counts: they stay)
+KINDS_SECOND = dict(hidden_size=96, head_dim=8, num_hidden_layers=4, intermediate_size=160, vocab_size=117,
+                    layer_types=["sliding_attention", "full_attention"] * 2)
+
+
+def gemma2(**overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = model_zoo.tiny_config("gemma2")
+    for k, v in {"sliding_window": 3, **overrides}.items():
+        setattr(cfg, k, v)
+    return tf.Gemma2ForCausalLM(cfg).eval()
+
+
+def test_layers_of_two_kinds_loop_and_build_at_a_second_config(tmp_path):
+    """Layers that read a mask by their kind are one loop over the whole list, as HF writes it (`causal_mask_mapping
+    [layer_type]`), so the layer count comes from the config: model.py at 4 layers (2 captured) with other sizes
+    equals HF at that config. Before, the count came from the config while the forward called layers[0] and
+    layers[1] by hand (a second config ran 2 of its 4 layers), or every size stayed a literal (a config with
+    layer_types could not be probed)."""
+    folder = tmp_path / "out"
+    export_folder(capture(gemma2()), folder)
+    code = (folder / "model.py").read_text()
+    assert "for layer, layer_type in zip(self.layers, self.layer_types):" in code
+    assert "causal_mask_mapping[layer_type]" in code
+    assert "for _ in range(config.num_hidden_layers)" in code
+    second, mod = at_second_config(folder, KINDS_SECOND, tmp_path)
+    ours = mod.Model(mod.Config.from_json(str(second / "config.json"))).eval()
+    hf = gemma2(**KINDS_SECOND)
+    missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    computed = {k for k in dict(ours.named_buffers()) if k not in ours.state_dict()}
+    assert computed == {"model.embed_tokens.embed_scale", "model.rotary_emb.inv_freq"}  # from the config, as HF
+    x = inputs()
+    keep = x["attention_mask"].bool()
+    with torch.no_grad():
+        want, got = hf(**x)[0], ours(**x)[0]
     assert (got[keep] - want[keep]).abs().max().item() < 1e-5
 
 

@@ -39,6 +39,7 @@ class Stmt:
     node: torch.fx.Node | None = None  # an op
     scope: Scope | None = None  # a child scope it calls
     loop: list | None = None  # alike layers called in a for loop
+    kinds: tuple | None = None  # a loop whose layers read per-kind values: (config list, {input position: {kind: value}})
     line: str | None = None  # source position (values on the same line fold into one statement)
     optional: str | None = None
     lora_onto: torch.fx.Node | None = None  # a LoRA add: the value it adds onto (keeps its name)
@@ -57,6 +58,7 @@ class Env:
         self.config = None  # ConfigSizes: numbers as expressions of the config (set by classes.py)
         self.extras: dict[str, list] = {}  # function scope key -> [(parameter, value)] its callers pass (sizes.py)
         self.masks: dict = {}  # mask value read only by SDPA -> its form ("causal mask"): None when nothing is padded
+        self.looped: set[str] = set()  # ModuleLists a loop runs whole (their length may come from the config)
 
     def attr(self, base: str, path: str) -> str:
         """`self.h[0].attn` for module `path` seen from a class at `base`."""

@@ -67,7 +67,7 @@ class Buffers:
                 sizes.used.clear()  # a rejected recipe's fields are not the dataclass's
                 sizes.used.update(before)
             else:
-                rope = _rope_type(cm.config, mods[0])
+                rope = _rope_type(cm.config, mods[0], leaf)
                 if leaf.endswith("inv_freq") and rope is not None:
                     self.kept[name] = f"rope type {rope!r}: read from model.safetensors, not computed here"
             if name in self.computed and any("config.rope_parameters" in ln for ln in self.computed[name]):
@@ -90,17 +90,23 @@ def _candidates(cm, sizes: ConfigSizes, name: str, leaf: str, mods: list, value:
             and torch.equal(flat, torch.arange(flat.numel(), dtype=value.dtype)):
         n = sizes.shape(name, tuple(value.shape))[-1]
         yield [register.format(f"torch.arange({n})" + (".expand((1, -1))" if value.dim() == 2 else ""))]
+    if value.dim() == 0 and value.is_floating_point():  # Gemma's embed_scale: a number of the module, as a tensor
+        for attr, v in vars(mods[0]).items():
+            if _number(v) and not isinstance(v, bool) and float(torch.tensor(float(v), dtype=value.dtype)) == value.item():
+                found = sizes.solve(tuple(getattr(m, attr, None) for m in mods), sizes.prefer(name.rpartition(".")[0]))
+                if found is not None:
+                    yield [register.format(f"torch.tensor({found.text})")]
     if leaf.endswith("inv_freq"):
-        rope = _rope_type(cm.config, mods[0])
+        rope = _rope_type(cm.config, mods[0], leaf)
         if rope not in ROPE_SCALING:
             return
-        params = cm.config.get("rope_parameters")
-        bases = ([f'{ROPE}["rope_theta"]'] if isinstance(params, dict) and "rope_theta" in params else []) + \
+        params, where = _rope_parameters(cm.config, leaf)
+        bases = ([f'{where}["rope_theta"]'] if isinstance(params, dict) and "rope_theta" in params else []) + \
             (["config.rope_theta"] if _number(cm.config.get("rope_theta")) else [])
         head_dim = _head_dim(sizes)
         dims = []
         if head_dim is not None and isinstance(params, dict) and "partial_rotary_factor" in params:
-            dims.append([f"head_dim = {head_dim}", f'dim = int(head_dim * {ROPE}["partial_rotary_factor"])'])
+            dims.append([f"head_dim = {head_dim}", f'dim = int(head_dim * {where}["partial_rotary_factor"])'])
         if head_dim is not None:
             dims.append([f"dim = {head_dim}"])
         rotary = sizes.solve(tuple(2 * int(m.get_buffer(leaf).shape[0]) if _has(m, leaf) else None for m in mods),
@@ -109,7 +115,8 @@ def _candidates(cm, sizes: ConfigSizes, name: str, leaf: str, mods: list, value:
             dims.append([f"dim = {rotary.text}"])
         for base in bases:
             for dim in dims:
-                yield [f"base = {base}", *dim, INV_FREQ, *ROPE_SCALING[rope], register.format("inv_freq")]
+                scaling = [line.replace(ROPE, where) for line in ROPE_SCALING[rope]]
+                yield [f"base = {base}", *dim, INV_FREQ, *scaling, register.format("inv_freq")]
 
 
 def _checks(lines: list[str], leaf: str, config: dict, sizes: ConfigSizes, mods: list, value: torch.Tensor) -> bool:
@@ -168,9 +175,21 @@ def _head_dim(sizes: ConfigSizes) -> str | None:
     return found.text if found else None
 
 
-def _rope_type(config: dict, module) -> str | None:
-    kind = getattr(module, "rope_type", None)
+def _rope_parameters(config: dict, leaf: str) -> tuple[dict | None, str]:
+    """The rope parameters a rotary buffer is computed from and how model.py reads them: `config.rope_parameters`,
+    or one layer kind's (`config.rope_parameters["sliding_attention"]` for `sliding_attention_inv_freq`)."""
     params = config.get("rope_parameters")
+    kind = leaf[: -len("_inv_freq")] if leaf.endswith("_inv_freq") else ""
+    if kind and isinstance(params, dict) and isinstance(params.get(kind), dict):
+        return params[kind], f'{ROPE}["{kind}"]'
+    return params, ROPE
+
+
+def _rope_type(config: dict, module, leaf: str = "inv_freq") -> str | None:
+    kind = getattr(module, "rope_type", None)
+    params, _ = _rope_parameters(config, leaf)
+    if isinstance(kind, dict):  # one per layer kind (OLMo 3, Gemma 3)
+        kind = kind.get(leaf[: -len("_inv_freq")])
     if kind is None and isinstance(params, dict):
         kind = params.get("rope_type")
     return kind if isinstance(kind, str) else None

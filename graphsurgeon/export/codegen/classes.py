@@ -173,7 +173,7 @@ class Model:
             c.init_buffers = self.recipes.lines_of(c.path)
             if any(s.key in self.env.kv for s in c.instances):
                 c.init.append("self.kv_cache: KVCache | None = None  # its keys and values so far, while generating")
-        self.root.init = self._merged_init([""])
+        self.root.init = []  # root_section writes it after the root's forward (a loop there may set a list's count)
 
     def _kv_layers(self) -> None:
         """A causal LM whose attentions are all SDPA calls gets a KV cache: env.kv, the module scope owning each
@@ -293,7 +293,8 @@ class Model:
         if path in self.lists and path not in self.class_of_path:  # a list with a forward has its class
             kids = [self.ctor(k, base, key) for k in self.children[path]]
             if all(k == kids[0] for k in kids):
-                return f"nn.ModuleList([{kids[0]} for _ in range({self.config.count(path, len(kids))})])"
+                count = self.config.count(path, len(kids)) if path in self.env.looped else str(len(kids))
+                return f"nn.ModuleList([{kids[0]} for _ in range({count})])"  # a config's count: only if looped
             return "nn.ModuleList([" + ", ".join(kids) + "])"
         c = self.class_of_path.get(path)
         if c is None:
@@ -368,6 +369,10 @@ class Model:
             else:
                 lines.append((leaf_name, f"self.{leaf_name} = nn.Parameter({empty})"))
         return lines
+
+    def root_init(self) -> list[str]:
+        """The root class's __init__ lines (after its forward is written)."""
+        return self.config.init_lines([""]) + self._merged_init([""])
 
     def _merged_init(self, paths: list[str]) -> list[str]:
         """What every instance builds alike; a LoRA only some instances have is left to `add_lora`."""

@@ -3,11 +3,12 @@
 
 A number is matched to the config at three points: the Hugging Face model built (on the meta device) at its own
 config and at two probe configs whose size fields were moved apart (layers +1 / +2, heads ×6, key/value heads ×3,
-hidden ×12 / ×18 so head_dim ×2 / ×3, other widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, each rate
-and epsilon nudged by its own amount). The same constructor argument, module attribute or tensor dimension read in
-the three models gives three values; the config expression that gives all three is the one the code writes (a
-field, a quotient of fields such as head_dim, a small multiple, a half, a product, a sum, heads of two kinds times
-head_dim). Ties go to the fields the Hugging Face class's own source reads. A number that matches no expression
+hidden ×12 / ×18 so head_dim ×2 / ×3, a head_dim field ×3 / ×2 apart from them unless the config refuses, other
+widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, each rate and epsilon nudged by its own amount, per-layer
+lists such as layer_types repeated to the new layer count). The same constructor argument, module attribute or tensor
+dimension read in the three models gives three values; the config expression that gives all three is the one the
+code writes (a field, a quotient of fields such as head_dim, a small multiple, a half, a product, a sum, heads of two
+kinds times head_dim). A ModuleList's length comes from the config only where a loop runs the whole list. Ties go to the fields the Hugging Face class's own source reads. A number that matches no expression
 stays a literal (the model's own code has it: OPT's position offset 2, DistilBERT's eps 1e-12).
 """
 
@@ -226,6 +227,11 @@ class ConfigSizes:
                         return f"self.{hint}"
         return None
 
+    def use_list(self, path: str, field_name: str, value: list) -> None:
+        """The module at `path` reads a per-layer list of the config (`self.layer_types = config.layer_types`)."""
+        self.used.setdefault(field_name, list(value))
+        self.attrs.setdefault(path, {})[field_name] = f"config.{field_name}"
+
     def init_lines(self, paths: list[str]) -> list[str]:
         """`self.head_dim = config.n_embd // config.n_head`: what the forward of the modules at `paths` (one class)
         reads, set first; a later one reads an earlier one (`self.scaling = self.head_dim ** -0.5`)."""
@@ -246,8 +252,9 @@ class ConfigSizes:
         lines = ["@dataclass", f"class {self.class_name}:",
                  '    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the '
                  'exported model\'s)."""', ""]
-        lines += [f"    {k}: {type(v).__name__} = {v!r}" if not isinstance(v, dict)  # rope_parameters: a dict
-                  else f"    {k}: dict = field(default_factory=lambda: {v!r})" for k, v in self.used.items()]
+        lines += [f"    {k}: {type(v).__name__} = {v!r}" if not isinstance(v, (dict, list))  # rope_parameters
+                  else f"    {k}: {type(v).__name__} = field(default_factory=lambda: {v!r})"
+                  for k, v in self.used.items()]
         lines += ["", "    @classmethod", f'    def from_json(cls, path: str) -> "{self.class_name}":',
                   '        """The fields of config.json this class has (a missing file or field: the default)."""',
                   "        if not os.path.isfile(path):",
@@ -263,9 +270,12 @@ class ConfigSizes:
 MOVES = ((1, 6, 3, 12, 2, 5, 7, 11), (2, 6, 3, 18, 3, 7, 11, 13))
 
 
-def probe_config(real: dict, which: int) -> dict:
-    """Probe `which`'s fields: sizes moved apart so each has a value of its own (see the module docstring)."""
+def probe_config(real: dict, which: int, coupled: bool = True) -> dict:
+    """Probe `which`'s fields: sizes moved apart so each has a value of its own (see the module docstring).
+    Not coupled: a head_dim field moves unlike hidden / heads (×3 where they move ×2), so `heads * head_dim` and
+    `hidden` are told apart even where the model's own config has them equal."""
     layers, heads, kv, hidden, head_dim, widths, vocab, positions = MOVES[which]
+    head_dim = head_dim if coupled else MOVES[1 - which][4]
     out = {}
     rates = 0
     for k, v in real.items():
@@ -293,6 +303,25 @@ def probe_config(real: dict, which: int) -> dict:
     return out
 
 
+def per_layer_lists(fields: dict, probe: dict) -> dict:
+    """The config's per-layer lists (`layer_types`, `swiglu_limits`: one entry per layer) at the probe's layer count,
+    the pattern repeated as the layers grow (a config checks that they have one entry per layer)."""
+    out = {}
+    for k in LAYERS:
+        n, m = fields.get(k), probe.get(k)
+        if not (isinstance(n, int) and isinstance(m, int) and n > 1 and m != n):
+            continue
+        for name, v in fields.items():
+            if name not in out and name != "architectures" and not name.endswith(("_token_id", "_token_ids")) \
+                    and isinstance(v, list) and len(v) == n and all(_scalar(x) for x in v):
+                out[name] = [v[i % n] for i in range(m)]
+    return out
+
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
 def _tensor(model, name: str):
     owner, _, leaf = name.rpartition(".")
     try:
@@ -318,8 +347,14 @@ def _three_models(model_class: str, config_json: str):
     config_cls = transformers.CONFIG_MAPPING[model_type]
     fields = {k: v for k, v in cfg.items() if k != "model_type"}
     real = {k: v for k, v in fields.items() if _number(v)}
-    cfgs = [real] + [{**real, **probe_config(real, i)} for i in (0, 1)]
-    models = [_meta_model(cls, config_cls(**{**fields, **c}), cfg) for c in cfgs]
+    for coupled in (False, True):  # head_dim moved apart from hidden / heads, else with it (a config that checks)
+        cfgs = [real] + [{**real, **probe_config(real, i, coupled)} for i in (0, 1)]
+        try:
+            models = [_meta_model(cls, config_cls(**{**fields, **per_layer_lists(fields, c), **c}), cfg) for c in cfgs]
+            break
+        except Exception:  # noqa: BLE001 - the config or model refuses these sizes
+            if coupled:
+                raise
     return (config_cls.__name__, dict(getattr(config_cls, "attribute_map", {})), cfgs, set(probe_config(real, 0)),
             models)
 

@@ -131,7 +131,7 @@ def root_section(model: Model) -> Section:
     body.returns = []
     outs = {name: (w.arg(v) if v is not None else "None") for name, v in zip(cm.output_names, flat)}
     root.body = body
-    root.init = model.config.init_lines([""]) + list(root.init)  # numbers its forward reads (Cohere's logit_scale)
+    root.init = model.root_init()  # numbers its forward reads (Cohere's logit_scale), then its modules
     extra = (["add_lora(self)"] if cm.loras else []) + (["tie_weights(self)"] if _tied(model) else [])
     cached = bool(model.kv_paths)
     keeps = model.generates and hf_forward.lm_head_input(cm) is not None and _keep_logits(body, w, model)

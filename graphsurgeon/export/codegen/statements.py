@@ -52,24 +52,55 @@ class Statements:
         return (frames[self.depth][0] or None) if len(frames) > self.depth else None
 
     def _loops(self, stmts: list[Stmt]) -> list[Stmt]:
-        """Calls of consecutive alike layers of one ModuleList, each fed by the one before: one `for` loop."""
+        """Calls of consecutive alike layers of one ModuleList, each fed by the one before: one `for` loop. Layers
+        that read one of a few values by their kind (Gemma's sliding / full attention masks) make one loop over the
+        whole list when the config names each layer's kind (`layer_types`)."""
         out: list[Stmt] = []
         i = 0
         while i < len(stmts):
-            j = i + 1
-            pattern = self._link(stmts[i], stmts[i + 1]) if i + 1 < len(stmts) else None
-            while pattern is not None and j < len(stmts) and self._link(stmts[j - 1], stmts[j]) == pattern:
-                j += 1
+            j, k = self._run_end(stmts, i, strict=True), self._run_end(stmts, i, strict=False)
+            kinds = self._kinds([s.scope for s in stmts[i:k]]) if k > j else None
+            if kinds is not None:
+                j = k
             if j - i >= 2:
                 scopes = [s.scope for s in stmts[i:j]]
-                out.append(Stmt(list(scopes[-1].outputs), loop=scopes, line=stmts[i].line))
+                out.append(Stmt(list(scopes[-1].outputs), loop=scopes, line=stmts[i].line, kinds=kinds))
                 i = j
             else:
                 out.append(stmts[i])
                 i += 1
         return out
 
-    def _link(self, a: Stmt, b: Stmt):
+    def _run_end(self, stmts: list[Stmt], i: int, strict: bool) -> int:
+        """The end of the run of linked calls from stmts[i] (strict: every layer reads the same other inputs)."""
+        j = i + 1
+        pattern = self._link(stmts[i], stmts[i + 1], strict) if i + 1 < len(stmts) else None
+        while pattern is not None and j < len(stmts) and self._link(stmts[j - 1], stmts[j], strict) == pattern:
+            j += 1
+        return j
+
+    def _kinds(self, scopes: list[Scope]) -> tuple | None:
+        """(config list, {input position: {kind: value}}) when the run is the whole list and each input its
+        layers do not all share is one value per kind of a per-layer config list; else None."""
+        container = scopes[0].path.rpartition(".")[0]
+        n = len(self.prog.cm.gm.get_submodule(container)._modules) if container else 0
+        if [s.path for s in scopes] != [f"{container}.{i}" for i in range(n)]:
+            return None
+        carried = {j for j, _ in _carry(scopes[0], scopes[1], strict=False) or ()}
+        varying = [j for j in range(len(scopes[0].inputs))
+                   if j not in carried and len({id(s.inputs[j]) for s in scopes}) > 1]
+        for name, kinds in per_layer_lists(self.prog.cm.config, n):
+            table: dict[int, dict] = {}
+            for j in varying:
+                by_kind: dict = {}
+                if any(by_kind.setdefault(kind, s.inputs[j]) is not s.inputs[j] for kind, s in zip(kinds, scopes)):
+                    break
+                table[j] = by_kind
+            else:
+                return (name, table) if varying else None
+        return None
+
+    def _link(self, a: Stmt, b: Stmt, strict: bool = True):
         """How b's inputs come from a (see `_carry`) when b calls the next alike layer after a; else None."""
         if a.scope is None or b.scope is None or a.scope.kind != "module" or b.scope.kind != "module":
             return None
@@ -85,19 +116,27 @@ class Statements:
         for o in a.scope.outputs:
             if any(u not in inside_b for u in self.prog.users.get(o, [])):
                 return None
-        carry = _carry(a.scope, b.scope)
+        carry = _carry(a.scope, b.scope, strict)
         return tuple(carry) if carry else None
 
 
-def _carry(a: Scope, b: Scope | None):
-    """[(input position of b, output position of a)] when every output of a feeds b; None otherwise."""
+def per_layer_lists(config: dict | None, n: int) -> list[tuple[str, list]]:
+    """The config's lists of one kind name per layer (`layer_types` first), for a list of n layers."""
+    found = [(k, v) for k, v in (config or {}).items() if isinstance(v, list) and len(v) == n and n > 1
+             and all(isinstance(x, str) and x.isidentifier() for x in v) and len(set(v)) > 1]
+    return sorted(found, key=lambda kv: kv[0] != "layer_types")
+
+
+def _carry(a: Scope, b: Scope | None, strict: bool = True):
+    """[(input position of b, output position of a)] when every output of a feeds b (strict: b's other inputs are
+    a's); None otherwise."""
     if b is None:
         return None
     pairs = []
     for j, v in enumerate(b.inputs):
         if v in a.outputs:
             pairs.append((j, a.outputs.index(v)))
-        elif j >= len(a.inputs) or a.inputs[j] is not v:
+        elif j >= len(a.inputs) or (strict and a.inputs[j] is not v):
             return None
     if len(pairs) != len(a.outputs):
         return None

@@ -106,6 +106,8 @@ class FunctionWriter(Statements, Sizes, Recipes, Loops):
                 first = st.loop[0]
                 for v in first.inputs:
                     self.pinned.add(v)
+                for by_kind in (st.kinds[1].values() if st.kinds else ()):
+                    self.pinned.update(by_kind.values())
             if st.lora_onto is not None:
                 self.pinned.add(st.lora_onto)
             if st.scope is not None and st.scope.kind == "lora":
