@@ -300,6 +300,36 @@ def test_layers_of_two_kinds_loop_and_build_at_a_second_config(tmp_path):
     assert (got[keep] - want[keep]).abs().max().item() < 1e-5
 
 
+# (the tiny model's config changes, the second config's): Mixtral's experts and experts per token (the router's
+# weight rows, the experts' stacked weights, topk) and OLMo's LayerNorm without weights (its normalized_shape)
+MORE = {
+    "mixtral": (dict(num_local_experts=5, num_experts_per_tok=3),
+                dict(hidden_size=96, num_hidden_layers=3, num_local_experts=7, num_experts_per_tok=4,
+                     intermediate_size=160)),
+    "olmo": ({}, dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=6, num_hidden_layers=3,
+                      intermediate_size=160)),
+}
+
+
+@pytest.mark.parametrize("model_type", MORE)
+def test_experts_and_unweighted_norms_at_a_second_config(model_type, tmp_path):
+    """The sizes the forward reads from the config too: Mixtral at other expert counts, OLMo at another hidden size
+    (its LayerNorm without weights reads the size from its input), equal to HF at that config."""
+    first, changes = MORE[model_type]
+    folder = tmp_path / "out"
+    export_folder(capture(fused_model(model_type, **first)), folder)
+    second, mod = at_second_config(folder, changes, tmp_path)
+    ours = mod.Model(mod.Config.from_json(str(second / "config.json"))).eval()
+    hf = fused_model(model_type, **{**first, **changes})
+    missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)
+    assert not unexpected and all(k.endswith("inv_freq") for k in missing), (missing, unexpected)
+    x = inputs()
+    keep = x["attention_mask"].bool()
+    with torch.no_grad():
+        want, got = hf(**x)[0], ours(**x)[0]
+    assert (got[keep] - want[keep]).abs().max().item() < 1e-5
+
+
 TEMPLATES = Path(__file__).parent.parent / "graphsurgeon" / "export" / "templates"
 # the helpers model.py copies from its templates (hand-written, the same at every config): not scanned
 HELPERS = {n.name for f in TEMPLATES.glob("*.py") for n in ast.parse(f.read_text()).body

@@ -4,12 +4,14 @@
 A number is matched to the config at three points: the Hugging Face model built (on the meta device) at its own
 config and at two probe configs whose size fields were moved apart (layers +1 / +2, heads ×6, key/value heads ×3,
 hidden ×12 / ×18 so head_dim ×2 / ×3, a head_dim field ×3 / ×2 apart from them unless the config refuses, other
-widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, each rate and epsilon nudged by its own amount, per-layer
-lists such as layer_types repeated to the new layer count). The same constructor argument, module attribute or tensor
-dimension read in the three models gives three values; the config expression that gives all three is the one the
-code writes (a field, a quotient of fields such as head_dim, a small multiple, a half, a product, a sum, heads of two
-kinds times head_dim). A ModuleList's length comes from the config only where a loop runs the whole list. Ties go to the fields the Hugging Face class's own source reads. A number that matches no expression
-stays a literal (the model's own code has it: OPT's position offset 2, DistilBERT's eps 1e-12).
+widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, experts ×4 / ×8 and experts per token +2 / +3, each rate
+and epsilon nudged by its own amount, per-layer lists such as layer_types repeated to the new layer count). The same
+constructor argument, module attribute or tensor dimension read in the three models gives three values; the config
+expression that gives all three is the one the code writes (a field, a quotient of fields such as head_dim, a small
+multiple, a half, a product, a sum, heads of two kinds times head_dim). A ModuleList's length comes from the config
+only where one loop runs the whole list. Ties go to the fields the Hugging Face class's own source reads. A number
+that matches no expression stays a literal (the model's own code has it: OPT's position offset 2, DistilBERT's eps
+1e-12).
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ class ConfigSizes:
 MOVES = ((1, 6, 3, 12, 2, 5, 7, 11), (2, 6, 3, 18, 3, 7, 11, 13))
 
 
-def probe_config(real: dict, which: int, coupled: bool = True) -> dict:
+def probe_config(real: dict, which: int, coupled: bool = True, experts: bool = True) -> dict:
     """Probe `which`'s fields: sizes moved apart so each has a value of its own (see the module docstring).
     Not coupled: a head_dim field moves unlike hidden / heads (×3 where they move ×2), so `heads * head_dim` and
     `hidden` are told apart even where the model's own config has them equal."""
@@ -290,6 +292,12 @@ def probe_config(real: dict, which: int, coupled: bool = True) -> dict:
                 out[k] = v * hidden
             elif k in HEAD_DIMS:
                 out[k] = v * head_dim
+            elif "expert" in k and ("per_tok" in k or "top" in k):  # experts per token (+2 / +3: fewer than the
+                if experts:  # experts, apart from the layers' +1 / +2)
+                    out[k] = v + 2 + which
+            elif re.search(r"num_(local_)?experts$|n_routed_experts$", k):  # ×4 / ×8: like no other size's moves
+                if experts:
+                    out[k] = v * 4 * (which + 1)
             elif k in VOCAB:
                 out[k] = v * vocab
             elif k in POSITIONS:
@@ -347,16 +355,18 @@ def _three_models(model_class: str, config_json: str):
     config_cls = transformers.CONFIG_MAPPING[model_type]
     fields = {k: v for k, v in cfg.items() if k != "model_type"}
     real = {k: v for k, v in fields.items() if _number(v)}
-    for coupled in (False, True):  # head_dim moved apart from hidden / heads, else with it (a config that checks)
-        cfgs = [real] + [{**real, **probe_config(real, i, coupled)} for i in (0, 1)]
+    # head_dim moved apart from hidden / heads, experts moved; then what a config that checks them accepts
+    tries = [(False, True), (True, True), (False, False), (True, False)]
+    for n, (coupled, experts) in enumerate(tries, 1):
+        cfgs = [real] + [{**real, **probe_config(real, i, coupled, experts)} for i in (0, 1)]
         try:
             models = [_meta_model(cls, config_cls(**{**fields, **per_layer_lists(fields, c), **c}), cfg) for c in cfgs]
             break
         except Exception:  # noqa: BLE001 - the config or model refuses these sizes
-            if coupled:
+            if n == len(tries):
                 raise
-    return (config_cls.__name__, dict(getattr(config_cls, "attribute_map", {})), cfgs, set(probe_config(real, 0)),
-            models)
+    return (config_cls.__name__, dict(getattr(config_cls, "attribute_map", {})), cfgs,
+            set(probe_config(real, 0, coupled, experts)), models)
 
 
 def _meta_model(cls, config, cfg: dict):

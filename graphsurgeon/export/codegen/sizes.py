@@ -21,9 +21,11 @@ SIZE_ARGS = {
     "split_with_sizes": ("split_sizes",), "slice": ("start", "end"), "narrow": ("start", "length"),
     "arange": ("start", "end"), "zeros": ("size",), "ones": ("size",), "empty": ("size",), "full": ("size",),
     "new_zeros": ("size",), "new_ones": ("size",), "new_empty": ("size",), "new_full": ("size",),
-    "scaled_dot_product_attention": ("scale",), "layer_norm": ("eps",), "rms_norm": ("eps",), "baddbmm": ("alpha",),
+    "scaled_dot_product_attention": ("scale",), "layer_norm": ("normalized_shape", "eps"),
+    "rms_norm": ("normalized_shape", "eps"), "baddbmm": ("alpha",), "topk": ("k",), "histc": ("bins", "max"),
 }
-SCALAR_ARGS = {"add": "other", "sub": "other", "mul": "other", "div": "other"}  # a float operand: eps, scaling
+# a float operand (eps, scaling); floor_divide's int too (a token's expert slot // experts per token)
+SCALAR_ARGS = {"add": "other", "sub": "other", "mul": "other", "div": "other", "floor_divide": "other"}
 
 
 class ConfigInt(int):
@@ -57,7 +59,7 @@ class Sizes:
         a = lift.bound(node)
         key = lift.op_key(node)
         names_ = SIZE_ARGS.get(key, ())
-        if key in SCALAR_ARGS and isinstance(a.get(SCALAR_ARGS[key]), float):
+        if key in SCALAR_ARGS and isinstance(a.get(SCALAR_ARGS[key]), float if key != "floor_divide" else int):
             names_ = (SCALAR_ARGS[key],)
         if key in ("scaled_dot_product_attention", "dropout") and train_dropout_p(node) > 0:  # HF's rate in training
             a["_dropout_p"], names_ = train_dropout_p(node), names_ + ("_dropout_p",)
@@ -87,16 +89,22 @@ class Sizes:
                 text = self._caller_attribute(v)
         else:
             hint = FROM_MODULE.get(arg, (None, None))[1]
-            text = self.env.config.attribute(module_of(self.scope).path, v, hint)
+            path = module_of(self.scope).path
+            text = self.env.config.attribute(path, v, hint)
+            if text is None and arg == "max" and isinstance(v, int):  # histc's last bin: a count's last index
+                text = self.env.config.attribute(path, v + 1)
+                text = f"{text} - 1" if text else None
+            if text is None and isinstance(v, int) and v >= 2 and self.env.config.active:
+                text = self._input_size(v, own, halves=False)  # HF's `hidden_states.view(-1, hidden_dim)`
         return _marked(v, text) if text else v
 
-    def _input_size(self, v: int, own=None) -> str | None:
-        """A function's fixed size as the feature size (last dim) of the tensor it shapes or of an input
-        (`cos.shape[-1]`), or half of one (`x.shape[-1] // 2`)."""
+    def _input_size(self, v: int, own=None, halves: bool = True) -> str | None:
+        """A fixed size as the feature size (last dim) of the tensor it shapes or of an input (`cos.shape[-1]`), or
+        half of one (`x.shape[-1] // 2`)."""
         tensors = ([self.prog.rep(own, self.scope)] if isinstance(own, torch.fx.Node) else []) + list(self.scope.inputs)
         tensors = [p for p in tensors if isinstance(p.meta.get("val"), torch.Tensor) and p in self.name_of
                    and not self._may_be_none(p)]
-        for factor, suffix in ((1, ""), (2, " // 2")):  # a feature size itself first, then half of one (rotate_half)
+        for factor, suffix in ((1, ""), (2, " // 2"))[: 2 if halves else 1]:  # a feature size, then half of one
             for p in tensors:
                 last = p.meta["val"].shape[-1] if p.meta["val"].dim() else None
                 if isinstance(last, int) and last == factor * v:
