@@ -193,6 +193,35 @@ def test_generate_without_a_cache_equals_hf(arch):
         assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
 
 
+def test_sliding_window_layers_generate_with_a_kv_cache():
+    """Layers with a sliding-window mask (Qwen 2's sliding and full attention in turn, window 3 < the prompt) keep
+    their KV cache: the mask, built over the whole sequence, gives the new tokens' rows, so the self-check passes
+    with the cache (before, the sliding layer read the whole mask, the cached path failed and generate() ran
+    without a cache) and greedy tokens equal HF's for one prompt and a left-padded batch."""
+    import model_zoo
+
+    from graphsurgeon.capture import capture
+
+    torch.manual_seed(0)
+    config = model_zoo.tiny_config("qwen2")
+    config.layer_types = ["sliding_attention", "full_attention"]
+    config.use_sliding_window, config.sliding_window = True, 3
+    config.initializer_range = 0.5
+    hf = model_zoo.model_class("qwen2")(config).eval()
+    folder = Path(tempfile.mkdtemp(prefix="gs-generate-sliding-")) / "out"
+    result = export_folder(capture(hf), folder)
+    assert "KV cache" in result.check and "no KV cache" not in result.check, result.check
+    ours = load_exported(folder)
+    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :2] = mask[1, :1] = 0
+    for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
+        want = hf.generate(**x, max_new_tokens=10, do_sample=False)
+        got = ours.generate(**x, max_new_tokens=10)
+        assert got.tolist() == want.tolist()
+        assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
+
+
 def test_cache_and_eos(tmp_path):
     """The forward with past_key_values gives the logits of the full sequence; a row that writes the eos token goes
     on with the pad token as HF's generate does."""

@@ -39,7 +39,7 @@ class Stmt:
     node: torch.fx.Node | None = None  # an op
     scope: Scope | None = None  # a child scope it calls
     loop: list | None = None  # alike layers called in a for loop
-    kinds: tuple | None = None  # a loop whose layers read per-kind values: (config list, {input position: {kind: value}})
+    kinds: tuple | None = None  # a loop of layers of several kinds: (config list, {input position: {kind: value}})
     line: str | None = None  # source position (values on the same line fold into one statement)
     optional: str | None = None
     lora_onto: torch.fx.Node | None = None  # a LoRA add: the value it adds onto (keeps its name)

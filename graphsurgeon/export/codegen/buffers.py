@@ -92,7 +92,7 @@ def _candidates(cm, sizes: ConfigSizes, name: str, leaf: str, mods: list, value:
         yield [register.format(f"torch.arange({n})" + (".expand((1, -1))" if value.dim() == 2 else ""))]
     if value.dim() == 0 and value.is_floating_point():  # Gemma's embed_scale: a number of the module, as a tensor
         for attr, v in vars(mods[0]).items():
-            if _number(v) and not isinstance(v, bool) and float(torch.tensor(float(v), dtype=value.dtype)) == value.item():
+            if _number(v) and float(torch.tensor(float(v), dtype=value.dtype)) == value.item():
                 found = sizes.solve(tuple(getattr(m, attr, None) for m in mods), sizes.prefer(name.rpartition(".")[0]))
                 if found is not None:
                     yield [register.format(f"torch.tensor({found.text})")]

@@ -245,7 +245,7 @@ class ConfigSizes:
         for k, text in sorted(attrs.items(), key=lambda kv: -sum(kv[1] in t for t in attrs.values())):
             for j, t in attrs.items():
                 if j != k and ("//" in t or t == f"config.{j}") and f"self.{j} =" in "".join(out):
-                    text = text.replace(f"({t})", f"self.{j}").replace(t, f"self.{j}")
+                    text = re.sub(rf"\({re.escape(t)}\)|{re.escape(t)}(?!\w)", f"self.{j}", text)  # not a longer name
             out.append(f"self.{k} = {text}")
         return out
 

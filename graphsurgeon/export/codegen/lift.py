@@ -144,10 +144,12 @@ def _sdpa(ctx: Ctx, node: torch.fx.Node, a: dict) -> Expr:
     causal = mask is not None and mask.isidentifier() and ctx.mask_form(a["attn_mask"]) == "causal mask" \
         and not a["is_causal"] and q.isidentifier() and parts[1].isidentifier()
     cached = ctx.kv_cache()  # keys may be longer than queries: one new token reads every earlier one
+    # a mask built over the whole sequence (causal, sliding-window): with cached keys, the rows of the new tokens
+    rows = cached and mask is not None and mask.isidentifier() and q.isidentifier() and parts[1].isidentifier()
     for k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"):
         if k == "dropout_p" and p > 0:  # attention dropout: the eval graph has 0.0, training has HF's p
             parts.append(f"dropout_p={ctx.arg(p)} if {ctx.training()} else 0.0")
-        elif k == "attn_mask" and mask is not None and causal and cached:  # the rows of the new tokens
+        elif k == "attn_mask" and rows:
             parts.append(f"attn_mask=causal_rows({mask}, {q}, {parts[1]})")
         elif k == "attn_mask" and mask is not None:
             parts.append(f"attn_mask={mask}")

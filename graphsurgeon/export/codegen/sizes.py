@@ -98,12 +98,22 @@ class Sizes:
                 text = self._input_size(v, own, halves=False)  # HF's `hidden_states.view(-1, hidden_dim)`
         return _marked(v, text) if text else v
 
+    def _same_last(self, p) -> bool:
+        """Whether p's name, where the size is read, still holds p or a value of its last size (so does
+        `cos = cos.unsqueeze(1)`; a name rebound to another tensor, `part, part_2 = x.sort()`, does not)."""
+        now = self.bound.get(self.name_of[p])
+        if now is p:
+            return True
+        val = now.meta.get("val") if isinstance(now, torch.fx.Node) else None
+        return isinstance(val, torch.Tensor) and val.dim() > 0 and val.shape[-1] == p.meta["val"].shape[-1] \
+            and isinstance(val.shape[-1], int)
+
     def _input_size(self, v: int, own=None, halves: bool = True) -> str | None:
         """A fixed size as the feature size (last dim) of the tensor it shapes or of an input (`cos.shape[-1]`), or
         half of one (`x.shape[-1] // 2`)."""
         tensors = ([self.prog.rep(own, self.scope)] if isinstance(own, torch.fx.Node) else []) + list(self.scope.inputs)
         tensors = [p for p in tensors if isinstance(p.meta.get("val"), torch.Tensor) and p in self.name_of
-                   and not self._may_be_none(p)]
+                   and self._same_last(p) and not self._may_be_none(p)]
         for factor, suffix in ((1, ""), (2, " // 2"))[: 2 if halves else 1]:  # a feature size, then half of one
             for p in tensors:
                 last = p.meta["val"].shape[-1] if p.meta["val"].dim() else None

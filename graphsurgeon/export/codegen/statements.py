@@ -89,7 +89,7 @@ class Statements:
         carried = {j for j, _ in _carry(scopes[0], scopes[1], strict=False) or ()}
         varying = [j for j in range(len(scopes[0].inputs))
                    if j not in carried and len({id(s.inputs[j]) for s in scopes}) > 1]
-        for name, kinds in per_layer_lists(self.prog.cm.config, n):
+        for name, kinds in kind_lists(self.prog.cm.config, n):
             table: dict[int, dict] = {}
             for j in varying:
                 by_kind: dict = {}
@@ -120,7 +120,7 @@ class Statements:
         return tuple(carry) if carry else None
 
 
-def per_layer_lists(config: dict | None, n: int) -> list[tuple[str, list]]:
+def kind_lists(config: dict | None, n: int) -> list[tuple[str, list]]:
     """The config's lists of one kind name per layer (`layer_types` first), for a list of n layers."""
     found = [(k, v) for k, v in (config or {}).items() if isinstance(v, list) and len(v) == n and n > 1
              and all(isinstance(x, str) and x.isidentifier() for x in v) and len(set(v)) > 1]
