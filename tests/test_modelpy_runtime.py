@@ -163,6 +163,18 @@ def test_greedy_generate_equals_hf(arch):
         assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
 
 
+def greedy_equals_hf(ours, hf) -> None:
+    """model.py's greedy generate() writes HF's tokens for one prompt and a left-padded batch of 3 (10 new tokens)."""
+    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :2] = mask[1, :1] = 0
+    for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
+        want = hf.generate(**x, max_new_tokens=10, do_sample=False)
+        got = ours.generate(**x, max_new_tokens=10)
+        assert got.tolist() == want.tolist()
+        assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
+
+
 @pytest.mark.parametrize("arch", ["bloom", "gpt2-eager"])
 def test_generate_without_a_cache_equals_hf(arch):
     """A causal LM whose attention is not SDPA's (Bloom's baddbmm with ALiBi, GPT-2 captured with eager attention)
@@ -183,14 +195,7 @@ def test_generate_without_a_cache_equals_hf(arch):
     export_folder(capture(hf), folder)
     ours = load_exported(folder)
     assert "use_cache" not in type(ours).forward.__code__.co_varnames  # the path without a cache
-    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
-    mask = torch.ones(3, 7, dtype=torch.long)
-    mask[0, :2] = mask[1, :1] = 0
-    for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
-        want = hf.generate(**x, max_new_tokens=10, do_sample=False)
-        got = ours.generate(**x, max_new_tokens=10)
-        assert got.tolist() == want.tolist()
-        assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
+    greedy_equals_hf(ours, hf)
 
 
 def test_sliding_window_layers_generate_with_a_kv_cache():
@@ -212,14 +217,7 @@ def test_sliding_window_layers_generate_with_a_kv_cache():
     result = export_folder(capture(hf), folder)
     assert "KV cache" in result.check and "no KV cache" not in result.check, result.check
     ours = load_exported(folder)
-    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(5))
-    mask = torch.ones(3, 7, dtype=torch.long)
-    mask[0, :2] = mask[1, :1] = 0
-    for x in ({"input_ids": ids[2:]}, {"input_ids": ids, "attention_mask": mask}):
-        want = hf.generate(**x, max_new_tokens=10, do_sample=False)
-        got = ours.generate(**x, max_new_tokens=10)
-        assert got.tolist() == want.tolist()
-        assert len(set(got[:, 7:].flatten().tolist())) > 3  # varied tokens, not one repeated
+    greedy_equals_hf(ours, hf)
 
 
 def test_cache_and_eos(tmp_path):
