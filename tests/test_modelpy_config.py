@@ -301,8 +301,14 @@ def test_layers_of_two_kinds_loop_and_build_at_a_second_config(tmp_path):
 
 
 # (the tiny model's config changes, the second config's): Mixtral's experts and experts per token (the router's
-# weight rows, the experts' stacked weights, topk) and OLMo's LayerNorm without weights (its normalized_shape)
+# weight rows, the experts' stacked weights, topk), OLMo's LayerNorm without weights (its normalized_shape) and
+# the roots of a head size: Megatron-BERT's `scores / math.sqrt(self.attention_head_size)` (at the tiny config
+# √16 = 4 heads: the number is not the head count), Nyströmformer's root of that root, OpenAI GPT's
+# `w / math.sqrt(v.size(-1))` and `x.size(-1) // self.n_head` (its layers share one activation module: one loop)
 MORE = {
+    "megatron-bert": ({}, dict(hidden_size=96, num_hidden_layers=3, intermediate_size=160)),
+    "nystromformer": ({}, dict(hidden_size=96, num_hidden_layers=3, intermediate_size=160)),
+    "openai-gpt": ({}, dict(n_embd=96, n_layer=3)),
     "mixtral": (dict(num_local_experts=5, num_experts_per_tok=3),
                 dict(hidden_size=96, num_hidden_layers=3, num_local_experts=7, num_experts_per_tok=4,
                      intermediate_size=160)),
@@ -312,9 +318,10 @@ MORE = {
 
 
 @pytest.mark.parametrize("model_type", MORE)
-def test_experts_and_unweighted_norms_at_a_second_config(model_type, tmp_path):
+def test_sizes_the_forward_reads_at_a_second_config(model_type, tmp_path):
     """The sizes the forward reads from the config too: Mixtral at other expert counts, OLMo at another hidden size
-    (its LayerNorm without weights reads the size from its input), equal to HF at that config."""
+    (its LayerNorm without weights reads the size from its input), Megatron-BERT at another head size, equal to HF
+    at that config."""
     first, changes = MORE[model_type]
     folder = tmp_path / "out"
     export_folder(capture(fused_model(model_type, **first)), folder)
@@ -322,7 +329,13 @@ def test_experts_and_unweighted_norms_at_a_second_config(model_type, tmp_path):
     ours = mod.Model(mod.Config.from_json(str(second / "config.json"))).eval()
     hf = fused_model(model_type, **{**first, **changes})
     missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)
+    theirs = dict(hf.named_buffers())
+    for k in [k for k in missing if k in theirs and not k.endswith("inv_freq")]:  # a buffer model.py reads from
+        ours.get_buffer(k).copy_(theirs[k])  # the weights file (OpenAI GPT's causal `bias`): HF's, as the file has it
+        missing.remove(k)
     assert not unexpected and all(k.endswith("inv_freq") for k in missing), (missing, unexpected)
+    if model_type == "openai-gpt":
+        assert "range(config.n_layer)" in (second / "model.py").read_text()
     x = inputs()
     keep = x["attention_mask"].bool()
     with torch.no_grad():

@@ -82,6 +82,8 @@ def generate(cm) -> GeneratedModel:
     config = model.config.dataclass_text()
     if "field(default_factory" in config:  # a dict field (rope_parameters)
         head = head.replace("import dataclass, fields", "import dataclass, field, fields")
+    if re.search(r"\bmath\.", body):  # `math.sqrt(self.attention_head_size)`, as Hugging Face writes it
+        head = head.replace("import json\nimport os\n", "import json\nimport math\nimport os\n")
     aliases = f"Model = {model.root.name}\nConfig = {model.config.class_name}"
     parts = [head, config] + ([helpers] if helpers else []) + [body, aliases, hf, tail]
     if model.kv_paths:  # a causal LM whose attentions are SDPA's: its KV cache

@@ -67,9 +67,7 @@ class Model:
         self.children: dict[str, list[str]] = {"": []}
         for path in self._paths():
             self._add_path(path)
-        order = {p: i for i, p in enumerate(cm.module_classes)}
-        for kids in self.children.values():
-            kids.sort(key=lambda p: (order.get(p, len(order)), _natural(p)))
+        _order_children(self.children, cm.module_classes)
         self.lists = {p for p, kids in self.children.items()
                       if p and kids and all(k.rpartition(".")[2].isdigit() for k in kids)}
         self.env = Env(self.prog, self.lists)
@@ -403,6 +401,27 @@ def _post_order(scope: Scope) -> list[Scope]:
         if isinstance(item, Scope):
             out += _post_order(item)
     return out + [scope]
+
+
+def _order_children(children: dict[str, list[str]], modules) -> None:
+    """Each module's children in registration order (`modules`: named_modules' order). A child named_modules lists
+    only once (OpenAI GPT's one activation shared by every layer) takes its place among an alike module's children,
+    so alike layers keep alike classes."""
+    order = {p: i for i, p in enumerate(modules)}
+    alike: dict[str, list[str]] = {}  # a path with its list indices as '#' -> its children's names in order
+    for parent, kids in children.items():
+        kids.sort(key=lambda p: (order.get(p, len(order)), _natural(p)))
+        if all(k in order for k in kids):
+            alike.setdefault(_pattern(parent), [k.rpartition(".")[2] for k in kids])
+    for parent, kids in children.items():
+        names = alike.get(_pattern(parent))
+        if names and not all(k in order for k in kids):
+            kids.sort(key=lambda p: (names.index(p.rpartition(".")[2]) if p.rpartition(".")[2] in names
+                                     else len(names), _natural(p)))
+
+
+def _pattern(path: str) -> str:
+    return ".".join("#" if part.isdigit() else part for part in path.split("."))
 
 
 def _natural(path: str) -> tuple:

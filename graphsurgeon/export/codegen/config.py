@@ -82,6 +82,8 @@ class ConfigSizes:
         """The config expression equal to values[i] at config i (the model's, then the probes')."""
         if not self.active or len(values) != 3 or not all(_number(v) for v in values):
             return None
+        if all(_eq(v, values[0]) for v in values[1:]):  # the same at every probe: no config expression is proven
+            return None  # (DeBERTa's 32 relative positions are not `8 * (intermediate // pooler_hidden)`)
         for tier in self._tiers(isinstance(values[0], float)):
             hits = [(t, f) for t, f, v in tier if all(_eq(a, b) for a, b in zip(v, values))]
             if hits:
@@ -192,10 +194,11 @@ class ConfigSizes:
             out.append(found.text if found else str(size))
         return out
 
-    def attribute(self, path: str, value, hint: str | None = None) -> str | None:
+    def attribute(self, path: str, value, hint: str | None = None, named: bool = False) -> str | None:
         """`self.<attr>` for a number the forward of the module at `path` reads, its __init__ line recorded in
         `attrs`: the Hugging Face module's attribute of that value (`head_dim`, `scaling`, `embed_dim`), else the
-        rate of one of its dropout layers under HF's attribute name `hint` (`attention_dropout`)."""
+        rate of one of its dropout layers under HF's attribute name `hint` (`attention_dropout`). `named`: only an
+        attribute the forward reads by name, of the value's type."""
         mods = self.modules(path)
         if mods is None:
             return None
@@ -203,14 +206,29 @@ class ConfigSizes:
         src = _source(type(mods[0]), "forward")
         own = [k for k, v in vars(mods[0]).items() if k not in SKIP_ATTRS and not k.startswith("_") and _number(v)]
         own.sort(key=lambda k: f"self.{k}" not in src)
-        for k in own:
-            if _eq(getattr(mods[0], k), value):
+        if named:  # only an attribute the forward reads by name, exactly
+            own = [k for k in own if re.search(rf"self\.{k}(?!\w)", src) and type(getattr(mods[0], k)) is type(value)]
+        # a float the forward computed is not an int attribute that happens to equal it
+        equal = [k for k in own if _eq(getattr(mods[0], k), value)
+                 and not (isinstance(value, float) and isinstance(getattr(mods[0], k), int))]
+        named_in_src = [k for k in equal if f"self.{k}" in src]
+        moves = {tuple(getattr(m, k, None) for m in mods) for k in named_in_src or equal}
+        if len(moves) > 1:  # attributes that move apart and all equal the number here: a coincidence of this
+            return None  # config (DeBERTa's head size and relative span, both 16); it stays a literal
+        for k in equal:
+            found = self.solve(tuple(getattr(m, k, None) for m in mods), prefer)
+            if found is not None:
+                self.attrs.setdefault(path, {})[k] = found.text
+                return f"self.{k}"
+        for roots, k in _square_roots(src) if isinstance(value, float) else ():  # as the source reads it:
+            attr = getattr(mods[0], k, None)  # `scores / math.sqrt(self.attention_head_size)`, Nyströmformer's
+            if isinstance(attr, int) and attr > 1 and _eq(attr ** (0.5 ** roots), value):  # root of a root
                 found = self.solve(tuple(getattr(m, k, None) for m in mods), prefer)
                 if found is not None:
                     self.attrs.setdefault(path, {})[k] = found.text
-                    return f"self.{k}"
+                    return "math.sqrt(" * roots + f"self.{k}" + ")" * roots
         multiples = []  # a small multiple of one (`3 * self.head_size`: GPT-NeoX's fused q/k/v per head)
-        for k in own:
+        for k in own if not named else ():
             v = getattr(mods[0], k)
             if isinstance(v, int) and v > 1 and isinstance(value, int) and value % v == 0 and 2 <= value // v <= 4:
                 multiples.append((k, value // v))
@@ -228,6 +246,13 @@ class ConfigSizes:
                         self.attrs.setdefault(path, {})[hint] = found.text
                         return f"self.{hint}"
         return None
+
+    def roots_a_size(self, path: str) -> bool:
+        """Whether the Hugging Face class at `path` divides by the root of a tensor's last size somewhere in its
+        code (OpenAI GPT's `w / math.sqrt(v.size(-1))`)."""
+        mods = self.modules(path)
+        return bool(mods) and re.search(r"sqrt\(\s*\w+\.(size\(-1\)|shape\[-1\])\s*\)",
+                                        _source(type(mods[0]), "__class__")) is not None
 
     def use_list(self, path: str, field_name: str, value: list) -> None:
         """The module at `path` reads a per-layer list of the config (`self.layer_types = config.layer_types`)."""
@@ -300,7 +325,7 @@ def probe_config(real: dict, which: int, coupled: bool = True, experts: bool = T
                     out[k] = v * 4 * (which + 1)
             elif k in VOCAB:
                 out[k] = v * vocab
-            elif k in POSITIONS:
+            elif k in POSITIONS or re.search(r"relative_positions|position_buckets|num_buckets$", k):
                 out[k] = v * positions
             elif re.search(r"size|dim|inner|ffn|d_ff|intermediate", k):
                 out[k] = v * widths
@@ -398,6 +423,12 @@ def _eq(a, b) -> bool:
     return a == b
 
 
+def _square_roots(src: str) -> list[tuple[int, str]]:
+    """(n, attribute) for each `math.sqrt(… math.sqrt(self.<attribute>) …)` of n roots in a forward's source."""
+    return [(m.group(1).count("sqrt("), m.group(2))
+            for m in re.finditer(r"((?:(?:math\.|torch\.)?sqrt\(\s*)+)self\.(\w+)\s*\)", src)]
+
+
 def _first(v):
     if isinstance(v, (tuple, list)) and len(v) == 1:
         return v[0]
@@ -406,8 +437,9 @@ def _first(v):
 
 @functools.lru_cache(maxsize=256)
 def _source(cls, method: str) -> str:
+    """The source of `cls.method` ("__class__": of the whole class), or "" where Python has none."""
     try:
-        return inspect.getsource(getattr(cls, method))
+        return inspect.getsource(cls if method == "__class__" else getattr(cls, method))
     except (OSError, TypeError, AttributeError):
         return ""
 

@@ -4,6 +4,7 @@ arithmetic as Python (`batch * seq`), a size no input has passed by the caller, 
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -24,8 +25,10 @@ SIZE_ARGS = {
     "scaled_dot_product_attention": ("scale",), "layer_norm": ("normalized_shape", "eps"),
     "rms_norm": ("normalized_shape", "eps"), "baddbmm": ("alpha",), "topk": ("k",), "histc": ("bins", "max"),
 }
-# a float operand (eps, scaling); floor_divide's int too (a token's expert slot // experts per token)
-SCALAR_ARGS = {"add": "other", "sub": "other", "mul": "other", "div": "other", "floor_divide": "other"}
+# a float operand (eps, scaling); floor_divide's int too (a token's expert slot // experts per token); another int
+# operand only as an attribute the module's forward names (DeBERTa's `att_span - x`, `x + att_span`)
+SCALAR_ARGS = {"add": "other", "sub": "other", "rsub": "other", "mul": "other", "div": "other",
+               "floor_divide": "other"}
 
 
 class ConfigInt(int):
@@ -59,8 +62,10 @@ class Sizes:
         a = lift.bound(node)
         key = lift.op_key(node)
         names_ = SIZE_ARGS.get(key, ())
-        if key in SCALAR_ARGS and isinstance(a.get(SCALAR_ARGS[key]), float if key != "floor_divide" else int):
+        named = False  # an int operand: only an attribute the forward names
+        if key in SCALAR_ARGS and isinstance(a.get(SCALAR_ARGS[key]), (int, float)):
             names_ = (SCALAR_ARGS[key],)
+            named = isinstance(a[names_[0]], int) and key != "floor_divide"
         if key in ("scaled_dot_product_attention", "dropout") and train_dropout_p(node) > 0:  # HF's rate in training
             a["_dropout_p"], names_ = train_dropout_p(node), names_ + ("_dropout_p",)
         own = a.get("self", a.get("input"))
@@ -71,18 +76,21 @@ class Sizes:
                 new = [self._config_number(x, name, own) for x in v]
                 if any(n is not x for n, x in zip(new, v)):
                     a[name], changed = type(v)(new), True
-            elif self._config_number(v, name, own) is not v:
-                a[name], changed = self._config_number(v, name, own), True
+            elif self._config_number(v, name, own, named) is not v:
+                a[name], changed = self._config_number(v, name, own, named), True
         return a if changed else None
 
-    def _config_number(self, v, arg: str, own=None):
-        """`v` marked with the expression the code reads it from, or `v` itself (a literal of the model)."""
+    def _config_number(self, v, arg: str, own=None, named: bool = False):
+        """`v` marked with the expression the code reads it from, or `v` itself (a literal of the model); `named`:
+        only as an attribute of that value the module's forward reads by name."""
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v in (-1, 0, 1):
             return v
         if self.scope.kind == "function" and arg in FROM_MODULE:  # the caller passes its module's attribute
             name = FROM_MODULE[arg][0]
             self.__dict__.setdefault("extras", {})[name] = v
             return _marked(v, name)
+        if self.scope.kind == "function" and named:
+            return v
         if self.scope.kind == "function":
             text = self._input_size(v, own) if isinstance(v, int) else None
             if text is None and isinstance(v, int) and v > 2:  # (2 is a dim, a half, a pair far more often)
@@ -90,13 +98,26 @@ class Sizes:
         else:
             hint = FROM_MODULE.get(arg, (None, None))[1]
             path = module_of(self.scope).path
-            text = self.env.config.attribute(path, v, hint)
+            text = self.env.config.attribute(path, v, hint, named)
+            if named:
+                return _marked(v, text) if text else v
             if text is None and arg == "max" and isinstance(v, int):  # histc's last bin: a count's last index
                 text = self.env.config.attribute(path, v + 1)
                 text = f"{text} - 1" if text else None
             if text is None and isinstance(v, int) and v >= 2 and self.env.config.active:
                 text = self._input_size(v, own, halves=False)  # HF's `hidden_states.view(-1, hidden_dim)`
+            if text is None and isinstance(v, float) and v > 1 and self.env.config.roots_a_size(path):
+                text = self._root_of_size(v)
         return _marked(v, text) if text else v
+
+    def _root_of_size(self, v: float) -> str | None:
+        """`math.sqrt(value.size(-1))` for a float that is the root of the last size of a value the scope holds."""
+        for p, name in self.name_of.items():
+            val = p.meta.get("val") if isinstance(p, torch.fx.Node) else None
+            if isinstance(val, torch.Tensor) and val.dim() and isinstance(val.shape[-1], int) and val.shape[-1] > 1 \
+                    and math.sqrt(val.shape[-1]) == v and self._same_last(p) and not self._may_be_none(p):
+                return f"math.sqrt({name}.size(-1))"
+        return None
 
     def _same_last(self, p) -> bool:
         """Whether p's name, where the size is read, still holds p or a value of its last size (so does
@@ -114,7 +135,9 @@ class Sizes:
         tensors = ([self.prog.rep(own, self.scope)] if isinstance(own, torch.fx.Node) else []) + list(self.scope.inputs)
         tensors = [p for p in tensors if isinstance(p.meta.get("val"), torch.Tensor) and p in self.name_of
                    and self._same_last(p) and not self._may_be_none(p)]
-        for factor, suffix in ((1, ""), (2, " // 2"))[: 2 if halves else 1]:  # a feature size, then half of one
+        divisors = [(val, f" // {k}") for k, val in self.__dict__.get("extras", {}).items()  # a size per head:
+                    if type(val) is int and val > 1]  # `x.size(-1) // n_head`, n_head a parameter its module passes
+        for factor, suffix in ((1, ""), (2, " // 2"))[: 2 if halves else 1] + tuple(divisors):
             for p in tensors:
                 last = p.meta["val"].shape[-1] if p.meta["val"].dim() else None
                 if isinstance(last, int) and last == factor * v:
@@ -311,8 +334,10 @@ def sym_text(expr, sizes: dict[str, str], coefficient=None) -> tuple[str, int]:
         parts = [sym_text(a, sizes) for a in expr.args]
         return " * ".join(t if p > lift.MUL else f"({t})" for t, p in parts), lift.MUL
     name = type(expr).__name__
-    if name in ("Max", "Min"):  # bounds of a slice (`x[:, max(0, 64 - seq):]`)
-        return f"{name.lower()}({', '.join(sym_text(a, sizes)[0] for a in expr.args)})", lift.ATOM
+    if name in ("Max", "Min"):  # bounds of a slice (`x[:, max(0, 64 - seq):]`), a span (`min(self.att_span, seq)`)
+        bounds = [(coefficient(int(a)) if coefficient is not None and isinstance(a, sympy.Integer) and int(a) > 2
+                   else None) or sym_text(a, sizes)[0] for a in expr.args]
+        return f"{name.lower()}({', '.join(bounds)})", lift.ATOM
     if name in ("Mod", "PythonMod") and len(expr.args) == 2:
         (a, pa), (b, pb) = (sym_text(x, sizes) for x in expr.args)
         return f"{a if pa >= lift.MUL else f'({a})'} % {b if pb > lift.MUL else f'({b})'}", lift.MUL

@@ -351,7 +351,8 @@ class FunctionWriter(Statements, Sizes, Recipes, Loops):
     # ---- lift.Ctx ------------------------------------------------------------------------------
     def arg(self, value, prec: int = 0) -> str:
         if isinstance(value, (ConfigInt, ConfigFloat)):  # a size read from the config (sizes.py)
-            return value.text if prec <= lift.MUL or re.fullmatch(r"[\w.]+(\[-?\d+\])?", value.text) else f"({value.text})"
+            atom = re.fullmatch(r"[\w.]+(\[-?\d+\])?|(\w+\.)*\w+\([\w.()\-]*\)", value.text)  # `math.sqrt(self.d)`
+            return value.text if prec <= lift.MUL or atom else f"({value.text})"
         if isinstance(value, torch.fx.Node):
             value = self.prog.rep(value, self.scope)
             if value in self.folded:
