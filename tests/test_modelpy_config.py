@@ -309,6 +309,11 @@ MORE = {
     "megatron-bert": ({}, dict(hidden_size=96, num_hidden_layers=3, intermediate_size=160)),
     "nystromformer": ({}, dict(hidden_size=96, num_hidden_layers=3, intermediate_size=160)),
     "openai-gpt": ({}, dict(n_embd=96, n_layer=3)),
+    # ALBERT: one shared layer called once per layer (`for _ in range(self.num_hidden_layers)`), an embedding size
+    # equal to the hidden size at the tiny config but a size of its own
+    "albert": ({}, dict(hidden_size=96, embedding_size=48, num_hidden_layers=3, intermediate_size=160)),
+    # StableLM: its rotary dims and heads both 4 at the tiny config (6 and 4 at the second)
+    "stablelm": ({}, dict(hidden_size=96, num_hidden_layers=3, intermediate_size=160)),
     "mixtral": (dict(num_local_experts=5, num_experts_per_tok=3),
                 dict(hidden_size=96, num_hidden_layers=3, num_local_experts=7, num_experts_per_tok=4,
                      intermediate_size=160)),
@@ -334,8 +339,8 @@ def test_sizes_the_forward_reads_at_a_second_config(model_type, tmp_path):
         ours.get_buffer(k).copy_(theirs[k])  # the weights file (OpenAI GPT's causal `bias`): HF's, as the file has it
         missing.remove(k)
     assert not unexpected and all(k.endswith("inv_freq") for k in missing), (missing, unexpected)
-    if model_type == "openai-gpt":
-        assert "range(config.n_layer)" in (second / "model.py").read_text()
+    loop = {"openai-gpt": "range(config.n_layer)", "albert": "for _ in range(self.num_hidden_layers):"}
+    assert loop.get(model_type, "") in (second / "model.py").read_text()
     x = inputs()
     keep = x["attention_mask"].bool()
     with torch.no_grad():

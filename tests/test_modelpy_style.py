@@ -187,3 +187,16 @@ def test_layout_of_operator_chains_and_exponents_is_ruffs():
     laid = format_source(text)
     assert laid != text and "e+" not in laid
     assert ruff_format_diff(laid, "layout.py") == ""
+
+
+def test_a_statement_over_several_lines_names_its_values_as_hf():
+    """StableLM writes `query_rot, query_pass = (` / `query_states[..., : self.rotary_ndims],` / … over several lines:
+    the values take the statement's names (not `slice_`, `slice__2`), the rotary helper HF's parameters in HF's
+    order, and the slice its attribute — read on the op's own line, where the head count (also 4 here) is not."""
+    model = model_zoo.build("stablelm")
+    text = model_source(capture(model))
+    assert "        query_rot = query_states[..., : self.rotary_ndims]" in text
+    assert "        key_pass = key_states[..., self.rotary_ndims :]" in text
+    assert "        query_rot, key_rot = apply_rotary_pos_emb(query_rot, key_rot, cos, sin)" in text
+    assert "query_states.view(batch, seq, self.num_heads, self.head_dim)" in text
+    assert not re.search(r"\bslice_", text)

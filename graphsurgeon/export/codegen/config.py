@@ -3,12 +3,14 @@
 
 A number is matched to the config at three points: the Hugging Face model built (on the meta device) at its own
 config and at two probe configs whose size fields were moved apart (layers +1 / +2, heads ×6, key/value heads ×3,
-hidden ×12 / ×18 so head_dim ×2 / ×3, a head_dim field ×3 / ×2 apart from them unless the config refuses, other
-widths ×5 / ×7, vocabulary ×7 / ×11, positions ×11 / ×13, experts ×4 / ×8 and experts per token +2 / +3, each rate
+hidden ×12 / ×18 so head_dim ×2 / ×3, a head_dim field ×3 / ×2 apart from them unless the config refuses, an
+embedding size ×17 / ×19, other widths ×5 / ×7, vocabulary ×7 / ×11, positions (relative ones and buckets too)
+×11 / ×13, experts ×4 / ×8 and experts per token +2 / +3, each rate
 and epsilon nudged by its own amount, per-layer lists such as layer_types repeated to the new layer count). The same
 constructor argument, module attribute or tensor dimension read in the three models gives three values; the config
 expression that gives all three is the one the code writes (a field, a quotient of fields such as head_dim, a small
-multiple, a half, a product, a sum, heads of two kinds times head_dim). A ModuleList's length comes from the config
+multiple, a half, a product, a sum, heads of two kinds times head_dim); one the same at all three is no evidence
+and is not used (it stays a literal). A ModuleList's length comes from the config
 only where one loop runs the whole list. Ties go to the fields the Hugging Face class's own source reads. A number
 that matches no expression stays a literal (the model's own code has it: OPT's position offset 2, DistilBERT's eps
 1e-12).
@@ -27,7 +29,9 @@ import torch
 
 LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers", "decoder_layers",
           "num_decoder_layers")
-HIDDEN = ("hidden_size", "n_embd", "d_model", "dim", "word_embed_proj_dim", "embedding_size")
+HIDDEN = ("hidden_size", "n_embd", "d_model", "dim")
+EMBEDDINGS = ("word_embed_proj_dim", "embedding_size")  # often the hidden size, but a size of their own (ALBERT,
+# ELECTRA's generator, OPT's projection): moved apart from it (×17 / ×19, like no other move)
 HEAD_DIMS = ("head_dim", "d_kv", "kv_channels", "rotary_dim")
 VOCAB = ("vocab_size",)
 POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")
@@ -181,6 +185,15 @@ class ConfigSizes:
         found = self.solve(tuple(len(m) for m in mods), self.prefer(path.rpartition(".")[0]))
         return found.text if found else str(n)
 
+    def repeats(self, path: str, n: int) -> str:
+        """How many times the module at `path` calls one module in a row: its `self.<layer count>` where the config's
+        layer count is n (ALBERT calls its shared layer group once per layer), else the literal."""
+        for k in LAYERS if self.active else ():
+            if self.cfgs[0].get(k) == n and k in self.moved:
+                self.attrs.setdefault(path, {})[k] = self._use(f"config.{k}", {k}).text
+                return f"self.{k}"
+        return str(n)
+
     def shape(self, name: str, shape: tuple) -> list[str]:
         """The dims of tensor `name` (a parameter or buffer a class holds itself)."""
         tensors = [_tensor(m, name) for m in self.models] if self.active else [None]
@@ -194,11 +207,13 @@ class ConfigSizes:
             out.append(found.text if found else str(size))
         return out
 
-    def attribute(self, path: str, value, hint: str | None = None, named: bool = False) -> str | None:
+    def attribute(self, path: str, value, hint: str | None = None, named: bool = False, line: str = "") -> str | None:
         """`self.<attr>` for a number the forward of the module at `path` reads, its __init__ line recorded in
         `attrs`: the Hugging Face module's attribute of that value (`head_dim`, `scaling`, `embed_dim`), else the
         rate of one of its dropout layers under HF's attribute name `hint` (`attention_dropout`). `named`: only an
-        attribute the forward reads by name, of the value's type."""
+        attribute the forward reads by name, of the value's type. None: no attribute has it; "": several that
+        move apart do (a coincidence of this config: the number stays a literal) and the source `line` the number
+        was read on names none or several of them."""
         mods = self.modules(path)
         if mods is None:
             return None
@@ -208,22 +223,30 @@ class ConfigSizes:
         own.sort(key=lambda k: f"self.{k}" not in src)
         if named:  # only an attribute the forward reads by name, exactly
             own = [k for k in own if re.search(rf"self\.{k}(?!\w)", src) and type(getattr(mods[0], k)) is type(value)]
-        # a float the forward computed is not an int attribute that happens to equal it
-        equal = [k for k in own if _eq(getattr(mods[0], k), value)
+
+        def move(k):  # the attribute's values in the three models
+            return tuple(getattr(m, k, None) for m in mods)
+
+        # of that value; not an int for a float the forward computed; moved by the probes (else it proves nothing)
+        equal = [k for k in own if _eq(getattr(mods[0], k), value) and len(set(move(k))) > 1
                  and not (isinstance(value, float) and isinstance(getattr(mods[0], k), int))]
         named_in_src = [k for k in equal if f"self.{k}" in src]
-        moves = {tuple(getattr(m, k, None) for m in mods) for k in named_in_src or equal}
+        moves = {move(k) for k in named_in_src or equal}
+        on_line = [k for k in equal if re.search(rf"self\.{k}(?!\w)", line)]
+        if len(moves) > 1 and len({move(k) for k in on_line}) == 1:
+            equal, moves = on_line, {0}  # the line reads one of them (StableLM: `x[..., : self.rotary_ndims]` and
+            # `x.view(bsz, q_len, self.num_heads, self.head_dim)`, both 4 at the tiny config)
         if len(moves) > 1:  # attributes that move apart and all equal the number here: a coincidence of this
-            return None  # config (DeBERTa's head size and relative span, both 16); it stays a literal
+            return ""  # config (DeBERTa's head size and relative span, both 16); it stays a literal, no other guess
         for k in equal:
-            found = self.solve(tuple(getattr(m, k, None) for m in mods), prefer)
+            found = self.solve(move(k), prefer)
             if found is not None:
                 self.attrs.setdefault(path, {})[k] = found.text
                 return f"self.{k}"
         for roots, k in _square_roots(src) if isinstance(value, float) else ():  # as the source reads it:
             attr = getattr(mods[0], k, None)  # `scores / math.sqrt(self.attention_head_size)`, Nyströmformer's
             if isinstance(attr, int) and attr > 1 and _eq(attr ** (0.5 ** roots), value):  # root of a root
-                found = self.solve(tuple(getattr(m, k, None) for m in mods), prefer)
+                found = self.solve(move(k), prefer)
                 if found is not None:
                     self.attrs.setdefault(path, {})[k] = found.text
                     return "math.sqrt(" * roots + f"self.{k}" + ")" * roots
@@ -315,6 +338,8 @@ def probe_config(real: dict, which: int, coupled: bool = True, experts: bool = T
                 out[k] = v * (kv if ("kv" in k or "key_value" in k) else heads)
             elif k in HIDDEN:
                 out[k] = v * hidden
+            elif k in EMBEDDINGS:
+                out[k] = v * (17 + 2 * which)
             elif k in HEAD_DIMS:
                 out[k] = v * head_dim
             elif "expert" in k and ("per_tok" in k or "top" in k):  # experts per token (+2 / +3: fewer than the

@@ -1,6 +1,7 @@
 """A `for` loop over a run of alike layers that feed each other, as HF writes it: `for layer in self.h:` /
-`hidden_states = layer(hidden_states, …)`, the carried value named what the loop makes (a mixin of the
-FunctionWriter; statements.py finds the runs)."""
+`hidden_states = layer(hidden_states, …)`, the carried value named what the loop makes; one module called once per
+layer (ALBERT's shared layers): `for _ in range(config.num_hidden_layers):` (a mixin of the FunctionWriter;
+statements.py finds the runs)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,17 @@ class Loops:
         carry = _carry(first, scopes[1], strict=st.kinds is None)
         container, _, i0 = first.path.rpartition(".")
         base = module_of(self.scope).path
-        seq = self.env.attr(base, container)
-        n = len(self.prog.cm.gm.get_submodule(container)._modules) if container else 0
-        lo, hi = int(i0), int(last.path.rpartition(".")[2]) + 1
-        if (lo, hi) != (0, n):
-            seq += f"[{lo}:{hi}]"
+        again = first.path == scopes[1].path  # one module called once per layer: `for _ in range(...)`
+        if again:
+            seq = f"range({self.env.config.repeats(base, len(scopes))})"
         else:
-            self.env.looped.add(container)
+            seq = self.env.attr(base, container)
+            n = len(self.prog.cm.gm.get_submodule(container)._modules) if container else 0
+            lo, hi = int(i0), int(last.path.rpartition(".")[2]) + 1
+            if (lo, hi) != (0, n):
+                seq += f"[{lo}:{hi}]"
+            else:
+                self.env.looped.add(container)
         kind_of = self._kind_mappings(st, base)
         args, targets = [], [None] * len(last.outputs)
         for j, v in enumerate(first.inputs):
@@ -53,6 +58,8 @@ class Loops:
                 self.name_of[o] = targets[k]
         var = "layer"
         head = f"for {var} in {seq}:"
+        if again:
+            var, head = self.env.attr(base, first.path), f"for _ in {seq}:"
         if st.kinds is not None:
             field = st.kinds[0]
             head = f"for {var}, {_singular(field)} in zip({seq}, self.{field}):"

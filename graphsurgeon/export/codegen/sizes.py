@@ -14,6 +14,7 @@ from graphsurgeon.export.codegen import lift
 from graphsurgeon.export.codegen.body import Line, module_of
 from graphsurgeon.export.codegen.scopes import Program, is_symbolic
 from graphsurgeon.graph.hf_meta import train_dropout_p
+from graphsurgeon.graph.semantics.source import node_frames
 
 
 # where an op takes sizes (op -> argument names): the numbers there are the config's, or a literal of the model
@@ -61,6 +62,8 @@ class Sizes:
             return None
         a = lift.bound(node)
         key = lift.op_key(node)
+        frames = node_frames(node)
+        self._line = frames[-1].own if frames else ""  # the source line the node comes from (`config.attribute`)
         names_ = SIZE_ARGS.get(key, ())
         named = False  # an int operand: only an attribute the forward names
         if key in SCALAR_ARGS and isinstance(a.get(SCALAR_ARGS[key]), (int, float)):
@@ -98,7 +101,7 @@ class Sizes:
         else:
             hint = FROM_MODULE.get(arg, (None, None))[1]
             path = module_of(self.scope).path
-            text = self.env.config.attribute(path, v, hint, named)
+            text = self.env.config.attribute(path, v, hint, named, self.__dict__.get("_line", ""))
             if named:
                 return _marked(v, text) if text else v
             if text is None and arg == "max" and isinstance(v, int):  # histc's last bin: a count's last index

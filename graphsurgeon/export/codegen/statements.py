@@ -59,7 +59,8 @@ class Statements:
         i = 0
         while i < len(stmts):
             j, k = self._run_end(stmts, i, strict=True), self._run_end(stmts, i, strict=False)
-            kinds = self._kinds([s.scope for s in stmts[i:k]]) if k > j else None
+            kinds = self._kinds([s.scope for s in stmts[i:k]]) if k > j and stmts[i].scope.path != \
+                stmts[i + 1].scope.path else None
             if kinds is not None:
                 j = k
             if j - i >= 2:
@@ -105,7 +106,9 @@ class Statements:
         if a.scope is None or b.scope is None or a.scope.kind != "module" or b.scope.kind != "module":
             return None
         (pa, _, ia), (pb, _, ib) = a.scope.path.rpartition("."), b.scope.path.rpartition(".")
-        if pa != pb or pa not in self.env.lists or not (ia.isdigit() and ib.isdigit()) or int(ib) != int(ia) + 1:
+        again = a.scope.path == b.scope.path  # one module called again (ALBERT's shared layer, once per layer)
+        if not again and (pa != pb or pa not in self.env.lists or not (ia.isdigit() and ib.isdigit())
+                          or int(ib) != int(ia) + 1):
             return None
         cls = self.env.class_names.get(a.scope.key)
         if cls is None or cls != self.env.class_names.get(b.scope.key):
@@ -117,7 +120,7 @@ class Statements:
             if any(u not in inside_b for u in self.prog.users.get(o, [])):
                 return None
         carry = _carry(a.scope, b.scope, strict)
-        return tuple(carry) if carry else None
+        return (again, *carry) if carry else None
 
 
 def kind_lists(config: dict | None, n: int) -> list[tuple[str, list]]:

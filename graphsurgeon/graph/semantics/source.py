@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch.fx
@@ -40,14 +40,42 @@ class Frame:
     file: str
     line: int
     function: str  # "forward" for a module's forward
-    code: str  # the source line, stripped
+    code: str  # the source line, stripped (a statement over several lines: its first line)
+    own: str = field(default="", compare=False)  # the line the op itself is on (a size's attribute is read there)
 
 
 @lru_cache(maxsize=8192)
 def parse_frames(stack_trace: str) -> tuple[Frame, ...]:
-    """The frames of a stack trace, outermost first, without frames that only pass their call on."""
-    frames = (Frame(f, int(n), fn, code.strip()) for f, n, fn, code in _FRAME.findall(stack_trace or ""))
+    """The frames of a stack trace, outermost first, without frames that only pass their call on. A line inside a
+    statement over several lines stands for the statement: its first line and code (StableLM's
+    `query_rot, query_pass = (` for an op on the line `query_states[..., : self.rotary_ndims],`)."""
+    frames = []
+    for file, n, fn, code in _FRAME.findall(stack_trace or ""):
+        line, first = _statement_starts(file).get(int(n), (int(n), code.strip()))
+        frames.append(Frame(file, line, fn, first, code.strip()))
     return tuple(f for f in frames if not _PASS_THROUGH.match(f.code))
+
+
+@lru_cache(maxsize=64)
+def _statement_starts(file: str) -> dict[int, tuple[int, str]]:
+    """line -> (first line, its code) for every line after the first of a simple statement over several lines (but
+    a dict or list literal's: each entry is read on its own line)."""
+    tree = _parsed(file)
+    if tree is None:
+        return {}
+    try:
+        with open(file, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    out: dict[int, tuple[int, str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and not hasattr(node, "body") and node.end_lineno and \
+                node.end_lineno > node.lineno and not isinstance(getattr(node, "value", None), (ast.Dict, ast.List)):
+            # (a dict or list over several lines: each entry its own line — Gemma's `causal_mask_mapping = {`)
+            for n in range(node.lineno + 1, node.end_lineno + 1):
+                out.setdefault(n, (node.lineno, lines[node.lineno - 1].strip()))
+    return out
 
 
 def node_frames(node: torch.fx.Node) -> tuple[Frame, ...]:
