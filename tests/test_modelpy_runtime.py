@@ -220,6 +220,24 @@ def test_sliding_window_layers_generate_with_a_kv_cache():
     greedy_equals_hf(ours, hf)
 
 
+def test_attention_reading_values_first_keeps_its_kv_cache():
+    """NanoChat normalises q and k after v is made, so its attention function takes the values first: its sizes
+    (batch, seq) are read from the queries, not from the values a KV cache makes longer (before: the cached path
+    failed, `shape '[2, -1, 6, 16]' is invalid`, and generate() ran without a cache); greedy tokens equal HF's."""
+    import model_zoo
+
+    from graphsurgeon.capture import capture
+
+    torch.manual_seed(0)
+    config = model_zoo.tiny_config("nanochat")
+    config.initializer_range = 0.5
+    hf = model_zoo.model_class("nanochat")(config).eval()
+    folder = Path(tempfile.mkdtemp(prefix="gs-generate-nanochat-")) / "out"
+    result = export_folder(capture(hf), folder)
+    assert "KV cache" in result.check and "no KV cache" not in result.check, result.check
+    greedy_equals_hf(load_exported(folder), hf)
+
+
 def test_cache_and_eos(tmp_path):
     """The forward with past_key_values gives the logits of the full sequence; a row that writes the eos token goes
     on with the pad token as HF's generate does."""

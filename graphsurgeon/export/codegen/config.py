@@ -4,7 +4,7 @@
 A number is matched to the config at three points: the Hugging Face model built (on the meta device) at its own
 config and at two probe configs whose size fields were moved apart (layers +1 / +2, heads ×6, key/value heads ×3,
 hidden ×12 / ×18 so head_dim ×2 / ×3, a head_dim field ×3 / ×2 apart from them unless the config refuses, an
-embedding size ×17 / ×19, other widths ×5 / ×7, vocabulary ×7 / ×11, positions (relative ones and buckets too)
+embedding size ×10 / ×15, other widths ×5 / ×7, vocabulary ×7 / ×11, positions (relative ones and buckets too)
 ×11 / ×13, experts ×4 / ×8 and experts per token +2 / +3, each rate
 and epsilon nudged by its own amount, per-layer lists such as layer_types repeated to the new layer count). The same
 constructor argument, module attribute or tensor dimension read in the three models gives three values; the config
@@ -31,7 +31,7 @@ LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_lay
           "num_decoder_layers")
 HIDDEN = ("hidden_size", "n_embd", "d_model", "dim")
 EMBEDDINGS = ("word_embed_proj_dim", "embedding_size")  # often the hidden size, but a size of their own (ALBERT,
-# ELECTRA's generator, OPT's projection): moved apart from it (×17 / ×19, like no other move)
+# ELECTRA's generator, OPT's projection): moved apart from it, less (×10 / ×15: MobileBERT reads hidden − embedding)
 HEAD_DIMS = ("head_dim", "d_kv", "kv_channels", "rotary_dim")
 VOCAB = ("vocab_size",)
 POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len")
@@ -339,7 +339,7 @@ def probe_config(real: dict, which: int, coupled: bool = True, experts: bool = T
             elif k in HIDDEN:
                 out[k] = v * hidden
             elif k in EMBEDDINGS:
-                out[k] = v * (17 + 2 * which)
+                out[k] = v * (10 + 5 * which)
             elif k in HEAD_DIMS:
                 out[k] = v * head_dim
             elif "expert" in k and ("per_tok" in k or "top" in k):  # experts per token (+2 / +3: fewer than the

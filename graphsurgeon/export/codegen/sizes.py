@@ -229,7 +229,8 @@ class Sizes:
                 symbols(n, need, self.prog)
             elif self.env.leaves.get(n.key) is None:
                 need += [k for k in n.sizes if k not in need]
-        for p in params:
+        cached = {v for kv in self.env.kv.values() for v in kv}  # keys / values a KV cache makes longer than the
+        for p in sorted(params, key=lambda p: p in cached):  # queries: their sizes read from the others first
             val = p.meta.get("val")
             if not isinstance(val, torch.Tensor) or p not in self.name_of or self._may_be_none(p):
                 continue
