@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -80,7 +81,7 @@ def run_type(model_type: str, tmp: Path, mode: str) -> dict:
         second.mkdir()
         (second / "model.py").write_text(text)
         (second / "config.json").write_text(json.dumps(changed))
-        row["count"] = "config" if "range(config." in text else "literal"
+        row["count"] = "config" if re.search(r"range\(config\.|for \w+ in config\.\w+\]", text) else "literal"
         spec = importlib.util.spec_from_file_location(f"second_{model_type.replace('-', '_')}", second / "model.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)

@@ -314,6 +314,11 @@ MORE = {
     "albert": ({}, dict(hidden_size=96, embedding_size=48, num_hidden_layers=3, intermediate_size=160)),
     # StableLM: its rotary dims and heads both 4 at the tiny config (6 and 4 at the second)
     "stablelm": ({}, dict(hidden_size=96, num_hidden_layers=3, intermediate_size=160)),
+    # MiniCPM 5 MoE: dense and sparse layers, two classes, each layer's named by `mlp_layer_types` (one loop; the
+    # second config has another pattern)
+    "minicpm5_moe": (dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=32),
+                     dict(num_hidden_layers=4, mlp_layer_types=["dense", "sparse", "sparse", "dense"], hidden_size=96,
+                          intermediate_size=160, n_routed_experts=6)),
     "mixtral": (dict(num_local_experts=5, num_experts_per_tok=3),
                 dict(hidden_size=96, num_hidden_layers=3, num_local_experts=7, num_experts_per_tok=4,
                      intermediate_size=160)),
@@ -339,7 +344,8 @@ def test_sizes_the_forward_reads_at_a_second_config(model_type, tmp_path):
         ours.get_buffer(k).copy_(theirs[k])  # the weights file (OpenAI GPT's causal `bias`): HF's, as the file has it
         missing.remove(k)
     assert not unexpected and all(k.endswith("inv_freq") for k in missing), (missing, unexpected)
-    loop = {"openai-gpt": "range(config.n_layer)", "albert": "for _ in range(self.num_hidden_layers):"}
+    loop = {"openai-gpt": "range(config.n_layer)", "albert": "for _ in range(self.num_hidden_layers):",
+            "minicpm5_moe": "[kind](config)\n                for kind in config.mlp_layer_types\n"}
     assert loop.get(model_type, "") in (second / "model.py").read_text()
     x = inputs()
     keep = x["attention_mask"].bool()

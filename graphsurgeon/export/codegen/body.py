@@ -40,6 +40,7 @@ class Stmt:
     scope: Scope | None = None  # a child scope it calls
     loop: list | None = None  # alike layers called in a for loop
     kinds: tuple | None = None  # a loop of layers of several kinds: (config list, {input position: {kind: value}})
+    classes: tuple | None = None  # a loop of layers of several classes: (config list, {kind: a layer of its class})
     line: str | None = None  # source position (values on the same line fold into one statement)
     optional: str | None = None
     lora_onto: torch.fx.Node | None = None  # a LoRA add: the value it adds onto (keeps its name)
@@ -59,6 +60,7 @@ class Env:
         self.extras: dict[str, list] = {}  # function scope key -> [(parameter, value)] its callers pass (sizes.py)
         self.masks: dict = {}  # mask value read only by SDPA -> its form ("causal mask"): None when nothing is padded
         self.looped: set[str] = set()  # ModuleLists a loop runs whole (their length may come from the config)
+        self.layer_classes: dict[str, tuple] = {}  # a looped ModuleList of several classes -> Stmt.classes
 
     def attr(self, base: str, path: str) -> str:
         """`self.h[0].attn` for module `path` seen from a class at `base`."""

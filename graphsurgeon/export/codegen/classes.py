@@ -12,6 +12,7 @@ the non-persistent buffers `init_buffers` computes from the config: codegen/buff
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -293,7 +294,8 @@ class Model:
             if all(k == kids[0] for k in kids):
                 count = self.config.count(path, len(kids)) if path in self.env.looped else str(len(kids))
                 return f"nn.ModuleList([{kids[0]} for _ in range({count})])"  # a config's count: only if looped
-            return "nn.ModuleList([" + ", ".join(kids) + "])"
+            by_kind = self._layer_classes(path, kids)
+            return by_kind or "nn.ModuleList([" + ", ".join(kids) + "])"
         c = self.class_of_path.get(path)
         if c is None:
             return "nn.Module()"
@@ -303,6 +305,20 @@ class Model:
         shapes = [self.config.shape(f"{path}.{k}", tuple(own[k].shape)) for k in c.varying]  # config expressions
         args = ["(" + ", ".join(d) + ("," if len(d) == 1 else "") + ")" for d in shapes]
         return f"{c.name}({', '.join(['config'] + args)})"
+
+    def _layer_classes(self, path: str, kids: list[str]) -> str | None:
+        """`nn.ModuleList([{"dense": Layer, "sparse": Layer2}[kind](config) for kind in config.mlp_layer_types])`
+        for a looped list of several classes named by a config list (statements._class_kinds), else None."""
+        found = self.env.layer_classes.get(path)
+        if found is None:
+            return None
+        field, first = found
+        ctors = {kind: kids[int(p.rpartition(".")[2])] for kind, p in first.items()}
+        if not all(re.fullmatch(r"\w+\(config\)", c) for c in ctors.values()):
+            return None
+        self.config.use_field(field, self.cm.config[field])
+        table = ", ".join(f"{kind!r}: {c.removesuffix('(config)')}" for kind, c in ctors.items())
+        return f"nn.ModuleList([{{{table}}}[kind](config) for kind in config.{field}])"
 
     def _own(self, path: str) -> dict[str, torch.Tensor]:
         """The tensors the module at `path` holds itself, by attribute name."""

@@ -279,8 +279,12 @@ class ConfigSizes:
 
     def use_list(self, path: str, field_name: str, value: list) -> None:
         """The module at `path` reads a per-layer list of the config (`self.layer_types = config.layer_types`)."""
-        self.used.setdefault(field_name, list(value))
+        self.use_field(field_name, value)
         self.attrs.setdefault(path, {})[field_name] = f"config.{field_name}"
+
+    def use_field(self, field_name: str, value) -> None:
+        """The config dataclass has this field (an `__init__` reads `config.<field_name>` itself)."""
+        self.used.setdefault(field_name, list(value) if isinstance(value, list) else value)
 
     def init_lines(self, paths: list[str]) -> list[str]:
         """`self.head_dim = config.n_embd // config.n_head`: what the forward of the modules at `paths` (one class)

@@ -267,9 +267,13 @@ def _split(code: str, indent: str) -> list[str]:
 
 def _part(item: str, indent: str, end: str) -> list[str]:
     """An item of a split bracket on its own line, `end` after it; one that does not fit is split again as ruff
-    splits it: a binary expression before each operator of its loosest kind, else at its last bracket."""
+    splits it: a comprehension before its `for`, a binary expression before each operator of its loosest kind,
+    else at its last bracket."""
     if len(indent) + len(item) + len(end) <= LINE_LENGTH:
         return [indent + item + end]
+    cut = next((i for i, _ in _top_level(item) if item.startswith(" for ", i)), None)
+    if cut is not None:  # a comprehension: its element, then its `for` clause
+        return [indent + item[:cut], indent + item[cut + 1 :] + end]
     operands = _operands(item)
     if len(operands) > 1:
         return [indent + o for o in operands[:-1]] + [indent + operands[-1] + end]

@@ -30,6 +30,8 @@ class Loops:
                 seq += f"[{lo}:{hi}]"
             else:
                 self.env.looped.add(container)
+            if st.classes is not None:  # built in __init__ from the config list that names each layer's class
+                self.env.layer_classes[container] = st.classes
         kind_of = self._kind_mappings(st, base)
         args, targets = [], [None] * len(last.outputs)
         for j, v in enumerate(first.inputs):

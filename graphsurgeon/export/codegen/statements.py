@@ -63,22 +63,47 @@ class Statements:
                 stmts[i + 1].scope.path else None
             if kinds is not None:
                 j = k
+            classes = None  # layers of several classes, one per kind of a config list: the whole list, one loop
+            mixed = self._run_end(stmts, i, strict=True, mixed=True)
+            if mixed > j and kinds is None:
+                classes = self._class_kinds([s.scope for s in stmts[i:mixed]])
+                j = mixed if classes is not None else j
             if j - i >= 2:
                 scopes = [s.scope for s in stmts[i:j]]
-                out.append(Stmt(list(scopes[-1].outputs), loop=scopes, line=stmts[i].line, kinds=kinds))
+                out.append(Stmt(list(scopes[-1].outputs), loop=scopes, line=stmts[i].line, kinds=kinds,
+                                classes=classes))
                 i = j
             else:
                 out.append(stmts[i])
                 i += 1
         return out
 
-    def _run_end(self, stmts: list[Stmt], i: int, strict: bool) -> int:
-        """The end of the run of linked calls from stmts[i] (strict: every layer reads the same other inputs)."""
+    def _run_end(self, stmts: list[Stmt], i: int, strict: bool, mixed: bool = False) -> int:
+        """The end of the run of linked calls from stmts[i] (strict: every layer reads the same other inputs; mixed:
+        layers of other classes too)."""
         j = i + 1
-        pattern = self._link(stmts[i], stmts[i + 1], strict) if i + 1 < len(stmts) else None
-        while pattern is not None and j < len(stmts) and self._link(stmts[j - 1], stmts[j], strict) == pattern:
+        pattern = self._link(stmts[i], stmts[i + 1], strict, mixed) if i + 1 < len(stmts) else None
+        while pattern is not None and j < len(stmts) and self._link(stmts[j - 1], stmts[j], strict, mixed) == pattern:
             j += 1
         return j
+
+    def _class_kinds(self, scopes: list[Scope]) -> tuple[str, dict[str, str]] | None:
+        """(config list, {kind: layer path of that kind's class}) when the run is a whole ModuleList whose layers are
+        of several classes, the class of each layer named by its entry in a per-layer config list (Laguna's
+        `mlp_layer_types`: dense and sparse layers); else None."""
+        container = scopes[0].path.rpartition(".")[0]
+        n = len(self.prog.cm.gm.get_submodule(container)._modules) if container else 0
+        if [s.path for s in scopes] != [f"{container}.{i}" for i in range(n)]:
+            return None
+        classes = [self.env.class_names.get(s.key) for s in scopes]
+        if None in classes or len(set(classes)) < 2:
+            return None
+        for name, kinds in kind_lists(self.prog.cm.config, n):
+            first: dict[str, str] = {}  # kind -> the first layer of that kind
+            if all(classes[int(first.setdefault(kind, s.path).rpartition(".")[2])] == cls
+                   for kind, s, cls in zip(kinds, scopes, classes)):
+                return name, first
+        return None
 
     def _kinds(self, scopes: list[Scope]) -> tuple | None:
         """(config list, {input position: {kind: value}}) when the run is the whole list and each input its
@@ -101,8 +126,9 @@ class Statements:
                 return (name, table) if varying else None
         return None
 
-    def _link(self, a: Stmt, b: Stmt, strict: bool = True):
-        """How b's inputs come from a (see `_carry`) when b calls the next alike layer after a; else None."""
+    def _link(self, a: Stmt, b: Stmt, strict: bool = True, mixed: bool = False):
+        """How b's inputs come from a (see `_carry`) when b calls the next alike layer after a (mixed: the next
+        layer, of any class); else None."""
         if a.scope is None or b.scope is None or a.scope.kind != "module" or b.scope.kind != "module":
             return None
         (pa, _, ia), (pb, _, ib) = a.scope.path.rpartition("."), b.scope.path.rpartition(".")
@@ -111,7 +137,7 @@ class Statements:
                           or int(ib) != int(ia) + 1):
             return None
         cls = self.env.class_names.get(a.scope.key)
-        if cls is None or cls != self.env.class_names.get(b.scope.key):
+        if cls is None or (cls != self.env.class_names.get(b.scope.key) and not (mixed and not again)):
             return None
         if len(a.scope.inputs) != len(b.scope.inputs) or len(a.scope.outputs) != len(b.scope.outputs):
             return None
