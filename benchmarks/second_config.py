@@ -38,7 +38,7 @@ transformers.utils.logging.disable_progress_bar()
 
 from graphsurgeon.capture import capture  # noqa: E402
 from graphsurgeon.export.codegen import model_source  # noqa: E402
-from graphsurgeon.export.codegen.config import LAYERS, per_layer_lists  # noqa: E402
+from graphsurgeon.export.codegen.probes import LAYERS, per_layer_lists  # noqa: E402
 from coverage_all import MAX_PARAMS  # noqa: E402
 from model_zoo import model_class, save, tiny_config  # noqa: E402
 

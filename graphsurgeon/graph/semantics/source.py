@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import linecache
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -63,18 +64,13 @@ def _statement_starts(file: str) -> dict[int, tuple[int, str]]:
     tree = _parsed(file)
     if tree is None:
         return {}
-    try:
-        with open(file, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return {}
     out: dict[int, tuple[int, str]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.stmt) and not hasattr(node, "body") and node.end_lineno and \
                 node.end_lineno > node.lineno and not isinstance(getattr(node, "value", None), (ast.Dict, ast.List)):
             # (a dict or list over several lines: each entry its own line — Gemma's `causal_mask_mapping = {`)
             for n in range(node.lineno + 1, node.end_lineno + 1):
-                out.setdefault(n, (node.lineno, lines[node.lineno - 1].strip()))
+                out.setdefault(n, (node.lineno, linecache.getline(file, node.lineno).strip()))
     return out
 
 
