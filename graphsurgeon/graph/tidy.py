@@ -52,7 +52,7 @@ def precision(node: torch.fx.Node) -> str | None:
     if node.target not in _CONVERSIONS or not isinstance(val, torch.Tensor) or not val.is_floating_point():
         return None
     frames = node_frames(node)
-    code = frames[-1].code if frames else ""
+    code = frames[-1].own if frames else ""  # the conversion's own line (not its statement's first)
     if _FOLLOW_CONVERSION.search(code) and not _FIXED_CONVERSION.search(code):
         return "follow"
     if _FIXED.search(code):

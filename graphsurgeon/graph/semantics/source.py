@@ -54,7 +54,7 @@ def parse_frames(stack_trace: str) -> tuple[Frame, ...]:
     for file, n, fn, code in _FRAME.findall(stack_trace or ""):
         line, first = _statement_starts(file).get(int(n), (int(n), code.strip()))
         frames.append(Frame(file, line, fn, first, code.strip()))
-    return tuple(f for f in frames if not _PASS_THROUGH.match(f.code))
+    return tuple(f for f in frames if not _PASS_THROUGH.match(f.own))
 
 
 @lru_cache(maxsize=64)
