@@ -137,6 +137,24 @@ def test_bloom_in_bf16_matches_hf_in_bf16(tmp_path):
     assert drift > 0 and (ours - logits(hf, x)).abs().max().item() <= drift
 
 
+def test_olmo2_in_bf16_matches_hf_in_bf16(tmp_path):
+    """OLMo 2 keeps cos / sin in float32 and casts back inside apply_rotary_pos_emb (`q_embed.to(q_type)`), a plain
+    function whose frame the capture loses: the cast is read from that function's source and kept, so model.py in
+    bf16 differs from HF in bf16 by no more than HF in bf16 differs from HF in float32 — it crashed before (float32
+    queries and keys, bf16 values)."""
+    import model_zoo
+    from graphsurgeon.capture import capture
+
+    hf = model_zoo.build("olmo2", attn="sdpa")
+    export_folder(capture(hf), tmp_path / "out")
+    assert "    query_states = q_embed.to(input_dtype)" in (tmp_path / "out" / "model.py").read_text()
+    x = batch(padded=True)
+    reference = logits(hf, x)
+    drift = (logits(hf.to(torch.bfloat16), x) - reference).abs().max().item()
+    ours = logits(load_exported(tmp_path / "out").to(torch.bfloat16), x)
+    assert drift > 0 and (ours - logits(hf, x)).abs().max().item() <= drift
+
+
 @functools.lru_cache(maxsize=None)
 def lively(arch: str):
     """A tiny `arch` model with larger weights (its greedy tokens vary instead of repeating one), and its export."""

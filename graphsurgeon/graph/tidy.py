@@ -5,7 +5,8 @@ A conversion between floating dtypes that the model's source asks for stays, eve
 capture's dtype: HF's precision choices (RMSNorm's ``hidden_states.to(torch.float32)`` … ``.to(input_dtype)``,
 rotary's ``cos.to(dtype=x.dtype)``) vanish in a float32 capture but matter in bf16. Each kept one is written as
 ``aten.to.dtype`` and marked ``meta[PRECISION]``: ``"fixed"`` when the source line spells the dtype (an upcast),
-``"follow"`` when it names another tensor's dtype (back to the activations' dtype).
+``"follow"`` when it names another tensor's dtype (back to the activations' dtype) — on its own line, or in the
+plain function its line calls, whose frame the capture loses (OLMo 2's rotary: ``q_embed.to(q_type)``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import torch
 import torch.fx
 
-from graphsurgeon.graph.semantics.source import node_frames
+from graphsurgeon.graph.semantics.source import called_function, function_source, node_frames
 
 aten = torch.ops.aten
 _PASS_THROUGH = {aten.alias.default}
@@ -27,6 +28,9 @@ _FOLLOW = re.compile(r"dtype|type_as\(")
 # on a line with both (`F.softmax(x, dim=-1, dtype=torch.float32).to(query.dtype)`), the conversion is the `.to`
 _FIXED_CONVERSION = re.compile(r"\.(float|double|half|bfloat16)\(\)|\.to\(\s*(dtype=)?torch\.")
 _FOLLOW_CONVERSION = re.compile(r"\.to\(\s*(dtype=)?[\w.]*dtype\s*\)|type_as\(")
+# in a plain function the line calls (its frame is lost at capture): a cast back to a dtype it saved, OLMo 2's
+# `q_type, k_type = q.dtype, k.dtype` … `return q_embed.to(q_type), k_embed.to(k_type)`
+_FOLLOW_SAVED = re.compile(r"\.to\(\s*\w*_?type\s*\)")
 
 
 def tidy(gm: torch.fx.GraphModule) -> None:
@@ -58,6 +62,9 @@ def precision(node: torch.fx.Node) -> str | None:
     if _FIXED.search(code):
         return "fixed"
     if _FOLLOW.search(code):
+        return "follow"
+    called = function_source(frames[-1].file, called_function(code)) if frames else ""
+    if _FOLLOW_SAVED.search(called) and not _FIXED_CONVERSION.search(called) and not _FIXED.search(called):
         return "follow"
     return None
 

@@ -57,6 +57,17 @@ def parse_frames(stack_trace: str) -> tuple[Frame, ...]:
     return tuple(f for f in frames if not _PASS_THROUGH.match(f.own))
 
 
+@lru_cache(maxsize=1024)
+def function_source(file: str, name: str | None) -> str:
+    """The source of the module-level function `name` defined in `file` ("" when there is none): what a call of a
+    plain function runs, whose own frames the capture loses."""
+    tree = _parsed(file) if name else None
+    node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None) if tree else None
+    if node is None:
+        return ""
+    return "\n".join(linecache.getline(file, i).rstrip("\n") for i in range(node.lineno, (node.end_lineno or 0) + 1))
+
+
 @lru_cache(maxsize=64)
 def _statement_starts(file: str) -> dict[int, tuple[int, str]]:
     """line -> (first line, its code) for every line after the first of a simple statement over several lines (but
