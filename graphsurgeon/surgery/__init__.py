@@ -7,12 +7,25 @@ with `connect_lora`) lives at the same path with its weights at ``P.lora_R.lora_
 behind it) gets ``<projection's parent>.lora_<attribute name>`` (``transformer.h.0.mlp.lora_c_fc``).
 """
 
-from graphsurgeon.surgery.commands import ChangeLoRA, Compound, ConnectLoRA, InsertLoRA, Record, RemoveLoRA
-from graphsurgeon.surgery.history import History, add_lora, lora_command
-from graphsurgeon.surgery.lora import block_path, connect_lora, disconnect_lora, insert_lora, lora_weights, remove_lora
-from graphsurgeon.surgery.spec import LoRABlock, LoRAConfig, Target
-from graphsurgeon.surgery.targets import find_targets, projection_targets, resolve_targets
+import importlib
 
-__all__ = ["ChangeLoRA", "Compound", "ConnectLoRA", "History", "InsertLoRA", "LoRABlock", "LoRAConfig", "Record", "RemoveLoRA",
-           "Target", "add_lora", "block_path", "connect_lora", "disconnect_lora", "find_targets", "insert_lora", "lora_command", "lora_weights",
-           "projection_targets", "remove_lora", "resolve_targets"]
+# name -> the submodule defining it: imported on first use (PEP 562), so that `surgery.spec` (LoRAConfig's checks)
+# loads without torch — the editor validates a drop made on a preview while the worker is still importing torch
+_WHERE = {
+    "commands": ("ChangeLoRA", "Compound", "ConnectLoRA", "InsertLoRA", "Record", "RemoveLoRA"),
+    "history": ("History", "add_lora", "lora_command"),
+    "lora": ("block_path", "connect_lora", "disconnect_lora", "insert_lora", "lora_weights", "remove_lora"),
+    "spec": ("LoRABlock", "LoRAConfig", "Target"),
+    "targets": ("find_targets", "projection_targets", "resolve_targets"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    try:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule, as attribute access found it before
+    except ModuleNotFoundError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
