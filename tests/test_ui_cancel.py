@@ -110,3 +110,28 @@ def test_export_runs_in_the_background_and_cancel_leaves_nothing(qtbot, cache, t
     assert win.operate.live() and win.operate.history_view.isEnabled()  # editing is back
     assert any("writing model.py" in s for s in stages) and not any("moving the folder" in s for s in stages)
     # an export written in the background to the end: test_ui_operate_keys' File → Export folder test
+
+
+def test_cancel_discards_the_drops_queued_on_the_preview_and_keeps_the_history_shown_before(qtbot, cache,
+                                                                                            held_capture):
+    from shared_captures import captured
+
+    bert = captured("tiny-bert")
+    win = shown_window(qtbot, bert)
+    ops = win.operate
+    win.navigate("encoder.layer.0.attention.self")
+    target = next(iter(ops.session.candidates("encoder.layer.0.attention.self")))
+    assert ops.drop(target, {"r": 2, "alpha": 4, "dropout": 0.0}) and ops.stack.count() == 1
+    entered, gate = held_capture
+    thread = win.open_model("tiny-gpt2", meta=True, path="transformer.h.0.attn")
+    assert ops.drop("m:transformer.h.0.attn.c_attn", {"r": 2, "alpha": 4, "dropout": 0.0})
+    assert ops.undo_group.activeStack() is ops.queue.stack  # Ctrl-Z now takes back queued drops, not bert's edit
+    assert entered.wait(60)
+    qtbot.mouseClick(win.cancel_button, Qt.LeftButton)
+    assert "1 queued drop(s) discarded: the open was cancelled" in win.statusBar().currentMessage()
+    assert win.controller.cm is bert and len(bert.loras) == 1 and not ops.queue.drops
+    assert ops.undo_group.activeStack() is ops.stack and ops.stack.count() == 1  # bert's History, untouched
+    gate.set()
+    thread.join(60)
+    ops.undo_actions[0].trigger()
+    assert not bert.loras

@@ -72,10 +72,13 @@ def test_a_preset_opens_on_its_shipped_module_tree_before_torch_is_imported(tmp_
         "from graphsurgeon.ui.app import open_editor\n"
         "app, win = open_editor('gpt2', meta=True)\n"
         "app.processEvents()\n"
-        "print(win.opener.showing, '|', sorted(win.scene.blocks), '|',\n"
+        "blocks = sorted(win.scene.blocks)\n"
+        "win.navigate('transformer.h.0.attn')  # a LoRA dropped on the tree is queued, still without torch\n"
+        "queued = win.operate.drop('m:transformer.h.0.attn.c_attn', {'r': 8, 'alpha': 16, 'dropout': 0.0})\n"
+        "print(win.opener.showing, '|', blocks, '|', queued, '|',\n"
         "      sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    showing, blocks, imported = (part.strip() for part in out.stdout.split("|"))
-    assert showing == "shipped module tree" and imported == "[]"
+    showing, blocks, queued, imported = (part.strip() for part in out.stdout.split("|"))
+    assert showing == "shipped module tree" and imported == "[]" and queued == "True"
     assert blocks == str(sorted(["m:transformer", "m:lm_head"]))

@@ -66,10 +66,16 @@ def test_preview_paints_at_once_is_read_only_then_goes_live(qtbot, gated_capture
     assert win.table.rowCount() == len(live_twin.blocks().view(ATTN).variables)
     assert [b.text() for b in win.crumb_buttons][-1] == "› attn"
 
-    mime = _palette_mime(qtbot, win)  # a drop on the preview is refused and says why
+    mime = _palette_mime(qtbot, win)  # a drag over the preview shows its projections: drops on them are queued
     enter = QDragEnterEvent(QPoint(200, 200), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     QApplication.sendEvent(win.view.viewport(), enter)
-    assert not enter.isAccepted() and "still being captured" in win.operate.last_message
+    assert enter.isAccepted()
+    assert {i for i, it in win.scene.blocks.items() if it.state == "target"} == {f"m:{ATTN}.c_attn", f"m:{ATTN}.c_proj"}
+    win.scene.clear_targets()
+    assert not win.operate.drop(f"m:{ATTN}.attn_dropout", {"r": 2, "alpha": 4, "dropout": 0.0})
+    assert "Linear/Conv1D module" in win.operate.last_message
+    assert win.operate.drop(f"m:{ATTN}.c_attn", {"r": 2, "alpha": 4, "dropout": 0.0})
+    assert "queued" in win.scene.blocks[f"m:{ATTN}.c_attn"].geom.badge and c.cm is None
     assert win.operate.selected_lora() is None and not win.operate.delete_selected()
 
     gate.set()
@@ -77,10 +83,12 @@ def test_preview_paints_at_once_is_read_only_then_goes_live(qtbot, gated_capture
     thread.join()
     assert c.preview is None and c.path == ATTN and "capturing" not in win.windowTitle()
     assert set(win.scene.blocks) == {b.id for b in c.cm.blocks().view(ATTN).blocks}
-    assert win.operate.budget_label.text().startswith("trainable 0 / total")
-    target = next(i for i in win.operate.session.candidates(ATTN) if "/out/" in i)
-    assert win.operate.drop(target, {"r": 2, "alpha": 4, "dropout": 0.0})  # editing works once live
-    assert c.cm.loras
+    assert [b.target.module for b in c.cm.loras.values()] == [f"{ATTN}.c_attn"]  # the queued drop, applied
+    assert "1 of 1 queued drop(s) applied" in win.operate.last_message
+    assert win.operate.budget_label.text().startswith("trainable 512 /") and win.operate.stack.count() == 1
+    target = next(i for i, t in win.operate.session.candidates(ATTN).items() if t.module.endswith("c_proj"))
+    assert win.operate.drop(target, {"r": 2, "alpha": 4, "dropout": 0.0})  # editing goes on once live
+    assert len(c.cm.loras) == 2
 
 
 @pytest.mark.parametrize("cache", ["warm", "cold"])  # the cached views, or the module hierarchy, are shown
@@ -282,3 +290,38 @@ def test_an_uncached_hub_id_says_it_downloads_and_fails_in_one_sentence_offline(
     thread.join()
     assert any("downloading it from the Hugging Face Hub" in s for s in stages)
     assert "HF_HUB_OFFLINE=1 forbids downloading it" in shown[0] and win.controller.cm is None
+
+
+def test_drops_on_the_module_tree_are_queued_undone_and_applied_when_the_capture_is_in(qtbot, gated_capture,
+                                                                                        monkeypatch):
+    """A cold launch paints the shipped module tree at once: a LoRA dropped on one of its projections is queued
+    (badge, History, Ctrl-Z), then applied as the drop it stands for; one the captured graph refuses is named."""
+    gate, _ = gated_capture
+    win = shown_window(qtbot)
+    thread = win.open_model("tiny-gpt2", meta=True, path=ATTN)
+    c, ops = win.controller, win.operate
+    assert c.preview.modules_only and ops.queue.accepts()
+    layer0 = "transformer.h.0"
+    monkeypatch.setattr(c.preview, "projections", {**c.preview.projections, f"{layer0}.ln_1": None})  # a wrong guess
+    assert ops.drop(f"m:{ATTN}.c_proj", {"r": 4, "alpha": 8, "dropout": 0.0}, every_layer=True)
+    assert ops.drop(f"m:{ATTN}.c_attn", {"r": 2, "alpha": 4, "dropout": 0.0})
+    assert [ops.history_view.model().index(i, 0).data() for i in range(1, 3)] == [
+        f"Add LoRA Layer (r=4) on {ATTN}.c_proj, on every layer · queued until the capture is in",
+        f"Add LoRA Layer (r=2) on {ATTN}.c_attn · queued until the capture is in"]
+    ops.undo_actions[0].trigger()  # Ctrl-Z takes the last queued drop back
+    assert [d.module for d in ops.queue.drops] == [f"{ATTN}.c_proj"]
+    assert win.scene.blocks[f"m:{ATTN}.c_proj"].geom.badge == "LoRA r=4 α=8 · queued"
+    assert not win.scene.blocks[f"m:{ATTN}.c_attn"].geom.badge
+    win.navigate(layer0)
+    assert ops.drop(f"m:{layer0}.ln_1", {"r": 2, "alpha": 4, "dropout": 0.0})
+
+    gate.set()
+    qtbot.waitUntil(lambda: c.cm is not None, timeout=60000)
+    thread.join()
+    assert sorted(b.target.module for b in c.cm.loras.values()) == [  # as a live drop: every projection named c_proj
+        f"transformer.h.{i}.{m}.c_proj" for i in (0, 1) for m in ("attn", "mlp")]
+    assert ops.last_message.startswith("the capture is in: 1 of 2 queued drop(s) applied; not applied — "
+                                       f"{layer0}.ln_1: {layer0}.ln_1 turned out to have no whole Linear/Conv1D output")
+    assert ops.stack.count() == 1 and not ops.queue.drops and c.queued == {}
+    ops.undo_actions[0].trigger()  # the applied drop is an edit like any other
+    assert not c.cm.loras

@@ -65,6 +65,8 @@ def resize_tree(tree: dict, old: int, new: int) -> dict | None:
         for c in crumbs:
             if c[1] == stack:
                 c[0] = title
+    if "projections" in tree:
+        out["projections"] = _resized_list(tree["projections"], stack, old, new)
     delta = (new - old) * sizes[0]
     path = stack
     while path:  # the stack's block and every block above it hold `delta` more (or fewer) parameters
@@ -74,6 +76,24 @@ def resize_tree(tree: dict, old: int, new: int) -> dict | None:
         if path == stack:
             b["title"], b["subtitle"] = title, re.sub(rf"×{old}$", f"×{new}", b["subtitle"])
         path = up
+    return out
+
+
+def _resized_list(paths: list[str], stack: str, old: int, new: int) -> list[str]:
+    """Module paths in module order with the stack's layers cut to `new`, or grown by copies of its last layer's."""
+    def layer(p: str) -> int | None:
+        head, _, rest = p.partition(stack + ".")
+        index = rest.split(".")[0]
+        return int(index) if not head and index.isdigit() else None
+
+    last = f"{stack}.{old - 1}"
+    last_ones = [p for p in paths if layer(p) == old - 1]
+    out = []
+    for p in paths:
+        if layer(p) is None or layer(p) < new:
+            out.append(p)
+        if last_ones and p == last_ones[-1]:
+            out += [_swap(q, last, f"{stack}.{i}") for i in range(old, new) for q in last_ones]
     return out
 
 

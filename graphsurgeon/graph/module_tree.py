@@ -27,6 +27,8 @@ def module_tree_data(model, source_name: str) -> dict:
     """`model`'s module tree as JSON data (lists, never tuples): what ViewSnapshot reads and a preset ships."""
     import torch
 
+    from graphsurgeon.graph.peft_classes import is_projection_layer
+
     modules = dict(model.named_modules())
     container = {p for p, m in modules.items() if isinstance(m, (torch.nn.ModuleList, torch.nn.ModuleDict))}
 
@@ -93,6 +95,7 @@ def module_tree_data(model, source_name: str) -> dict:
         "format": FORMAT, "modules_only": True, "model_class": type(model).__name__, "source_name": source_name,
         "children": children, "crumbs": {p: crumbs(p) for p in children},
         "search": {p: [parent_of[p], f"m:{p}"] for p in parent_of}, "views": views,
+        "projections": [p for p in titles if p in modules and is_projection_layer(modules[p])],
     }
     return json.loads(json.dumps(data))  # the dataclasses' tuples as lists: equal to the same tree read from a file
 

@@ -11,6 +11,14 @@ PEFT_LAYERS = {("torch.nn.modules.linear", "Linear"), ("torch.nn.modules.sparse"
                ("torch.nn.modules.conv", "Conv3d"), ("transformers.pytorch_utils", "Conv1D"),
                ("torch.nn.modules.activation", "MultiheadAttention")}
 PEFT_NAMES = "torch.nn.Linear, Conv1d/2d/3d, Embedding and transformers' Conv1D"
+# the projections a LoRA block adapts (their output is a whole Linear/Conv1D product), told by class before a capture
+PROJECTION_LAYERS = {("torch.nn.modules.linear", "Linear"), ("transformers.pytorch_utils", "Conv1D")}
+
+
+def is_projection_layer(module: torch.nn.Module) -> bool:
+    """True for an nn.Linear or transformers' Conv1D (or a subclass): what the editor offers for a drop while only
+    the module tree is known; the capture's dataflow (graph.semantics.dataflow.projection) decides in the end."""
+    return any((c.__module__, c.__name__) in PROJECTION_LAYERS for c in type(module).__mro__)
 
 
 def not_for_peft(model: torch.nn.Module) -> dict[str, str]:

@@ -29,6 +29,8 @@ class ViewSnapshot:
         self.crumbs: dict[str, list[tuple[str, str]]] = {p: [tuple(c) for c in cs] for p, cs in data["crumbs"].items()}
         self.search: dict[str, tuple[str, str]] = {k: tuple(v) for k, v in data["search"].items()}
         self._views: dict[str, dict] = data["views"]
+        # module paths of the Linear / Conv1D projections: a LoRA dropped on one is queued until the capture is in
+        self.projections: dict[str, None] = dict.fromkeys(data.get("projections", []))  # in module order
         self._parsed: dict[str, CompositeView] = {}
 
     # the CapturedModel side: the window calls cm.blocks()
@@ -109,6 +111,9 @@ def snapshot_steps(cm):
         if search is None:
             yield None
     search = {k: list(v) for k, v in search.items()}
+    from graphsurgeon.graph.semantics.dataflow import projection
+
+    projections = [hit["module"] for hit in map(projection, cm.gm.graph.nodes) if hit is not None]
     yield {
         "format": FORMAT,
         "model_class": cm.model_class,
@@ -117,6 +122,7 @@ def snapshot_steps(cm):
         "crumbs": {p: [list(c) for c in bg.breadcrumbs(p)] for p in paths},
         "search": search,
         "views": views,
+        "projections": list(dict.fromkeys(projections)),
     }
 
 

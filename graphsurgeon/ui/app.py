@@ -8,7 +8,8 @@ import os
 def open_editor(source, *, meta: bool, eager_attention: bool = False, path: str = ""):
     """Show the window at once and capture `source` in its worker thread; returns (app, window).
 
-    A cached view snapshot of the model is painted immediately; editing starts when the capture is done.
+    A cached view snapshot of the model is painted immediately; a LoRA dropped meanwhile on a Linear/Conv1D
+    module is queued and applied when the capture is done (ui/operate/queued.py).
     """
     from PySide6.QtWidgets import QApplication
 

@@ -16,6 +16,7 @@ class Controller:
     def __init__(self, cm=None, path: str = "") -> None:
         self.cm = cm  # the live CapturedModel; None while only a preview is shown
         self.preview = None  # a graph.snapshot.ViewSnapshot painted until the capture arrives
+        self.queued: dict[str, str] = {}  # module path -> badge of a LoRA dropped on the preview (operate/queued.py)
         self.path = path
         self.history: list[str] = []
         self.manual: dict[str, dict[str, tuple[float, float]]] = {}  # path -> block id -> position set by hand
@@ -203,7 +204,10 @@ class Controller:
         return any(block.module_path == p or block.module_path.startswith(p + ".") for p in self.cm.loras)
 
     def badge(self, block: Block) -> str:
-        """"LoRA r=8 α=16 · 12,288 params" on a LoRA block (a bare one also says where its output goes); "" otherwise."""
+        """"LoRA r=8 α=16 · 12,288 params" on a LoRA block (a bare one also says where its output goes), "LoRA r=8
+        α=16 · queued" on a preview's block a LoRA was dropped on; "" otherwise."""
+        if self.cm is None:
+            return self.queued.get(block.module_path or "", "")
         lb = self.lora_of(block)
         if lb is None:
             return ""

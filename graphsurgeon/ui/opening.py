@@ -49,6 +49,8 @@ class _Signals(QObject):  # the worker's messages, emitted on the UI thread (wor
 class Opener(QObject):
     """The open/capture side of one MainWindow."""
 
+    preview_closed = Signal(str)  # an open ended without its capture shown (why): drops queued on it are discarded
+
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
@@ -71,6 +73,9 @@ class Opener(QObject):
         from graphsurgeon.capture.view_cache import cache_key, load_views
         from graphsurgeon.graph.snapshot import ViewSnapshot
 
+        if self.active:
+            self.preview_closed.emit(f"{self.window.controller.shown.source_name} was replaced by another open"
+                                     if self.window.controller.shown is not None else "another open started")
         self.number += 1
         number = self.number
         self._cancel.set()  # an open still running for an earlier number stops too: it was replaced
@@ -86,7 +91,7 @@ class Opener(QObject):
         if cached is not None and path in cached.paths():
             self._show_preview(cached, path, "cached views")
             self._stage(number, f"capturing {source} with torch.export; showing its cached views, "
-                                "editing starts when the capture is in …")
+                                "a LoRA dropped now is applied when the capture is in …")
         elif known is not None:
             self._show_preview(ViewSnapshot(shipped), path, known[1])
             self._stage(number, f"opening {source}: its modules, {WHENCE[known[1]]}; importing torch and transformers "
@@ -141,7 +146,8 @@ class Opener(QObject):
                     from graphsurgeon.capture.module_trees import remember_tree
 
                     remember_tree(source, tree)  # a local folder's next first frame needs no torch
-            emit("stage", number, f"capturing {source} with torch.export: dataflow, shapes and editing when it is in …")
+            emit("stage", number, f"capturing {source} with torch.export: dataflow and shapes when it is in; a LoRA "
+                                  "dropped on a Linear/Conv1D module meanwhile is applied then …")
             from graphsurgeon.capture import capture
             from graphsurgeon.graph.gc_pause import freeze_once
 
@@ -185,6 +191,7 @@ class Opener(QObject):
         self._put_back()
         w.statusBar().showMessage("opening cancelled; " + ("the model shown before is back." if
                                   w.controller.shown is not None else "no model is open."), 8000)
+        self.preview_closed.emit("the open was cancelled")
         return True
 
     def _stage(self, number: int, text: str) -> None:
@@ -283,6 +290,7 @@ class Opener(QObject):
         self.window.show_work(None)
         self.window.statusBar().clearMessage()
         self._put_back()  # the previous model comes back, as if the preview never was
+        self.preview_closed.emit("the capture failed")
         self.window._error(message)
 
 

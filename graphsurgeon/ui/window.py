@@ -176,8 +176,8 @@ class MainWindow(QMainWindow):
             return
         state = ""
         if c.cm is None:
-            state = (" · modules only: capturing, dataflow and editing when it is in" if c.preview.modules_only else
-                     " · capturing, editing starts when ready")
+            state = (" · modules only: capturing, dataflow when it is in; LoRA drops are queued" if c.preview.modules_only
+                     else " · capturing; LoRA drops are queued until it is in")
         self.setWindowTitle(f"graphsurgeon · {c.shown.model_class} · {c.path or '(root)'}{state}")
 
     def show_notes(self) -> None:

@@ -85,6 +85,11 @@ def _unrecoverable(path: Path, why: str) -> str:
             "message.")
 
 
+def _known_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise OperateError(f"unknown palette block {kind!r}; use one of {', '.join(KINDS)}.")
+
+
 class EditSession:
     """One open model with its undo history, as the editor operates on it."""
 
@@ -176,12 +181,24 @@ class EditSession:
     def drop(self, path: str, id: str, kind: str = "add_lora", config: LoRAConfig | None = None,
              every_layer: bool = False) -> Entry:
         """Insert a LoRA block where `id` was dropped; every_layer = same role on all layers as one edit."""
-        if kind not in KINDS:
-            raise OperateError(f"unknown palette block {kind!r}; use one of {', '.join(KINDS)}.")
-        config = config or LoRAConfig()
+        _known_kind(kind)
         target = self.candidates(path).get(id)
         if target is None:
             raise OperateError(self.why_not(path, id))
+        return self._insert(target, kind, config, every_layer)
+
+    def drop_on_module(self, module: str, kind: str = "add_lora", config: LoRAConfig | None = None,
+                       every_layer: bool = False) -> Entry:
+        """A drop queued on a module while only its preview was shown: a LoRA on that projection's whole output."""
+        _known_kind(kind)
+        target = next((t for t in self._targets().values() if t.module == module and not t.is_slice), None)
+        if target is None:
+            raise OperateError(f"{module} turned out to have no whole Linear/Conv1D output in the captured graph, "
+                               "so it cannot take a LoRA; drop onto a highlighted block or link of its view instead.")
+        return self._insert(target, kind, config, every_layer)
+
+    def _insert(self, target: Target, kind: str, config: LoRAConfig | None, every_layer: bool) -> Entry:
+        config = config or LoRAConfig()
         bare = kind == "lora"  # the LoRA Layer alone: its output is wired by the user (connect)
         if every_layer:
             targets = per_module([t for t in resolve_targets(self.cm, (target.role,), "all")

@@ -8,7 +8,7 @@ untouched); ids under the cursor come from the items' `block_id` / `link_id`.
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
-from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoStack
+from PySide6.QtGui import QKeySequence, QUndoCommand, QUndoGroup, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMessageBox, QUndoView
 
 from graphsurgeon.errors import GraphsurgeonError
@@ -16,6 +16,7 @@ from graphsurgeon.ui.operate.diagnostics import ProblemList
 from graphsurgeon.ui.operate.export_task import ExportTask
 from graphsurgeon.ui.operate.lora_panel import LoRAEditor
 from graphsurgeon.ui.operate.palette import MIME_TYPE, Palette, decode_mime
+from graphsurgeon.ui.operate.queued import DropQueue
 
 
 class _Edit(QUndoCommand):
@@ -49,8 +50,14 @@ class Operate(QObject):
         self.last_message = ""
         self.palette = Palette()
         self._dock("Blocks", self.palette, Qt.LeftDockWidgetArea)
-        self.stack = QUndoStack(self)
-        self.history_view = QUndoView(self.stack)
+        self.stack = QUndoStack(self)  # the edits of the model shown
+        self.export_task = ExportTask(self)  # File → Export folder… in a thread, with the status bar's Cancel
+        self.queue = DropQueue(self)  # drops made on a preview, applied when its capture is in (its own stack)
+        self.undo_group = QUndoGroup(self)  # Undo / Redo / History act on the active one of the two stacks
+        for stack in (self.stack, self.queue.stack):
+            self.undo_group.addStack(stack)
+        self.stack.setActive(True)
+        self.history_view = QUndoView(self.undo_group)
         self._dock("History", self.history_view, Qt.LeftDockWidgetArea)
         self.diagnostics = ProblemList(window)  # one wrapped row per problem, there until the problem is fixed
         self._dock("Diagnostics", self.diagnostics, Qt.BottomDockWidgetArea)
@@ -58,8 +65,11 @@ class Operate(QObject):
         self._dock("LoRA block", self.editor, Qt.RightDockWidgetArea)
         window.scene.selectionChanged.connect(self.editor.load)
         window.view_changed.connect(self.editor.load)  # into or out of a LoRA block, and after every edit
+        window.view_changed.connect(self._active_history)
         window.model_ready.connect(self.update_status)
         window.model_ready.connect(self.offer_recovery)
+        window.model_ready.connect(self.queue.apply)
+        window.opener.preview_closed.connect(self.queue.discard)
         window.scene.signals.wire_started.connect(self.wire_started)
         window.scene.signals.wire.connect(self.wire)
         self.budget_label = QLabel()
@@ -69,9 +79,8 @@ class Operate(QObject):
         self._viewport = window.view.viewport()
         self._viewport.installEventFilter(self)
         window.installEventFilter(self)
-        self.export_task = ExportTask(self)  # File → Export folder… in a thread, with the status bar's Cancel
-        self.undo_actions = (undo, redo) = (self.stack.createUndoAction(self, "Undo"),
-                                            self.stack.createRedoAction(self, "Redo"))
+        self.undo_actions = (undo, redo) = (self.undo_group.createUndoAction(self, "Undo"),
+                                            self.undo_group.createRedoAction(self, "Redo"))
         undo.setShortcut(QKeySequence.Undo)
         redo.setShortcut(QKeySequence(Qt.CTRL | Qt.SHIFT | Qt.Key_Z))
         for a in (undo, redo):
@@ -120,7 +129,7 @@ class Operate(QObject):
             return False
         data, self.recovery = self.recovery, None
         self.recover_action.setVisible(False)
-        return self._run(lambda: self.session.recover(data))
+        return self.run_edit(lambda: self.session.recover(data))
 
     def _dock(self, title, widget, area) -> QDockWidget:
         d = QDockWidget(title, self.window)
@@ -138,6 +147,12 @@ class Operate(QObject):
             return True
         self.say("the model is still being captured; editing starts when it is ready.")
         return False
+
+    def _active_history(self) -> None:
+        """Undo / Redo / History act on the queued drops while a preview is shown, on the model's edits otherwise (a
+        preview that replaced a model never undoes that model's edits unseen)."""
+        c = self.window.controller
+        (self.queue.stack if c.cm is None and c.preview is not None else self.stack).setActive(True)
 
     def set_editable(self, on: bool) -> None:
         """Undo / redo (keys, menu, the History list) off while an export reads the graph (edits ask `live()`)."""
@@ -174,18 +189,19 @@ class Operate(QObject):
         mime = event.mimeData()
         if mime is None or not mime.hasFormat(MIME_TYPE):
             return False
-        if not self.live():
+        queued = self.queue.accepts()  # a preview: drops on its projections are queued until the capture is in
+        if not queued and not self.live():
             event.ignore()
             return True
         payload = decode_mime(mime, event.modifiers())
         if t == QEvent.DragEnter:
-            self.drag_entered()
+            self.queue.drag_entered() if queued else self.drag_entered()
             event.acceptProposedAction()
             return True
         pos = event.position().toPoint()
         hit = self.id_at(pos)
         if t == QEvent.DragMove:
-            self.drag_moved(hit, self.window.view.mapToScene(pos))
+            (self.queue.drag_moved if queued else self.drag_moved)(hit, self.window.view.mapToScene(pos))
             event.acceptProposedAction()
             return True
         self.window.scene.clear_targets()
@@ -217,19 +233,23 @@ class Operate(QObject):
         return self.window.scene.id_at(self.window.view.mapToScene(pos)) or None
 
     def drop(self, id: str | None, payload: dict, every_layer: bool = False) -> bool:
-        """Insert at `id`; a refusal changes nothing and says why. True when something was inserted."""
+        """Insert at `id` (on a preview: queue it, see queued.py); a refusal changes nothing and says why. True when
+        something was inserted or queued."""
         path = self.window.controller.path
-        if not self.live():
+        queued = self.queue.accepts()
+        if not queued and not self.live():
             return False
         if id is None:
             self.say("drop onto a highlighted block or link (a Linear/Conv1D output, or GPT-2's q/v slice).")
             return False
         from graphsurgeon.surgery.spec import LoRAConfig
 
+        kind = payload.get("kind", "add_lora")
         try:
             config = LoRAConfig(r=int(payload["r"]), alpha=float(payload["alpha"]), dropout=float(payload["dropout"]))
-            entry = self.session.drop(path, id, kind=payload.get("kind", "add_lora"), config=config,
-                                      every_layer=every_layer)
+            if queued:
+                return self.queue.add(id, kind, config, every_layer)
+            entry = self.session.drop(path, id, kind=kind, config=config, every_layer=every_layer)
         except (GraphsurgeonError, ValueError) as e:
             self.say(str(e))
             return False
@@ -272,7 +292,7 @@ class Operate(QObject):
             self.say("release the wire on a link or on a block's output.")
             return False
         c = self.window.controller
-        return self._run(lambda: self.session.connect(c.path, path, onto_id))
+        return self.run_edit(lambda: self.session.connect(c.path, path, onto_id))
 
     # ---- after every edit ------------------------------------------------------------------
     def changed(self) -> None:
@@ -325,16 +345,16 @@ class Operate(QObject):
 
     def edit_selected(self, **changes) -> bool:
         path = self.selected_lora()
-        return path is not None and self._run(lambda: self.session.edit(path, **changes))
+        return path is not None and self.run_edit(lambda: self.session.edit(path, **changes))
 
     def delete_selected(self) -> bool:
         path = self.selected_lora()
         if path is None:
             self.say("select an inserted LoRA block to delete it.")
             return False
-        return self._run(lambda: self.session.delete(path))
+        return self.run_edit(lambda: self.session.delete(path))
 
-    def _run(self, fn) -> bool:
+    def run_edit(self, fn) -> bool:
         if not self.live():
             return False
         try:
