@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -137,17 +138,23 @@ def test_bloom_in_bf16_matches_hf_in_bf16(tmp_path):
     assert drift > 0 and (ours - logits(hf, x)).abs().max().item() <= drift
 
 
-def test_olmo2_in_bf16_matches_hf_in_bf16(tmp_path):
+@pytest.mark.parametrize("arch, cast", [("olmo2", r"\n    query_states = q_embed\.to\(input_dtype\)"),
+                                         ("olmo", r"F\.layer_norm\(hidden_states\.to\(torch\.float32\), .*\)\.to\(\s*input_dtype\s*\)"),
+                                         ("beam", r"self\.act_fn\(gate\.to\(torch\.float32\)\)")])
+def test_olmo_in_bf16_matches_hf_in_bf16(tmp_path, arch, cast):
     """OLMo 2 keeps cos / sin in float32 and casts back inside apply_rotary_pos_emb (`q_embed.to(q_type)`), a plain
-    function whose frame the capture loses: the cast is read from that function's source and kept, so model.py in
-    bf16 differs from HF in bf16 by no more than HF in bf16 differs from HF in float32 — it crashed before (float32
-    queries and keys, bf16 values)."""
+    function whose frame the capture loses: the cast is read from that function's source and kept. OLMo's LayerNorm
+    makes both casts in one statement (`F.layer_norm(x.to(dtype=torch.float32), …).to(\n orig_dtype\n)`): each is
+    read from its own call. Beam upcasts an activation's input in the call (`self.act_fn(gate.float())`): the cast is
+    that call's argument. So model.py in bf16 differs from HF in bf16 by no more than HF in bf16 differs from HF in
+    float32 — OLMo 2 and OLMo crashed before (float32 queries and keys, bf16 values; a float32 norm output into a
+    bf16 Linear), Beam differed by 1.1× HF's drift (its SiLU ran in bf16)."""
     import model_zoo
     from graphsurgeon.capture import capture
 
-    hf = model_zoo.build("olmo2", attn="sdpa")
+    hf = model_zoo.build(arch, attn="sdpa")
     export_folder(capture(hf), tmp_path / "out")
-    assert "    query_states = q_embed.to(input_dtype)" in (tmp_path / "out" / "model.py").read_text()
+    assert re.search(cast, (tmp_path / "out" / "model.py").read_text())
     x = batch(padded=True)
     reference = logits(hf, x)
     drift = (logits(hf.to(torch.bfloat16), x) - reference).abs().max().item()

@@ -16,7 +16,8 @@ import re
 import torch
 import torch.fx
 
-from graphsurgeon.graph.semantics.source import called_function, function_source, node_frames
+from graphsurgeon.graph.semantics.source import (called_function, function_source, module_paths, node_frames,
+                                                 statement_text)
 
 aten = torch.ops.aten
 _PASS_THROUGH = {aten.alias.default}
@@ -31,16 +32,18 @@ _FOLLOW_CONVERSION = re.compile(r"\.to\(\s*(dtype=)?[\w.]*dtype\s*\)|type_as\(")
 # in a plain function the line calls (its frame is lost at capture): a cast back to a dtype it saved, OLMo 2's
 # `q_type, k_type = q.dtype, k.dtype` … `return q_embed.to(q_type), k_embed.to(k_type)`
 _FOLLOW_SAVED = re.compile(r"\.to\(\s*\w*_?type\s*\)")
+_CONVERSION_CALL = re.compile(r"\.(to|type_as|float|double|half|bfloat16)\(")
 
 
 def tidy(gm: torch.fx.GraphModule) -> None:
     """Read through aliases and no-op conversions, drop values nothing uses; recompiles."""
     graph = gm.graph
+    order = _statement_order(graph)
     for node in list(graph.nodes):
         if node.op != "call_function" or not isinstance(node.args[0] if node.args else None, torch.fx.Node):
             continue
         if node.target in _PASS_THROUGH or (node.target in _CONVERSIONS and _same(node, node.args[0])):
-            kind = precision(node)
+            kind = precision(node, order.get(node))
             if kind is not None:
                 _keep(graph, node, kind)
                 continue
@@ -50,13 +53,14 @@ def tidy(gm: torch.fx.GraphModule) -> None:
     gm.recompile()
 
 
-def precision(node: torch.fx.Node) -> str | None:
-    """"fixed" / "follow" for a no-op floating conversion the source asks for (see the module docstring), else None."""
+def precision(node: torch.fx.Node, place: str | None = None) -> str | None:
+    """"fixed" / "follow" for a no-op floating conversion the source asks for (see the module docstring), else None.
+    `place`: the conversion's own call in its statement, where the statement makes several (_statement_order)."""
     val = node.meta.get("val")
     if node.target not in _CONVERSIONS or not isinstance(val, torch.Tensor) or not val.is_floating_point():
         return None
     frames = node_frames(node)
-    code = frames[-1].own if frames else ""  # the conversion's own line (not its statement's first)
+    code = place or (frames[-1].own if frames else "")  # the conversion's own line (not its statement's first)
     if _FOLLOW_CONVERSION.search(code) and not _FIXED_CONVERSION.search(code):
         return "follow"
     if _FIXED.search(code):
@@ -67,6 +71,39 @@ def precision(node: torch.fx.Node) -> str | None:
     if _FOLLOW_SAVED.search(called) and not _FIXED_CONVERSION.search(called) and not _FIXED.search(called):
         return "follow"
     return None
+
+
+def _statement_order(graph: torch.fx.Graph) -> dict[torch.fx.Node, str]:
+    """For each conversion in a statement that makes several (OLMo's LayerNorm:
+    `F.layer_norm(x.to(dtype=torch.float32), …).to(\n orig_dtype\n)`, both on one reported line): the text of its
+    own call, matched in order — the statement's conversions run in the order they are written. Left out where the
+    graph holds another number of conversions for the statement than its text makes."""
+    runs: dict[tuple, list[torch.fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in _CONVERSIONS:
+            frames = node_frames(node)
+            if frames:
+                runs.setdefault((frames[-1], module_paths(node)), []).append(node)
+    out = {}
+    for (frame, _), nodes in runs.items():
+        calls = _conversion_calls(statement_text(frame))
+        if len(calls) > 1 and len(nodes) % len(calls) == 0:  # a module called twice runs its statement twice
+            out.update({node: calls[i % len(calls)] for i, node in enumerate(nodes)})
+    return out
+
+
+def _conversion_calls(text: str) -> list[str]:
+    """`.to(…)`, `.float()`, `.type_as(…)` … calls in `text`, in order, each with its balanced arguments."""
+    calls = []
+    for m in _CONVERSION_CALL.finditer(text):
+        depth, end = 0, len(text)
+        for i in range(m.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        calls.append(text[m.start():end])
+    return calls
 
 
 def _keep(graph: torch.fx.Graph, node: torch.fx.Node, kind: str) -> None:

@@ -68,6 +68,23 @@ def function_source(file: str, name: str | None) -> str:
     return "\n".join(linecache.getline(file, i).rstrip("\n") for i in range(node.lineno, (node.end_lineno or 0) + 1))
 
 
+def statement_text(frame: Frame) -> str:
+    """The whole statement `frame` is in, its lines joined (one line when it is on one)."""
+    end = _statement_ends(frame.file).get(frame.line, frame.line)
+    if end == frame.line:
+        return frame.own or frame.code
+    return " ".join(linecache.getline(frame.file, n).strip() for n in range(frame.line, end + 1))
+
+
+@lru_cache(maxsize=64)
+def _statement_ends(file: str) -> dict[int, int]:
+    """first line -> last line of every simple statement over several lines."""
+    tree = _parsed(file)
+    return {node.lineno: node.end_lineno for node in ast.walk(tree or ast.Module(body=[], type_ignores=[]))
+            if isinstance(node, ast.stmt) and not hasattr(node, "body") and (node.end_lineno or 0) > node.lineno
+            and not isinstance(getattr(node, "value", None), (ast.Dict, ast.List))}  # as _statement_starts
+
+
 @lru_cache(maxsize=64)
 def _statement_starts(file: str) -> dict[int, tuple[int, str]]:
     """line -> (first line, its code) for every line after the first of a simple statement over several lines (but
