@@ -68,6 +68,7 @@ class DropQueue:
         self.drops: list[QueuedDrop] = []
         self.source = ""  # the model the queued drops were made on
         self.stack = QUndoStack(ops)
+        self._targets: dict[str, str] = {}  # of the drag in progress
 
     def accepts(self) -> bool:
         """A preview whose projections are known is shown while its capture runs: drops are queued."""
