@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 
-from graphsurgeon.export.codegen import call_kinds, fastpath, lift, names, packing, signatures
+from graphsurgeon.export.codegen import call_kinds, fastpath, lift, names, packing, signatures, soft_casts
 from graphsurgeon.graph.hf_meta import DEFAULT_OF
 from graphsurgeon.graph.lora_sites import lora_sites
-from graphsurgeon.graph.semantics.source import node_frames
-from graphsurgeon.graph.tidy import PRECISION
 
 ROOT = ""
 
@@ -157,8 +155,8 @@ def build(cm) -> Program:
             continue
         emitted.append(node)
     canon.update(fastpath.repeat_kv(emitted, canon))
-    soft = {n: n.args[0] for n in emitted if lift.is_noop_cast(n) and n.meta.get(PRECISION) != "follow"}
-    prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {}, soft=soft, loras=loras)
+    prog = Program(cm, Scope(ROOT, "", "root", cm.model_class), canon, {}, order, {}, {},
+                   soft=soft_casts.soft(emitted), loras=loras)
     _cse(prog, emitted, chains)
     live = _live(prog, emitted)
     aliases = tensor_aliases(cm.gm)
@@ -191,15 +189,10 @@ def build(cm) -> Program:
     # read from another call's scope is its input there, but itself once both calls are in one scope: DeepSeek V4)
     for scope in call_kinds.unalike(prog):
         _flatten(prog, scope)
-    for cast in [c for c in prog.soft if _passed_to_a_call(prog, c)]:
-        del prog.soft[cast]
+    soft_casts.keep_call_arguments(prog)
     for node, users in _users(prog, live).items():
         prog.users[node] = users
-    unread = {n for n in prog.soft if n in prog.owner and not prog.users.get(n)}
-    for node in unread:
-        prog.owner.pop(node).items.remove(node)  # only other scopes read it: they read its input
-    for readers in prog.users.values():  # and it reads nothing (else its input would leak out of every scope)
-        readers[:] = [u for u in readers if u not in unread]
+    soft_casts.drop_unread(prog)
     _settle(prog, prog.root)
     _optional_inputs(prog)
     packing.thread(prog)
@@ -349,23 +342,6 @@ def _live(prog: Program, emitted: list) -> set:
         live.add(n)
         todo += [prog.rep(a) for a in _inputs_of(n)]
     return {n for n in emitted if n in live and n not in prog.canon}
-
-
-def _passed_to_a_call(prog: Program, cast: torch.fx.Node) -> bool:
-    """An upcast written as the argument of a module call (Beam's `self.act_fn(gate.float())`): every reader runs
-    inside a module that its own scope calls on the cast's line. It is that call's input, not a tensor whose later
-    readers tracing mixed up with it (as RMSNorm's `x.to(float32)` and the residual): it stays, so bf16 upcasts."""
-    owner, frames = prog.owner.get(cast), node_frames(cast)
-    readers = list(cast.users)
-    if owner is None or not frames or cast.meta.get(PRECISION) != "fixed" or not readers:
-        return False
-    for reader in readers:
-        scope = prog.owner.get(reader)
-        while scope is not None and scope is not owner:
-            scope = scope.parent
-        if scope is None or prog.owner.get(reader) is owner or frames[-1] not in node_frames(reader):
-            return False
-    return True
 
 
 def _users(prog: Program, live: set) -> dict:

@@ -70,35 +70,31 @@ def function_source(file: str, name: str | None) -> str:
 
 def statement_text(frame: Frame) -> str:
     """The whole statement `frame` is in, its lines joined (one line when it is on one)."""
-    end = _statement_ends(frame.file).get(frame.line, frame.line)
+    end = _statement_spans(frame.file).get(frame.line, frame.line)
     if end == frame.line:
         return frame.own or frame.code
     return " ".join(linecache.getline(frame.file, n).strip() for n in range(frame.line, end + 1))
 
 
 @lru_cache(maxsize=64)
-def _statement_ends(file: str) -> dict[int, int]:
-    """first line -> last line of every simple statement over several lines."""
+def _statement_spans(file: str) -> dict[int, int]:
+    """first line -> last line of every simple statement over several lines (but a dict or list literal's: each entry
+    is read on its own line — Gemma's `causal_mask_mapping = {`)."""
     tree = _parsed(file)
-    return {node.lineno: node.end_lineno for node in ast.walk(tree or ast.Module(body=[], type_ignores=[]))
+    if tree is None:
+        return {}
+    return {node.lineno: node.end_lineno for node in ast.walk(tree)
             if isinstance(node, ast.stmt) and not hasattr(node, "body") and (node.end_lineno or 0) > node.lineno
-            and not isinstance(getattr(node, "value", None), (ast.Dict, ast.List))}  # as _statement_starts
+            and not isinstance(getattr(node, "value", None), (ast.Dict, ast.List))}
 
 
 @lru_cache(maxsize=64)
 def _statement_starts(file: str) -> dict[int, tuple[int, str]]:
-    """line -> (first line, its code) for every line after the first of a simple statement over several lines (but
-    a dict or list literal's: each entry is read on its own line)."""
-    tree = _parsed(file)
-    if tree is None:
-        return {}
+    """line -> (first line, its code) for every line after the first of a statement over several lines."""
     out: dict[int, tuple[int, str]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and not hasattr(node, "body") and node.end_lineno and \
-                node.end_lineno > node.lineno and not isinstance(getattr(node, "value", None), (ast.Dict, ast.List)):
-            # (a dict or list over several lines: each entry its own line — Gemma's `causal_mask_mapping = {`)
-            for n in range(node.lineno + 1, node.end_lineno + 1):
-                out.setdefault(n, (node.lineno, linecache.getline(file, node.lineno).strip()))
+    for first, last in _statement_spans(file).items():
+        for n in range(first + 1, last + 1):
+            out.setdefault(n, (first, linecache.getline(file, first).strip()))
     return out
 
 
