@@ -281,12 +281,18 @@ def test_layers_of_two_kinds_loop_and_build_at_a_second_config(tmp_path):
     layers[1] by hand (a second config ran 2 of its 4 layers), or every size stayed a literal (a config with
     layer_types could not be probed)."""
     folder = tmp_path / "out"
-    export_folder(capture(gemma2()), folder)
+    result = export_folder(capture(gemma2()), folder)
+    # its eager attention helper spells the head counts: the export's check at a second config (heads ×2) pins them,
+    # and only them (export/second_config.py)
+    assert "; fixed at this config (Config refuses others): num_attention_heads, num_key_value_heads — at a second " \
+        "config" in result.check, result.check
     code = (folder / "model.py").read_text()
     assert "for layer, layer_type in zip(self.layers, self.layer_types):" in code
     assert "causal_mask_mapping[layer_type]" in code
     assert "for _ in range(config.num_hidden_layers)" in code
     second, mod = at_second_config(folder, KINDS_SECOND, tmp_path)
+    with pytest.raises(ValueError, match=r"this config sets num_attention_heads=8 \(model\.py: 4\)"):
+        mod.Config(num_attention_heads=8)
     ours = mod.Model(mod.Config.from_json(str(second / "config.json"))).eval()
     hf = gemma2(**KINDS_SECOND)
     missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=False)

@@ -5,6 +5,8 @@ nothing is left at --out, and the written folder is kept under the cache for a b
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 import graphsurgeon.export as export
+from graphsurgeon.capture import capture
 from graphsurgeon.cli import main
 from graphsurgeon.export import export_folder
 from graphsurgeon.export.verify import SelfCheckError, undefined_names
@@ -48,7 +51,8 @@ def test_the_success_line_says_what_was_checked(tmp_path, cache):
     add_lora(cm, roles=("q", "v"), layers="0", config=LoRAConfig(r=4, alpha=8))
     result = export_folder(cm, tmp_path / "out")
     assert re.fullmatch(r"model\.py checked against the graph: 2 lengths, random LoRA, KV cache, max diff "
-                        r"\de[-+]\d\d", result.check), result.check
+                        r"\de[-+]\d\d; sizes checked against Hugging Face at a second config \(vocab_size 101 → 112, "
+                        r"n_embd 64 → 192, n_layer 2 → 3, n_head 4 → 8\): max diff \de[-+]\d\d", result.check), result.check
     assert not (cache / "failed-exports").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary folder left beside it
 
@@ -221,3 +225,73 @@ def test_layouts_the_generator_may_not_know_are_never_exported_wrong(in_place, s
         want = module(ids)
     got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values())) if hasattr(got, "values") else got
     assert (got - want).abs().max() <= 1e-5
+
+
+
+# ---- model.py's sizes at a second config (export/second_config.py) ----------------------------------------------
+
+def _model_py(folder: Path):
+    """folder/model.py imported (its Config, load_model)."""
+    spec = importlib.util.spec_from_file_location(f"second_{abs(hash(str(folder)))}", folder / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _config_of(folder: Path, **changes) -> Path:
+    """config.json of `folder` with `changes`, written beside it as second.json."""
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "second.json").write_text(json.dumps({**cfg, **changes}))
+    return folder / "second.json"
+
+
+def test_a_size_right_only_at_the_exported_config_gets_every_size_fixed(tmp_path, cache, monkeypatch):
+    """A head size written as a number (`self.head_dim = 16`: the config's at the exported config, so the graph check
+    passes) differs at the second config: the export writes model.py again with every size a literal and says why;
+    its Config refuses a config.json of other sizes in a sentence, and model.py still loads at its own."""
+    cm = fresh("gpt2")
+    add_lora(cm, roles=("q", "v"), layers="0", config=LoRAConfig(r=4, alpha=8))
+    edit_model_py(monkeypatch, r"self\.head_dim = config\.n_embd // config\.n_head", "self.head_dim = 16",
+                  always=False)
+    result = export_folder(cm, tmp_path / "out")
+    assert re.search(r"; fixed at this config \(Config refuses others\): every size — at a second config \(.*n_embd "
+                     r"64 → 192.*\) model\.py (differs from Hugging Face there|fails)", result.check), result.check
+    text = (tmp_path / "out" / "model.py").read_text()
+    assert "config.n_embd" not in text and "def __post_init__" in text
+    mod = _model_py(tmp_path / "out")
+    with pytest.raises(ValueError, match=r"model\.py's sizes are fixed at the exported config; this config sets "
+                                         r"n_embd=96 \(model\.py: 64\)\. Export the model again"):
+        mod.Config.from_json(str(_config_of(tmp_path / "out", n_embd=96)))
+    mod.load_model(str(tmp_path / "out"))  # its own config.json: no complaint
+
+
+def test_a_literal_layer_count_gets_the_layer_count_pinned(tmp_path, cache, monkeypatch):
+    """A layer count written as a number builds a deeper config's first layers without a word (its extra weights go
+    unread): the check sees Hugging Face's tensors model.py lacks, finds the same config at the model's own layer
+    count equal, and pins only the layer count — the widths stay the config's."""
+    cm = fresh("gpt2")
+    edit_model_py(monkeypatch, r"range\(config\.n_layer\)", "range(2)", always=False)
+    result = export_folder(cm, tmp_path / "out")
+    assert re.search(r"sizes checked against Hugging Face at a second config \(vocab_size 101 → 112, n_embd 64 → "
+                     r"192, n_head 4 → 8\): max diff .*; fixed at this config \(Config refuses others\): n_layer — at "
+                     r"a second config \(.*n_layer 2 → 3.*\) Hugging Face's model has tensors model\.py has not "
+                     r"\('transformer\.h\.2\.", result.check), result.check
+    text = (tmp_path / "out" / "model.py").read_text()
+    assert "config.n_embd" in text
+    mod = _model_py(tmp_path / "out")
+    assert mod.Config.from_json(str(_config_of(tmp_path / "out", n_embd=96))).n_embd == 96
+    with pytest.raises(ValueError, match=r"this config sets n_layer=3 \(model\.py: 2\)"):
+        mod.Config.from_json(str(_config_of(tmp_path / "out", n_layer=3)))
+
+
+def test_deberta_silently_wrong_at_a_second_config_gets_every_size_fixed(tmp_path, cache):
+    """DeBERTa's model.py once equalled HF at its config and differed by 2e-4 at a grown one (its head size kept as
+    `torch.tensor(16.0)` in a helper): the check catches it on the codegen as it is, not on an edited file."""
+    import model_zoo
+
+    folder = model_zoo.save("deberta", tmp_path / "hf")
+    result = export_folder(capture(str(folder)), tmp_path / "out")
+    assert "(Config refuses others): every size — at a second config" in result.check, result.check
+    mod = _model_py(tmp_path / "out")
+    with pytest.raises(ValueError, match="hidden_size=96"):
+        mod.Config.from_json(str(_config_of(tmp_path / "out", hidden_size=96)))

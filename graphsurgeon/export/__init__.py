@@ -15,6 +15,7 @@ from graphsurgeon.errors import GraphsurgeonError
 from graphsurgeon.export.destination import Claim, DestinationError, claim
 from graphsurgeon.export.adapter import adapter_notes, write_adapter
 from graphsurgeon.export.modelpy import TEMPLATES, generation_text, model_source, saved_tensors
+from graphsurgeon.export.second_config import SecondConfigRefused, size_fields
 from graphsurgeon.export.verify import KVCacheRefused, self_check
 from graphsurgeon.signals import terminations_raise
 from graphsurgeon.validate import validate_full
@@ -158,16 +159,38 @@ def _write_atomically(cm, dest: Claim, still_free, step) -> str:
             step(f"exporting to {dest.out}: moving the folder into place")
             dest.move_into_place(tmp, check=still_free)
             off = f"; generate() keeps no KV cache: with one, {cm.kv_cache_off}" if cm.kv_cache_off else ""
-            return checked.text + off
+            return checked.text + off + _fixed_text(cm)
         except KVCacheRefused as err:  # once: model.py again, generating without a cache (and checked again)
             shutil.rmtree(tmp, ignore_errors=True)
             if cm.kv_cache_off:
                 raise
             cm.kv_cache_off = str(err)
             cm._codegen = None
+        except SecondConfigRefused as err:  # model.py again: its layer count pinned, else every size a literal
+            shutil.rmtree(tmp, ignore_errors=True)
+            if cm.sizes_literal:
+                raise
+            if err.pin is None:
+                from graphsurgeon.export.codegen import generate
+
+                cm.sizes_fixed_fields = size_fields(cm.config, {**generate(cm).model.config.used,
+                                                                 **cm.sizes_fixed_fields})
+                cm.sizes_literal = True
+            else:
+                cm.sizes_fixed_fields = dict(err.pin)
+            cm.sizes_fixed = str(err)
+            cm._codegen = None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _fixed_text(cm) -> str:
+    """What the export's line says of sizes model.py's Config pins ("" when none)."""
+    if not cm.sizes_fixed:
+        return ""
+    what = "every size" if cm.sizes_literal else ", ".join(cm.sizes_fixed_fields)
+    return f"; fixed at this config (Config refuses others): {what} — {cm.sizes_fixed}"
 
 
 def _weights_text(cm) -> str:

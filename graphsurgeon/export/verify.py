@@ -74,6 +74,10 @@ def self_check(cm, folder: Path):
         static_check(folder)
         if here:
             check.text, check.max_diff = run_check(cm, folder, runner)
+            if cm.config and not cm.sizes_literal:  # model.py reads its sizes from config.json: prove it elsewhere
+                from graphsurgeon.export.second_config import check_second_config
+
+                check.text += "; " + check_second_config(cm, folder, runner)
         else:
             from graphsurgeon.export.twin import twin_check
 
@@ -212,7 +216,6 @@ def run_check(cm, folder: Path, runner: _Runner, *, what: str = "model.py") -> t
                                f"{_case_text(label, lora)}, tolerance {tol:g})", runner.work)
     if cached is not None:  # the tokens fed after cached ones give the logits of the whole sequence
         worst = max(worst, _check_cache(got, want[cached]["logits"], tol, nonfinite, runner.work))
-    runner.send("quit")
     lengths = f"{len(plan)} lengths" if len(plan) > 1 else "1 length (the model fixes it)"
     lora_text = ", random LoRA" if lora_graph else ", no LoRA"
     cache_text = ", KV cache" if cached is not None else ""
@@ -316,9 +319,8 @@ def _first_differing_module(cm, runner: _Runner, case: int, inputs: dict, lora: 
     from graphsurgeon.export.verify_cases import graph_module_values
 
     runner.send(f"hooks {case}")
-    runner.proc.wait(timeout=RUN_TIMEOUT_S)
     order_file = runner.work / "modules.json"
-    if runner.proc.returncode != 0 or not order_file.exists():
+    if runner.wait_line() != "done" or not order_file.exists():
         return ""
     counts = json.loads(order_file.read_text(encoding="utf-8"))
     mine = load_file(str(runner.work / "modules.safetensors"))

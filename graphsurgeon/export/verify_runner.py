@@ -106,27 +106,91 @@ def main(folder: str, work: str, modules: dict | None = None) -> int:
                 f.write(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
     save_file(outputs, os.path.join(work, "outputs.safetensors"))
     print("ready", flush=True)
-    line = sys.stdin.readline().split()
-    if len(line) == 2 and line[0] == "hooks":
-        seen, order = {}, []
-
-        def hook(name):
-            def record(mod, args, kwargs, out):
-                if name not in seen:
-                    seen[name] = {"out": _leaves(out), "in": _leaves((args, kwargs))}
-                    order.append(name)
-            return record
-
-        for name, mod in model.named_modules():
-            if name:
-                mod.register_forward_hook(hook(name), with_kwargs=True)
-        run(int(line[1]))
-        save_file({f"{name}#{side}#{j}": t.detach().contiguous().clone() for name in order
-                   for side in ("out", "in") for j, t in enumerate(seen[name][side])},
-                  os.path.join(work, "modules.safetensors"))
-        with open(os.path.join(work, "modules.json"), "w", encoding="utf-8") as f:
-            json.dump({name: {side: len(seen[name][side]) for side in ("out", "in")} for name in order}, f)
+    for line in sys.stdin:  # what the check asks next, until "quit" (or the end of stdin)
+        words = line.split()
+        if len(words) == 2 and words[0] == "hooks":
+            _record_modules(model, run, int(words[1]), work)
+        elif len(words) == 2 and words[0] == "second":
+            _at_second_config(module, words[1], work)
+        else:
+            break
+        print("done", flush=True)
     return 0
+
+
+def _record_modules(model, run, case: int, work: str) -> None:
+    """Run `case` again with a forward hook on every module: each module's first inputs and outputs to
+    WORK/modules.safetensors, the order they ran in to WORK/modules.json."""
+    from safetensors.torch import save_file
+
+    seen, order = {}, []
+
+    def hook(name):
+        def record(mod, args, kwargs, out):
+            if name not in seen:
+                seen[name] = {"out": _leaves(out), "in": _leaves((args, kwargs))}
+                order.append(name)
+        return record
+
+    for name, mod in model.named_modules():
+        if name:
+            mod.register_forward_hook(hook(name), with_kwargs=True)
+    run(case)
+    save_file({f"{name}#{side}#{j}": t.detach().contiguous().clone() for name in order
+               for side in ("out", "in") for j, t in enumerate(seen[name][side])},
+              os.path.join(work, "modules.safetensors"))
+    with open(os.path.join(work, "modules.json"), "w", encoding="utf-8") as f:
+        json.dump({name: {side: len(seen[name][side]) for side in ("out", "in")} for name in order}, f)
+
+
+def _at_second_config(module, folder: str, work: str) -> None:
+    """model.py's model built with `load_model(FOLDER)` (a second config.json, Hugging Face's weights at it) and run
+    on FOLDER/inputs.safetensors: its outputs to FOLDER/outputs.safetensors, the names of FOLDER/persistent.json
+    (Hugging Face's state dict) that model.py has no tensor for to FOLDER/unexpected.json; a failure (its place in
+    model.py and its last line) to FOLDER/error.json instead."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    modules: dict = {}
+    try:
+        _as_exported(module, folder)
+        model = module.load_model(folder).eval()
+        modules.update({id(m): name for name, m in model.named_modules() if name})
+        with open(os.path.join(folder, "persistent.json"), encoding="utf-8") as f:
+            persistent = json.load(f)
+        own = set(model.state_dict())
+        with open(os.path.join(folder, "unexpected.json"), "w", encoding="utf-8") as f:
+            json.dump([k for k in persistent if k not in own], f)
+        inputs = load_file(os.path.join(folder, "inputs.safetensors"))
+        with torch.no_grad():
+            out = model(**inputs)
+        names = json.loads(open(os.path.join(folder, "names.json"), encoding="utf-8").read())
+        save_file({k: t.detach().contiguous().clone() for k, t in _tensors(out, names).items()},
+                  os.path.join(folder, "outputs.safetensors"))
+    except Exception as err:  # noqa: BLE001 - said to the check, which writes model.py again with fixed sizes
+        found = where(err, os.path.dirname(module.__file__), modules)
+        text = str(err).strip().splitlines()
+        found["error"] = f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+        with open(os.path.join(folder, "error.json"), "w", encoding="utf-8") as f:
+            json.dump(found, f)
+
+
+def _as_exported(module, folder: str) -> None:
+    """FOLDER/model.safetensors as an export would write it at that config: Hugging Face's tensors that model.py
+    holds (its own model, built on the meta device), and its LoRA tensors, which Hugging Face's model has not,
+    as PEFT starts them: A random, B zero."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    config = module.Config.from_json(os.path.join(folder, "config.json"))
+    with torch.device("meta"):
+        wanted = module.Model(config).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    loras = {k: (torch.zeros(t.shape, dtype=t.dtype) if "lora_B" in k else torch.randn(t.shape, generator=gen) * 0.02)
+             for k, t in wanted.items() if k not in tensors and "lora_" in k}
+    save_file({**{k: t for k, t in tensors.items() if k in wanted}, **loras}, path)
 
 
 def where(err: BaseException, folder: str, modules: dict) -> dict:

@@ -38,6 +38,9 @@ class CapturedModel:
     hf_loss: dict | None = None  # {"loss_type", "num_labels", "problem_type"}: the loss HF computes from labels
     decoder_default: dict | None = None  # {"sources", "start", "pad"}: HF's decoder_input_ids when not given
     kv_cache_off: str = ""  # why model.py keeps no KV cache: its cached path failed the export's self-check
+    sizes_fixed: str = ""  # why model.py's Config pins some sizes: at a second config it failed the export's self-check
+    sizes_fixed_fields: dict[str, Any] = field(default_factory=dict)  # the config fields its Config pins (values)
+    sizes_literal: bool = False  # every size in model.py's classes a literal (not only the pinned fields')
     version: int = 0  # bumped by every edit so derived views know they are stale
     recall: bool = True  # keep the derived views of the last few states for an undo (graph/recall.py); a one-shot
     # command that never edits turns it off: the fingerprint of a 5,000-layer graph costs ~1.6 CPU s

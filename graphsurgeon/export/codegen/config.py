@@ -45,6 +45,13 @@ class ConfigSizes:
         self.cfgs: list[dict] = []  # their numeric fields
         self.class_name = "Config"
         self.aliases: dict[str, str] = {}
+        # the fields Config refuses to change (the export's second-config check refused model.py there), and
+        # whether every size is then a literal
+        self.pinned: dict[str, object] = dict(getattr(cm, "sizes_fixed_fields", None) or {})
+        self.literal = bool(getattr(cm, "sizes_literal", False))
+        if self.literal:
+            self.used = dict(self.pinned)
+            return
         try:
             self._build()
         except Exception:  # noqa: BLE001 - no Hugging Face model to compare with: every number stays a literal
@@ -126,7 +133,9 @@ class ConfigSizes:
                          tuple((x + k * y) * z for x, y, z in zip(va, vb, vq)))
                         for a, fa, va in ints for b, fb, vb in ints if a != b for k in (1, 2)
                         for q, fq, vq in quotients]
-            tiers = [ints, quotients, multiples, halves, products, sums, offsets, per_head]
+            # a multiple of a product: MiniCPM 5 MoE's gated queries, `2 * heads * head_dim`
+            scaled = [(f"{k} * {t}", f, tuple(k * x for x in v)) for t, f, v in products for k in (2, 3, 4)]
+            tiers = [ints, quotients, multiples, halves, products, sums, offsets, per_head, scaled]
         cache[floating] = tiers
         return tiers
 
@@ -293,12 +302,18 @@ class ConfigSizes:
 
     def dataclass_text(self) -> str:
         """The config dataclass model.py builds from (the fields it reads, config.json's values as defaults)."""
-        lines = ["@dataclass", f"class {self.class_name}:",
-                 '    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the '
-                 'exported model\'s)."""', ""]
+        doc = '    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the exported model\'s).'
+        if self.literal:
+            doc = ('    """The sizes this model.py is written for: every size in its classes is a literal (built from '
+                   "another config, it differed from Hugging Face's model there), and another config.json is refused.")
+        elif self.pinned:
+            doc += (f" {', '.join(self.pinned)}: fixed (built with another, model.py differed from Hugging Face's "
+                    "model), another value is refused.")
+        doc += '"""'
+        lines = ["@dataclass", f"class {self.class_name}:", doc, ""]
         lines += [f"    {k}: {type(v).__name__} = {v!r}" if not isinstance(v, (dict, list))  # rope_parameters
                   else f"    {k}: {type(v).__name__} = field(default_factory=lambda: {v!r})"
-                  for k, v in self.used.items()]
+                  for k, v in {**self.used, **self.pinned}.items()]
         lines += ["", "    @classmethod", f'    def from_json(cls, path: str) -> "{self.class_name}":',
                   '        """The fields of config.json this class has (a missing file or field: the default)."""',
                   "        if not os.path.isfile(path):",
@@ -307,6 +322,16 @@ class ConfigSizes:
                   "            data = json.load(fh)",
                   "        names = {f.name for f in fields(cls)}",
                   "        return cls(**{k: v for k, v in data.items() if k in names})"]
+        if self.pinned:
+            lines += ["", "    def __post_init__(self) -> None:",
+                      f"        fixed = {self.pinned!r}",
+                      "        other = [f\"{k}={getattr(self, k)!r} (model.py: {v!r})\" for k, v in fixed.items() "
+                      "if getattr(self, k) != v]",
+                      "        if other:",
+                      "            raise ValueError(",
+                      "                f\"model.py's sizes are fixed at the exported config; this config sets {', '.join(other)}. \"",
+                      "                \"Export the model again from a folder with this config.json.\"",
+                      "            )"]
         return "\n".join(lines)
 
 

@@ -103,14 +103,26 @@ def _doc(c: ClassDef, cls: str) -> str:
 
 
 def loras_table(cm) -> dict:
-    """LoRA module path -> what builds it (train.py reads the scalings)."""
+    """LoRA module path -> what builds it (train.py reads the scalings). `of`: the adapted projection's whole output
+    width here, where the LoRA adapts a projection (its sizes then follow the projection's at any config)."""
     out = {}
     for b in cm.loras.values():
         t, c = b.target, b.config
         kind = "update" if (t.is_slice or not b.mergeable) else t.kind
+        whole = projection_width(cm, t.module) if b.mergeable else None
         out[lora_export_name(b)] = dict(kind=kind, in_features=t.in_features, out_features=t.out_features,
+                                        **({"of": whole} if whole else {}),
                                         r=c.r, scaling=float(c.scaling), dropout=float(c.dropout))
     return out
+
+
+def projection_width(cm, module: str) -> int | None:
+    """The output width of the projection at `module` (its weight's out side), None when it has no 2-D weight."""
+    weight = dict(cm.gm.named_parameters()).get(f"{module}.weight")
+    if weight is None:
+        return None
+    kind = cm.module_classes.get(module, "")
+    return int(weight.shape[1] if kind == "Conv1D" else weight.shape[0])
 
 
 def root_section(model: Model) -> Section:

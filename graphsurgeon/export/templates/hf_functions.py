@@ -101,9 +101,10 @@ class WeightsError(ValueError):
     """model.safetensors is missing, truncated or corrupt, or lacks a tensor model.py needs."""
 
 
-def read_weights(path: str, expected: dict, device: str = "cpu") -> dict:
+def read_weights(path: str, expected: dict, device: str = "cpu", holds: dict | None = None) -> dict:
     """The tensors of `path`, checked: complete file, every tensor in `expected` ({name: the model's tensor, on any
-    device}) present with its shape, floating point where the model's is."""
+    device}) present with its shape, floating point where the model's is; none the model has no place for (`holds`:
+    its whole state dict) — a deeper config's layers would otherwise go unread without a word."""
     if not os.path.isfile(path):
         raise WeightsError(f"{path} does not exist; model.py needs the model.safetensors it was exported with.")
     size = os.path.getsize(path)
@@ -128,6 +129,13 @@ def read_weights(path: str, expected: dict, device: str = "cpu") -> dict:
         raise WeightsError(
             f"{path} has no tensor {missing[0]!r}{more}, which model.py needs; "
             "use the model.safetensors this model.py was exported with."
+        )
+    extra = [name for name in tensors if holds is not None and name not in holds]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise WeightsError(
+            f"{path} has a tensor {extra[0]!r}{more} model.py has no place for: the file is of another model or "
+            "config than this model.py and config.json; use the model.safetensors this model.py was exported with."
         )
     for name, want in expected.items():
         if tuple(tensors[name].shape) != tuple(want.shape):

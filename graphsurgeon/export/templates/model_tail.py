@@ -6,16 +6,31 @@ def add_lora(model: nn.Module) -> None:
         parent = model.get_submodule(parent_path)
         have = getattr(parent, name, None)
         lora = dict(r=hp["r"], scaling=hp["scaling"], dropout=hp["dropout"])
+        n_in, n_out = lora_widths(hp, parent if hp["kind"] == "update" else have)
         if hp["kind"] == "update" and not isinstance(have, LoRA):
-            parent.add_module(name, LoRA(hp["in_features"], hp["out_features"], **lora))
+            parent.add_module(name, LoRA(n_in, n_out, **lora))
         elif hp["kind"] == "linear" and type(have).__name__ != "LoRALinear":
             bias = getattr(have, "bias", None) is not None  # a holder of a bias-free projection has no .bias
-            parent.add_module(name, LoRALinear(hp["in_features"], hp["out_features"], bias, **lora))
+            parent.add_module(name, LoRALinear(n_in, n_out, bias, **lora))
         elif hp["kind"] == "conv1d" and type(have).__name__ != "LoRAConv1D":
-            parent.add_module(name, LoRAConv1D(hp["out_features"], hp["in_features"], **lora))
+            parent.add_module(name, LoRAConv1D(n_out, n_in, **lora))
         elif hp["kind"] == "conv1x1" and type(have).__name__ != "LoRAConv1x1":
             bias = getattr(have, "bias", None) is not None
-            parent.add_module(name, LoRAConv1x1(hp["in_features"], hp["out_features"], 1, bias, **lora))
+            parent.add_module(name, LoRAConv1x1(n_in, n_out, 1, bias, **lora))
+
+
+def lora_widths(hp: dict, projection) -> tuple[int, int]:
+    """A LoRA's (in, out) widths at this model's config: those of the projection it adapts (`of`: that projection's
+    output width at the exported config; a slice of it keeps its share), else LORAS's own."""
+    if "of" in hp and isinstance(projection, nn.Linear):
+        n_in, n_out = projection.in_features, projection.out_features
+    elif "of" in hp and type(projection).__name__ == "Conv1D":  # GPT-2's: weight [in, out]
+        n_in, n_out = projection.weight.shape
+    else:
+        return hp["in_features"], hp["out_features"]
+    if n_out * hp["out_features"] % hp["of"]:
+        return hp["in_features"], hp["out_features"]
+    return n_in, n_out * hp["out_features"] // hp["of"]
 
 
 def tie_weights(model: nn.Module) -> None:
@@ -68,7 +83,8 @@ def load_model(folder: str = ".", device=None, dtype=None) -> nn.Module:
         for name, function in skipped.items():
             setattr(nn.init, name, function)
     expected = {name: t for name, t in model.state_dict().items() if name not in TIED}
-    tensors = read_weights(os.path.join(folder, "model.safetensors"), expected, "cpu" if device is None else device)
+    weights = os.path.join(folder, "model.safetensors")
+    tensors = read_weights(weights, expected, "cpu" if device is None else device, model.state_dict())
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict({k: v for k, v in tensors.items() if k not in TIED}, strict=False, assign=True)
