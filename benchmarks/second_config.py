@@ -8,9 +8,10 @@ hidden size ×1.5 (with the fields equal to it: OPT's word_embed_proj_dim), inte
 model.py's `Model(Config.from_json(...))` gets the Hugging Face model's state dict at that config. Reported per type:
   check      what the export's self-check said of the sizes: proven (at its own second config), pinned (the
              layer count or head counts: Config refuses others), literal (every size), not checked
-  result     at the held-out config: max |model.py − HF| on 7 tokens, "refused" (model.py's Config refuses a config
-             of other sizes: loud), or the step that failed and why (loud)
-A type passes at ≤ 1e-5 or refused; a difference over 1e-5 is silently wrong (must be 0).
+  result     at the held-out config: max |model.py − HF| on the self-check's padded case, "refused" (model.py's
+             Config refuses a config of other sizes: loud), or the step that failed and why (loud)
+A type passes at ≤ 1e-5 or refused; a difference over 1e-5 is silently wrong (must be 0). Each model.py is also
+checked as tests/test_modelpy_style.py checks the suite's: `ruff format --line-length 119` leaves it as written.
 Run: .venv/bin/python benchmarks/second_config.py [type ...] (no types: every text type coverage.py --all runs);
 `--mode layers` or `--mode hidden` moves only those sizes.
 """
@@ -72,6 +73,17 @@ def second_config(cfg: dict, mode: str = "both") -> dict:
     return out
 
 
+def formatted(path: Path) -> bool:
+    """Whether `ruff format --line-length 119` leaves the file as it is (tests/test_modelpy_style.py's check)."""
+    import subprocess
+
+    from ruff.__main__ import find_ruff_bin
+
+    done = subprocess.run([find_ruff_bin(), "format", "--line-length", "119", "--check", str(path)],
+                          capture_output=True, text=True)
+    return done.returncode == 0
+
+
 def check_status(check: str) -> str:
     """What the export's line says of the sizes (export/second_config.py)."""
     if "(Config refuses others): every size" in check:
@@ -101,6 +113,7 @@ def run_type(model_type: str, tmp: Path, mode: str) -> dict:
         row["check"] = check_status(result.check)
         row["why"] = result.check.partition("(Config refuses others): ")[2][:300]
         text = (tmp / f"{model_type}-export" / "model.py").read_text()
+        row["formatted"] = formatted(tmp / f"{model_type}-export" / "model.py")
         cfg = json.loads((folder / "config.json").read_text())
         changed = {**cfg, **second_config(cfg, mode)}
         second = tmp / f"{model_type}-second"
@@ -192,18 +205,24 @@ def main(argv: list[str]) -> None:
             rows.append(isolated(t, Path(tmp), args.mode))
             r = rows[-1]
             print(f"| {r['type']} | {r['check']} | {'✓' if r['passed'] else '✗'} | {r['count']} | {r['result']} | "
-                  f"{r.get('why', '')} |", flush=True)
-    ran = [r for r in rows if not r["result"].startswith("not run") and not r.get("hf_refuses")]
+                  f"{'' if r.get('formatted', True) else 'not ruff-formatted; '}{r.get('why', '')} |", flush=True)
+    large = [r for r in rows if r["result"].startswith("not run")]
+    no_model = [r for r in rows if r not in large and not r["check"]]  # the tiny model does not save or capture
+    hf_refuses = [r for r in rows if r.get("hf_refuses")]
+    ran = [r for r in rows if r not in large and r not in no_model and r not in hf_refuses]
     checks = {k: sum(r["check"] == k for r in ran) for k in ("proven", "pinned", "literal", "not checked",
                                                              "export failed")}
     equal = sum(r["passed"] and not r["result"].startswith("refused") for r in ran)
     refused = sum(r["passed"] and r["result"].startswith("refused") for r in ran)
-    print(f"\n{len(ran)} types run ({sum(r['result'].startswith('not run') for r in rows)} not run: tiny config too "
-          f"large; {sum(bool(r.get('hf_refuses')) for r in rows)} where HF refuses the held-out config); the export's self-check: "
+    wrong = sum(r["wrong"] for r in ran)
+    print(f"\n{len(ran)} types run (not run: {len(large)} a tiny config too large, {len(no_model)} a tiny model that "
+          f"does not save or capture, {len(hf_refuses)} HF refuses the held-out config). The export's self-check: "
           + ", ".join(f"{n} {k}" for k, n in checks.items()) + f". At the held-out config: {equal} equal Hugging "
-          f"Face (≤ {TOL:g}), {refused} refused by model.py's Config, {sum(r['wrong'] for r in ran)} differ silently, "
-          f"{len(ran) - equal - refused - sum(r['wrong'] for r in ran)} fail loudly otherwise; "
+          f"Face (≤ {TOL:g}), {refused} refused by model.py's Config, {wrong} differ silently, "
+          f"{len(ran) - equal - refused - wrong} fail loudly otherwise; "
           f"{sum(r['count'] == 'config' for r in rows)} read their layer count from the config; "
+          f"ruff format leaves {sum(bool(r.get('formatted')) for r in rows)} of "
+          f"{sum('formatted' in r for r in rows)} model.py files as written; "
           f"{time.perf_counter() - t0:.0f} s")
 
 

@@ -52,7 +52,8 @@ def test_the_success_line_says_what_was_checked(tmp_path, cache):
     result = export_folder(cm, tmp_path / "out")
     assert re.fullmatch(r"model\.py checked against the graph: 2 lengths, random LoRA, KV cache, max diff "
                         r"\de[-+]\d\d; sizes checked against Hugging Face at a second config \(vocab_size 101 → 112, "
-                        r"n_embd 64 → 192, n_layer 2 → 3, n_head 4 → 8\): max diff \de[-+]\d\d", result.check), result.check
+                        r"n_embd 64 → 192, n_layer 2 → 3, n_head 4 → 8\): max diff \de[-+]\d\d", result.check), \
+        result.check
     assert not (cache / "failed-exports").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary folder left beside it
 
@@ -273,8 +274,8 @@ def test_a_literal_layer_count_gets_the_layer_count_pinned(tmp_path, cache, monk
     edit_model_py(monkeypatch, r"range\(config\.n_layer\)", "range(2)", always=False)
     result = export_folder(cm, tmp_path / "out")
     assert re.search(r"sizes checked against Hugging Face at a second config \(vocab_size 101 → 112, n_embd 64 → "
-                     r"192, n_head 4 → 8\): max diff .*; fixed at this config \(Config refuses others\): n_layer — at "
-                     r"a second config \(.*n_layer 2 → 3.*\) Hugging Face's model has tensors model\.py has not "
+                     r"192, n_head 4 → 8\): max diff .*; fixed at this config \(Config refuses others\): n_layer — "
+                     r"at a second config \(.*n_layer 2 → 3.*\) Hugging Face's model has tensors model\.py has not "
                      r"\('transformer\.h\.2\.", result.check), result.check
     text = (tmp_path / "out" / "model.py").read_text()
     assert "config.n_embd" in text

@@ -166,7 +166,7 @@ def _write_atomically(cm, dest: Claim, still_free, step) -> str:
                 raise
             cm.kv_cache_off = str(err)
             cm._codegen = None
-        except SecondConfigRefused as err:  # model.py again: its layer count pinned, else every size a literal
+        except SecondConfigRefused as err:  # model.py again: the fields it names pinned, else every size literal
             shutil.rmtree(tmp, ignore_errors=True)
             if cm.sizes_literal:
                 raise

@@ -9,10 +9,11 @@ folder holding that config.json and that model's tensors, and runs the self-chec
 equal Hugging Face's within float32's tolerance, and Hugging Face's state dict must hold no tensor model.py lacks (a
 layer count written as a literal loads a deeper model's first layers without a word).
 
-Where model.py fails or differs, SecondConfigRefused: the export writes model.py again with every size a literal and
-a Config that refuses a config.json of other sizes (codegen/config.py, `fixed`) — loud where it would be silently
-wrong. A config Hugging Face itself refuses is not a check: the next, smaller move is tried; none left, the line says
-model.py's sizes were not checked.
+Where model.py fails or differs, SecondConfigRefused: when the same config passes at the model's own layer count,
+head counts, or both, the export writes model.py again with a Config that pins those fields (another value is
+refused in a sentence); else with every size a literal and a Config that pins every size field (codegen/config.py,
+`pinned`, `literal`) — loud where it would be silently wrong. A config Hugging Face itself refuses is not a check: the
+next, smaller move is tried; none left, the line says model.py's sizes were not checked.
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ def _check(cm, folder: Path, runner) -> str:
             refused.append(found[3:])
             continue
         raise SecondConfigRefused(found, _fields_to_pin(cm, folder, runner, base, move, pinned, inputs))
-    return f"sizes not checked at a second config (Hugging Face refuses each: {refused[-1] if refused else 'none'})"
+    if not refused:
+        return "sizes not checked at a second config (its config has no layer count, hidden size or vocabulary to move)"
+    return f"sizes not checked at a second config (Hugging Face refuses each: {refused[-1]})"
 
 
 def _fields_to_pin(cm, folder: Path, runner, base: dict, move: int, pinned: set, inputs: dict) -> dict | None:
@@ -201,7 +204,8 @@ def _compare(cm, folder: Path, runner, base: dict, changes: dict, inputs: dict):
         diff, ok = compare(got[name], w, TOLERANCE)
         worst = max(worst, diff)
         if not ok:
-            return f"{at} model.py differs from Hugging Face there (max diff {diff:.1e} on {name!r}, tolerance {TOLERANCE:g})"
+            return (f"{at} model.py differs from Hugging Face there (max diff {diff:.1e} on {name!r}, tolerance "
+                    f"{TOLERANCE:g})")
     return worst
 
 
@@ -210,7 +214,7 @@ def _inputs(cm) -> dict[str, torch.Tensor] | None:
     input is floating point (its sizes may be the config's)."""
     from graphsurgeon.export.verify_cases import cases
 
-    label, x = cases(cm)[-1]
+    _, x = cases(cm)[-1]
     if any(t.is_floating_point() for t in x.values()):
         return None
     return {k: t % VOCAB_CAP if "input_ids" in k else t for k, t in x.items()}
@@ -225,9 +229,9 @@ def _hf_at(cm, cfg: dict, inputs: dict):
         config = transformers.AutoConfig.for_model(**cfg)
         if cm.attn_implementation:
             config._attn_implementation = cm.attn_implementation
-        torch.manual_seed(0)
-        hf = getattr(transformers, cm.model_class)(config).float().eval()
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded weights; the caller's generator untouched
+            torch.manual_seed(0)
+            hf = getattr(transformers, cm.model_class)(config).float().eval()
             out = hf(**inputs)
     except Exception as err:  # noqa: BLE001 - Hugging Face's own refusal: not model.py's failure
         text = str(err).strip().splitlines()

@@ -185,8 +185,15 @@ def _as_exported(module, folder: str) -> None:
     path = os.path.join(folder, "model.safetensors")
     tensors = load_file(path)
     config = module.Config.from_json(os.path.join(folder, "config.json"))
-    with torch.device("meta"):
-        wanted = module.Model(config).state_dict()
+    skipped = {name: getattr(torch.nn.init, name) for name in module.INIT_FUNCTIONS}
+    for name in skipped:  # no init on the meta device (as load_model builds it): a first one costs a second
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("meta"):
+            wanted = module.Model(config).state_dict()
+    finally:
+        for name, function in skipped.items():
+            setattr(torch.nn.init, name, function)
     gen = torch.Generator().manual_seed(0)
     loras = {k: (torch.zeros(t.shape, dtype=t.dtype) if "lora_B" in k else torch.randn(t.shape, generator=gen) * 0.02)
              for k, t in wanted.items() if k not in tensors and "lora_" in k}

@@ -302,15 +302,17 @@ class ConfigSizes:
 
     def dataclass_text(self) -> str:
         """The config dataclass model.py builds from (the fields it reads, config.json's values as defaults)."""
-        doc = '    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the exported model\'s).'
+        doc = ['    """The sizes model.py reads from config.json (Hugging Face\'s names; the defaults are the '
+               "exported model's)."]
         if self.literal:
-            doc = ('    """The sizes this model.py is written for: every size in its classes is a literal (built from '
-                   "another config, it differed from Hugging Face's model there), and another config.json is refused.")
+            doc = ['    """The sizes this model.py is written for: every size in its classes is a literal (built from '
+                   "another", "    config, it differed from Hugging Face's model there); another config.json is "
+                   "refused."]
         elif self.pinned:
-            doc += (f" {', '.join(self.pinned)}: fixed (built with another, model.py differed from Hugging Face's "
-                    "model), another value is refused.")
-        doc += '"""'
-        lines = ["@dataclass", f"class {self.class_name}:", doc, ""]
+            doc.append(f"    {', '.join(self.pinned)}: fixed (built with others, model.py differed from Hugging "
+                       "Face's).")
+        doc[-1] += '"""'
+        lines = ["@dataclass", f"class {self.class_name}:", *doc, ""]
         lines += [f"    {k}: {type(v).__name__} = {v!r}" if not isinstance(v, (dict, list))  # rope_parameters
                   else f"    {k}: {type(v).__name__} = field(default_factory=lambda: {v!r})"
                   for k, v in {**self.used, **self.pinned}.items()]
@@ -323,16 +325,20 @@ class ConfigSizes:
                   "        names = {f.name for f in fields(cls)}",
                   "        return cls(**{k: v for k, v in data.items() if k in names})"]
         if self.pinned:
-            lines += ["", "    def __post_init__(self) -> None:",
-                      f"        fixed = {self.pinned!r}",
-                      "        other = [f\"{k}={getattr(self, k)!r} (model.py: {v!r})\" for k, v in fixed.items() "
-                      "if getattr(self, k) != v]",
-                      "        if other:",
-                      "            raise ValueError(",
-                      "                f\"model.py's sizes are fixed at the exported config; this config sets {', '.join(other)}. \"",
-                      "                \"Export the model again from a folder with this config.json.\"",
-                      "            )"]
+            lines += ["", PINNED.format(fixed=repr(self.pinned)).rstrip("\n")]
         return "\n".join(lines)
+
+
+# a Config's check of the fields it pins (`fixed`: field -> the exported value)
+PINNED = '''    def __post_init__(self) -> None:
+        fixed = {fixed}
+        other = [f"{{k}}={{getattr(self, k)!r}} (model.py: {{v!r}})" for k, v in fixed.items() if getattr(self, k) != v]
+        if other:
+            raise ValueError(
+                f"model.py's sizes are fixed at the exported config; this config sets {{', '.join(other)}}. "
+                "Export the model again from a folder with this config.json."
+            )
+'''
 
 
 def _tensor(model, name: str):

@@ -291,7 +291,7 @@ def _operands(item: str) -> list[str]:
     if any(f" {w} " in item for w in ("and", "or", "if", "not", "in", "is", "lambda")) or \
             any(c in "=<>" for i, c in _top_level(item)):
         return [item]
-    for ops in (("+", "-"), ("*", "//", "/", "%", "@")):
+    for ops in (("|",), ("^",), ("&",), ("+", "-"), ("*", "//", "/", "%", "@")):  # loosest first, as Python binds
         cuts = [i for i in sorted(top) if item[i] == " " and any(
             item.startswith(f" {o} ", i) and i + len(o) + 1 in top for o in ops)]
         if cuts:
