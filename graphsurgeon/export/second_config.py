@@ -2,8 +2,8 @@
 
 model.py reads its sizes from config.json (codegen/config.py solves each number at the model's config and at two
 probe configs). This check proves it at a config nobody solved at: the model's config shrunk as the twin's
-(export/twin.py: widths down to head_dim 16, two layers per kind) and the vocabulary to at most 1,024 (both only to
-keep it cheap), then grown the way a user grows a model (`grown`). Hugging Face builds its model there (random
+(export/twin.py: widths down to head_dim 16, two layers per kind) and the vocabulary to at most 1,024, special token
+ids past it unset (both only to keep it cheap), then grown the way a user grows a model (`grown`). Hugging Face builds its model there (random
 weights, float32); model.py — the written file, in the self-check's process — is loaded with `load_model` from a
 folder holding that config.json and that model's tensors, and runs the self-check's padded case. Every output must
 equal Hugging Face's within float32's tolerance, and Hugging Face's state dict must hold no tensor model.py lacks (a
@@ -31,7 +31,7 @@ from graphsurgeon.export.verify import SelfCheckError, compare
 HIDDEN = ("hidden_size", "n_embd", "d_model", "dim")
 WIDTH = re.compile(r"size|dim|embd|hidden|width|proj|d_model")  # a field that moves with an equal hidden size
 NOT_A_WIDTH = re.compile(r"head|vocab|position|intermediate|expert|_token_id|bucket|chunk|window|layers")
-VOCAB_CAP = 1024  # the check's vocabulary: at most this many (+ the move's 11) or the largest special token id + 1
+VOCAB_CAP = 1024  # the check's vocabulary: at most this many (+ the move's 11)
 TOLERANCE = 1e-5  # float32, as the self-check's
 
 
@@ -116,16 +116,22 @@ def head_fields(cfg: dict) -> dict:
 
 
 def base_config(cm) -> dict:
-    """The model's config, shrunk as the twin's and its vocabulary to VOCAB_CAP (only to keep the check cheap)."""
+    """The model's config, shrunk as the twin's (its own layer count where a LoRA sits on a layer the twin has not)
+    and its vocabulary to VOCAB_CAP (only to keep the check cheap)."""
     from graphsurgeon.export.twin import twin_config
 
     cfg, _ = twin_config(cm.config, cm.model_class, {})
-    vocab = cfg.get("vocab_size")
-    if type(vocab) is int:
-        special = [v for k, v in cfg.items() if k.endswith("_token_id") and type(v) is int]
-        special += [x for k, v in cfg.items() if k.endswith("_token_ids") and isinstance(v, list) for x in v
-                    if type(x) is int]
-        cfg["vocab_size"] = min(vocab, max([VOCAB_CAP] + [s + 1 for s in special]))
+    lora_layers = [b.target.layer for b in cm.loras.values() if b.target.layer is not None]
+    count = next((cfg[k] for k in LAYERS if type(cfg.get(k)) is int), None)
+    if lora_layers and count is not None and count <= max(lora_layers):  # LORAS names the model's own layers
+        cfg.update(layer_fields(cm.config))
+    if type(cfg.get("vocab_size")) is int and cfg["vocab_size"] > VOCAB_CAP:  # a special token id past the cap: None
+        cfg["vocab_size"] = VOCAB_CAP  # (GPT-2's 50256 would keep 50k rows: most of the check's time)
+        for k, v in list(cfg.items()):
+            if k.endswith("_token_id") and type(v) is int and v >= VOCAB_CAP:
+                cfg[k] = None
+            elif k.endswith("_token_ids") and isinstance(v, list):
+                cfg[k] = [x for x in v if not (type(x) is int and x >= VOCAB_CAP)] or None
     return cfg
 
 
@@ -146,8 +152,8 @@ def _check(cm, folder: Path, runner) -> str:
     inputs = _inputs(cm)
     if inputs is None:
         return "sizes not checked at a second config (the model takes more than token ids)"
-    base = base_config(cm)
     pinned = set(cm.sizes_fixed_fields)
+    base = {**base_config(cm), **_exported(cm, pinned)}  # a pinned field at the exported value
     refused = []
     for move in range(3):
         changes = grown(base, move, pinned)
@@ -174,10 +180,16 @@ def _fields_to_pin(cm, folder: Path, runner, base: dict, move: int, pinned: set,
     for group in (layers, heads, {**layers, **heads}):
         if not group or set(group) <= pinned:
             continue
-        changes = grown(base, move, pinned | set(group))
-        if changes and isinstance(_compare(cm, folder, runner, base, changes, inputs), float):
+        at = {**base, **group}  # the group at the model's own values (the base may have the twin's layer count)
+        changes = grown(at, move, pinned | set(group))
+        if changes and isinstance(_compare(cm, folder, runner, at, changes, inputs), float):
             return {**cm.sizes_fixed_fields, **group}
     return None
+
+
+def _exported(cm, fields) -> dict:
+    """The model's own values of `fields`."""
+    return {k: cm.config[k] for k in fields if k in cm.config}
 
 
 def _compare(cm, folder: Path, runner, base: dict, changes: dict, inputs: dict):
